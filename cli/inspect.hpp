@@ -1,0 +1,23 @@
+#pragma once
+#include <iosfwd>
+#include <string>
+
+#include "core/metainfo.hpp"
+
+namespace pw::cli {
+
+struct InspectOptions {
+    std::string torrent_path;
+    bool json = false;
+};
+
+// Human-readable summary in the manner of transmission-show.
+void print_summary(const Torrent& torrent, std::ostream& out);
+// One JSON object: name, total_size, piece_length, piece_count, info_hash, private,
+// trackers (list of tiers), files [{path, length, offset}].
+void print_json(const Torrent& torrent, std::ostream& out);
+
+// Returns the process exit code; errors go to stderr as one line.
+int run_inspect(const InspectOptions& options);
+
+}  // namespace pw::cli

@@ -1,0 +1,49 @@
+// piecework: the user-facing command. The work is in pw_cli; this only parses flags.
+#include <exception>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/download.hpp"
+#include "cli/inspect.hpp"
+
+int main(int argc, char** argv) {
+    CLI::App app{"piecework: a BitTorrent client built as a pipeline of processes"};
+    app.require_subcommand(1);
+
+    pw::cli::InspectOptions inspect;
+    auto* inspect_cmd = app.add_subcommand("inspect", "Show what a .torrent file describes");
+    inspect_cmd->add_option("torrent", inspect.torrent_path, "The .torrent file")->required();
+    inspect_cmd->add_flag("--json", inspect.json, "One JSON object, for scripts");
+
+    pw::cli::DownloadOptions download;
+    auto* download_cmd = app.add_subcommand("download", "Download a torrent into a folder");
+    download_cmd->add_option("torrent", download.torrent_path, "The .torrent file")->required();
+    download_cmd->add_option("-o,--output", download.output_dir, "Download folder")
+        ->capture_default_str();
+    download_cmd->add_option("--peer", download.peers,
+                             "HOST:PORT of a peer to use besides the trackers' (repeatable)");
+    download_cmd->add_option("--workers", download.workers, "Peer worker processes")
+        ->check(CLI::Range(1u, 64u))
+        ->capture_default_str();
+    download_cmd->add_flag("-q,--quiet", download.quiet, "No progress output");
+    download_cmd->add_option("--log-level", download.log_level,
+                             "Stage log level: trace, debug, info, warn, error")
+        ->capture_default_str();
+    download_cmd->add_option("--bin-dir", download.bin_dir,
+                             "Folder with the stage executables (default: beside piecework)");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    try {
+        if (*inspect_cmd) return pw::cli::run_inspect(inspect);
+        if (*download_cmd) return pw::cli::run_download(download);
+    } catch (const std::exception& e) {
+        std::cerr << "piecework: " << e.what() << "\n";
+        return 1;
+    }
+    return 2;
+}

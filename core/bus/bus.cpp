@@ -1,0 +1,172 @@
+#include "core/bus/bus.hpp"
+
+#include <stdexcept>
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+namespace pw::bus {
+
+void configure(zmq::socket_t& socket, const SocketLimits& limits) {
+    socket.set(zmq::sockopt::maxmsgsize, limits.max_message);
+    socket.set(zmq::sockopt::sndhwm, limits.send_hwm);
+    socket.set(zmq::sockopt::rcvhwm, limits.recv_hwm);
+    socket.set(zmq::sockopt::linger, limits.linger_ms);
+}
+
+namespace {
+
+// Consumes the remaining frames of a multipart message we are dropping.
+void drain(zmq::socket_t& socket, bool more) {
+    zmq::message_t part;
+    while (more) {
+        if (!socket.recv(part, zmq::recv_flags::none)) return;
+        more = part.more();
+    }
+}
+
+}  // namespace
+
+RecvStatus receive(zmq::socket_t& socket, bool from_router, Incoming& out, zmq::recv_flags flags) {
+    out.identity.clear();
+    out.frames.clear();
+    zmq::message_t part;
+    if (!socket.recv(part, flags)) return RecvStatus::would_block;
+    if (from_router) {
+        out.identity = part.to_string();
+        if (!part.more()) {
+            spdlog::warn("dropped a message with no envelope from '{}'", out.identity);
+            return RecvStatus::dropped;
+        }
+        if (!socket.recv(part, zmq::recv_flags::none)) return RecvStatus::dropped;
+    }
+    bool more = part.more();
+    out.envelope.Clear();
+    if (!out.envelope.ParseFromArray(part.data(), static_cast<int>(part.size()))) {
+        spdlog::warn("dropped a malformed envelope ({} bytes)", part.size());
+        drain(socket, more);
+        return RecvStatus::dropped;
+    }
+    while (more) {
+        if (out.frames.size() == kMaxFrames) {
+            spdlog::warn("dropped a message with more than {} frames from '{}'", kMaxFrames,
+                         out.envelope.sender());
+            drain(socket, more);
+            return RecvStatus::dropped;
+        }
+        zmq::message_t frame;
+        if (!socket.recv(frame, zmq::recv_flags::none)) return RecvStatus::dropped;
+        more = frame.more();
+        out.frames.push_back(std::move(frame));
+    }
+    if (out.envelope.version() != kSchemaVersion) {
+        spdlog::warn("dropped a message of schema version {} from '{}' (we speak {})",
+                     out.envelope.version(), out.envelope.sender(), kSchemaVersion);
+        return RecvStatus::dropped;
+    }
+    if (out.envelope.body_case() == v1::Envelope::BODY_NOT_SET) {
+        spdlog::warn("dropped a message of an unknown type from '{}'", out.envelope.sender());
+        return RecvStatus::dropped;
+    }
+    return RecvStatus::ok;
+}
+
+bool send(zmq::socket_t& socket, const std::string& sender, v1::Envelope& envelope,
+          std::span<zmq::message_t> frames, const std::string* identity, zmq::send_flags flags) {
+    envelope.set_version(kSchemaVersion);
+    envelope.set_sender(sender);
+    const auto more = flags | zmq::send_flags::sndmore;
+    // Only the first frame can see EAGAIN: once it is queued, ZeroMQ takes the whole message.
+    if (identity != nullptr) {
+        if (!socket.send(zmq::buffer(*identity), more)) return false;
+    }
+    std::string header = envelope.SerializeAsString();
+    const bool last = frames.empty();
+    if (!socket.send(zmq::buffer(header), last ? flags : more)) return false;
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+        const bool final_frame = i + 1 == frames.size();
+        socket.send(frames[i], final_frame ? flags : more);
+    }
+    return true;
+}
+
+zmq::message_t frame_from_buffer(std::vector<std::uint8_t>&& buffer) {
+    auto* owned = new std::vector<std::uint8_t>(std::move(buffer));
+    return zmq::message_t(
+        owned->data(), owned->size(),
+        [](void*, void* hint) { delete static_cast<std::vector<std::uint8_t>*>(hint); }, owned);
+}
+
+ControlLink::ControlLink(zmq::context_t& context, const std::string& endpoint, std::string name,
+                         v1::Role role, Timing timing)
+    : socket_(context, zmq::socket_type::dealer), name_(std::move(name)), role_(role),
+      timing_(timing) {
+    configure(socket_);
+    socket_.set(zmq::sockopt::routing_id, name_);
+    socket_.connect(endpoint);
+}
+
+Incoming ControlLink::handshake() {
+    const auto deadline = Clock::now() + timing_.welcome_timeout;
+    Clock::time_point next_hello{};
+    while (Clock::now() < deadline) {
+        if (Clock::now() >= next_hello) {
+            v1::Envelope hello;
+            hello.mutable_hello()->set_role(role_);
+            hello.mutable_hello()->set_pid(static_cast<std::uint32_t>(::getpid()));
+            send(hello);
+            next_hello = Clock::now() + timing_.heartbeat;
+        }
+        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+        zmq::poll(&item, 1, timing_.heartbeat);
+        Incoming in;
+        while (receive(socket_, false, in) != RecvStatus::would_block) {
+            if (in.envelope.has_welcome()) {
+                last_heard_ = Clock::now();
+                return in;
+            }
+            if (in.envelope.has_shutdown()) {
+                throw std::runtime_error("orchestrator refused us: " + in.envelope.shutdown().reason());
+            }
+        }
+    }
+    throw std::runtime_error("no answer from the orchestrator within " +
+                             std::to_string(timing_.welcome_timeout.count() / 1000) + " s");
+}
+
+void ControlLink::send(v1::Envelope& envelope, std::span<zmq::message_t> frames) {
+    bus::send(socket_, name_, envelope, frames);
+    last_sent_ = Clock::now();
+}
+
+std::optional<Incoming> ControlLink::poll_message() {
+    Incoming in;
+    const RecvStatus status = receive(socket_, false, in);
+    if (status == RecvStatus::would_block) return std::nullopt;
+    last_heard_ = Clock::now();
+    if (status == RecvStatus::dropped || in.envelope.has_heartbeat()) return std::nullopt;
+    return in;
+}
+
+bool ControlLink::tick(const v1::Heartbeat& stats) {
+    const auto now = Clock::now();
+    if (now - last_sent_ >= timing_.heartbeat) {
+        v1::Envelope beat;
+        *beat.mutable_heartbeat() = stats;
+        send(beat);
+    }
+    return now - last_heard_ < timing_.heartbeat * timing_.missed_heartbeats;
+}
+
+std::chrono::milliseconds ControlLink::until_next_tick() const {
+    const auto due = last_sent_ + timing_.heartbeat - Clock::now();
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(due);
+    return ms.count() < 0 ? std::chrono::milliseconds(0) : ms;
+}
+
+std::string peer_key(const std::string& ip, std::uint32_t port) {
+    if (ip.find(':') != std::string::npos) return "[" + ip + "]:" + std::to_string(port);
+    return ip + ":" + std::to_string(port);
+}
+
+}  // namespace pw::bus

@@ -1,0 +1,101 @@
+#pragma once
+// How every stage speaks over ZeroMQ: bounded sockets, [Envelope][raw frame]* messages, and
+// the control link to the orchestrator (ready handshake, heartbeats, shutdown).
+//
+// ZeroMQ sockets are not thread-safe: each stage has one loop that owns all of its sockets.
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "proto/piecework.pb.h"
+
+namespace pw::bus {
+
+namespace v1 = ::piecework::v1;
+
+inline constexpr std::uint32_t kSchemaVersion = 1;
+// A piece (at most kMaxPieceBytes) plus its header; nothing larger crosses a socket.
+inline constexpr std::int64_t kMaxPieceBytes = 64ll << 20;
+inline constexpr std::int64_t kMaxMessageBytes = kMaxPieceBytes + (1 << 20);
+inline constexpr std::size_t kMaxFrames = 4;
+
+using Clock = std::chrono::steady_clock;
+
+struct SocketLimits {
+    std::int64_t max_message = kMaxMessageBytes;
+    int send_hwm = 1000;
+    int recv_hwm = 1000;
+    int linger_ms = 0;
+};
+
+// Applies message-size cap, high-water marks and linger. Call before bind/connect.
+void configure(zmq::socket_t& socket, const SocketLimits& limits = {});
+
+struct Incoming {
+    std::string identity;  // set for messages read from a ROUTER socket
+    v1::Envelope envelope;
+    std::vector<zmq::message_t> frames;  // raw frames after the envelope
+};
+
+enum class RecvStatus { ok, would_block, dropped };
+
+// Reads one whole multipart message. Malformed ones (bad protobuf, other schema version, too
+// many frames, no body) are consumed, logged and reported as `dropped`, never thrown.
+RecvStatus receive(zmq::socket_t& socket, bool from_router, Incoming& out,
+                   zmq::recv_flags flags = zmq::recv_flags::dontwait);
+
+// Sends [identity]? [envelope] [frames...]. Stamps version and sender. Returns false when the
+// socket would block (only possible with dontwait), in which case nothing was sent.
+bool send(zmq::socket_t& socket, const std::string& sender, v1::Envelope& envelope,
+          std::span<zmq::message_t> frames = {}, const std::string* identity = nullptr,
+          zmq::send_flags flags = zmq::send_flags::none);
+
+// A ZeroMQ frame that owns a heap buffer and hands it to ZeroMQ without a copy.
+zmq::message_t frame_from_buffer(std::vector<std::uint8_t>&& buffer);
+
+struct Timing {
+    std::chrono::milliseconds heartbeat{1000};
+    int missed_heartbeats = 5;  // silence this long means the partner is gone
+    std::chrono::milliseconds welcome_timeout{15000};
+};
+
+// A stage's DEALER connection to the orchestrator's ROUTER control socket.
+class ControlLink {
+public:
+    ControlLink(zmq::context_t& context, const std::string& endpoint, std::string name,
+                v1::Role role, Timing timing = {});
+
+    // The ready handshake: sends Hello (again every heartbeat) until a Welcome arrives.
+    // Throws std::runtime_error when none comes within timing.welcome_timeout.
+    Incoming handshake();
+
+    zmq::socket_t& socket() { return socket_; }
+    const std::string& name() const { return name_; }
+    void send(v1::Envelope& envelope, std::span<zmq::message_t> frames = {});
+    // Reads one message if any; heartbeats are absorbed here. Returns nullopt when nothing
+    // (or nothing but a heartbeat / a dropped frame) was read.
+    std::optional<Incoming> poll_message();
+    // Sends a heartbeat when one is due. Returns false once the orchestrator has been silent
+    // for missed_heartbeats periods: the caller shuts down rather than wait forever.
+    bool tick(const v1::Heartbeat& stats);
+    // Time until the next heartbeat is due, for the loop's poll timeout.
+    std::chrono::milliseconds until_next_tick() const;
+
+private:
+    zmq::socket_t socket_;
+    std::string name_;
+    v1::Role role_;
+    Timing timing_;
+    Clock::time_point last_sent_{};
+    Clock::time_point last_heard_{};
+};
+
+// "ip:port", or "[ip]:port" for IPv6: how peers are named between stages.
+std::string peer_key(const std::string& ip, std::uint32_t port);
+
+}  // namespace pw::bus

@@ -1,0 +1,104 @@
+#pragma once
+// Metainfo (.torrent, BEP 3, BEP 12 announce-list): parsing and validation are pure; only
+// read_torrent_file touches the file system.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/bencode.hpp"
+#include "core/result.hpp"
+#include "core/sha1.hpp"
+#include "core/units.hpp"
+
+namespace pw {
+
+struct FileEntry {
+    // Relative path below the download directory, '/'-separated, already sanitized: no
+    // "..", ".", empty or absolute elements, no backslash, NUL or control characters, no
+    // element over 255 bytes, unique among the torrent's files.
+    std::string path;
+    // The path elements as the torrent gave them (for display); never used to open files.
+    std::vector<std::string> original_path;
+    std::uint64_t length = 0;
+    // Offset of the file's first byte in the torrent's concatenated byte stream.
+    std::uint64_t offset = 0;
+    bool pad = false;  // BEP 47 padding file: never written
+};
+
+// One contiguous piece of a torrent byte range that falls inside one file.
+struct FileSpan {
+    std::size_t file_index = 0;
+    std::uint64_t file_offset = 0;
+    std::uint64_t length = 0;
+};
+
+struct MetainfoLimits {
+    std::uint64_t max_piece_length = 512ull << 20;
+    std::uint64_t max_file_length = 1ull << 48;
+    std::size_t max_files = 1'000'000;
+    std::size_t max_path_element = 255;
+};
+
+class Torrent {
+public:
+    // Parses and validates a whole .torrent file's bytes.
+    static Result<Torrent> parse(std::string_view bytes, const MetainfoLimits& limits = {});
+
+    const std::string& name() const { return name_; }
+    const Sha1Digest& info_hash() const { return info_hash_; }
+    // The exact bytes of the info dictionary as they stood in the file.
+    const std::string& info_bytes() const { return info_bytes_; }
+    // Tiers of announce URLs (BEP 12); a lone "announce" becomes one tier of one URL.
+    const std::vector<std::vector<std::string>>& trackers() const { return trackers_; }
+    bool is_private() const { return private_; }
+    std::uint32_t piece_length() const { return piece_length_; }
+    std::uint32_t piece_count() const { return static_cast<std::uint32_t>(piece_hashes_.size()); }
+    std::uint64_t total_size() const { return total_size_; }
+    const Sha1Digest& piece_hash(PieceIndex index) const { return piece_hashes_.at(index.get()); }
+    // Length of one piece: piece_length() except for a shorter last piece.
+    std::uint32_t piece_size(PieceIndex index) const;
+    // True when the torrent has a "files" list (files sit in a folder named name()).
+    bool is_multi_file() const { return multi_file_; }
+    const std::vector<FileEntry>& files() const { return files_; }
+    // Warnings tolerated while parsing (unsorted keys, renamed paths, ...).
+    const std::vector<std::string>& warnings() const { return warnings_; }
+    const std::string& comment() const { return comment_; }
+    const std::string& created_by() const { return created_by_; }
+    std::int64_t creation_date() const { return creation_date_; }
+
+    // The file spans covering [offset, offset + length) of the torrent, in order. Zero-length
+    // files never appear. The range must lie inside total_size().
+    std::vector<FileSpan> map_range(std::uint64_t offset, std::uint64_t length) const;
+    // The same for one whole piece.
+    std::vector<FileSpan> map_piece(PieceIndex index) const;
+    // Path of a file relative to the download directory: name()/path for multi-file torrents,
+    // name() itself (sanitized) for single-file ones.
+    std::string relative_path(std::size_t file_index) const;
+
+private:
+    std::string name_;
+    Sha1Digest info_hash_{};
+    std::string info_bytes_;
+    std::vector<std::vector<std::string>> trackers_;
+    bool private_ = false;
+    std::uint32_t piece_length_ = 0;
+    std::vector<Sha1Digest> piece_hashes_;
+    std::uint64_t total_size_ = 0;
+    bool multi_file_ = false;
+    std::vector<FileEntry> files_;
+    std::vector<std::string> warnings_;
+    std::string comment_;
+    std::string created_by_;
+    std::int64_t creation_date_ = 0;
+};
+
+// Reads a .torrent file from disk (refusing files over 64 MiB) and parses it.
+Result<Torrent> read_torrent_file(const std::string& path, const MetainfoLimits& limits = {});
+
+// Makes one path element safe, deterministically: control characters and backslashes are
+// replaced, "." and ".." and empty elements are reported as unusable (nullopt-like empty
+// result), over-long elements are shortened keeping their extension.
+std::string sanitize_path_element(std::string_view element, std::size_t max_length = 255);
+
+}  // namespace pw
