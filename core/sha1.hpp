@@ -3,6 +3,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -15,5 +16,7 @@ Sha1Digest sha1(const void* data, std::size_t size);
 
 std::string to_hex(const Sha1Digest& digest);
 std::string to_hex(std::string_view bytes);
+// 40 hex digits (either case) back to a digest; nullopt for anything else.
+std::optional<Sha1Digest> sha1_from_hex(std::string_view hex);
 
 }  // namespace pw
