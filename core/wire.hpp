@@ -104,6 +104,8 @@ private:
     std::vector<std::uint8_t> buffer_;
     std::size_t begin_ = 0;
     std::size_t end_ = 0;
+    // Bytes consumed from the stream so far: errors say where in the stream they struck.
+    std::uint64_t consumed_ = 0;
 };
 
 // True when a bitfield of `bits.size()` bytes is valid for `piece_count` pieces: the right
