@@ -1,5 +1,6 @@
 #include "core/bus/bus.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include <spdlog/spdlog.h>
@@ -123,6 +124,7 @@ Incoming ControlLink::handshake() {
         while (receive(socket_, false, in) != RecvStatus::would_block) {
             if (in.envelope.has_welcome()) {
                 last_heard_ = Clock::now();
+                adopt_heartbeat(in.envelope.welcome().heartbeat_ms());
                 return in;
             }
             if (in.envelope.has_shutdown()) {
@@ -132,6 +134,14 @@ Incoming ControlLink::handshake() {
     }
     throw std::runtime_error("no answer from the orchestrator within " +
                              std::to_string(timing_.welcome_timeout.count() / 1000) + " s");
+}
+
+void ControlLink::adopt_heartbeat(std::uint32_t heartbeat_ms) {
+    // Both sides beat at the orchestrator's period (lifecycle, step 3). Clamped, so that a
+    // confused orchestrator can neither flood us nor make us wait for hours before giving up.
+    if (heartbeat_ms == 0) return;
+    const auto clamped = std::clamp<std::uint32_t>(heartbeat_ms, 10, 60'000);
+    timing_.heartbeat = std::chrono::milliseconds(clamped);
 }
 
 void ControlLink::send(v1::Envelope& envelope, std::span<zmq::message_t> frames) {

@@ -71,6 +71,7 @@ public:
                 v1::Role role, Timing timing = {});
 
     // The ready handshake: sends Hello (again every heartbeat) until a Welcome arrives.
+    // From then on the link beats at the Welcome's heartbeat_ms (when set).
     // Throws std::runtime_error when none comes within timing.welcome_timeout.
     Incoming handshake();
 
@@ -85,8 +86,12 @@ public:
     bool tick(const v1::Heartbeat& stats);
     // Time until the next heartbeat is due, for the loop's poll timeout.
     std::chrono::milliseconds until_next_tick() const;
+    // Adopts the period the orchestrator chose in its Welcome.
+    void set_heartbeat(std::chrono::milliseconds period) { timing_.heartbeat = period; }
 
 private:
+    void adopt_heartbeat(std::uint32_t heartbeat_ms);
+
     zmq::socket_t socket_;
     std::string name_;
     v1::Role role_;
