@@ -14,7 +14,9 @@
 namespace pw {
 
 struct FileEntry {
-    // Relative path below the download directory, '/'-separated, already sanitized: no
+    // Path relative to the torrent's folder (multi-file) or the name itself (single-file; see
+    // Torrent::relative_path for the path below the download directory), '/'-separated,
+    // already sanitized (see sanitize_path_element below): no
     // "..", ".", empty or absolute elements, no backslash, NUL or control characters, no
     // element over 255 bytes, unique among the torrent's files.
     std::string path;
@@ -31,6 +33,7 @@ struct FileSpan {
     std::size_t file_index = 0;
     std::uint64_t file_offset = 0;
     std::uint64_t length = 0;
+    friend bool operator==(const FileSpan&, const FileSpan&) = default;
 };
 
 struct MetainfoLimits {
@@ -96,9 +99,24 @@ private:
 // Reads a .torrent file from disk (refusing files over 64 MiB) and parses it.
 Result<Torrent> read_torrent_file(const std::string& path, const MetainfoLimits& limits = {});
 
-// Makes one path element safe, deterministically: control characters and backslashes are
-// replaced, "." and ".." and empty elements are reported as unusable (nullopt-like empty
-// result), over-long elements are shortened keeping their extension.
+// Path sanitization, deterministic so every stage that parses the same bytes agrees:
+//  - each torrent path element is also split on '/', so "/etc/x" or "a/../b" cannot smuggle
+//    separators; then every piece goes through sanitize_path_element and empty results
+//    (from "", ".", "..") are dropped, which also makes absolute paths relative;
+//  - a file whose path sanitizes to nothing is called "file";
+//  - the torrent name is one element (a '/' in it becomes '_'); when unusable it falls back
+//    to the info-hash in hex;
+//  - collisions are settled in file order, the later file yielding: a final element that
+//    names an earlier file or folder, or a folder element that names an earlier file, gets
+//    the first free ".<n>" before its extension ("file.txt" -> "file.1.txt", file "a" then
+//    "a/b" -> "a.1/b");
+//  - every renaming (except of BEP 47 pad files) is recorded in warnings().
+// Hence no FileEntry::path can leave the torrent's folder, nor that folder the download one.
+//
+// Makes one path element safe: control characters (below 0x20 and 0x7f), NUL, backslash and
+// '/' become '_'; "", "." and ".." give an empty result (unusable); elements over
+// max_length bytes are shortened keeping their extension (at most 16 bytes after the last
+// dot) and never split a UTF-8 sequence.
 std::string sanitize_path_element(std::string_view element, std::size_t max_length = 255);
 
 }  // namespace pw
