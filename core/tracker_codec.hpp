@@ -60,7 +60,8 @@ std::string build_announce_url(std::string_view announce, const AnnounceRequest&
 Result<AnnounceResponse> parse_http_response(std::string_view body);
 
 // Interval to wait before the next announce: the tracker's, clamped to [min_seconds,
-// max_seconds]; zero, negative or absent values give the default.
+// max_seconds]; zero, negative or absent values give the default. A tracker "min interval"
+// above its interval raises it (still capped by max_seconds).
 std::int64_t clamp_interval(const AnnounceResponse& response, std::int64_t min_seconds = 30,
                             std::int64_t max_seconds = 3600, std::int64_t default_seconds = 1800);
 
