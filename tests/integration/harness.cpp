@@ -1,0 +1,644 @@
+#include "tests/integration/harness.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace pw::test {
+namespace fs = std::filesystem;
+
+namespace {
+
+[[noreturn]] void fail(const std::string& what) {
+    throw std::runtime_error(what + ": " + std::strerror(errno));
+}
+
+class FileDescriptor {
+public:
+    explicit FileDescriptor(int fd) : fd_(fd) {}
+    ~FileDescriptor() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    FileDescriptor(const FileDescriptor&) = delete;
+    FileDescriptor& operator=(const FileDescriptor&) = delete;
+    int get() const { return fd_; }
+
+private:
+    int fd_;
+};
+
+sockaddr_in loopback(std::uint16_t port) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return address;
+}
+
+bool bind_loopback(int fd, std::uint16_t port) {
+    const sockaddr_in address = loopback(port);
+    return ::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
+}
+
+// splitmix64: tiny, deterministic, and good enough that no two pieces collide.
+class PayloadGenerator {
+public:
+    explicit PayloadGenerator(std::uint64_t seed) : state_(seed * 0x9E3779B97F4A7C15ull + 1) {}
+    std::uint64_t next() {
+        std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    void fill(char* data, std::size_t size) {
+        std::size_t i = 0;
+        while (i < size) {
+            const std::uint64_t word = next();
+            const std::size_t n = std::min<std::size_t>(8, size - i);
+            std::memcpy(data + i, &word, n);
+            i += n;
+        }
+    }
+
+private:
+    std::uint64_t state_;
+};
+
+void write_payload_file(const std::string& path, std::uint64_t size, std::uint64_t seed) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    if (!out) throw std::runtime_error("cannot create " + path);
+    PayloadGenerator generator(seed);
+    std::vector<char> chunk(1 << 20);
+    std::uint64_t left = size;
+    while (left > 0) {
+        const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(left, chunk.size()));
+        generator.fill(chunk.data(), n);
+        out.write(chunk.data(), static_cast<std::streamsize>(n));
+        left -= n;
+    }
+    if (!out.flush()) throw std::runtime_error("cannot write " + path);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// TempDir
+
+TempDir::TempDir(const std::string& prefix) {
+    std::string pattern = "/tmp/" + prefix + "XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) fail("mkdtemp " + pattern);
+    path_ = pattern;
+}
+
+TempDir::~TempDir() {
+    if (path_.empty()) return;
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+}
+
+TempDir::TempDir(TempDir&& other) noexcept : path_(std::exchange(other.path_, {})) {}
+
+TempDir& TempDir::operator=(TempDir&& other) noexcept {
+    if (this != &other) {
+        if (!path_.empty()) {
+            std::error_code ignored;
+            fs::remove_all(path_, ignored);
+        }
+        path_ = std::exchange(other.path_, {});
+    }
+    return *this;
+}
+
+// ---------------------------------------------------------------------------------------
+// Process
+
+Process Process::start(std::vector<std::string> argv, std::string log_path,
+                       std::vector<std::pair<std::string, std::string>> extra_env) {
+    if (argv.empty()) throw std::invalid_argument("Process::start: empty argv");
+    const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log_fd < 0) fail("open " + log_path);
+    FileDescriptor log(log_fd);
+
+    // Everything the child needs is prepared before fork: only async-signal-safe calls after.
+    std::vector<char*> args;
+    for (auto& arg : argv) args.push_back(arg.data());
+    args.push_back(nullptr);
+    std::vector<std::string> env_strings;
+    for (char** entry = environ; *entry != nullptr; ++entry) {
+        const std::string_view text(*entry);
+        const auto name = text.substr(0, text.find('='));
+        const bool overridden = std::any_of(extra_env.begin(), extra_env.end(),
+                                            [&](const auto& kv) { return kv.first == name; });
+        if (!overridden) env_strings.emplace_back(text);
+    }
+    for (const auto& [name, value] : extra_env) env_strings.push_back(name + "=" + value);
+    std::vector<char*> env;
+    for (auto& entry : env_strings) env.push_back(entry.data());
+    env.push_back(nullptr);
+    const pid_t parent = ::getpid();
+
+    const pid_t pid = ::fork();
+    if (pid < 0) fail("fork");
+    if (pid == 0) {
+        ::setpgid(0, 0);
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != parent) ::_exit(127);  // the test died before prctl took effect
+        const int null_fd = ::open("/dev/null", O_RDONLY);
+        if (null_fd >= 0) ::dup2(null_fd, 0);
+        ::dup2(log.get(), 1);
+        ::dup2(log.get(), 2);
+        ::execvpe(args[0], args.data(), env.data());
+        const char message[] = "harness: exec failed\n";
+        [[maybe_unused]] const auto ignored = ::write(2, message, sizeof message - 1);
+        ::_exit(127);
+    }
+    // Also from the parent, so the group exists before anyone signals it.
+    ::setpgid(pid, pid);
+    Process process;
+    process.pid_ = pid;
+    process.log_path_ = std::move(log_path);
+    return process;
+}
+
+Process::~Process() {
+    if (pid_ <= 0) return;
+    // The whole group, even when the leader has exited: its children may still be there.
+    signal_group(SIGKILL);
+    reap_if_exited(true);
+}
+
+Process::Process(Process&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)),
+      exit_code_(std::exchange(other.exit_code_, std::nullopt)),
+      log_path_(std::move(other.log_path_)) {}
+
+Process& Process::operator=(Process&& other) noexcept {
+    if (this != &other) {
+        if (pid_ > 0) {
+            signal_group(SIGKILL);
+            reap_if_exited(true);
+        }
+        pid_ = std::exchange(other.pid_, -1);
+        exit_code_ = std::exchange(other.exit_code_, std::nullopt);
+        log_path_ = std::move(other.log_path_);
+    }
+    return *this;
+}
+
+void Process::reap_if_exited(bool block) {
+    if (pid_ <= 0 || exit_code_) return;
+    int status = 0;
+    pid_t result;
+    do {
+        result = ::waitpid(pid_, &status, block ? 0 : WNOHANG);
+    } while (result < 0 && errno == EINTR);
+    if (result == pid_) {
+        if (WIFEXITED(status)) exit_code_ = WEXITSTATUS(status);
+        else if (WIFSIGNALED(status)) exit_code_ = 128 + WTERMSIG(status);
+        else exit_code_ = -1;
+    } else if (result < 0) {
+        exit_code_ = -1;  // not our child any more (ECHILD): treat as gone
+    }
+}
+
+bool Process::running() {
+    reap_if_exited(false);
+    return pid_ > 0 && !exit_code_;
+}
+
+int Process::wait_for_exit(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+        reap_if_exited(false);
+        if (exit_code_) return *exit_code_;
+        if (pid_ <= 0 || std::chrono::steady_clock::now() >= deadline) return -1;
+        std::this_thread::sleep_for(10ms);
+    }
+}
+
+void Process::signal_group(int signal_number) {
+    if (pid_ <= 0) return;
+    ::killpg(pid_, signal_number);
+}
+
+void Process::terminate() { signal_group(SIGTERM); }
+void Process::kill() { signal_group(SIGKILL); }
+
+std::string Process::log_tail(std::size_t lines) const {
+    std::ifstream in(log_path_);
+    std::deque<std::string> last;
+    std::string line;
+    while (std::getline(in, line)) {
+        last.push_back(line);
+        if (last.size() > lines) last.pop_front();
+    }
+    std::string text;
+    for (const auto& kept : last) text += kept + "\n";
+    return text;
+}
+
+int run_command(const std::vector<std::string>& argv, std::string* output,
+                std::chrono::milliseconds timeout) {
+    TempDir dir("pw-cmd-");
+    const std::string log = dir / "output";
+    auto process = Process::start(argv, log);
+    const int code = process.wait_for_exit(timeout);
+    if (output != nullptr) *output = read_text_file(log);
+    return code;
+}
+
+// ---------------------------------------------------------------------------------------
+// Ports
+
+std::uint16_t free_port() {
+    for (int attempt = 0; attempt < 200; ++attempt) {
+        FileDescriptor tcp(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (tcp.get() < 0) fail("socket");
+        if (!bind_loopback(tcp.get(), 0)) fail("bind");
+        sockaddr_in bound{};
+        socklen_t length = sizeof bound;
+        if (::getsockname(tcp.get(), reinterpret_cast<sockaddr*>(&bound), &length) != 0)
+            fail("getsockname");
+        const std::uint16_t port = ntohs(bound.sin_port);
+        FileDescriptor udp(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+        if (udp.get() < 0) fail("socket");
+        if (bind_loopback(udp.get(), port)) return port;
+    }
+    throw std::runtime_error("free_port: no port free for both TCP and UDP");
+}
+
+bool wait_for_listen(std::uint16_t port, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        FileDescriptor fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        const sockaddr_in address = loopback(port);
+        if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0)
+            return true;
+        std::this_thread::sleep_for(50ms);
+    }
+    return false;
+}
+
+std::optional<std::string> http_get(std::uint16_t port, const std::string& target,
+                                    std::chrono::milliseconds timeout) {
+    FileDescriptor fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (fd.get() < 0) return std::nullopt;
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    const sockaddr_in address = loopback(port);
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0)
+        return std::nullopt;
+    const std::string request =
+        "GET " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(request.size()))
+        return std::nullopt;
+    std::string response;
+    char buffer[4096];
+    while (response.size() < (1u << 20)) {
+        const ssize_t n = ::recv(fd.get(), buffer, sizeof buffer, 0);
+        if (n < 0) return std::nullopt;
+        if (n == 0) break;
+        response.append(buffer, static_cast<std::size_t>(n));
+    }
+    if (response.rfind("HTTP/1.", 0) != 0 || response.find(" 200") == std::string::npos)
+        return std::nullopt;
+    const auto body = response.find("\r\n\r\n");
+    if (body == std::string::npos) return std::nullopt;
+    return response.substr(body + 4);
+}
+
+// ---------------------------------------------------------------------------------------
+// Tracker
+
+namespace {
+void write_whitelist(const std::string& root, const std::vector<std::string>& hashes) {
+    const std::string path = root + "/whitelist";
+    {
+        std::ofstream out(path, std::ios::trunc);
+        for (const auto& hash : hashes) out << hash << "\n";
+        if (!out.flush()) throw std::runtime_error("cannot write " + path);
+    }
+    // opentracker reads it after dropping to user nobody.
+    ::chmod(path.c_str(), 0644);
+}
+}  // namespace
+
+Tracker Tracker::start(const TempDir& dir, std::vector<std::string> info_hashes_hex,
+                       std::uint16_t port) {
+    Tracker tracker;
+    tracker.port_ = port != 0 ? port : free_port();
+    tracker.root_ = dir / ("opentracker-" + std::to_string(tracker.port_));
+    fs::create_directories(tracker.root_);
+    // opentracker chroots here and drops to nobody, who must still reach the whitelist.
+    ::chmod(tracker.root_.c_str(), 0755);
+    tracker.hashes_ = std::move(info_hashes_hex);
+    write_whitelist(tracker.root_, tracker.hashes_);
+    const std::string port_text = std::to_string(tracker.port_);
+    tracker.process_ = Process::start(
+        {"opentracker", "-i", "127.0.0.1", "-p", port_text, "-P", port_text, "-A", "127.0.0.1",
+         "-d", tracker.root_, "-w", "whitelist"},
+        dir / ("opentracker-" + port_text + ".log"));
+    const auto deadline = std::chrono::steady_clock::now() + 15s;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (tracker.peer_count() >= 0) return tracker;
+        if (!tracker.process_.running()) break;
+        std::this_thread::sleep_for(50ms);
+    }
+    throw std::runtime_error("opentracker did not start on port " + port_text + ":\n" +
+                             tracker.log());
+}
+
+std::string Tracker::http_announce() const {
+    return "http://127.0.0.1:" + std::to_string(port_) + "/announce";
+}
+
+std::string Tracker::udp_announce() const {
+    return "udp://127.0.0.1:" + std::to_string(port_) + "/announce";
+}
+
+void Tracker::allow(const std::string& info_hash_hex) {
+    hashes_.push_back(info_hash_hex);
+    write_whitelist(root_, hashes_);
+    ::kill(process_.pid(), SIGHUP);
+    // The reload runs on opentracker's own thread; there is no way to observe it.
+    std::this_thread::sleep_for(300ms);
+}
+
+int Tracker::peer_count() const {
+    const auto body = http_get(port_, "/stats?mode=peer");
+    if (!body) return -1;
+    const std::string first_line = body->substr(0, body->find('\n'));
+    try {
+        return std::stoi(first_line);
+    } catch (const std::exception&) {
+        return -1;
+    }
+}
+
+bool Tracker::wait_for_peers(int n, std::chrono::milliseconds timeout) const {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (peer_count() >= n) return true;
+        std::this_thread::sleep_for(100ms);
+    }
+    return false;
+}
+
+std::string Tracker::log() const { return process_.log_tail(60); }
+
+// ---------------------------------------------------------------------------------------
+// Payloads and torrents
+
+std::string make_payload(const std::string& dir, const std::string& name, std::uint64_t size,
+                         std::uint32_t seed) {
+    const std::string path = dir + "/" + name;
+    fs::create_directories(fs::path(path).parent_path());
+    write_payload_file(path, size, seed);
+    return path;
+}
+
+std::string make_payload_tree(const std::string& dir, const std::string& name,
+                              const std::vector<std::pair<std::string, std::uint64_t>>& files,
+                              std::uint32_t seed) {
+    const std::string root = dir + "/" + name;
+    fs::create_directories(root);
+    std::uint64_t index = 0;
+    for (const auto& [relative, size] : files) {
+        const std::string path = root + "/" + relative;
+        fs::create_directories(fs::path(path).parent_path());
+        write_payload_file(path, size, (std::uint64_t{seed} << 20) + index++);
+    }
+    return root;
+}
+
+std::string make_torrent(const std::string& content_path, std::uint32_t piece_bytes,
+                         const std::vector<std::vector<std::string>>& tiers,
+                         const std::string& out_path) {
+    if (piece_bytes == 0 || (piece_bytes & (piece_bytes - 1)) != 0)
+        throw std::invalid_argument("make_torrent: piece size must be a power of two");
+    int log2 = 0;
+    while ((1u << log2) < piece_bytes) ++log2;
+    std::vector<std::string> argv = {"mktorrent", "-l", std::to_string(log2), "-o", out_path};
+    for (const auto& tier : tiers) {
+        std::string urls;
+        for (const auto& url : tier) urls += (urls.empty() ? "" : ",") + url;
+        argv.push_back("-a");
+        argv.push_back(urls);
+    }
+    argv.push_back(content_path);
+    std::error_code ignored;
+    fs::remove(out_path, ignored);  // mktorrent refuses to overwrite
+    std::string output;
+    if (run_command(argv, &output) != 0)
+        throw std::runtime_error("mktorrent failed for " + content_path + ":\n" + output);
+    return out_path;
+}
+
+namespace {
+// libtorrent reads the torrent; one line "<info-hash hex> <piece count>".
+std::pair<std::string, std::uint32_t> describe_torrent(const std::string& torrent_path) {
+    std::string output;
+    const int code = run_command(
+        {"/usr/bin/python3", "-c",
+         "import sys, libtorrent as lt\n"
+         "t = lt.torrent_info(sys.argv[1])\n"
+         "print(str(t.info_hash()), t.num_pieces())\n",
+         torrent_path},
+        &output, 60s);
+    std::istringstream in(output);
+    std::string hash;
+    std::uint32_t count = 0;
+    if (code != 0 || !(in >> hash >> count) || hash.size() != 40)
+        throw std::runtime_error("cannot read " + torrent_path + ":\n" + output);
+    return {hash, count};
+}
+}  // namespace
+
+std::string info_hash_hex(const std::string& torrent_path) {
+    return describe_torrent(torrent_path).first;
+}
+
+std::uint32_t piece_count(const std::string& torrent_path) {
+    return describe_torrent(torrent_path).second;
+}
+
+// ---------------------------------------------------------------------------------------
+// Seeders
+
+LibtorrentSeeder LibtorrentSeeder::start(const std::string& torrent, const std::string& data_dir,
+                                         LibtorrentSeederOptions options) {
+    LibtorrentSeeder seeder;
+    seeder.work_.emplace("pw-lt-seeder-");
+    const std::uint16_t port = options.port != 0 ? options.port : free_port();
+    std::vector<std::string> argv = {"/usr/bin/python3", helper("lt_seeder.py"), torrent,
+                                     data_dir,           "--port",               std::to_string(port),
+                                     "--rate-kib",       std::to_string(options.rate_kib)};
+    if (options.pieces) {
+        std::string list;
+        for (const auto piece : *options.pieces) list += (list.empty() ? "" : ",") + std::to_string(piece);
+        const std::string pieces_file = *seeder.work_ / "pieces";
+        std::ofstream(pieces_file) << list << "\n";
+        argv.insert(argv.end(), {"--pieces-file", pieces_file, "--work-dir",
+                                 options.work_dir.empty() ? *seeder.work_ / "data" : options.work_dir});
+    }
+    const std::string log =
+        options.log_path.empty() ? *seeder.work_ / "lt_seeder.log" : options.log_path;
+    seeder.process_ = Process::start(argv, log);
+    seeder.port_ = port;
+    return seeder;
+}
+
+bool LibtorrentSeeder::wait_ready(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        const std::string text = read_text_file(process_.log_path());
+        const auto ready = text.find("READY ");
+        if (ready != std::string::npos && text.find('\n', ready) != std::string::npos) {
+            std::istringstream line(text.substr(ready + 6));
+            unsigned port = 0;
+            if (line >> port && port > 0 && port < 65536) port_ = static_cast<std::uint16_t>(port);
+            return true;
+        }
+        if (!process_.running()) return false;
+        std::this_thread::sleep_for(50ms);
+    }
+    return false;
+}
+
+Aria2Seeder Aria2Seeder::start(const std::string& torrent, const std::string& data_dir,
+                               std::string log_path) {
+    Aria2Seeder seeder;
+    seeder.work_.emplace("pw-aria2-seeder-");
+    seeder.port_ = free_port();
+    if (log_path.empty()) log_path = *seeder.work_ / "aria2.log";
+    seeder.process_ = Process::start(
+        {"aria2c", "-V", "--seed-ratio=0.0", "--seed-time=600", "-d", data_dir,
+         "--listen-port=" + std::to_string(seeder.port_), "--enable-dht=false",
+         "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
+         "--disable-ipv6=true", "--file-allocation=none", "--allow-overwrite=false",
+         "--auto-file-renaming=false", "--bt-external-ip=127.0.0.1", "--summary-interval=0",
+         "--console-log-level=notice", "--no-conf=true", torrent},
+        log_path);
+    return seeder;
+}
+
+bool Aria2Seeder::wait_ready(std::chrono::milliseconds timeout) {
+    return wait_for_listen(port_, timeout);
+}
+
+// ---------------------------------------------------------------------------------------
+// Comparison and paths
+
+namespace {
+bool same_file(const std::string& a, const std::string& b, std::string* why) {
+    const auto size_a = fs::file_size(a);
+    const auto size_b = fs::file_size(b);
+    if (size_a != size_b) {
+        if (why) *why = a + " has " + std::to_string(size_a) + " bytes, " + b + " has " +
+                        std::to_string(size_b);
+        return false;
+    }
+    std::ifstream in_a(a, std::ios::binary), in_b(b, std::ios::binary);
+    if (!in_a || !in_b) {
+        if (why) *why = "cannot open " + (in_a ? b : a);
+        return false;
+    }
+    std::vector<char> buffer_a(1 << 20), buffer_b(1 << 20);
+    std::uint64_t offset = 0;
+    while (offset < size_a) {
+        in_a.read(buffer_a.data(), static_cast<std::streamsize>(buffer_a.size()));
+        in_b.read(buffer_b.data(), static_cast<std::streamsize>(buffer_b.size()));
+        const auto n = static_cast<std::size_t>(in_a.gcount());
+        if (n == 0 || static_cast<std::size_t>(in_b.gcount()) != n) {
+            if (why) *why = "read error comparing " + a + " and " + b;
+            return false;
+        }
+        if (std::memcmp(buffer_a.data(), buffer_b.data(), n) != 0) {
+            const auto mismatch = std::mismatch(buffer_a.begin(), buffer_a.begin() + static_cast<std::ptrdiff_t>(n),
+                                                buffer_b.begin());
+            const auto at = offset + static_cast<std::uint64_t>(mismatch.first - buffer_a.begin());
+            if (why) *why = a + " and " + b + " differ at byte " + std::to_string(at);
+            return false;
+        }
+        offset += n;
+    }
+    return true;
+}
+
+std::vector<std::string> sorted_names(const std::string& dir) {
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+}  // namespace
+
+bool same_tree(const std::string& a, const std::string& b, std::string* why) {
+    std::error_code error;
+    const auto status_a = fs::symlink_status(a, error);
+    const auto status_b = fs::symlink_status(b, error);
+    if (!fs::exists(status_a) || !fs::exists(status_b)) {
+        if (why) *why = (fs::exists(status_a) ? b : a) + " does not exist";
+        return false;
+    }
+    if (fs::is_regular_file(status_a) && fs::is_regular_file(status_b)) return same_file(a, b, why);
+    if (fs::is_directory(status_a) && fs::is_directory(status_b)) {
+        const auto names_a = sorted_names(a);
+        const auto names_b = sorted_names(b);
+        if (names_a != names_b) {
+            std::vector<std::string> only_a, only_b;
+            std::set_difference(names_a.begin(), names_a.end(), names_b.begin(), names_b.end(),
+                                std::back_inserter(only_a));
+            std::set_difference(names_b.begin(), names_b.end(), names_a.begin(), names_a.end(),
+                                std::back_inserter(only_b));
+            if (why) {
+                *why = "folders " + a + " and " + b + " differ:";
+                for (const auto& name : only_a) *why += " only in first: " + name + ";";
+                for (const auto& name : only_b) *why += " only in second: " + name + ";";
+            }
+            return false;
+        }
+        for (const auto& name : names_a)
+            if (!same_tree(a + "/" + name, b + "/" + name, why)) return false;
+        return true;
+    }
+    if (why) *why = a + " and " + b + " are not both regular files or both folders";
+    return false;
+}
+
+std::string bin(const std::string& name) { return std::string(PW_TEST_BIN_DIR) + "/" + name; }
+
+std::string helper(const std::string& name) {
+    return std::string(PW_TEST_HELPERS_DIR) + "/" + name;
+}
+
+std::string read_text_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+}  // namespace pw::test

@@ -1,0 +1,117 @@
+#!/usr/bin/python3
+"""A libtorrent seeder for the integration tests, listening on 127.0.0.1.
+
+  lt_seeder.py TORRENT DATA_DIR --port P [--rate-kib R] [--pieces-file F --work-dir W]
+
+DATA_DIR holds the torrent's content (the file or folder the torrent names). The seeder
+announces to the torrent's trackers and prints "READY <port> <pieces>" once libtorrent has
+checked its files and listens.
+
+With --pieces-file (comma-separated piece indices) the seeder has only those pieces: it
+copies the content to W, overwrites every other piece with zeros there, and lets libtorrent
+check the copy (no seed_mode), so libtorrent itself finds that only the listed pieces are
+good. The missing pieces get priority 0, so it never downloads them from anyone and serves
+only what it has.
+"""
+import argparse
+import os
+import shutil
+import sys
+import time
+
+import libtorrent as lt
+
+
+def make_session(port, rate_kib):
+    settings = {
+        "listen_interfaces": f"127.0.0.1:{port}",
+        "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
+        "enable_natpmp": False, "enable_outgoing_utp": False, "enable_incoming_utp": False,
+        "allow_multiple_connections_per_ip": True,
+        "upload_rate_limit": rate_kib * 1024,
+        "alert_mask": lt.alert.category_t.error_notification
+        | lt.alert.category_t.tracker_notification
+        | lt.alert.category_t.status_notification,
+    }
+    session = lt.session(settings)
+    if rate_kib:
+        # Loopback peers sit in libtorrent's unlimited local class; the cap must apply to them.
+        ip_filter = lt.ip_filter()
+        ip_filter.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+        session.set_peer_class_filter(ip_filter)
+    return session
+
+
+def copy_with_only(info, data_dir, work_dir, keep):
+    """Copies the content to work_dir and zeroes every piece not in keep."""
+    files = info.files()
+    for index in range(files.num_files()):
+        source = files.file_path(index, data_dir)
+        target = files.file_path(index, work_dir)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(source, target)
+    for piece in range(info.num_pieces()):
+        if piece in keep:
+            continue
+        for file_slice in info.map_block(piece, 0, info.piece_size(piece)):
+            with open(files.file_path(file_slice.file_index, work_dir), "r+b") as f:
+                f.seek(file_slice.offset)
+                f.write(bytes(file_slice.size))
+
+
+def report_alerts(session):
+    for alert in session.pop_alerts():
+        print(f"alert {type(alert).__name__}: {alert.message()}", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("torrent")
+    parser.add_argument("data_dir")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--rate-kib", type=int, default=0)
+    parser.add_argument("--pieces-file")
+    parser.add_argument("--work-dir")
+    args = parser.parse_args()
+
+    info = lt.torrent_info(args.torrent)
+    save_path = args.data_dir
+    keep = None
+    if args.pieces_file:
+        with open(args.pieces_file) as f:
+            keep = {int(x) for x in f.read().replace("\n", "").split(",") if x.strip()}
+        if not args.work_dir:
+            sys.exit("--pieces-file needs --work-dir")
+        copy_with_only(info, args.data_dir, args.work_dir, keep)
+        save_path = args.work_dir
+
+    session = make_session(args.port, args.rate_kib)
+    params = lt.add_torrent_params()
+    params.ti = info
+    params.save_path = save_path
+    params.flags &= ~lt.torrent_flags.auto_managed
+    params.flags &= ~lt.torrent_flags.paused
+    if keep is not None:
+        params.piece_priorities = [4 if p in keep else 0 for p in range(info.num_pieces())]
+    handle = session.add_torrent(params)
+
+    checking = (lt.torrent_status.states.checking_files,
+                lt.torrent_status.states.checking_resume_data)
+    while True:
+        report_alerts(session)
+        status = handle.status()
+        if status.has_metadata and status.state not in checking and session.listen_port() > 0:
+            break
+        time.sleep(0.05)
+    expected = info.num_pieces() if keep is None else len(keep)
+    if status.num_pieces != expected:
+        print(f"ERROR: found {status.num_pieces} good pieces, expected {expected}", flush=True)
+        return 1
+    print(f"READY {session.listen_port()} {status.num_pieces}", flush=True)
+    while True:
+        report_alerts(session)
+        time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
