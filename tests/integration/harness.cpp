@@ -1,5 +1,8 @@
 #include "tests/integration/harness.hpp"
 
+#include "core/metainfo.hpp"
+#include "core/sha1.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -457,31 +460,19 @@ std::string make_torrent(const std::string& content_path, std::uint32_t piece_by
 }
 
 namespace {
-// libtorrent reads the torrent; one line "<info-hash hex> <piece count>".
-std::pair<std::string, std::uint32_t> describe_torrent(const std::string& torrent_path) {
-    std::string output;
-    const int code = run_command(
-        {"/usr/bin/python3", "-c",
-         "import sys, libtorrent as lt\n"
-         "t = lt.torrent_info(sys.argv[1])\n"
-         "print(str(t.info_hash()), t.num_pieces())\n",
-         torrent_path},
-        &output, 60s);
-    std::istringstream in(output);
-    std::string hash;
-    std::uint32_t count = 0;
-    if (code != 0 || !(in >> hash >> count) || hash.size() != 40)
-        throw std::runtime_error("cannot read " + torrent_path + ":\n" + output);
-    return {hash, count};
+pw::Torrent load_torrent(const std::string& torrent_path) {
+    auto torrent = pw::read_torrent_file(torrent_path);
+    if (!torrent) throw std::runtime_error("cannot read " + torrent_path + ": " + torrent.error().describe());
+    return std::move(torrent).value();
 }
 }  // namespace
 
 std::string info_hash_hex(const std::string& torrent_path) {
-    return describe_torrent(torrent_path).first;
+    return pw::to_hex(load_torrent(torrent_path).info_hash());
 }
 
 std::uint32_t piece_count(const std::string& torrent_path) {
-    return describe_torrent(torrent_path).second;
+    return load_torrent(torrent_path).piece_count();
 }
 
 // ---------------------------------------------------------------------------------------
