@@ -86,8 +86,6 @@ public:
     bool tick(const v1::Heartbeat& stats);
     // Time until the next heartbeat is due, for the loop's poll timeout.
     std::chrono::milliseconds until_next_tick() const;
-    // Adopts the period the orchestrator chose in its Welcome.
-    void set_heartbeat(std::chrono::milliseconds period) { timing_.heartbeat = period; }
 
 private:
     void adopt_heartbeat(std::uint32_t heartbeat_ms);
