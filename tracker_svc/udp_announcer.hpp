@@ -1,0 +1,87 @@
+#pragma once
+// UDP announces (BEP 15): connect, then announce, each retransmitted on a schedule shorter
+// than BEP 15's 15 * 2^n s because one attempt is bounded by --announce-timeout: the
+// request goes out at 0 s, again after 2 s, 4 s more, 8 s more, ... until the attempt's
+// deadline. A connection id is reused for up to 60 s per tracker.
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <zmq.hpp>
+
+#include "core/result.hpp"
+#include "core/tracker_codec.hpp"
+
+namespace pw::tracker {
+
+struct UdpTrackerAddress {
+    std::string host;  // without brackets for IPv6 literals
+    std::uint16_t port = 0;
+    friend bool operator==(const UdpTrackerAddress&, const UdpTrackerAddress&) = default;
+};
+
+// "udp://host:port[/anything]" -> host and port; IPv6 literals in brackets.
+Result<UdpTrackerAddress> parse_udp_url(std::string_view url);
+
+// Delay before the n-th retransmission (n from 0), see the header comment.
+std::chrono::milliseconds udp_retransmit_delay(int attempt);
+
+class UdpAnnouncer {
+public:
+    using Clock = std::chrono::steady_clock;
+
+    explicit UdpAnnouncer(std::mt19937& rng) : rng_(rng) {}
+    ~UdpAnnouncer();
+    UdpAnnouncer(const UdpAnnouncer&) = delete;
+    UdpAnnouncer& operator=(const UdpAnnouncer&) = delete;
+
+    // Starts an announce; cancels any still running.
+    void start(const UdpTrackerAddress& tracker, const AnnounceRequest& request,
+               Clock::time_point now, std::chrono::milliseconds timeout);
+    bool active() const { return stage_ != Stage::idle; }
+    void cancel();
+
+    void add_poll_items(std::vector<zmq::pollitem_t>& items) const;
+    std::chrono::milliseconds poll_timeout(Clock::time_point now) const;
+    // Reads what arrived, retransmits when due. Returns the answer or an Error once over.
+    std::optional<Result<AnnounceResponse>> drive(Clock::time_point now);
+
+    struct Resolution;  // filled by a resolver thread so a slow DNS never blocks the loop
+
+private:
+    enum class Stage { idle, resolving, connecting, announcing };
+    struct CachedConnection {
+        std::uint64_t id = 0;
+        Clock::time_point obtained;
+    };
+
+    std::optional<Result<AnnounceResponse>> finish(Result<AnnounceResponse> result);
+    std::optional<Result<AnnounceResponse>> open_socket(Clock::time_point now);
+    void send_request(Clock::time_point now);
+    std::optional<Result<AnnounceResponse>> read_packets(Clock::time_point now);
+    std::string cache_key() const;
+
+    std::mt19937& rng_;
+    Stage stage_ = Stage::idle;
+    UdpTrackerAddress tracker_;
+    AnnounceRequest request_;
+    Clock::time_point deadline_;
+    std::shared_ptr<Resolution> resolution_;
+    int fd_ = -1;
+    bool ipv6_ = false;
+    std::uint32_t transaction_id_ = 0;
+    std::uint64_t connection_id_ = 0;
+    int retransmissions_ = 0;
+    Clock::time_point resend_at_;
+    std::map<std::string, CachedConnection> connections_;
+};
+
+}  // namespace pw::tracker
