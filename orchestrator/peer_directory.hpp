@@ -1,0 +1,80 @@
+#pragma once
+// Every peer we know of, which worker has it, when a dropped one may be tried again, and which
+// ips are banned. Spreads peers so that each goes to the live worker with the fewest.
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace pw::orchestrator {
+
+struct PeerAddress {
+    std::string ip;
+    std::uint32_t port = 0;
+    friend bool operator==(const PeerAddress&, const PeerAddress&) = default;
+};
+
+struct Assignment {
+    std::string worker;
+    std::vector<PeerAddress> peers;
+};
+
+struct PeerDirectoryOptions {
+    std::chrono::milliseconds retry_backoff{15'000};  // doubled after each drop in a row
+    unsigned max_retries = 4;                         // drops in a row before we give up
+    unsigned strikes_to_ban = 3;                      // failed pieces shared with others
+};
+
+// "ip" of an "ip:port" or "[ip]:port" key.
+std::string ip_of_key(const std::string& key);
+
+class PeerDirectory {
+public:
+    using Clock = std::chrono::steady_clock;
+
+    explicit PeerDirectory(PeerDirectoryOptions options = {}) : options_(options) {}
+
+    void add_worker(const std::string& worker);
+    // The worker is gone; its peers wait to be handed to another worker. Returns their keys.
+    std::vector<std::string> remove_worker(const std::string& worker);
+    // A new peer (tracker or --peer). Known, banned and given-up peers are ignored.
+    void offer(const PeerAddress& peer);
+    // Hands out the peers that are ready, each to the worker with the fewest peers.
+    std::vector<Assignment> assign(Clock::time_point now);
+
+    void connected(const std::string& key);
+    // The worker dropped the peer: retried after a growing backoff, up to max_retries.
+    void disconnected(const std::string& key, Clock::time_point now);
+    // A failed piece and the peers that sent its blocks: returns the ips to ban now. A sole
+    // contributor is banned at once; otherwise each gets a strike.
+    std::vector<std::string> record_failure(const std::vector<std::string>& contributors);
+    // Bans an ip: its peers are forgotten and never handed out again.
+    void ban(const std::string& ip);
+    bool banned(const std::string& ip) const { return banned_.contains(ip); }
+
+    std::size_t peers_of(const std::string& worker) const;
+    // The worker that holds a peer, or "" when none does.
+    std::string worker_of(const std::string& key) const;
+    std::size_t worker_count() const { return workers_.size(); }
+    std::size_t known_peers() const { return peers_.size(); }
+
+private:
+    struct Entry {
+        PeerAddress address;
+        std::string worker;  // "" while waiting
+        unsigned drops = 0;  // in a row, reset on connect
+        Clock::time_point ready_at{};
+        bool given_up = false;
+    };
+
+    PeerDirectoryOptions options_;
+    std::map<std::string, std::set<std::string>> workers_;  // worker -> its peer keys
+    std::unordered_map<std::string, Entry> peers_;
+    std::set<std::string> banned_;
+    std::unordered_map<std::string, unsigned> strikes_;  // by ip
+};
+
+}  // namespace pw::orchestrator

@@ -1,0 +1,84 @@
+#pragma once
+// The torrent's piece state machine: free -> leased (to a worker, for a peer) -> verified ->
+// written, with every way back to free (released, expired, failed, lost worker or writer).
+// Pure: no sockets, the caller passes the time and sends what the results say.
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "core/units.hpp"
+#include "orchestrator/lease_book.hpp"
+#include "orchestrator/piece_picker.hpp"
+
+namespace pw::orchestrator {
+
+struct SchedulerOptions {
+    // Backstop only (see lease_book.hpp): long enough for a 16 MiB piece at ~150 KiB/s.
+    std::chrono::milliseconds lease_timeout{120'000};
+    // Leases per piece in endgame, the first included.
+    std::size_t max_leases_per_piece = 2;
+    std::uint64_t seed = 0;
+};
+
+struct Grant {
+    PieceIndex piece;
+    std::uint64_t lease_id = 0;
+    bool endgame = false;
+};
+
+// Tell `worker` to stop fetching `piece`.
+struct Cancel {
+    std::string worker;
+    PieceIndex piece;
+    friend bool operator==(const Cancel&, const Cancel&) = default;
+};
+
+class Scheduler {
+public:
+    Scheduler(std::uint32_t piece_count, SchedulerOptions options);
+
+    PiecePicker& pieces() { return picker_; }
+    const PiecePicker& pieces() const { return picker_; }
+    const LeaseBook& leases() const { return leases_; }
+
+    // Free pieces the peer has first; when none is left, endgame duplicates of pieces other
+    // peers are fetching.
+    std::vector<Grant> request(const std::string& worker, const PeerKey& peer, std::size_t count,
+                               Clock::time_point now);
+    // A lease handed back: its piece is free again unless another lease still covers it.
+    void release(std::uint64_t lease_id);
+    // The piece passed its hash check and waits for its write: other leases are cancelled.
+    std::vector<Cancel> verified(PieceIndex piece, std::uint64_t lease_id);
+    // The piece is on disk: done for good.
+    std::vector<Cancel> written(PieceIndex piece);
+    // The piece failed its hash check.
+    void failed(PieceIndex piece, std::uint64_t lease_id);
+    // The write failed: the piece waits (busy) until requeue_held, so a failing disk is not
+    // hammered in a tight loop.
+    void write_failed(PieceIndex piece);
+    void requeue_held(PieceIndex piece);
+    // A peer is gone: its availability and its leases.
+    void peer_gone(const PeerKey& peer);
+    void worker_gone(const std::string& worker);
+    // Verified pieces the writer never confirmed go back to the queue (writer restarted).
+    void writer_lost();
+    // Expired leases: their pieces go back to the queue, their workers are told to stop.
+    std::vector<Cancel> expire(Clock::time_point now);
+
+    bool complete() const { return picker_.done_count() == picker_.piece_count(); }
+
+private:
+    void requeue_if_orphaned(PieceIndex piece);
+    std::vector<Cancel> cancel_all(PieceIndex piece);
+
+    SchedulerOptions options_;
+    PiecePicker picker_;
+    LeaseBook leases_;
+    std::mt19937_64 rng_;
+    std::unordered_set<std::uint32_t> verified_;  // awaiting the writer
+    std::unordered_set<std::uint32_t> held_;      // write failed, waiting to be retried
+};
+
+}  // namespace pw::orchestrator

@@ -1,0 +1,393 @@
+#include "orchestrator/service.hpp"
+
+#include <algorithm>
+#include <ostream>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+namespace pw::orchestrator {
+
+namespace v1 = ::piecework::v1;
+using std::chrono::milliseconds;
+
+namespace {
+
+constexpr std::size_t kMaxStrangersRemembered = 1024;
+constexpr milliseconds kMaxPollWait{250};
+constexpr milliseconds kTerminalProgressPeriod{250};
+constexpr milliseconds kPlainProgressPeriod{5'000};
+constexpr milliseconds kExpiryCheckPeriod{1'000};
+
+std::span<const std::uint8_t> bytes_of(const zmq::message_t& frame) {
+    return {static_cast<const std::uint8_t*>(frame.data()), frame.size()};
+}
+
+}  // namespace
+
+std::string make_peer_id() {
+    std::random_device entropy;
+    std::string id = "-PW0001-";
+    while (id.size() < 20) id.push_back(static_cast<char>(entropy() & 0xff));
+    return id;
+}
+
+OrchestratorService::OrchestratorService(zmq::context_t& context, Torrent torrent,
+                                         ServiceConfig config, std::ostream& out,
+                                         std::ostream& err)
+    : router_(context, zmq::socket_type::router), torrent_(std::move(torrent)),
+      config_(std::move(config)), out_(out), err_(err),
+      scheduler_(torrent_.piece_count(), config_.scheduler), directory_(config_.directory) {
+    if (config_.peer_id.size() != 20) config_.peer_id = make_peer_id();
+    bus::configure(router_);
+    // A stage restarted under the same name takes over its identity instead of being refused.
+    router_.set(zmq::sockopt::router_handover, 1);
+    router_.bind(config_.control);
+    for (const auto& peer : config_.peers) directory_.offer(peer);
+}
+
+void OrchestratorService::send_to(const std::string& identity, v1::Envelope& envelope,
+                                  std::span<zmq::message_t> frames) {
+    // Never block the loop on a stage that stopped reading: its messages are dropped.
+    if (!bus::send(router_, config_.name, envelope, frames, &identity, zmq::send_flags::dontwait)) {
+        spdlog::debug("dropped a message to '{}' (queue full or gone)", identity);
+    }
+}
+
+void OrchestratorService::send_cancels(const std::vector<Cancel>& cancels) {
+    for (const Cancel& cancel : cancels) {
+        v1::Envelope envelope;
+        envelope.mutable_cancel_piece()->set_piece(cancel.piece.get());
+        send_to(cancel.worker, envelope);
+    }
+}
+
+void OrchestratorService::send_tracker_stats(v1::TrackerStats::Event event) {
+    v1::Envelope envelope;
+    auto* stats = envelope.mutable_tracker_stats();
+    stats->set_uploaded(stages_.bytes_uploaded());
+    stats->set_downloaded(done_bytes_);
+    stats->set_left(bytes_left());
+    stats->set_event(event);
+    for (const auto& identity : stages_.identities(v1::ROLE_TRACKER)) send_to(identity, envelope);
+}
+
+void OrchestratorService::shutdown_all(const std::string& reason) {
+    send_tracker_stats(v1::TrackerStats::STOPPED);
+    v1::Envelope envelope;
+    envelope.mutable_shutdown()->set_reason(reason);
+    for (const auto& identity : stages_.identities()) send_to(identity, envelope);
+    // Give ZeroMQ a moment to hand the Shutdowns over before the socket closes.
+    router_.set(zmq::sockopt::linger, 2000);
+}
+
+void OrchestratorService::on_hello(const std::string& identity, const v1::Hello& hello,
+                                   Clock::time_point now) {
+    const Stage* known = stages_.find(identity);
+    // ControlLink repeats Hello until its Welcome arrives: the same process again is no restart.
+    const bool repeat = known != nullptr && known->pid == hello.pid() && known->role == hello.role();
+    if (!repeat) {
+        if (auto previous = stages_.remove(identity)) {
+            spdlog::info("'{}' restarted: releasing what its previous run held", identity);
+            on_stage_lost(*previous);
+        }
+        stages_.add(identity, hello.role(), hello.pid(), now);
+        if (hello.role() == v1::ROLE_PEER_WORKER) directory_.add_worker(identity);
+        spdlog::info("'{}' joined (role {}, pid {})", identity, v1::Role_Name(hello.role()),
+                     hello.pid());
+    } else {
+        stages_.find(identity)->last_heard = now;
+    }
+    v1::Envelope envelope;
+    auto* welcome = envelope.mutable_welcome();
+    welcome->set_peer_id(config_.peer_id);
+    welcome->set_heartbeat_ms(static_cast<std::uint32_t>(config_.heartbeat.count()));
+    welcome->set_listen_port(config_.listen_port);
+    std::vector<zmq::message_t> frames;
+    frames.emplace_back(config_.torrent_bytes.data(), config_.torrent_bytes.size());
+    send_to(identity, envelope, frames);
+    if (hello.role() == v1::ROLE_TRACKER) {
+        v1::Envelope stats;
+        auto* body = stats.mutable_tracker_stats();
+        body->set_uploaded(stages_.bytes_uploaded());
+        body->set_downloaded(done_bytes_);
+        body->set_left(bytes_left());
+        send_to(identity, stats);
+    }
+}
+
+void OrchestratorService::handle(bus::Incoming& in, Clock::time_point now) {
+    const v1::Envelope& envelope = in.envelope;
+    if (envelope.has_hello()) {
+        on_hello(in.identity, envelope.hello(), now);
+        return;
+    }
+    Stage* stage = stages_.find(in.identity);
+    if (stage == nullptr) {
+        if (strangers_.size() < kMaxStrangersRemembered && strangers_.insert(in.identity).second) {
+            spdlog::warn("ignoring messages from '{}': it never said Hello", in.identity);
+        }
+        return;
+    }
+    stage->last_heard = now;
+    switch (envelope.body_case()) {
+        case v1::Envelope::kHeartbeat:
+            stage->counters = envelope.heartbeat();
+            break;
+        case v1::Envelope::kPeersFound:
+            for (const auto& peer : envelope.peers_found().peers()) {
+                directory_.offer(PeerAddress{peer.ip(), peer.port()});
+            }
+            if (completion_sent_) tracker_answered_after_completion_ = true;
+            break;
+        case v1::Envelope::kTrackerStatus:
+            on_tracker_status(envelope.tracker_status());
+            if (completion_sent_) tracker_answered_after_completion_ = true;
+            break;
+        case v1::Envelope::kPeerConnected:
+            directory_.connected(envelope.peer_connected().peer());
+            break;
+        case v1::Envelope::kPeerDisconnected:
+            directory_.disconnected(envelope.peer_disconnected().peer(), now);
+            scheduler_.peer_gone(envelope.peer_disconnected().peer());
+            break;
+        case v1::Envelope::kPeerHas:
+            on_peer_has(envelope.peer_has(), in.frames);
+            break;
+        case v1::Envelope::kWorkRequest:
+            on_work_request(in.identity, envelope.work_request(), now);
+            break;
+        case v1::Envelope::kLeaseReleased:
+            for (const auto id : envelope.lease_released().lease_ids()) scheduler_.release(id);
+            break;
+        case v1::Envelope::kPieceVerified:
+            send_cancels(scheduler_.verified(PieceIndex{envelope.piece_verified().piece()},
+                                             envelope.piece_verified().lease_id()));
+            break;
+        case v1::Envelope::kPieceFailed:
+            on_piece_failed(envelope.piece_failed());
+            break;
+        case v1::Envelope::kPieceWritten:
+            write_failures_in_a_row_ = 0;
+            on_piece_written(PieceIndex{envelope.piece_written().piece()});
+            break;
+        case v1::Envelope::kWriteFailed:
+            on_write_failed(envelope.write_failed(), now);
+            break;
+        case v1::Envelope::kResumeState:
+            on_resume_state(in.frames);
+            break;
+        default:
+            spdlog::debug("ignoring a message of type {} from '{}'",
+                          static_cast<int>(envelope.body_case()), in.identity);
+    }
+}
+
+void OrchestratorService::on_stage_lost(const Stage& stage) {
+    switch (stage.role) {
+        case v1::ROLE_PEER_WORKER:
+            scheduler_.worker_gone(stage.identity);
+            for (const auto& key : directory_.remove_worker(stage.identity)) {
+                scheduler_.peer_gone(key);
+            }
+            break;
+        case v1::ROLE_WRITER:
+            scheduler_.writer_lost();
+            break;
+        default:
+            break;
+    }
+}
+
+void OrchestratorService::on_peer_has(const v1::PeerHas& has, std::vector<zmq::message_t>& frames) {
+    PiecePicker& pieces = scheduler_.pieces();
+    if (has.have_all()) {
+        pieces.set_have_all(has.peer());
+    } else if (has.bitfield()) {
+        if (frames.empty() || !pieces.set_bitfield(has.peer(), bytes_of(frames[0]))) {
+            spdlog::warn("ignoring a malformed bitfield for peer {}", has.peer());
+        }
+    }
+    for (const auto piece : has.haves()) {
+        if (!pieces.add_have(has.peer(), PieceIndex{piece})) {
+            spdlog::warn("ignoring have {} for peer {}: out of range", piece, has.peer());
+        }
+    }
+}
+
+void OrchestratorService::on_work_request(const std::string& identity,
+                                          const v1::WorkRequest& request, Clock::time_point now) {
+    const std::size_t count = std::min(request.count(), config_.max_leases_per_request);
+    v1::Envelope envelope;
+    auto* leases = envelope.mutable_leases();
+    leases->set_peer(request.peer());
+    for (const Grant& grant : scheduler_.request(identity, request.peer(), count, now)) {
+        auto* lease = leases->add_leases();
+        lease->set_piece(grant.piece.get());
+        lease->set_lease_id(grant.lease_id);
+        lease->set_endgame(grant.endgame);
+    }
+    send_to(identity, envelope);
+}
+
+void OrchestratorService::on_piece_failed(const v1::PieceFailed& failed) {
+    scheduler_.failed(PieceIndex{failed.piece()}, failed.lease_id());
+    const std::vector<std::string> contributors(failed.contributors().begin(),
+                                                failed.contributors().end());
+    for (const auto& ip : directory_.record_failure(contributors)) {
+        spdlog::warn("banning {}: sent data that failed its hash check", ip);
+        v1::Envelope envelope;
+        envelope.mutable_ban_peer()->set_ip(ip);
+        envelope.mutable_ban_peer()->set_reason("sent data that failed its hash check");
+        for (const auto& worker : stages_.identities(v1::ROLE_PEER_WORKER)) {
+            send_to(worker, envelope);
+        }
+    }
+}
+
+void OrchestratorService::on_piece_written(PieceIndex piece) {
+    if (piece.get() >= torrent_.piece_count()) return;
+    if (!scheduler_.pieces().is_done(piece)) done_bytes_ += torrent_.piece_size(piece);
+    send_cancels(scheduler_.written(piece));
+}
+
+void OrchestratorService::on_write_failed(const v1::WriteFailed& failed, Clock::time_point now) {
+    const std::string line = "write failed: " + failed.error();
+    if (printed_messages_.insert(line).second) err_ << line << "\n" << std::flush;
+    const PieceIndex piece{failed.piece()};
+    if (piece.get() >= torrent_.piece_count()) return;
+    scheduler_.write_failed(piece);
+    write_retries_.emplace_back(now + config_.write_retry_delay, piece);
+    if (++write_failures_in_a_row_ >= config_.max_write_failures_in_a_row) fatal_error_ = line;
+}
+
+void OrchestratorService::on_resume_state(std::vector<zmq::message_t>& frames) {
+    if (frames.empty()) return;
+    const auto bits = bytes_of(frames[0]);
+    if (bits.size() != (std::uint64_t{torrent_.piece_count()} + 7) / 8) {
+        spdlog::warn("ignoring a resume bitfield of the wrong length");
+        return;
+    }
+    for (std::uint32_t piece = 0; piece < torrent_.piece_count(); ++piece) {
+        if ((bits[piece / 8] >> (7 - piece % 8)) & 1u) on_piece_written(PieceIndex{piece});
+    }
+}
+
+void OrchestratorService::on_tracker_status(const v1::TrackerStatus& status) {
+    if (status.message().empty()) return;
+    if (status.ok() && config_.quiet) return;  // warnings are chatter under --quiet
+    const std::string line = "tracker " + status.tracker() + ": " + status.message();
+    if (printed_messages_.insert(line).second) {
+        if (progress_shown_ && config_.terminal) out_ << "\n";
+        err_ << line << "\n" << std::flush;
+    }
+}
+
+void OrchestratorService::show_progress(Clock::time_point now, bool final_line) {
+    if (config_.quiet) return;
+    rate_.sample(now, done_bytes_);
+    const std::string line = format_progress(ProgressSnapshot{
+        done_bytes_, torrent_.total_size(), rate_.rate(), stages_.peers_connected()});
+    if (config_.terminal) {
+        out_ << "\r" << line << "\x1b[K";
+        if (final_line) out_ << "\n";
+    } else {
+        out_ << line << "\n";
+    }
+    out_ << std::flush;
+    progress_shown_ = true;
+}
+
+void OrchestratorService::run_timers(Clock::time_point now) {
+    if (now >= next_heartbeat_) {
+        next_heartbeat_ = now + config_.heartbeat;
+        v1::Envelope beat;
+        beat.mutable_heartbeat();
+        for (const auto& identity : stages_.identities()) send_to(identity, beat);
+        for (const Stage& stage :
+             stages_.take_silent_since(now - config_.heartbeat * config_.missed_heartbeats)) {
+            spdlog::warn("'{}' has been silent for {} heartbeats: treating it as gone",
+                         stage.identity, config_.missed_heartbeats);
+            on_stage_lost(stage);
+        }
+    }
+    for (auto& assignment : directory_.assign(now)) {
+        v1::Envelope envelope;
+        for (const auto& peer : assignment.peers) {
+            auto* added = envelope.mutable_add_peers()->add_peers();
+            added->set_ip(peer.ip);
+            added->set_port(peer.port);
+        }
+        send_to(assignment.worker, envelope);
+    }
+    if (now >= next_expiry_check_) {
+        next_expiry_check_ = now + kExpiryCheckPeriod;
+        send_cancels(scheduler_.expire(now));
+    }
+    auto due = std::partition(write_retries_.begin(), write_retries_.end(),
+                              [&](const auto& entry) { return entry.first > now; });
+    for (auto it = due; it != write_retries_.end(); ++it) scheduler_.requeue_held(it->second);
+    write_retries_.erase(due, write_retries_.end());
+    if (now >= next_tracker_stats_) {
+        next_tracker_stats_ = now + config_.tracker_stats_period;
+        send_tracker_stats(v1::TrackerStats::NONE);
+    }
+    if (now >= next_progress_) {
+        next_progress_ = now + (config_.terminal ? kTerminalProgressPeriod : kPlainProgressPeriod);
+        show_progress(now, false);
+    }
+}
+
+int OrchestratorService::run(const std::function<bool()>& stop_requested) {
+    const auto started = Clock::now();
+    next_progress_ = started + (config_.terminal ? kTerminalProgressPeriod : kPlainProgressPeriod);
+    next_tracker_stats_ = started + config_.tracker_stats_period;
+    while (true) {
+        if (stop_requested()) {
+            if (progress_shown_ && config_.terminal) out_ << "\n" << std::flush;
+            shutdown_all("interrupted");
+            return 130;
+        }
+        zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
+        try {
+            zmq::poll(&item, 1, kMaxPollWait);
+        } catch (const zmq::error_t& e) {
+            if (e.num() != EINTR) throw;
+        }
+        auto now = Clock::now();
+        bus::Incoming in;
+        // Bounded batch per wake-up so timers still run under a flood.
+        for (int read = 0; read < 1000; ++read) {
+            const auto status = bus::receive(router_, true, in);
+            if (status == bus::RecvStatus::would_block) break;
+            if (status == bus::RecvStatus::ok) handle(in, now);
+        }
+        now = Clock::now();
+        run_timers(now);
+        if (!fatal_error_.empty()) {
+            if (progress_shown_ && config_.terminal) out_ << "\n" << std::flush;
+            err_ << "orchestrator: giving up: " << fatal_error_ << "\n" << std::flush;
+            shutdown_all(fatal_error_);
+            return 1;
+        }
+        if (scheduler_.complete() && !completion_sent_) {
+            completion_sent_ = true;
+            send_tracker_stats(v1::TrackerStats::COMPLETED);
+            const bool tracker = stages_.has_role(v1::ROLE_TRACKER) && !torrent_.trackers().empty();
+            completion_deadline_ = now + (tracker ? config_.completion_grace : milliseconds(0));
+        }
+        if (completion_sent_ && (now >= completion_deadline_ || tracker_answered_after_completion_)) {
+            show_progress(now, true);
+            shutdown_all("complete");
+            if (!config_.quiet) {
+                const double seconds = std::chrono::duration<double>(now - started).count();
+                out_ << "done: " << torrent_.name() << ", " << format_bytes(static_cast<double>(torrent_.total_size()))
+                     << " in " << format_duration(std::chrono::seconds(static_cast<long long>(seconds + 0.5)))
+                     << "\n" << std::flush;
+            }
+            return 0;
+        }
+    }
+}
+
+}  // namespace pw::orchestrator

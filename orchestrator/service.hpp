@@ -1,0 +1,106 @@
+#pragma once
+// The orchestrator's loop: owns the control ROUTER, welcomes stages, answers their requests
+// from the Scheduler and PeerDirectory, watches heartbeats, and decides when we are done.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "core/bus/bus.hpp"
+#include "core/metainfo.hpp"
+#include "orchestrator/peer_directory.hpp"
+#include "orchestrator/progress.hpp"
+#include "orchestrator/scheduler.hpp"
+#include "orchestrator/stage_registry.hpp"
+
+namespace pw::orchestrator {
+
+struct ServiceConfig {
+    std::string control;  // endpoint the ROUTER binds
+    std::string name = "orchestrator";
+    std::string torrent_bytes;  // the .torrent file, sent with every Welcome
+    std::vector<PeerAddress> peers;
+    std::uint32_t listen_port = 6881;
+    std::chrono::milliseconds heartbeat{1000};
+    int missed_heartbeats = 5;
+    bool quiet = false;
+    bool terminal = false;  // stdout is a terminal: one updating progress line
+    std::chrono::milliseconds tracker_stats_period{30'000};
+    std::chrono::milliseconds completion_grace{2'000};
+    std::chrono::milliseconds write_retry_delay{1'000};
+    unsigned max_write_failures_in_a_row = 10;
+    std::uint32_t max_leases_per_request = 64;
+    SchedulerOptions scheduler;
+    PeerDirectoryOptions directory;
+    std::string peer_id;  // 20 bytes; made at random when empty
+};
+
+// "-PW0001-" and 12 random bytes.
+std::string make_peer_id();
+
+class OrchestratorService {
+public:
+    OrchestratorService(zmq::context_t& context, Torrent torrent, ServiceConfig config,
+                        std::ostream& out, std::ostream& err);
+
+    // Runs until every piece is written (0), a fatal error (1), or stop_requested() (130).
+    int run(const std::function<bool()>& stop_requested);
+
+    const Scheduler& scheduler() const { return scheduler_; }
+
+private:
+    using Clock = std::chrono::steady_clock;
+
+    void handle(bus::Incoming& in, Clock::time_point now);
+    void on_hello(const std::string& identity, const bus::v1::Hello& hello, Clock::time_point now);
+    void on_stage_lost(const Stage& stage);
+    void on_peer_has(const bus::v1::PeerHas& has, std::vector<zmq::message_t>& frames);
+    void on_work_request(const std::string& identity, const bus::v1::WorkRequest& request,
+                         Clock::time_point now);
+    void on_piece_failed(const bus::v1::PieceFailed& failed);
+    void on_piece_written(PieceIndex piece);
+    void on_write_failed(const bus::v1::WriteFailed& failed, Clock::time_point now);
+    void on_resume_state(std::vector<zmq::message_t>& frames);
+    void on_tracker_status(const bus::v1::TrackerStatus& status);
+
+    void run_timers(Clock::time_point now);
+    void send_to(const std::string& identity, bus::v1::Envelope& envelope,
+                 std::span<zmq::message_t> frames = {});
+    void send_cancels(const std::vector<Cancel>& cancels);
+    void send_tracker_stats(bus::v1::TrackerStats::Event event);
+    void shutdown_all(const std::string& reason);
+    void show_progress(Clock::time_point now, bool final_line);
+    std::uint64_t bytes_left() const { return torrent_.total_size() - done_bytes_; }
+
+    zmq::socket_t router_;
+    Torrent torrent_;
+    ServiceConfig config_;
+    std::ostream& out_;
+    std::ostream& err_;
+    Scheduler scheduler_;
+    PeerDirectory directory_;
+    StageRegistry stages_;
+    RateMeter rate_;
+
+    std::uint64_t done_bytes_ = 0;
+    unsigned write_failures_in_a_row_ = 0;
+    std::string fatal_error_;
+    std::vector<std::pair<Clock::time_point, PieceIndex>> write_retries_;
+    std::set<std::string> printed_messages_;  // tracker and write errors: each shown once
+    std::set<std::string> strangers_;         // identities that never said Hello
+    bool completion_sent_ = false;
+    bool tracker_answered_after_completion_ = false;
+    Clock::time_point completion_deadline_{};
+    Clock::time_point next_heartbeat_{};
+    Clock::time_point next_tracker_stats_{};
+    Clock::time_point next_progress_{};
+    Clock::time_point next_expiry_check_{};
+    bool progress_shown_ = false;
+};
+
+}  // namespace pw::orchestrator
