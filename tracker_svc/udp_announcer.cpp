@@ -181,9 +181,11 @@ std::optional<Result<AnnounceResponse>> UdpAnnouncer::read_packets(Clock::time_p
         const ssize_t got = ::recv(fd_, buffer.data(), buffer.size(), 0);
         if (got < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return std::nullopt;
-            // ECONNREFUSED: an ICMP port unreachable from an earlier datagram. Nothing listens
-            // there now, but keep trying until the deadline, as for a lost packet.
-            if (errno == ECONNREFUSED) return std::nullopt;
+            // ECONNREFUSED: an ICMP port unreachable answered a datagram. Nothing listens
+            // there, so waiting out the deadline would only delay the next tracker.
+            if (errno == ECONNREFUSED) {
+                return finish(make_error("connection refused (nothing listens on that UDP port)"));
+            }
             return finish(make_error(std::string("recv: ") + std::strerror(errno)));
         }
         const std::span<const std::uint8_t> packet(buffer.data(), static_cast<std::size_t>(got));

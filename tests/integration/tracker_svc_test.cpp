@@ -1,0 +1,292 @@
+// tracker_svc against a real opentracker on 127.0.0.1. The test plays the orchestrator: it
+// binds the control ROUTER, answers Hello with Welcome + the torrent, keeps heartbeating, and
+// watches what the stage reports.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <zmq.hpp>
+
+#include "core/bencode.hpp"
+#include "core/bus/bus.hpp"
+#include "core/sha1.hpp"
+#include "tests/integration/harness.hpp"
+
+namespace pw {
+namespace {
+
+using namespace std::chrono_literals;
+namespace v1 = bus::v1;
+using test::Process;
+using test::TempDir;
+using test::Tracker;
+
+constexpr std::uint16_t kFakePeerPort = 51413;
+constexpr std::uint32_t kHeartbeatMs = 300;
+
+struct BuiltTorrent {
+    std::string bytes;
+    std::string info_hash_hex;
+    std::string info_hash_raw;
+};
+
+// A one-piece single-file torrent with the given tiers; `salt` makes distinct info-hashes.
+BuiltTorrent make_torrent(const std::vector<std::vector<std::string>>& tiers,
+                          const std::string& salt) {
+    bencode::Dict info{{"length", bencode::Value(std::int64_t{16384})},
+                       {"name", bencode::Value("payload-" + salt + ".bin")},
+                       {"piece length", bencode::Value(std::int64_t{16384})},
+                       {"pieces", bencode::Value(std::string(20, 'x'))}};
+    const std::string info_bytes = bencode::encode(bencode::Value(info));
+    bencode::List announce_list;
+    for (const auto& tier : tiers) {
+        bencode::List urls;
+        for (const auto& url : tier) urls.emplace_back(url);
+        announce_list.emplace_back(std::move(urls));
+    }
+    bencode::Dict root{{"announce", bencode::Value(tiers.front().front())},
+                       {"announce-list", bencode::Value(std::move(announce_list))},
+                       {"info", bencode::Value(info)}};
+    const Sha1Digest hash = sha1(info_bytes);
+    return BuiltTorrent{bencode::encode(bencode::Value(std::move(root))), to_hex(hash),
+                        std::string(hash.begin(), hash.end())};
+}
+
+std::string percent_encode(const std::string& bytes) {
+    static const char* digits = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : bytes) {
+        out += '%';
+        out += digits[c >> 4];
+        out += digits[c & 15];
+    }
+    return out;
+}
+
+// Registers a fake seeder at 127.0.0.1:51413 with a plain HTTP announce.
+void register_fake_peer(const Tracker& tracker, const BuiltTorrent& torrent) {
+    const std::string target = "/announce?info_hash=" + percent_encode(torrent.info_hash_raw) +
+                               "&peer_id=" + percent_encode("-XX0001-fakepeer0001") +
+                               "&port=" + std::to_string(kFakePeerPort) +
+                               "&uploaded=0&downloaded=0&left=0&event=started&compact=1";
+    const auto body = test::http_get(tracker.port(), target);
+    ASSERT_TRUE(body.has_value()) << "fake peer announce failed\n" << tracker.log();
+    ASSERT_EQ(body->find("failure"), std::string::npos) << *body;
+}
+
+// The orchestrator's side of the control socket, for one tracker_svc.
+class FakeOrchestrator {
+public:
+    explicit FakeOrchestrator(const TempDir& dir)
+        : endpoint_("ipc://" + dir / "control"), socket_(context_, zmq::socket_type::router) {
+        bus::configure(socket_);
+        socket_.bind(endpoint_);
+    }
+
+    const std::string& endpoint() const { return endpoint_; }
+
+    // Pumps the socket (Welcome on Hello, heartbeats) until `match` accepts a message or the
+    // timeout passes. Non-matching messages are remembered in seen().
+    std::optional<v1::Envelope> wait_for(const std::function<bool(const v1::Envelope&)>& match,
+                                         std::chrono::milliseconds timeout) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            beat();
+            zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+            zmq::poll(&item, 1, std::chrono::milliseconds(50));
+            bus::Incoming in;
+            while (bus::receive(socket_, true, in) != bus::RecvStatus::would_block) {
+                if (in.envelope.body_case() == v1::Envelope::BODY_NOT_SET) continue;
+                if (in.envelope.has_hello()) welcome(in.identity);
+                if (match(in.envelope)) return in.envelope;
+                if (!in.envelope.has_heartbeat()) seen_.push_back(in.envelope);
+            }
+        }
+        return std::nullopt;
+    }
+
+    void send(v1::Envelope& envelope) {
+        ASSERT_FALSE(identity_.empty()) << "the stage never said Hello";
+        bus::send(socket_, "orchestrator", envelope, {}, &identity_);
+    }
+
+    void set_torrent(std::string bytes) { torrent_ = std::move(bytes); }
+    const std::vector<v1::Envelope>& seen() const { return seen_; }
+    bool welcomed() const { return !identity_.empty(); }
+
+private:
+    void welcome(const std::string& identity) {
+        identity_ = identity;
+        v1::Envelope envelope;
+        auto* body = envelope.mutable_welcome();
+        body->set_peer_id("-PW0001-abcdefghijkl");
+        body->set_heartbeat_ms(kHeartbeatMs);
+        body->set_listen_port(6881);
+        std::vector<zmq::message_t> frames;
+        frames.emplace_back(torrent_.data(), torrent_.size());
+        bus::send(socket_, "orchestrator", envelope, frames, &identity_);
+        last_beat_ = std::chrono::steady_clock::now();
+    }
+
+    void beat() {
+        if (identity_.empty()) return;
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_beat_ < std::chrono::milliseconds(kHeartbeatMs)) return;
+        v1::Envelope envelope;
+        envelope.mutable_heartbeat();
+        bus::send(socket_, "orchestrator", envelope, {}, &identity_);
+        last_beat_ = now;
+    }
+
+    std::string endpoint_;
+    zmq::context_t context_{1};
+    zmq::socket_t socket_;
+    std::string identity_;
+    std::string torrent_;
+    std::chrono::steady_clock::time_point last_beat_{};
+    std::vector<v1::Envelope> seen_;
+};
+
+Process start_tracker_svc(const TempDir& dir, const FakeOrchestrator& orchestrator,
+                          int announce_timeout_s = 5) {
+    return Process::start({test::bin("tracker_svc"), "--control", orchestrator.endpoint(),
+                           "--log-level", "debug", "--announce-timeout",
+                           std::to_string(announce_timeout_s), "--min-interval", "1"},
+                          dir / "tracker_svc.log");
+}
+
+bool has_fake_peer(const v1::Envelope& envelope) {
+    if (!envelope.has_peers_found()) return false;
+    for (const auto& peer : envelope.peers_found().peers()) {
+        if (peer.ip() == "127.0.0.1" && peer.port() == kFakePeerPort) return true;
+    }
+    return false;
+}
+
+bool is_failure(const v1::Envelope& envelope) {
+    return envelope.has_tracker_status() && !envelope.tracker_status().ok();
+}
+
+std::string describe(const std::vector<v1::Envelope>& seen) {
+    std::string out;
+    for (const auto& envelope : seen) out += envelope.ShortDebugString() + "\n";
+    return out;
+}
+
+struct TrackerSvcStage : ::testing::Test {
+    TempDir dir{"pw-tracker-svc-"};
+    FakeOrchestrator orchestrator{dir};
+};
+
+TEST_F(TrackerSvcStage, HttpTrackerYieldsThePreRegisteredPeer) {
+    const std::uint16_t port = test::free_port();
+    const auto torrent = make_torrent({{"http://127.0.0.1:" + std::to_string(port) + "/announce"}}, "http");
+    auto tracker = Tracker::start(dir, {torrent.info_hash_hex}, port);
+    register_fake_peer(tracker, torrent);
+    orchestrator.set_torrent(torrent.bytes);
+    auto stage = start_tracker_svc(dir, orchestrator);
+    const auto found = orchestrator.wait_for(has_fake_peer, 20s);
+    ASSERT_TRUE(found) << describe(orchestrator.seen()) << stage.log_tail();
+    EXPECT_EQ(found->peers_found().tracker(), tracker.http_announce());
+}
+
+TEST_F(TrackerSvcStage, UdpTrackerYieldsThePreRegisteredPeer) {
+    const std::uint16_t port = test::free_port();
+    const auto torrent = make_torrent({{"udp://127.0.0.1:" + std::to_string(port) + "/announce"}}, "udp");
+    auto tracker = Tracker::start(dir, {torrent.info_hash_hex}, port);
+    register_fake_peer(tracker, torrent);
+    orchestrator.set_torrent(torrent.bytes);
+    auto stage = start_tracker_svc(dir, orchestrator);
+    const auto found = orchestrator.wait_for(has_fake_peer, 20s);
+    ASSERT_TRUE(found) << describe(orchestrator.seen()) << stage.log_tail();
+    EXPECT_EQ(found->peers_found().tracker(), tracker.udp_announce());
+}
+
+TEST_F(TrackerSvcStage, DeadTiersAreReportedAndTheNextTierAnswers) {
+    const std::uint16_t port = test::free_port();
+    const std::string dead_udp = "udp://127.0.0.1:" + std::to_string(test::free_port()) + "/announce";
+    const std::string dead_http = "http://127.0.0.1:" + std::to_string(test::free_port()) + "/announce";
+    const std::string live = "http://127.0.0.1:" + std::to_string(port) + "/announce";
+    const auto torrent = make_torrent({{dead_udp}, {dead_http}, {"gopher://127.0.0.1/x"}, {live}}, "tiers");
+    auto tracker = Tracker::start(dir, {torrent.info_hash_hex}, port);
+    register_fake_peer(tracker, torrent);
+    orchestrator.set_torrent(torrent.bytes);
+    auto stage = start_tracker_svc(dir, orchestrator, 2);
+    const auto found = orchestrator.wait_for(has_fake_peer, 30s);
+    ASSERT_TRUE(found) << describe(orchestrator.seen()) << stage.log_tail();
+    EXPECT_EQ(found->peers_found().tracker(), live);
+    std::vector<std::string> failed;
+    for (const auto& envelope : orchestrator.seen()) {
+        if (is_failure(envelope)) failed.push_back(envelope.tracker_status().tracker());
+    }
+    EXPECT_EQ(failed, (std::vector<std::string>{dead_udp, dead_http, "gopher://127.0.0.1/x"}))
+        << describe(orchestrator.seen());
+}
+
+TEST_F(TrackerSvcStage, UnlistedTorrentGetsOpentrackersFailureReason) {
+    const std::uint16_t port = test::free_port();
+    const auto listed = make_torrent({{"x://"}}, "listed");
+    const auto torrent = make_torrent({{"http://127.0.0.1:" + std::to_string(port) + "/announce"}}, "unlisted");
+    auto tracker = Tracker::start(dir, {listed.info_hash_hex}, port);
+    orchestrator.set_torrent(torrent.bytes);
+    auto stage = start_tracker_svc(dir, orchestrator);
+    const auto status = orchestrator.wait_for(is_failure, 20s);
+    ASSERT_TRUE(status) << describe(orchestrator.seen()) << stage.log_tail();
+    EXPECT_EQ(status->tracker_status().tracker(), tracker.http_announce());
+    // Every tracker failed: the stage says when it will retry.
+    EXPECT_GE(status->tracker_status().next_announce_s(), 15u);
+    EXPECT_NE(status->tracker_status().message().find("tracker says: "), std::string::npos)
+        << status->tracker_status().message();
+    EXPECT_NE(status->tracker_status().message().find("not authorized"), std::string::npos)
+        << status->tracker_status().message();
+}
+
+TEST_F(TrackerSvcStage, ShutdownSaysStoppedAndExitsZero) {
+    const std::uint16_t port = test::free_port();
+    const auto torrent = make_torrent({{"http://127.0.0.1:" + std::to_string(port) + "/announce"}}, "stop");
+    auto tracker = Tracker::start(dir, {torrent.info_hash_hex}, port);
+    register_fake_peer(tracker, torrent);
+    orchestrator.set_torrent(torrent.bytes);
+    auto stage = start_tracker_svc(dir, orchestrator);
+    ASSERT_TRUE(orchestrator.wait_for(has_fake_peer, 20s)) << stage.log_tail();
+    ASSERT_TRUE(tracker.wait_for_peers(2, 5s)) << tracker.log();  // the fake peer and us
+
+    v1::Envelope completed;
+    completed.mutable_tracker_stats()->set_left(0);
+    completed.mutable_tracker_stats()->set_downloaded(16384);
+    completed.mutable_tracker_stats()->set_event(v1::TrackerStats::COMPLETED);
+    orchestrator.send(completed);
+    orchestrator.wait_for([](const v1::Envelope&) { return false; }, 1s);
+
+    v1::Envelope shutdown;
+    shutdown.mutable_shutdown()->set_reason("test over");
+    orchestrator.send(shutdown);
+    const auto deadline = std::chrono::steady_clock::now() + 6s;
+    int code = -1;
+    while (code == -1 && std::chrono::steady_clock::now() < deadline) {
+        orchestrator.wait_for([](const v1::Envelope&) { return false; }, 100ms);
+        code = stage.wait_for_exit(10ms);
+    }
+    EXPECT_EQ(code, 0) << stage.log_tail();
+    // The stopped announce removed us from the swarm; the fake peer stays.
+    EXPECT_EQ(tracker.peer_count(), 1) << tracker.log();
+    const std::string log = stage.log_tail(200);
+    EXPECT_NE(log.find("answered the completed announce"), std::string::npos) << log;
+    EXPECT_NE(log.find("answered the stopped announce"), std::string::npos) << log;
+}
+
+TEST_F(TrackerSvcStage, SilentOrchestratorMakesTheStageExit) {
+    const auto torrent = make_torrent({{"http://127.0.0.1:1/announce"}}, "silent");
+    orchestrator.set_torrent(torrent.bytes);
+    auto stage = start_tracker_svc(dir, orchestrator);
+    ASSERT_TRUE(orchestrator.wait_for([](const v1::Envelope& e) { return e.has_hello(); }, 10s));
+    // No more pumping: no heartbeats reach the stage.
+    EXPECT_EQ(stage.wait_for_exit(10s), 1) << stage.log_tail();
+}
+
+}  // namespace
+}  // namespace pw
