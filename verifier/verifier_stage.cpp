@@ -1,0 +1,92 @@
+#include "verifier/verifier_stage.hpp"
+
+#include <array>
+#include <stdexcept>
+
+#include <spdlog/spdlog.h>
+
+#include "core/metainfo.hpp"
+#include "verifier/piece_forwarder.hpp"
+
+namespace pw::verifier {
+
+namespace {
+
+// Pieces handled per loop turn before the control socket gets its turn again.
+constexpr int kPiecesPerTurn = 16;
+
+Torrent torrent_from_welcome(const bus::Incoming& welcome) {
+    if (welcome.frames.empty()) throw std::runtime_error("the Welcome carried no .torrent");
+    const zmq::message_t& frame = welcome.frames.front();
+    auto torrent = Torrent::parse(
+        std::string_view(static_cast<const char*>(frame.data()), frame.size()));
+    if (!torrent) {
+        throw std::runtime_error("the orchestrator's .torrent is unusable: " +
+                                 torrent.error().describe());
+    }
+    return std::move(torrent).value();
+}
+
+}  // namespace
+
+int run_verifier(zmq::context_t& context, const VerifierOptions& options) {
+    const bus::SocketLimits data_limits{bus::kMaxMessageBytes, kDataQueueDepth, kDataQueueDepth, 0};
+    zmq::socket_t from_workers(context, zmq::socket_type::pull);
+    bus::configure(from_workers, data_limits);
+    from_workers.bind(options.pieces);
+    zmq::socket_t to_writer(context, zmq::socket_type::push);
+    bus::configure(to_writer, data_limits);
+    to_writer.connect(options.verified);
+
+    bus::ControlLink link(context, options.control, options.name, v1::ROLE_VERIFIER,
+                          options.timing);
+    const Torrent torrent = torrent_from_welcome(link.handshake());
+    spdlog::info("verifying '{}': {} pieces of {} bytes", torrent.name(), torrent.piece_count(),
+                 torrent.piece_length());
+
+    PieceForwarder forwarder(torrent, to_writer, options.name);
+    auto report = [&link](std::optional<v1::Envelope> envelope) {
+        if (envelope) link.send(*envelope);
+    };
+
+    for (;;) {
+        // Read from the workers only while the writer can take a piece; otherwise wait for
+        // the writer's queue to drain.
+        const bool ready = forwarder.ready();
+        std::array<zmq::pollitem_t, 2> items{{
+            {link.socket().handle(), 0, ZMQ_POLLIN, 0},
+            ready ? zmq::pollitem_t{from_workers.handle(), 0, ZMQ_POLLIN, 0}
+                  : zmq::pollitem_t{to_writer.handle(), 0, ZMQ_POLLOUT, 0},
+        }};
+        zmq::poll(items.data(), items.size(), link.until_next_tick());
+
+        while (auto message = link.poll_message()) {
+            if (message->envelope.has_shutdown()) {
+                spdlog::info("shutting down ({}): {} pieces verified, {} failed",
+                             message->envelope.shutdown().reason(), forwarder.stats().verified,
+                             forwarder.stats().failed);
+                return 0;
+            }
+            spdlog::debug("ignored control message of type {}",
+                          static_cast<int>(message->envelope.body_case()));
+        }
+
+        if (forwarder.holding()) report(forwarder.retry());
+        for (int i = 0; i < kPiecesPerTurn && forwarder.ready(); ++i) {
+            bus::Incoming in;
+            const bus::RecvStatus status = bus::receive(from_workers, false, in);
+            if (status == bus::RecvStatus::would_block) break;
+            if (status == bus::RecvStatus::dropped) continue;
+            report(forwarder.take(std::move(in)));
+        }
+
+        v1::Heartbeat beat;
+        beat.set_queue_depth(forwarder.holding() ? 1 : 0);
+        if (!link.tick(beat)) {
+            spdlog::error("the orchestrator has been silent too long; giving up");
+            return 1;
+        }
+    }
+}
+
+}  // namespace pw::verifier

@@ -1,0 +1,30 @@
+#pragma once
+// The verifier process's loop: control link, PULL of pieces from the workers (bound here),
+// PUSH of verified pieces to the writer.
+#include <string>
+
+#include <zmq.hpp>
+
+#include "core/bus/bus.hpp"
+
+namespace pw::verifier {
+
+namespace v1 = ::piecework::v1;
+
+struct VerifierOptions {
+    std::string control;   // orchestrator's ROUTER
+    std::string pieces;    // bound here (PULL)
+    std::string verified;  // the writer's PULL (we connect a PUSH)
+    std::string name;
+    bus::Timing timing{};
+};
+
+// Pieces buffered per data socket: a handful keeps the pipeline busy, and with pieces of up
+// to 64 MiB it bounds what a stalled writer can pile up in memory.
+inline constexpr int kDataQueueDepth = 4;
+
+// Runs until Shutdown (returns 0) or until the orchestrator falls silent (returns 1).
+// Throws on start-up failures (bad endpoint, no Welcome, unusable torrent).
+int run_verifier(zmq::context_t& context, const VerifierOptions& options);
+
+}  // namespace pw::verifier

@@ -1,0 +1,48 @@
+#pragma once
+// Writes verified pieces into the torrent's files below the download directory.
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "core/metainfo.hpp"
+#include "core/result.hpp"
+#include "writer/open_file_cache.hpp"
+#include "writer/unique_fd.hpp"
+
+namespace pw::writer {
+
+inline constexpr std::size_t kDefaultOpenFiles = 64;
+
+class PieceStore {
+public:
+    // Opens the download directory, creating it when missing. `torrent` must outlive the store.
+    static Result<PieceStore> open(const Torrent& torrent, const std::string& download_dir,
+                                   std::size_t max_open_files = kDefaultOpenFiles);
+
+    // Zero-length files get no piece, so they are made here, once (existing ones are kept).
+    Status create_empty_files();
+    // Writes one whole piece into its files (pad files skipped). Files are created on first
+    // use, sparse, at their full length. The bytes are not durable until sync().
+    Status write_piece(PieceIndex index, std::span<const std::uint8_t> bytes);
+    // Makes everything written so far durable (fdatasync of every file touched since the last
+    // sync). An error means some written piece may be lost; write it again.
+    Status sync();
+
+    std::size_t open_file_count() const { return open_files_.size(); }
+
+private:
+    PieceStore(const Torrent& torrent, std::string download_dir, UniqueFd root,
+               std::size_t max_open_files);
+
+    Result<OpenFile*> file_for_writing(std::size_t file_index);
+    std::string describe(std::size_t file_index, const std::string& what, int error) const;
+
+    const Torrent* torrent_;
+    std::string download_dir_;
+    UniqueFd root_;
+    OpenFileCache open_files_;
+    // A sync failure of a file closed to make room, reported by the next sync().
+    std::string deferred_sync_error_;
+};
+
+}  // namespace pw::writer

@@ -1,0 +1,31 @@
+#pragma once
+// Opening files below the download directory without ever leaving it.
+//
+// Every path element is opened relative to the directory fd of the one before it, with
+// O_NOFOLLOW: a symbolic link planted anywhere below the download directory (by another
+// program, or an earlier torrent) cannot redirect a write elsewhere. The torrent's paths are
+// sanitized already; this is the second lock on the same door.
+#include <string>
+#include <string_view>
+
+#include "core/result.hpp"
+#include "writer/unique_fd.hpp"
+
+namespace pw::writer {
+
+// Opens a directory given by the user (following symlinks: the user chose it), creating it
+// and its parents when missing.
+Result<UniqueFd> open_download_dir(const std::string& path);
+
+struct OpenedFile {
+    UniqueFd fd;
+    bool created = false;  // the file did not exist before
+};
+
+// Opens `relative_path` ('/'-separated, no "." or ".." or empty elements) below `root_fd` for
+// reading and writing, making missing directories and the file itself. Refuses symbolic
+// links and anything but regular files and directories on the way. New files and directories
+// are made durable in their parent directory before this returns.
+Result<OpenedFile> open_below(int root_fd, std::string_view relative_path);
+
+}  // namespace pw::writer

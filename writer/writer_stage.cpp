@@ -1,0 +1,178 @@
+#include "writer/writer_stage.hpp"
+
+#include <algorithm>
+#include <array>
+#include <stdexcept>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "core/metainfo.hpp"
+#include "writer/piece_store.hpp"
+
+namespace pw::writer {
+
+namespace v1 = ::piecework::v1;
+
+namespace {
+
+constexpr int kPiecesPerTurn = 16;
+// Long enough for the last acknowledgements to leave before the process ends.
+constexpr int kExitLingerMs = 2000;
+
+Torrent torrent_from_welcome(const bus::Incoming& welcome) {
+    if (welcome.frames.empty()) throw std::runtime_error("the Welcome carried no .torrent");
+    const zmq::message_t& frame = welcome.frames.front();
+    auto torrent = Torrent::parse(
+        std::string_view(static_cast<const char*>(frame.data()), frame.size()));
+    if (!torrent) {
+        throw std::runtime_error("the orchestrator's .torrent is unusable: " +
+                                 torrent.error().describe());
+    }
+    return std::move(torrent).value();
+}
+
+struct WrittenPiece {
+    std::uint32_t piece = 0;
+    std::uint64_t lease_id = 0;
+};
+
+// Pieces written but not yet durable, acknowledged together after the next sync.
+class AckBatch {
+public:
+    AckBatch(PieceStore& store, bus::ControlLink& link) : store_(store), link_(link) {}
+
+    void add(WrittenPiece piece) { pending_.push_back(piece); }
+    std::size_t size() const { return pending_.size(); }
+    bus::Clock::time_point last_sync() const { return last_sync_; }
+
+    // Syncs the touched files, then acknowledges every pending piece (or reports each as
+    // failed when the sync failed: their bytes may be lost).
+    void flush() {
+        last_sync_ = bus::Clock::now();
+        if (pending_.empty()) return;
+        const Status synced = store_.sync();
+        if (!synced.ok()) spdlog::error("{}", synced.error().describe());
+        for (const WrittenPiece& piece : pending_) {
+            v1::Envelope report;
+            if (synced.ok()) {
+                report.mutable_piece_written()->set_piece(piece.piece);
+                report.mutable_piece_written()->set_lease_id(piece.lease_id);
+            } else {
+                report.mutable_write_failed()->set_piece(piece.piece);
+                report.mutable_write_failed()->set_lease_id(piece.lease_id);
+                report.mutable_write_failed()->set_error(synced.error().describe());
+            }
+            link_.send(report);
+        }
+        pending_.clear();
+    }
+
+private:
+    PieceStore& store_;
+    bus::ControlLink& link_;
+    std::vector<WrittenPiece> pending_;
+    bus::Clock::time_point last_sync_ = bus::Clock::now();
+};
+
+void report_write_failed(bus::ControlLink& link, const v1::PieceData& piece, const std::string& error) {
+    spdlog::error("piece {} not written: {}", piece.piece(), error);
+    v1::Envelope report;
+    report.mutable_write_failed()->set_piece(piece.piece());
+    report.mutable_write_failed()->set_lease_id(piece.lease_id());
+    report.mutable_write_failed()->set_error(error);
+    link.send(report);
+}
+
+void write_one(PieceStore& store, AckBatch& batch, bus::ControlLink& link, const bus::Incoming& in) {
+    if (!in.envelope.has_piece_data()) {
+        spdlog::warn("dropped a message of type {} from '{}': only pieces belong on this socket",
+                     static_cast<int>(in.envelope.body_case()), in.envelope.sender());
+        return;
+    }
+    const v1::PieceData& piece = in.envelope.piece_data();
+    if (in.frames.size() != 1) {
+        report_write_failed(link, piece, std::to_string(in.frames.size()) + " data frames instead of 1");
+        return;
+    }
+    const zmq::message_t& frame = in.frames.front();
+    const Status written = store.write_piece(
+        PieceIndex{piece.piece()},
+        std::span<const std::uint8_t>(static_cast<const std::uint8_t*>(frame.data()), frame.size()));
+    if (!written.ok()) {
+        report_write_failed(link, piece, written.error().describe());
+        return;
+    }
+    batch.add(WrittenPiece{piece.piece(), piece.lease_id()});
+}
+
+}  // namespace
+
+int run_writer(zmq::context_t& context, const WriterOptions& options) {
+    using Clock = bus::Clock;
+    zmq::socket_t from_verifier(context, zmq::socket_type::pull);
+    bus::configure(from_verifier, bus::SocketLimits{bus::kMaxMessageBytes, kVerifiedQueueDepth,
+                                                    kVerifiedQueueDepth, 0});
+    from_verifier.bind(options.verified);
+
+    bus::ControlLink link(context, options.control, options.name, v1::ROLE_WRITER, options.timing);
+    const Torrent torrent = torrent_from_welcome(link.handshake());
+    auto opened = PieceStore::open(torrent, options.dir);
+    if (!opened) throw std::runtime_error(opened.error().describe());
+    PieceStore store = std::move(opened.value());
+    if (const Status made = store.create_empty_files(); !made.ok()) {
+        spdlog::error("{}", made.error().describe());
+    }
+    spdlog::info("writing '{}' ({} bytes, {} files) below '{}'", torrent.name(),
+                 torrent.total_size(), torrent.files().size(), options.dir);
+
+    AckBatch batch(store, link);
+    auto finish = [&](int code) {
+        batch.flush();
+        link.socket().set(zmq::sockopt::linger, kExitLingerMs);
+        return code;
+    };
+
+    for (;;) {
+        auto timeout = link.until_next_tick();
+        if (batch.size() > 0) {
+            const auto until_sync = std::chrono::duration_cast<std::chrono::milliseconds>(
+                batch.last_sync() + options.sync_interval - Clock::now());
+            timeout = std::clamp(until_sync, std::chrono::milliseconds(0), timeout);
+        }
+        std::array<zmq::pollitem_t, 2> items{{
+            {link.socket().handle(), 0, ZMQ_POLLIN, 0},
+            {from_verifier.handle(), 0, ZMQ_POLLIN, 0},
+        }};
+        zmq::poll(items.data(), items.size(), timeout);
+
+        while (auto message = link.poll_message()) {
+            if (message->envelope.has_shutdown()) {
+                spdlog::info("shutting down: {}", message->envelope.shutdown().reason());
+                return finish(0);
+            }
+            spdlog::debug("ignored control message of type {}",
+                          static_cast<int>(message->envelope.body_case()));
+        }
+
+        for (int i = 0; i < kPiecesPerTurn; ++i) {
+            bus::Incoming in;
+            const bus::RecvStatus status = bus::receive(from_verifier, false, in);
+            if (status == bus::RecvStatus::would_block) break;
+            if (status == bus::RecvStatus::ok) write_one(store, batch, link, in);
+        }
+
+        if (batch.size() > 0 && Clock::now() - batch.last_sync() >= options.sync_interval) {
+            batch.flush();
+        }
+
+        v1::Heartbeat beat;
+        beat.set_queue_depth(static_cast<std::uint32_t>(batch.size()));
+        if (!link.tick(beat)) {
+            spdlog::error("the orchestrator has been silent too long; giving up");
+            return finish(1);
+        }
+    }
+}
+
+}  // namespace pw::writer

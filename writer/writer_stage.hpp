@@ -1,0 +1,30 @@
+#pragma once
+// The writer process's loop: control link and the PULL of verified pieces (bound here).
+#include <chrono>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "core/bus/bus.hpp"
+
+namespace pw::writer {
+
+struct WriterOptions {
+    std::string control;   // orchestrator's ROUTER
+    std::string verified;  // bound here (PULL)
+    std::string dir;       // download directory, created when missing
+    std::string name;
+    // Pieces are acknowledged only once durable; syncing at most this often batches the
+    // fdatasync calls (and the acknowledgements) of the pieces in between.
+    std::chrono::milliseconds sync_interval{1000};
+    bus::Timing timing{};
+};
+
+// Verified pieces buffered on our socket; see the verifier's kDataQueueDepth.
+inline constexpr int kVerifiedQueueDepth = 4;
+
+// Runs until Shutdown (returns 0, everything synced and acknowledged) or until the
+// orchestrator falls silent (returns 1). Throws on start-up failures.
+int run_writer(zmq::context_t& context, const WriterOptions& options);
+
+}  // namespace pw::writer
