@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -113,6 +114,10 @@ TempDir::TempDir(const std::string& prefix) {
 
 TempDir::~TempDir() {
     if (path_.empty()) return;
+    if (std::getenv("PW_KEEP_TEST_DIRS") != nullptr) {
+        std::fprintf(stderr, "kept %s\n", path_.c_str());
+        return;
+    }
     std::error_code ignored;
     fs::remove_all(path_, ignored);
 }
@@ -443,14 +448,21 @@ std::string make_torrent(const std::string& content_path, std::uint32_t piece_by
         throw std::invalid_argument("make_torrent: piece size must be a power of two");
     int log2 = 0;
     while ((1u << log2) < piece_bytes) ++log2;
-    std::vector<std::string> argv = {"mktorrent", "-l", std::to_string(log2), "-o", out_path};
+    // mktorrent 1.1 takes 2^15 bytes and up; libtorrent makes the smaller ones.
+    const bool use_mktorrent = log2 >= 15;
+    std::vector<std::string> argv;
+    if (use_mktorrent)
+        argv = {"mktorrent", "-l", std::to_string(log2), "-o", out_path};
+    else
+        argv = {"/usr/bin/python3", helper("lt_make_torrent.py"), content_path,
+                std::to_string(piece_bytes), out_path};
     for (const auto& tier : tiers) {
         std::string urls;
         for (const auto& url : tier) urls += (urls.empty() ? "" : ",") + url;
-        argv.push_back("-a");
+        argv.push_back(use_mktorrent ? "-a" : "--tier");
         argv.push_back(urls);
     }
-    argv.push_back(content_path);
+    if (use_mktorrent) argv.push_back(content_path);
     std::error_code ignored;
     fs::remove(out_path, ignored);  // mktorrent refuses to overwrite
     std::string output;

@@ -15,7 +15,8 @@ namespace pw::test {
 
 using namespace std::chrono_literals;
 
-// A private folder under /tmp, removed (recursively) on destruction.
+// A private folder under /tmp, removed (recursively) on destruction, unless the environment
+// has PW_KEEP_TEST_DIRS (to read the logs of a failed run).
 class TempDir {
 public:
     explicit TempDir(const std::string& prefix = "pw-itest-");
@@ -119,8 +120,9 @@ std::string make_payload_tree(const std::string& dir, const std::string& name,
                               const std::vector<std::pair<std::string, std::uint64_t>>& files,
                               std::uint32_t seed);
 
-// A .torrent for content_path via mktorrent. Each inner vector is one tier (BEP 12); no tiers
-// makes a trackerless torrent. piece_bytes must be a power of two. Returns out_path.
+// A v1 .torrent for content_path via mktorrent (via libtorrent, lt_make_torrent.py, below
+// 32 KiB pieces, which mktorrent 1.1 refuses). Each inner vector is one tier (BEP 12); no
+// tiers makes a trackerless torrent. piece_bytes must be a power of two. Returns out_path.
 std::string make_torrent(const std::string& content_path, std::uint32_t piece_bytes,
                          const std::vector<std::vector<std::string>>& tiers,
                          const std::string& out_path);
