@@ -1,12 +1,19 @@
 // tracker_svc against a real opentracker on 127.0.0.1. The test plays the orchestrator: it
 // binds the control ROUTER, answers Hello with Welcome + the torrent, keeps heartbeating, and
 // watches what the stage reports.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 #include <zmq.hpp>
@@ -102,6 +109,7 @@ public:
             while (bus::receive(socket_, true, in) != bus::RecvStatus::would_block) {
                 if (in.envelope.body_case() == v1::Envelope::BODY_NOT_SET) continue;
                 if (in.envelope.has_hello()) welcome(in.identity);
+                if (in.envelope.has_heartbeat()) ++heartbeats_;
                 if (match(in.envelope)) return in.envelope;
                 if (!in.envelope.has_heartbeat()) seen_.push_back(in.envelope);
             }
@@ -117,6 +125,7 @@ public:
     void set_torrent(std::string bytes) { torrent_ = std::move(bytes); }
     const std::vector<v1::Envelope>& seen() const { return seen_; }
     bool welcomed() const { return !identity_.empty(); }
+    int heartbeats() const { return heartbeats_; }
 
 private:
     void welcome(const std::string& identity) {
@@ -149,6 +158,76 @@ private:
     std::string torrent_;
     std::chrono::steady_clock::time_point last_beat_{};
     std::vector<v1::Envelope> seen_;
+    int heartbeats_ = 0;
+};
+
+// A hostile HTTP "tracker" on 127.0.0.1: every request gets `response` verbatim, then the
+// connection closes. An empty response means never answering.
+class CannedHttpServer {
+public:
+    explicit CannedHttpServer(std::string response) : response_(std::move(response)) {
+        listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t length = sizeof address;
+        if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+            ::listen(listener_, 8) != 0 ||
+            ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+            throw std::runtime_error("canned HTTP server: cannot listen");
+        }
+        port_ = ntohs(address.sin_port);
+        thread_ = std::thread([this] { serve(); });
+    }
+    ~CannedHttpServer() {
+        stop_ = true;
+        thread_.join();
+        ::close(listener_);
+    }
+    CannedHttpServer(const CannedHttpServer&) = delete;
+    CannedHttpServer& operator=(const CannedHttpServer&) = delete;
+
+    std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/announce"; }
+
+private:
+    void serve() {
+        std::vector<int> open;
+        while (!stop_) {
+            pollfd item{listener_, POLLIN, 0};
+            if (::poll(&item, 1, 50) <= 0) continue;
+            const int connection = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (connection < 0) continue;
+            if (response_.empty()) {
+                open.push_back(connection);  // held open, silent, until the test ends
+                continue;
+            }
+            // Read the request head (small, one GET) before answering, so curl sees no reset.
+            std::string request;
+            char buffer[4096];
+            while (request.find("\r\n\r\n") == std::string::npos) {
+                pollfd readable{connection, POLLIN, 0};
+                if (::poll(&readable, 1, 2000) <= 0) break;
+                const ssize_t got = ::recv(connection, buffer, sizeof buffer, 0);
+                if (got <= 0) break;
+                request.append(buffer, static_cast<std::size_t>(got));
+            }
+            std::size_t sent = 0;
+            while (sent < response_.size() && !stop_) {
+                const ssize_t n = ::send(connection, response_.data() + sent,
+                                         response_.size() - sent, MSG_NOSIGNAL);
+                if (n <= 0) break;  // the client hung up (e.g. it capped the body)
+                sent += static_cast<std::size_t>(n);
+            }
+            ::close(connection);
+        }
+        for (const int connection : open) ::close(connection);
+    }
+
+    std::string response_;
+    int listener_ = -1;
+    std::uint16_t port_ = 0;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
 };
 
 Process start_tracker_svc(const TempDir& dir, const FakeOrchestrator& orchestrator,
@@ -286,6 +365,62 @@ TEST_F(TrackerSvcStage, SilentOrchestratorMakesTheStageExit) {
     ASSERT_TRUE(orchestrator.wait_for([](const v1::Envelope& e) { return e.has_hello(); }, 10s));
     // No more pumping: no heartbeats reach the stage.
     EXPECT_EQ(stage.wait_for_exit(10s), 1) << stage.log_tail();
+}
+
+// The stage's one-line failure report when the torrent's only tracker is `server`.
+std::string failure_from(TrackerSvcStage& test, const CannedHttpServer& server,
+                         int announce_timeout_s = 5) {
+    const auto torrent = make_torrent({{server.url()}}, "hostile");
+    test.orchestrator.set_torrent(torrent.bytes);
+    auto stage = start_tracker_svc(test.dir, test.orchestrator, announce_timeout_s);
+    const auto status = test.orchestrator.wait_for(is_failure, 30s);
+    if (!status) {
+        ADD_FAILURE() << "no failure reported\n" << stage.log_tail();
+        return {};
+    }
+    EXPECT_EQ(status->tracker_status().tracker(), server.url());
+    EXPECT_TRUE(stage.running()) << stage.log_tail();
+    return status->tracker_status().message();
+}
+
+TEST_F(TrackerSvcStage, OversizedBodyIsCutOff) {
+    // No Content-Length: the cap has to hold while the body streams in.
+    CannedHttpServer server("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nd5:peers" +
+                            std::string(6u << 20, 'x'));
+    EXPECT_NE(failure_from(*this, server).find("larger than 4 MiB"), std::string::npos);
+}
+
+TEST_F(TrackerSvcStage, OversizedContentLengthIsRefused) {
+    CannedHttpServer server("HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\nd");
+    EXPECT_NE(failure_from(*this, server).find("larger than 4 MiB"), std::string::npos);
+}
+
+TEST_F(TrackerSvcStage, RedirectToAnotherSchemeIsRefused) {
+    CannedHttpServer server("HTTP/1.1 302 Found\r\nLocation: file:///etc/passwd\r\n"
+                            "Content-Length: 0\r\n\r\n");
+    const std::string message = failure_from(*this, server);
+    EXPECT_NE(message.find("redirected to a scheme other than http/https"), std::string::npos)
+        << message;
+}
+
+TEST_F(TrackerSvcStage, GarbageBodyIsReportedAsMalformed) {
+    CannedHttpServer server("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n<html>hi!");
+    const std::string message = failure_from(*this, server);
+    EXPECT_NE(message.find("malformed response"), std::string::npos) << message;
+}
+
+TEST_F(TrackerSvcStage, HttpErrorStatusIsReported) {
+    CannedHttpServer server("HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n");
+    const std::string message = failure_from(*this, server);
+    EXPECT_NE(message.find("HTTP status 503"), std::string::npos) << message;
+}
+
+TEST_F(TrackerSvcStage, SilentTrackerTimesOutWhileHeartbeatsFlow) {
+    CannedHttpServer server("");
+    const std::string message = failure_from(*this, server, 3);
+    EXPECT_NE(message.find("timed out"), std::string::npos) << message;
+    // 3 s of waiting at a 300 ms period: the loop kept beating (loosely counted).
+    EXPECT_GE(orchestrator.heartbeats(), 5);
 }
 
 }  // namespace
