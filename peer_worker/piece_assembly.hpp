@@ -1,0 +1,65 @@
+#pragma once
+// One leased piece being assembled from 16 KiB blocks: a single buffer of the piece's size
+// (short last piece, short last block) that blocks are copied into straight from the wire
+// parser, and the state of every block. All allocation happens when the lease arrives, none
+// per block.
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "core/units.hpp"
+#include "peer_worker/pipeline.hpp"
+
+namespace pw::peer_worker {
+
+struct BlockRequest {
+    BlockOffset offset;
+    BlockLength length;
+};
+
+class PieceAssembly {
+public:
+    enum class BlockResult { accepted, not_requested, duplicate, wrong_shape };
+
+    PieceAssembly(PieceIndex piece, std::uint64_t lease_id, std::uint32_t piece_size);
+
+    PieceIndex piece() const { return piece_; }
+    std::uint64_t lease_id() const { return lease_id_; }
+    std::uint32_t size() const { return static_cast<std::uint32_t>(buffer_.size()); }
+    std::uint32_t block_count() const { return static_cast<std::uint32_t>(state_.size()); }
+    std::uint32_t blocks_unrequested() const { return unrequested_; }
+    std::uint32_t blocks_requested() const { return requested_; }
+    bool complete() const { return received_ == state_.size(); }
+
+    // Picks the next block nobody asked for yet and marks it requested at `now`.
+    std::optional<BlockRequest> request_next(Clock::time_point now);
+    // Copies a block in if we asked for it. `latency` is set for accepted blocks.
+    BlockResult add_block(BlockOffset offset, std::span<const std::uint8_t> data,
+                          Clock::time_point now, Clock::duration& latency);
+    // The peer choked us: our requests are void (BEP 3 without the fast extension) and the
+    // blocks go back to be asked for again. Returns how many were voided.
+    std::uint32_t void_requests();
+    // The outstanding requests, e.g. to cancel them.
+    std::vector<BlockRequest> requested_blocks() const;
+
+    // The finished piece's bytes; the assembly is spent afterwards.
+    std::vector<std::uint8_t> take_buffer() { return std::move(buffer_); }
+
+private:
+    enum class BlockState : std::uint8_t { needed, requested, received };
+
+    std::uint32_t block_length(std::uint32_t block) const;
+
+    PieceIndex piece_;
+    std::uint64_t lease_id_;
+    std::vector<std::uint8_t> buffer_;
+    std::vector<BlockState> state_;
+    std::vector<Clock::time_point> requested_at_;
+    std::uint32_t cursor_ = 0;  // no needed block before this one
+    std::uint32_t unrequested_ = 0;
+    std::uint32_t requested_ = 0;
+    std::uint32_t received_ = 0;
+};
+
+}  // namespace pw::peer_worker

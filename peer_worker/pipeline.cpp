@@ -1,0 +1,41 @@
+#include "peer_worker/pipeline.hpp"
+
+#include <algorithm>
+
+#include "core/geometry.hpp"
+
+namespace pw::peer_worker {
+
+void PipelineSizer::on_block(std::uint32_t bytes, Clock::duration latency) {
+    window_bytes_ += bytes;
+    min_latency_ = std::min(min_latency_, latency);
+}
+
+void PipelineSizer::update(Clock::time_point now) {
+    const auto elapsed = now - window_start_;
+    if (elapsed < kWindow) return;
+    const std::uint64_t bytes = window_bytes_;
+    window_start_ = now;
+    window_bytes_ = 0;
+    if (bytes == 0) return;
+    const double sample =
+        static_cast<double>(bytes) / std::chrono::duration<double>(elapsed).count();
+    rate_ = measured_ ? 0.5 * rate_ + 0.5 * sample : sample;
+    measured_ = true;
+    // At most double or halve per window, so one odd window does not swing the pipeline.
+    const std::uint32_t wanted = depth_for(rate_, min_latency_);
+    depth_ = std::clamp(wanted, std::max(kMinDepth, depth_ / 2), std::min(kMaxDepth, depth_ * 2));
+}
+
+std::uint32_t PipelineSizer::depth_for(double rate_bytes_per_s, Clock::duration min_latency) {
+    using Seconds = std::chrono::duration<double>;
+    double horizon = 0.5;
+    if (min_latency != Clock::duration::max()) {
+        horizon = std::clamp(2 * std::chrono::duration_cast<Seconds>(min_latency).count(), 0.5, 1.0);
+    }
+    const double blocks = rate_bytes_per_s * horizon / kBlockSize;
+    if (!(blocks < kMaxDepth)) return kMaxDepth;  // also catches NaN
+    return std::clamp(static_cast<std::uint32_t>(blocks), kMinDepth, kMaxDepth);
+}
+
+}  // namespace pw::peer_worker

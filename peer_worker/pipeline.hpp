@@ -1,0 +1,46 @@
+#pragma once
+// How many block requests to keep in flight to one peer. One block in flight caps a peer at
+// 16 KiB per round trip, so the depth follows the bandwidth-delay product: the peer's
+// measured rate times a horizon derived from its round-trip time.
+#include <chrono>
+#include <cstdint>
+
+namespace pw::peer_worker {
+
+using Clock = std::chrono::steady_clock;
+
+class PipelineSizer {
+public:
+    static constexpr std::uint32_t kInitialDepth = 32;
+    static constexpr std::uint32_t kMinDepth = 16;
+    static constexpr std::uint32_t kMaxDepth = 500;
+    // The rate is re-measured over windows this long.
+    static constexpr Clock::duration kWindow = std::chrono::seconds(1);
+
+    explicit PipelineSizer(Clock::time_point now) : window_start_(now) {}
+
+    // A requested block arrived, `latency` after we asked for it.
+    void on_block(std::uint32_t bytes, Clock::duration latency);
+    // Re-derives the depth once a window has passed. Windows without any block leave it
+    // alone: an idle peer (no leases, choked) says nothing about what it could deliver.
+    void update(Clock::time_point now);
+
+    std::uint32_t depth() const { return depth_; }
+    double rate_bytes_per_s() const { return rate_; }
+    Clock::duration min_latency() const { return min_latency_; }
+
+    // The depth that keeps a peer of this rate busy: rate x horizon / 16 KiB, clamped. The
+    // horizon is twice the smallest latency seen (queueing inflates the others), kept within
+    // 0.5..1 s.
+    static std::uint32_t depth_for(double rate_bytes_per_s, Clock::duration min_latency);
+
+private:
+    std::uint32_t depth_ = kInitialDepth;
+    double rate_ = 0;
+    bool measured_ = false;
+    Clock::duration min_latency_ = Clock::duration::max();
+    Clock::time_point window_start_;
+    std::uint64_t window_bytes_ = 0;
+};
+
+}  // namespace pw::peer_worker

@@ -1,0 +1,419 @@
+#include "peer_worker/worker_service.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string_view>
+#include <vector>
+
+#include <asio/post.hpp>
+#include <spdlog/spdlog.h>
+
+namespace pw::peer_worker {
+
+namespace {
+
+constexpr auto kTickPeriod = std::chrono::milliseconds(100);
+
+}  // namespace
+
+WorkerService::WorkerService(WorkerOptions options)
+    : options_(std::move(options)),
+      zmq_context_(1),
+      control_(zmq_context_, options_.control, options_.name, bus::v1::ROLE_PEER_WORKER),
+      pieces_(zmq_context_, zmq::socket_type::push),
+      timer_(io_) {
+    callbacks_.on_handshake = [this](PeerConnection& c) { on_handshake(c); };
+    callbacks_.on_activity = [this](PeerConnection& c) { on_activity(c); };
+    callbacks_.on_closed = [this](PeerConnection& c, const std::string& reason) {
+        on_closed(c, reason);
+    };
+}
+
+WorkerService::~WorkerService() { stop(exit_code_); }
+
+int WorkerService::run() {
+    const bus::Incoming welcome = control_.handshake();
+    start(welcome);
+    io_.run();
+    return exit_code_;
+}
+
+void WorkerService::start(const bus::Incoming& welcome) {
+    const auto& peer_id = welcome.envelope.welcome().peer_id();
+    if (peer_id.size() != our_id_.size()) {
+        throw std::runtime_error("Welcome carries a peer id of " + std::to_string(peer_id.size()) +
+                                 " bytes, not 20");
+    }
+    std::copy(peer_id.begin(), peer_id.end(), our_id_.begin());
+    if (welcome.frames.empty()) throw std::runtime_error("Welcome came without the .torrent");
+    const auto& frame = welcome.frames.front();
+    auto torrent = Torrent::parse(std::string_view(frame.data<char>(), frame.size()));
+    if (!torrent) throw std::runtime_error("bad .torrent from the orchestrator: " + torrent.error().describe());
+    torrent_ = std::move(*torrent);
+    if (torrent_->piece_length() > bus::kMaxPieceBytes) {
+        throw std::runtime_error("pieces of " + std::to_string(torrent_->piece_length()) +
+                                 " bytes are larger than a message may be");
+    }
+    geometry_ = PieceGeometry(torrent_->total_size(), torrent_->piece_length());
+    parser_limits_.max_message = std::max(kBlockSize + 9, geometry_.bitfield_bytes() + 1);
+    parser_limits_.geometry = geometry_;
+
+    // ZeroMQ's queue toward the verifier holds a bounded number of bytes, not a bounded
+    // number of (possibly huge) pieces: a piece is two frames.
+    bus::SocketLimits limits;
+    const std::uint64_t queued_pieces =
+        std::clamp<std::uint64_t>((64ull << 20) / torrent_->piece_length(), 2, 64);
+    limits.send_hwm = static_cast<int>(2 * queued_pieces);
+    bus::configure(pieces_, limits);
+    pieces_.connect(options_.pieces);
+
+    control_watch_ = std::make_unique<ZmqWatch>(io_, control_.socket());
+    pieces_watch_ = std::make_unique<ZmqWatch>(io_, pieces_);
+    spdlog::info("torrent {} ({} pieces of {} bytes), up to {} peers", torrent_->name(),
+                 geometry_.piece_count(), geometry_.piece_length(), options_.max_peers);
+    // Messages may have queued behind the Welcome; the descriptor will not signal for them.
+    drain_control();
+    schedule_timer();
+}
+
+void WorkerService::stop(int exit_code) {
+    if (stopping_) return;
+    stopping_ = true;
+    exit_code_ = exit_code;
+    std::vector<ConnectionPtr> connections;
+    for (const auto& [key, connection] : peers_) connections.push_back(connection);
+    for (const auto& connection : connections) connection->fail("worker stopping");
+    peers_.clear();
+    timer_.cancel();
+    io_.stop();
+}
+
+// --- control socket ---
+
+void WorkerService::drain_control() {
+    // A send from inside handle() lands here again: the loop below re-reads ZMQ_EVENTS
+    // after each message, so it sees whatever that send changed.
+    if (draining_control_ || stopping_) return;
+    draining_control_ = true;
+    while (!stopping_ && (control_watch_->events() & ZMQ_POLLIN) != 0) {
+        if (auto message = control_.poll_message()) handle(*message);
+    }
+    draining_control_ = false;
+    if (!stopping_) control_watch_->arm([this] { drain_control(); });
+}
+
+void WorkerService::send_control(bus::v1::Envelope& envelope, std::span<zmq::message_t> frames) {
+    control_.send(envelope, frames);
+    // A send resets the edge of ZMQ_FD: messages that arrived meanwhile would never wake
+    // us. Drain right after the current handler (not inside it: it may be iterating peers).
+    if (!drain_posted_) {
+        drain_posted_ = true;
+        asio::post(io_, [this] {
+            drain_posted_ = false;
+            drain_control();
+        });
+    }
+}
+
+void WorkerService::handle(bus::Incoming& message) {
+    const auto& envelope = message.envelope;
+    switch (envelope.body_case()) {
+        case bus::v1::Envelope::kAddPeers: add_peers(envelope.add_peers()); break;
+        case bus::v1::Envelope::kLeases: grant_leases(envelope.leases()); break;
+        case bus::v1::Envelope::kCancelPiece:
+            cancel_piece(PieceIndex{envelope.cancel_piece().piece()});
+            break;
+        case bus::v1::Envelope::kBanPeer:
+            ban(envelope.ban_peer().ip(), envelope.ban_peer().reason());
+            break;
+        case bus::v1::Envelope::kShutdown:
+            spdlog::info("shutdown: {}", envelope.shutdown().reason());
+            stop(0);
+            break;
+        case bus::v1::Envelope::kWelcome: break;  // a late duplicate of the handshake
+        default:
+            spdlog::debug("ignored a {} message", static_cast<int>(envelope.body_case()));
+            break;
+    }
+}
+
+void WorkerService::add_peers(const bus::v1::AddPeers& add) {
+    const auto now = Clock::now();
+    for (const auto& peer : add.peers()) {
+        const std::string key = bus::peer_key(peer.ip(), peer.port());
+        if (peers_.count(key) != 0) continue;
+        asio::error_code error;
+        const auto address = asio::ip::make_address(peer.ip(), error);
+        if (error || peer.port() == 0 || peer.port() > 65535) {
+            report_disconnected(key, "invalid address");
+            continue;
+        }
+        if (banned_.count(address) != 0) {
+            report_disconnected(key, "banned");
+            continue;
+        }
+        if (peers_.size() >= options_.max_peers) {
+            report_disconnected(key, "worker already has --max-peers peers");
+            continue;
+        }
+        PeerSession session(geometry_, torrent_->info_hash(), our_id_, now);
+        auto connection = std::make_shared<PeerConnection>(
+            io_, key, asio::ip::tcp::endpoint(address, static_cast<std::uint16_t>(peer.port())),
+            std::move(session), parser_limits_, callbacks_);
+        peers_.emplace(key, connection);
+        connection->start(now);
+    }
+}
+
+void WorkerService::grant_leases(const bus::v1::Leases& leases) {
+    std::vector<std::uint64_t> refused;
+    const auto found = peers_.find(leases.peer());
+    if (found == peers_.end() || found->second->closed() ||
+        !found->second->session().handshake_done()) {
+        for (const auto& lease : leases.leases()) refused.push_back(lease.lease_id());
+        if (!refused.empty()) release(leases.peer(), refused, "peer gone");
+        return;
+    }
+    const auto now = Clock::now();
+    PeerConnection& connection = *found->second;
+    PeerSession& session = connection.session();
+    session.note_work_answer(leases.leases_size() > 0, now);
+    std::uint64_t held = piece_bytes_held();
+    for (const auto& lease : leases.leases()) {
+        const PieceIndex piece{lease.piece()};
+        const std::uint64_t size = geometry_.contains(piece) ? geometry_.piece_size(piece) : 0;
+        if (size == 0 || held + size > options_.max_piece_bytes ||
+            !session.add_lease(piece, lease.lease_id())) {
+            refused.push_back(lease.lease_id());
+            continue;
+        }
+        held += size;
+    }
+    if (!refused.empty()) release(leases.peer(), refused, "lease refused (out of range, duplicate or over the worker's memory cap)");
+    session.fill_requests(now, !backpressured());
+    connection.flush();
+}
+
+void WorkerService::cancel_piece(PieceIndex piece) {
+    const auto now = Clock::now();
+    for (const auto& [key, connection] : peers_) {
+        if (const auto lease_id = connection->session().cancel_piece(piece, now)) {
+            release(key, {*lease_id}, "piece cancelled");
+            connection->session().fill_requests(now, !backpressured());
+            connection->flush();
+        }
+    }
+}
+
+void WorkerService::ban(const std::string& ip, const std::string& reason) {
+    asio::error_code error;
+    const auto address = asio::ip::make_address(ip, error);
+    if (error) {
+        spdlog::warn("ignored a ban of '{}': not an address", ip);
+        return;
+    }
+    banned_.insert(address);
+    std::vector<std::string> keys;
+    for (const auto& [key, connection] : peers_) {
+        if (connection->address() == address) keys.push_back(key);
+    }
+    for (const auto& key : keys) drop(key, "banned: " + reason);
+}
+
+// --- peers ---
+
+void WorkerService::on_handshake(PeerConnection& connection) {
+    spdlog::debug("{}: connected", connection.key());
+    bus::v1::Envelope envelope;
+    auto* connected = envelope.mutable_peer_connected();
+    connected->set_peer(connection.key());
+    const auto& id = connection.session().peer_id();
+    connected->set_peer_id(std::string(id.begin(), id.end()));
+    send_control(envelope);
+}
+
+void WorkerService::on_activity(PeerConnection& connection) {
+    const auto now = Clock::now();
+    PeerSession& session = connection.session();
+    bytes_downloaded_ += session.take_downloaded();
+    collect_completed(connection);
+    report_has(connection, false);  // a bitfield goes out at once; haves are batched
+    request_work(connection, now);
+    session.fill_requests(now, !backpressured());
+}
+
+void WorkerService::on_closed(PeerConnection& connection, const std::string& reason) {
+    if (stopping_) return;
+    const std::string key = connection.key();
+    spdlog::debug("{}: dropped: {}", key, reason);
+    PeerSession& session = connection.session();
+    bytes_downloaded_ += session.take_downloaded();
+    collect_completed(connection);  // whole pieces are still worth verifying
+    const auto lease_ids = session.release_leases();
+    if (!lease_ids.empty()) release(key, lease_ids, "peer gone: " + reason);
+    report_disconnected(key, reason);
+    // Our own address: connecting again would only find ourselves again.
+    if (session.peer_id() == our_id_) banned_.insert(connection.address());
+    // Every caller of fail() holds its own reference, so erasing here is safe.
+    peers_.erase(key);
+}
+
+void WorkerService::drop(const std::string& key, const std::string& reason) {
+    const auto found = peers_.find(key);
+    if (found == peers_.end()) return;
+    const ConnectionPtr keep = found->second;
+    keep->fail(reason);
+}
+
+void WorkerService::report_has(PeerConnection& connection, bool include_haves) {
+    auto report = connection.session().take_has_report(include_haves);
+    if (!report) return;
+    bus::v1::Envelope envelope;
+    auto* has = envelope.mutable_peer_has();
+    has->set_peer(connection.key());
+    has->set_have_all(report->have_all);
+    for (const auto index : report->haves) has->add_haves(index);
+    if (report->bitfield) {
+        has->set_bitfield(true);
+        zmq::message_t frame = bus::frame_from_buffer(std::move(*report->bitfield));
+        send_control(envelope, std::span<zmq::message_t>(&frame, 1));
+    } else {
+        send_control(envelope);
+    }
+}
+
+void WorkerService::request_work(PeerConnection& connection, Clock::time_point now) {
+    if (stopping_ || connection.closed()) return;
+    PeerSession& session = connection.session();
+    std::uint32_t count = session.pieces_wanted(now);
+    if (count == 0) return;
+    // Beyond the memory cap we ask for nothing; the pipeline drains and asks again.
+    const std::uint64_t held = piece_bytes_held();
+    if (held >= options_.max_piece_bytes) return;
+    const std::uint64_t room = (options_.max_piece_bytes - held) / geometry_.piece_length();
+    count = static_cast<std::uint32_t>(std::min<std::uint64_t>(count, room));
+    if (count == 0) return;
+    report_has(connection, true);  // the orchestrator leases from what it knows the peer has
+    bus::v1::Envelope envelope;
+    envelope.mutable_work_request()->set_peer(connection.key());
+    envelope.mutable_work_request()->set_count(count);
+    send_control(envelope);
+    session.note_work_requested(now);
+}
+
+void WorkerService::release(const std::string& key, const std::vector<std::uint64_t>& lease_ids,
+                            const std::string& reason) {
+    if (lease_ids.empty()) return;
+    bus::v1::Envelope envelope;
+    auto* released = envelope.mutable_lease_released();
+    released->set_peer(key);
+    for (const auto id : lease_ids) released->add_lease_ids(id);
+    released->set_reason(reason);
+    send_control(envelope);
+}
+
+void WorkerService::report_disconnected(const std::string& key, const std::string& reason) {
+    bus::v1::Envelope envelope;
+    envelope.mutable_peer_disconnected()->set_peer(key);
+    envelope.mutable_peer_disconnected()->set_reason(reason);
+    send_control(envelope);
+}
+
+// --- verifier ---
+
+void WorkerService::collect_completed(PeerConnection& connection) {
+    auto& completed = connection.session().completed();
+    if (completed.empty()) return;
+    for (auto& piece : completed) {
+        OutgoingPiece out;
+        auto* data = out.header.mutable_piece_data();
+        data->set_piece(piece.piece.get());
+        data->set_lease_id(piece.lease_id);
+        data->add_contributors(connection.key());
+        data->set_worker(options_.name);
+        out.bytes = piece.data.size();
+        out.data = bus::frame_from_buffer(std::move(piece.data));
+        outbox_.push_back(std::move(out));
+    }
+    completed.clear();
+    flush_outbox();
+}
+
+void WorkerService::flush_outbox() {
+    while (!outbox_.empty()) {
+        auto& front = outbox_.front();
+        if (!bus::send(pieces_, options_.name, front.header, std::span<zmq::message_t>(&front.data, 1),
+                       nullptr, zmq::send_flags::dontwait)) {
+            break;
+        }
+        outbox_.pop_front();
+    }
+    if (outbox_.empty() || stopping_) return;
+    // Backpressure: requests stay paused until the verifier takes more (the timer retries
+    // too, in case the descriptor's edge came before we armed it).
+    pieces_watch_->arm([this] {
+        if ((pieces_watch_->events() & ZMQ_POLLOUT) != 0) flush_outbox();
+        else if (!outbox_.empty()) pieces_watch_->arm([this] { flush_outbox(); });
+    });
+}
+
+std::uint64_t WorkerService::piece_bytes_held() const {
+    std::uint64_t total = 0;
+    for (const auto& [key, connection] : peers_) total += connection->session().leased_bytes();
+    for (const auto& piece : outbox_) total += piece.bytes;
+    return total;
+}
+
+// --- time ---
+
+void WorkerService::schedule_timer() {
+    timer_.expires_after(kTickPeriod);
+    timer_.async_wait([this](const asio::error_code& error) {
+        if (!error && !stopping_) on_timer();
+    });
+}
+
+void WorkerService::on_timer() {
+    const auto now = Clock::now();
+    std::vector<ConnectionPtr> connections;
+    std::uint32_t connected = 0;
+    for (const auto& [key, connection] : peers_) {
+        connections.push_back(connection);
+        if (connection->session().handshake_done()) ++connected;
+    }
+    bus::v1::Heartbeat stats;
+    stats.set_bytes_downloaded(bytes_downloaded_);
+    stats.set_peers_connected(connected);
+    stats.set_queue_depth(static_cast<std::uint32_t>(outbox_.size()));
+    const bool alive = control_.tick(stats);
+    drain_control();  // tick may have sent a heartbeat
+    if (!alive) {
+        spdlog::error("the orchestrator has been silent too long; exiting");
+        stop(1);
+        return;
+    }
+    if (stopping_) return;
+
+    flush_outbox();
+    for (const auto& connection : connections) {
+        if (connection->closed()) continue;
+        connection->check_deadline(now);
+        PeerSession& session = connection->session();
+        if (connection->closed() || !session.handshake_done()) continue;
+        if (session.stalled(now)) {
+            connection->fail("stalled: requests outstanding and no block for 25 s");
+            continue;
+        }
+        if (session.choked_too_long(now)) {
+            release(connection->key(), session.release_leases(), "choked us for 30 s");
+        }
+        session.on_tick(now);
+        report_has(*connection, true);
+        request_work(*connection, now);
+        session.fill_requests(now, !backpressured());
+        connection->flush();
+    }
+    if (!stopping_) schedule_timer();
+}
+
+}  // namespace pw::peer_worker

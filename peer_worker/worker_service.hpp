@@ -1,0 +1,114 @@
+#pragma once
+// The peer_worker process: one io_context on one thread owns the control link, the PUSH
+// socket to the verifier and every peer connection. It turns orchestrator commands into
+// connections and leases, and sessions' progress into reports and PieceData.
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <zmq.hpp>
+
+#include "core/bus/bus.hpp"
+#include "core/geometry.hpp"
+#include "core/metainfo.hpp"
+#include "core/wire.hpp"
+#include "peer_worker/peer_connection.hpp"
+#include "peer_worker/zmq_watch.hpp"
+
+namespace pw::peer_worker {
+
+struct WorkerOptions {
+    std::string control;  // orchestrator's ROUTER
+    std::string pieces;   // verifier's PULL
+    std::string name;
+    std::uint32_t max_peers = 60;
+    // Piece buffers held at once (leased, assembling, waiting for the verifier).
+    std::uint64_t max_piece_bytes = 256ull << 20;
+};
+
+class WorkerService {
+public:
+    explicit WorkerService(WorkerOptions options);
+    ~WorkerService();
+    WorkerService(const WorkerService&) = delete;
+    WorkerService& operator=(const WorkerService&) = delete;
+
+    // Handshakes with the orchestrator and runs until Shutdown (0) or until the orchestrator
+    // goes silent (non-zero). Throws on start-up failures.
+    int run();
+
+private:
+    struct OutgoingPiece {
+        bus::v1::Envelope header;
+        zmq::message_t data;
+        std::size_t bytes = 0;
+    };
+    using ConnectionPtr = std::shared_ptr<PeerConnection>;
+
+    void start(const bus::Incoming& welcome);
+    void stop(int exit_code);
+
+    // control socket
+    void watch_control();
+    void drain_control();
+    void send_control(bus::v1::Envelope& envelope, std::span<zmq::message_t> frames = {});
+    void handle(bus::Incoming& message);
+    void add_peers(const bus::v1::AddPeers& add);
+    void grant_leases(const bus::v1::Leases& leases);
+    void cancel_piece(PieceIndex piece);
+    void ban(const std::string& ip, const std::string& reason);
+
+    // peers
+    void on_handshake(PeerConnection& connection);
+    void on_activity(PeerConnection& connection);
+    void on_closed(PeerConnection& connection, const std::string& reason);
+    void drop(const std::string& key, const std::string& reason);
+    void report_has(PeerConnection& connection, bool include_haves);
+    void request_work(PeerConnection& connection, Clock::time_point now);
+    void release(const std::string& key, const std::vector<std::uint64_t>& lease_ids,
+                 const std::string& reason);
+    void report_disconnected(const std::string& key, const std::string& reason);
+
+    // verifier
+    void collect_completed(PeerConnection& connection);
+    void flush_outbox();
+    bool backpressured() const { return !outbox_.empty(); }
+    std::uint64_t piece_bytes_held() const;
+
+    void on_timer();
+    void schedule_timer();
+
+    WorkerOptions options_;
+    zmq::context_t zmq_context_;
+    bus::ControlLink control_;
+    zmq::socket_t pieces_;
+
+    std::optional<Torrent> torrent_;
+    PieceGeometry geometry_;
+    wire::PeerId our_id_{};
+    wire::ParserLimits parser_limits_;
+
+    asio::io_context io_;
+    std::unique_ptr<ZmqWatch> control_watch_;
+    std::unique_ptr<ZmqWatch> pieces_watch_;
+    asio::steady_timer timer_;
+    bool draining_control_ = false;
+    bool drain_posted_ = false;
+    int exit_code_ = 0;
+    bool stopping_ = false;
+
+    PeerConnection::Callbacks callbacks_;
+    std::map<std::string, ConnectionPtr> peers_;
+    std::set<asio::ip::address> banned_;
+    std::deque<OutgoingPiece> outbox_;
+    Clock::time_point last_haves_flush_;
+
+    std::uint64_t bytes_downloaded_ = 0;
+};
+
+}  // namespace pw::peer_worker
