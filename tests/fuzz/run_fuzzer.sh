@@ -3,7 +3,7 @@
 # scratch folder so the repository's corpus only changes when someone copies them in.
 # Usage: run_fuzzer.sh FUZZER SEED_CORPUS SECONDS
 set -eu
-fuzzer=$1 seeds=$2 seconds=$3
+fuzzer=$(realpath "$1") seeds=$(realpath "$2") seconds=$3
 if [ ! -x "$fuzzer" ]; then
   echo "fuzzer $fuzzer was not built" >&2
   exit 1
