@@ -1,4 +1,277 @@
 #include "cli/download.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <stdexcept>
+#include <thread>
+
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/metainfo.hpp"
+
 namespace pw::cli {
-int run_download(const DownloadOptions&) { return 1; }  // implementation pending
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+Endpoints endpoints_in(const std::string& runtime_dir) {
+    return Endpoints{"ipc://" + runtime_dir + "/control", "ipc://" + runtime_dir + "/pieces",
+                     "ipc://" + runtime_dir + "/verified"};
+}
+
+std::vector<StageCommand> stage_commands(const DownloadOptions& options, const StagePlan& plan,
+                                         const Endpoints& endpoints) {
+    const auto exe = [&](const char* name) { return (fs::path(plan.bin_dir) / name).string(); };
+    const auto common = [&](const std::string& name) {
+        return std::vector<std::string>{"--control", endpoints.control, "--name", name,
+                                        "--log-level", options.log_level};
+    };
+    std::vector<StageCommand> commands;
+
+    StageCommand orchestrator{"orchestrator", exe("orchestrator"), common("orchestrator")};
+    orchestrator.args.insert(orchestrator.args.end(), {"--torrent", plan.torrent_path});
+    for (const auto& peer : options.peers) orchestrator.args.insert(orchestrator.args.end(), {"--peer", peer});
+    if (options.quiet) orchestrator.args.push_back("--quiet");
+    commands.push_back(std::move(orchestrator));
+
+    StageCommand verifier{"verifier", exe("verifier"), common("verifier")};
+    verifier.args.insert(verifier.args.end(),
+                         {"--pieces", endpoints.pieces, "--verified", endpoints.verified});
+    commands.push_back(std::move(verifier));
+
+    StageCommand writer{"writer", exe("writer"), common("writer")};
+    writer.args.insert(writer.args.end(), {"--verified", endpoints.verified, "--dir", plan.output_dir});
+    commands.push_back(std::move(writer));
+
+    if (plan.with_tracker) commands.push_back({"tracker_svc", exe("tracker_svc"), common("tracker_svc")});
+
+    for (unsigned i = 1; i <= options.workers; ++i) {
+        const std::string name = "peer_worker-" + std::to_string(i);
+        StageCommand worker{name, exe("peer_worker"), common(name)};
+        worker.args.insert(worker.args.end(), {"--pieces", endpoints.pieces});
+        commands.push_back(std::move(worker));
+    }
+    return commands;
+}
+
+pid_t ChildProcess::spawn(const StageCommand& command) {
+    // Built before fork: the child only calls async-signal-safe functions.
+    std::vector<std::string> strings;
+    strings.push_back(command.executable);
+    strings.insert(strings.end(), command.args.begin(), command.args.end());
+    std::vector<char*> argv;
+    for (auto& s : strings) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    const pid_t parent = ::getpid();
+
+    const pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error(std::string("fork failed: ") + std::strerror(errno));
+    if (pid == 0) {
+        ::setpgid(0, 0);
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != parent) ::_exit(126);  // the front end died before prctl
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::signal(SIGINT, SIG_DFL);
+        ::signal(SIGTERM, SIG_DFL);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    // Also set from the parent, so the group exists before we might signal it.
+    ::setpgid(pid, pid);
+    return pid;
+}
+
+int exit_code_of(int status) {
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return 1;
+}
+
+Supervisor::Supervisor(std::vector<StageCommand> commands, std::string main_stage,
+                       SupervisorOptions options, std::ostream& log)
+    : main_stage_(std::move(main_stage)), options_(options), log_(log) {
+    for (auto& command : commands) {
+        Child child;
+        child.command = std::move(command);
+        children_.push_back(std::move(child));
+    }
+}
+
+Supervisor::~Supervisor() { kill_all(); }
+
+unsigned Supervisor::restarts(const std::string& stage) const {
+    for (const auto& child : children_) {
+        if (child.command.name == stage) return child.restarts;
+    }
+    return 0;
+}
+
+void Supervisor::kill_all() {
+    for (auto& child : children_) {
+        if (child.pid <= 0) continue;
+        ::kill(-child.pid, SIGKILL);
+        ::kill(child.pid, SIGKILL);
+        int status = 0;
+        ::waitpid(child.pid, &status, 0);
+        child.pid = -1;
+    }
+}
+
+void Supervisor::reap_others(bool restart, Clock::time_point now) {
+    for (auto& child : children_) {
+        if (child.command.name == main_stage_) continue;
+        if (child.pid > 0) {
+            int status = 0;
+            if (::waitpid(child.pid, &status, WNOHANG) != child.pid) continue;
+            // Stragglers in its process group go with it.
+            ::kill(-child.pid, SIGKILL);
+            child.pid = -1;
+            if (!restart) continue;
+            if (child.restarts >= options_.max_restarts) {
+                if (!child.gave_up) {
+                    log_ << "piecework: " << child.command.name << " exited (status "
+                         << exit_code_of(status) << "); not restarting it after "
+                         << child.restarts << " restarts\n" << std::flush;
+                }
+                child.gave_up = true;
+                continue;
+            }
+            ++child.restarts;
+            log_ << "piecework: " << child.command.name << " exited (status "
+                 << exit_code_of(status) << "); restarting it (" << child.restarts << "/"
+                 << options_.max_restarts << ")\n" << std::flush;
+            child.restart_at = now + options_.restart_backoff * child.restarts;
+        } else if (restart && child.restart_at && now >= *child.restart_at) {
+            child.restart_at.reset();
+            child.pid = ChildProcess::spawn(child.command);
+        }
+    }
+}
+
+int Supervisor::run(const std::function<int()>& interrupt_count) {
+    Child* main_child = nullptr;
+    for (auto& child : children_) {
+        child.pid = ChildProcess::spawn(child.command);
+        if (child.command.name == main_stage_) main_child = &child;
+    }
+    if (main_child == nullptr) throw std::logic_error("no stage named " + main_stage_);
+
+    int forwarded = 0;
+    int main_status = 0;
+    while (true) {
+        const int interrupts = interrupt_count();
+        if (interrupts > forwarded) {
+            ::kill(main_child->pid, interrupts > 1 ? SIGKILL : SIGTERM);
+            forwarded = interrupts;
+        }
+        if (::waitpid(main_child->pid, &main_status, WNOHANG) == main_child->pid) break;
+        reap_others(true, Clock::now());
+        std::this_thread::sleep_for(options_.tick);
+    }
+    ::kill(-main_child->pid, SIGKILL);
+    main_child->pid = -1;
+
+    // The orchestrator has told the others to shut down: give them a moment to do it cleanly
+    // (the tracker's `stopped` announce, the writer's flush).
+    const auto deadline = Clock::now() + options_.shutdown_grace;
+    while (Clock::now() < deadline) {
+        reap_others(false, Clock::now());
+        bool any = false;
+        for (const auto& child : children_) any = any || child.pid > 0;
+        if (!any) break;
+        std::this_thread::sleep_for(options_.tick);
+    }
+    kill_all();
+    return exit_code_of(main_status);
+}
+
+namespace {
+
+volatile std::sig_atomic_t g_interrupts = 0;
+
+void count_interrupt(int) { g_interrupts = g_interrupts + 1; }
+
+std::string own_folder() {
+    std::error_code error;
+    const fs::path self = fs::read_symlink("/proc/self/exe", error);
+    if (error) throw std::runtime_error("cannot find our own executable: " + error.message());
+    return self.parent_path().string();
+}
+
+// mkdtemp under $XDG_RUNTIME_DIR (or /tmp): mode 0700, so only we can reach the sockets.
+std::string make_runtime_dir() {
+    std::string base = "/tmp";
+    if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg != '\0') {
+        // ipc:// paths must fit in sockaddr_un (108 bytes) with "/verified" after them.
+        if (std::strlen(xdg) < 60 && fs::is_directory(xdg)) base = xdg;
+    }
+    std::string pattern = base + "/piecework-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) {
+        throw std::runtime_error("cannot create a runtime folder in " + base + ": " +
+                                 std::strerror(errno));
+    }
+    return pattern;
+}
+
+}  // namespace
+
+int run_download(const DownloadOptions& options) {
+    auto torrent = read_torrent_file(options.torrent_path);
+    if (!torrent) {
+        std::cerr << "piecework: " << options.torrent_path << ": " << torrent.error().describe() << "\n";
+        return 1;
+    }
+    StagePlan plan;
+    plan.torrent_path = fs::absolute(options.torrent_path).string();
+    plan.bin_dir = options.bin_dir.empty() ? own_folder() : options.bin_dir;
+    plan.with_tracker = !torrent->trackers().empty();
+    for (const char* stage : {"orchestrator", "verifier", "writer", "tracker_svc", "peer_worker"}) {
+        const auto path = fs::path(plan.bin_dir) / stage;
+        if (::access(path.c_str(), X_OK) != 0) {
+            std::cerr << "piecework: missing stage executable " << path.string() << "\n";
+            return 1;
+        }
+    }
+    std::error_code error;
+    fs::create_directories(options.output_dir, error);
+    if (error || !fs::is_directory(options.output_dir)) {
+        std::cerr << "piecework: cannot use " << options.output_dir << " as the download folder"
+                  << (error ? ": " + error.message() : std::string{}) << "\n";
+        return 1;
+    }
+    plan.output_dir = fs::absolute(options.output_dir).lexically_normal().string();
+
+    const std::string runtime = make_runtime_dir();
+    int code = 1;
+    {
+        struct sigaction action {};
+        action.sa_handler = count_interrupt;
+        sigemptyset(&action.sa_mask);
+        struct sigaction old_int {};
+        struct sigaction old_term {};
+        sigaction(SIGINT, &action, &old_int);
+        sigaction(SIGTERM, &action, &old_term);
+        try {
+            Supervisor supervisor(stage_commands(options, plan, endpoints_in(runtime)),
+                                  "orchestrator", SupervisorOptions{}, std::cerr);
+            code = supervisor.run([] { return static_cast<int>(g_interrupts); });
+        } catch (...) {
+            fs::remove_all(runtime, error);
+            throw;
+        }
+        sigaction(SIGINT, &old_int, nullptr);
+        sigaction(SIGTERM, &old_term, nullptr);
+    }
+    fs::remove_all(runtime, error);
+    return code;
+}
+
 }  // namespace pw::cli

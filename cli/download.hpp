@@ -1,6 +1,14 @@
 #pragma once
+// `piecework download`: runs the five stages as local processes and supervises them.
+#include <chrono>
+#include <functional>
+#include <iosfwd>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include <sys/types.h>
 
 namespace pw::cli {
 
@@ -18,5 +26,84 @@ struct DownloadOptions {
 // Starts the five stages as local processes over ipc:// in a private runtime folder,
 // supervises them, and returns the exit code (0 once every piece is verified and written).
 int run_download(const DownloadOptions& options);
+
+// --- the pieces of run_download, exposed for tests ---
+
+struct Endpoints {
+    std::string control;
+    std::string pieces;
+    std::string verified;
+};
+
+// ipc:// endpoints inside a runtime folder.
+Endpoints endpoints_in(const std::string& runtime_dir);
+
+// One stage process: what to run and under which instance name.
+struct StageCommand {
+    std::string name;
+    std::string executable;  // a path; never looked up through a shell
+    std::vector<std::string> args;  // without argv[0]
+};
+
+struct StagePlan {
+    std::string torrent_path;  // absolute
+    std::string output_dir;    // absolute
+    std::string bin_dir;
+    bool with_tracker = true;  // the torrent names at least one tracker
+};
+
+// Every stage's command line; the orchestrator comes first (it binds the control socket).
+std::vector<StageCommand> stage_commands(const DownloadOptions& options, const StagePlan& plan,
+                                         const Endpoints& endpoints);
+
+// Spawns one process without a shell: its own process group (a terminal's Ctrl-C reaches
+// only the front end) and PR_SET_PDEATHSIG, so it dies with the front end.
+class ChildProcess {
+public:
+    // Throws std::runtime_error when fork fails; an exec failure shows as exit status 127.
+    static pid_t spawn(const StageCommand& command);
+};
+
+struct SupervisorOptions {
+    unsigned max_restarts = 5;  // per stage
+    std::chrono::milliseconds restart_backoff{500};  // times the restarts so far
+    std::chrono::milliseconds shutdown_grace{5'000};
+    std::chrono::milliseconds tick{50};
+};
+
+// Runs the stages, restarts any but the main one when it dies, and returns the main stage's
+// exit code once it exits (after giving the others a grace period, then SIGKILL).
+class Supervisor {
+public:
+    Supervisor(std::vector<StageCommand> commands, std::string main_stage,
+               SupervisorOptions options, std::ostream& log);
+    ~Supervisor();
+    Supervisor(const Supervisor&) = delete;
+    Supervisor& operator=(const Supervisor&) = delete;
+
+    // interrupt_count() > 0 forwards SIGTERM to the main stage; > 1 forwards SIGKILL.
+    int run(const std::function<int()>& interrupt_count);
+    unsigned restarts(const std::string& stage) const;
+
+private:
+    struct Child {
+        StageCommand command;
+        pid_t pid = -1;
+        unsigned restarts = 0;
+        std::optional<std::chrono::steady_clock::time_point> restart_at;
+        bool gave_up = false;
+    };
+
+    void reap_others(bool restart, std::chrono::steady_clock::time_point now);
+    void kill_all();
+
+    std::vector<Child> children_;
+    std::string main_stage_;
+    SupervisorOptions options_;
+    std::ostream& log_;
+};
+
+// Exit code of a waitpid status, shell style: 128 + signal for a killed process.
+int exit_code_of(int status);
 
 }  // namespace pw::cli
