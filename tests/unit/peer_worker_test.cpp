@@ -1,0 +1,410 @@
+// The peer worker's pure parts, without sockets: the session state machine, piece assembly
+// and pipeline sizing.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "core/wire.hpp"
+#include "peer_worker/peer_session.hpp"
+#include "peer_worker/piece_assembly.hpp"
+#include "peer_worker/pipeline.hpp"
+
+namespace pw::peer_worker {
+namespace {
+
+using namespace std::chrono_literals;
+
+Sha1Digest digest_of(std::uint8_t fill) {
+    Sha1Digest d{};
+    d.fill(fill);
+    return d;
+}
+
+wire::PeerId id_of(std::uint8_t fill) {
+    wire::PeerId id{};
+    id.fill(fill);
+    return id;
+}
+
+// Decodes everything a session queued for the peer.
+std::vector<wire::Message> sent_messages(PeerSession& session) {
+    wire::StreamParser parser(wire::ParserLimits{});
+    parser.append(session.outgoing());
+    session.outgoing().clear();
+    std::vector<wire::Message> out;
+    for (;;) {
+        auto next = parser.next();
+        EXPECT_TRUE(next.ok());
+        if (!next.ok() || !*next) break;
+        out.push_back(**next);
+    }
+    return out;
+}
+
+template <class T>
+std::vector<T> only(const std::vector<wire::Message>& messages) {
+    std::vector<T> out;
+    for (const auto& m : messages) {
+        if (const auto* t = std::get_if<T>(&m)) out.push_back(*t);
+    }
+    return out;
+}
+
+class SessionTest : public ::testing::Test {
+protected:
+    // 10 pieces of 64 KiB (4 blocks), the last one 40 000 bytes (3 blocks, last one short).
+    static constexpr std::uint64_t kTotal = 9ull * 65536 + 40000;
+    PieceGeometry geometry{kTotal, 65536};
+    Clock::time_point t0 = Clock::now();
+    PeerSession session{geometry, digest_of(0xAB), id_of(1), t0};
+
+    void handshake() {
+        wire::Handshake theirs;
+        theirs.info_hash = digest_of(0xAB);
+        theirs.peer_id = id_of(2);
+        ASSERT_TRUE(session.on_handshake(theirs, t0).ok());
+        session.outgoing().clear();
+    }
+
+    Status deliver(const wire::Message& m, Clock::time_point at) { return session.on_message(m, at); }
+
+    std::vector<std::uint8_t> block_bytes(std::uint32_t length, std::uint8_t fill) {
+        return std::vector<std::uint8_t>(length, fill);
+    }
+};
+
+TEST_F(SessionTest, HandshakeSendsOursWithZeroReservedBits) {
+    session.send_handshake(t0);
+    ASSERT_EQ(session.outgoing().size(), wire::kHandshakeSize);
+    std::array<std::uint8_t, wire::kHandshakeSize> bytes{};
+    std::copy(session.outgoing().begin(), session.outgoing().end(), bytes.begin());
+    auto decoded = wire::decode_handshake(bytes);
+    ASSERT_TRUE(decoded.ok());
+    EXPECT_EQ(decoded->info_hash, digest_of(0xAB));
+    EXPECT_EQ(decoded->peer_id, id_of(1));
+    EXPECT_EQ(decoded->reserved, (std::array<std::uint8_t, 8>{}));
+}
+
+TEST_F(SessionTest, HandshakeRejectsOtherTorrentAndOurselves) {
+    wire::Handshake other;
+    other.info_hash = digest_of(0xCD);
+    other.peer_id = id_of(2);
+    auto wrong_torrent = session.on_handshake(other, t0);
+    ASSERT_FALSE(wrong_torrent.ok());
+    EXPECT_NE(wrong_torrent.error().message.find("another torrent"), std::string::npos);
+
+    wire::Handshake self;
+    self.info_hash = digest_of(0xAB);
+    self.peer_id = id_of(1);
+    auto ourselves = session.on_handshake(self, t0);
+    ASSERT_FALSE(ourselves.ok());
+    EXPECT_NE(ourselves.error().message.find("ourselves"), std::string::npos);
+    EXPECT_FALSE(session.handshake_done());
+}
+
+TEST_F(SessionTest, BitfieldReportedOnceThenHavesAndInterestSent) {
+    handshake();
+    std::vector<std::uint8_t> bits{0b1010'0000, 0b0000'0000};
+    ASSERT_TRUE(deliver(wire::Bitfield{bits}, t0).ok());
+    EXPECT_TRUE(session.am_interested());
+    EXPECT_EQ(only<wire::Interested>(sent_messages(session)).size(), 1u);
+    EXPECT_TRUE(session.peer_has(PieceIndex{0}));
+    EXPECT_FALSE(session.peer_has(PieceIndex{1}));
+    EXPECT_EQ(session.pieces_peer_has(), 2u);
+
+    ASSERT_TRUE(deliver(wire::Have{PieceIndex{9}}, t0).ok());
+    ASSERT_TRUE(deliver(wire::Have{PieceIndex{9}}, t0).ok());  // repeated: counted once
+
+    auto first = session.take_has_report(false);
+    ASSERT_TRUE(first.has_value());
+    ASSERT_TRUE(first->bitfield.has_value());
+    EXPECT_FALSE(first->have_all);
+    EXPECT_EQ(*first->bitfield, (std::vector<std::uint8_t>{0b1010'0000, 0b0100'0000}));
+    EXPECT_FALSE(session.take_has_report(true).has_value());  // the bitfield held the have
+
+    ASSERT_TRUE(deliver(wire::Have{PieceIndex{3}}, t0).ok());
+    EXPECT_FALSE(session.take_has_report(false).has_value());  // haves wait for the batch
+    auto later = session.take_has_report(true);
+    ASSERT_TRUE(later.has_value());
+    EXPECT_FALSE(later->bitfield.has_value());
+    EXPECT_EQ(later->haves, (std::vector<std::uint32_t>{3}));
+    EXPECT_TRUE(sent_messages(session).empty());  // interest is expressed once
+}
+
+TEST_F(SessionTest, FullBitfieldIsReportedAsHaveAll) {
+    handshake();
+    std::vector<std::uint8_t> bits{0xFF, 0b1100'0000};
+    ASSERT_TRUE(deliver(wire::Bitfield{bits}, t0).ok());
+    auto report = session.take_has_report(true);
+    ASSERT_TRUE(report.has_value());
+    EXPECT_TRUE(report->have_all);
+    EXPECT_FALSE(report->bitfield.has_value());
+}
+
+TEST_F(SessionTest, HostileAvailabilityIsAnError) {
+    handshake();
+    EXPECT_FALSE(deliver(wire::Have{PieceIndex{10}}, t0).ok());
+    std::vector<std::uint8_t> spare_bits{0x00, 0b0010'0000};
+    PeerSession fresh{geometry, digest_of(0xAB), id_of(1), t0};
+    EXPECT_FALSE(fresh.on_message(wire::Bitfield{spare_bits}, t0).ok());
+    std::vector<std::uint8_t> too_long{0x00, 0x00, 0x00};
+    EXPECT_FALSE(fresh.on_message(wire::Bitfield{too_long}, t0).ok());
+    // A bitfield after a have is out of order.
+    std::vector<std::uint8_t> bits{0x80, 0x00};
+    ASSERT_TRUE(fresh.on_message(wire::Have{PieceIndex{1}}, t0).ok());
+    EXPECT_FALSE(fresh.on_message(wire::Bitfield{bits}, t0).ok());
+}
+
+TEST_F(SessionTest, AsksForWorkOnlyWhenUnchokedAndSomethingIsAvailable) {
+    handshake();
+    EXPECT_EQ(session.pieces_wanted(t0), 0u);  // has nothing, and choking
+    ASSERT_TRUE(deliver(wire::Have{PieceIndex{0}}, t0).ok());
+    EXPECT_EQ(session.pieces_wanted(t0), 0u);  // still choking
+    ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
+    const auto wanted = session.pieces_wanted(t0);
+    // depth 32 + half a pipeline queued = 48 blocks = 12 pieces of 4 blocks.
+    EXPECT_EQ(wanted, 12u);
+    session.note_work_requested(t0);
+    EXPECT_EQ(session.pieces_wanted(t0 + 100ms), 0u);  // waiting for the answer
+    session.note_work_answer(false, t0 + 100ms);
+    EXPECT_EQ(session.pieces_wanted(t0 + 200ms), 0u);  // empty answer: back off
+    EXPECT_GT(session.pieces_wanted(t0 + 700ms), 0u);
+    ASSERT_TRUE(deliver(wire::Have{PieceIndex{1}}, t0 + 300ms).ok());
+    EXPECT_GT(session.pieces_wanted(t0 + 300ms), 0u);  // a have cuts the back-off short
+}
+
+TEST_F(SessionTest, RequestsFollowLeasesUpToThePipelineAndBlocksAssemble) {
+    handshake();
+    ASSERT_TRUE(deliver(wire::Have{PieceIndex{9}}, t0).ok());
+    ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
+    sent_messages(session);
+    ASSERT_TRUE(session.add_lease(PieceIndex{9}, 77));
+    EXPECT_FALSE(session.add_lease(PieceIndex{9}, 78));  // already leased here
+    EXPECT_FALSE(session.add_lease(PieceIndex{10}, 79));  // out of range
+    EXPECT_EQ(session.leased_bytes(), 40000u);
+
+    session.fill_requests(t0, true);
+    const auto requests = only<wire::Request>(sent_messages(session));
+    ASSERT_EQ(requests.size(), 3u);
+    EXPECT_EQ(requests[2].offset.get(), 2u * kBlockSize);
+    EXPECT_EQ(requests[2].length.get(), 40000u - 2 * kBlockSize);  // short last block
+    EXPECT_EQ(session.requests_outstanding(), 3u);
+
+    for (const auto& r : requests) {
+        auto data = block_bytes(r.length.get(), static_cast<std::uint8_t>(r.offset.get() / kBlockSize + 1));
+        ASSERT_TRUE(deliver(wire::Piece{r.index, r.offset, data}, t0 + 10ms).ok());
+    }
+    ASSERT_EQ(session.completed().size(), 1u);
+    const auto& done = session.completed().front();
+    EXPECT_EQ(done.piece, PieceIndex{9});
+    EXPECT_EQ(done.lease_id, 77u);
+    ASSERT_EQ(done.data.size(), 40000u);
+    EXPECT_EQ(done.data.front(), 1);
+    EXPECT_EQ(done.data[kBlockSize], 2);
+    EXPECT_EQ(done.data.back(), 3);
+    EXPECT_EQ(session.take_downloaded(), 40000u);
+    EXPECT_EQ(session.lease_count(), 0u);
+    EXPECT_EQ(session.requests_outstanding(), 0u);
+}
+
+TEST_F(SessionTest, NoRequestsWhileChokedOrUnderBackpressure) {
+    handshake();
+    ASSERT_TRUE(session.add_lease(PieceIndex{0}, 1));
+    session.fill_requests(t0, true);
+    EXPECT_TRUE(session.outgoing().empty());  // choked
+    ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
+    session.fill_requests(t0, false);
+    EXPECT_TRUE(session.outgoing().empty());  // verifier backpressure
+}
+
+TEST_F(SessionTest, ChokeVoidsRequestsWhichAreAskedAgainAfterUnchoke) {
+    handshake();
+    ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
+    ASSERT_TRUE(session.add_lease(PieceIndex{0}, 1));
+    session.fill_requests(t0, true);
+    EXPECT_EQ(only<wire::Request>(sent_messages(session)).size(), 4u);
+    ASSERT_TRUE(deliver(wire::Choke{}, t0 + 1s).ok());
+    EXPECT_EQ(session.requests_outstanding(), 0u);
+    EXPECT_FALSE(session.stalled(t0 + 60s));  // nothing outstanding while choked
+    EXPECT_FALSE(session.choked_too_long(t0 + 20s));
+    EXPECT_TRUE(session.choked_too_long(t0 + 32s));
+    ASSERT_TRUE(deliver(wire::Unchoke{}, t0 + 2s).ok());
+    session.fill_requests(t0 + 2s, true);
+    EXPECT_EQ(only<wire::Request>(sent_messages(session)).size(), 4u);
+    EXPECT_FALSE(session.choked_too_long(t0 + 60s));
+}
+
+TEST_F(SessionTest, UnrequestedBlocksAreRejectedAndRepeatOffendersDropped) {
+    handshake();
+    ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
+    auto data = block_bytes(kBlockSize, 7);
+    // Not leased at all: rejected, nothing assembled.
+    for (std::uint32_t i = 0; i < 8; ++i) {
+        ASSERT_TRUE(deliver(wire::Piece{PieceIndex{1}, BlockOffset{0}, data}, t0).ok());
+    }
+    EXPECT_EQ(session.unrequested_blocks_received(), 8u);
+    EXPECT_EQ(session.take_downloaded(), 0u);
+    auto dropped = deliver(wire::Piece{PieceIndex{1}, BlockOffset{0}, data}, t0);
+    ASSERT_FALSE(dropped.ok());
+    EXPECT_NE(dropped.error().message.find("did not request"), std::string::npos);
+}
+
+TEST_F(SessionTest, DuplicateAndUnaskedBlocksOfALeasedPieceAreRejected) {
+    handshake();
+    ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
+    ASSERT_TRUE(session.add_lease(PieceIndex{0}, 1));
+    PeerSession& s = session;
+    // Only one block in flight, so the others are unasked.
+    s.fill_requests(t0, true);
+    auto requests = only<wire::Request>(sent_messages(s));
+    ASSERT_FALSE(requests.empty());
+    auto data = block_bytes(kBlockSize, 7);
+    ASSERT_TRUE(deliver(wire::Piece{PieceIndex{0}, BlockOffset{0}, data}, t0).ok());
+    EXPECT_EQ(s.unrequested_blocks_received(), 0u);
+    ASSERT_TRUE(deliver(wire::Piece{PieceIndex{0}, BlockOffset{0}, data}, t0).ok());
+    EXPECT_EQ(s.unrequested_blocks_received(), 1u);  // duplicate
+    auto short_data = block_bytes(100, 7);
+    ASSERT_TRUE(deliver(wire::Piece{PieceIndex{0}, BlockOffset{kBlockSize}, short_data}, t0).ok());
+    EXPECT_EQ(s.unrequested_blocks_received(), 2u);  // wrong size for the block
+    EXPECT_EQ(s.take_downloaded(), kBlockSize);
+}
+
+TEST_F(SessionTest, CancelPieceSendsCancelsAndForgivesLateBlocks) {
+    handshake();
+    ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
+    ASSERT_TRUE(session.add_lease(PieceIndex{2}, 5));
+    session.fill_requests(t0, true);
+    sent_messages(session);
+    const auto lease = session.cancel_piece(PieceIndex{2}, t0);
+    ASSERT_TRUE(lease.has_value());
+    EXPECT_EQ(*lease, 5u);
+    EXPECT_EQ(only<wire::Cancel>(sent_messages(session)).size(), 4u);
+    EXPECT_EQ(session.requests_outstanding(), 0u);
+    EXPECT_EQ(session.leased_bytes(), 0u);
+    // Blocks already on the wire when we cancelled do not count against the peer.
+    auto data = block_bytes(kBlockSize, 1);
+    for (std::uint32_t i = 0; i < 12; ++i) {
+        ASSERT_TRUE(deliver(wire::Piece{PieceIndex{2}, BlockOffset{0}, data}, t0).ok());
+    }
+    EXPECT_FALSE(session.cancel_piece(PieceIndex{2}, t0).has_value());
+}
+
+TEST_F(SessionTest, StallAndKeepAlive) {
+    handshake();
+    ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
+    ASSERT_TRUE(session.add_lease(PieceIndex{0}, 1));
+    session.fill_requests(t0, true);
+    sent_messages(session);
+    EXPECT_FALSE(session.stalled(t0 + 10s));
+    EXPECT_TRUE(session.stalled(t0 + 26s));
+    EXPECT_EQ(session.release_leases(), (std::vector<std::uint64_t>{1}));
+    EXPECT_FALSE(session.stalled(t0 + 26s));
+
+    session.on_tick(t0 + 30s);
+    EXPECT_TRUE(sent_messages(session).empty());
+    session.on_tick(t0 + 91s);
+    EXPECT_EQ(only<wire::KeepAlive>(sent_messages(session)).size(), 1u);
+}
+
+TEST_F(SessionTest, RequestsFromPeersAreIgnoredWhileWeDoNotSeed) {
+    handshake();
+    ASSERT_TRUE(deliver(wire::Interested{}, t0).ok());
+    EXPECT_TRUE(session.peer_interested());
+    ASSERT_TRUE(deliver(wire::Request{PieceIndex{0}, BlockOffset{0}, BlockLength{kBlockSize}}, t0).ok());
+    EXPECT_TRUE(session.outgoing().empty());
+}
+
+TEST(PieceAssembly, ShortLastBlockDuplicatesAndCompletion) {
+    const auto now = Clock::now();
+    PieceAssembly piece(PieceIndex{3}, 9, 2 * kBlockSize + 10);
+    EXPECT_EQ(piece.block_count(), 3u);
+    EXPECT_EQ(piece.blocks_unrequested(), 3u);
+    std::vector<BlockRequest> asked;
+    while (auto r = piece.request_next(now)) asked.push_back(*r);
+    ASSERT_EQ(asked.size(), 3u);
+    EXPECT_EQ(asked[2].length.get(), 10u);
+    EXPECT_EQ(piece.blocks_requested(), 3u);
+
+    Clock::duration latency{};
+    std::vector<std::uint8_t> last(10, 0xEE);
+    EXPECT_EQ(piece.add_block(BlockOffset{2 * kBlockSize}, last, now + 5ms, latency),
+              PieceAssembly::BlockResult::accepted);
+    EXPECT_EQ(latency, 5ms);
+    EXPECT_EQ(piece.add_block(BlockOffset{2 * kBlockSize}, last, now, latency),
+              PieceAssembly::BlockResult::duplicate);
+    std::vector<std::uint8_t> full(kBlockSize, 0x11);
+    EXPECT_EQ(piece.add_block(BlockOffset{2 * kBlockSize}, full, now, latency),
+              PieceAssembly::BlockResult::wrong_shape);
+    EXPECT_EQ(piece.add_block(BlockOffset{5}, full, now, latency),
+              PieceAssembly::BlockResult::wrong_shape);
+    EXPECT_EQ(piece.add_block(BlockOffset{0}, full, now, latency),
+              PieceAssembly::BlockResult::accepted);
+    EXPECT_FALSE(piece.complete());
+    EXPECT_EQ(piece.add_block(BlockOffset{kBlockSize}, full, now, latency),
+              PieceAssembly::BlockResult::accepted);
+    EXPECT_TRUE(piece.complete());
+    const auto bytes = piece.take_buffer();
+    ASSERT_EQ(bytes.size(), 2 * kBlockSize + 10);
+    EXPECT_EQ(bytes[0], 0x11);
+    EXPECT_EQ(bytes.back(), 0xEE);
+}
+
+TEST(PieceAssembly, VoidedRequestsAreAskedAgainAndUnaskedBlocksRefused) {
+    const auto now = Clock::now();
+    PieceAssembly piece(PieceIndex{0}, 1, 3 * kBlockSize);
+    ASSERT_TRUE(piece.request_next(now).has_value());
+    ASSERT_TRUE(piece.request_next(now).has_value());
+    Clock::duration latency{};
+    std::vector<std::uint8_t> full(kBlockSize, 1);
+    EXPECT_EQ(piece.add_block(BlockOffset{2 * kBlockSize}, full, now, latency),
+              PieceAssembly::BlockResult::not_requested);
+    EXPECT_EQ(piece.void_requests(), 2u);
+    EXPECT_EQ(piece.blocks_unrequested(), 3u);
+    EXPECT_EQ(piece.add_block(BlockOffset{0}, full, now, latency),
+              PieceAssembly::BlockResult::not_requested);
+    const auto again = piece.request_next(now);
+    ASSERT_TRUE(again.has_value());
+    EXPECT_EQ(again->offset.get(), 0u);
+}
+
+TEST(Pipeline, DepthGrowsWithRateAndIsCapped) {
+    EXPECT_EQ(PipelineSizer::depth_for(0, Clock::duration::max()), PipelineSizer::kMinDepth);
+    const double slow = 16.0 * kBlockSize;    // 16 blocks/s
+    const double fast = 2000.0 * kBlockSize;  // 2000 blocks/s
+    EXPECT_EQ(PipelineSizer::depth_for(slow, 1ms), PipelineSizer::kMinDepth);
+    EXPECT_EQ(PipelineSizer::depth_for(200.0 * kBlockSize, 1ms), 100u);  // 0.5 s horizon
+    EXPECT_EQ(PipelineSizer::depth_for(200.0 * kBlockSize, 400ms), 160u);  // longer RTT
+    EXPECT_EQ(PipelineSizer::depth_for(200.0 * kBlockSize, 3s), 200u);  // horizon capped at 1 s
+    EXPECT_EQ(PipelineSizer::depth_for(fast, 1ms), PipelineSizer::kMaxDepth);
+}
+
+TEST(Pipeline, MeasuredRateMovesTheDepthGradually) {
+    auto now = Clock::now();
+    PipelineSizer sizer(now);
+    EXPECT_EQ(sizer.depth(), PipelineSizer::kInitialDepth);
+    // A fast peer: 1000 blocks per second. The depth at most doubles per window.
+    for (int second = 0; second < 6; ++second) {
+        for (int i = 0; i < 1000; ++i) sizer.on_block(kBlockSize, 2ms);
+        now += 1s;
+        const auto before = sizer.depth();
+        sizer.update(now);
+        EXPECT_LE(sizer.depth(), std::min(2 * before, PipelineSizer::kMaxDepth));
+        EXPECT_GE(sizer.depth(), before);
+    }
+    EXPECT_EQ(sizer.depth(), PipelineSizer::kMaxDepth);
+    // An idle window leaves it alone.
+    now += 1s;
+    sizer.update(now);
+    EXPECT_EQ(sizer.depth(), PipelineSizer::kMaxDepth);
+    // Then slow: it shrinks, not below the floor.
+    for (int second = 0; second < 10; ++second) {
+        sizer.on_block(kBlockSize, 2ms);
+        now += 1s;
+        sizer.update(now);
+    }
+    EXPECT_EQ(sizer.depth(), PipelineSizer::kMinDepth);
+}
+
+}  // namespace
+}  // namespace pw::peer_worker
