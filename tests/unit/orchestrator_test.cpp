@@ -1,0 +1,325 @@
+#include <algorithm>
+#include <map>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "core/bus/bus.hpp"
+#include "orchestrator/peer_argument.hpp"
+#include "orchestrator/peer_directory.hpp"
+#include "orchestrator/piece_picker.hpp"
+#include "orchestrator/progress.hpp"
+#include "orchestrator/scheduler.hpp"
+
+namespace pw::orchestrator {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::vector<std::uint8_t> bitfield_of(std::uint32_t piece_count, std::initializer_list<std::uint32_t> pieces) {
+    std::vector<std::uint8_t> bits((piece_count + 7) / 8, 0);
+    for (const auto piece : pieces) bits[piece / 8] |= static_cast<std::uint8_t>(0x80u >> (piece % 8));
+    return bits;
+}
+
+std::set<std::uint32_t> indices(const std::vector<PieceIndex>& pieces) {
+    std::set<std::uint32_t> out;
+    for (const auto piece : pieces) out.insert(piece.get());
+    return out;
+}
+
+// --- PiecePicker ---
+
+TEST(PiecePicker, PicksOnlyPiecesThePeerHas) {
+    PiecePicker picker(20, 1);
+    ASSERT_TRUE(picker.set_bitfield("a:1", bitfield_of(20, {3, 7, 11})));
+    EXPECT_EQ(indices(picker.pick("a:1", 10)), (std::set<std::uint32_t>{3, 7, 11}));
+    EXPECT_TRUE(picker.pick("a:1", 10).empty());
+    EXPECT_TRUE(picker.pick("unknown:1", 10).empty());
+}
+
+TEST(PiecePicker, RarestFirst) {
+    PiecePicker picker(10, 2);
+    ASSERT_TRUE(picker.set_bitfield("a:1", bitfield_of(10, {1, 2, 3})));
+    ASSERT_TRUE(picker.set_bitfield("b:1", bitfield_of(10, {2, 3})));
+    ASSERT_TRUE(picker.set_bitfield("c:1", bitfield_of(10, {3})));
+    EXPECT_EQ(picker.availability(PieceIndex{3}), 3u);
+    const auto picked = picker.pick("a:1", 3);
+    ASSERT_EQ(picked.size(), 3u);
+    EXPECT_EQ(picked[0].get(), 1u);
+    EXPECT_EQ(picked[1].get(), 2u);
+    EXPECT_EQ(picked[2].get(), 3u);
+}
+
+TEST(PiecePicker, SeederPrefersPiecesOnlySeedersHave) {
+    PiecePicker picker(6, 3);
+    picker.set_have_all("seed:1");
+    ASSERT_TRUE(picker.set_bitfield("p:1", bitfield_of(6, {0, 1, 2, 3})));
+    EXPECT_EQ(indices(picker.pick("seed:1", 2)), (std::set<std::uint32_t>{4, 5}));
+    EXPECT_EQ(picker.availability(PieceIndex{0}), 2u);
+}
+
+TEST(PiecePicker, TiesAreBrokenAtRandom) {
+    std::set<std::uint32_t> firsts;
+    for (std::uint64_t seed = 0; seed < 20; ++seed) {
+        PiecePicker picker(1000, seed);
+        picker.set_have_all("seed:1");
+        firsts.insert(picker.pick("seed:1", 1).at(0).get());
+    }
+    EXPECT_GT(firsts.size(), 10u);
+    std::set<std::uint32_t> partial_firsts;
+    for (std::uint64_t seed = 0; seed < 20; ++seed) {
+        PiecePicker picker(64, seed);
+        std::vector<std::uint8_t> half(8, 0xff);
+        half[0] = 0;
+        ASSERT_TRUE(picker.set_bitfield("p:1", half));
+        partial_firsts.insert(picker.pick("p:1", 1).at(0).get());
+    }
+    EXPECT_GT(partial_firsts.size(), 5u);
+}
+
+TEST(PiecePicker, RequeuedPiecesGoFirst) {
+    PiecePicker picker(100, 4);
+    picker.set_have_all("seed:1");
+    const auto first = picker.pick("seed:1", 5);
+    picker.requeue(first[2]);
+    const auto again = picker.pick("seed:1", 1);
+    ASSERT_EQ(again.size(), 1u);
+    EXPECT_EQ(again[0], first[2]);
+}
+
+TEST(PiecePicker, RejectsBadBitfieldsAndHaves) {
+    PiecePicker picker(10, 5);
+    EXPECT_FALSE(picker.set_bitfield("a:1", std::vector<std::uint8_t>{0xff}));        // too short
+    EXPECT_FALSE(picker.set_bitfield("a:1", std::vector<std::uint8_t>{0xff, 0xff}));  // spare bits
+    EXPECT_FALSE(picker.knows_peer("a:1"));
+    EXPECT_FALSE(picker.add_have("a:1", PieceIndex{10}));
+    EXPECT_TRUE(picker.add_have("a:1", PieceIndex{9}));
+    EXPECT_EQ(picker.availability(PieceIndex{9}), 1u);
+}
+
+TEST(PiecePicker, FullBitfieldCountsAsSeederAndPeerGoneLowersAvailability) {
+    PiecePicker picker(9, 6);
+    ASSERT_TRUE(picker.set_bitfield("a:1", std::vector<std::uint8_t>{0xff, 0x80}));
+    EXPECT_TRUE(picker.is_seeder("a:1"));
+    ASSERT_TRUE(picker.set_bitfield("b:1", bitfield_of(9, {4})));
+    EXPECT_EQ(picker.availability(PieceIndex{4}), 2u);
+    picker.remove_peer("b:1");
+    picker.remove_peer("a:1");
+    EXPECT_EQ(picker.availability(PieceIndex{4}), 0u);
+    EXPECT_TRUE(picker.pick("a:1", 1).empty());
+}
+
+TEST(PiecePicker, ManyPiecesSeederPicksEveryPieceOnce) {
+    const std::uint32_t count = 262'144;
+    PiecePicker picker(count, 7);
+    picker.set_have_all("seed:1");
+    std::vector<bool> seen(count, false);
+    std::uint32_t total = 0;
+    while (true) {
+        const auto batch = picker.pick("seed:1", 64);
+        if (batch.empty()) break;
+        for (const auto piece : batch) {
+            ASSERT_FALSE(seen[piece.get()]);
+            seen[piece.get()] = true;
+            ++total;
+        }
+    }
+    EXPECT_EQ(total, count);
+    EXPECT_EQ(picker.free_count(), 0u);
+}
+
+// --- Scheduler ---
+
+struct SchedulerTest : ::testing::Test {
+    Clock::time_point now = Clock::now();
+    Scheduler scheduler{4, SchedulerOptions{60s, 2, 11}};
+};
+
+TEST_F(SchedulerTest, EndgameDuplicatesThenCancelsTheOthers) {
+    scheduler.pieces().set_have_all("a:1");
+    scheduler.pieces().set_have_all("b:1");
+    const auto first = scheduler.request("w1", "a:1", 4, now);
+    ASSERT_EQ(first.size(), 4u);
+    for (const auto& grant : first) EXPECT_FALSE(grant.endgame);
+    const auto dupes = scheduler.request("w2", "b:1", 8, now);
+    ASSERT_EQ(dupes.size(), 4u);  // one duplicate per piece: at most 2 leases each
+    for (const auto& grant : dupes) EXPECT_TRUE(grant.endgame);
+    EXPECT_TRUE(scheduler.request("w2", "b:1", 8, now).empty());
+    EXPECT_TRUE(scheduler.request("w1", "a:1", 8, now).empty());  // no lease twice to one peer
+
+    const auto piece = first[0].piece;
+    const auto cancels = scheduler.verified(piece, first[0].lease_id);
+    EXPECT_EQ(cancels, (std::vector<Cancel>{Cancel{"w2", piece}}));
+    EXPECT_TRUE(scheduler.written(piece).empty());
+    EXPECT_TRUE(scheduler.pieces().is_done(piece));
+}
+
+TEST_F(SchedulerTest, ReleasedAndExpiredLeasesGoBack) {
+    scheduler.pieces().set_have_all("a:1");
+    const auto grants = scheduler.request("w1", "a:1", 2, now);
+    ASSERT_EQ(grants.size(), 2u);
+    scheduler.release(grants[0].lease_id);
+    EXPECT_TRUE(scheduler.pieces().is_free(grants[0].piece));
+    scheduler.release(grants[0].lease_id);  // twice: harmless
+    EXPECT_TRUE(scheduler.expire(now + 30s).empty());
+    const auto cancels = scheduler.expire(now + 61s);
+    EXPECT_EQ(cancels, (std::vector<Cancel>{Cancel{"w1", grants[1].piece}}));
+    EXPECT_TRUE(scheduler.pieces().is_free(grants[1].piece));
+}
+
+TEST_F(SchedulerTest, FailedPieceIsRequeuedUnlessAnotherLeaseCoversIt) {
+    scheduler.pieces().set_have_all("a:1");
+    scheduler.pieces().set_have_all("b:1");
+    const auto a = scheduler.request("w1", "a:1", 4, now);
+    const auto b = scheduler.request("w2", "b:1", 1, now);  // endgame duplicate
+    ASSERT_EQ(b.size(), 1u);
+    scheduler.failed(b[0].piece, b[0].lease_id);
+    EXPECT_FALSE(scheduler.pieces().is_free(b[0].piece));  // w1 still fetches it
+    for (const auto& grant : a) {
+        if (grant.piece == b[0].piece) scheduler.failed(grant.piece, grant.lease_id);
+    }
+    EXPECT_TRUE(scheduler.pieces().is_free(b[0].piece));
+    const auto again = scheduler.request("w2", "b:1", 1, now);
+    ASSERT_EQ(again.size(), 1u);
+    EXPECT_EQ(again[0].piece, b[0].piece);
+    EXPECT_FALSE(again[0].endgame);
+}
+
+TEST_F(SchedulerTest, WorkerAndWriterLossReturnPieces) {
+    scheduler.pieces().set_have_all("a:1");
+    const auto grants = scheduler.request("w1", "a:1", 2, now);
+    scheduler.verified(grants[0].piece, grants[0].lease_id);
+    scheduler.worker_gone("w1");
+    EXPECT_TRUE(scheduler.pieces().is_free(grants[1].piece));
+    EXPECT_FALSE(scheduler.pieces().is_free(grants[0].piece));  // with the writer
+    scheduler.writer_lost();
+    EXPECT_TRUE(scheduler.pieces().is_free(grants[0].piece));
+}
+
+TEST_F(SchedulerTest, WriteFailureHoldsThePieceUntilRetried) {
+    scheduler.pieces().set_have_all("a:1");
+    const auto grants = scheduler.request("w1", "a:1", 1, now);
+    scheduler.verified(grants[0].piece, grants[0].lease_id);
+    scheduler.write_failed(grants[0].piece);
+    EXPECT_FALSE(scheduler.pieces().is_free(grants[0].piece));
+    scheduler.requeue_held(grants[0].piece);
+    EXPECT_TRUE(scheduler.pieces().is_free(grants[0].piece));
+}
+
+TEST_F(SchedulerTest, CompleteOnlyWhenEveryPieceIsWritten) {
+    for (std::uint32_t piece = 0; piece < 4; ++piece) {
+        EXPECT_FALSE(scheduler.complete());
+        scheduler.verified(PieceIndex{piece}, 0);
+        EXPECT_FALSE(scheduler.complete());
+        scheduler.written(PieceIndex{piece});
+    }
+    EXPECT_TRUE(scheduler.complete());
+}
+
+// --- PeerDirectory ---
+
+TEST(PeerDirectory, HandsPeersToTheWorkerWithFewest) {
+    PeerDirectory directory;
+    const auto now = PeerDirectory::Clock::now();
+    directory.offer({"10.0.0.1", 1});
+    EXPECT_TRUE(directory.assign(now).empty());  // held until a worker exists
+    directory.add_worker("w1");
+    auto first = directory.assign(now);
+    ASSERT_EQ(first.size(), 1u);
+    EXPECT_EQ(first[0].worker, "w1");
+    directory.add_worker("w2");
+    for (int i = 2; i <= 4; ++i) directory.offer({"10.0.0." + std::to_string(i), 1});
+    directory.offer({"10.0.0.1", 1});  // duplicate
+    directory.assign(now);
+    EXPECT_EQ(directory.peers_of("w1"), 2u);
+    EXPECT_EQ(directory.peers_of("w2"), 2u);
+    EXPECT_EQ(directory.known_peers(), 4u);
+}
+
+TEST(PeerDirectory, DeadWorkersPeersMoveToTheOthers) {
+    PeerDirectory directory;
+    const auto now = PeerDirectory::Clock::now();
+    directory.add_worker("w1");
+    directory.add_worker("w2");
+    for (int i = 1; i <= 4; ++i) directory.offer({"10.0.0." + std::to_string(i), 1});
+    directory.assign(now);
+    const auto lost = directory.remove_worker("w1");
+    EXPECT_EQ(lost.size(), 2u);
+    const auto moved = directory.assign(now);
+    ASSERT_EQ(moved.size(), 1u);
+    EXPECT_EQ(moved[0].worker, "w2");
+    EXPECT_EQ(moved[0].peers.size(), 2u);
+    EXPECT_EQ(directory.peers_of("w2"), 4u);
+}
+
+TEST(PeerDirectory, DroppedPeersRetryWithBackoffThenGiveUp) {
+    PeerDirectory directory(PeerDirectoryOptions{10s, 2, 3});
+    auto now = PeerDirectory::Clock::now();
+    directory.add_worker("w1");
+    directory.offer({"10.0.0.1", 1});
+    directory.assign(now);
+    directory.disconnected("10.0.0.1:1", now);
+    EXPECT_TRUE(directory.assign(now + 5s).empty());
+    EXPECT_EQ(directory.assign(now + 11s).size(), 1u);
+    directory.disconnected("10.0.0.1:1", now + 11s);
+    EXPECT_TRUE(directory.assign(now + 25s).empty());
+    EXPECT_EQ(directory.assign(now + 32s).size(), 1u);
+    directory.disconnected("10.0.0.1:1", now + 32s);
+    EXPECT_TRUE(directory.assign(now + 1h).empty());
+}
+
+TEST(PeerDirectory, SoleContributorBannedAtOnceOthersAfterThreeStrikes) {
+    PeerDirectory directory;
+    EXPECT_EQ(directory.record_failure({"10.0.0.9:5"}), std::vector<std::string>{"10.0.0.9"});
+    EXPECT_TRUE(directory.banned("10.0.0.9"));
+    directory.offer({"10.0.0.9", 7});
+    EXPECT_EQ(directory.known_peers(), 0u);
+    EXPECT_TRUE(directory.record_failure({"10.0.0.1:1", "10.0.0.2:1"}).empty());
+    EXPECT_TRUE(directory.record_failure({"10.0.0.1:1", "10.0.0.2:1"}).empty());
+    EXPECT_EQ(directory.record_failure({"10.0.0.1:1", "10.0.0.3:1"}),
+              std::vector<std::string>{"10.0.0.1"});
+    EXPECT_EQ(ip_of_key("[::1]:6881"), "::1");
+}
+
+// --- progress, peer arguments ---
+
+TEST(Progress, FormatsALine) {
+    EXPECT_EQ(format_progress({431ull << 20, 1ull << 30, 85.3 * (1 << 20), 12}),
+              "   42.1%  431.0 MiB/1.0 GiB  85.3 MiB/s  ETA 0:07  peers 12");
+    EXPECT_EQ(format_progress({0, 1000, 0, 0}), "    0.0%  0 B/1000 B  0 B/s  ETA --:--  peers 0");
+    EXPECT_EQ(format_duration(std::chrono::seconds(3723)), "1:02:03");
+}
+
+TEST(Progress, RateIsAMovingAverage) {
+    RateMeter meter(std::chrono::seconds(5));
+    const auto start = RateMeter::Clock::now();
+    meter.sample(start, 0);
+    meter.sample(start + 1s, 100);
+    meter.sample(start + 2s, 200);
+    EXPECT_DOUBLE_EQ(meter.rate(), 100.0);
+    meter.sample(start + 10s, 200);
+    meter.sample(start + 11s, 200);
+    EXPECT_DOUBLE_EQ(meter.rate(), 0.0);
+}
+
+TEST(PeerArgument, ParsesHostAndPort) {
+    auto v4 = parse_host_port("127.0.0.1:6881");
+    ASSERT_TRUE(v4);
+    EXPECT_EQ(v4->host, "127.0.0.1");
+    EXPECT_EQ(v4->port, 6881u);
+    auto v6 = parse_host_port("[::1]:80");
+    ASSERT_TRUE(v6);
+    EXPECT_EQ(v6->host, "::1");
+    EXPECT_FALSE(parse_host_port("nohost"));
+    EXPECT_FALSE(parse_host_port("h:0"));
+    EXPECT_FALSE(parse_host_port("h:65536"));
+    EXPECT_FALSE(parse_host_port("::1:80"));
+    auto resolved = resolve_peer("127.0.0.1:9");
+    ASSERT_TRUE(resolved);
+    EXPECT_EQ(resolved->ip, "127.0.0.1");
+}
+
+}  // namespace
+}  // namespace pw::orchestrator
