@@ -163,6 +163,13 @@ private:
                 }
             }
         }
+        // Growth by doubling can leave half of each container unused; trimming keeps the
+        // decoded tree within a fixed multiple of the input size.
+        if (open.value.is_list()) {
+            open.value.as_list().shrink_to_fit();
+        } else {
+            open.value.as_dict().shrink_to_fit();
+        }
         open.value.raw_end = pos_;
         return std::move(open.value);
     }
