@@ -1,0 +1,347 @@
+// peer_worker against a real libtorrent seeder and against hostile peers on 127.0.0.1. The
+// test plays the orchestrator (control ROUTER: Welcome, heartbeats, AddPeers, leases) and
+// the verifier (PULL: collects PieceData and checks each piece's SHA-1).
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <zmq.hpp>
+
+#include "core/bus/bus.hpp"
+#include "core/metainfo.hpp"
+#include "core/sha1.hpp"
+#include "core/wire.hpp"
+#include "tests/integration/harness.hpp"
+
+namespace pw {
+namespace {
+
+using namespace std::chrono_literals;
+namespace v1 = bus::v1;
+using test::Process;
+using test::TempDir;
+
+constexpr std::uint32_t kHeartbeatMs = 200;
+const std::string kOurPeerId = "-PW0001-integration1";
+
+// The orchestrator and the verifier, as far as one worker can tell.
+class FakePipeline {
+public:
+    explicit FakePipeline(const TempDir& dir)
+        : control_endpoint_("ipc://" + dir / "control"),
+          pieces_endpoint_("ipc://" + dir / "pieces"),
+          router_(context_, zmq::socket_type::router), pull_(context_, zmq::socket_type::pull) {
+        bus::configure(router_);
+        bus::configure(pull_);
+        router_.bind(control_endpoint_);
+        pull_.bind(pieces_endpoint_);
+    }
+
+    const std::string& control_endpoint() const { return control_endpoint_; }
+    bool welcomed() const { return !identity_.empty(); }
+    const std::string& pieces_endpoint() const { return pieces_endpoint_; }
+
+    void send(v1::Envelope& envelope, std::span<zmq::message_t> frames = {}) {
+        ASSERT_FALSE(identity_.empty()) << "no worker has said Hello yet";
+        bus::send(router_, "orchestrator", envelope, frames, &identity_);
+    }
+
+    // Pumps both sockets (answering Hello, heartbeating) and hands every message to
+    // `on_control` / `on_piece` until `done` or the timeout. False on timeout.
+    bool pump(const std::string& torrent_bytes, std::chrono::milliseconds timeout,
+              const std::function<void(bus::Incoming&)>& on_control,
+              const std::function<void(bus::Incoming&)>& on_piece,
+              const std::function<bool()>& done) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (done()) return true;
+            heartbeat();
+            zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
+                                       {pull_.handle(), 0, ZMQ_POLLIN, 0}};
+            zmq::poll(items, 2, 50ms);
+            bus::Incoming in;
+            while (bus::receive(router_, true, in) == bus::RecvStatus::ok) {
+                if (in.envelope.has_hello()) {
+                    identity_ = in.identity;
+                    welcome(torrent_bytes);
+                    continue;
+                }
+                if (in.envelope.has_heartbeat()) continue;
+                on_control(in);
+            }
+            while (bus::receive(pull_, false, in) == bus::RecvStatus::ok) on_piece(in);
+        }
+        return done();
+    }
+
+private:
+    void welcome(const std::string& torrent_bytes) {
+        v1::Envelope envelope;
+        envelope.mutable_welcome()->set_peer_id(kOurPeerId);
+        envelope.mutable_welcome()->set_heartbeat_ms(kHeartbeatMs);
+        zmq::message_t frame(torrent_bytes.data(), torrent_bytes.size());
+        send(envelope, std::span<zmq::message_t>(&frame, 1));
+    }
+
+    void heartbeat() {
+        const auto now = std::chrono::steady_clock::now();
+        if (identity_.empty() || now - last_beat_ < std::chrono::milliseconds(kHeartbeatMs)) return;
+        last_beat_ = now;
+        v1::Envelope envelope;
+        envelope.mutable_heartbeat();
+        send(envelope);
+    }
+
+    std::string control_endpoint_;
+    std::string pieces_endpoint_;
+    zmq::context_t context_;
+    zmq::socket_t router_;
+    zmq::socket_t pull_;
+    std::string identity_;
+    std::chrono::steady_clock::time_point last_beat_{};
+};
+
+Process start_worker(const TempDir& dir, const FakePipeline& pipeline) {
+    return Process::start({test::bin("peer_worker"), "--control", pipeline.control_endpoint(),
+                           "--pieces", pipeline.pieces_endpoint(), "--name", "peer_worker-test",
+                           "--log-level", "debug"},
+                          dir / "worker.log");
+}
+
+void add_peer(FakePipeline& pipeline, std::uint16_t port) {
+    v1::Envelope envelope;
+    auto* peer = envelope.mutable_add_peers()->add_peers();
+    peer->set_ip("127.0.0.1");
+    peer->set_port(port);
+    pipeline.send(envelope);
+}
+
+bool welcome_worker(FakePipeline& pipeline, const std::string& torrent_bytes) {
+    return pipeline.pump(torrent_bytes, 20s, [](bus::Incoming&) {}, [](bus::Incoming&) {},
+                         [&] { return pipeline.welcomed(); });
+}
+
+void shut_down(FakePipeline& pipeline, Process& worker) {
+    v1::Envelope envelope;
+    envelope.mutable_shutdown()->set_reason("test over");
+    pipeline.send(envelope);
+    EXPECT_EQ(worker.wait_for_exit(10s), 0) << worker.log_tail();
+}
+
+TEST(PeerWorker, DownloadsEveryPieceFromALibtorrentSeeder) {
+    TempDir dir;
+    // A short last piece and a short last block.
+    const std::string payload = test::make_payload(dir.path(), "payload.bin", 40 * 65536 + 12345, 7);
+    const std::string torrent_path = test::make_torrent(payload, 65536, {}, dir / "payload.torrent");
+    const std::string torrent_bytes = test::read_text_file(torrent_path);
+    auto torrent = Torrent::parse(torrent_bytes);
+    ASSERT_TRUE(torrent.ok()) << torrent.error().describe();
+
+    auto seeder = test::LibtorrentSeeder::start(torrent_path, dir.path());
+    ASSERT_TRUE(seeder.wait_ready(60s)) << seeder.log();
+
+    FakePipeline pipeline(dir);
+    Process worker = start_worker(dir, pipeline);
+
+    const std::string seeder_key = bus::peer_key("127.0.0.1", seeder.port());
+    std::uint32_t next_piece = 0;
+    std::uint64_t next_lease = 100;
+    std::map<std::uint64_t, std::uint32_t> leases;  // lease id -> piece
+    std::set<std::uint32_t> verified;
+    std::vector<std::string> problems;
+    bool connected = false, saw_has = false;
+
+    ASSERT_TRUE(welcome_worker(pipeline, torrent_bytes)) << worker.log_tail();
+    add_peer(pipeline, seeder.port());
+    const bool finished = pipeline.pump(
+        torrent_bytes, 120s,
+        [&](bus::Incoming& in) {
+            const auto& e = in.envelope;
+            if (e.has_peer_connected()) {
+                connected = e.peer_connected().peer() == seeder_key;
+            } else if (e.has_peer_has()) {
+                saw_has = saw_has || e.peer_has().have_all() || e.peer_has().bitfield();
+            } else if (e.has_peer_disconnected()) {
+                problems.push_back("disconnected: " + e.peer_disconnected().reason());
+            } else if (e.has_lease_released()) {
+                for (const auto id : e.lease_released().lease_ids()) {
+                    // Give the piece out again later: rewind to it.
+                    next_piece = std::min(next_piece, leases[id]);
+                }
+            } else if (e.has_work_request()) {
+                v1::Envelope answer;
+                auto* granted = answer.mutable_leases();
+                granted->set_peer(e.work_request().peer());
+                for (std::uint32_t i = 0; i < e.work_request().count(); ++i) {
+                    while (next_piece < torrent->piece_count() && verified.count(next_piece)) ++next_piece;
+                    if (next_piece >= torrent->piece_count()) break;
+                    auto* lease = granted->add_leases();
+                    lease->set_piece(next_piece);
+                    lease->set_lease_id(next_lease);
+                    leases[next_lease++] = next_piece++;
+                }
+                pipeline.send(answer);
+            }
+        },
+        [&](bus::Incoming& in) {
+            ASSERT_TRUE(in.envelope.has_piece_data());
+            ASSERT_EQ(in.frames.size(), 1u);
+            const auto& data = in.envelope.piece_data();
+            EXPECT_EQ(data.worker(), "peer_worker-test");
+            EXPECT_EQ(leases.at(data.lease_id()), data.piece());
+            ASSERT_EQ(data.contributors_size(), 1);
+            EXPECT_EQ(data.contributors(0), seeder_key);
+            const auto digest = sha1(in.frames[0].data(), in.frames[0].size());
+            if (digest != torrent->piece_hash(PieceIndex{data.piece()})) {
+                problems.push_back("piece " + std::to_string(data.piece()) + " has a bad hash");
+            }
+            verified.insert(data.piece());
+        },
+        [&] { return verified.size() == torrent->piece_count(); });
+    EXPECT_TRUE(finished) << verified.size() << " of " << torrent->piece_count()
+                          << " pieces\n" << worker.log_tail() << "\n" << seeder.log();
+    EXPECT_TRUE(connected);
+    EXPECT_TRUE(saw_has);
+    EXPECT_TRUE(problems.empty()) << problems.front();
+    shut_down(pipeline, worker);
+}
+
+// A peer on 127.0.0.1 that answers our handshake with `reply` and then holds the line.
+class ScriptedPeer {
+public:
+    explicit ScriptedPeer(std::string reply) : reply_(std::move(reply)) {
+        listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t size = sizeof(address);
+        auto* raw = reinterpret_cast<sockaddr*>(&address);
+        if (::bind(listener_, raw, size) != 0 || ::listen(listener_, 4) != 0 ||
+            ::getsockname(listener_, raw, &size) != 0) {
+            throw std::runtime_error("cannot listen on 127.0.0.1");
+        }
+        port_ = ntohs(address.sin_port);
+        thread_ = std::thread([this] { serve(); });
+    }
+    ~ScriptedPeer() {
+        stop_ = true;
+        thread_.join();
+        ::close(listener_);
+    }
+    std::uint16_t port() const { return port_; }
+
+private:
+    // Waits for `fd` to be readable, giving up when the test is over.
+    bool wait_readable(int fd) {
+        while (!stop_) {
+            pollfd item{fd, POLLIN, 0};
+            if (::poll(&item, 1, 50) > 0) return true;
+        }
+        return false;
+    }
+
+    void serve() {
+        if (!wait_readable(listener_)) return;
+        const int connection = ::accept(listener_, nullptr, nullptr);
+        if (connection < 0) return;
+        std::size_t got = 0;
+        char handshake[wire::kHandshakeSize];
+        while (got < sizeof(handshake) && wait_readable(connection)) {
+            const auto n = ::read(connection, handshake + got, sizeof(handshake) - got);
+            if (n <= 0) break;
+            got += static_cast<std::size_t>(n);
+        }
+        if (got == sizeof(handshake)) {
+            static_cast<void>(::write(connection, reply_.data(), reply_.size()));
+        }
+        // Hold the line (reading whatever comes) until the worker hangs up or the test ends.
+        char sink[4096];
+        while (wait_readable(connection) && ::read(connection, sink, sizeof(sink)) > 0) {
+        }
+        ::close(connection);
+    }
+
+    std::string reply_;
+    int listener_ = -1;
+    std::uint16_t port_ = 0;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
+std::string handshake_bytes(const Sha1Digest& info_hash, const std::string& peer_id) {
+    wire::Handshake handshake;
+    handshake.info_hash = info_hash;
+    std::copy(peer_id.begin(), peer_id.end(), handshake.peer_id.begin());
+    const auto bytes = wire::encode_handshake(handshake);
+    return std::string(bytes.begin(), bytes.end());
+}
+
+TEST(PeerWorker, DropsHostilePeersWithAReason) {
+    TempDir dir;
+    const std::string payload = test::make_payload(dir.path(), "payload.bin", 5 * 65536, 3);
+    const std::string torrent_path = test::make_torrent(payload, 65536, {}, dir / "payload.torrent");
+    const std::string torrent_bytes = test::read_text_file(torrent_path);
+    auto torrent = Torrent::parse(torrent_bytes);
+    ASSERT_TRUE(torrent.ok()) << torrent.error().describe();
+
+    const std::string theirs = "-XX0001-hostile00001";
+    // A length prefix of 4 GiB right after a good handshake.
+    ScriptedPeer huge_prefix(handshake_bytes(torrent->info_hash(), theirs) +
+                             std::string("\xFF\xFF\xFF\xFF", 4));
+    // Another torrent's handshake.
+    Sha1Digest other{};
+    other.fill(0x42);
+    ScriptedPeer wrong_torrent(handshake_bytes(other, theirs));
+    // Ourselves: our own peer id comes back.
+    ScriptedPeer ourselves(handshake_bytes(torrent->info_hash(), kOurPeerId));
+    // A good handshake, then a message id nobody defined.
+    ScriptedPeer junk(handshake_bytes(torrent->info_hash(), theirs) +
+                      std::string("\x00\x00\x00\x01\x63", 5));
+
+    FakePipeline pipeline(dir);
+    Process worker = start_worker(dir, pipeline);
+    ASSERT_TRUE(welcome_worker(pipeline, torrent_bytes)) << worker.log_tail();
+    for (const auto* peer : {&huge_prefix, &wrong_torrent, &ourselves, &junk}) {
+        add_peer(pipeline, peer->port());
+    }
+
+    std::map<std::string, std::string> reasons;
+    const bool all_dropped = pipeline.pump(
+        torrent_bytes, 30s,
+        [&](bus::Incoming& in) {
+            if (in.envelope.has_peer_disconnected()) {
+                reasons[in.envelope.peer_disconnected().peer()] =
+                    in.envelope.peer_disconnected().reason();
+            }
+        },
+        [](bus::Incoming&) {}, [&] { return reasons.size() == 4; });
+    ASSERT_TRUE(all_dropped) << worker.log_tail();
+    const auto reason = [&](const ScriptedPeer& peer) {
+        return reasons[bus::peer_key("127.0.0.1", peer.port())];
+    };
+    EXPECT_NE(reason(huge_prefix).find("length prefix"), std::string::npos) << reason(huge_prefix);
+    EXPECT_NE(reason(wrong_torrent).find("another torrent"), std::string::npos) << reason(wrong_torrent);
+    EXPECT_NE(reason(ourselves).find("ourselves"), std::string::npos) << reason(ourselves);
+    EXPECT_NE(reason(junk).find("unknown message id"), std::string::npos) << reason(junk);
+    EXPECT_TRUE(worker.running()) << worker.log_tail();
+    shut_down(pipeline, worker);
+}
+
+}  // namespace
+}  // namespace pw
