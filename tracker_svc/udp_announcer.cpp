@@ -176,9 +176,9 @@ void UdpAnnouncer::send_request(Clock::time_point now) {
 }
 
 std::optional<Result<AnnounceResponse>> UdpAnnouncer::read_packets(Clock::time_point now) {
-    std::vector<std::uint8_t> buffer(kMaxDatagram);
+    receive_buffer_.resize(kMaxDatagram);
     for (;;) {
-        const ssize_t got = ::recv(fd_, buffer.data(), buffer.size(), 0);
+        const ssize_t got = ::recv(fd_, receive_buffer_.data(), receive_buffer_.size(), 0);
         if (got < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return std::nullopt;
             // ECONNREFUSED: an ICMP port unreachable answered a datagram. Nothing listens
@@ -188,31 +188,24 @@ std::optional<Result<AnnounceResponse>> UdpAnnouncer::read_packets(Clock::time_p
             }
             return finish(make_error(std::string("recv: ") + std::strerror(errno)));
         }
-        const std::span<const std::uint8_t> packet(buffer.data(), static_cast<std::size_t>(got));
-        if (stage_ == Stage::connecting) {
-            auto id = parse_udp_connect(packet, transaction_id_);
-            if (!id.ok()) {
-                // A stray or stale packet (other transaction) is ignored; a tracker error is final.
-                if (packet.size() >= 8 && packet[3] == 3) return finish(id.error());
-                continue;
-            }
-            connection_id_ = *id;
-            connections_[cache_key()] = CachedConnection{connection_id_, now};
-            stage_ = Stage::announcing;
-            retransmissions_ = 0;
-            send_request(now);
-            continue;
+        const std::span<const std::uint8_t> packet(receive_buffer_.data(), static_cast<std::size_t>(got));
+        // Only a packet naming our transaction can end the attempt; anything else (runts, late
+        // answers to an earlier retransmission, noise) is skipped.
+        if (packet.size() < 8) continue;
+        const std::uint32_t packet_transaction =
+            (std::uint32_t{packet[4]} << 24) | (std::uint32_t{packet[5]} << 16) |
+            (std::uint32_t{packet[6]} << 8) | packet[7];
+        if (packet_transaction != transaction_id_) continue;
+        if (stage_ == Stage::announcing) {
+            return finish(parse_udp_announce(packet, transaction_id_, ipv6_));
         }
-        auto response = parse_udp_announce(packet, transaction_id_, ipv6_);
-        if (!response.ok() && packet.size() >= 8 && packet[3] != 3) {
-            // Not an answer to this transaction (a late reply to an earlier retransmission
-            // carries another id): wait for ours.
-            const std::uint32_t got_id = (std::uint32_t{packet[4]} << 24) |
-                                         (std::uint32_t{packet[5]} << 16) |
-                                         (std::uint32_t{packet[6]} << 8) | packet[7];
-            if (got_id != transaction_id_) continue;
-        }
-        return finish(std::move(response));
+        auto id = parse_udp_connect(packet, transaction_id_);
+        if (!id.ok()) return finish(id.error());
+        connection_id_ = *id;
+        connections_[cache_key()] = CachedConnection{connection_id_, now};
+        stage_ = Stage::announcing;
+        retransmissions_ = 0;
+        send_request(now);
     }
 }
 

@@ -82,6 +82,7 @@ private:
     int retransmissions_ = 0;
     Clock::time_point resend_at_;
     std::map<std::string, CachedConnection> connections_;
+    std::vector<std::uint8_t> receive_buffer_;
 };
 
 }  // namespace pw::tracker

@@ -367,6 +367,112 @@ TEST_F(TrackerSvcStage, SilentOrchestratorMakesTheStageExit) {
     EXPECT_EQ(stage.wait_for_exit(10s), 1) << stage.log_tail();
 }
 
+// A lossy, noisy UDP tracker (BEP 15): it ignores the first connect (the client must
+// retransmit), and precedes each real answer with a reply to another transaction and a
+// runt packet, which the client must skip. It answers with one peer, the fake one.
+class NoisyUdpTracker {
+public:
+    NoisyUdpTracker() {
+        socket_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t length = sizeof address;
+        if (socket_ < 0 || ::bind(socket_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+            ::getsockname(socket_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+            throw std::runtime_error("noisy UDP tracker: cannot bind");
+        }
+        port_ = ntohs(address.sin_port);
+        thread_ = std::thread([this] { serve(); });
+    }
+    ~NoisyUdpTracker() {
+        stop_ = true;
+        thread_.join();
+        ::close(socket_);
+    }
+    NoisyUdpTracker(const NoisyUdpTracker&) = delete;
+    NoisyUdpTracker& operator=(const NoisyUdpTracker&) = delete;
+
+    std::string url() const { return "udp://127.0.0.1:" + std::to_string(port_); }
+    int connects_seen() const { return connects_; }
+
+private:
+    static void put32(std::vector<std::uint8_t>& out, std::uint32_t v) {
+        for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<std::uint8_t>(v >> shift));
+    }
+    static std::uint32_t get32(const std::uint8_t* p) {
+        return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) |
+               (std::uint32_t{p[2]} << 8) | p[3];
+    }
+
+    void serve() {
+        constexpr std::uint64_t kConnectionId = 0x1122334455667788ull;
+        while (!stop_) {
+            pollfd item{socket_, POLLIN, 0};
+            if (::poll(&item, 1, 50) <= 0) continue;
+            std::uint8_t packet[2048];
+            sockaddr_in from{};
+            socklen_t from_length = sizeof from;
+            const ssize_t got = ::recvfrom(socket_, packet, sizeof packet, 0,
+                                           reinterpret_cast<sockaddr*>(&from), &from_length);
+            if (got < 16) continue;
+            const std::uint32_t action = get32(packet + 8);
+            const std::uint32_t transaction = get32(packet + 12);
+            std::vector<std::uint8_t> stray;
+            std::vector<std::uint8_t> answer;
+            if (got == 16 && action == 0) {
+                if (++connects_ == 1) continue;  // lost in transit
+                put32(stray, 0);
+                put32(stray, transaction + 1);
+                put32(stray, 0xdead);
+                put32(stray, 0xbeef);
+                put32(answer, 0);
+                put32(answer, transaction);
+                put32(answer, static_cast<std::uint32_t>(kConnectionId >> 32));
+                put32(answer, static_cast<std::uint32_t>(kConnectionId));
+            } else if (got >= 98 && get32(packet + 8) == 1) {
+                put32(stray, 1);
+                put32(stray, get32(packet + 12) ^ 0xffffffffu);
+                put32(stray, 60);
+                put32(stray, 0);
+                put32(stray, 0);
+                put32(answer, 1);
+                put32(answer, transaction);
+                put32(answer, 1800);  // interval
+                put32(answer, 0);     // leechers
+                put32(answer, 1);     // seeders
+                for (std::uint8_t byte : {127, 0, 0, 1}) answer.push_back(byte);
+                answer.push_back(static_cast<std::uint8_t>(kFakePeerPort >> 8));
+                answer.push_back(static_cast<std::uint8_t>(kFakePeerPort & 0xff));
+            } else {
+                continue;
+            }
+            std::vector<std::uint8_t> runt{0, 0, 0};
+            for (const auto* datagram : {&stray, &runt, &answer}) {
+                ::sendto(socket_, datagram->data(), datagram->size(), 0,
+                         reinterpret_cast<sockaddr*>(&from), from_length);
+            }
+        }
+    }
+
+    int socket_ = -1;
+    std::uint16_t port_ = 0;
+    std::atomic<bool> stop_{false};
+    std::atomic<int> connects_{0};
+    std::thread thread_;
+};
+
+TEST_F(TrackerSvcStage, UdpRetransmitsAndSkipsStrayPackets) {
+    NoisyUdpTracker tracker;
+    const auto torrent = make_torrent({{tracker.url()}}, "noisy");
+    orchestrator.set_torrent(torrent.bytes);
+    auto stage = start_tracker_svc(dir, orchestrator, 10);
+    const auto found = orchestrator.wait_for(has_fake_peer, 20s);
+    ASSERT_TRUE(found) << describe(orchestrator.seen()) << stage.log_tail();
+    EXPECT_EQ(tracker.connects_seen(), 2);
+    for (const auto& envelope : orchestrator.seen()) EXPECT_FALSE(is_failure(envelope));
+}
+
 // The stage's one-line failure report when the torrent's only tracker is `server`.
 std::string failure_from(TrackerSvcStage& test, const CannedHttpServer& server,
                          int announce_timeout_s = 5) {
