@@ -222,10 +222,12 @@ TEST(PeerWorker, DownloadsEveryPieceFromALibtorrentSeeder) {
     shut_down(pipeline, worker);
 }
 
-// A peer on 127.0.0.1 that answers our handshake with `reply` and then holds the line.
+// A peer on 127.0.0.1 that answers our handshake with `reply` (all at once, or one byte per
+// `trickle` interval) and then holds the line.
 class ScriptedPeer {
 public:
-    explicit ScriptedPeer(std::string reply) : reply_(std::move(reply)) {
+    explicit ScriptedPeer(std::string reply, std::chrono::milliseconds trickle = 0ms)
+        : reply_(std::move(reply)), trickle_(trickle) {
         listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
         sockaddr_in address{};
         address.sin_family = AF_INET;
@@ -267,8 +269,14 @@ private:
             if (n <= 0) break;
             got += static_cast<std::size_t>(n);
         }
-        if (got == sizeof(handshake)) {
-            static_cast<void>(::write(connection, reply_.data(), reply_.size()));
+        if (got == sizeof(handshake) && trickle_ == 0ms) {
+            static_cast<void>(::send(connection, reply_.data(), reply_.size(), MSG_NOSIGNAL));
+        }
+        for (std::size_t i = 0; got == sizeof(handshake) && trickle_ > 0ms && i < reply_.size(); ++i) {
+            if (::send(connection, reply_.data() + i, 1, MSG_NOSIGNAL) != 1) break;
+            for (auto waited = 0ms; waited < trickle_ && !stop_; waited += 50ms) {
+                std::this_thread::sleep_for(50ms);
+            }
         }
         // Hold the line (reading whatever comes) until the worker hangs up or the test ends.
         char sink[4096];
@@ -278,6 +286,7 @@ private:
     }
 
     std::string reply_;
+    std::chrono::milliseconds trickle_;
     int listener_ = -1;
     std::uint16_t port_ = 0;
     std::atomic<bool> stop_{false};
@@ -314,10 +323,13 @@ TEST(PeerWorker, DropsHostilePeersWithAReason) {
     ScriptedPeer junk(handshake_bytes(torrent->info_hash(), theirs) +
                       std::string("\x00\x00\x00\x01\x63", 5));
 
+    // A good handshake, one byte every 2 s: the handshake deadline (10 s) ends it.
+    ScriptedPeer trickle(handshake_bytes(torrent->info_hash(), theirs), 2000ms);
+
     FakePipeline pipeline(dir);
     Process worker = start_worker(dir, pipeline);
     ASSERT_TRUE(welcome_worker(pipeline, torrent_bytes)) << worker.log_tail();
-    for (const auto* peer : {&huge_prefix, &wrong_torrent, &ourselves, &junk}) {
+    for (const auto* peer : {&huge_prefix, &wrong_torrent, &ourselves, &junk, &trickle}) {
         add_peer(pipeline, peer->port());
     }
 
@@ -330,7 +342,7 @@ TEST(PeerWorker, DropsHostilePeersWithAReason) {
                     in.envelope.peer_disconnected().reason();
             }
         },
-        [](bus::Incoming&) {}, [&] { return reasons.size() == 4; });
+        [](bus::Incoming&) {}, [&] { return reasons.size() == 5; });
     ASSERT_TRUE(all_dropped) << worker.log_tail();
     const auto reason = [&](const ScriptedPeer& peer) {
         return reasons[bus::peer_key("127.0.0.1", peer.port())];
@@ -339,8 +351,23 @@ TEST(PeerWorker, DropsHostilePeersWithAReason) {
     EXPECT_NE(reason(wrong_torrent).find("another torrent"), std::string::npos) << reason(wrong_torrent);
     EXPECT_NE(reason(ourselves).find("ourselves"), std::string::npos) << reason(ourselves);
     EXPECT_NE(reason(junk).find("unknown message id"), std::string::npos) << reason(junk);
+    EXPECT_NE(reason(trickle).find("handshake timed out"), std::string::npos) << reason(trickle);
     EXPECT_TRUE(worker.running()) << worker.log_tail();
     shut_down(pipeline, worker);
+}
+
+TEST(PeerWorker, ExitsNonZeroWhenTheOrchestratorFallsSilent) {
+    TempDir dir;
+    const std::string payload = test::make_payload(dir.path(), "payload.bin", 65536, 5);
+    const std::string torrent_path = test::make_torrent(payload, 65536, {}, dir / "payload.torrent");
+    const std::string torrent_bytes = test::read_text_file(torrent_path);
+    FakePipeline pipeline(dir);
+    Process worker = start_worker(dir, pipeline);
+    ASSERT_TRUE(welcome_worker(pipeline, torrent_bytes)) << worker.log_tail();
+    // No more heartbeats: five missed periods (1 s) and the worker gives up.
+    const int code = worker.wait_for_exit(15s);
+    EXPECT_NE(code, 0) << worker.log_tail();
+    EXPECT_NE(code, -1) << "still running\n" << worker.log_tail();
 }
 
 }  // namespace
