@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <set>
 #include <unordered_set>
 
@@ -17,6 +18,7 @@ namespace {
 using bencode::Value;
 
 constexpr std::uint64_t max_torrent_file_size = 64ull << 20;
+constexpr std::size_t max_rename_warnings = 100;
 // Longest tail after the last '.' that still counts as an extension worth keeping when an
 // element is shortened or given a suffix; anything longer is just part of the name.
 constexpr std::size_t max_extension_length = 16;
@@ -142,6 +144,10 @@ std::vector<std::string> sanitized_elements(const std::vector<std::string>& raw,
 void resolve_collisions(std::vector<std::vector<std::string>>& paths, std::size_t max_length) {
     std::set<std::string> file_paths;
     std::set<std::string> folder_paths;
+    // Per wanted path, the suffix to try first: every smaller one was taken when it was last
+    // tried and the taken sets only grow, so starting there gives the same first free suffix
+    // as counting from 1, while a million files all called "a" cost n log n, not n^2.
+    std::map<std::string, std::size_t> next_suffix;
     for (auto& elements : paths) {
         std::string prefix;
         for (std::size_t i = 0; i < elements.size(); ++i) {
@@ -152,9 +158,18 @@ void resolve_collisions(std::vector<std::vector<std::string>>& paths, std::size_
                        (is_last && folder_paths.count(candidate) > 0);
             };
             std::string candidate = base + elements[i];
-            for (std::size_t n = 1; taken(candidate); ++n) {
-                candidate = base + with_suffix(elements[i], n, max_length);
-                if (!taken(candidate)) elements[i] = candidate.substr(base.size());
+            if (taken(candidate)) {
+                // Files and folders collide differently, so they keep separate counters.
+                std::size_t& n = next_suffix[(is_last ? "f" : "d") + candidate];
+                n = std::max<std::size_t>(n, 1);
+                const std::string wanted = elements[i];
+                // Start at the last suffix chosen, not after it: a renamed folder is reused
+                // by the next file that wants the same folder.
+                for (;; ++n) {
+                    candidate = base + with_suffix(wanted, n, max_length);
+                    if (!taken(candidate)) break;
+                }
+                elements[i] = candidate.substr(base.size());
             }
             prefix = std::move(candidate);
             if (!is_last) folder_paths.insert(prefix);
@@ -299,15 +314,22 @@ Result<Torrent> Torrent::parse(std::string_view bytes, const MetainfoLimits& lim
             t.files_.push_back(std::move(entry));
         }
         resolve_collisions(paths, limits.max_path_element);
+        std::size_t renamed = 0;
         for (std::size_t i = 0; i < t.files_.size(); ++i) {
             FileEntry& entry = t.files_[i];
             entry.path = join(paths[i]);
             // BEP 47 pad files share paths (".pad/16384") by design and are never written:
             // renaming them is expected and not worth a warning.
-            if (!entry.pad && entry.path != join(entry.original_path)) {
+            if (entry.pad || entry.path == join(entry.original_path)) continue;
+            // Warnings stay bounded however hostile the file list.
+            if (++renamed <= max_rename_warnings) {
                 t.warnings_.push_back("file path \"" + join(entry.original_path) + "\" renamed to \"" +
                                       entry.path + "\"");
             }
+        }
+        if (renamed > max_rename_warnings) {
+            t.warnings_.push_back("and " + std::to_string(renamed - max_rename_warnings) +
+                                  " more file paths renamed");
         }
     }
 

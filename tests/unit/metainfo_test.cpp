@@ -279,6 +279,26 @@ TEST(MetainfoHostilePaths, RenamesAreWarned) {
     EXPECT_EQ(pads->files()[2].offset, 16384u);
 }
 
+TEST(MetainfoHostilePaths, RenamedFolderIsSharedBySiblings) {
+    const Torrent t = parse_ok(make_multi(
+        {{{"a"}, 1}, {{"a", "x"}, 1}, {{"a", "y"}, 1}, {{"a.1"}, 1}, {{"a", "x"}, 1}}, 16));
+    EXPECT_THAT(file_paths(t), testing::ElementsAre("a", "a.1/x", "a.1/y", "a.1.1", "a.1/x.1"));
+}
+
+TEST(MetainfoHostilePaths, ManyIdenticalNamesStayLinearAndWarningsBounded) {
+    std::vector<FileSpec> files(100'000, FileSpec{{"same.txt"}, 1});
+    const Torrent t = parse_ok(make_multi(files, 1 << 20));
+    ASSERT_EQ(t.files().size(), 100'000u);
+    EXPECT_EQ(t.files()[0].path, "same.txt");
+    EXPECT_EQ(t.files()[1].path, "same.1.txt");
+    EXPECT_EQ(t.files()[99'999].path, "same.99999.txt");
+    std::set<std::string> unique;
+    for (const auto& file : t.files()) unique.insert(file.path);
+    EXPECT_EQ(unique.size(), 100'000u);
+    ASSERT_EQ(t.warnings().size(), 101u);
+    EXPECT_EQ(t.warnings().back(), "and 99899 more file paths renamed");
+}
+
 TEST(MetainfoHostilePaths, UnusableNameFallsBackToInfoHash) {
     auto result = pw::read_torrent_file(data_path("name_dotdot"));
     ASSERT_TRUE(result.ok());
