@@ -388,7 +388,8 @@ std::string Torrent::relative_path(std::size_t file_index) const {
 }
 
 Result<Torrent> read_torrent_file(const std::string& path, const MetainfoLimits& limits) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO must not wait for a writer before fstat can refuse it.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return make_error(std::strerror(errno));
     struct Closer {
         int fd;

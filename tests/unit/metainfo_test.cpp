@@ -2,6 +2,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -338,6 +339,11 @@ TEST(ReadTorrentFile, RefusesHugeAndMissingFiles) {
     EXPECT_THAT(missing.error().message, testing::HasSubstr("No such file"));
     auto folder = pw::read_torrent_file(dir.string());
     ASSERT_FALSE(folder.ok());
+    const auto fifo = dir / "fifo.torrent";
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    auto from_fifo = pw::read_torrent_file(fifo.string());
+    ASSERT_FALSE(from_fifo.ok());
+    EXPECT_THAT(from_fifo.error().message, testing::HasSubstr("not a regular file"));
     std::filesystem::remove_all(dir);
 }
 
