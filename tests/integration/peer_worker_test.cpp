@@ -356,6 +356,74 @@ TEST(PeerWorker, DropsHostilePeersWithAReason) {
     shut_down(pipeline, worker);
 }
 
+TEST(PeerWorker, LeasesCancelsAndBansAgainstAPeerThatNeverSendsBlocks) {
+    TempDir dir;
+    const std::string payload = test::make_payload(dir.path(), "payload.bin", 5 * 65536, 4);
+    const std::string torrent_path = test::make_torrent(payload, 65536, {}, dir / "payload.torrent");
+    const std::string torrent_bytes = test::read_text_file(torrent_path);
+    auto torrent = Torrent::parse(torrent_bytes);
+    ASSERT_TRUE(torrent.ok()) << torrent.error().describe();
+    // Handshake, a full bitfield of 5 pieces, unchoke; then silence.
+    ScriptedPeer silent(handshake_bytes(torrent->info_hash(), "-XX0001-silentpeer01") +
+                        std::string("\x00\x00\x00\x02\x05\xF8\x00\x00\x00\x01\x01", 11));
+    const std::string key = bus::peer_key("127.0.0.1", silent.port());
+
+    FakePipeline pipeline(dir);
+    Process worker = start_worker(dir, pipeline);
+    ASSERT_TRUE(welcome_worker(pipeline, torrent_bytes)) << worker.log_tail();
+    add_peer(pipeline, silent.port());
+
+    bool have_all = false, cancelled = false;
+    std::optional<std::uint64_t> granted;
+    std::vector<std::string> disconnects;
+    const auto on_control = [&](bus::Incoming& in) {
+        const auto& e = in.envelope;
+        if (e.has_peer_has()) have_all = have_all || e.peer_has().have_all();
+        if (e.has_work_request() && !granted) {
+            EXPECT_EQ(e.work_request().peer(), key);
+            EXPECT_GT(e.work_request().count(), 0u);
+            v1::Envelope answer;
+            answer.mutable_leases()->set_peer(key);
+            auto* lease = answer.mutable_leases()->add_leases();
+            lease->set_piece(0);
+            lease->set_lease_id(42);
+            pipeline.send(answer);
+            granted = 42;
+        }
+        if (e.has_lease_released()) {
+            EXPECT_EQ(e.lease_released().lease_ids_size(), 1);
+            cancelled = e.lease_released().lease_ids(0) == 42;
+        }
+        if (e.has_peer_disconnected()) disconnects.push_back(e.peer_disconnected().reason());
+    };
+    const auto ignore = [](bus::Incoming&) {};
+    ASSERT_TRUE(pipeline.pump(torrent_bytes, 20s, on_control, ignore,
+                              [&] { return have_all && granted.has_value(); }))
+        << worker.log_tail();
+
+    v1::Envelope cancel;
+    cancel.mutable_cancel_piece()->set_piece(0);
+    pipeline.send(cancel);
+    ASSERT_TRUE(pipeline.pump(torrent_bytes, 10s, on_control, ignore, [&] { return cancelled; }))
+        << worker.log_tail();
+
+    v1::Envelope ban;
+    ban.mutable_ban_peer()->set_ip("127.0.0.1");
+    ban.mutable_ban_peer()->set_reason("sent a bad piece");
+    pipeline.send(ban);
+    ASSERT_TRUE(pipeline.pump(torrent_bytes, 10s, on_control, ignore,
+                              [&] { return disconnects.size() == 1; }))
+        << worker.log_tail();
+    EXPECT_NE(disconnects[0].find("banned"), std::string::npos) << disconnects[0];
+    // Never again.
+    add_peer(pipeline, silent.port());
+    ASSERT_TRUE(pipeline.pump(torrent_bytes, 10s, on_control, ignore,
+                              [&] { return disconnects.size() == 2; }))
+        << worker.log_tail();
+    EXPECT_EQ(disconnects[1], "banned");
+    shut_down(pipeline, worker);
+}
+
 TEST(PeerWorker, ExitsNonZeroWhenTheOrchestratorFallsSilent) {
     TempDir dir;
     const std::string payload = test::make_payload(dir.path(), "payload.bin", 65536, 5);
