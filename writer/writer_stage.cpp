@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
@@ -44,7 +45,14 @@ public:
 
     void add(WrittenPiece piece) { pending_.push_back(piece); }
     std::size_t size() const { return pending_.size(); }
-    bus::Clock::time_point last_sync() const { return last_sync_; }
+    // How long until the pending pieces may be synced: syncs are at least `interval` apart,
+    // and the first one (or the first after a quiet spell) is due at once.
+    std::chrono::milliseconds until_due(std::chrono::milliseconds interval) const {
+        if (!last_sync_) return std::chrono::milliseconds(0);
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            *last_sync_ + interval - bus::Clock::now());
+        return std::max(left, std::chrono::milliseconds(0));
+    }
 
     // Syncs the touched files, then acknowledges every pending piece (or reports each as
     // failed when the sync failed: their bytes may be lost).
@@ -72,7 +80,7 @@ private:
     PieceStore& store_;
     bus::ControlLink& link_;
     std::vector<WrittenPiece> pending_;
-    bus::Clock::time_point last_sync_ = bus::Clock::now();
+    std::optional<bus::Clock::time_point> last_sync_;
 };
 
 void report_write_failed(bus::ControlLink& link, const v1::PieceData& piece, const std::string& error) {
@@ -109,7 +117,6 @@ void write_one(PieceStore& store, AckBatch& batch, bus::ControlLink& link, const
 }  // namespace
 
 int run_writer(zmq::context_t& context, const WriterOptions& options) {
-    using Clock = bus::Clock;
     zmq::socket_t from_verifier(context, zmq::socket_type::pull);
     bus::configure(from_verifier, bus::SocketLimits{bus::kMaxMessageBytes, kVerifiedQueueDepth,
                                                     kVerifiedQueueDepth, 0});
@@ -135,11 +142,7 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
 
     for (;;) {
         auto timeout = link.until_next_tick();
-        if (batch.size() > 0) {
-            const auto until_sync = std::chrono::duration_cast<std::chrono::milliseconds>(
-                batch.last_sync() + options.sync_interval - Clock::now());
-            timeout = std::clamp(until_sync, std::chrono::milliseconds(0), timeout);
-        }
+        if (batch.size() > 0) timeout = std::min(timeout, batch.until_due(options.sync_interval));
         std::array<zmq::pollitem_t, 2> items{{
             {link.socket().handle(), 0, ZMQ_POLLIN, 0},
             {from_verifier.handle(), 0, ZMQ_POLLIN, 0},
@@ -162,7 +165,7 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
             if (status == bus::RecvStatus::ok) write_one(store, batch, link, in);
         }
 
-        if (batch.size() > 0 && Clock::now() - batch.last_sync() >= options.sync_interval) {
+        if (batch.size() > 0 && batch.until_due(options.sync_interval).count() == 0) {
             batch.flush();
         }
 

@@ -45,6 +45,7 @@ public:
                                         std::chrono::milliseconds timeout = 5000ms) {
         const auto deadline = bus::Clock::now() + timeout;
         while (bus::Clock::now() < deadline) {
+            beat_if_due();
             zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
             zmq::poll(&item, 1, 20ms);
             bus::Incoming in;
@@ -66,6 +67,19 @@ public:
     }
 
 private:
+    // The stages hear from us while the test waits on them; between expect() calls we are
+    // silent, which is how a test plays a dead orchestrator.
+    void beat_if_due() {
+        const auto now = bus::Clock::now();
+        if (now - last_beat_ < std::chrono::milliseconds(kTestHeartbeatMs / 2)) return;
+        last_beat_ = now;
+        for (const std::string& identity : stages_) {
+            v1::Envelope beat;
+            beat.mutable_heartbeat();
+            bus::send(router_, "orchestrator", beat, {}, &identity);
+        }
+    }
+
     void welcome(const std::string& identity) {
         stages_.insert(identity);
         v1::Envelope envelope;
@@ -80,6 +94,7 @@ private:
     std::string torrent_;
     zmq::socket_t router_;
     std::set<std::string> stages_;
+    bus::Clock::time_point last_beat_{};
 };
 
 // A stage loop on its own thread; on destruction (test passed or failed) the stage is told
