@@ -134,7 +134,8 @@ void Supervisor::reap_others(bool restart, Clock::time_point now) {
             // Stragglers in its process group go with it.
             ::kill(-child.pid, SIGKILL);
             child.pid = -1;
-            if (!restart) continue;
+            // A stage exits 0 only when told to shut down: the orchestrator is finishing.
+            if (!restart || (WIFEXITED(status) && WEXITSTATUS(status) == 0)) continue;
             if (child.restarts >= options_.max_restarts) {
                 if (!child.gave_up) {
                     log_ << "piecework: " << child.command.name << " exited (status "

@@ -71,7 +71,8 @@ struct SupervisorOptions {
     std::chrono::milliseconds tick{50};
 };
 
-// Runs the stages, restarts any but the main one when it dies, and returns the main stage's
+// Runs the stages, restarts any but the main one when it fails (exits non-zero or is killed;
+// a clean exit follows a Shutdown), and returns the main stage's
 // exit code once it exits (after giving the others a grace period, then SIGKILL).
 class Supervisor {
 public:

@@ -95,6 +95,15 @@ TEST(Supervisor, RestartsADyingStageUpToTheLimit) {
     EXPECT_NE(log.str().find("not restarting it"), std::string::npos) << log.str();
 }
 
+TEST(Supervisor, DoesNotRestartACleanExit) {
+    std::ostringstream log;
+    Supervisor supervisor({shell("main", "sleep 0.5; exit 0"), shell("done", "exit 0")}, "main",
+                          fast(), log);
+    EXPECT_EQ(supervisor.run([] { return 0; }), 0);
+    EXPECT_EQ(supervisor.restarts("done"), 0u);
+    EXPECT_EQ(log.str(), "");
+}
+
 TEST(Supervisor, KillsStagesThatOutliveTheGracePeriod) {
     std::ostringstream log;
     Supervisor supervisor({shell("main", "sleep 0.2; exit 0"), shell("stubborn", "exec sleep 60")},

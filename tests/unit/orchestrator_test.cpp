@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <atomic>
+#include <sstream>
 #include <map>
 #include <set>
 #include <thread>
@@ -6,11 +8,13 @@
 #include <gtest/gtest.h>
 
 #include "core/bus/bus.hpp"
+#include "core/metainfo.hpp"
 #include "orchestrator/peer_argument.hpp"
 #include "orchestrator/peer_directory.hpp"
 #include "orchestrator/piece_picker.hpp"
 #include "orchestrator/progress.hpp"
 #include "orchestrator/scheduler.hpp"
+#include "orchestrator/service.hpp"
 
 namespace pw::orchestrator {
 namespace {
@@ -319,6 +323,128 @@ TEST(PeerArgument, ParsesHostAndPort) {
     auto resolved = resolve_peer("127.0.0.1:9");
     ASSERT_TRUE(resolved);
     EXPECT_EQ(resolved->ip, "127.0.0.1");
+}
+
+}  // namespace
+}  // namespace pw::orchestrator
+
+// --- the service over inproc, with fake stages ---
+
+namespace pw::orchestrator {
+namespace {
+
+namespace v1 = ::piecework::v1;
+
+std::string two_piece_torrent() {
+    const std::string pieces(40, 'x');
+    return "d4:infod6:lengthi32768e4:name5:a.bin12:piece lengthi16384e6:pieces40:" + pieces + "ee";
+}
+
+struct FakeStage {
+    FakeStage(zmq::context_t& context, const std::string& endpoint, const std::string& identity)
+        : socket(context, zmq::socket_type::dealer), name(identity) {
+        bus::configure(socket);
+        socket.set(zmq::sockopt::routing_id, identity);
+        socket.connect(endpoint);
+    }
+    void send(v1::Envelope& envelope, std::span<zmq::message_t> frames = {}) {
+        bus::send(socket, name, envelope, frames);
+    }
+    // The next message of the given kind, skipping heartbeats and others.
+    std::optional<bus::Incoming> expect(v1::Envelope::BodyCase kind) {
+        const auto deadline = std::chrono::steady_clock::now() + 10s;
+        while (std::chrono::steady_clock::now() < deadline) {
+            zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
+            zmq::poll(&item, 1, std::chrono::milliseconds(100));
+            bus::Incoming in;
+            while (bus::receive(socket, false, in) == bus::RecvStatus::ok) {
+                if (in.envelope.body_case() == kind) return in;
+            }
+        }
+        return std::nullopt;
+    }
+    zmq::socket_t socket;
+    std::string name;
+};
+
+TEST(OrchestratorService, DrivesFakeStagesToCompletion) {
+    zmq::context_t context;
+    const std::string bytes = two_piece_torrent();
+    auto torrent = Torrent::parse(bytes);
+    ASSERT_TRUE(torrent) << torrent.error().describe();
+    ServiceConfig config;
+    config.control = "inproc://orchestrator-test";
+    config.torrent_bytes = bytes;
+    config.peers = {PeerAddress{"127.0.0.1", 9000}};
+    config.heartbeat = 50ms;
+    config.quiet = true;
+    std::ostringstream out;
+    std::ostringstream err;
+    OrchestratorService service(context, std::move(*torrent), config, out, err);
+    std::atomic<bool> stop{false};
+    int code = -1;
+    std::thread loop([&] { code = service.run([&] { return stop.load(); }); });
+    struct Joiner {
+        std::atomic<bool>& stop;
+        std::thread& loop;
+        ~Joiner() {
+            stop = true;
+            if (loop.joinable()) loop.join();
+        }
+    } joiner{stop, loop};
+
+    FakeStage worker(context, config.control, "peer_worker-1");
+    FakeStage writer(context, config.control, "writer");
+    FakeStage stranger(context, config.control, "nobody");
+    v1::Envelope hello;
+    hello.mutable_hello()->set_role(v1::ROLE_PEER_WORKER);
+    hello.mutable_hello()->set_pid(1);
+    worker.send(hello);
+    auto welcome = worker.expect(v1::Envelope::kWelcome);
+    ASSERT_TRUE(welcome);
+    EXPECT_EQ(welcome->envelope.welcome().peer_id().size(), 20u);
+    EXPECT_EQ(welcome->envelope.welcome().peer_id().substr(0, 8), "-PW0001-");
+    ASSERT_EQ(welcome->frames.size(), 1u);
+    EXPECT_EQ(welcome->frames[0].to_string(), bytes);
+    hello.mutable_hello()->set_role(v1::ROLE_WRITER);
+    writer.send(hello);
+    ASSERT_TRUE(writer.expect(v1::Envelope::kWelcome));
+
+    auto added = worker.expect(v1::Envelope::kAddPeers);
+    ASSERT_TRUE(added);
+    ASSERT_EQ(added->envelope.add_peers().peers_size(), 1);
+    EXPECT_EQ(added->envelope.add_peers().peers(0).port(), 9000u);
+
+    v1::Envelope ignored;
+    ignored.mutable_piece_written()->set_piece(0);
+    stranger.send(ignored);  // never said Hello: must not count
+
+    v1::Envelope has;
+    has.mutable_peer_has()->set_peer("127.0.0.1:9000");
+    has.mutable_peer_has()->set_bitfield(true);
+    std::vector<zmq::message_t> bitfield;
+    bitfield.emplace_back(std::string("\xc0", 1));
+    worker.send(has, bitfield);
+    v1::Envelope request;
+    request.mutable_work_request()->set_peer("127.0.0.1:9000");
+    request.mutable_work_request()->set_count(4);
+    worker.send(request);
+    auto leases = worker.expect(v1::Envelope::kLeases);
+    ASSERT_TRUE(leases);
+    ASSERT_EQ(leases->envelope.leases().leases_size(), 2);
+
+    for (const auto& lease : leases->envelope.leases().leases()) {
+        v1::Envelope written;
+        written.mutable_piece_written()->set_piece(lease.piece());
+        written.mutable_piece_written()->set_lease_id(lease.lease_id());
+        writer.send(written);
+    }
+    auto shutdown = worker.expect(v1::Envelope::kShutdown);
+    ASSERT_TRUE(shutdown);
+    EXPECT_EQ(shutdown->envelope.shutdown().reason(), "complete");
+    ASSERT_TRUE(writer.expect(v1::Envelope::kShutdown));
+    loop.join();
+    EXPECT_EQ(code, 0);
 }
 
 }  // namespace
