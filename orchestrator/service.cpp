@@ -283,9 +283,8 @@ void OrchestratorService::on_tracker_status(const v1::TrackerStatus& status) {
     }
 }
 
-void OrchestratorService::show_progress(Clock::time_point now, bool final_line) {
+void OrchestratorService::show_progress(bool final_line) {
     if (config_.quiet) return;
-    rate_.sample(now, done_bytes_);
     const std::string line = format_progress(ProgressSnapshot{
         done_bytes_, torrent_.total_size(), rate_.rate(), stages_.peers_connected()});
     if (config_.terminal) {
@@ -332,9 +331,13 @@ void OrchestratorService::run_timers(Clock::time_point now) {
         next_tracker_stats_ = now + config_.tracker_stats_period;
         send_tracker_stats(v1::TrackerStats::NONE);
     }
+    if (now >= next_rate_sample_) {
+        next_rate_sample_ = now + kTerminalProgressPeriod;
+        rate_.sample(now, done_bytes_);
+    }
     if (now >= next_progress_) {
         next_progress_ = now + (config_.terminal ? kTerminalProgressPeriod : kPlainProgressPeriod);
-        show_progress(now, false);
+        show_progress(false);
     }
 }
 
@@ -377,7 +380,7 @@ int OrchestratorService::run(const std::function<bool()>& stop_requested) {
             completion_deadline_ = now + (tracker ? config_.completion_grace : milliseconds(0));
         }
         if (completion_sent_ && (now >= completion_deadline_ || tracker_answered_after_completion_)) {
-            show_progress(now, true);
+            show_progress(true);
             shutdown_all("complete");
             if (!config_.quiet) {
                 const double seconds = std::chrono::duration<double>(now - started).count();

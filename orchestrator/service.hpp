@@ -74,7 +74,7 @@ private:
     void send_cancels(const std::vector<Cancel>& cancels);
     void send_tracker_stats(bus::v1::TrackerStats::Event event);
     void shutdown_all(const std::string& reason);
-    void show_progress(Clock::time_point now, bool final_line);
+    void show_progress(bool final_line);
     std::uint64_t bytes_left() const { return torrent_.total_size() - done_bytes_; }
 
     zmq::socket_t router_;
@@ -99,6 +99,7 @@ private:
     Clock::time_point next_heartbeat_{};
     Clock::time_point next_tracker_stats_{};
     Clock::time_point next_progress_{};
+    Clock::time_point next_rate_sample_{};
     Clock::time_point next_expiry_check_{};
     bool progress_shown_ = false;
 };
