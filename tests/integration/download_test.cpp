@@ -84,7 +84,8 @@ private:
     std::string tree_dir_;
 };
 
-// PW_TEST_PIECEWORK swaps in another client with the same flags (reference_client.py) to
+// Environment: PW_KEEP_TEST_DIRS keeps every folder (logs included); PW_TEST_LOG_LEVEL passes
+// --log-level to piecework; PW_TEST_PIECEWORK swaps in another client with the same flags (reference_client.py) to
 // check these tests themselves.
 std::string client_executable() {
     const char* replacement = std::getenv("PW_TEST_PIECEWORK");
@@ -102,6 +103,11 @@ protected:
         std::vector<std::string> argv = {client_executable(), "download", torrent, "-o", out,
                                          "--quiet"};
         argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+        // To read what the stages did in a passing run (with PW_KEEP_TEST_DIRS).
+        if (const char* level = std::getenv("PW_TEST_LOG_LEVEL")) {
+            argv.push_back("--log-level");
+            argv.push_back(level);
+        }
         const std::string log = dir_ / "piecework.log";
         auto client = Process::start(argv, log);
         const int code = client.wait_for_exit(kDownloadTimeout);
