@@ -138,6 +138,31 @@ TempDir& TempDir::operator=(TempDir&& other) noexcept {
 // ---------------------------------------------------------------------------------------
 // Process
 
+namespace {
+// Waits for end-of-file on read_end (the test process closed the pipe or died), then kills
+// the group. Only async-signal-safe calls after fork.
+pid_t start_watchdog(pid_t group, int read_end) {
+    const pid_t pid = ::fork();
+    if (pid < 0) fail("fork");
+    if (pid != 0) return pid;
+    // Ctrl-C reaches the test's whole foreground group; the watchdog must outlive the test.
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    for (const int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE})
+        ::sigaction(signal_number, &ignore, nullptr);
+    // Inherited write ends of other watchdogs' pipes would delay their end-of-file.
+    for (int fd = 0; fd < 4096; ++fd)
+        if (fd != read_end) ::close(fd);
+    char byte;
+    while (true) {
+        const ssize_t n = ::read(read_end, &byte, 1);
+        if (n == 0 || (n < 0 && errno != EINTR)) break;
+    }
+    ::killpg(group, SIGKILL);
+    ::_exit(0);
+}
+}  // namespace
+
 Process Process::start(std::vector<std::string> argv, std::string log_path,
                        std::vector<std::pair<std::string, std::string>> extra_env) {
     if (argv.empty()) throw std::invalid_argument("Process::start: empty argv");
@@ -162,6 +187,8 @@ Process Process::start(std::vector<std::string> argv, std::string log_path,
     for (auto& entry : env_strings) env.push_back(entry.data());
     env.push_back(nullptr);
     const pid_t parent = ::getpid();
+    int watchdog_pipe[2];
+    if (::pipe2(watchdog_pipe, O_CLOEXEC) != 0) fail("pipe2");
 
     const pid_t pid = ::fork();
     if (pid < 0) fail("fork");
@@ -183,28 +210,41 @@ Process Process::start(std::vector<std::string> argv, std::string log_path,
     Process process;
     process.pid_ = pid;
     process.log_path_ = std::move(log_path);
+    process.watchdog_fd_ = watchdog_pipe[1];
+    process.watchdog_pid_ = start_watchdog(pid, watchdog_pipe[0]);
+    ::close(watchdog_pipe[0]);
     return process;
 }
 
-Process::~Process() {
+Process::~Process() { kill_and_reap(); }
+
+void Process::kill_and_reap() {
     if (pid_ <= 0) return;
     // The whole group, even when the leader has exited: its children may still be there.
     signal_group(SIGKILL);
     reap_if_exited(true);
+    if (watchdog_fd_ >= 0) ::close(std::exchange(watchdog_fd_, -1));
+    if (watchdog_pid_ > 0) {
+        while (::waitpid(watchdog_pid_, nullptr, 0) < 0 && errno == EINTR) {
+        }
+        watchdog_pid_ = -1;
+    }
+    pid_ = -1;
 }
 
 Process::Process(Process&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
+      watchdog_pid_(std::exchange(other.watchdog_pid_, -1)),
+      watchdog_fd_(std::exchange(other.watchdog_fd_, -1)),
       exit_code_(std::exchange(other.exit_code_, std::nullopt)),
       log_path_(std::move(other.log_path_)) {}
 
 Process& Process::operator=(Process&& other) noexcept {
     if (this != &other) {
-        if (pid_ > 0) {
-            signal_group(SIGKILL);
-            reap_if_exited(true);
-        }
+        kill_and_reap();
         pid_ = std::exchange(other.pid_, -1);
+        watchdog_pid_ = std::exchange(other.watchdog_pid_, -1);
+        watchdog_fd_ = std::exchange(other.watchdog_fd_, -1);
         exit_code_ = std::exchange(other.exit_code_, std::nullopt);
         log_path_ = std::move(other.log_path_);
     }

@@ -35,8 +35,12 @@ private:
 };
 
 // A child process leading its own process group; stdout and stderr go to a log file.
-// It gets SIGKILL if the test process dies (PR_SET_PDEATHSIG); the destructor kills its
-// whole group and reaps it, so grandchildren (e.g. the stages `piecework` spawns) go too.
+// The destructor kills its whole group and reaps it, so grandchildren (e.g. the stages
+// `piecework` spawns) go too. If the test process dies instead, the child gets SIGKILL
+// (PR_SET_PDEATHSIG), and a watchdog (a forked helper blocked on a pipe only the test
+// process writes to) SIGKILLs the whole group: PDEATHSIG alone reaches neither the
+// grandchildren nor a child that changed its credentials (opentracker drops to nobody,
+// which clears PDEATHSIG).
 class Process {
 public:
     static Process start(std::vector<std::string> argv, std::string log_path,
@@ -63,8 +67,11 @@ public:
 private:
     void reap_if_exited(bool block);
     void signal_group(int signal_number);
+    void kill_and_reap();
 
     pid_t pid_ = -1;
+    pid_t watchdog_pid_ = -1;
+    int watchdog_fd_ = -1;  // closing it (or dying) tells the watchdog to kill the group
     std::optional<int> exit_code_;
     std::string log_path_;
 };
