@@ -8,6 +8,8 @@
 #include <asio/post.hpp>
 #include <spdlog/spdlog.h>
 
+#include "core/bus/welcome.hpp"
+
 namespace pw::peer_worker {
 
 namespace {
@@ -39,21 +41,9 @@ int WorkerService::run() {
 }
 
 void WorkerService::start(const bus::Incoming& welcome) {
-    const auto& peer_id = welcome.envelope.welcome().peer_id();
-    if (peer_id.size() != our_id_.size()) {
-        throw std::runtime_error("Welcome carries a peer id of " + std::to_string(peer_id.size()) +
-                                 " bytes, not 20");
-    }
-    std::copy(peer_id.begin(), peer_id.end(), our_id_.begin());
-    if (welcome.frames.empty()) throw std::runtime_error("Welcome came without the .torrent");
-    const auto& frame = welcome.frames.front();
-    auto torrent = Torrent::parse(std::string_view(frame.data<char>(), frame.size()));
-    if (!torrent) throw std::runtime_error("bad .torrent from the orchestrator: " + torrent.error().describe());
-    torrent_ = std::move(*torrent);
-    if (torrent_->piece_length() > bus::kMaxPieceBytes) {
-        throw std::runtime_error("pieces of " + std::to_string(torrent_->piece_length()) +
-                                 " bytes are larger than a message may be");
-    }
+    bus::WelcomeInfo info = bus::read_welcome(welcome);
+    our_id_ = info.peer_id;
+    torrent_ = std::move(info.torrent);
     geometry_ = PieceGeometry(torrent_->total_size(), torrent_->piece_length());
     parser_limits_.max_message = std::max(kBlockSize + 9, geometry_.bitfield_bytes() + 1);
     parser_limits_.geometry = geometry_;

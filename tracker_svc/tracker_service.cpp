@@ -8,6 +8,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/bus/welcome.hpp"
+
 namespace pw::tracker {
 
 namespace {
@@ -48,25 +50,11 @@ TrackerService::TrackerService(ServiceOptions options)
       udp_(rng_) {}
 
 void TrackerService::on_welcome(bus::Incoming& welcome) {
-    const auto& body = welcome.envelope.welcome();
-    if (body.peer_id().size() != identity_.peer_id.size()) {
-        throw std::runtime_error("Welcome carries a peer id of " +
-                                 std::to_string(body.peer_id().size()) + " bytes, not 20");
-    }
-    if (welcome.frames.empty()) throw std::runtime_error("Welcome carries no .torrent frame");
-    if (body.listen_port() > 65535) {
-        throw std::runtime_error("Welcome carries listen port " +
-                                 std::to_string(body.listen_port()));
-    }
-    auto torrent = Torrent::parse(welcome.frames.front().to_string_view());
-    if (!torrent.ok()) {
-        throw std::runtime_error("the orchestrator's torrent does not parse: " +
-                                 torrent.error().describe());
-    }
-    torrent_.emplace(std::move(torrent).value());
-    std::copy(body.peer_id().begin(), body.peer_id().end(), identity_.peer_id.begin());
+    bus::WelcomeInfo info = bus::read_welcome(welcome);
+    torrent_.emplace(std::move(info.torrent));
+    identity_.peer_id = info.peer_id;
+    identity_.port = info.listen_port;
     identity_.info_hash = torrent_->info_hash();
-    identity_.port = static_cast<std::uint16_t>(body.listen_port());
     // BEP 7's key lets a tracker recognise us across address changes; one per session.
     identity_.key = static_cast<std::uint32_t>(rng_());
     identity_.left = torrent_->total_size();

@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/bus/welcome.hpp"
 #include "core/metainfo.hpp"
 #include "verifier/piece_forwarder.hpp"
 
@@ -14,18 +15,6 @@ namespace {
 
 // Pieces handled per loop turn before the control socket gets its turn again.
 constexpr int kPiecesPerTurn = 16;
-
-Torrent torrent_from_welcome(const bus::Incoming& welcome) {
-    if (welcome.frames.empty()) throw std::runtime_error("the Welcome carried no .torrent");
-    const zmq::message_t& frame = welcome.frames.front();
-    auto torrent = Torrent::parse(
-        std::string_view(static_cast<const char*>(frame.data()), frame.size()));
-    if (!torrent) {
-        throw std::runtime_error("the orchestrator's .torrent is unusable: " +
-                                 torrent.error().describe());
-    }
-    return std::move(torrent).value();
-}
 
 }  // namespace
 
@@ -40,7 +29,7 @@ int run_verifier(zmq::context_t& context, const VerifierOptions& options) {
 
     bus::ControlLink link(context, options.control, options.name, v1::ROLE_VERIFIER,
                           options.timing);
-    const Torrent torrent = torrent_from_welcome(link.handshake());
+    const Torrent torrent = bus::read_welcome(link.handshake()).torrent;
     spdlog::info("verifying '{}': {} pieces of {} bytes", torrent.name(), torrent.piece_count(),
                  torrent.piece_length());
 

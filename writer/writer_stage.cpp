@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/bus/welcome.hpp"
 #include "core/metainfo.hpp"
 #include "writer/piece_store.hpp"
 
@@ -20,18 +21,6 @@ namespace {
 constexpr int kPiecesPerTurn = 16;
 // Long enough for the last acknowledgements to leave before the process ends.
 constexpr int kExitLingerMs = 2000;
-
-Torrent torrent_from_welcome(const bus::Incoming& welcome) {
-    if (welcome.frames.empty()) throw std::runtime_error("the Welcome carried no .torrent");
-    const zmq::message_t& frame = welcome.frames.front();
-    auto torrent = Torrent::parse(
-        std::string_view(static_cast<const char*>(frame.data()), frame.size()));
-    if (!torrent) {
-        throw std::runtime_error("the orchestrator's .torrent is unusable: " +
-                                 torrent.error().describe());
-    }
-    return std::move(torrent).value();
-}
 
 struct WrittenPiece {
     std::uint32_t piece = 0;
@@ -123,7 +112,7 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
     from_verifier.bind(options.verified);
 
     bus::ControlLink link(context, options.control, options.name, v1::ROLE_WRITER, options.timing);
-    const Torrent torrent = torrent_from_welcome(link.handshake());
+    const Torrent torrent = bus::read_welcome(link.handshake()).torrent;
     auto opened = PieceStore::open(torrent, options.dir);
     if (!opened) throw std::runtime_error(opened.error().describe());
     PieceStore store = std::move(opened.value());
