@@ -387,7 +387,7 @@ std::string Torrent::relative_path(std::size_t file_index) const {
     return name_ + "/" + file.path;
 }
 
-Result<Torrent> read_torrent_file(const std::string& path, const MetainfoLimits& limits) {
+Result<std::string> read_torrent_bytes(const std::string& path) {
     // O_NONBLOCK: opening a FIFO must not wait for a writer before fstat can refuse it.
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return make_error(std::strerror(errno));
@@ -413,7 +413,13 @@ Result<Torrent> read_torrent_file(const std::string& path, const MetainfoLimits&
         done += static_cast<std::size_t>(got);
     }
     bytes.resize(done);
-    return Torrent::parse(bytes, limits);
+    return bytes;
+}
+
+Result<Torrent> read_torrent_file(const std::string& path, const MetainfoLimits& limits) {
+    auto bytes = read_torrent_bytes(path);
+    if (!bytes) return bytes.error();
+    return Torrent::parse(*bytes, limits);
 }
 
 }  // namespace pw

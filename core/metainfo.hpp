@@ -98,6 +98,9 @@ private:
 
 // Reads a .torrent file from disk (refusing files over 64 MiB) and parses it.
 Result<Torrent> read_torrent_file(const std::string& path, const MetainfoLimits& limits = {});
+// The bytes of a .torrent file, with the same checks (a regular file, at most 64 MiB), for
+// whoever must pass the file on exactly as it stands.
+Result<std::string> read_torrent_bytes(const std::string& path);
 
 // Path sanitization, deterministic so every stage that parses the same bytes agrees:
 //  - each torrent path element is also split on '/', so "/etc/x" or "a/../b" cannot smuggle
