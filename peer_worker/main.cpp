@@ -10,7 +10,7 @@
 int main(int argc, char** argv) {
     CLI::App app{"piecework peer_worker: downloads pieces from peers"};
     pw::bus::StageCommon common;
-    pw::bus::add_common_options(app, common, "peer_worker-" + std::to_string(::getpid()));
+    pw::bus::add_common_options(app, common, pw::bus::default_instance_name("peer_worker"));
     pw::peer_worker::WorkerOptions options;
     app.add_option("--pieces", options.pieces, "the verifier's endpoint for pieces (we push)")
         ->envname("PW_PIECES")->required();

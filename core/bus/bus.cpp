@@ -6,6 +6,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include "core/bus/trace.hpp"
+
 namespace pw::bus {
 
 void configure(zmq::socket_t& socket, const SocketLimits& limits) {
@@ -69,6 +71,12 @@ RecvStatus receive(zmq::socket_t& socket, bool from_router, Incoming& out, zmq::
         spdlog::warn("dropped a message of an unknown type from '{}'", out.envelope.sender());
         return RecvStatus::dropped;
     }
+    if (auto tracer = trace::logger()) {
+        std::vector<std::size_t> sizes;
+        for (const auto& frame : out.frames) sizes.push_back(frame.size());
+        tracer->info("{}", trace::describe(trace::Direction::received, socket,
+                                           from_router ? &out.identity : nullptr, out.envelope, sizes));
+    }
     return RecvStatus::ok;
 }
 
@@ -84,6 +92,12 @@ bool send(zmq::socket_t& socket, const std::string& sender, v1::Envelope& envelo
     std::string header = envelope.SerializeAsString();
     const bool last = frames.empty();
     if (!socket.send(zmq::buffer(header), last ? flags : more)) return false;
+    if (auto tracer = trace::logger()) {
+        // Sizes are read before the frames are handed to ZeroMQ, which empties them.
+        std::vector<std::size_t> sizes;
+        for (const auto& frame : frames) sizes.push_back(frame.size());
+        tracer->info("{}", trace::describe(trace::Direction::sent, socket, identity, envelope, sizes));
+    }
     for (std::size_t i = 0; i < frames.size(); ++i) {
         const bool final_frame = i + 1 == frames.size();
         socket.send(frames[i], final_frame ? flags : more);

@@ -2,8 +2,12 @@
 
 #include <cstdio>
 #include <exception>
+#include <memory>
+
+#include <unistd.h>
 
 #include "core/bus/log.hpp"
+#include "core/bus/trace.hpp"
 
 namespace pw::bus {
 
@@ -20,9 +24,34 @@ void add_common_options(CLI::App& app, StageCommon& common, std::string default_
         ->envname("PW_LOG_LEVEL")
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
         ->capture_default_str();
+    app.add_flag("--trace", common.trace,
+                 "log every message crossing a socket, one line each, bulk data as sizes only "
+                 "(independent of --log-level)")
+        ->envname("PW_TRACE");
+    app.add_option("--trace-endpoint", common.trace_endpoint,
+                   "also publish the trace lines on this endpoint (bound; read with "
+                   "`piecework tap ENDPOINT`)")
+        ->envname("PW_TRACE_ENDPOINT");
+    app.add_option("--metrics-port", common.metrics_port,
+                   "serve Prometheus metrics on http://ADDRESS:PORT/metrics (0 = off)")
+        ->envname("PW_METRICS_PORT")
+        ->check(CLI::Range(0u, 65535u))
+        ->capture_default_str();
+    app.add_option("--metrics-address", common.metrics_address,
+                   "IPv4 address the metrics port listens on")
+        ->envname("PW_METRICS_ADDRESS")
+        ->capture_default_str();
 }
 
-int run_stage(CLI::App& app, int argc, char** argv, const StageCommon& common,
+std::string default_instance_name(const std::string& role) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') {
+        return role + "-" + std::to_string(::getpid());
+    }
+    return role + "-" + host + "-" + std::to_string(::getpid());
+}
+
+int run_stage(CLI::App& app, int argc, char** argv, StageCommon& common,
               const std::function<int()>& body) {
     try {
         app.parse(argc, argv);
@@ -31,7 +60,22 @@ int run_stage(CLI::App& app, int argc, char** argv, const StageCommon& common,
     }
     try {
         init_logging(common.name, common.log_level);
-        return body();
+        metrics::Registry registry(common.name);
+        common.metrics = &registry;
+        std::unique_ptr<metrics::HttpExporter> exporter;
+        if (common.metrics_port != 0) {
+            exporter = std::make_unique<metrics::HttpExporter>(
+                registry, static_cast<std::uint16_t>(common.metrics_port), common.metrics_address);
+            spdlog::info("metrics on http://{}:{}/metrics", common.metrics_address, exporter->port());
+        }
+        if (common.trace || !common.trace_endpoint.empty()) {
+            trace::start(common.name, common.trace, common.trace_endpoint);
+            if (!common.trace_endpoint.empty()) spdlog::info("trace lines published on {}", common.trace_endpoint);
+        }
+        const int status = body();
+        trace::stop();
+        common.metrics = nullptr;
+        return status;
     } catch (const std::exception& error) {
         std::fprintf(stderr, "%s: %s\n", common.name.c_str(), error.what());
         return 1;

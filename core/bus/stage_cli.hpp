@@ -5,21 +5,36 @@
 
 #include <CLI/CLI.hpp>
 
+#include "core/bus/metrics.hpp"
+
 namespace pw::bus {
 
 struct StageCommon {
     std::string control;  // the orchestrator binds it, every other stage connects to it
     std::string name;     // instance name: the identity on the control socket, the log prefix
     std::string log_level = "info";
+    bool trace = false;              // one line per message crossing a socket, on stderr
+    std::string trace_endpoint;      // also PUB those lines here, for `piecework tap`
+    unsigned metrics_port = 0;       // Prometheus text on http://ADDRESS:PORT/metrics; 0 = off
+    std::string metrics_address = "0.0.0.0";
+    // Set by run_stage before `body` runs: the stage's counters (served when metrics_port is
+    // set, kept either way so the loops never have to ask).
+    metrics::Registry* metrics = nullptr;
 };
 
-// Adds --control (PW_CONTROL, required), --name (PW_NAME) and --log-level (PW_LOG_LEVEL).
+// Adds --control (PW_CONTROL, required), --name (PW_NAME), --log-level (PW_LOG_LEVEL),
+// --trace (PW_TRACE), --trace-endpoint (PW_TRACE_ENDPOINT), --metrics-port (PW_METRICS_PORT) and
+// --metrics-address (PW_METRICS_ADDRESS).
 // `default_name` is used when --name is not given.
 void add_common_options(CLI::App& app, StageCommon& common, std::string default_name);
 
-// Parses the command line, sets up logging and runs `body`, turning any exception into one
-// line on stderr ("STAGE: what went wrong") and exit code 1.
-int run_stage(CLI::App& app, int argc, char** argv, const StageCommon& common,
+// Parses the command line, sets up logging, tracing and metrics, and runs `body`, turning any
+// exception into one line on stderr ("STAGE: what went wrong") and exit code 1.
+int run_stage(CLI::App& app, int argc, char** argv, StageCommon& common,
               const std::function<int()>& body);
+
+// "ROLE-HOST-PID": unique across containers (where every stage may be pid 1) and across
+// processes on one host, so scaled workers never share an identity on the control socket.
+std::string default_instance_name(const std::string& role);
 
 }  // namespace pw::bus
