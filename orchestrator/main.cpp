@@ -29,7 +29,10 @@ int main(int argc, char** argv) {
     unsigned heartbeat_ms = 1000;
     bool quiet = false;
     app.add_option("--torrent", torrent_path, "The .torrent file")->envname("PW_TORRENT")->required();
-    app.add_option("--peer", peer_args, "HOST:PORT of a peer to use without a tracker (repeatable)");
+    app.add_option("--peer", peer_args,
+                   "HOST:PORT of a peer to use without a tracker (repeatable; comma-separated "
+                   "in PW_PEERS)")
+        ->envname("PW_PEERS")->delimiter(',');
     app.add_option("--listen-port", listen_port, "Port we announce")
         ->check(CLI::Range(1u, 65535u))->capture_default_str();
     app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat period")
