@@ -47,6 +47,9 @@ std::vector<StageCommand> stage_commands(const DownloadOptions& options, const S
 
     StageCommand writer{"writer", exe("writer"), common("writer")};
     writer.args.insert(writer.args.end(), {"--verified", endpoints.verified, "--dir", plan.output_dir});
+    if (!options.state_dir.empty()) {
+        writer.args.insert(writer.args.end(), {"--state-dir", fs::absolute(options.state_dir).string()});
+    }
     commands.push_back(std::move(writer));
 
     if (plan.with_tracker) commands.push_back({"tracker_svc", exe("tracker_svc"), common("tracker_svc")});

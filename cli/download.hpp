@@ -19,6 +19,8 @@ struct DownloadOptions {
     unsigned workers = 1;
     bool quiet = false;
     std::string log_level = "warn";
+    // The writer's resume records; empty: the writer's default (DIR/.piecework).
+    std::string state_dir;
     // Where the stage executables are; defaults to the folder of the running piecework.
     std::string bin_dir;
 };

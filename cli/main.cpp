@@ -30,6 +30,9 @@ int main(int argc, char** argv) {
     download_cmd->add_option("--log-level", download.log_level,
                              "Stage log level: trace, debug, info, warn, error")
         ->capture_default_str();
+    download_cmd->add_option("--state-dir", download.state_dir,
+                             "Folder for resume records (default: OUTPUT/.piecework)")
+        ->envname("PW_STATE_DIR");
     download_cmd->add_option("--bin-dir", download.bin_dir,
                              "Folder with the stage executables (default: beside piecework)");
 

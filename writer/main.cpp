@@ -16,12 +16,16 @@ int main(int argc, char** argv) {
         ->envname("PW_VERIFIED")->required();
     app.add_option("--dir", options.dir, "download directory (created when missing)")
         ->envname("PW_DIR")->required();
+    app.add_option("--state-dir", options.state_dir,
+                   "folder for the resume record (default: DIR/.piecework)")
+        ->envname("PW_STATE_DIR");
     app.add_option("--sync-interval-ms", sync_interval_ms,
                    "make written pieces durable (and acknowledge them) at most this often")
         ->check(CLI::Range(1, 3'600'000))->capture_default_str();
     return pw::bus::run_stage(app, argc, argv, common, [&] {
         options.control = common.control;
         options.name = common.name;
+        options.curve = pw::bus::load_curve_config(common.curve_key, common.curve_allow);
         options.sync_interval = std::chrono::milliseconds(sync_interval_ms);
         zmq::context_t context;
         return pw::writer::run_writer(context, options);

@@ -29,6 +29,7 @@ public:
     Status sync();
 
     std::size_t open_file_count() const { return open_files_.size(); }
+    int root_fd() const { return root_.get(); }
 
 private:
     PieceStore(const Torrent& torrent, std::string download_dir, UniqueFd root,

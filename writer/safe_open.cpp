@@ -121,4 +121,35 @@ Result<OpenedFile> open_below(int root_fd, std::string_view relative_path) {
     return opened;
 }
 
+Result<UniqueFd> open_existing_below(int root_fd, std::string_view relative_path, bool writable) {
+    const std::vector<std::string_view> elements = split_path(relative_path);
+    for (std::string_view element : elements) {
+        if (is_unsafe_element(element)) {
+            return make_error("refusing the unsafe path '" + std::string(relative_path) + "'");
+        }
+    }
+    UniqueFd current;
+    for (std::size_t i = 0; i < elements.size(); ++i) {
+        const bool leaf = i + 1 == elements.size();
+        const int dir_fd = current.valid() ? current.get() : root_fd;
+        const std::string name(elements[i]);
+        const int flags = O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK |
+                          (leaf ? (writable ? O_RDWR : O_RDONLY) : (O_RDONLY | O_DIRECTORY));
+        const int fd = ::openat(dir_fd, name.c_str(), flags);
+        if (fd < 0) {
+            const int error = errno;
+            if (error == ENOENT) return UniqueFd();
+            if (error == ELOOP || error == ENOTDIR) return make_error(refusal(dir_fd, name, relative_path, error));
+            return make_error(describe_errno("cannot open", relative_path, error));
+        }
+        current = UniqueFd(fd);
+    }
+    struct stat info {};
+    if (::fstat(current.get(), &info) != 0) return make_error(describe_errno("cannot inspect", relative_path, errno));
+    if (!S_ISREG(info.st_mode)) {
+        return make_error("refusing to use '" + std::string(relative_path) + "': not a regular file");
+    }
+    return current;
+}
+
 }  // namespace pw::writer

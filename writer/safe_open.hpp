@@ -28,4 +28,9 @@ struct OpenedFile {
 // are made durable in their parent directory before this returns.
 Result<OpenedFile> open_below(int root_fd, std::string_view relative_path);
 
+// Opens an existing regular file below `root_fd` with the same refusals as open_below, but
+// creates nothing: a missing file or folder gives an invalid fd, not an error. For reading
+// what an earlier run (or the user) left in the download directory.
+Result<UniqueFd> open_existing_below(int root_fd, std::string_view relative_path, bool writable);
+
 }  // namespace pw::writer

@@ -11,6 +11,7 @@
 #include "core/bus/welcome.hpp"
 #include "core/metainfo.hpp"
 #include "writer/piece_store.hpp"
+#include "writer/resume_state.hpp"
 
 namespace pw::writer {
 
@@ -30,7 +31,9 @@ struct WrittenPiece {
 // Pieces written but not yet durable, acknowledged together after the next sync.
 class AckBatch {
 public:
-    AckBatch(PieceStore& store, bus::ControlLink& link) : store_(store), link_(link) {}
+    AckBatch(PieceStore& store, bus::ControlLink& link, ResumeBook& book,
+             std::chrono::milliseconds save_interval)
+        : store_(store), link_(link), book_(book), save_interval_(save_interval) {}
 
     void add(WrittenPiece piece) { pending_.push_back(piece); }
     std::size_t size() const { return pending_.size(); }
@@ -53,6 +56,7 @@ public:
         for (const WrittenPiece& piece : pending_) {
             v1::Envelope report;
             if (synced.ok()) {
+                book_.mark_done(PieceIndex{piece.piece});
                 report.mutable_piece_written()->set_piece(piece.piece);
                 report.mutable_piece_written()->set_lease_id(piece.lease_id);
             } else {
@@ -63,11 +67,23 @@ public:
             link_.send(report);
         }
         pending_.clear();
+        if (synced.ok() && bus::Clock::now() >= next_save_) save_record();
+    }
+
+    // The resume record: after syncs (throttled) and at the end.
+    void save_record() {
+        next_save_ = bus::Clock::now() + save_interval_;
+        if (const Status saved = book_.save(); !saved.ok()) {
+            spdlog::warn("resume record not saved: {}", saved.error().describe());
+        }
     }
 
 private:
     PieceStore& store_;
     bus::ControlLink& link_;
+    ResumeBook& book_;
+    std::chrono::milliseconds save_interval_;
+    bus::Clock::time_point next_save_{};
     std::vector<WrittenPiece> pending_;
     std::optional<bus::Clock::time_point> last_sync_;
 };
@@ -103,15 +119,32 @@ void write_one(PieceStore& store, AckBatch& batch, bus::ControlLink& link, const
     batch.add(WrittenPiece{piece.piece(), piece.lease_id()});
 }
 
+// Sends the pieces already on disk; always, even none: the orchestrator leases nothing
+// before it has heard this.
+void send_resume_state(bus::ControlLink& link, const PieceBits& done) {
+    v1::Envelope envelope;
+    envelope.mutable_resume_state()->set_pieces_done(done.count());
+    std::vector<zmq::message_t> frames;
+    frames.emplace_back(done.bytes().data(), done.bytes().size());
+    link.send(envelope, frames);
+}
+
 }  // namespace
 
+std::string state_dir_of(const WriterOptions& options) {
+    return options.state_dir.empty() ? options.dir + "/.piecework" : options.state_dir;
+}
+
 int run_writer(zmq::context_t& context, const WriterOptions& options) {
+    bus::Gatekeeper gatekeeper(context, options.curve);  // outlives the socket it guards
     zmq::socket_t from_verifier(context, zmq::socket_type::pull);
     bus::configure(from_verifier, bus::SocketLimits{bus::kMaxMessageBytes, kVerifiedQueueDepth,
                                                     kVerifiedQueueDepth, 0});
+    gatekeeper.secure(from_verifier, "verified");
     from_verifier.bind(options.verified);
 
-    bus::ControlLink link(context, options.control, options.name, v1::ROLE_WRITER, options.timing);
+    bus::ControlLink link(context, options.control, options.name, v1::ROLE_WRITER, options.timing,
+                          options.curve);
     const Torrent torrent = bus::read_welcome(link.handshake()).torrent;
     auto opened = PieceStore::open(torrent, options.dir);
     if (!opened) throw std::runtime_error(opened.error().describe());
@@ -122,9 +155,36 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
     spdlog::info("writing '{}' ({} bytes, {} files) below '{}'", torrent.name(),
                  torrent.total_size(), torrent.files().size(), options.dir);
 
-    AckBatch batch(store, link);
+    ResumeBook book(torrent, store.root_fd(), state_dir_of(options));
+    // Checking the files may take a while: keep the control link alive meanwhile, and stop
+    // when told to.
+    bool shutdown_during_check = false;
+    const auto started = book.start([&] {
+        while (auto message = link.poll_message()) {
+            if (message->envelope.has_shutdown()) shutdown_during_check = true;
+        }
+        if (shutdown_during_check) return false;
+        if (!link.tick(v1::Heartbeat{})) throw std::runtime_error("the orchestrator fell silent");
+        return true;
+    });
+    if (!started) {
+        spdlog::info("shut down while checking the files already on disk");
+        link.socket().set(zmq::sockopt::linger, kExitLingerMs);
+        return 0;
+    }
+    if (started->trusted) {
+        spdlog::info("resume record '{}' holds: {} of {} pieces on disk", book.path(),
+                     book.done().count(), torrent.piece_count());
+    } else {
+        spdlog::info("checked the files ({}): {} of {} pieces on disk", started->reason,
+                     book.done().count(), torrent.piece_count());
+    }
+    send_resume_state(link, book.done());
+
+    AckBatch batch(store, link, book, options.state_save_interval);
     auto finish = [&](int code) {
         batch.flush();
+        batch.save_record();
         link.socket().set(zmq::sockopt::linger, kExitLingerMs);
         return code;
     };

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 #include "test_torrents.hpp"
 #include "writer/open_file_cache.hpp"
 #include "writer/piece_store.hpp"
+#include "writer/resume_state.hpp"
 #include "writer/safe_open.hpp"
 #include "writer/writer_stage.hpp"
 
@@ -304,7 +306,7 @@ TEST(WriterStage, WritesAcknowledgesAndShutsDown) {
     test::FakeOrchestrator orchestrator(context, t.bytes);
     const WriterOptions options{orchestrator.endpoint(), test::unique_inproc("verified"),
                                 (dir.path() / "dl").string(), "writer-stage-test", 50ms,
-                                bus::Timing{100ms, 5, 3000ms}};
+                                bus::Timing{100ms, 5, 3000ms}, (dir.path() / "state").string(), 3000ms};
     test::StageThread stage(orchestrator, [&context, options] { return run_writer(context, options); });
     ASSERT_TRUE(orchestrator.expect(v1::Envelope::kHeartbeat).has_value());
     EXPECT_TRUE(fs::is_regular_file(dir.path() / "dl" / "stage" / "b.bin"));
@@ -348,7 +350,7 @@ TEST(WriterStage, ShutdownAcknowledgesWhatIsPending) {
     // A sync interval far beyond the test: only Shutdown can flush the ack.
     const WriterOptions options{orchestrator.endpoint(), test::unique_inproc("verified"),
                                 dir.path().string(), "writer-shutdown-test", 3600s,
-                                bus::Timing{100ms, 5, 3000ms}};
+                                bus::Timing{100ms, 5, 3000ms}, (dir.path() / "state").string(), 3000ms};
     test::StageThread stage(orchestrator, [&context, options] { return run_writer(context, options); });
     ASSERT_TRUE(orchestrator.expect(v1::Envelope::kHeartbeat).has_value());
 
@@ -383,6 +385,207 @@ TEST(WriterStage, ShutdownAcknowledgesWhatIsPending) {
     EXPECT_EQ(written->envelope.piece_written().lease_id(), 2u);
     EXPECT_EQ(stage.stop(), 0);
     EXPECT_EQ(read_file(dir.path() / "late.bin"), t.content);
+}
+
+// --- resume ---
+
+std::vector<std::string> names_in(const fs::path& dir) {
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename().string());
+    return names;
+}
+
+void write_pieces(PieceStore& store, const TestTorrent& t, const std::vector<std::uint32_t>& pieces) {
+    for (const std::uint32_t i : pieces) {
+        const Status status = store.write_piece(PieceIndex{i}, as_bytes(t.piece(i)));
+        ASSERT_TRUE(status.ok()) << status.error().describe();
+    }
+    ASSERT_TRUE(store.sync().ok());
+}
+
+std::vector<std::uint32_t> done_list(const PieceBits& bits) {
+    std::vector<std::uint32_t> list;
+    for (std::uint32_t i = 0; i < bits.piece_count(); ++i) {
+        if (bits.test(PieceIndex{i})) list.push_back(i);
+    }
+    return list;
+}
+
+const auto kAlways = [] { return true; };
+
+TEST(PieceBits, WireLayoutAndSpareBits) {
+    PieceBits bits(10);
+    bits.set(PieceIndex{0});
+    bits.set(PieceIndex{9});
+    bits.set(PieceIndex{9});
+    bits.set(PieceIndex{10});  // out of range: ignored
+    EXPECT_EQ(bits.count(), 2u);
+    EXPECT_EQ(bits.bytes(), std::string("\x80\x40", 2));
+    const auto back = PieceBits::from_bytes(10, bits.bytes());
+    ASSERT_TRUE(back.has_value());
+    EXPECT_EQ(done_list(*back), (std::vector<std::uint32_t>{0, 9}));
+    EXPECT_FALSE(PieceBits::from_bytes(10, std::string("\x80\x20", 2)).has_value());  // spare bit
+    EXPECT_FALSE(PieceBits::from_bytes(10, std::string("\x80", 1)).has_value());
+}
+
+TEST(ResumeRecord, RoundTripAndRefusals) {
+    const TestTorrent t = make_torrent("r", 1024, {{{"a.bin"}, 3000}, {{"b.bin"}, 10}});
+    const TestTorrent other = make_torrent("other", 1024, {{{"a.bin"}, 3000}, {{"b.bin"}, 10}}, 0);
+    ResumeRecord record{PieceBits(t.torrent.piece_count()), {FileStamp{true, 3000, 1234567890123456789}, FileStamp{}}};
+    record.done.set(PieceIndex{1});
+    const std::string bytes = encode_resume(record, t.torrent);
+    auto back = decode_resume(bytes, t.torrent);
+    ASSERT_TRUE(back.ok()) << back.error().describe();
+    EXPECT_EQ(back->done.bytes(), record.done.bytes());
+    EXPECT_EQ(back->files, record.files);
+
+    EXPECT_FALSE(decode_resume(bytes, other.torrent).ok());  // another torrent's record
+    EXPECT_FALSE(decode_resume(bytes.substr(0, bytes.size() / 2), t.torrent).ok());
+    EXPECT_FALSE(decode_resume("garbage", t.torrent).ok());
+    EXPECT_FALSE(decode_resume("de", t.torrent).ok());
+}
+
+TEST(ResumeRecord, AtomicReplaceLeavesNoTempFiles) {
+    TempDir dir;
+    ASSERT_TRUE(replace_file_atomically(dir.path().string(), "x.resume", "first").ok());
+    ASSERT_TRUE(replace_file_atomically(dir.path().string(), "x.resume", "second").ok());
+    EXPECT_EQ(read_file(dir.path() / "x.resume"), "second");
+    EXPECT_EQ(names_in(dir.path()), (std::vector<std::string>{"x.resume"}));
+    // A folder that cannot hold it: an error, not an exception.
+    EXPECT_FALSE(replace_file_atomically((dir.path() / "missing").string(), "x.resume", "z").ok());
+}
+
+TEST(ResumeBook, ChecksFilesWithoutARecordThenTrustsItsOwnRecord) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("m", 1024, {{{"a.bin"}, 2500}, {{"b.bin"}, 1700}});
+    PieceStore store = open_store(t, dir.path() / "dl");
+    write_pieces(store, t, {0, 2, 4});
+    const std::string state = (dir.path() / "state").string();
+    {
+        ResumeBook book(t.torrent, store.root_fd(), state);
+        const auto start = book.start(kAlways);
+        ASSERT_TRUE(start.has_value());
+        EXPECT_FALSE(start->trusted);
+        EXPECT_EQ(done_list(book.done()), (std::vector<std::uint32_t>{0, 2, 4}));
+    }
+    // The check saved a record; nothing changed since, so the next start trusts it.
+    EXPECT_EQ(names_in(state), (std::vector<std::string>{to_hex(t.torrent.info_hash()) + ".resume"}));
+    ResumeBook again(t.torrent, store.root_fd(), state);
+    const auto start = again.start(kAlways);
+    ASSERT_TRUE(start.has_value());
+    EXPECT_TRUE(start->trusted) << start->reason;
+    EXPECT_EQ(done_list(again.done()), (std::vector<std::uint32_t>{0, 2, 4}));
+}
+
+TEST(ResumeBook, ChangedMtimeMeansTheFilesAreCheckedAgain) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("one.bin", 1024, {}, 4096);
+    PieceStore store = open_store(t, dir.path());
+    write_pieces(store, t, {0, 1, 2, 3});
+    const std::string state = (dir.path() / ".piecework").string();
+    ResumeBook book(t.torrent, store.root_fd(), state);
+    for (std::uint32_t i = 0; i < 4; ++i) book.mark_done(PieceIndex{i});
+    ASSERT_TRUE(book.save().ok());
+    // Garbage in piece 1 behind the record's back, with the size unchanged.
+    {
+        std::fstream file(dir.path() / "one.bin", std::ios::in | std::ios::out | std::ios::binary);
+        file.seekp(1100);
+        file << "garbage";
+    }
+    struct timespec times[2] = {{0, UTIME_OMIT}, {12345, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, (dir.path() / "one.bin").c_str(), times, 0), 0);
+    ResumeBook next(t.torrent, store.root_fd(), state);
+    const auto start = next.start(kAlways);
+    ASSERT_TRUE(start.has_value());
+    EXPECT_FALSE(start->trusted);
+    EXPECT_EQ(done_list(next.done()), (std::vector<std::uint32_t>{0, 2, 3}));
+}
+
+TEST(ResumeBook, CorruptRecordMeansTheFilesAreCheckedAgain) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("one.bin", 1024, {}, 3000);
+    PieceStore store = open_store(t, dir.path());
+    write_pieces(store, t, {2});
+    const fs::path state = dir.path() / "state";
+    fs::create_directories(state);
+    std::ofstream(state / (to_hex(t.torrent.info_hash()) + ".resume")) << "d7:version";
+    ResumeBook book(t.torrent, store.root_fd(), state.string());
+    const auto start = book.start(kAlways);
+    ASSERT_TRUE(start.has_value());
+    EXPECT_FALSE(start->trusted);
+    EXPECT_NE(start->reason.find("refused"), std::string::npos) << start->reason;
+    EXPECT_EQ(done_list(book.done()), (std::vector<std::uint32_t>{2}));
+}
+
+TEST(ResumeBook, ShortFilesKeepTheirGoodPiecesAndLongFilesAreCutToSize) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("m", 1024, {{{"a.bin"}, 2500}, {{"b.bin"}, 1700}});
+    fs::create_directories(dir.path() / "m");
+    // a.bin: its first two pieces only; b.bin: complete plus trailing junk.
+    std::ofstream(dir.path() / "m" / "a.bin", std::ios::binary) << file_content(t, 0).substr(0, 2048);
+    std::ofstream(dir.path() / "m" / "b.bin", std::ios::binary) << file_content(t, 1) << "junk past the end";
+    auto root = open_download_dir(dir.path().string());
+    ASSERT_TRUE(root.ok());
+    ResumeBook book(t.torrent, root->get(), (dir.path() / "state").string());
+    const auto start = book.start(kAlways);
+    ASSERT_TRUE(start.has_value());
+    // Piece 2 spans both files and a.bin ends too early; pieces 3 and 4 lie in b.bin.
+    EXPECT_EQ(done_list(book.done()), (std::vector<std::uint32_t>{0, 1, 3, 4}));
+    EXPECT_EQ(read_file(dir.path() / "m" / "b.bin"), file_content(t, 1));
+    EXPECT_EQ(fs::file_size(dir.path() / "m" / "a.bin"), 2048u);  // never cut shorter
+}
+
+TEST(ResumeBook, StopsWhenAskedDuringTheCheck) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("one.bin", 1024, {}, 8192);
+    auto root = open_download_dir(dir.path().string());
+    ASSERT_TRUE(root.ok());
+    ResumeBook book(t.torrent, root->get(), (dir.path() / "state").string());
+    int asked = 0;
+    EXPECT_FALSE(book.start([&] { return ++asked < 3; }).has_value());
+    EXPECT_EQ(asked, 3);
+}
+
+TEST(WriterStage, SendsResumeStateFirstAndSavesTheRecordAtShutdown) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("resume.bin", 1024, {}, 3000);
+    {
+        PieceStore store = open_store(t, dir.path() / "dl");
+        write_pieces(store, t, {1});
+    }
+    zmq::context_t context;
+    test::FakeOrchestrator orchestrator(context, t.bytes);
+    WriterOptions options{orchestrator.endpoint(), test::unique_inproc("verified"),
+                          (dir.path() / "dl").string(), "writer-resume-test", 50ms,
+                          bus::Timing{100ms, 5, 3000ms}, (dir.path() / "state").string(), 3000ms};
+    options.state_dir = (dir.path() / "state").string();
+    test::StageThread stage(orchestrator, [&context, options] { return run_writer(context, options); });
+    const auto resume = orchestrator.expect(v1::Envelope::kResumeState);
+    ASSERT_TRUE(resume.has_value());
+    EXPECT_EQ(resume->envelope.resume_state().pieces_done(), 1u);
+    ASSERT_EQ(resume->frames.size(), 1u);
+    EXPECT_EQ(resume->frames[0].to_string(), std::string("\x40", 1));
+
+    zmq::socket_t verifier(context, zmq::socket_type::push);
+    bus::configure(verifier);
+    verifier.connect(options.verified);
+    v1::Envelope envelope;
+    envelope.mutable_piece_data()->set_piece(0);
+    envelope.mutable_piece_data()->set_lease_id(7);
+    const std::string bytes = t.piece(0);
+    std::vector<zmq::message_t> frames;
+    frames.emplace_back(bytes.data(), bytes.size());
+    ASSERT_TRUE(bus::send(verifier, "verifier-1", envelope, frames));
+    ASSERT_TRUE(orchestrator.expect(v1::Envelope::kPieceWritten).has_value());
+    EXPECT_EQ(stage.stop(), 0);
+
+    auto root = open_download_dir((dir.path() / "dl").string());
+    ASSERT_TRUE(root.ok());
+    ResumeBook book(t.torrent, root->get(), options.state_dir);
+    const auto start = book.start(kAlways);
+    ASSERT_TRUE(start.has_value());
+    EXPECT_TRUE(start->trusted) << start->reason;
+    EXPECT_EQ(done_list(book.done()), (std::vector<std::uint32_t>{0, 1}));
 }
 
 }  // namespace
