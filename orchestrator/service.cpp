@@ -217,7 +217,8 @@ void OrchestratorService::on_peer_has(const v1::PeerHas& has, std::vector<zmq::m
 
 void OrchestratorService::on_work_request(const std::string& identity,
                                           const v1::WorkRequest& request, Clock::time_point now) {
-    const std::size_t count = std::min(request.count(), config_.max_leases_per_request);
+    const std::size_t count =
+        writer_resumed_ ? std::min(request.count(), config_.max_leases_per_request) : 0;
     v1::Envelope envelope;
     auto* leases = envelope.mutable_leases();
     leases->set_peer(request.peer());
@@ -262,14 +263,28 @@ void OrchestratorService::on_write_failed(const v1::WriteFailed& failed, Clock::
 }
 
 void OrchestratorService::on_resume_state(std::vector<zmq::message_t>& frames) {
-    if (frames.empty()) return;
-    const auto bits = bytes_of(frames[0]);
+    // Merged, never replacing: a restarted writer cannot un-mark an acknowledged piece. A
+    // malformed one still opens the gate (its pieces are fetched again, which is only slower).
+    const bool first = !writer_resumed_;
+    writer_resumed_ = true;
+    const auto bits = frames.empty() ? std::span<const std::uint8_t>{} : bytes_of(frames[0]);
     if (bits.size() != (std::uint64_t{torrent_.piece_count()} + 7) / 8) {
         spdlog::warn("ignoring a resume bitfield of the wrong length");
         return;
     }
+    std::uint32_t on_disk = 0;
     for (std::uint32_t piece = 0; piece < torrent_.piece_count(); ++piece) {
-        if ((bits[piece / 8] >> (7 - piece % 8)) & 1u) on_piece_written(PieceIndex{piece});
+        if (((bits[piece / 8] >> (7 - piece % 8)) & 1u) == 0) continue;
+        ++on_disk;
+        if (first && !scheduler_.pieces().is_done(PieceIndex{piece})) {
+            resumed_bytes_ += torrent_.piece_size(PieceIndex{piece});
+        }
+        on_piece_written(PieceIndex{piece});
+    }
+    if (first && on_disk > 0 && !config_.quiet) {
+        if (progress_shown_ && config_.terminal) out_ << "\n";
+        out_ << "resumed: " << on_disk << " of " << torrent_.piece_count()
+             << " pieces already on disk\n" << std::flush;
     }
 }
 
@@ -333,7 +348,7 @@ void OrchestratorService::run_timers(Clock::time_point now) {
     }
     if (now >= next_rate_sample_) {
         next_rate_sample_ = now + kTerminalProgressPeriod;
-        rate_.sample(now, done_bytes_);
+        rate_.sample(now, done_bytes_ - resumed_bytes_);
     }
     if (now >= next_progress_) {
         next_progress_ = now + (config_.terminal ? kTerminalProgressPeriod : kPlainProgressPeriod);

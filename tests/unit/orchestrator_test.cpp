@@ -367,6 +367,103 @@ struct FakeStage {
     std::string name;
 };
 
+void send_resume_state(FakeStage& writer, const std::string& bits) {
+    v1::Envelope resume;
+    std::uint32_t count = 0;
+    for (const char byte : bits) count += static_cast<std::uint32_t>(__builtin_popcount(static_cast<std::uint8_t>(byte)));
+    resume.mutable_resume_state()->set_pieces_done(count);
+    std::vector<zmq::message_t> frames;
+    frames.emplace_back(bits.data(), bits.size());
+    writer.send(resume, frames);
+}
+
+// A service on its own thread, stopped and joined however the test ends.
+struct ServiceThread {
+    ServiceThread(zmq::context_t& context, const std::string& bytes, ServiceConfig config,
+                  std::ostream& out)
+        : service(context, *Torrent::parse(bytes), std::move(config), out, out),
+          loop([this] { code = service.run([this] { return stop.load(); }); }) {}
+    ~ServiceThread() {
+        stop = true;
+        if (loop.joinable()) loop.join();
+    }
+    OrchestratorService service;
+    std::atomic<bool> stop{false};
+    int code = -1;
+    std::thread loop;
+};
+
+ServiceConfig fake_config(const std::string& bytes, const std::string& endpoint) {
+    ServiceConfig config;
+    config.control = endpoint;
+    config.torrent_bytes = bytes;
+    config.heartbeat = 50ms;
+    return config;
+}
+
+std::optional<bus::Incoming> hello_and_welcome(FakeStage& stage, v1::Role role) {
+    v1::Envelope hello;
+    hello.mutable_hello()->set_role(role);
+    hello.mutable_hello()->set_pid(1);
+    stage.send(hello);
+    return stage.expect(v1::Envelope::kWelcome);
+}
+
+// Issue 4: no piece is leased before the writer said what is already on disk; those pieces
+// count as done, and a restarted writer's smaller report never un-marks them.
+TEST(OrchestratorService, LeasesWaitForTheWritersResumeState) {
+    zmq::context_t context;
+    const std::string bytes = two_piece_torrent();
+    std::ostringstream out;
+    ServiceThread thread(context, bytes, fake_config(bytes, "inproc://orchestrator-resume"), out);
+    FakeStage worker(context, "inproc://orchestrator-resume", "peer_worker-1");
+    FakeStage writer(context, "inproc://orchestrator-resume", "writer");
+    ASSERT_TRUE(hello_and_welcome(worker, v1::ROLE_PEER_WORKER));
+    ASSERT_TRUE(hello_and_welcome(writer, v1::ROLE_WRITER));
+    v1::Envelope has;
+    has.mutable_peer_has()->set_peer("127.0.0.1:9000");
+    has.mutable_peer_has()->set_have_all(true);
+    worker.send(has);
+    v1::Envelope request;
+    request.mutable_work_request()->set_peer("127.0.0.1:9000");
+    request.mutable_work_request()->set_count(4);
+    worker.send(request);
+    auto leases = worker.expect(v1::Envelope::kLeases);
+    ASSERT_TRUE(leases);
+    EXPECT_EQ(leases->envelope.leases().leases_size(), 0);
+
+    send_resume_state(writer, std::string(1, '\x80'));  // piece 0 is on disk
+    bool got_piece_one = false;
+    for (int attempt = 0; attempt < 50 && !got_piece_one; ++attempt) {
+        worker.send(request);
+        leases = worker.expect(v1::Envelope::kLeases);
+        ASSERT_TRUE(leases);
+        for (const auto& lease : leases->envelope.leases().leases()) {
+            EXPECT_EQ(lease.piece(), 1u);  // never the resumed piece
+            got_piece_one = true;
+        }
+    }
+    EXPECT_TRUE(got_piece_one);
+    send_resume_state(writer, std::string(1, '\0'));  // a restarted writer knows less
+    EXPECT_EQ(thread.service.scheduler().pieces().done_count(), 1u);
+    EXPECT_NE(out.str().find("resumed: 1 of 2 pieces already on disk"), std::string::npos) << out.str();
+}
+
+TEST(OrchestratorService, EverythingOnDiskCompletesAtOnce) {
+    zmq::context_t context;
+    const std::string bytes = two_piece_torrent();
+    std::ostringstream out;
+    ServiceThread thread(context, bytes, fake_config(bytes, "inproc://orchestrator-complete"), out);
+    FakeStage writer(context, "inproc://orchestrator-complete", "writer");
+    ASSERT_TRUE(hello_and_welcome(writer, v1::ROLE_WRITER));
+    send_resume_state(writer, std::string(1, '\xc0'));
+    auto shutdown = writer.expect(v1::Envelope::kShutdown);
+    ASSERT_TRUE(shutdown);
+    EXPECT_EQ(shutdown->envelope.shutdown().reason(), "complete");
+    thread.loop.join();
+    EXPECT_EQ(thread.code, 0);
+}
+
 TEST(OrchestratorService, DrivesFakeStagesToCompletion) {
     zmq::context_t context;
     const std::string bytes = two_piece_torrent();
@@ -409,6 +506,7 @@ TEST(OrchestratorService, DrivesFakeStagesToCompletion) {
     hello.mutable_hello()->set_role(v1::ROLE_WRITER);
     writer.send(hello);
     ASSERT_TRUE(writer.expect(v1::Envelope::kWelcome));
+    send_resume_state(writer, std::string(1, '\0'));
 
     auto added = worker.expect(v1::Envelope::kAddPeers);
     ASSERT_TRUE(added);
