@@ -6,6 +6,7 @@
 
 #include "cli/download.hpp"
 #include "cli/inspect.hpp"
+#include "cli/tap.hpp"
 
 int main(int argc, char** argv) {
     CLI::App app{"piecework: a BitTorrent client built as a pipeline of processes"};
@@ -36,6 +37,14 @@ int main(int argc, char** argv) {
     download_cmd->add_option("--bin-dir", download.bin_dir,
                              "Folder with the stage executables (default: beside piecework)");
 
+
+    pw::cli::TapOptions tap;
+    unsigned tap_seconds = 0;
+    auto* tap_cmd = app.add_subcommand("tap", "Print the messages stages trace on --trace-endpoint, one line each");
+    tap_cmd->add_option("endpoint", tap.endpoints, "A stage's --trace-endpoint (repeatable)")->required();
+    tap_cmd->add_option("--count", tap.count, "Stop after this many lines (default: never)");
+    tap_cmd->add_option("--seconds", tap_seconds, "Stop after this long (default: never)");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -44,6 +53,10 @@ int main(int argc, char** argv) {
     try {
         if (*inspect_cmd) return pw::cli::run_inspect(inspect);
         if (*download_cmd) return pw::cli::run_download(download);
+        if (*tap_cmd) {
+            tap.timeout = std::chrono::seconds(tap_seconds);
+            return pw::cli::run_tap(tap, std::cout, [] { return false; });
+        }
     } catch (const std::exception& e) {
         std::cerr << "piecework: " << e.what() << "\n";
         return 1;
