@@ -7,8 +7,10 @@
 namespace pw::peer_worker {
 
 namespace {
-// One read's worth: a few blocks. The parser's buffer stays within max message + this.
-constexpr std::size_t kReadChunk = 64 * 1024;
+// One read's worth: many blocks, so a fast peer costs few syscalls and few turns of the
+// session (each turn may also write requests). The parser's buffer stays within max message
+// + this.
+constexpr std::size_t kReadChunk = 256 * 1024;
 }  // namespace
 
 PeerConnection::PeerConnection(asio::io_context& io, std::string key,

@@ -48,7 +48,7 @@ struct HasReport {
 struct CompletedPiece {
     PieceIndex piece;
     std::uint64_t lease_id = 0;
-    std::vector<std::uint8_t> data;
+    PieceBuffer data;
 };
 
 class PeerSession {

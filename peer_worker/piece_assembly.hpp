@@ -4,6 +4,7 @@
 // parser, and the state of every block. All allocation happens when the lease arrives, none
 // per block.
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -12,6 +13,29 @@
 #include "peer_worker/pipeline.hpp"
 
 namespace pw::peer_worker {
+
+// Leaves new elements uninitialized: every byte of a piece buffer is written by a block before
+// the piece leaves, so zero-filling a megabyte per piece first would be wasted work.
+template <typename T>
+struct UninitializedAllocator : std::allocator<T> {
+    template <typename U>
+    struct rebind {
+        using other = UninitializedAllocator<U>;
+    };
+    UninitializedAllocator() = default;
+    template <typename U>
+    UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+    template <typename U>
+    void construct(U* place) noexcept {
+        ::new (static_cast<void*>(place)) U;
+    }
+    template <typename U, typename... Args>
+    void construct(U* place, Args&&... args) {
+        ::new (static_cast<void*>(place)) U(std::forward<Args>(args)...);
+    }
+};
+
+using PieceBuffer = std::vector<std::uint8_t, UninitializedAllocator<std::uint8_t>>;
 
 struct BlockRequest {
     BlockOffset offset;
@@ -44,7 +68,7 @@ public:
     std::vector<BlockRequest> requested_blocks() const;
 
     // The finished piece's bytes; the assembly is spent afterwards.
-    std::vector<std::uint8_t> take_buffer() { return std::move(buffer_); }
+    PieceBuffer take_buffer() { return std::move(buffer_); }
 
 private:
     enum class BlockState : std::uint8_t { needed, requested, received };
@@ -53,7 +77,7 @@ private:
 
     PieceIndex piece_;
     std::uint64_t lease_id_;
-    std::vector<std::uint8_t> buffer_;
+    PieceBuffer buffer_;
     std::vector<BlockState> state_;
     std::vector<Clock::time_point> requested_at_;
     std::uint32_t cursor_ = 0;  // no needed block before this one

@@ -15,6 +15,16 @@ namespace pw::peer_worker {
 namespace {
 
 constexpr auto kTickPeriod = std::chrono::milliseconds(100);
+// Bytes of whole pieces ZeroMQ may queue toward the verifier beyond the piece-buffer cap.
+constexpr std::uint64_t kVerifierQueueBytes = 8ull << 20;
+
+// Hands the piece's buffer to ZeroMQ, which frees it once sent: no copy.
+zmq::message_t piece_frame(PieceBuffer&& buffer) {
+    auto* owned = new PieceBuffer(std::move(buffer));
+    return zmq::message_t(
+        owned->data(), owned->size(),
+        [](void*, void* hint) { delete static_cast<PieceBuffer*>(hint); }, owned);
+}
 
 }  // namespace
 
@@ -49,11 +59,11 @@ void WorkerService::start(const bus::Incoming& welcome) {
     parser_limits_.geometry = geometry_;
 
     // ZeroMQ's queue toward the verifier holds a bounded number of bytes, not a bounded
-    // number of (possibly huge) pieces: a piece is two frames.
+    // number of (possibly huge) pieces; its high-water mark counts whole messages.
     bus::SocketLimits limits;
     const std::uint64_t queued_pieces =
-        std::clamp<std::uint64_t>((64ull << 20) / torrent_->piece_length(), 2, 64);
-    limits.send_hwm = static_cast<int>(2 * queued_pieces);
+        std::clamp<std::uint64_t>(kVerifierQueueBytes / torrent_->piece_length(), 2, 512);
+    limits.send_hwm = static_cast<int>(queued_pieces);
     bus::configure(pieces_, limits);
     pieces_.connect(options_.pieces);
 
@@ -322,7 +332,7 @@ void WorkerService::collect_completed(PeerConnection& connection) {
         data->add_contributors(connection.key());
         data->set_worker(options_.name);
         out.bytes = piece.data.size();
-        out.data = bus::frame_from_buffer(std::move(piece.data));
+        out.data = piece_frame(std::move(piece.data));
         outbox_.push_back(std::move(out));
     }
     completed.clear();

@@ -27,8 +27,10 @@ struct WorkerOptions {
     std::string pieces;   // verifier's PULL
     std::string name;
     std::uint32_t max_peers = 60;
-    // Piece buffers held at once (leased, assembling, waiting for the verifier).
-    std::uint64_t max_piece_bytes = 256ull << 20;
+    // Piece buffers held at once (leased, assembling, waiting for the verifier). A fast peer's
+    // pipeline (at most 500 blocks in flight plus half that queued: 12 MiB) fits with room
+    // for several more; slow peers need far less each. Beyond it, leases are refused.
+    std::uint64_t max_piece_bytes = 32ull << 20;
 };
 
 class WorkerService {
