@@ -78,6 +78,21 @@ std::vector<Lease> LeaseBook::take_expired(Clock::time_point now) {
     return taken;
 }
 
+bool LeaseBook::mark_delivered(std::uint64_t id) {
+    const auto it = leases_.find(id);
+    if (it == leases_.end()) return false;
+    it->second.delivered = true;
+    return true;
+}
+
+std::vector<Lease> LeaseBook::take_delivered() {
+    std::vector<Lease> taken;
+    for (const auto id : ids_where(leases_, [](const Lease& l) { return l.delivered; })) {
+        taken.push_back(*take(id));
+    }
+    return taken;
+}
+
 std::size_t LeaseBook::count(PieceIndex piece) const {
     const auto it = by_piece_.find(piece.get());
     return it == by_piece_.end() ? 0 : it->second.size();

@@ -24,6 +24,7 @@ struct Lease {
     std::string peer;
     Clock::time_point expiry;
     bool endgame = false;
+    bool delivered = false;  // its piece went to the verifier (PieceDelivered)
 };
 
 class LeaseBook {
@@ -37,6 +38,9 @@ public:
     std::vector<Lease> take_peer(const std::string& peer);
     // Linear in the leases outstanding, which are bounded by peers x their request queues.
     std::vector<Lease> take_expired(Clock::time_point now);
+    // Marks a lease whose piece reached the verifier; false for unknown ids.
+    bool mark_delivered(std::uint64_t id);
+    std::vector<Lease> take_delivered();
 
     std::size_t count(PieceIndex piece) const;
     bool holds(PieceIndex piece, const std::string& peer) const;

@@ -104,6 +104,13 @@ void Scheduler::writer_lost() {
     for (const std::uint32_t piece : pending) requeue_if_orphaned(PieceIndex{piece});
 }
 
+void Scheduler::delivered(std::uint64_t lease_id) { leases_.mark_delivered(lease_id); }
+
+void Scheduler::verifier_lost() {
+    for (const Lease& lease : leases_.take_delivered()) requeue_if_orphaned(lease.piece);
+    writer_lost();
+}
+
 std::vector<Cancel> Scheduler::expire(Clock::time_point now) {
     std::vector<Cancel> cancels;
     for (const Lease& lease : leases_.take_expired(now)) {

@@ -64,6 +64,12 @@ public:
     void worker_gone(const std::string& worker);
     // Verified pieces the writer never confirmed go back to the queue (writer restarted).
     void writer_lost();
+    // The lease's piece left its worker for the verifier.
+    void delivered(std::uint64_t lease_id);
+    // The verifier died: pieces delivered to it and not yet verified, and verified pieces it
+    // may not have passed on to the writer, go back to the queue now (a piece that still
+    // turns up later is accepted: done is by piece).
+    void verifier_lost();
     // Expired leases: their pieces go back to the queue, their workers are told to stop.
     std::vector<Cancel> expire(Clock::time_point now);
 

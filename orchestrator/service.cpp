@@ -160,6 +160,9 @@ void OrchestratorService::handle(bus::Incoming& in, Clock::time_point now) {
         case v1::Envelope::kLeaseReleased:
             for (const auto id : envelope.lease_released().lease_ids()) scheduler_.release(id);
             break;
+        case v1::Envelope::kPieceDelivered:
+            scheduler_.delivered(envelope.piece_delivered().lease_id());
+            break;
         case v1::Envelope::kPieceVerified:
             send_cancels(scheduler_.verified(PieceIndex{envelope.piece_verified().piece()},
                                              envelope.piece_verified().lease_id()));
@@ -193,6 +196,9 @@ void OrchestratorService::on_stage_lost(const Stage& stage) {
             break;
         case v1::ROLE_WRITER:
             scheduler_.writer_lost();
+            break;
+        case v1::ROLE_VERIFIER:
+            scheduler_.verifier_lost();
             break;
         default:
             break;

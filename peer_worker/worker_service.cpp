@@ -346,6 +346,11 @@ void WorkerService::flush_outbox() {
                        nullptr, zmq::send_flags::dontwait)) {
             break;
         }
+        // The piece is the verifier's now: if the verifier dies, the orchestrator re-queues it.
+        bus::v1::Envelope delivered;
+        delivered.mutable_piece_delivered()->set_piece(front.header.piece_data().piece());
+        delivered.mutable_piece_delivered()->set_lease_id(front.header.piece_data().lease_id());
+        send_control(delivered);
         outbox_.pop_front();
     }
     if (outbox_.empty() || stopping_) return;

@@ -202,6 +202,26 @@ TEST_F(SchedulerTest, WorkerAndWriterLossReturnPieces) {
     EXPECT_TRUE(scheduler.pieces().is_free(grants[0].piece));
 }
 
+// Issue 4: a dead verifier loses what workers delivered to it; leases still being fetched
+// stay with their workers.
+TEST_F(SchedulerTest, VerifierLossRequeuesDeliveredPiecesOnly) {
+    scheduler.pieces().set_have_all("a:1");
+    const auto grants = scheduler.request("w1", "a:1", 3, now);
+    ASSERT_EQ(grants.size(), 3u);
+    scheduler.delivered(grants[0].lease_id);
+    scheduler.delivered(grants[1].lease_id);
+    scheduler.verified(grants[1].piece, grants[1].lease_id);  // on its way to the writer
+    scheduler.verifier_lost();
+    EXPECT_TRUE(scheduler.pieces().is_free(grants[0].piece));
+    EXPECT_TRUE(scheduler.pieces().is_free(grants[1].piece));
+    EXPECT_FALSE(scheduler.pieces().is_free(grants[2].piece));
+    EXPECT_EQ(scheduler.leases().size(), 1u);
+    // The delivered piece still arrives from the old queue: accepted, and done once written.
+    scheduler.verified(grants[0].piece, grants[0].lease_id);
+    scheduler.written(grants[0].piece);
+    EXPECT_TRUE(scheduler.pieces().is_done(grants[0].piece));
+}
+
 TEST_F(SchedulerTest, WriteFailureHoldsThePieceUntilRetried) {
     scheduler.pieces().set_have_all("a:1");
     const auto grants = scheduler.request("w1", "a:1", 1, now);
