@@ -6,6 +6,7 @@
 
 #include "cli/download.hpp"
 #include "cli/inspect.hpp"
+#include "cli/keygen.hpp"
 #include "cli/tap.hpp"
 
 int main(int argc, char** argv) {
@@ -37,6 +38,13 @@ int main(int argc, char** argv) {
     download_cmd->add_option("--bin-dir", download.bin_dir,
                              "Folder with the stage executables (default: beside piecework)");
 
+    pw::cli::KeygenOptions keygen;
+    auto* keygen_cmd = app.add_subcommand(
+        "keygen", "Write a CURVE key pair OUT.key (secret, 0600) and OUT.pub (its allow-list line)");
+    keygen_cmd->add_option("out", keygen.out, "Path and name of the pair, e.g. keys/orchestrator")
+        ->required();
+    keygen_cmd->add_option("--name", keygen.name, "Name on the allow-list line (default: OUT's file name)");
+    keygen_cmd->add_flag("--force", keygen.force, "Replace existing files");
 
     pw::cli::TapOptions tap;
     unsigned tap_seconds = 0;
@@ -57,6 +65,7 @@ int main(int argc, char** argv) {
             tap.timeout = std::chrono::seconds(tap_seconds);
             return pw::cli::run_tap(tap, std::cout, [] { return false; });
         }
+        if (*keygen_cmd) return pw::cli::run_keygen(keygen, std::cout, std::cerr);
     } catch (const std::exception& e) {
         std::cerr << "piecework: " << e.what() << "\n";
         return 1;

@@ -35,13 +35,15 @@ std::string make_peer_id() {
 OrchestratorService::OrchestratorService(zmq::context_t& context, Torrent torrent,
                                          ServiceConfig config, std::ostream& out,
                                          std::ostream& err)
-    : router_(context, zmq::socket_type::router), torrent_(std::move(torrent)),
+    : gatekeeper_(context, config.curve), router_(context, zmq::socket_type::router),
+      torrent_(std::move(torrent)),
       config_(std::move(config)), out_(out), err_(err),
       scheduler_(torrent_.piece_count(), config_.scheduler), directory_(config_.directory) {
     if (config_.peer_id.size() != 20) config_.peer_id = make_peer_id();
     bus::configure(router_);
     // A stage restarted under the same name takes over its identity instead of being refused.
     router_.set(zmq::sockopt::router_handover, 1);
+    gatekeeper_.secure(router_, "control");
     router_.bind(config_.control);
     for (const auto& peer : config_.peers) directory_.offer(peer);
 }

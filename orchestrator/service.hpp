@@ -38,6 +38,7 @@ struct ServiceConfig {
     SchedulerOptions scheduler;
     PeerDirectoryOptions directory;
     std::string peer_id;  // 20 bytes; made at random when empty
+    bus::CurveConfig curve;  // CurveZMQ keys; disabled in local mode
 };
 
 // "-PW0001-" and 12 random bytes.
@@ -77,6 +78,7 @@ private:
     void show_progress(bool final_line);
     std::uint64_t bytes_left() const { return torrent_.total_size() - done_bytes_; }
 
+    bus::Gatekeeper gatekeeper_;  // before router_: it must outlive the socket it guards
     zmq::socket_t router_;
     Torrent torrent_;
     ServiceConfig config_;

@@ -31,7 +31,8 @@ zmq::message_t piece_frame(PieceBuffer&& buffer) {
 WorkerService::WorkerService(WorkerOptions options)
     : options_(std::move(options)),
       zmq_context_(1),
-      control_(zmq_context_, options_.control, options_.name, bus::v1::ROLE_PEER_WORKER),
+      control_(zmq_context_, options_.control, options_.name, bus::v1::ROLE_PEER_WORKER, {},
+               options_.curve),
       pieces_(zmq_context_, zmq::socket_type::push),
       timer_(io_) {
     callbacks_.on_handshake = [this](PeerConnection& c) { on_handshake(c); };
@@ -65,6 +66,7 @@ void WorkerService::start(const bus::Incoming& welcome) {
         std::clamp<std::uint64_t>(kVerifierQueueBytes / torrent_->piece_length(), 2, 512);
     limits.send_hwm = static_cast<int>(queued_pieces);
     bus::configure(pieces_, limits);
+    bus::secure_client(pieces_, options_.curve, bus::kPiecesServer);
     pieces_.connect(options_.pieces);
 
     control_watch_ = std::make_unique<ZmqWatch>(io_, control_.socket());

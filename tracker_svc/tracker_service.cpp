@@ -46,7 +46,7 @@ TrackerService::TrackerService(ServiceOptions options)
     : options_(std::move(options)),
       rng_(std::random_device{}()),
       context_(1),
-      link_(context_, options_.control, options_.name, bus::v1::ROLE_TRACKER),
+      link_(context_, options_.control, options_.name, bus::v1::ROLE_TRACKER, {}, options_.curve),
       udp_(rng_) {}
 
 void TrackerService::on_welcome(bus::Incoming& welcome) {

@@ -28,6 +28,7 @@ struct ServiceOptions {
     std::chrono::seconds min_interval{30};
     // Bound on the `stopped` announce made while shutting down.
     std::chrono::seconds stop_timeout{3};
+    bus::CurveConfig curve;  // CurveZMQ keys; disabled in local mode
 };
 
 // What the stage announces, from the Welcome and the orchestrator's latest TrackerStats.

@@ -20,15 +20,18 @@ constexpr int kPiecesPerTurn = 16;
 
 int run_verifier(zmq::context_t& context, const VerifierOptions& options) {
     const bus::SocketLimits data_limits{bus::kMaxMessageBytes, kDataQueueDepth, kDataQueueDepth, 0};
+    bus::Gatekeeper gatekeeper(context, options.curve);  // outlives the socket it guards
     zmq::socket_t from_workers(context, zmq::socket_type::pull);
     bus::configure(from_workers, data_limits);
+    gatekeeper.secure(from_workers, "pieces");
     from_workers.bind(options.pieces);
     zmq::socket_t to_writer(context, zmq::socket_type::push);
     bus::configure(to_writer, data_limits);
+    bus::secure_client(to_writer, options.curve, bus::kVerifiedServer);
     to_writer.connect(options.verified);
 
     bus::ControlLink link(context, options.control, options.name, v1::ROLE_VERIFIER,
-                          options.timing);
+                          options.timing, options.curve);
     const Torrent torrent = bus::read_welcome(link.handshake()).torrent;
     spdlog::info("verifying '{}': {} pieces of {} bytes", torrent.name(), torrent.piece_count(),
                  torrent.piece_length());

@@ -17,6 +17,7 @@ struct VerifierOptions {
     std::string verified;  // the writer's PULL (we connect a PUSH)
     std::string name;
     bus::Timing timing{};
+    bus::CurveConfig curve;  // CurveZMQ keys; disabled in local mode
 };
 
 // Pieces buffered per data socket: a handful keeps the pipeline busy, and with pieces of up

@@ -136,12 +136,15 @@ std::string state_dir_of(const WriterOptions& options) {
 }
 
 int run_writer(zmq::context_t& context, const WriterOptions& options) {
+    bus::Gatekeeper gatekeeper(context, options.curve);  // outlives the socket it guards
     zmq::socket_t from_verifier(context, zmq::socket_type::pull);
     bus::configure(from_verifier, bus::SocketLimits{bus::kMaxMessageBytes, kVerifiedQueueDepth,
                                                     kVerifiedQueueDepth, 0});
+    gatekeeper.secure(from_verifier, "verified");
     from_verifier.bind(options.verified);
 
-    bus::ControlLink link(context, options.control, options.name, v1::ROLE_WRITER, options.timing);
+    bus::ControlLink link(context, options.control, options.name, v1::ROLE_WRITER, options.timing,
+                          options.curve);
     const Torrent torrent = bus::read_welcome(link.handshake()).torrent;
     auto opened = PieceStore::open(torrent, options.dir);
     if (!opened) throw std::runtime_error(opened.error().describe());

@@ -22,6 +22,7 @@ struct WriterOptions {
     std::string state_dir;
     // The resume record is saved after syncs at most this often (and always at Shutdown).
     std::chrono::milliseconds state_save_interval{3000};
+    bus::CurveConfig curve;  // CurveZMQ keys; disabled in local mode
 };
 
 // Verified pieces buffered on our socket; see the verifier's kDataQueueDepth.

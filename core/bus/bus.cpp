@@ -113,11 +113,12 @@ zmq::message_t frame_from_buffer(std::vector<std::uint8_t>&& buffer) {
 }
 
 ControlLink::ControlLink(zmq::context_t& context, const std::string& endpoint, std::string name,
-                         v1::Role role, Timing timing)
+                         v1::Role role, Timing timing, const CurveConfig& curve)
     : socket_(context, zmq::socket_type::dealer), name_(std::move(name)), role_(role),
       timing_(timing) {
     configure(socket_);
     socket_.set(zmq::sockopt::routing_id, name_);
+    secure_client(socket_, curve, kControlServer);
     socket_.connect(endpoint);
 }
 
@@ -129,7 +130,9 @@ Incoming ControlLink::handshake() {
             v1::Envelope hello;
             hello.mutable_hello()->set_role(role_);
             hello.mutable_hello()->set_pid(static_cast<std::uint32_t>(::getpid()));
-            send(hello);
+            // Never blocks: a DEALER whose only peer refused it (CURVE key not on the list)
+            // has no pipe left, and a blocking send would outlast welcome_timeout forever.
+            bus::send(socket_, name_, hello, {}, nullptr, zmq::send_flags::dontwait);
             next_hello = Clock::now() + timing_.heartbeat;
         }
         zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};

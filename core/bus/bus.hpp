@@ -12,6 +12,7 @@
 
 #include <zmq.hpp>
 
+#include "core/bus/security.hpp"
 #include "proto/piecework.pb.h"
 
 namespace pw::bus {
@@ -67,8 +68,9 @@ struct Timing {
 // A stage's DEALER connection to the orchestrator's ROUTER control socket.
 class ControlLink {
 public:
+    // With `curve` enabled the link is a CURVE client that expects the orchestrator's key.
     ControlLink(zmq::context_t& context, const std::string& endpoint, std::string name,
-                v1::Role role, Timing timing = {});
+                v1::Role role, Timing timing = {}, const CurveConfig& curve = {});
 
     // The ready handshake: sends Hello (again every heartbeat) until a Welcome arrives.
     // From then on the link beats at the Welcome's heartbeat_ms (when set).

@@ -24,6 +24,14 @@ void add_common_options(CLI::App& app, StageCommon& common, std::string default_
         ->envname("PW_LOG_LEVEL")
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
         ->capture_default_str();
+    app.add_option("--curve-key", common.curve_key,
+                   "this stage's CURVE secret key file (from `piecework keygen`); with "
+                   "--curve-allow, every socket is encrypted and authenticated")
+        ->envname("PW_CURVE_KEY");
+    app.add_option("--curve-allow", common.curve_allow,
+                   "allow-list: one public key per line ('KEY NAME'); bound sockets admit only "
+                   "these, and the orchestrator/verifier/writer lines are the servers' keys")
+        ->envname("PW_CURVE_ALLOW");
     app.add_flag("--trace", common.trace,
                  "log every message crossing a socket, one line each, bulk data as sizes only "
                  "(independent of --log-level)")

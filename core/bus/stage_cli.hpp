@@ -13,6 +13,9 @@ struct StageCommon {
     std::string control;  // the orchestrator binds it, every other stage connects to it
     std::string name;     // instance name: the identity on the control socket, the log prefix
     std::string log_level = "info";
+    // CurveZMQ across machines (core/bus/security.hpp): both or neither.
+    std::string curve_key;    // this stage's secret key file
+    std::string curve_allow;  // the deployment's allow-list of public keys
     bool trace = false;              // one line per message crossing a socket, on stderr
     std::string trace_endpoint;      // also PUB those lines here, for `piecework tap`
     unsigned metrics_port = 0;       // Prometheus text on http://ADDRESS:PORT/metrics; 0 = off
@@ -23,6 +26,7 @@ struct StageCommon {
 };
 
 // Adds --control (PW_CONTROL, required), --name (PW_NAME), --log-level (PW_LOG_LEVEL),
+// --curve-key (PW_CURVE_KEY), --curve-allow (PW_CURVE_ALLOW),
 // --trace (PW_TRACE), --trace-endpoint (PW_TRACE_ENDPOINT), --metrics-port (PW_METRICS_PORT) and
 // --metrics-address (PW_METRICS_ADDRESS).
 // `default_name` is used when --name is not given.
