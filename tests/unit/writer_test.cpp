@@ -297,6 +297,20 @@ TEST(OpenFileCache, EvictsTheLeastRecentlyUsed) {
     EXPECT_EQ(cache.find(2), nullptr);
 }
 
+// Built field by field, so a new option (with its default) never breaks these tests.
+WriterOptions stage_options(const std::string& control, const fs::path& dir, const std::string& name,
+                            std::chrono::milliseconds sync_interval, const fs::path& state_dir) {
+    WriterOptions options;
+    options.control = control;
+    options.verified = test::unique_inproc("verified");
+    options.dir = dir.string();
+    options.name = name;
+    options.sync_interval = sync_interval;
+    options.timing = bus::Timing{100ms, 5, 3000ms};
+    options.state_dir = state_dir.string();
+    return options;
+}
+
 // The whole stage: acknowledgements come only after the bytes are in the file, Shutdown
 // flushes and exits 0.
 TEST(WriterStage, WritesAcknowledgesAndShutsDown) {
@@ -304,9 +318,8 @@ TEST(WriterStage, WritesAcknowledgesAndShutsDown) {
     const TestTorrent t = make_torrent("stage", 1024, {{{"a.bin"}, 1500}, {{"b.bin"}, 0}, {{"c.bin"}, 900}});
     zmq::context_t context;
     test::FakeOrchestrator orchestrator(context, t.bytes);
-    const WriterOptions options{orchestrator.endpoint(), test::unique_inproc("verified"),
-                                (dir.path() / "dl").string(), "writer-stage-test", 50ms,
-                                bus::Timing{100ms, 5, 3000ms}, (dir.path() / "state").string(), 3000ms};
+    const WriterOptions options = stage_options(orchestrator.endpoint(), dir.path() / "dl",
+                                                "writer-stage-test", 50ms, dir.path() / "state");
     test::StageThread stage(orchestrator, [&context, options] { return run_writer(context, options); });
     ASSERT_TRUE(orchestrator.expect(v1::Envelope::kHeartbeat).has_value());
     EXPECT_TRUE(fs::is_regular_file(dir.path() / "dl" / "stage" / "b.bin"));
@@ -348,9 +361,8 @@ TEST(WriterStage, ShutdownAcknowledgesWhatIsPending) {
     zmq::context_t context;
     test::FakeOrchestrator orchestrator(context, t.bytes);
     // A sync interval far beyond the test: only Shutdown can flush the ack.
-    const WriterOptions options{orchestrator.endpoint(), test::unique_inproc("verified"),
-                                dir.path().string(), "writer-shutdown-test", 3600s,
-                                bus::Timing{100ms, 5, 3000ms}, (dir.path() / "state").string(), 3000ms};
+    const WriterOptions options = stage_options(orchestrator.endpoint(), dir.path(),
+                                                "writer-shutdown-test", 3600s, dir.path() / "state");
     test::StageThread stage(orchestrator, [&context, options] { return run_writer(context, options); });
     ASSERT_TRUE(orchestrator.expect(v1::Envelope::kHeartbeat).has_value());
 
@@ -555,10 +567,8 @@ TEST(WriterStage, SendsResumeStateFirstAndSavesTheRecordAtShutdown) {
     }
     zmq::context_t context;
     test::FakeOrchestrator orchestrator(context, t.bytes);
-    WriterOptions options{orchestrator.endpoint(), test::unique_inproc("verified"),
-                          (dir.path() / "dl").string(), "writer-resume-test", 50ms,
-                          bus::Timing{100ms, 5, 3000ms}, (dir.path() / "state").string(), 3000ms};
-    options.state_dir = (dir.path() / "state").string();
+    const WriterOptions options = stage_options(orchestrator.endpoint(), dir.path() / "dl",
+                                                "writer-resume-test", 50ms, dir.path() / "state");
     test::StageThread stage(orchestrator, [&context, options] { return run_writer(context, options); });
     const auto resume = orchestrator.expect(v1::Envelope::kResumeState);
     ASSERT_TRUE(resume.has_value());
