@@ -188,6 +188,7 @@ public:
     CannedHttpServer& operator=(const CannedHttpServer&) = delete;
 
     std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/announce"; }
+    int requests() const { return requests_; }
 
 private:
     void serve() {
@@ -197,6 +198,7 @@ private:
             if (::poll(&item, 1, 50) <= 0) continue;
             const int connection = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
             if (connection < 0) continue;
+            ++requests_;
             if (response_.empty()) {
                 open.push_back(connection);  // held open, silent, until the test ends
                 continue;
@@ -227,6 +229,7 @@ private:
     int listener_ = -1;
     std::uint16_t port_ = 0;
     std::atomic<bool> stop_{false};
+    std::atomic<int> requests_{0};
     std::thread thread_;
 };
 
@@ -527,6 +530,70 @@ TEST_F(TrackerSvcStage, SilentTrackerTimesOutWhileHeartbeatsFlow) {
     EXPECT_NE(message.find("timed out"), std::string::npos) << message;
     // 3 s of waiting at a 300 ms period: the loop kept beating (loosely counted).
     EXPECT_GE(orchestrator.heartbeats(), 5);
+}
+
+// --- issue 4: hostile answers the stage must survive and still use ---
+
+std::string http_ok(const std::string& body) {
+    return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+// 127.0.0.1:kFakePeerPort in BEP 23 compact form.
+std::string compact_fake_peer() {
+    return std::string{'\x7f', '\x00', '\x00', '\x01', static_cast<char>(kFakePeerPort >> 8),
+                       static_cast<char>(kFakePeerPort & 0xff)};
+}
+
+TEST_F(TrackerSvcStage, CompactPeersNotAMultipleOfSixKeepTheWholeEntries) {
+    const std::string peers = compact_fake_peer() + "\x0a\x0b\x0c";  // 9 bytes: one whole peer
+    CannedHttpServer server(http_ok("d8:intervali1800e5:peers9:" + peers + "e"));
+    const auto torrent = make_torrent({{server.url()}}, "ragged");
+    orchestrator.set_torrent(torrent.bytes);
+    auto stage = start_tracker_svc(dir, orchestrator);
+    const auto found = orchestrator.wait_for(has_fake_peer, 20s);
+    ASSERT_TRUE(found) << describe(orchestrator.seen()) << stage.log_tail();
+    EXPECT_EQ(found->peers_found().peers_size(), 1) << found->ShortDebugString();
+    EXPECT_TRUE(stage.running());
+}
+
+// interval 0 or negative is no reason to hammer the tracker: the stage falls back to its
+// default interval, so one announce only in the few seconds watched (min interval is 1 s here).
+class SillyInterval : public TrackerSvcStage, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(SillyInterval, IsClampedNotHammered) {
+    CannedHttpServer server(http_ok(std::string("d8:intervali") + GetParam() + "e5:peers6:" +
+                                    compact_fake_peer() + "e"));
+    const auto torrent = make_torrent({{server.url()}}, std::string("interval") + GetParam());
+    orchestrator.set_torrent(torrent.bytes);
+    auto stage = start_tracker_svc(dir, orchestrator);
+    ASSERT_TRUE(orchestrator.wait_for(has_fake_peer, 20s)) << stage.log_tail();
+    orchestrator.wait_for([](const v1::Envelope&) { return false; }, 4s);
+    EXPECT_EQ(server.requests(), 1) << stage.log_tail();
+    EXPECT_TRUE(stage.running());
+}
+
+INSTANTIATE_TEST_SUITE_P(Intervals, SillyInterval,
+                         ::testing::Values("0", "-5", "-9223372036854775807"),
+                         [](const auto& param_info) {
+                             return std::string(param_info.param[0] == '-' ? "minus" : "zero") +
+                                    std::to_string(std::string(param_info.param).size());
+                         });
+
+// A first tier that fails (failure reason) and a second that answers garbage: both reported,
+// and the third tier's peers still arrive.
+TEST_F(TrackerSvcStage, HostileTiersDoNotStopTheGoodOne) {
+    CannedHttpServer failing(http_ok("d14:failure reason8:go away!e"));
+    CannedHttpServer garbage(http_ok("<html>nope</html>"));
+    CannedHttpServer good(http_ok("d8:intervali1800e5:peers6:" + compact_fake_peer() + "e"));
+    const auto torrent = make_torrent({{failing.url()}, {garbage.url()}, {good.url()}}, "tiers");
+    orchestrator.set_torrent(torrent.bytes);
+    auto stage = start_tracker_svc(dir, orchestrator);
+    const auto found = orchestrator.wait_for(has_fake_peer, 30s);
+    ASSERT_TRUE(found) << describe(orchestrator.seen()) << stage.log_tail();
+    EXPECT_EQ(found->peers_found().tracker(), good.url());
+    const std::string seen = describe(orchestrator.seen());
+    EXPECT_NE(seen.find("go away!"), std::string::npos) << seen;
+    EXPECT_GE(garbage.requests(), 1);
 }
 
 }  // namespace
