@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
         pw::orchestrator::ServiceConfig config;
         config.control = common.control;
         config.name = common.name;
+        config.metrics = common.metrics;
         config.curve = pw::bus::load_curve_config(common.curve_key, common.curve_allow);
         config.listen_port = listen_port;
         config.heartbeat = std::chrono::milliseconds(heartbeat_ms);

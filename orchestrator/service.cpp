@@ -6,6 +6,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/bus/metrics.hpp"
+
 namespace pw::orchestrator {
 
 namespace v1 = ::piecework::v1;
@@ -53,7 +55,9 @@ void OrchestratorService::send_to(const std::string& identity, v1::Envelope& env
     // Never block the loop on a stage that stopped reading: its messages are dropped.
     if (!bus::send(router_, config_.name, envelope, frames, &identity, zmq::send_flags::dontwait)) {
         spdlog::debug("dropped a message to '{}' (queue full or gone)", identity);
+        return;
     }
+    bus::count_message(config_.metrics, true, envelope);
 }
 
 void OrchestratorService::send_cancels(const std::vector<Cancel>& cancels) {
@@ -91,6 +95,13 @@ void OrchestratorService::on_hello(const std::string& identity, const v1::Hello&
     if (!repeat) {
         if (auto previous = stages_.remove(identity)) {
             spdlog::info("'{}' restarted: releasing what its previous run held", identity);
+            if (config_.metrics != nullptr) {
+                config_.metrics
+                    ->counter("piecework_stage_restarts_total",
+                              "Stages that said Hello again under their name with a new pid",
+                              {{"role", v1::Role_Name(hello.role())}})
+                    .add();
+            }
             on_stage_lost(*previous);
         }
         stages_.add(identity, hello.role(), hello.pid(), now);
@@ -120,6 +131,7 @@ void OrchestratorService::on_hello(const std::string& identity, const v1::Hello&
 
 void OrchestratorService::handle(bus::Incoming& in, Clock::time_point now) {
     const v1::Envelope& envelope = in.envelope;
+    bus::count_message(config_.metrics, false, envelope);
     if (envelope.has_hello()) {
         on_hello(in.identity, envelope.hello(), now);
         return;
@@ -189,6 +201,12 @@ void OrchestratorService::handle(bus::Incoming& in, Clock::time_point now) {
 }
 
 void OrchestratorService::on_stage_lost(const Stage& stage) {
+    if (config_.metrics != nullptr) {
+        config_.metrics
+            ->counter("piecework_stages_lost_total", "Stages that went silent or were replaced",
+                      {{"role", v1::Role_Name(stage.role)}})
+            .add();
+    }
     switch (stage.role) {
         case v1::ROLE_PEER_WORKER:
             scheduler_.worker_gone(stage.identity);
@@ -245,6 +263,9 @@ void OrchestratorService::on_piece_failed(const v1::PieceFailed& failed) {
                                                 failed.contributors().end());
     for (const auto& ip : directory_.record_failure(contributors)) {
         spdlog::warn("banning {}: sent data that failed its hash check", ip);
+        if (config_.metrics != nullptr) {
+            config_.metrics->counter("piecework_peers_banned_total", "Peers banned for bad data").add();
+        }
         v1::Envelope envelope;
         envelope.mutable_ban_peer()->set_ip(ip);
         envelope.mutable_ban_peer()->set_reason("sent data that failed its hash check");
@@ -320,9 +341,31 @@ void OrchestratorService::show_progress(bool final_line) {
     progress_shown_ = true;
 }
 
+void OrchestratorService::export_metrics() {
+    if (config_.metrics == nullptr) return;
+    auto& registry = *config_.metrics;
+    const auto as_int = [](auto value) { return static_cast<std::int64_t>(value); };
+    registry.gauge("piecework_pieces_done", "Pieces written and acknowledged")
+        .set(scheduler_.pieces().done_count());
+    registry.gauge("piecework_pieces_total", "Pieces in the torrent").set(torrent_.piece_count());
+    registry.gauge("piecework_bytes_done", "Bytes written and acknowledged").set(as_int(done_bytes_));
+    registry.gauge("piecework_bytes_total", "Bytes in the torrent").set(as_int(torrent_.total_size()));
+    registry.gauge("piecework_download_rate_bytes", "Download rate, bytes per second")
+        .set(as_int(rate_.rate()));
+    registry.gauge("piecework_peers_known", "Peers known from trackers and --peer")
+        .set(as_int(directory_.known_peers()));
+    registry.gauge("piecework_peers_connected", "Peers connected across all workers")
+        .set(stages_.peers_connected());
+    for (const auto role : {v1::ROLE_TRACKER, v1::ROLE_PEER_WORKER, v1::ROLE_VERIFIER, v1::ROLE_WRITER}) {
+        registry.gauge("piecework_stages", "Stages registered now", {{"role", v1::Role_Name(role)}})
+            .set(as_int(stages_.identities(role).size()));
+    }
+}
+
 void OrchestratorService::run_timers(Clock::time_point now) {
     if (now >= next_heartbeat_) {
         next_heartbeat_ = now + config_.heartbeat;
+        export_metrics();
         v1::Envelope beat;
         beat.mutable_heartbeat();
         for (const auto& identity : stages_.identities()) send_to(identity, beat);

@@ -39,6 +39,7 @@ struct ServiceConfig {
     PeerDirectoryOptions directory;
     std::string peer_id;  // 20 bytes; made at random when empty
     bus::CurveConfig curve;  // CurveZMQ keys; disabled in local mode
+    bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
 };
 
 // "-PW0001-" and 12 random bytes.
@@ -76,6 +77,7 @@ private:
     void send_tracker_stats(bus::v1::TrackerStats::Event event);
     void shutdown_all(const std::string& reason);
     void show_progress(bool final_line);
+    void export_metrics();  // gauges for --metrics-port, once per heartbeat
     std::uint64_t bytes_left() const { return torrent_.total_size() - done_bytes_; }
 
     bus::Gatekeeper gatekeeper_;  // before router_: it must outlive the socket it guards

@@ -35,6 +35,7 @@ WorkerService::WorkerService(WorkerOptions options)
                options_.curve),
       pieces_(zmq_context_, zmq::socket_type::push),
       timer_(io_) {
+    control_.attach_metrics(options_.metrics);
     callbacks_.on_handshake = [this](PeerConnection& c) { on_handshake(c); };
     callbacks_.on_activity = [this](PeerConnection& c) { on_activity(c); };
     callbacks_.on_closed = [this](PeerConnection& c, const std::string& reason) {

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     return pw::bus::run_stage(app, argc, argv, common, [&] {
         options.control = common.control;
         options.name = common.name;
+        options.metrics = common.metrics;
         options.curve = pw::bus::load_curve_config(common.curve_key, common.curve_allow);
         options.announce_timeout = std::chrono::seconds(announce_timeout);
         options.min_interval = std::chrono::seconds(min_interval);

@@ -47,7 +47,9 @@ TrackerService::TrackerService(ServiceOptions options)
       rng_(std::random_device{}()),
       context_(1),
       link_(context_, options_.control, options_.name, bus::v1::ROLE_TRACKER, {}, options_.curve),
-      udp_(rng_) {}
+      udp_(rng_) {
+    link_.attach_metrics(options_.metrics);
+}
 
 void TrackerService::on_welcome(bus::Incoming& welcome) {
     bus::WelcomeInfo info = bus::read_welcome(welcome);

@@ -29,6 +29,7 @@ struct ServiceOptions {
     // Bound on the `stopped` announce made while shutting down.
     std::chrono::seconds stop_timeout{3};
     bus::CurveConfig curve;  // CurveZMQ keys; disabled in local mode
+    bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
 };
 
 // What the stage announces, from the Welcome and the orchestrator's latest TrackerStats.

@@ -32,6 +32,7 @@ int run_verifier(zmq::context_t& context, const VerifierOptions& options) {
 
     bus::ControlLink link(context, options.control, options.name, v1::ROLE_VERIFIER,
                           options.timing, options.curve);
+    link.attach_metrics(options.metrics);
     const Torrent torrent = bus::read_welcome(link.handshake()).torrent;
     spdlog::info("verifying '{}': {} pieces of {} bytes", torrent.name(), torrent.piece_count(),
                  torrent.piece_length());

@@ -18,6 +18,7 @@ struct VerifierOptions {
     std::string name;
     bus::Timing timing{};
     bus::CurveConfig curve;  // CurveZMQ keys; disabled in local mode
+    bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
 };
 
 // Pieces buffered per data socket: a handful keeps the pipeline busy, and with pieces of up

@@ -145,6 +145,7 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
 
     bus::ControlLink link(context, options.control, options.name, v1::ROLE_WRITER, options.timing,
                           options.curve);
+    link.attach_metrics(options.metrics);
     const Torrent torrent = bus::read_welcome(link.handshake()).torrent;
     auto opened = PieceStore::open(torrent, options.dir);
     if (!opened) throw std::runtime_error(opened.error().describe());

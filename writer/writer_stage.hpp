@@ -23,6 +23,7 @@ struct WriterOptions {
     // The resume record is saved after syncs at most this often (and always at Shutdown).
     std::chrono::milliseconds state_save_interval{3000};
     bus::CurveConfig curve;  // CurveZMQ keys; disabled in local mode
+    bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
 };
 
 // Verified pieces buffered on our socket; see the verifier's kDataQueueDepth.

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include "core/bus/metrics.hpp"
 #include "core/bus/trace.hpp"
 
 namespace pw::bus {
@@ -164,6 +165,7 @@ void ControlLink::adopt_heartbeat(std::uint32_t heartbeat_ms) {
 void ControlLink::send(v1::Envelope& envelope, std::span<zmq::message_t> frames) {
     bus::send(socket_, name_, envelope, frames);
     last_sent_ = Clock::now();
+    count_message(metrics_, true, envelope);
 }
 
 std::optional<Incoming> ControlLink::poll_message() {
@@ -171,12 +173,24 @@ std::optional<Incoming> ControlLink::poll_message() {
     const RecvStatus status = receive(socket_, false, in);
     if (status == RecvStatus::would_block) return std::nullopt;
     last_heard_ = Clock::now();
+    if (status == RecvStatus::ok) count_message(metrics_, false, in.envelope);
     if (status == RecvStatus::dropped || in.envelope.has_heartbeat()) return std::nullopt;
     return in;
 }
 
 bool ControlLink::tick(const v1::Heartbeat& stats) {
     const auto now = Clock::now();
+    if (metrics_ != nullptr) {
+        // Set, not added: the Heartbeat already carries totals since the stage started.
+        metrics_->counter("piecework_downloaded_bytes_total", "Payload bytes received from peers")
+            .set(static_cast<std::int64_t>(stats.bytes_downloaded()));
+        metrics_->counter("piecework_uploaded_bytes_total", "Payload bytes sent to peers")
+            .set(static_cast<std::int64_t>(stats.bytes_uploaded()));
+        metrics_->gauge("piecework_peers_connected", "Peers connected now")
+            .set(stats.peers_connected());
+        metrics_->gauge("piecework_queue_depth", "Items waiting in this stage's queue")
+            .set(stats.queue_depth());
+    }
     if (now - last_sent_ >= timing_.heartbeat) {
         v1::Envelope beat;
         *beat.mutable_heartbeat() = stats;
@@ -189,6 +203,19 @@ std::chrono::milliseconds ControlLink::until_next_tick() const {
     const auto due = last_sent_ + timing_.heartbeat - Clock::now();
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(due);
     return ms.count() < 0 ? std::chrono::milliseconds(0) : ms;
+}
+
+std::string body_name(const v1::Envelope& envelope) {
+    const auto* field = v1::Envelope::descriptor()->FindFieldByNumber(envelope.body_case());
+    return field == nullptr ? "none" : field->name();
+}
+
+void count_message(metrics::Registry* registry, bool sent, const v1::Envelope& envelope) {
+    if (registry == nullptr) return;
+    registry
+        ->counter("piecework_messages_total", "Control messages by direction and type",
+                  {{"direction", sent ? "sent" : "received"}, {"type", body_name(envelope)}})
+        .add();
 }
 
 std::string peer_key(const std::string& ip, std::uint32_t port) {

@@ -19,6 +19,10 @@ namespace pw::bus {
 
 namespace v1 = ::piecework::v1;
 
+namespace metrics {
+class Registry;
+}
+
 inline constexpr std::uint32_t kSchemaVersion = 1;
 // A piece (at most kMaxPieceBytes) plus its header; nothing larger crosses a socket.
 inline constexpr std::int64_t kMaxPieceBytes = 64ll << 20;
@@ -88,6 +92,9 @@ public:
     bool tick(const v1::Heartbeat& stats);
     // Time until the next heartbeat is due, for the loop's poll timeout.
     std::chrono::milliseconds until_next_tick() const;
+    // From now on the link counts its messages by type and mirrors every Heartbeat's counters
+    // into `registry` (null: stop). The registry must outlive the link.
+    void attach_metrics(metrics::Registry* registry) { metrics_ = registry; }
 
 private:
     void adopt_heartbeat(std::uint32_t heartbeat_ms);
@@ -98,7 +105,15 @@ private:
     Timing timing_;
     Clock::time_point last_sent_{};
     Clock::time_point last_heard_{};
+    metrics::Registry* metrics_ = nullptr;
 };
+
+// The envelope body's field name ("piece_data"), for logs and metrics.
+std::string body_name(const v1::Envelope& envelope);
+
+// Counts one message in `registry` (null: does nothing) as
+// piecework_messages_total{direction="sent"|"received",type=BODY}.
+void count_message(metrics::Registry* registry, bool sent, const v1::Envelope& envelope);
 
 // "ip:port", or "[ip]:port" for IPv6: how peers are named between stages.
 std::string peer_key(const std::string& ip, std::uint32_t port);
