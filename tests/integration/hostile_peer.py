@@ -119,7 +119,7 @@ class Peer:
             self.handshake(conn, info_hash=os.urandom(20))
             while conn.recv(4096):
                 pass
-            return
+            raise EOFError('closed by the client')
         self.handshake(conn)
         if mode == 'huge_length':
             conn.sendall(struct.pack('>I', 0xFFFFFFFF))
@@ -135,8 +135,7 @@ class Peer:
             conn.sendall(message(5, self.bitfield() + b'\xff\xff\xff'))
         elif mode == 'bitfield_spare_bits':
             bits = bytearray(self.bitfield())
-            bits[-1] = 0xff
-            bits += b''  # the spare bits at the end are set when piece_count % 8 != 0
+            bits[-1] = 0xff  # the torrent's piece count is no multiple of 8: spare bits set
             conn.sendall(message(5, bytes(bits)))
         else:
             conn.sendall(message(5, self.bitfield()))
