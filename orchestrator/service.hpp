@@ -38,7 +38,7 @@ struct ServiceConfig {
     SchedulerOptions scheduler;
     PeerDirectoryOptions directory;
     std::string peer_id;  // 20 bytes; made at random when empty
-    bus::CurveConfig curve;  // CurveZMQ keys; disabled in local mode
+    bus::CurveConfig curve{};  // CurveZMQ keys; disabled in local mode
     bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
 };
 

@@ -31,7 +31,7 @@ struct WorkerOptions {
     // pipeline (at most 500 blocks in flight plus half that queued: 12 MiB) fits with room
     // for several more; slow peers need far less each. Beyond it, leases are refused.
     std::uint64_t max_piece_bytes = 32ull << 20;
-    bus::CurveConfig curve;  // CurveZMQ keys; disabled in local mode
+    bus::CurveConfig curve{};  // CurveZMQ keys; disabled in local mode
     bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
 };
 

@@ -28,7 +28,7 @@ struct ServiceOptions {
     std::chrono::seconds min_interval{30};
     // Bound on the `stopped` announce made while shutting down.
     std::chrono::seconds stop_timeout{3};
-    bus::CurveConfig curve;  // CurveZMQ keys; disabled in local mode
+    bus::CurveConfig curve{};  // CurveZMQ keys; disabled in local mode
     bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
 };
 

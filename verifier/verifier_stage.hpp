@@ -17,7 +17,7 @@ struct VerifierOptions {
     std::string verified;  // the writer's PULL (we connect a PUSH)
     std::string name;
     bus::Timing timing{};
-    bus::CurveConfig curve;  // CurveZMQ keys; disabled in local mode
+    bus::CurveConfig curve{};  // CurveZMQ keys; disabled in local mode
     bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
 };
 

@@ -22,7 +22,7 @@ struct WriterOptions {
     std::string state_dir;
     // The resume record is saved after syncs at most this often (and always at Shutdown).
     std::chrono::milliseconds state_save_interval{3000};
-    bus::CurveConfig curve;  // CurveZMQ keys; disabled in local mode
+    bus::CurveConfig curve{};  // CurveZMQ keys; disabled in local mode
     bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
 };
 
