@@ -79,14 +79,30 @@ def sha256_of(path):
 
 
 def make_torrent(path, piece_kib, announce, dst):
-    exponent = (piece_kib * 1024).bit_length() - 1
-    subprocess.run(["mktorrent", "-l", str(exponent), "-a", announce, "-o", dst, path],
-                   check=True, stdout=subprocess.DEVNULL)
+    if piece_kib >= 32:
+        exponent = (piece_kib * 1024).bit_length() - 1
+        subprocess.run(["mktorrent", "-l", str(exponent), "-a", announce, "-o", dst, path],
+                       check=True, stdout=subprocess.DEVNULL)
+        return
+    # mktorrent refuses pieces below 32 KiB; libtorrent makes them.
+    import libtorrent as lt
+    files = lt.file_storage()
+    lt.add_files(files, path)
+    torrent = lt.create_torrent(files, piece_kib * 1024)
+    torrent.add_tracker(announce)
+    lt.set_piece_hashes(torrent, os.path.dirname(path))
+    with open(dst, "wb") as f:
+        f.write(lt.bencode(torrent.generate()))
+
+
+def lt_torrent_info(torrent):
+    import libtorrent as lt
+    # Scenario 3's .torrent (262,144 piece hashes) is over libtorrent's default 10 MB limit.
+    return lt.torrent_info(torrent, {"max_buffer_size": 64 * MIB})
 
 
 def info_hash(torrent):
-    import libtorrent as lt
-    return str(lt.torrent_info(torrent).info_hash())
+    return str(lt_torrent_info(torrent).info_hash())
 
 
 # --- libtorrent peers (this same file runs them: `run.py lt-seed ...`, `run.py lt-get ...`)
@@ -112,7 +128,7 @@ def lt_session(rate_kib):
 def lt_add(s, torrent, folder, seed):
     import libtorrent as lt
     params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(torrent)
+    params.ti = lt_torrent_info(torrent)
     params.save_path = folder
     if seed:
         params.flags |= lt.torrent_flags.seed_mode
