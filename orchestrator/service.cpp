@@ -103,6 +103,13 @@ void OrchestratorService::on_hello(const std::string& identity, const v1::Hello&
                     .add();
             }
             on_stage_lost(*previous);
+        } else if (hello.role() == v1::ROLE_VERIFIER) {
+            // A previous verifier may have been declared gone while frozen, then taken
+            // deliveries until it exited: whatever is still marked delivered went to a dead
+            // process. (A duplicate, if its data does arrive, is harmless.)
+            scheduler_.verifier_lost();
+        } else if (hello.role() == v1::ROLE_WRITER) {
+            scheduler_.writer_lost();  // the same for pieces verified towards a dead writer
         }
         stages_.add(identity, hello.role(), hello.pid(), now);
         if (hello.role() == v1::ROLE_PEER_WORKER) directory_.add_worker(identity);
