@@ -88,7 +88,8 @@ def make_torrent(path, piece_kib, announce, dst):
     import libtorrent as lt
     files = lt.file_storage()
     lt.add_files(files, path)
-    torrent = lt.create_torrent(files, piece_kib * 1024)
+    # v1 only: libtorrent 2 makes hybrid v1+v2 torrents by default.
+    torrent = lt.create_torrent(files, piece_kib * 1024, flags=lt.create_torrent.v1_only)
     torrent.add_tracker(announce)
     lt.set_piece_hashes(torrent, os.path.dirname(path))
     with open(dst, "wb") as f:
