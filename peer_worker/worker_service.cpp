@@ -216,6 +216,7 @@ void WorkerService::ban(const std::string& ip, const std::string& reason) {
         return;
     }
     banned_.insert(address);
+    spdlog::info("banned {}: {}", ip, reason);
     std::vector<std::string> keys;
     for (const auto& [key, connection] : peers_) {
         if (connection->address() == address) keys.push_back(key);
@@ -226,7 +227,7 @@ void WorkerService::ban(const std::string& ip, const std::string& reason) {
 // --- peers ---
 
 void WorkerService::on_handshake(PeerConnection& connection) {
-    spdlog::debug("{}: connected", connection.key());
+    spdlog::info("{}: connected", connection.key());
     bus::v1::Envelope envelope;
     auto* connected = envelope.mutable_peer_connected();
     connected->set_peer(connection.key());
@@ -248,7 +249,7 @@ void WorkerService::on_activity(PeerConnection& connection) {
 void WorkerService::on_closed(PeerConnection& connection, const std::string& reason) {
     if (stopping_) return;
     const std::string key = connection.key();
-    spdlog::debug("{}: dropped: {}", key, reason);
+    spdlog::info("{}: dropped: {}", key, reason);
     PeerSession& session = connection.session();
     bytes_downloaded_ += session.take_downloaded();
     collect_completed(connection);  // whole pieces are still worth verifying

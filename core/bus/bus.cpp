@@ -141,6 +141,7 @@ Incoming ControlLink::handshake() {
         Incoming in;
         while (receive(socket_, false, in) != RecvStatus::would_block) {
             if (in.envelope.has_welcome()) {
+                spdlog::info("welcomed by the orchestrator on {}", socket_.get(zmq::sockopt::last_endpoint));
                 last_heard_ = Clock::now();
                 adopt_heartbeat(in.envelope.welcome().heartbeat_ms());
                 return in;

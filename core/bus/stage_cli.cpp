@@ -77,6 +77,7 @@ int run_stage(CLI::App& app, int argc, char** argv, StageCommon& common,
     }
     try {
         init_logging(common.name, common.log_level);
+        spdlog::info("started (pid {}), control {}", ::getpid(), common.control);
         metrics::Registry registry(common.name);
         common.metrics = &registry;
         std::unique_ptr<metrics::HttpExporter> exporter;

@@ -220,9 +220,12 @@ TEST(VerifierStage, VerifiesForwardsReportsAndShutsDownCleanly) {
     const TestTorrent t = sample_torrent();
     zmq::context_t context;
     test::FakeOrchestrator orchestrator(context, t.bytes);
-    VerifierOptions options{orchestrator.endpoint(), test::unique_inproc("pieces"),
-                            test::unique_inproc("verified"), "verifier-stage-test",
-                            bus::Timing{100ms, 5, 3000ms}};
+    VerifierOptions options;  // field by field, so a new option never breaks the test
+    options.control = orchestrator.endpoint();
+    options.pieces = test::unique_inproc("pieces");
+    options.verified = test::unique_inproc("verified");
+    options.name = "verifier-stage-test";
+    options.timing = bus::Timing{100ms, 5, 3000ms};
     zmq::socket_t writer(context, zmq::socket_type::pull);
     bus::configure(writer);
     writer.set(zmq::sockopt::rcvtimeo, 5000);
@@ -270,9 +273,12 @@ TEST(VerifierStage, GivesUpWhenTheOrchestratorFallsSilent) {
     const TestTorrent t = sample_torrent();
     zmq::context_t context;
     test::FakeOrchestrator orchestrator(context, t.bytes);
-    const VerifierOptions options{orchestrator.endpoint(), test::unique_inproc("pieces"),
-                                  test::unique_inproc("verified"), "verifier-silence-test",
-                                  bus::Timing{100ms, 5, 3000ms}};
+    VerifierOptions options;
+    options.control = orchestrator.endpoint();
+    options.pieces = test::unique_inproc("pieces");
+    options.verified = test::unique_inproc("verified");
+    options.name = "verifier-silence-test";
+    options.timing = bus::Timing{100ms, 5, 3000ms};
     auto result = std::async(std::launch::async, [&context, options] { return run_verifier(context, options); });
     ASSERT_TRUE(orchestrator.expect(v1::Envelope::kHeartbeat).has_value());
     // Silence from here on: 5 periods of kTestHeartbeatMs, then the stage exits non-zero.
