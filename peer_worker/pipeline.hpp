@@ -11,7 +11,9 @@ using Clock = std::chrono::steady_clock;
 
 class PipelineSizer {
 public:
-    static constexpr std::uint32_t kInitialDepth = 32;
+    // A fresh peer starts deep enough for a fast loopback or LAN peer (2 MiB in flight); the
+    // depth halves per window from there if the peer turns out slow.
+    static constexpr std::uint32_t kInitialDepth = 128;
     static constexpr std::uint32_t kMinDepth = 16;
     static constexpr std::uint32_t kMaxDepth = 500;
     // The rate is re-measured over windows this long.

@@ -163,8 +163,9 @@ TEST_F(SessionTest, AsksForWorkOnlyWhenUnchokedAndSomethingIsAvailable) {
     EXPECT_EQ(session.pieces_wanted(t0), 0u);  // still choking
     ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
     const auto wanted = session.pieces_wanted(t0);
-    // depth 32 + half a pipeline queued = 48 blocks = 12 pieces of 4 blocks.
-    EXPECT_EQ(wanted, 12u);
+    // The initial depth plus half a pipeline queued, in pieces of 4 blocks.
+    constexpr std::uint32_t kDepth = PipelineSizer::kInitialDepth;
+    EXPECT_EQ(wanted, (kDepth + kDepth / 2 + 3) / 4);
     session.note_work_requested(t0);
     EXPECT_EQ(session.pieces_wanted(t0 + 100ms), 0u);  // waiting for the answer
     session.note_work_answer(false, t0 + 100ms);
