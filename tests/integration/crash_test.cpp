@@ -22,30 +22,6 @@ namespace fs = std::filesystem;
 constexpr std::uint64_t kPayloadBytes = 48ull << 20;
 constexpr std::uint32_t kRateKib = 6 * 1024;
 
-// Children of `parent` whose command line holds "--name" followed by `name`.
-std::vector<pid_t> stage_pids(pid_t parent, const std::string& name) {
-    std::vector<pid_t> found;
-    for (const auto& entry : fs::directory_iterator("/proc")) {
-        const std::string pid_text = entry.path().filename().string();
-        if (pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
-        std::ifstream stat_file(entry.path() / "stat");
-        std::string stat((std::istreambuf_iterator<char>(stat_file)), {});
-        const auto close = stat.rfind(')');
-        if (close == std::string::npos) continue;
-        std::istringstream rest(stat.substr(close + 2));
-        char state = 0;
-        pid_t ppid = 0;
-        rest >> state >> ppid;
-        if (ppid != parent || state == 'Z') continue;
-        std::ifstream cmdline_file(entry.path() / "cmdline");
-        std::string cmdline((std::istreambuf_iterator<char>(cmdline_file)), {});
-        if (cmdline.find(std::string("--name\0", 7) + name + std::string("\0", 1)) != std::string::npos) {
-            found.push_back(static_cast<pid_t>(std::stol(pid_text)));
-        }
-    }
-    return found;
-}
-
 class CrashTest : public ::testing::Test {
 protected:
     TempDir dir_{"pw-crash-"};

@@ -684,4 +684,47 @@ std::string read_text_file(const std::string& path) {
     return text.str();
 }
 
+std::string ChildProcess::flag_value(const std::string& flag) const {
+    for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
+        if (argv[i] == flag) return argv[i + 1];
+    }
+    return {};
+}
+
+std::vector<ChildProcess> live_children(pid_t parent) {
+    std::vector<ChildProcess> found;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+        const std::string pid_text = entry.path().filename().string();
+        if (pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
+        std::ifstream stat_file(entry.path() / "stat");
+        const std::string stat((std::istreambuf_iterator<char>(stat_file)), {});
+        // The command name in parentheses may itself hold spaces and ')': skip past the last.
+        const auto close = stat.rfind(')');
+        if (close == std::string::npos || close + 2 > stat.size()) continue;
+        std::istringstream rest(stat.substr(close + 2));
+        char state = 0;
+        pid_t ppid = 0;
+        rest >> state >> ppid;
+        if (ppid != parent || state == 'Z') continue;
+        std::ifstream cmdline_file(entry.path() / "cmdline");
+        const std::string cmdline((std::istreambuf_iterator<char>(cmdline_file)), {});
+        ChildProcess child{static_cast<pid_t>(std::stol(pid_text)), {}};
+        for (std::size_t at = 0; at < cmdline.size();) {
+            const auto end = cmdline.find('\0', at);
+            child.argv.push_back(cmdline.substr(at, end - at));
+            at = end == std::string::npos ? cmdline.size() : end + 1;
+        }
+        found.push_back(std::move(child));
+    }
+    return found;
+}
+
+std::vector<pid_t> stage_pids(pid_t parent, const std::string& name) {
+    std::vector<pid_t> pids;
+    for (const auto& child : live_children(parent)) {
+        if (child.flag_value("--name") == name) pids.push_back(child.pid);
+    }
+    return pids;
+}
+
 }  // namespace pw::test

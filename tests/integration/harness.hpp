@@ -191,6 +191,18 @@ bool same_tree(const std::string& a, const std::string& b, std::string* why = nu
 
 // PW_TEST_BIN_DIR + "/" + name: our built executables.
 std::string bin(const std::string& name);
+
+// A live child process of `parent` and its command line, read from /proc: how a test finds
+// the stages a `piecework download` started.
+struct ChildProcess {
+    pid_t pid = 0;
+    std::vector<std::string> argv;
+    // The value given after `flag` on its command line, or "" when absent.
+    std::string flag_value(const std::string& flag) const;
+};
+std::vector<ChildProcess> live_children(pid_t parent);
+// Children of `parent` started with `--name NAME`.
+std::vector<pid_t> stage_pids(pid_t parent, const std::string& name);
 // PW_TEST_HELPERS_DIR + "/" + name: scripts beside this harness.
 std::string helper(const std::string& name);
 

@@ -324,38 +324,11 @@ TEST_F(HostileTest, HostileBencodeIsRefusedClearly) {
 
 // --- hostile frames between the stages ---
 
-// The endpoint a running stage (a child of `parent`) was given as its --flag value, read from
-// its command line under /proc. Only children of our own client count: other downloads may
-// run on the same machine.
+// The endpoint a running stage (a child of `parent`) was given as its --flag value. Only
+// children of our own client count: other downloads may run on the same machine.
 std::string stage_endpoint(pid_t parent, const std::string& stage_name, const std::string& flag) {
-    for (const auto& entry : fs::directory_iterator("/proc")) {
-        const std::string pid_text = entry.path().filename().string();
-        if (pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
-        std::ifstream stat_file(entry.path() / "stat");
-        std::string stat((std::istreambuf_iterator<char>(stat_file)), {});
-        const auto close = stat.rfind(')');
-        if (close == std::string::npos) continue;
-        std::istringstream rest(stat.substr(close + 2));
-        char state = 0;
-        pid_t ppid = 0;
-        rest >> state >> ppid;
-        if (ppid != parent) continue;
-        std::ifstream file(entry.path() / "cmdline");
-        std::string cmdline((std::istreambuf_iterator<char>(file)), {});
-        std::vector<std::string> args;
-        for (std::size_t at = 0; at < cmdline.size();) {
-            const auto end = cmdline.find('\0', at);
-            args.push_back(cmdline.substr(at, end - at));
-            at = end == std::string::npos ? cmdline.size() : end + 1;
-        }
-        bool mine = false;
-        for (std::size_t i = 0; i + 1 < args.size(); ++i) {
-            if (args[i] == "--name" && args[i + 1] == stage_name) mine = true;
-        }
-        if (!mine) continue;
-        for (std::size_t i = 0; i + 1 < args.size(); ++i) {
-            if (args[i] == flag) return args[i + 1];
-        }
+    for (const auto& child : live_children(parent)) {
+        if (child.flag_value("--name") == stage_name) return child.flag_value(flag);
     }
     return {};
 }
