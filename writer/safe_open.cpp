@@ -118,6 +118,13 @@ Result<OpenedFile> open_below(int root_fd, std::string_view relative_path) {
         return make_error("refusing to write into '" + std::string(relative_path) +
                           "': not a regular file");
     }
+    // A hard link planted in the download folder would send our writes to a file elsewhere
+    // (its other name may be outside): only files with a single name are written.
+    if (info.st_nlink > 1) {
+        return make_error("refusing to write into '" + std::string(relative_path) +
+                          "': it has " + std::to_string(info.st_nlink) +
+                          " hard links, so it may be a file outside the download folder");
+    }
     return opened;
 }
 
@@ -148,6 +155,11 @@ Result<UniqueFd> open_existing_below(int root_fd, std::string_view relative_path
     if (::fstat(current.get(), &info) != 0) return make_error(describe_errno("cannot inspect", relative_path, errno));
     if (!S_ISREG(info.st_mode)) {
         return make_error("refusing to use '" + std::string(relative_path) + "': not a regular file");
+    }
+    // Reading a hard-linked file is harmless; cutting it to size is not (see open_below).
+    if (writable && info.st_nlink > 1) {
+        return make_error("refusing to change '" + std::string(relative_path) + "': it has " +
+                          std::to_string(info.st_nlink) + " hard links");
     }
     return current;
 }

@@ -209,6 +209,25 @@ TEST(PieceStore, SymlinkedFileInTheDownloadDirIsRefused) {
     EXPECT_TRUE(fs::is_empty(outside.path()));
 }
 
+TEST(PieceStore, HardLinkedFileInTheDownloadDirIsRefused) {
+    TempDir dir;
+    TempDir outside;
+    const TestTorrent t = make_torrent("single.bin", 1024, {}, 3000);
+    {
+        std::ofstream victim(outside.path() / "victim");
+        victim << "precious";
+    }
+    fs::create_hard_link(outside.path() / "victim", dir.path() / "single.bin");
+    PieceStore store = open_store(t, dir.path());
+    const Status status = store.write_piece(PieceIndex{0}, as_bytes(t.piece(0)));
+    ASSERT_FALSE(status.ok());
+    EXPECT_NE(status.error().message.find("hard links"), std::string::npos)
+        << status.error().message;
+    std::ifstream victim(outside.path() / "victim");
+    const std::string content((std::istreambuf_iterator<char>(victim)), {});
+    EXPECT_EQ(content, "precious");
+}
+
 TEST(PieceStore, SymlinkDeeperDownIsRefused) {
     TempDir dir;
     TempDir outside;
