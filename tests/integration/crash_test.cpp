@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -24,62 +25,71 @@ constexpr std::uint32_t kRateKib = 6 * 1024;
 
 class CrashTest : public ::testing::Test {
 protected:
-    TempDir dir_{"pw-crash-"};
+    // A fresh payload on a rate-capped libtorrent seeder (slow enough to act mid-download),
+    // and `piecework download` fetching it from that seeder alone.
+    void start_download(std::uint32_t seed, std::uint32_t rate_kib = kRateKib) {
+        payload_ = make_payload(dir_ / "data", "payload.bin", kPayloadBytes, seed);
+        const std::string torrent = make_torrent(payload_, 256u << 10, {}, dir_ / "t.torrent");
+        LibtorrentSeederOptions options;
+        options.rate_kib = rate_kib;
+        seeder_.emplace(LibtorrentSeeder::start(torrent, dir_ / "data", options));
+        ASSERT_TRUE(seeder_->wait_ready(120s)) << seeder_->log();
+        client_.emplace(Process::start({bin("piecework"), "download", torrent, "-o", out_,
+                                        "--peer", "127.0.0.1:" + std::to_string(seeder_->port()),
+                                        "--log-level", "info"},
+                                       dir_ / "piecework.log"));
+    }
+
+    // The pids of the stage the download started as `--name NAME`, once it appears.
+    std::vector<pid_t> wait_for_stage(const std::string& name) {
+        std::vector<pid_t> pids;
+        for (int i = 0; i < 200 && pids.empty(); ++i) {
+            std::this_thread::sleep_for(50ms);
+            pids = stage_pids(client_->pid(), name);
+        }
+        return pids;
+    }
+
+    std::string diagnostics() const {
+        return "\n--- piecework ---\n" + client_->log_tail(80) + "\n--- seeder ---\n" +
+               seeder_->log();
+    }
+
+    TempDir dir_{"pw-crash-"};  // first member: removed after the processes below are gone
+    std::string out_ = dir_ / "out";
+    std::string payload_;
+    std::optional<LibtorrentSeeder> seeder_;
+    std::optional<Process> client_;
 };
 
 class KilledStage : public CrashTest, public ::testing::WithParamInterface<std::string> {};
 
 TEST_P(KilledStage, IsRestartedAndTheDownloadCompletes) {
     const std::string stage = GetParam();
-    const std::string payload = make_payload(dir_ / "data", "payload.bin", kPayloadBytes, 41);
-    const std::string torrent = make_torrent(payload, 256u << 10, {}, dir_ / "t.torrent");
-    LibtorrentSeederOptions options;
-    options.rate_kib = kRateKib;
-    auto seeder = LibtorrentSeeder::start(torrent, dir_ / "data", options);
-    ASSERT_TRUE(seeder.wait_ready(120s)) << seeder.log();
-
-    const std::string out = dir_ / "out";
-    auto client = Process::start({bin("piecework"), "download", torrent, "-o", out, "--peer",
-                                  "127.0.0.1:" + std::to_string(seeder.port()), "--log-level",
-                                  "info"},
-                                 dir_ / "piecework.log");
+    ASSERT_NO_FATAL_FAILURE(start_download(41));
     // Wait for the stage, then for data to flow, then kill it mid-download.
-    std::vector<pid_t> victims;
-    for (int i = 0; i < 200 && victims.empty(); ++i) {
-        std::this_thread::sleep_for(50ms);
-        victims = stage_pids(client.pid(), stage);
-    }
-    ASSERT_EQ(victims.size(), 1u) << client.log_tail();
+    const std::vector<pid_t> victims = wait_for_stage(stage);
+    ASSERT_EQ(victims.size(), 1u) << client_->log_tail();
     std::this_thread::sleep_for(2500ms);
-    ASSERT_TRUE(client.running()) << "finished before the kill: " << client.log_tail();
+    ASSERT_TRUE(client_->running()) << "finished before the kill: " << client_->log_tail();
     ASSERT_EQ(::kill(victims[0], SIGKILL), 0);
 
-    const int code = client.wait_for_exit(240s);
-    if (code == -1) client.kill();
-    const std::string diagnostics =
-        "\n--- piecework ---\n" + client.log_tail(80) + "\n--- seeder ---\n" + seeder.log();
-    ASSERT_EQ(code, 0) << diagnostics;
-    EXPECT_NE(read_text_file(client.log_path()).find(stage + " exited (status 137); restarting"),
+    const int code = client_->wait_for_exit(240s);
+    if (code == -1) client_->kill();
+    ASSERT_EQ(code, 0) << diagnostics();
+    EXPECT_NE(read_text_file(client_->log_path()).find(stage + " exited (status 137); restarting"),
               std::string::npos)
-        << diagnostics;
+        << diagnostics();
     std::string why;
-    EXPECT_TRUE(same_tree(payload, out + "/payload.bin", &why)) << why << diagnostics;
+    EXPECT_TRUE(same_tree(payload_, out_ + "/payload.bin", &why)) << why << diagnostics();
 }
 
 // No stage waits forever on a dead partner: with the orchestrator frozen (SIGSTOP, so the
 // front end sees no exit and restarts nothing), every other stage notices the silence and
 // exits on its own.
 TEST_F(CrashTest, StagesExitWhenTheOrchestratorFallsSilent) {
-    const std::string payload = make_payload(dir_ / "data", "payload.bin", kPayloadBytes, 42);
-    const std::string torrent = make_torrent(payload, 256u << 10, {}, dir_ / "t.torrent");
-    LibtorrentSeederOptions options;
-    options.rate_kib = 1024;
-    auto seeder = LibtorrentSeeder::start(torrent, dir_ / "data", options);
-    ASSERT_TRUE(seeder.wait_ready(120s)) << seeder.log();
-    auto client = Process::start({bin("piecework"), "download", torrent, "-o", dir_ / "out",
-                                  "--peer", "127.0.0.1:" + std::to_string(seeder.port()),
-                                  "--log-level", "info"},
-                                 dir_ / "piecework.log");
+    ASSERT_NO_FATAL_FAILURE(start_download(42, 1024));
+    auto& client = *client_;
     std::vector<pid_t> orchestrator;
     std::vector<pid_t> others;
     for (int i = 0; i < 200 && (orchestrator.empty() || others.size() < 3); ++i) {
@@ -117,22 +127,9 @@ TEST_F(CrashTest, StagesExitWhenTheOrchestratorFallsSilent) {
 // heartbeats): it treats it as gone and puts back what it held; the stage, once thawed, finds
 // itself unknown and silent-to, exits, is restarted, and the download completes.
 TEST_F(CrashTest, FrozenVerifierIsTreatedAsGoneAndTheDownloadCompletes) {
-    const std::string payload = make_payload(dir_ / "data", "payload.bin", kPayloadBytes, 43);
-    const std::string torrent = make_torrent(payload, 256u << 10, {}, dir_ / "t.torrent");
-    LibtorrentSeederOptions options;
-    options.rate_kib = kRateKib;
-    auto seeder = LibtorrentSeeder::start(torrent, dir_ / "data", options);
-    ASSERT_TRUE(seeder.wait_ready(120s)) << seeder.log();
-    const std::string out = dir_ / "out";
-    auto client = Process::start({bin("piecework"), "download", torrent, "-o", out, "--peer",
-                                  "127.0.0.1:" + std::to_string(seeder.port()), "--log-level",
-                                  "info"},
-                                 dir_ / "piecework.log");
-    std::vector<pid_t> verifier;
-    for (int i = 0; i < 200 && verifier.empty(); ++i) {
-        std::this_thread::sleep_for(50ms);
-        verifier = stage_pids(client.pid(), "verifier");
-    }
+    ASSERT_NO_FATAL_FAILURE(start_download(43));
+    auto& client = *client_;
+    const std::vector<pid_t> verifier = wait_for_stage("verifier");
     ASSERT_EQ(verifier.size(), 1u) << client.log_tail();
     std::this_thread::sleep_for(2s);
     ASSERT_EQ(::kill(verifier[0], SIGSTOP), 0);
@@ -144,7 +141,7 @@ TEST_F(CrashTest, FrozenVerifierIsTreatedAsGoneAndTheDownloadCompletes) {
     ASSERT_EQ(code, 0) << client.log_tail(80);
     EXPECT_NE(log.find("'verifier' has been silent"), std::string::npos) << client.log_tail(80);
     std::string why;
-    EXPECT_TRUE(same_tree(payload, out + "/payload.bin", &why)) << why;
+    EXPECT_TRUE(same_tree(payload_, out_ + "/payload.bin", &why)) << why;
 }
 
 INSTANTIATE_TEST_SUITE_P(Stages, KilledStage,

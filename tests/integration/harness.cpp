@@ -684,6 +684,24 @@ std::string read_text_file(const std::string& path) {
     return text.str();
 }
 
+LoopbackSocket open_loopback_socket(int type, int backlog) {
+    LoopbackSocket result;
+    result.fd = ::socket(AF_INET, type | SOCK_CLOEXEC, 0);
+    sockaddr_in address = loopback(0);
+    socklen_t length = sizeof address;
+    auto* raw = reinterpret_cast<sockaddr*>(&address);
+    if (result.fd < 0 || ::bind(result.fd, raw, length) != 0 ||
+        (type == SOCK_STREAM && ::listen(result.fd, backlog) != 0) ||
+        ::getsockname(result.fd, raw, &length) != 0) {
+        const int error = errno;
+        if (result.fd >= 0) ::close(result.fd);
+        throw std::runtime_error(std::string("cannot open a socket on 127.0.0.1: ") +
+                                 std::strerror(error));
+    }
+    result.port = ntohs(address.sin_port);
+    return result;
+}
+
 std::string ChildProcess::flag_value(const std::string& flag) const {
     for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
         if (argv[i] == flag) return argv[i + 1];

@@ -192,6 +192,15 @@ bool same_tree(const std::string& a, const std::string& b, std::string* why = nu
 // PW_TEST_BIN_DIR + "/" + name: our built executables.
 std::string bin(const std::string& name);
 
+// A socket bound to 127.0.0.1 on a port the kernel picks (listening, for SOCK_STREAM): what
+// the tests' scripted peers and fake trackers serve on. Throws when it cannot be made; the
+// caller owns (and closes) fd.
+struct LoopbackSocket {
+    int fd = -1;
+    std::uint16_t port = 0;
+};
+LoopbackSocket open_loopback_socket(int type, int backlog = 8);
+
 // A live child process of `parent` and its command line, read from /proc: how a test finds
 // the stages a `piecework download` started.
 struct ChildProcess {

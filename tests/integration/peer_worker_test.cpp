@@ -36,6 +36,8 @@ using namespace std::chrono_literals;
 namespace v1 = bus::v1;
 using test::Process;
 using test::TempDir;
+using test::LoopbackSocket;
+using test::open_loopback_socket;
 
 constexpr std::uint32_t kHeartbeatMs = 200;
 const std::string kOurPeerId = "-PW0001-integration1";
@@ -228,17 +230,9 @@ class ScriptedPeer {
 public:
     explicit ScriptedPeer(std::string reply, std::chrono::milliseconds trickle = 0ms)
         : reply_(std::move(reply)), trickle_(trickle) {
-        listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in address{};
-        address.sin_family = AF_INET;
-        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t size = sizeof(address);
-        auto* raw = reinterpret_cast<sockaddr*>(&address);
-        if (::bind(listener_, raw, size) != 0 || ::listen(listener_, 4) != 0 ||
-            ::getsockname(listener_, raw, &size) != 0) {
-            throw std::runtime_error("cannot listen on 127.0.0.1");
-        }
-        port_ = ntohs(address.sin_port);
+        const LoopbackSocket listener = open_loopback_socket(SOCK_STREAM, 4);
+        listener_ = listener.fd;
+        port_ = listener.port;
         thread_ = std::thread([this] { serve(); });
     }
     ~ScriptedPeer() {

@@ -30,6 +30,8 @@ using namespace std::chrono_literals;
 namespace v1 = bus::v1;
 using test::Process;
 using test::TempDir;
+using test::LoopbackSocket;
+using test::open_loopback_socket;
 using test::Tracker;
 
 constexpr std::uint16_t kFakePeerPort = 51413;
@@ -166,17 +168,9 @@ private:
 class CannedHttpServer {
 public:
     explicit CannedHttpServer(std::string response) : response_(std::move(response)) {
-        listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in address{};
-        address.sin_family = AF_INET;
-        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t length = sizeof address;
-        if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
-            ::listen(listener_, 8) != 0 ||
-            ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-            throw std::runtime_error("canned HTTP server: cannot listen");
-        }
-        port_ = ntohs(address.sin_port);
+        const LoopbackSocket listener = open_loopback_socket(SOCK_STREAM);
+        listener_ = listener.fd;
+        port_ = listener.port;
         thread_ = std::thread([this] { serve(); });
     }
     ~CannedHttpServer() {
@@ -376,16 +370,9 @@ TEST_F(TrackerSvcStage, SilentOrchestratorMakesTheStageExit) {
 class NoisyUdpTracker {
 public:
     NoisyUdpTracker() {
-        socket_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        sockaddr_in address{};
-        address.sin_family = AF_INET;
-        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t length = sizeof address;
-        if (socket_ < 0 || ::bind(socket_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
-            ::getsockname(socket_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-            throw std::runtime_error("noisy UDP tracker: cannot bind");
-        }
-        port_ = ntohs(address.sin_port);
+        const LoopbackSocket bound = open_loopback_socket(SOCK_DGRAM);
+        socket_ = bound.fd;
+        port_ = bound.port;
         thread_ = std::thread([this] { serve(); });
     }
     ~NoisyUdpTracker() {
