@@ -171,16 +171,9 @@ void TrackerService::begin_round(Clock::time_point now) {
 }
 
 AnnounceRequest TrackerService::make_request(const std::string& url) const {
-    AnnounceRequest request;
-    request.info_hash = identity_.info_hash;
-    request.peer_id = identity_.peer_id;
-    request.port = identity_.port;
-    request.uploaded = identity_.uploaded;
-    request.downloaded = identity_.downloaded;
-    request.left = identity_.left;
+    AnnounceRequest request = identity_;
     request.event = round_->event;
     request.numwant = schedule_->numwant();
-    request.key = identity_.key;
     if (const auto id = tracker_ids_.find(url); id != tracker_ids_.end()) {
         request.tracker_id = id->second;
     }

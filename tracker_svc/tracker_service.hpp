@@ -32,17 +32,6 @@ struct ServiceOptions {
     bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
 };
 
-// What the stage announces, from the Welcome and the orchestrator's latest TrackerStats.
-struct AnnounceIdentity {
-    Sha1Digest info_hash{};
-    std::array<std::uint8_t, 20> peer_id{};
-    std::uint16_t port = 0;
-    std::uint32_t key = 0;
-    std::uint64_t uploaded = 0;
-    std::uint64_t downloaded = 0;
-    std::uint64_t left = 0;
-};
-
 class TrackerService {
 public:
     using Clock = std::chrono::steady_clock;
@@ -84,7 +73,9 @@ private:
     std::optional<Torrent> torrent_;
     std::optional<TierList> tiers_;
     std::optional<AnnounceSchedule> schedule_;
-    AnnounceIdentity identity_;
+    // What every announce carries, from the Welcome and the orchestrator's latest
+    // TrackerStats; make_request adds the per-announce event, numwant and tracker id.
+    AnnounceRequest identity_;
     HttpAnnouncer http_;
     UdpAnnouncer udp_;
     std::optional<Round> round_;
