@@ -258,29 +258,26 @@ struct TrackerSvcStage : ::testing::Test {
     FakeOrchestrator orchestrator{dir};
 };
 
-TEST_F(TrackerSvcStage, HttpTrackerYieldsThePreRegisteredPeer) {
+// The same opentracker answers over HTTP and UDP (BEP 15); either way the stage hands the
+// orchestrator the peer registered there beforehand.
+class TrackerScheme : public TrackerSvcStage, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(TrackerScheme, YieldsThePreRegisteredPeer) {
+    const std::string scheme = GetParam();
     const std::uint16_t port = test::free_port();
-    const auto torrent = make_torrent({{"http://127.0.0.1:" + std::to_string(port) + "/announce"}}, "http");
+    const auto torrent =
+        make_torrent({{scheme + "://127.0.0.1:" + std::to_string(port) + "/announce"}}, scheme);
     auto tracker = Tracker::start(dir, {torrent.info_hash_hex}, port);
     register_fake_peer(tracker, torrent);
     orchestrator.set_torrent(torrent.bytes);
     auto stage = start_tracker_svc(dir, orchestrator);
     const auto found = orchestrator.wait_for(has_fake_peer, 20s);
     ASSERT_TRUE(found) << describe(orchestrator.seen()) << stage.log_tail();
-    EXPECT_EQ(found->peers_found().tracker(), tracker.http_announce());
+    EXPECT_EQ(found->peers_found().tracker(),
+              scheme == "udp" ? tracker.udp_announce() : tracker.http_announce());
 }
 
-TEST_F(TrackerSvcStage, UdpTrackerYieldsThePreRegisteredPeer) {
-    const std::uint16_t port = test::free_port();
-    const auto torrent = make_torrent({{"udp://127.0.0.1:" + std::to_string(port) + "/announce"}}, "udp");
-    auto tracker = Tracker::start(dir, {torrent.info_hash_hex}, port);
-    register_fake_peer(tracker, torrent);
-    orchestrator.set_torrent(torrent.bytes);
-    auto stage = start_tracker_svc(dir, orchestrator);
-    const auto found = orchestrator.wait_for(has_fake_peer, 20s);
-    ASSERT_TRUE(found) << describe(orchestrator.seen()) << stage.log_tail();
-    EXPECT_EQ(found->peers_found().tracker(), tracker.udp_announce());
-}
+INSTANTIATE_TEST_SUITE_P(Schemes, TrackerScheme, ::testing::Values("http", "udp"));
 
 TEST_F(TrackerSvcStage, DeadTiersAreReportedAndTheNextTierAnswers) {
     const std::uint16_t port = test::free_port();
