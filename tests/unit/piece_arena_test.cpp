@@ -1,0 +1,103 @@
+#include "core/bus/piece_arena.hpp"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include <gtest/gtest.h>
+
+namespace pw::bus {
+namespace {
+
+TEST(PieceArena, HandsOutEverySlotOnceAndReusesTheLastFreed) {
+    PieceArena arena(16384, 3);
+    std::set<std::uint32_t> slots;
+    for (std::uint64_t lease = 1; lease <= 3; ++lease) {
+        const auto slot = arena.acquire(lease);
+        ASSERT_TRUE(slot.has_value());
+        EXPECT_EQ(arena.tag(*slot), lease);
+        EXPECT_EQ(arena.bytes(*slot).size(), 16384u);
+        slots.insert(*slot);
+    }
+    EXPECT_EQ(slots.size(), 3u);
+    EXPECT_FALSE(arena.acquire(4).has_value());
+    arena.release(1);
+    EXPECT_EQ(arena.tag(1), 0u);
+    arena.release(1);  // twice: ignored
+    arena.release(99);  // unknown: ignored
+    EXPECT_EQ(arena.free_slots(), 1u);
+    EXPECT_EQ(arena.acquire(5), std::optional<std::uint32_t>(1));
+}
+
+TEST(PieceArena, AReaderSeesTheBytesWhileTheTagHolds) {
+    PieceArena arena(20000, 2);  // not a page multiple: slots are padded
+    const auto slot = arena.acquire(42).value();
+    auto bytes = arena.bytes(slot);
+    std::fill(bytes.begin(), bytes.end(), 0xab);
+
+    ArenaReader reader;
+    auto view = reader.view(arena.info(), slot, 20000, 42);
+    ASSERT_TRUE(view) << view.error().describe();
+    EXPECT_TRUE(std::all_of(view->begin(), view->end(), [](std::uint8_t b) { return b == 0xab; }));
+    EXPECT_TRUE(reader.still_holds(arena.info(), slot, 42));
+
+    arena.release(slot);
+    EXPECT_FALSE(reader.still_holds(arena.info(), slot, 42));
+    arena.acquire(43);
+    EXPECT_FALSE(reader.view(arena.info(), slot, 20000, 42));
+    EXPECT_TRUE(reader.view(arena.info(), slot, 20000, 43));
+    EXPECT_EQ(reader.mapped_count(), 1u);
+}
+
+TEST(PieceArena, RefusesWhatIsNotTheNamedArena) {
+    PieceArena arena(16384, 2);
+    const auto slot = arena.acquire(7).value();
+    ArenaReader reader;
+    ArenaInfo wrong_id = arena.info();
+    wrong_id.id ^= 1;
+    EXPECT_FALSE(reader.view(wrong_id, slot, 16384, 7));
+    ArenaInfo wrong_shape = arena.info();
+    wrong_shape.slot_count = 3;
+    EXPECT_FALSE(reader.view(wrong_shape, slot, 16384, 7));
+    for (const char* path : {"/etc/passwd", "/proc/self/fd/0", "/proc/1/fd/../../etc/passwd", ""}) {
+        ArenaInfo elsewhere = arena.info();
+        elsewhere.path = path;
+        EXPECT_FALSE(reader.view(elsewhere, slot, 16384, 7)) << path;
+    }
+    EXPECT_FALSE(reader.view(arena.info(), 2, 16384, 7));      // no such slot
+    EXPECT_FALSE(reader.view(arena.info(), slot, 16385, 7));   // larger than a slot
+    EXPECT_FALSE(reader.view(arena.info(), slot, 16384, 0));   // never a free slot
+    EXPECT_EQ(reader.mapped_count(), 1u);  // only the real one, by the last three calls
+}
+
+TEST(PieceArena, AnotherProcessReadsIt) {
+    PieceArena arena(16384, 1);
+    const auto slot = arena.acquire(9).value();
+    std::memcpy(arena.bytes(slot).data(), "piecework", 9);
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        ArenaReader reader;
+        auto view = reader.view(arena.info(), slot, 9, 9);
+        _exit(view && std::memcmp(view->data(), "piecework", 9) == 0 ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST(PieceArena, TheReaderKeepsAFewArenasMapped) {
+    ArenaReader reader(2);
+    PieceArena a(16384, 1), b(16384, 1), c(16384, 1);
+    for (PieceArena* arena : {&a, &b, &c}) {
+        const auto slot = arena->acquire(1).value();
+        EXPECT_TRUE(reader.view(arena->info(), slot, 1, 1));
+    }
+    EXPECT_EQ(reader.mapped_count(), 2u);
+}
+
+}  // namespace
+}  // namespace pw::bus
