@@ -23,11 +23,18 @@ namespace metrics {
 class Registry;
 }
 
-inline constexpr std::uint32_t kSchemaVersion = 1;
-// A piece (at most kMaxPieceBytes) plus its header; nothing larger crosses a socket.
+// 2: whole pieces travel in batches (PieceBatch) and may stay in a worker's arena.
+inline constexpr std::uint32_t kSchemaVersion = 2;
+// A piece (at most kMaxPieceBytes) plus its header; no larger frame crosses a socket.
 inline constexpr std::int64_t kMaxPieceBytes = 64ll << 20;
 inline constexpr std::int64_t kMaxMessageBytes = kMaxPieceBytes + (1 << 20);
-inline constexpr std::size_t kMaxFrames = 4;
+// Pieces in one PieceBatch. Batches carried as frames also stop growing once they hold
+// kMaxBatchFrameBytes (or a single piece larger than that), so a queue of a few batches
+// stays a few megabytes.
+inline constexpr std::size_t kMaxBatchPieces = 256;
+inline constexpr std::size_t kMaxBatchFrameBytes = 4u << 20;
+// Raw frames after an envelope: one per piece of a batch at most.
+inline constexpr std::size_t kMaxFrames = kMaxBatchPieces;
 
 using Clock = std::chrono::steady_clock;
 
