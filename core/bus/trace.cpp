@@ -1,5 +1,6 @@
 #include "core/bus/trace.hpp"
 
+#include <atomic>
 #include <mutex>
 #include <stdexcept>
 #include <vector>
@@ -64,6 +65,10 @@ std::string escape_percent(const std::string& text) {
     return out;
 }
 
+// Mirrors whether the trace logger is registered: bus::send and bus::receive ask on every
+// message, and spdlog's registry lookup takes a mutex and copies a shared_ptr each time.
+std::atomic<bool> tracing{false};
+
 }  // namespace
 
 void start(const std::string& stage, bool to_stderr, const std::string& publish_endpoint) {
@@ -77,14 +82,19 @@ void start(const std::string& stage, bool to_stderr, const std::string& publish_
     tracer->flush_on(spdlog::level::trace);
     spdlog::drop(kLoggerName);
     spdlog::register_logger(tracer);
+    tracing.store(true, std::memory_order_release);
 }
 
 void stop() {
-    if (auto tracer = logger()) tracer->flush();
+    tracing.store(false, std::memory_order_release);
+    if (auto tracer = spdlog::get(kLoggerName)) tracer->flush();
     spdlog::drop(kLoggerName);
 }
 
-std::shared_ptr<spdlog::logger> logger() { return spdlog::get(kLoggerName); }
+std::shared_ptr<spdlog::logger> logger() {
+    if (!tracing.load(std::memory_order_acquire)) return nullptr;
+    return spdlog::get(kLoggerName);
+}
 
 std::string describe(Direction direction, zmq::socket_t& socket, const std::string* identity,
                      const ::piecework::v1::Envelope& envelope,

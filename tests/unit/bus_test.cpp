@@ -46,7 +46,7 @@ struct Pipe {
 
     void send_piece(std::uint32_t piece) {
         v1::Envelope envelope;
-        envelope.mutable_piece_data()->set_piece(piece);
+        envelope.mutable_piece_batch()->add_pieces()->set_piece(piece);
         ASSERT_TRUE(send(push, "test", envelope));
     }
 
@@ -61,7 +61,8 @@ TEST(Bus, RoundTripCarriesHeaderAndRawFrameWithoutCopy) {
     const void* original_address = buffer.data();
 
     v1::Envelope envelope;
-    auto* piece = envelope.mutable_piece_data();
+    envelope.mutable_piece_batch()->set_worker("peer_worker-1");
+    auto* piece = envelope.mutable_piece_batch()->add_pieces();
     piece->set_piece(42);
     piece->set_lease_id(7);
     piece->add_contributors("10.0.0.1:6881");
@@ -74,11 +75,13 @@ TEST(Bus, RoundTripCarriesHeaderAndRawFrameWithoutCopy) {
     ASSERT_EQ(pipe.receive_one(in), RecvStatus::ok);
     EXPECT_EQ(in.envelope.version(), kSchemaVersion);
     EXPECT_EQ(in.envelope.sender(), "peer_worker-1");
-    ASSERT_TRUE(in.envelope.has_piece_data());
-    EXPECT_EQ(in.envelope.piece_data().piece(), 42u);
-    EXPECT_EQ(in.envelope.piece_data().lease_id(), 7u);
-    ASSERT_EQ(in.envelope.piece_data().contributors_size(), 1);
-    EXPECT_EQ(in.envelope.piece_data().contributors(0), "10.0.0.1:6881");
+    ASSERT_TRUE(in.envelope.has_piece_batch());
+    ASSERT_EQ(in.envelope.piece_batch().pieces_size(), 1);
+    const auto& received = in.envelope.piece_batch().pieces(0);
+    EXPECT_EQ(received.piece(), 42u);
+    EXPECT_EQ(received.lease_id(), 7u);
+    ASSERT_EQ(received.contributors_size(), 1);
+    EXPECT_EQ(received.contributors(0), "10.0.0.1:6881");
     ASSERT_EQ(in.frames.size(), 1u);
     ASSERT_EQ(in.frames[0].size(), expected.size());
     EXPECT_EQ(std::memcmp(in.frames[0].data(), expected.data(), expected.size()), 0);
@@ -89,7 +92,7 @@ TEST(Bus, RoundTripCarriesHeaderAndRawFrameWithoutCopy) {
 TEST(Bus, EmptyBufferFrameArrivesEmpty) {
     Pipe pipe;
     v1::Envelope envelope;
-    envelope.mutable_piece_data()->set_piece(1);
+    envelope.mutable_piece_batch()->add_pieces()->set_piece(1);
     std::vector<zmq::message_t> frames;
     frames.push_back(frame_from_buffer({}));
     ASSERT_TRUE(send(pipe.push, "test", envelope, frames));
@@ -107,7 +110,7 @@ TEST(Bus, MalformedEnvelopeIsDroppedAndTheNextMessageArrives) {
     Incoming in;
     EXPECT_EQ(pipe.receive_one(in), RecvStatus::dropped);
     ASSERT_EQ(pipe.receive_one(in), RecvStatus::ok);
-    EXPECT_EQ(in.envelope.piece_data().piece(), 5u);
+    EXPECT_EQ(in.envelope.piece_batch().pieces(0).piece(), 5u);
     EXPECT_TRUE(in.frames.empty());
 }
 
@@ -116,20 +119,20 @@ TEST(Bus, OtherSchemaVersionIsDropped) {
     v1::Envelope future;
     future.set_version(kSchemaVersion + 1);
     future.set_sender("from-the-future");
-    future.mutable_piece_data()->set_piece(1);
+    future.mutable_piece_batch()->add_pieces()->set_piece(1);
     pipe.send_raw({future.SerializeAsString(), "a frame"});
     pipe.send_piece(2);
 
     Incoming in;
     EXPECT_EQ(pipe.receive_one(in), RecvStatus::dropped);
     ASSERT_EQ(pipe.receive_one(in), RecvStatus::ok);
-    EXPECT_EQ(in.envelope.piece_data().piece(), 2u);
+    EXPECT_EQ(in.envelope.piece_batch().pieces(0).piece(), 2u);
 }
 
 TEST(Bus, TooManyFramesAreDroppedWholeButTheLimitItselfPasses) {
     Pipe pipe;
     v1::Envelope envelope;
-    envelope.mutable_piece_data()->set_piece(3);
+    envelope.mutable_piece_batch()->add_pieces()->set_piece(3);
     std::vector<zmq::message_t> too_many;
     for (std::size_t i = 0; i < kMaxFrames + 1; ++i) too_many.emplace_back(std::string("x"));
     ASSERT_TRUE(send(pipe.push, "test", envelope, too_many));
@@ -143,7 +146,7 @@ TEST(Bus, TooManyFramesAreDroppedWholeButTheLimitItselfPasses) {
     ASSERT_EQ(pipe.receive_one(in), RecvStatus::ok);
     EXPECT_EQ(in.frames.size(), kMaxFrames);
     ASSERT_EQ(pipe.receive_one(in), RecvStatus::ok);
-    EXPECT_EQ(in.envelope.piece_data().piece(), 4u);
+    EXPECT_EQ(in.envelope.piece_batch().pieces(0).piece(), 4u);
     EXPECT_TRUE(in.frames.empty());
 }
 
@@ -162,7 +165,7 @@ TEST(Bus, EnvelopeWithoutBodyIsDropped) {
     EXPECT_EQ(pipe.receive_one(in), RecvStatus::dropped);
     EXPECT_EQ(pipe.receive_one(in), RecvStatus::dropped);
     ASSERT_EQ(pipe.receive_one(in), RecvStatus::ok);
-    EXPECT_EQ(in.envelope.piece_data().piece(), 6u);
+    EXPECT_EQ(in.envelope.piece_batch().pieces(0).piece(), 6u);
 }
 
 TEST(Bus, NothingToReadIsWouldBlock) {
