@@ -167,7 +167,18 @@ def parent_map():
 
 
 def anon_kib(pid):
+    """Anonymous and shared-memory pages the process holds, each shared page divided among
+    the processes mapping it (Pss): summed over a tree, the arena piecework's stages share is
+    counted once, not once per stage. Falls back to RssAnon + RssShmem without smaps_rollup."""
     total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith(("Pss_Anon:", "Pss_Shmem:")):
+                    total += int(line.split()[1])
+        return total
+    except OSError:
+        pass
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
