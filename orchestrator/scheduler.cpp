@@ -61,7 +61,7 @@ std::vector<Cancel> Scheduler::verified(PieceIndex piece, std::uint64_t lease_id
     leases_.take(lease_id);
     // A free piece can be verified when its lease had expired: it is no longer free.
     picker_.take(piece);
-    verified_.insert(piece.get());
+    verified_.insert_or_assign(piece.get(), lease_id);
     return cancel_all(piece);
 }
 
@@ -76,6 +76,15 @@ std::vector<Cancel> Scheduler::written(PieceIndex piece) {
 void Scheduler::failed(PieceIndex piece, std::uint64_t lease_id) {
     leases_.take(lease_id);
     if (piece.get() < picker_.piece_count()) requeue_if_orphaned(piece);
+}
+
+void Scheduler::dropped(PieceIndex piece, std::uint64_t lease_id) {
+    if (const auto lease = leases_.take(lease_id)) requeue_if_orphaned(lease->piece);
+    if (piece.get() >= picker_.piece_count()) return;
+    const auto waiting = verified_.find(piece.get());
+    if (waiting == verified_.end() || waiting->second != lease_id) return;
+    verified_.erase(waiting);
+    requeue_if_orphaned(piece);
 }
 
 void Scheduler::write_failed(PieceIndex piece) {
@@ -99,7 +108,9 @@ void Scheduler::worker_gone(const std::string& worker) {
 }
 
 void Scheduler::writer_lost() {
-    const std::vector<std::uint32_t> pending(verified_.begin(), verified_.end());
+    std::vector<std::uint32_t> pending;
+    pending.reserve(verified_.size());
+    for (const auto& entry : verified_) pending.push_back(entry.first);
     verified_.clear();
     for (const std::uint32_t piece : pending) requeue_if_orphaned(PieceIndex{piece});
 }

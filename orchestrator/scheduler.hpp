@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -55,6 +56,10 @@ public:
     std::vector<Cancel> written(PieceIndex piece);
     // The piece failed its hash check.
     void failed(PieceIndex piece, std::uint64_t lease_id);
+    // The piece's bytes were lost in transit (PiecesDropped): nobody is to blame. The lease
+    // goes, and so does the wait for the writer if this lease's copy is the one it waits for;
+    // a copy verified under another lease is still on its way and left alone.
+    void dropped(PieceIndex piece, std::uint64_t lease_id);
     // The write failed: the piece waits (busy) until requeue_held, so a failing disk is not
     // hammered in a tight loop.
     void write_failed(PieceIndex piece);
@@ -83,7 +88,9 @@ private:
     PiecePicker picker_;
     LeaseBook leases_;
     std::mt19937_64 rng_;
-    std::unordered_set<std::uint32_t> verified_;  // awaiting the writer
+    // Awaiting the writer, with the lease whose copy it waits for (the latest verified: the
+    // last to reach the writer), so a dropped copy under another lease leaves it waiting.
+    std::unordered_map<std::uint32_t, std::uint64_t> verified_;
     std::unordered_set<std::uint32_t> held_;      // write failed, waiting to be retried
 };
 
