@@ -107,9 +107,9 @@ void OrchestratorService::on_hello(const std::string& identity, const v1::Hello&
             // A previous verifier may have been declared gone while frozen, then taken
             // deliveries until it exited: whatever is still marked delivered went to a dead
             // process. (A duplicate, if its data does arrive, is harmless.)
-            scheduler_.verifier_lost();
+            lose_verifier();
         } else if (hello.role() == v1::ROLE_WRITER) {
-            scheduler_.writer_lost();  // the same for pieces verified towards a dead writer
+            lose_writer();  // the same for pieces verified towards a dead writer
         }
         stages_.add(identity, hello.role(), hello.pid(), now);
         if (hello.role() == v1::ROLE_PEER_WORKER) directory_.add_worker(identity);
@@ -181,19 +181,25 @@ void OrchestratorService::handle(bus::Incoming& in, Clock::time_point now) {
         case v1::Envelope::kLeaseReleased:
             for (const auto id : envelope.lease_released().lease_ids()) scheduler_.release(id);
             break;
-        case v1::Envelope::kPieceDelivered:
-            scheduler_.delivered(envelope.piece_delivered().lease_id());
+        case v1::Envelope::kPiecesDelivered:
+            for (const auto& ref : envelope.pieces_delivered().pieces()) {
+                scheduler_.delivered(ref.lease_id());
+            }
             break;
-        case v1::Envelope::kPieceVerified:
-            send_cancels(scheduler_.verified(PieceIndex{envelope.piece_verified().piece()},
-                                             envelope.piece_verified().lease_id()));
+        case v1::Envelope::kPiecesVerified:
+            on_pieces_verified(envelope.pieces_verified());
             break;
         case v1::Envelope::kPieceFailed:
             on_piece_failed(envelope.piece_failed());
             break;
-        case v1::Envelope::kPieceWritten:
-            write_failures_in_a_row_ = 0;
-            on_piece_written(PieceIndex{envelope.piece_written().piece()});
+        case v1::Envelope::kPiecesWritten:
+            on_pieces_written(envelope.pieces_written());
+            break;
+        case v1::Envelope::kPiecesDropped:
+            on_pieces_dropped(in.identity, envelope.pieces_dropped());
+            break;
+        case v1::Envelope::kSlotsFreed:
+            on_slots_freed(*stage, in.envelope);
             break;
         case v1::Envelope::kWriteFailed:
             on_write_failed(envelope.write_failed(), now);
@@ -222,14 +228,78 @@ void OrchestratorService::on_stage_lost(const Stage& stage) {
             }
             break;
         case v1::ROLE_WRITER:
-            scheduler_.writer_lost();
+            lose_writer();
             break;
         case v1::ROLE_VERIFIER:
-            scheduler_.verifier_lost();
+            lose_verifier();
             break;
         default:
             break;
     }
+}
+
+void OrchestratorService::lose_verifier() {
+    scheduler_.verifier_lost();
+    free_all_delivered_slots();
+}
+
+void OrchestratorService::lose_writer() {
+    scheduler_.writer_lost();
+    free_all_delivered_slots();
+}
+
+void OrchestratorService::free_all_delivered_slots() {
+    // Pieces in a worker's arena may have been in the dead stage's hands or queued towards
+    // it: nobody would ever free their slots. A piece still in flight whose slot is reused
+    // fails the readers' tag check and comes back as PiecesDropped.
+    v1::Envelope envelope;
+    auto* freed = envelope.mutable_slots_freed();
+    freed->set_all_delivered(true);
+    for (const auto& worker : stages_.identities(v1::ROLE_PEER_WORKER)) {
+        freed->set_worker(worker);
+        send_to(worker, envelope);
+    }
+}
+
+void OrchestratorService::on_pieces_verified(const v1::PiecesVerified& verified) {
+    for (const auto& ref : verified.pieces()) {
+        send_cancels(scheduler_.verified(PieceIndex{ref.piece()}, ref.lease_id()));
+    }
+}
+
+void OrchestratorService::on_pieces_written(const v1::PiecesWritten& written) {
+    if (written.pieces_size() > 0) write_failures_in_a_row_ = 0;
+    for (const auto& ref : written.pieces()) on_piece_written(PieceIndex{ref.piece()});
+}
+
+void OrchestratorService::on_pieces_dropped(const std::string& identity,
+                                            const v1::PiecesDropped& dropped) {
+    spdlog::debug("'{}' dropped {} piece(s), fetching them again: {}", identity,
+                  dropped.pieces_size(), dropped.reason());
+    for (const auto& ref : dropped.pieces()) {
+        scheduler_.dropped(PieceIndex{ref.piece()}, ref.lease_id());
+    }
+}
+
+void OrchestratorService::on_slots_freed(const Stage& from, v1::Envelope& envelope) {
+    if (from.role != v1::ROLE_VERIFIER && from.role != v1::ROLE_WRITER) {
+        spdlog::debug("ignoring SlotsFreed from '{}': only a verifier or a writer frees slots",
+                      from.identity);
+        return;
+    }
+    auto* freed = envelope.mutable_slots_freed();
+    const Stage* worker = stages_.find(freed->worker());
+    if (worker == nullptr || worker->role != v1::ROLE_PEER_WORKER) {
+        spdlog::debug("ignoring SlotsFreed from '{}' for '{}': not a worker we know",
+                      from.identity, freed->worker());
+        return;
+    }
+    // Freeing everything a worker delivered is only safe when a stage is known to be dead,
+    // which only the orchestrator can tell: a live stage may name its own leases only.
+    freed->set_all_delivered(false);
+    if (freed->lease_ids().empty()) return;
+    const std::string identity = freed->worker();
+    send_to(identity, envelope);
 }
 
 void OrchestratorService::on_peer_has(const v1::PeerHas& has, std::vector<zmq::message_t>& frames) {

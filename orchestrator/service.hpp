@@ -64,8 +64,15 @@ private:
     void on_peer_has(const bus::v1::PeerHas& has, std::vector<zmq::message_t>& frames);
     void on_work_request(const std::string& identity, const bus::v1::WorkRequest& request,
                          Clock::time_point now);
+    void on_pieces_verified(const bus::v1::PiecesVerified& verified);
+    void on_pieces_written(const bus::v1::PiecesWritten& written);
+    void on_pieces_dropped(const std::string& identity, const bus::v1::PiecesDropped& dropped);
+    void on_slots_freed(const Stage& from, bus::v1::Envelope& envelope);
     void on_piece_failed(const bus::v1::PieceFailed& failed);
     void on_piece_written(PieceIndex piece);
+    void lose_verifier();
+    void lose_writer();
+    void free_all_delivered_slots();
     void on_write_failed(const bus::v1::WriteFailed& failed, Clock::time_point now);
     void on_resume_state(std::vector<zmq::message_t>& frames);
     void on_tracker_status(const bus::v1::TrackerStatus& status);
