@@ -1,30 +1,67 @@
 #include "verifier/piece_forwarder.hpp"
 
-#include <span>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
-#include "verifier/piece_check.hpp"
+#include "verifier/batch_judge.hpp"
 
 namespace pw::verifier {
 
 namespace {
 
-v1::Envelope verified_report(const v1::PieceData& piece) {
-    v1::Envelope report;
-    report.mutable_piece_verified()->set_piece(piece.piece());
-    report.mutable_piece_verified()->set_lease_id(piece.lease_id());
-    return report;
+template <class Pieces, class Report>
+void add_refs(const Pieces& pieces, Report& report) {
+    for (const v1::PieceData& piece : pieces) {
+        v1::PieceRef* ref = report.add_pieces();
+        ref->set_piece(piece.piece());
+        ref->set_lease_id(piece.lease_id());
+    }
 }
 
-v1::Envelope failed_report(const v1::PieceData& piece) {
+v1::Envelope failed_report(const v1::PieceData& piece, const std::string& batch_worker) {
     v1::Envelope report;
     auto* failed = report.mutable_piece_failed();
     failed->set_piece(piece.piece());
     failed->set_lease_id(piece.lease_id());
     *failed->mutable_contributors() = piece.contributors();
-    failed->set_worker(piece.worker());
+    failed->set_worker(piece.worker().empty() ? batch_worker : piece.worker());
     return report;
+}
+
+v1::Envelope dropped_report(const std::vector<v1::PieceData>& dropped, const std::string& reason) {
+    v1::Envelope report;
+    add_refs(dropped, *report.mutable_pieces_dropped());
+    report.mutable_pieces_dropped()->set_reason(reason);
+    return report;
+}
+
+// The worker keeps a slot until told its piece's journey is over: for a piece that does not
+// go on to the writer, that is here.
+v1::Envelope slots_freed_report(const BatchVerdict& verdict) {
+    v1::Envelope report;
+    auto* freed = report.mutable_slots_freed();
+    freed->set_worker(verdict.good.worker());
+    freed->set_arena_id(verdict.good.arena().id());
+    for (const auto* pieces : {&verdict.failed, &verdict.dropped}) {
+        for (const v1::PieceData& piece : *pieces) freed->add_lease_ids(piece.lease_id());
+    }
+    return report;
+}
+
+std::vector<v1::Envelope> refusal_reports(const BatchVerdict& verdict) {
+    std::vector<v1::Envelope> reports;
+    for (const v1::PieceData& piece : verdict.failed) {
+        reports.push_back(failed_report(piece, verdict.good.worker()));
+    }
+    if (!verdict.dropped.empty()) {
+        spdlog::warn("dropped {} pieces of a batch from '{}': {}", verdict.dropped.size(),
+                     verdict.good.worker(), verdict.drop_reason);
+        reports.push_back(dropped_report(verdict.dropped, verdict.drop_reason));
+    }
+    const bool slots_to_free = !verdict.failed.empty() || !verdict.dropped.empty();
+    if (verdict.good.has_arena() && slots_to_free) reports.push_back(slots_freed_report(verdict));
+    return reports;
 }
 
 }  // namespace
@@ -37,50 +74,62 @@ bool PieceForwarder::ready() const {
     return (to_writer_.get(zmq::sockopt::events) & ZMQ_POLLOUT) != 0;
 }
 
-std::optional<v1::Envelope> PieceForwarder::take(bus::Incoming&& in) {
-    if (!in.envelope.has_piece_data()) {
-        spdlog::warn("dropped a message of type {} from '{}': only pieces belong on this socket",
-                     static_cast<int>(in.envelope.body_case()), in.envelope.sender());
-        return std::nullopt;
-    }
-    const v1::PieceData& header = in.envelope.piece_data();
-    if (in.frames.size() != 1) {
-        spdlog::warn("piece {} from '{}' failed: {} data frames instead of 1", header.piece(),
-                     in.envelope.sender(), in.frames.size());
-        ++stats_.failed;
-        return failed_report(header);
-    }
-    const zmq::message_t& frame = in.frames.front();
-    const Status check = check_piece(
-        torrent_, header.piece(),
-        std::span<const std::uint8_t>(static_cast<const std::uint8_t*>(frame.data()), frame.size()));
-    if (!check.ok()) {
-        spdlog::warn("piece failed (from '{}', lease {}): {}", header.worker(), header.lease_id(),
-                     check.error().describe());
-        ++stats_.failed;
-        return failed_report(header);
-    }
-    return forward(HeldPiece{std::move(in.envelope), std::move(in.frames)});
+std::size_t PieceForwarder::held_pieces() const {
+    return held_ ? static_cast<std::size_t>(held_->envelope.piece_batch().pieces_size()) : 0;
 }
 
-std::optional<v1::Envelope> PieceForwarder::retry() {
-    if (!held_) return std::nullopt;
-    HeldPiece piece = std::move(*held_);
+std::vector<v1::Envelope> PieceForwarder::take(bus::Incoming&& in) {
+    if (!in.envelope.has_piece_batch()) {
+        spdlog::warn("dropped a message of type {} from '{}': only piece batches belong here",
+                     bus::body_name(in.envelope), in.envelope.sender());
+        return {};
+    }
+    const int count = in.envelope.piece_batch().pieces_size();
+    if (count == 0 || static_cast<std::size_t>(count) > bus::kMaxBatchPieces) {
+        // No worker of ours sends these; answering each of a flood of pieces would only
+        // amplify it.
+        spdlog::warn("dropped a batch of {} pieces from '{}' (1 to {} allowed)", count,
+                     in.envelope.sender(), bus::kMaxBatchPieces);
+        return {};
+    }
+    BatchVerdict verdict = judge_batch(torrent_, arenas_,
+                                       std::move(*in.envelope.mutable_piece_batch()),
+                                       std::move(in.frames));
+    stats_.failed += verdict.failed.size();
+    stats_.dropped += verdict.dropped.size();
+    std::vector<v1::Envelope> reports = refusal_reports(verdict);
+    if (verdict.good.pieces_size() == 0) return reports;
+
+    HeldBatch batch;
+    *batch.envelope.mutable_piece_batch() = std::move(verdict.good);
+    batch.frames = std::move(verdict.good_frames);
+    batch.bytes = verdict.good_bytes;
+    if (auto verified = forward(std::move(batch))) reports.push_back(std::move(*verified));
+    return reports;
+}
+
+std::vector<v1::Envelope> PieceForwarder::retry() {
+    if (!held_) return {};
+    HeldBatch batch = std::move(*held_);
     held_.reset();
-    return forward(std::move(piece));
+    std::vector<v1::Envelope> reports;
+    if (auto verified = forward(std::move(batch))) reports.push_back(std::move(*verified));
+    return reports;
 }
 
-std::optional<v1::Envelope> PieceForwarder::forward(HeldPiece&& piece) {
-    const std::size_t size = piece.frames.front().size();
-    // The same header and the same frame go on: ZeroMQ takes the buffer, nothing is copied.
-    if (!bus::send(to_writer_, name_, piece.envelope, piece.frames, nullptr,
+std::optional<v1::Envelope> PieceForwarder::forward(HeldBatch&& batch) {
+    // Frames move on to ZeroMQ as they are: their buffers are never copied.
+    if (!bus::send(to_writer_, name_, batch.envelope, batch.frames, nullptr,
                    zmq::send_flags::dontwait)) {
-        held_ = std::move(piece);
+        held_ = std::move(batch);
         return std::nullopt;
     }
-    ++stats_.verified;
-    stats_.bytes_verified += size;
-    return verified_report(piece.envelope.piece_data());
+    const auto& pieces = batch.envelope.piece_batch().pieces();
+    stats_.verified += static_cast<std::uint64_t>(pieces.size());
+    stats_.bytes_verified += batch.bytes;
+    v1::Envelope report;
+    add_refs(pieces, *report.mutable_pieces_verified());
+    return report;
 }
 
 }  // namespace pw::verifier

@@ -1,11 +1,13 @@
 #pragma once
-// The verifier's data path: judges each piece and hands good ones to the writer unchanged.
+// The verifier's data path: judges each batch from the workers and hands its good pieces to
+// the writer as one batch, unchanged (the same frames, or the same arena slots).
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "core/bus/bus.hpp"
+#include "core/bus/piece_arena.hpp"
 #include "core/metainfo.hpp"
 
 namespace pw::verifier {
@@ -15,6 +17,7 @@ namespace v1 = ::piecework::v1;
 struct ForwarderStats {
     std::uint64_t verified = 0;
     std::uint64_t failed = 0;
+    std::uint64_t dropped = 0;
     std::uint64_t bytes_verified = 0;
 };
 
@@ -23,33 +26,39 @@ public:
     // `to_writer` is a PUSH socket; `torrent` and `to_writer` must outlive the forwarder.
     PieceForwarder(const Torrent& torrent, zmq::socket_t& to_writer, std::string name);
 
-    // True when a piece may be taken now: nothing is held back and the writer's queue has
+    // True when a batch may be taken now: nothing is held back and the writer's queue has
     // room. The loop reads from the workers only then, so a slow writer slows the workers
     // down through the high-water marks instead of making us buffer.
     bool ready() const;
     bool holding() const { return held_.has_value(); }
+    std::size_t held_pieces() const;
 
-    // Judges one message from the workers. Returns the report for the orchestrator
-    // (PieceVerified once the piece is on its way to the writer, PieceFailed for a bad
-    // piece), or nothing when the message is dropped or held back until the writer has room.
-    std::optional<v1::Envelope> take(bus::Incoming&& in);
-    // Retries a held-back piece; returns its PieceVerified once it went out.
-    std::optional<v1::Envelope> retry();
+    // Judges one message from the workers. Returns the reports for the orchestrator, in the
+    // order to send them: a PieceFailed per bad piece, one PiecesDropped and one SlotsFreed
+    // for the batch when needed, and one PiecesVerified once the good pieces are on their way
+    // to the writer (when the writer has no room they are held, and their report comes from
+    // retry()). A message that is not a batch is dropped: no report.
+    std::vector<v1::Envelope> take(bus::Incoming&& in);
+    // Retries a held-back batch; returns its PiecesVerified once it went out.
+    std::vector<v1::Envelope> retry();
 
     const ForwarderStats& stats() const { return stats_; }
 
 private:
-    struct HeldPiece {
+    struct HeldBatch {
         v1::Envelope envelope;
         std::vector<zmq::message_t> frames;
+        std::uint64_t bytes = 0;
     };
 
-    std::optional<v1::Envelope> forward(HeldPiece&& piece);
+    std::optional<v1::Envelope> forward(HeldBatch&& batch);
 
     const Torrent& torrent_;
     zmq::socket_t& to_writer_;
     std::string name_;
-    std::optional<HeldPiece> held_;
+    // One for the stage's life: an arena is mapped once, not per batch.
+    bus::ArenaReader arenas_;
+    std::optional<HeldBatch> held_;
     ForwarderStats stats_;
 };
 

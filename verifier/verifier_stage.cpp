@@ -13,8 +13,9 @@ namespace pw::verifier {
 
 namespace {
 
-// Pieces handled per loop turn before the control socket gets its turn again.
-constexpr int kPiecesPerTurn = 16;
+// Batches handled per loop turn before the control socket gets its turn again: a batch may
+// hold up to bus::kMaxBatchPieces pieces to hash.
+constexpr int kBatchesPerTurn = 4;
 
 }  // namespace
 
@@ -38,12 +39,12 @@ int run_verifier(zmq::context_t& context, const VerifierOptions& options) {
                  torrent.piece_length());
 
     PieceForwarder forwarder(torrent, to_writer, options.name);
-    auto report = [&link](std::optional<v1::Envelope> envelope) {
-        if (envelope) link.send(*envelope);
+    auto report = [&link](std::vector<v1::Envelope> envelopes) {
+        for (v1::Envelope& envelope : envelopes) link.send(envelope);
     };
 
     for (;;) {
-        // Read from the workers only while the writer can take a piece; otherwise wait for
+        // Read from the workers only while the writer can take a batch; otherwise wait for
         // the writer's queue to drain.
         const bool ready = forwarder.ready();
         std::array<zmq::pollitem_t, 2> items{{
@@ -55,9 +56,9 @@ int run_verifier(zmq::context_t& context, const VerifierOptions& options) {
 
         while (auto message = link.poll_message()) {
             if (message->envelope.has_shutdown()) {
-                spdlog::info("shutting down ({}): {} pieces verified, {} failed",
+                spdlog::info("shutting down ({}): {} pieces verified, {} failed, {} dropped",
                              message->envelope.shutdown().reason(), forwarder.stats().verified,
-                             forwarder.stats().failed);
+                             forwarder.stats().failed, forwarder.stats().dropped);
                 return 0;
             }
             spdlog::debug("ignored control message of type {}",
@@ -65,7 +66,7 @@ int run_verifier(zmq::context_t& context, const VerifierOptions& options) {
         }
 
         if (forwarder.holding()) report(forwarder.retry());
-        for (int i = 0; i < kPiecesPerTurn && forwarder.ready(); ++i) {
+        for (int i = 0; i < kBatchesPerTurn && forwarder.ready(); ++i) {
             bus::Incoming in;
             const bus::RecvStatus status = bus::receive(from_workers, false, in);
             if (status == bus::RecvStatus::would_block) break;
@@ -74,7 +75,7 @@ int run_verifier(zmq::context_t& context, const VerifierOptions& options) {
         }
 
         v1::Heartbeat beat;
-        beat.set_queue_depth(forwarder.holding() ? 1 : 0);
+        beat.set_queue_depth(static_cast<std::uint32_t>(forwarder.held_pieces()));
         if (!link.tick(beat)) {
             spdlog::error("the orchestrator has been silent too long; giving up");
             return 1;

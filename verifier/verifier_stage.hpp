@@ -1,6 +1,6 @@
 #pragma once
-// The verifier process's loop: control link, PULL of pieces from the workers (bound here),
-// PUSH of verified pieces to the writer.
+// The verifier process's loop: control link, PULL of piece batches from the workers (bound here),
+// PUSH of verified batches to the writer.
 #include <string>
 
 #include <zmq.hpp>
