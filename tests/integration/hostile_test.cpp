@@ -334,9 +334,9 @@ std::string stage_endpoint(pid_t parent, const std::string& stage_name, const st
 }
 
 // Junk sent straight into a running download's sockets: garbage bytes, an envelope of a
-// schema version nobody speaks, an envelope with no body, a PieceData for a piece that does
-// not exist, a "verified" piece with no data. Each stage logs and drops it; the download
-// completes.
+// schema version nobody speaks, an envelope with no body, a batch with a piece that does not
+// exist, batches whose frames do not match their pieces, one naming an arena that is no
+// worker's, an empty one. Each stage logs and drops it; the download completes.
 TEST_F(HostileTest, JunkFramesIntoTheStagesSocketsAreDropped) {
     make_single(16ull << 20);
     auto& seeder = honest_seeder(2048);
@@ -360,20 +360,34 @@ TEST_F(HostileTest, JunkFramesIntoTheStagesSocketsAreDropped) {
             messages.push_back({std::string(70000, '\x0a')});
             bus::v1::Envelope future;
             future.set_version(99);
-            future.mutable_piece_data()->set_piece(0);
+            future.mutable_piece_batch()->add_pieces()->set_piece(0);
             messages.push_back({future.SerializeAsString(), std::string(256 << 10, 'z')});
             bus::v1::Envelope empty;
             empty.set_version(bus::kSchemaVersion);
             messages.push_back({empty.SerializeAsString()});
             bus::v1::Envelope bogus;
             bogus.set_version(bus::kSchemaVersion);
-            bogus.mutable_piece_data()->set_piece(1'000'000);
+            bogus.mutable_piece_batch()->add_pieces()->set_piece(1'000'000);
             messages.push_back({bogus.SerializeAsString(), "tiny"});
             bus::v1::Envelope no_data;
             no_data.set_version(bus::kSchemaVersion);
-            no_data.mutable_piece_data()->set_piece(3);
+            no_data.mutable_piece_batch()->add_pieces()->set_piece(3);
             messages.push_back({no_data.SerializeAsString()});
             messages.push_back({no_data.SerializeAsString(), "a", "b", "c", "d", "e", "f"});
+            // Bytes said to be in a shared-memory arena that is no worker's.
+            bus::v1::Envelope elsewhere = no_data;
+            auto* arena = elsewhere.mutable_piece_batch()->mutable_arena();
+            arena->set_path("/etc/passwd");
+            arena->set_id(1);
+            arena->set_slot_size(1 << 20);
+            arena->set_slot_count(4);
+            elsewhere.mutable_piece_batch()->mutable_pieces(0)->set_lease_id(0x5eed0000beefull);
+            elsewhere.mutable_piece_batch()->mutable_pieces(0)->set_size(1 << 18);
+            messages.push_back({elsewhere.SerializeAsString()});
+            bus::v1::Envelope no_pieces;
+            no_pieces.set_version(bus::kSchemaVersion);
+            no_pieces.mutable_piece_batch()->set_worker("peer_worker-1");
+            messages.push_back({no_pieces.SerializeAsString()});
             return messages;
         };
         auto send_all = [&](zmq::socket_t& socket) {
@@ -395,7 +409,7 @@ TEST_F(HostileTest, JunkFramesIntoTheStagesSocketsAreDropped) {
                 // whoever can reach that private ipc folder can write DIR directly anyway.)
                 bus::v1::Envelope forged;
                 forged.set_version(bus::kSchemaVersion);
-                forged.mutable_piece_data()->set_piece(0);
+                forged.mutable_piece_batch()->add_pieces()->set_piece(0);
                 const std::string bytes = forged.SerializeAsString();
                 const std::string junk(256 << 10, 'z');
                 push.send(zmq::buffer(bytes), zmq::send_flags::sndmore);
@@ -409,7 +423,7 @@ TEST_F(HostileTest, JunkFramesIntoTheStagesSocketsAreDropped) {
         send_all(dealer);
         // A stranger's well-formed but unasked-for reports: ignored (it never said Hello).
         bus::v1::Envelope written;
-        written.mutable_piece_written()->set_piece(0);
+        written.mutable_pieces_written()->add_pieces()->set_piece(0);
         bus::send(dealer, "intruder", written);
     });
     ASSERT_EQ(code, 0) << client_log();
