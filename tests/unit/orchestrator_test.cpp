@@ -222,6 +222,88 @@ TEST_F(SchedulerTest, VerifierLossRequeuesDeliveredPiecesOnly) {
     EXPECT_TRUE(scheduler.pieces().is_done(grants[0].piece));
 }
 
+TEST_F(SchedulerTest, DroppedPieceOfAKnownLeaseGoesBack) {
+    scheduler.pieces().set_have_all("a:1");
+    const auto grants = scheduler.request("w1", "a:1", 2, now);
+    ASSERT_EQ(grants.size(), 2u);
+    scheduler.delivered(grants[0].lease_id);
+    scheduler.dropped(grants[0].piece, grants[0].lease_id);
+    EXPECT_TRUE(scheduler.pieces().is_free(grants[0].piece));
+    EXPECT_FALSE(scheduler.pieces().is_free(grants[1].piece));
+    EXPECT_EQ(scheduler.leases().size(), 1u);
+    scheduler.dropped(grants[0].piece, grants[0].lease_id);  // twice: harmless
+    EXPECT_EQ(scheduler.leases().size(), 1u);
+    const auto again = scheduler.request("w1", "a:1", 1, now);
+    ASSERT_EQ(again.size(), 1u);
+    EXPECT_EQ(again[0].piece, grants[0].piece);
+    EXPECT_FALSE(again[0].endgame);
+}
+
+TEST_F(SchedulerTest, DroppedPieceOfALeaseStillCoveredElsewhereWaitsForTheOther) {
+    scheduler.pieces().set_have_all("a:1");
+    scheduler.pieces().set_have_all("b:1");
+    const auto a = scheduler.request("w1", "a:1", 4, now);
+    const auto b = scheduler.request("w2", "b:1", 1, now);  // endgame duplicate
+    ASSERT_EQ(b.size(), 1u);
+    scheduler.dropped(b[0].piece, b[0].lease_id);
+    EXPECT_FALSE(scheduler.pieces().is_free(b[0].piece));  // w1 still fetches it
+    EXPECT_EQ(scheduler.leases().size(), 4u);
+}
+
+TEST_F(SchedulerTest, DroppedOnTheWayToTheWriterGoesBackWhenThisLeaseVerifiedIt) {
+    scheduler.pieces().set_have_all("a:1");
+    const auto grants = scheduler.request("w1", "a:1", 1, now);
+    ASSERT_EQ(grants.size(), 1u);
+    scheduler.verified(grants[0].piece, grants[0].lease_id);
+    EXPECT_FALSE(scheduler.pieces().is_free(grants[0].piece));
+    scheduler.dropped(grants[0].piece, grants[0].lease_id);
+    EXPECT_TRUE(scheduler.pieces().is_free(grants[0].piece));
+    // Fetched again, verified under the new lease and written: done.
+    const auto again = scheduler.request("w1", "a:1", 1, now);
+    ASSERT_EQ(again.size(), 1u);
+    EXPECT_EQ(again[0].piece, grants[0].piece);
+    scheduler.verified(again[0].piece, again[0].lease_id);
+    scheduler.written(again[0].piece);
+    EXPECT_TRUE(scheduler.pieces().is_done(again[0].piece));
+}
+
+TEST_F(SchedulerTest, DroppedCopyOfAnotherLeaseLeavesTheVerifiedPieceAlone) {
+    scheduler.pieces().set_have_all("a:1");
+    scheduler.pieces().set_have_all("b:1");
+    const auto a = scheduler.request("w1", "a:1", 4, now);
+    const auto b = scheduler.request("w2", "b:1", 1, now);  // endgame duplicate
+    ASSERT_EQ(b.size(), 1u);
+    const PieceIndex piece = b[0].piece;
+    const auto winner = std::find_if(a.begin(), a.end(), [&](const Grant& g) { return g.piece == piece; });
+    ASSERT_NE(winner, a.end());
+    EXPECT_EQ(scheduler.verified(piece, winner->lease_id), (std::vector<Cancel>{Cancel{"w2", piece}}));
+    scheduler.dropped(piece, b[0].lease_id);  // the cancelled duplicate's bytes were lost
+    EXPECT_FALSE(scheduler.pieces().is_free(piece));
+    EXPECT_FALSE(scheduler.pieces().is_done(piece));
+    EXPECT_EQ(scheduler.leases().size(), 3u);
+    scheduler.written(piece);
+    EXPECT_TRUE(scheduler.pieces().is_done(piece));
+}
+
+// Both copies of an endgame piece passed: the writer waits for the later one, so only its
+// drop sends the piece back.
+TEST_F(SchedulerTest, DroppedEarlierCopyWaitsForTheLaterVerifiedOne) {
+    scheduler.pieces().set_have_all("a:1");
+    scheduler.pieces().set_have_all("b:1");
+    const auto a = scheduler.request("w1", "a:1", 4, now);
+    const auto b = scheduler.request("w2", "b:1", 1, now);
+    ASSERT_EQ(b.size(), 1u);
+    const PieceIndex piece = b[0].piece;
+    const auto first = std::find_if(a.begin(), a.end(), [&](const Grant& g) { return g.piece == piece; });
+    ASSERT_NE(first, a.end());
+    scheduler.verified(piece, first->lease_id);
+    scheduler.verified(piece, b[0].lease_id);
+    scheduler.dropped(piece, first->lease_id);
+    EXPECT_FALSE(scheduler.pieces().is_free(piece));
+    scheduler.dropped(piece, b[0].lease_id);
+    EXPECT_TRUE(scheduler.pieces().is_free(piece));
+}
+
 TEST_F(SchedulerTest, WriteFailureHoldsThePieceUntilRetried) {
     scheduler.pieces().set_have_all("a:1");
     const auto grants = scheduler.request("w1", "a:1", 1, now);
@@ -371,8 +453,9 @@ struct FakeStage {
         bus::send(socket, name, envelope, frames);
     }
     // The next message of the given kind, skipping heartbeats and others.
-    std::optional<bus::Incoming> expect(v1::Envelope::BodyCase kind) {
-        const auto deadline = std::chrono::steady_clock::now() + 10s;
+    std::optional<bus::Incoming> expect(v1::Envelope::BodyCase kind,
+                                        std::chrono::milliseconds wait = 10s) {
+        const auto deadline = std::chrono::steady_clock::now() + wait;
         while (std::chrono::steady_clock::now() < deadline) {
             zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
             zmq::poll(&item, 1, std::chrono::milliseconds(100));
@@ -534,7 +617,7 @@ TEST(OrchestratorService, DrivesFakeStagesToCompletion) {
     EXPECT_EQ(added->envelope.add_peers().peers(0).port(), 9000u);
 
     v1::Envelope ignored;
-    ignored.mutable_piece_written()->set_piece(0);
+    ignored.mutable_pieces_written()->add_pieces()->set_piece(0);
     stranger.send(ignored);  // never said Hello: must not count
 
     v1::Envelope has;
@@ -551,18 +634,227 @@ TEST(OrchestratorService, DrivesFakeStagesToCompletion) {
     ASSERT_TRUE(leases);
     ASSERT_EQ(leases->envelope.leases().leases_size(), 2);
 
+    v1::Envelope written;
     for (const auto& lease : leases->envelope.leases().leases()) {
-        v1::Envelope written;
-        written.mutable_piece_written()->set_piece(lease.piece());
-        written.mutable_piece_written()->set_lease_id(lease.lease_id());
-        writer.send(written);
+        auto* ref = written.mutable_pieces_written()->add_pieces();
+        ref->set_piece(lease.piece());
+        ref->set_lease_id(lease.lease_id());
     }
+    writer.send(written);
     auto shutdown = worker.expect(v1::Envelope::kShutdown);
     ASSERT_TRUE(shutdown);
     EXPECT_EQ(shutdown->envelope.shutdown().reason(), "complete");
     ASSERT_TRUE(writer.expect(v1::Envelope::kShutdown));
     loop.join();
     EXPECT_EQ(code, 0);
+}
+
+// --- schema 2: batched reports, dropped pieces, arena slots ---
+
+constexpr const char* kPeer = "127.0.0.1:9000";
+
+v1::PieceRef ref_of(const v1::Lease& lease) {
+    v1::PieceRef ref;
+    ref.set_piece(lease.piece());
+    ref.set_lease_id(lease.lease_id());
+    return ref;
+}
+
+// A verifier, a writer (nothing on disk) and two workers, the first with a seeder. The fake
+// stages never heartbeat, so the period is long enough that none is declared gone mid-test.
+struct FakeDownload {
+    explicit FakeDownload(const std::string& endpoint)
+        : thread(context, bytes, config(endpoint), out),
+          verifier(context, endpoint, "verifier"),
+          writer(context, endpoint, "writer"),
+          worker1(context, endpoint, "peer_worker-1"),
+          worker2(context, endpoint, "peer_worker-2") {}
+
+    static ServiceConfig config(const std::string& endpoint) {
+        ServiceConfig config = fake_config(two_piece_torrent(), endpoint);
+        config.heartbeat = 1s;
+        config.quiet = true;
+        return config;
+    }
+
+    // The data stages first: a verifier or writer joining under a new name frees the
+    // workers' slots, which would muddle the tests' first SlotsFreed.
+    bool start() {
+        if (!hello_and_welcome(verifier, v1::ROLE_VERIFIER) ||
+            !hello_and_welcome(writer, v1::ROLE_WRITER) ||
+            !hello_and_welcome(worker1, v1::ROLE_PEER_WORKER) ||
+            !hello_and_welcome(worker2, v1::ROLE_PEER_WORKER)) {
+            return false;
+        }
+        send_resume_state(writer, std::string(1, '\0'));
+        v1::Envelope has;
+        has.mutable_peer_has()->set_peer(kPeer);
+        has.mutable_peer_has()->set_have_all(true);
+        worker1.send(has);
+        return true;
+    }
+
+    // Asks until `want` leases came back (the writer's ResumeState may still be on its way).
+    std::vector<v1::Lease> lease(std::size_t want) {
+        std::vector<v1::Lease> got;
+        v1::Envelope request;
+        request.mutable_work_request()->set_peer(kPeer);
+        request.mutable_work_request()->set_count(4);
+        for (int attempt = 0; attempt < 50 && got.size() < want; ++attempt) {
+            worker1.send(request);
+            const auto leases = worker1.expect(v1::Envelope::kLeases);
+            if (!leases) break;
+            for (const auto& lease : leases->envelope.leases().leases()) got.push_back(lease);
+        }
+        return got;
+    }
+
+    // Returns once the orchestrator has handled everything `stage` sent before.
+    static bool round_trip(FakeStage& stage) {
+        v1::Envelope request;
+        request.mutable_work_request()->set_peer("10.9.9.9:1");
+        request.mutable_work_request()->set_count(1);
+        stage.send(request);
+        return stage.expect(v1::Envelope::kLeases).has_value();
+    }
+
+    zmq::context_t context;
+    std::string bytes = two_piece_torrent();
+    std::ostringstream out;
+    ServiceThread thread;
+    FakeStage verifier;
+    FakeStage writer;
+    FakeStage worker1;
+    FakeStage worker2;
+};
+
+bool freed_all_delivered(FakeStage& worker) {
+    const auto freed = worker.expect(v1::Envelope::kSlotsFreed);
+    return freed && freed->envelope.slots_freed().all_delivered() &&
+           freed->envelope.slots_freed().worker() == worker.name;
+}
+
+TEST(OrchestratorSchema2, BatchedReportsAndADroppedPieceDriveTheDownload) {
+    FakeDownload download("inproc://orchestrator-batches");
+    ASSERT_TRUE(download.start());
+    const auto leases = download.lease(2);
+    ASSERT_EQ(leases.size(), 2u);
+
+    v1::Envelope delivered;
+    for (const auto& lease : leases) *delivered.mutable_pieces_delivered()->add_pieces() = ref_of(lease);
+    download.worker1.send(delivered);
+    v1::Envelope dropped;
+    *dropped.mutable_pieces_dropped()->add_pieces() = ref_of(leases[0]);
+    dropped.mutable_pieces_dropped()->set_reason("slot reused");
+    download.verifier.send(dropped);
+    v1::Envelope verified;
+    *verified.mutable_pieces_verified()->add_pieces() = ref_of(leases[1]);
+    download.verifier.send(verified);
+
+    // Only the dropped piece comes back, under a new lease.
+    const auto again = download.lease(1);
+    ASSERT_EQ(again.size(), 1u);
+    EXPECT_EQ(again[0].piece(), leases[0].piece());
+    EXPECT_NE(again[0].lease_id(), leases[0].lease_id());
+    EXPECT_FALSE(again[0].endgame());
+
+    v1::Envelope verified_again;
+    *verified_again.mutable_pieces_verified()->add_pieces() = ref_of(again[0]);
+    download.verifier.send(verified_again);
+    v1::Envelope written;
+    *written.mutable_pieces_written()->add_pieces() = ref_of(again[0]);
+    *written.mutable_pieces_written()->add_pieces() = ref_of(leases[1]);
+    download.writer.send(written);
+    const auto shutdown = download.worker1.expect(v1::Envelope::kShutdown);
+    ASSERT_TRUE(shutdown);
+    EXPECT_EQ(shutdown->envelope.shutdown().reason(), "complete");
+}
+
+TEST(OrchestratorSchema2, SlotsFreedGoesOnlyToAKnownWorker) {
+    FakeDownload download("inproc://orchestrator-slots");
+    ASSERT_TRUE(download.start());
+    const auto slots_freed = [](const std::string& worker, std::initializer_list<std::uint64_t> ids,
+                                bool all_delivered) {
+        v1::Envelope envelope;
+        auto* freed = envelope.mutable_slots_freed();
+        freed->set_worker(worker);
+        freed->set_arena_id(77);
+        for (const auto id : ids) freed->add_lease_ids(id);
+        freed->set_all_delivered(all_delivered);
+        return envelope;
+    };
+    auto to_writer = slots_freed("writer", {1}, false);  // a stage, but not a worker
+    download.verifier.send(to_writer);
+    auto to_ghost = slots_freed("peer_worker-9", {2}, false);
+    download.verifier.send(to_ghost);
+    auto everything = slots_freed("peer_worker-1", {}, true);  // only ours to say
+    download.verifier.send(everything);
+    auto from_a_worker = slots_freed("peer_worker-1", {3}, false);
+    download.worker2.send(from_a_worker);
+    ASSERT_TRUE(FakeDownload::round_trip(download.worker2));
+
+    auto good = slots_freed("peer_worker-1", {4, 5}, true);
+    download.verifier.send(good);
+    const auto first = download.worker1.expect(v1::Envelope::kSlotsFreed);
+    ASSERT_TRUE(first);
+    const auto& freed = first->envelope.slots_freed();
+    EXPECT_EQ(freed.worker(), "peer_worker-1");
+    EXPECT_EQ(freed.arena_id(), 77u);
+    EXPECT_EQ(std::vector<std::uint64_t>(freed.lease_ids().begin(), freed.lease_ids().end()),
+              (std::vector<std::uint64_t>{4, 5}));
+    EXPECT_FALSE(freed.all_delivered());
+    // Handled in order after the refused ones, so those would be queued by now.
+    EXPECT_FALSE(download.writer.expect(v1::Envelope::kSlotsFreed, 200ms));
+
+    auto from_writer = slots_freed("peer_worker-2", {6}, false);
+    download.writer.send(from_writer);
+    const auto second = download.worker2.expect(v1::Envelope::kSlotsFreed);
+    ASSERT_TRUE(second);
+    ASSERT_EQ(second->envelope.slots_freed().lease_ids_size(), 1);
+    EXPECT_EQ(second->envelope.slots_freed().lease_ids(0), 6u);
+}
+
+TEST(OrchestratorSchema2, LostVerifierFreesEveryWorkersSlotsAndRequeuesDeliveries) {
+    FakeDownload download("inproc://orchestrator-lost-verifier");
+    ASSERT_TRUE(download.start());
+    const auto leases = download.lease(2);
+    ASSERT_EQ(leases.size(), 2u);
+    v1::Envelope delivered;
+    for (const auto& lease : leases) *delivered.mutable_pieces_delivered()->add_pieces() = ref_of(lease);
+    download.worker1.send(delivered);
+    ASSERT_TRUE(FakeDownload::round_trip(download.worker1));
+
+    v1::Envelope hello;
+    hello.mutable_hello()->set_role(v1::ROLE_VERIFIER);
+    hello.mutable_hello()->set_pid(2);  // restarted
+    download.verifier.send(hello);
+    EXPECT_TRUE(freed_all_delivered(download.worker1));
+    EXPECT_TRUE(freed_all_delivered(download.worker2));
+    const auto again = download.lease(2);
+    ASSERT_EQ(again.size(), 2u);
+    EXPECT_EQ((std::set<std::uint32_t>{again[0].piece(), again[1].piece()}),
+              (std::set<std::uint32_t>{0, 1}));
+
+    FakeStage stranger(download.context, "inproc://orchestrator-lost-verifier", "verifier-2");
+    ASSERT_TRUE(hello_and_welcome(stranger, v1::ROLE_VERIFIER));  // a new name: same re-queue
+    EXPECT_TRUE(freed_all_delivered(download.worker1));
+    EXPECT_TRUE(freed_all_delivered(download.worker2));
+}
+
+TEST(OrchestratorSchema2, LostWriterFreesEveryWorkersSlots) {
+    FakeDownload download("inproc://orchestrator-lost-writer");
+    ASSERT_TRUE(download.start());
+    v1::Envelope hello;
+    hello.mutable_hello()->set_role(v1::ROLE_WRITER);
+    hello.mutable_hello()->set_pid(2);  // restarted
+    download.writer.send(hello);
+    EXPECT_TRUE(freed_all_delivered(download.worker1));
+    EXPECT_TRUE(freed_all_delivered(download.worker2));
+
+    FakeStage stranger(download.context, "inproc://orchestrator-lost-writer", "writer-2");
+    ASSERT_TRUE(hello_and_welcome(stranger, v1::ROLE_WRITER));
+    EXPECT_TRUE(freed_all_delivered(download.worker1));
+    EXPECT_TRUE(freed_all_delivered(download.worker2));
 }
 
 }  // namespace
