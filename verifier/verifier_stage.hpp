@@ -21,8 +21,9 @@ struct VerifierOptions {
     bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
 };
 
-// Pieces buffered per data socket: a handful keeps the pipeline busy, and with pieces of up
-// to 64 MiB it bounds what a stalled writer can pile up in memory.
+// Batches buffered per data socket: a handful keeps the pipeline busy, and since a batch of
+// frames stops growing at bus::kMaxBatchFrameBytes (or one piece of up to 64 MiB) it bounds
+// what a stalled writer can pile up in memory. Arena batches carry no bytes at all.
 inline constexpr int kDataQueueDepth = 4;
 
 // Runs until Shutdown (returns 0) or until the orchestrator falls silent (returns 1).
