@@ -304,6 +304,39 @@ TEST_F(SchedulerTest, DroppedEarlierCopyWaitsForTheLaterVerifiedOne) {
     EXPECT_TRUE(scheduler.pieces().is_free(piece));
 }
 
+// Every piece of the 262,144-piece torrent leased at once, then reported piece by piece: each
+// report must cost O(1), or this would take hours (pieces x leases) rather than a moment.
+TEST(SchedulerScale, EveryPieceLeasedThenReportedOneByOne) {
+    const std::uint32_t count = 262'144;
+    Scheduler scheduler(count, SchedulerOptions{60s, 2, 12});
+    const auto now = Clock::now();
+    scheduler.pieces().set_have_all("seed:1");
+    std::vector<Grant> grants;
+    grants.reserve(count);
+    while (true) {
+        const auto batch = scheduler.request("w1", "seed:1", 64, now);
+        if (batch.empty()) break;
+        grants.insert(grants.end(), batch.begin(), batch.end());
+    }
+    ASSERT_EQ(grants.size(), count);
+    for (const Grant& grant : grants) scheduler.delivered(grant.lease_id);
+    std::vector<PieceIndex> dropped;
+    for (const Grant& grant : grants) {
+        if (grant.piece.get() % 7 == 0) {
+            scheduler.dropped(grant.piece, grant.lease_id);
+            dropped.push_back(grant.piece);
+        } else {
+            scheduler.verified(grant.piece, grant.lease_id);
+            scheduler.written(grant.piece);
+        }
+    }
+    EXPECT_EQ(scheduler.pieces().free_count(), dropped.size());
+    EXPECT_EQ(scheduler.leases().size(), 0u);
+    const auto again = scheduler.request("w1", "seed:1", 64, now);
+    ASSERT_EQ(again.size(), 64u);
+    for (const Grant& grant : again) EXPECT_EQ(grant.piece.get() % 7, 0u);
+}
+
 TEST_F(SchedulerTest, WriteFailureHoldsThePieceUntilRetried) {
     scheduler.pieces().set_have_all("a:1");
     const auto grants = scheduler.request("w1", "a:1", 1, now);
