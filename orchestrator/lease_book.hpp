@@ -24,7 +24,7 @@ struct Lease {
     std::string peer;
     Clock::time_point expiry;
     bool endgame = false;
-    bool delivered = false;  // its piece went to the verifier (PieceDelivered)
+    bool delivered = false;  // its piece went to the verifier (PiecesDelivered)
 };
 
 class LeaseBook {
