@@ -1,5 +1,6 @@
 // peer_worker: fetches pieces from BitTorrent peers for the orchestrator and hands them,
 // whole and unverified, to the verifier.
+#include <map>
 #include <string>
 
 #include <unistd.h>
@@ -16,6 +17,18 @@ int main(int argc, char** argv) {
         ->envname("PW_PIECES")->required();
     app.add_option("--max-peers", options.max_peers, "most peers connected at once")
         ->check(CLI::Range(1u, 10000u))->capture_default_str();
+    const std::map<std::string, pw::peer_worker::SharedMemory> shared_memory_modes{
+        {"auto", pw::peer_worker::SharedMemory::automatic},
+        {"on", pw::peer_worker::SharedMemory::on},
+        {"off", pw::peer_worker::SharedMemory::off}};
+    app.add_option("--shared-memory", options.shared_memory,
+                   "keep pieces in a shared-memory arena the verifier and writer read in place "
+                   "(auto: when --pieces is ipc://)")
+        ->envname("PW_SHARED_MEMORY")
+        ->transform(CLI::CheckedTransformer(shared_memory_modes, CLI::ignore_case)
+                        .description("on|off|auto"))
+        ->type_name("")
+        ->default_str("auto");
     return pw::bus::run_stage(app, argc, argv, common, [&] {
         options.control = common.control;
         options.name = common.name;

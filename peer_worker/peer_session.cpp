@@ -137,7 +137,7 @@ Status PeerSession::on_block(const wire::Piece& block, Clock::time_point now) {
     downloaded_ += block.data.size();
     pipeline_.on_block(static_cast<std::uint32_t>(block.data.size()), latency);
     if (lease->complete()) {
-        completed_.push_back({lease->piece(), lease->lease_id(), lease->take_buffer()});
+        completed_.push_back({lease->piece(), lease->lease_id(), lease->size(), lease->take_buffer()});
         leases_.erase(lease);
     }
     return ok_status();
@@ -199,9 +199,11 @@ void PeerSession::note_work_answer(bool got_any, Clock::time_point now) {
     work_retry_at_ = got_any ? now : now + limits_.empty_lease_retry;
 }
 
-bool PeerSession::add_lease(PieceIndex piece, std::uint64_t lease_id) {
+bool PeerSession::add_lease(PieceIndex piece, std::uint64_t lease_id,
+                            PieceDestination destination) {
     if (!geometry_.contains(piece) || find_lease(piece) != nullptr) return false;
-    leases_.emplace_back(piece, lease_id, geometry_.piece_size(piece));
+    if (destination.size() != geometry_.piece_size(piece)) return false;
+    leases_.emplace_back(piece, lease_id, std::move(destination));
     return true;
 }
 

@@ -48,7 +48,8 @@ struct HasReport {
 struct CompletedPiece {
     PieceIndex piece;
     std::uint64_t lease_id = 0;
-    PieceBuffer data;
+    std::uint32_t size = 0;
+    PieceBuffer data;  // empty when the piece was assembled in borrowed memory (a slot)
 };
 
 class PeerSession {
@@ -80,8 +81,9 @@ public:
     std::uint32_t pieces_wanted(Clock::time_point now) const;
     void note_work_requested(Clock::time_point now);
     void note_work_answer(bool got_any, Clock::time_point now);
-    // False when the piece is out of range or already leased here.
-    bool add_lease(PieceIndex piece, std::uint64_t lease_id);
+    // The piece is assembled into `destination`. False when the piece is out of range,
+    // already leased here, or `destination` is not the piece's size.
+    bool add_lease(PieceIndex piece, std::uint64_t lease_id, PieceDestination destination);
     // Drops a piece (won elsewhere) and cancels its outstanding requests; its lease id.
     std::optional<std::uint64_t> cancel_piece(PieceIndex piece, Clock::time_point now);
     // Drops every leased piece (peer gone or choked too long); their lease ids.

@@ -7,9 +7,11 @@
 
 namespace pw::peer_worker {
 
-PieceAssembly::PieceAssembly(PieceIndex piece, std::uint64_t lease_id, std::uint32_t piece_size)
-    : piece_(piece), lease_id_(lease_id), buffer_(piece_size),
-      state_((piece_size + kBlockSize - 1) / kBlockSize, BlockState::needed),
+PieceAssembly::PieceAssembly(PieceIndex piece, std::uint64_t lease_id,
+                             PieceDestination destination)
+    : piece_(piece), lease_id_(lease_id), destination_(std::move(destination)),
+      size_(destination_.size()),
+      state_((size_ + kBlockSize - 1) / kBlockSize, BlockState::needed),
       requested_at_(state_.size()), unrequested_(static_cast<std::uint32_t>(state_.size())) {}
 
 std::uint32_t PieceAssembly::block_length(std::uint32_t block) const {
@@ -40,7 +42,7 @@ PieceAssembly::BlockResult PieceAssembly::add_block(BlockOffset offset,
         case BlockState::needed: return BlockResult::not_requested;
         case BlockState::requested: break;
     }
-    std::memcpy(buffer_.data() + offset.get(), data.data(), data.size());
+    std::memcpy(destination_.bytes().data() + offset.get(), data.data(), data.size());
     state_[block] = BlockState::received;
     latency = now - requested_at_[block];
     --requested_;

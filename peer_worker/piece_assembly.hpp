@@ -1,6 +1,6 @@
 #pragma once
-// One leased piece being assembled from 16 KiB blocks: a single buffer of the piece's size
-// (short last piece, short last block) that blocks are copied into straight from the wire
+// One leased piece being assembled from 16 KiB blocks: the piece's destination (an arena
+// slot, or a buffer of the piece's size) that blocks are copied into straight from the wire
 // parser, and the state of every block. All allocation happens when the lease arrives, none
 // per block.
 #include <cstdint>
@@ -37,6 +37,37 @@ struct UninitializedAllocator : std::allocator<T> {
 
 using PieceBuffer = std::vector<std::uint8_t, UninitializedAllocator<std::uint8_t>>;
 
+// Where a piece is assembled: memory someone else owns (a slot of the worker's shared-memory
+// arena, which the verifier reads in place), or a buffer of its own that later becomes a
+// frame towards the verifier.
+class PieceDestination {
+public:
+    static PieceDestination owned(std::uint32_t size) {
+        PieceDestination destination;
+        destination.owned_.resize(size);
+        return destination;
+    }
+    static PieceDestination borrowed(std::span<std::uint8_t> bytes) {
+        PieceDestination destination;
+        destination.borrowed_ = bytes;
+        return destination;
+    }
+
+    // Computed on each call rather than stored: a view into `owned_` must survive moves.
+    std::span<std::uint8_t> bytes() { return owns() ? std::span<std::uint8_t>(owned_) : borrowed_; }
+    std::uint32_t size() const {
+        return static_cast<std::uint32_t>(owns() ? owned_.size() : borrowed_.size());
+    }
+    // The buffer when owned; empty when the bytes live elsewhere.
+    PieceBuffer take_owned() { return std::move(owned_); }
+
+private:
+    bool owns() const { return !owned_.empty(); }
+
+    std::span<std::uint8_t> borrowed_;
+    PieceBuffer owned_;
+};
+
 struct BlockRequest {
     BlockOffset offset;
     BlockLength length;
@@ -46,11 +77,12 @@ class PieceAssembly {
 public:
     enum class BlockResult { accepted, not_requested, duplicate, wrong_shape };
 
-    PieceAssembly(PieceIndex piece, std::uint64_t lease_id, std::uint32_t piece_size);
+    // `destination` is exactly the piece's size.
+    PieceAssembly(PieceIndex piece, std::uint64_t lease_id, PieceDestination destination);
 
     PieceIndex piece() const { return piece_; }
     std::uint64_t lease_id() const { return lease_id_; }
-    std::uint32_t size() const { return static_cast<std::uint32_t>(buffer_.size()); }
+    std::uint32_t size() const { return size_; }
     std::uint32_t block_count() const { return static_cast<std::uint32_t>(state_.size()); }
     std::uint32_t blocks_unrequested() const { return unrequested_; }
     std::uint32_t blocks_requested() const { return requested_; }
@@ -67,8 +99,9 @@ public:
     // The outstanding requests, e.g. to cancel them.
     std::vector<BlockRequest> requested_blocks() const;
 
-    // The finished piece's bytes; the assembly is spent afterwards.
-    PieceBuffer take_buffer() { return std::move(buffer_); }
+    // The finished piece's buffer when it owned one (empty for borrowed memory, where the
+    // bytes already are); the assembly is spent afterwards.
+    PieceBuffer take_buffer() { return destination_.take_owned(); }
 
 private:
     enum class BlockState : std::uint8_t { needed, requested, received };
@@ -77,7 +110,8 @@ private:
 
     PieceIndex piece_;
     std::uint64_t lease_id_;
-    PieceBuffer buffer_;
+    PieceDestination destination_;
+    std::uint32_t size_;
     std::vector<BlockState> state_;
     std::vector<Clock::time_point> requested_at_;
     std::uint32_t cursor_ = 0;  // no needed block before this one

@@ -1,6 +1,7 @@
 #include "peer_worker/worker_service.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 #include <string_view>
 #include <vector>
@@ -17,16 +18,30 @@ namespace {
 constexpr auto kTickPeriod = std::chrono::milliseconds(100);
 // Bytes of whole pieces ZeroMQ may queue toward the verifier beyond the piece-buffer cap.
 constexpr std::uint64_t kVerifierQueueBytes = 8ull << 20;
+// Batches queued toward the verifier in arena mode: they only name slots, and the arena
+// bounds the memory of their pieces.
+constexpr int kArenaBatchesQueued = 16;
 
-// Hands the piece's buffer to ZeroMQ, which frees it once sent: no copy.
-zmq::message_t piece_frame(PieceBuffer&& buffer) {
-    auto* owned = new PieceBuffer(std::move(buffer));
-    return zmq::message_t(
-        owned->data(), owned->size(),
-        [](void*, void* hint) { delete static_cast<PieceBuffer*>(hint); }, owned);
+// The high-water mark toward the verifier: it counts messages, so batches of frames (each
+// at most kMaxBatchFrameBytes, or one larger piece) are counted to stay near
+// kVerifierQueueBytes.
+int pieces_send_hwm(bool arena, std::uint32_t piece_length) {
+    if (arena) return kArenaBatchesQueued;
+    const std::uint64_t batch_bytes =
+        std::max<std::uint64_t>(bus::kMaxBatchFrameBytes, piece_length);
+    return static_cast<int>(std::clamp<std::uint64_t>(kVerifierQueueBytes / batch_bytes, 2, 512));
 }
 
 }  // namespace
+
+bool wants_arena(const WorkerOptions& options) {
+    switch (options.shared_memory) {
+        case SharedMemory::on: return true;
+        case SharedMemory::off: return false;
+        case SharedMemory::automatic: break;
+    }
+    return std::string_view(options.pieces).starts_with("ipc://");
+}
 
 WorkerService::WorkerService(WorkerOptions options)
     : options_(std::move(options)),
@@ -59,24 +74,45 @@ void WorkerService::start(const bus::Incoming& welcome) {
     geometry_ = PieceGeometry(torrent_->total_size(), torrent_->piece_length());
     parser_limits_.max_message = std::max(kBlockSize + 9, geometry_.bitfield_bytes() + 1);
     parser_limits_.geometry = geometry_;
+    set_up_piece_memory();
 
     // ZeroMQ's queue toward the verifier holds a bounded number of bytes, not a bounded
     // number of (possibly huge) pieces; its high-water mark counts whole messages.
     bus::SocketLimits limits;
-    const std::uint64_t queued_pieces =
-        std::clamp<std::uint64_t>(kVerifierQueueBytes / torrent_->piece_length(), 2, 512);
-    limits.send_hwm = static_cast<int>(queued_pieces);
+    limits.send_hwm = pieces_send_hwm(memory_->arena() != nullptr, torrent_->piece_length());
     bus::configure(pieces_, limits);
     bus::secure_client(pieces_, options_.curve, bus::kPiecesServer);
     pieces_.connect(options_.pieces);
 
     control_watch_ = std::make_unique<ZmqWatch>(io_, control_.socket());
     pieces_watch_ = std::make_unique<ZmqWatch>(io_, pieces_);
-    spdlog::info("torrent {} ({} pieces of {} bytes), up to {} peers", torrent_->name(),
-                 geometry_.piece_count(), geometry_.piece_length(), options_.max_peers);
+    spdlog::info("torrent {} ({} pieces of {} bytes), up to {} peers, pieces {}", torrent_->name(),
+                 geometry_.piece_count(), geometry_.piece_length(), options_.max_peers,
+                 memory_->arena() ? "in a shared-memory arena" : "as frames");
     // Messages may have queued behind the Welcome; the descriptor will not signal for them.
     drain_control();
     schedule_timer();
+}
+
+void WorkerService::set_up_piece_memory() {
+    batches_ = std::make_unique<PieceBatches>(
+        io_, options_.name, [this](OutgoingBatch& batch) { return send_batch(batch); });
+    if (wants_arena(options_)) {
+        const std::uint32_t piece_length = geometry_.piece_length();
+        const std::uint64_t slots = std::clamp<std::uint64_t>(
+            options_.max_piece_bytes / piece_length, 2, std::numeric_limits<std::uint32_t>::max());
+        try {
+            memory_ = std::make_unique<PieceMemory>(
+                std::make_unique<bus::PieceArena>(piece_length, static_cast<std::uint32_t>(slots)));
+            batches_->use_arena(memory_->arena());
+            spdlog::info("piece arena {}: {} slots of {} bytes", memory_->arena()->path, slots,
+                         piece_length);
+            return;
+        } catch (const std::exception& error) {
+            spdlog::warn("no shared-memory arena ({}); pieces travel as frames", error.what());
+        }
+    }
+    memory_ = std::make_unique<PieceMemory>(options_.max_piece_bytes);
 }
 
 void WorkerService::stop(int exit_code) {
@@ -129,6 +165,7 @@ void WorkerService::handle(bus::Incoming& message) {
         case bus::v1::Envelope::kBanPeer:
             ban(envelope.ban_peer().ip(), envelope.ban_peer().reason());
             break;
+        case bus::v1::Envelope::kSlotsFreed: free_slots(envelope.slots_freed()); break;
         case bus::v1::Envelope::kShutdown:
             spdlog::info("shutdown: {}", envelope.shutdown().reason());
             stop(0);
@@ -174,25 +211,29 @@ void WorkerService::grant_leases(const bus::v1::Leases& leases) {
     if (found == peers_.end() || found->second->closed() ||
         !found->second->session().handshake_done()) {
         for (const auto& lease : leases.leases()) refused.push_back(lease.lease_id());
-        if (!refused.empty()) release(leases.peer(), refused, "peer gone");
+        if (!refused.empty()) report_released(leases.peer(), refused, "peer gone");
         return;
     }
     const auto now = Clock::now();
     PeerConnection& connection = *found->second;
     PeerSession& session = connection.session();
     session.note_work_answer(leases.leases_size() > 0, now);
-    std::uint64_t held = piece_bytes_held();
     for (const auto& lease : leases.leases()) {
         const PieceIndex piece{lease.piece()};
-        const std::uint64_t size = geometry_.contains(piece) ? geometry_.piece_size(piece) : 0;
-        if (size == 0 || held + size > options_.max_piece_bytes ||
-            !session.add_lease(piece, lease.lease_id())) {
+        const std::uint32_t size = geometry_.contains(piece) ? geometry_.piece_size(piece) : 0;
+        auto destination = size == 0 ? std::nullopt : memory_->reserve(lease.lease_id(), size);
+        if (!destination) {
+            // Not ours to free: the id may be a duplicate of a lease we are working on.
             refused.push_back(lease.lease_id());
-            continue;
+        } else if (!session.add_lease(piece, lease.lease_id(), std::move(*destination))) {
+            memory_->release(lease.lease_id());
+            refused.push_back(lease.lease_id());
         }
-        held += size;
     }
-    if (!refused.empty()) release(leases.peer(), refused, "lease refused (out of range, duplicate or over the worker's memory cap)");
+    if (!refused.empty()) {
+        report_released(leases.peer(), refused,
+                        "lease refused (out of range, duplicate or over the worker's memory cap)");
+    }
     session.fill_requests(now, !backpressured());
     connection.flush();
 }
@@ -206,6 +247,12 @@ void WorkerService::cancel_piece(PieceIndex piece) {
             connection->flush();
         }
     }
+}
+
+void WorkerService::free_slots(const bus::v1::SlotsFreed& freed) {
+    const std::size_t count = memory_->free_delivered(freed);
+    spdlog::debug("{} arena slots freed ({} still delivered)", count, memory_->delivered_count());
+    if (count > 0) resume_peers();
 }
 
 void WorkerService::ban(const std::string& ip, const std::string& reason) {
@@ -291,10 +338,9 @@ void WorkerService::request_work(PeerConnection& connection, Clock::time_point n
     PeerSession& session = connection.session();
     std::uint32_t count = session.pieces_wanted(now);
     if (count == 0) return;
-    // Beyond the memory cap we ask for nothing; the pipeline drains and asks again.
-    const std::uint64_t held = piece_bytes_held();
-    if (held >= options_.max_piece_bytes) return;
-    const std::uint64_t room = (options_.max_piece_bytes - held) / geometry_.piece_length();
+    // Beyond the memory cap we ask for nothing; the pipeline drains (or SlotsFreed comes)
+    // and we ask again.
+    const std::uint64_t room = memory_->room(geometry_.piece_length());
     count = static_cast<std::uint32_t>(std::min<std::uint64_t>(count, room));
     if (count == 0) return;
     report_has(connection, true);  // the orchestrator leases from what it knows the peer has
@@ -307,6 +353,13 @@ void WorkerService::request_work(PeerConnection& connection, Clock::time_point n
 
 void WorkerService::release(const std::string& key, const std::vector<std::uint64_t>& lease_ids,
                             const std::string& reason) {
+    for (const auto id : lease_ids) memory_->release(id);
+    report_released(key, lease_ids, reason);
+}
+
+void WorkerService::report_released(const std::string& key,
+                                    const std::vector<std::uint64_t>& lease_ids,
+                                    const std::string& reason) {
     if (lease_ids.empty()) return;
     bus::v1::Envelope envelope;
     auto* released = envelope.mutable_lease_released();
@@ -323,54 +376,58 @@ void WorkerService::report_disconnected(const std::string& key, const std::strin
     send_control(envelope);
 }
 
+void WorkerService::resume_peers() {
+    const auto now = Clock::now();
+    for (const auto& [key, connection] : peers_) {
+        if (connection->closed() || !connection->session().handshake_done()) continue;
+        request_work(*connection, now);
+        connection->session().fill_requests(now, !backpressured());
+        connection->flush();
+    }
+}
+
 // --- verifier ---
 
 void WorkerService::collect_completed(PeerConnection& connection) {
     auto& completed = connection.session().completed();
-    if (completed.empty()) return;
     for (auto& piece : completed) {
-        OutgoingPiece out;
-        auto* data = out.header.mutable_piece_data();
-        data->set_piece(piece.piece.get());
-        data->set_lease_id(piece.lease_id);
-        data->add_contributors(connection.key());
-        data->set_worker(options_.name);
-        out.bytes = piece.data.size();
-        out.data = piece_frame(std::move(piece.data));
-        outbox_.push_back(std::move(out));
+        const auto slot = memory_->slot_of(piece.lease_id);
+        batches_->add(std::move(piece), connection.key(), slot);
     }
     completed.clear();
-    flush_outbox();
 }
 
-void WorkerService::flush_outbox() {
-    while (!outbox_.empty()) {
-        auto& front = outbox_.front();
-        if (!bus::send(pieces_, options_.name, front.header, std::span<zmq::message_t>(&front.data, 1),
-                       nullptr, zmq::send_flags::dontwait)) {
-            break;
-        }
-        // The piece is the verifier's now: if the verifier dies, the orchestrator re-queues it.
-        bus::v1::Envelope delivered;
-        delivered.mutable_piece_delivered()->set_piece(front.header.piece_data().piece());
-        delivered.mutable_piece_delivered()->set_lease_id(front.header.piece_data().lease_id());
-        send_control(delivered);
-        outbox_.pop_front();
+bool WorkerService::send_batch(OutgoingBatch& batch) {
+    if (stopping_) return false;
+    if (!bus::send(pieces_, options_.name, batch.envelope, batch.frames, nullptr,
+                   zmq::send_flags::dontwait)) {
+        // Backpressure: requests stay paused until the verifier takes more.
+        watch_pieces_socket();
+        return false;
     }
-    if (outbox_.empty() || stopping_) return;
-    // Backpressure: requests stay paused until the verifier takes more (the timer retries
-    // too, in case the descriptor's edge came before we armed it).
-    pieces_watch_->arm([this] {
-        if ((pieces_watch_->events() & ZMQ_POLLOUT) != 0) flush_outbox();
-        else if (!outbox_.empty()) pieces_watch_->arm([this] { flush_outbox(); });
-    });
+    report_delivered(batch.envelope.piece_batch());
+    return true;
 }
 
-std::uint64_t WorkerService::piece_bytes_held() const {
-    std::uint64_t total = 0;
-    for (const auto& [key, connection] : peers_) total += connection->session().leased_bytes();
-    for (const auto& piece : outbox_) total += piece.bytes;
-    return total;
+void WorkerService::report_delivered(const bus::v1::PieceBatch& batch) {
+    // The pieces are the verifier's now: if the verifier dies, the orchestrator re-queues them.
+    bus::v1::Envelope envelope;
+    auto* delivered = envelope.mutable_pieces_delivered();
+    for (const auto& piece : batch.pieces()) {
+        memory_->delivered(piece.lease_id());
+        auto* ref = delivered->add_pieces();
+        ref->set_piece(piece.piece());
+        ref->set_lease_id(piece.lease_id());
+    }
+    send_control(envelope);
+}
+
+void WorkerService::watch_pieces_socket() {
+    // The timer retries too, in case the descriptor's edge came before we armed it.
+    pieces_watch_->arm([this] {
+        if ((pieces_watch_->events() & ZMQ_POLLOUT) != 0) batches_->flush();
+        else if (batches_->backpressured()) watch_pieces_socket();
+    });
 }
 
 // --- time ---
@@ -393,7 +450,7 @@ void WorkerService::on_timer() {
     bus::v1::Heartbeat stats;
     stats.set_bytes_downloaded(bytes_downloaded_);
     stats.set_peers_connected(connected);
-    stats.set_queue_depth(static_cast<std::uint32_t>(outbox_.size()));
+    stats.set_queue_depth(static_cast<std::uint32_t>(batches_->waiting()));
     const bool alive = control_.tick(stats);
     drain_control();  // tick may have sent a heartbeat
     if (!alive) {
@@ -403,7 +460,7 @@ void WorkerService::on_timer() {
     }
     if (stopping_) return;
 
-    flush_outbox();
+    batches_->flush();
     for (const auto& connection : connections) {
         if (connection->closed()) continue;
         connection->check_deadline(now);

@@ -1,9 +1,8 @@
 #pragma once
 // The peer_worker process: one io_context on one thread owns the control link, the PUSH
 // socket to the verifier and every peer connection. It turns orchestrator commands into
-// connections and leases, and sessions' progress into reports and PieceData.
+// connections and leases, and sessions' progress into reports and PieceBatches.
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -18,9 +17,15 @@
 #include "core/metainfo.hpp"
 #include "core/wire.hpp"
 #include "peer_worker/peer_connection.hpp"
+#include "peer_worker/piece_batches.hpp"
+#include "peer_worker/piece_memory.hpp"
 #include "peer_worker/zmq_watch.hpp"
 
 namespace pw::peer_worker {
+
+// Whether pieces stay in a shared-memory arena that the verifier and writer read in place
+// (they must run on this machine) or travel to the verifier as frames.
+enum class SharedMemory { automatic, on, off };
 
 struct WorkerOptions {
     std::string control;  // orchestrator's ROUTER
@@ -29,11 +34,16 @@ struct WorkerOptions {
     std::uint32_t max_peers = 60;
     // Piece buffers held at once (leased, assembling, waiting for the verifier). A fast peer's
     // pipeline (at most 500 blocks in flight plus half that queued: 12 MiB) fits with room
-    // for several more; slow peers need far less each. Beyond it, leases are refused.
+    // for several more; slow peers need far less each. Beyond it, leases are refused. In
+    // arena mode it sizes the arena, which also holds pieces until the writer is done.
     std::uint64_t max_piece_bytes = 32ull << 20;
+    // automatic: an arena when the verifier is reached over ipc:// (the same machine).
+    SharedMemory shared_memory = SharedMemory::automatic;
     bus::CurveConfig curve{};  // CurveZMQ keys; disabled in local mode
     bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
 };
+
+bool wants_arena(const WorkerOptions& options);
 
 class WorkerService {
 public:
@@ -47,14 +57,10 @@ public:
     int run();
 
 private:
-    struct OutgoingPiece {
-        bus::v1::Envelope header;
-        zmq::message_t data;
-        std::size_t bytes = 0;
-    };
     using ConnectionPtr = std::shared_ptr<PeerConnection>;
 
     void start(const bus::Incoming& welcome);
+    void set_up_piece_memory();
     void stop(int exit_code);
 
     // control socket
@@ -66,6 +72,7 @@ private:
     void grant_leases(const bus::v1::Leases& leases);
     void cancel_piece(PieceIndex piece);
     void ban(const std::string& ip, const std::string& reason);
+    void free_slots(const bus::v1::SlotsFreed& freed);
 
     // peers
     void on_handshake(PeerConnection& connection);
@@ -74,15 +81,21 @@ private:
     void drop(const std::string& key, const std::string& reason);
     void report_has(PeerConnection& connection, bool include_haves);
     void request_work(PeerConnection& connection, Clock::time_point now);
+    // Leases that end here before delivery: their room is freed and they are reported.
     void release(const std::string& key, const std::vector<std::uint64_t>& lease_ids,
                  const std::string& reason);
+    void report_released(const std::string& key, const std::vector<std::uint64_t>& lease_ids,
+                         const std::string& reason);
     void report_disconnected(const std::string& key, const std::string& reason);
+    // Asks for work and sends requests for every peer: room for pieces came back.
+    void resume_peers();
 
     // verifier
     void collect_completed(PeerConnection& connection);
-    void flush_outbox();
-    bool backpressured() const { return !outbox_.empty(); }
-    std::uint64_t piece_bytes_held() const;
+    bool send_batch(OutgoingBatch& batch);
+    void report_delivered(const bus::v1::PieceBatch& batch);
+    void watch_pieces_socket();
+    bool backpressured() const { return batches_ && batches_->backpressured(); }
 
     void on_timer();
     void schedule_timer();
@@ -109,7 +122,8 @@ private:
     PeerConnection::Callbacks callbacks_;
     std::map<std::string, ConnectionPtr> peers_;
     std::set<asio::ip::address> banned_;
-    std::deque<OutgoingPiece> outbox_;
+    std::unique_ptr<PieceMemory> memory_;
+    std::unique_ptr<PieceBatches> batches_;
     Clock::time_point last_haves_flush_;
 
     std::uint64_t bytes_downloaded_ = 0;

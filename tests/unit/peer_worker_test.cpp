@@ -1,13 +1,17 @@
-// The peer worker's pure parts, without sockets: the session state machine, piece assembly
-// and pipeline sizing.
+// The peer worker's parts without peers or sockets: the session state machine, piece
+// assembly, where pieces live (arena slots or buffers), batching and pipeline sizing.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "core/wire.hpp"
 #include "peer_worker/peer_session.hpp"
 #include "peer_worker/piece_assembly.hpp"
+#include "peer_worker/piece_batches.hpp"
+#include "peer_worker/piece_memory.hpp"
 #include "peer_worker/pipeline.hpp"
 
 namespace pw::peer_worker {
@@ -68,6 +72,12 @@ protected:
     }
 
     Status deliver(const wire::Message& m, Clock::time_point at) { return session.on_message(m, at); }
+
+    // Leases `piece` with a buffer of its own, as in frame mode.
+    bool lease(PieceIndex piece, std::uint64_t lease_id) {
+        const std::uint32_t size = geometry.contains(piece) ? geometry.piece_size(piece) : kBlockSize;
+        return session.add_lease(piece, lease_id, PieceDestination::owned(size));
+    }
 
     std::vector<std::uint8_t> block_bytes(std::uint32_t length, std::uint8_t fill) {
         return std::vector<std::uint8_t>(length, fill);
@@ -180,9 +190,9 @@ TEST_F(SessionTest, RequestsFollowLeasesUpToThePipelineAndBlocksAssemble) {
     ASSERT_TRUE(deliver(wire::Have{PieceIndex{9}}, t0).ok());
     ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
     sent_messages(session);
-    ASSERT_TRUE(session.add_lease(PieceIndex{9}, 77));
-    EXPECT_FALSE(session.add_lease(PieceIndex{9}, 78));  // already leased here
-    EXPECT_FALSE(session.add_lease(PieceIndex{10}, 79));  // out of range
+    ASSERT_TRUE(lease(PieceIndex{9}, 77));
+    EXPECT_FALSE(lease(PieceIndex{9}, 78));  // already leased here
+    EXPECT_FALSE(lease(PieceIndex{10}, 79));  // out of range
     EXPECT_EQ(session.leased_bytes(), 40000u);
 
     session.fill_requests(t0, true);
@@ -209,9 +219,34 @@ TEST_F(SessionTest, RequestsFollowLeasesUpToThePipelineAndBlocksAssemble) {
     EXPECT_EQ(session.requests_outstanding(), 0u);
 }
 
+TEST_F(SessionTest, PiecesAssembleInBorrowedMemoryOfTheirExactSize) {
+    handshake();
+    ASSERT_TRUE(deliver(wire::Have{PieceIndex{9}}, t0).ok());
+    ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
+    sent_messages(session);
+    // A slot is larger than the short last piece; a bigger or smaller view is refused.
+    std::vector<std::uint8_t> slot(65536, 0);
+    EXPECT_FALSE(session.add_lease(PieceIndex{9}, 7, PieceDestination::borrowed(slot)));
+    EXPECT_FALSE(session.add_lease(PieceIndex{9}, 7,
+                                   PieceDestination::borrowed(std::span(slot).first(100))));
+    ASSERT_TRUE(session.add_lease(PieceIndex{9}, 7,
+                                  PieceDestination::borrowed(std::span(slot).first(40000))));
+    session.fill_requests(t0, true);
+    for (const auto& r : only<wire::Request>(sent_messages(session))) {
+        auto data = block_bytes(r.length.get(), 0x5A);
+        ASSERT_TRUE(deliver(wire::Piece{r.index, r.offset, data}, t0).ok());
+    }
+    ASSERT_EQ(session.completed().size(), 1u);
+    const auto& done = session.completed().front();
+    EXPECT_EQ(done.size, 40000u);
+    EXPECT_TRUE(done.data.empty());  // the bytes are in the slot already
+    EXPECT_EQ(std::count(slot.begin(), slot.begin() + 40000, 0x5A), 40000);
+    EXPECT_EQ(std::count(slot.begin() + 40000, slot.end(), 0), 65536 - 40000);
+}
+
 TEST_F(SessionTest, NoRequestsWhileChokedOrUnderBackpressure) {
     handshake();
-    ASSERT_TRUE(session.add_lease(PieceIndex{0}, 1));
+    ASSERT_TRUE(lease(PieceIndex{0}, 1));
     session.fill_requests(t0, true);
     EXPECT_TRUE(session.outgoing().empty());  // choked
     ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
@@ -222,7 +257,7 @@ TEST_F(SessionTest, NoRequestsWhileChokedOrUnderBackpressure) {
 TEST_F(SessionTest, ChokeVoidsRequestsWhichAreAskedAgainAfterUnchoke) {
     handshake();
     ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
-    ASSERT_TRUE(session.add_lease(PieceIndex{0}, 1));
+    ASSERT_TRUE(lease(PieceIndex{0}, 1));
     session.fill_requests(t0, true);
     EXPECT_EQ(only<wire::Request>(sent_messages(session)).size(), 4u);
     ASSERT_TRUE(deliver(wire::Choke{}, t0 + 1s).ok());
@@ -254,7 +289,7 @@ TEST_F(SessionTest, UnrequestedBlocksAreRejectedAndRepeatOffendersDropped) {
 TEST_F(SessionTest, DuplicateAndUnaskedBlocksOfALeasedPieceAreRejected) {
     handshake();
     ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
-    ASSERT_TRUE(session.add_lease(PieceIndex{0}, 1));
+    ASSERT_TRUE(lease(PieceIndex{0}, 1));
     PeerSession& s = session;
     // Only one block in flight, so the others are unasked.
     s.fill_requests(t0, true);
@@ -274,7 +309,7 @@ TEST_F(SessionTest, DuplicateAndUnaskedBlocksOfALeasedPieceAreRejected) {
 TEST_F(SessionTest, CancelPieceSendsCancelsAndForgivesLateBlocks) {
     handshake();
     ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
-    ASSERT_TRUE(session.add_lease(PieceIndex{2}, 5));
+    ASSERT_TRUE(lease(PieceIndex{2}, 5));
     session.fill_requests(t0, true);
     sent_messages(session);
     const auto lease = session.cancel_piece(PieceIndex{2}, t0);
@@ -294,7 +329,7 @@ TEST_F(SessionTest, CancelPieceSendsCancelsAndForgivesLateBlocks) {
 TEST_F(SessionTest, StallAndKeepAlive) {
     handshake();
     ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
-    ASSERT_TRUE(session.add_lease(PieceIndex{0}, 1));
+    ASSERT_TRUE(lease(PieceIndex{0}, 1));
     session.fill_requests(t0, true);
     sent_messages(session);
     EXPECT_FALSE(session.stalled(t0 + 10s));
@@ -318,7 +353,7 @@ TEST_F(SessionTest, RequestsFromPeersAreIgnoredWhileWeDoNotSeed) {
 
 TEST(PieceAssembly, ShortLastBlockDuplicatesAndCompletion) {
     const auto now = Clock::now();
-    PieceAssembly piece(PieceIndex{3}, 9, 2 * kBlockSize + 10);
+    PieceAssembly piece(PieceIndex{3}, 9, PieceDestination::owned(2 * kBlockSize + 10));
     EXPECT_EQ(piece.block_count(), 3u);
     EXPECT_EQ(piece.blocks_unrequested(), 3u);
     std::vector<BlockRequest> asked;
@@ -353,7 +388,7 @@ TEST(PieceAssembly, ShortLastBlockDuplicatesAndCompletion) {
 
 TEST(PieceAssembly, VoidedRequestsAreAskedAgainAndUnaskedBlocksRefused) {
     const auto now = Clock::now();
-    PieceAssembly piece(PieceIndex{0}, 1, 3 * kBlockSize);
+    PieceAssembly piece(PieceIndex{0}, 1, PieceDestination::owned(3 * kBlockSize));
     ASSERT_TRUE(piece.request_next(now).has_value());
     ASSERT_TRUE(piece.request_next(now).has_value());
     Clock::duration latency{};
@@ -367,6 +402,251 @@ TEST(PieceAssembly, VoidedRequestsAreAskedAgainAndUnaskedBlocksRefused) {
     const auto again = piece.request_next(now);
     ASSERT_TRUE(again.has_value());
     EXPECT_EQ(again->offset.get(), 0u);
+}
+
+TEST(PieceAssembly, WritesStraightIntoBorrowedMemory) {
+    const auto now = Clock::now();
+    std::vector<std::uint8_t> memory(kBlockSize + 10 + 8, 0);  // 8 guard bytes after the piece
+    PieceAssembly piece(PieceIndex{1}, 4,
+                        PieceDestination::borrowed(std::span(memory).first(kBlockSize + 10)));
+    EXPECT_EQ(piece.size(), kBlockSize + 10);
+    EXPECT_EQ(piece.block_count(), 2u);
+    while (piece.request_next(now)) {
+    }
+    Clock::duration latency{};
+    std::vector<std::uint8_t> first(kBlockSize, 0x11), second(10, 0x22);
+    ASSERT_EQ(piece.add_block(BlockOffset{kBlockSize}, second, now, latency),
+              PieceAssembly::BlockResult::accepted);
+    ASSERT_EQ(piece.add_block(BlockOffset{0}, first, now, latency),
+              PieceAssembly::BlockResult::accepted);
+    ASSERT_TRUE(piece.complete());
+    EXPECT_TRUE(piece.take_buffer().empty());  // nothing owned: the bytes are in place
+    EXPECT_EQ(memory[0], 0x11);
+    EXPECT_EQ(memory[kBlockSize - 1], 0x11);
+    EXPECT_EQ(memory[kBlockSize + 9], 0x22);
+    EXPECT_EQ(std::count(memory.end() - 8, memory.end(), 0), 8);
+}
+
+TEST(PieceAssembly, AnOwnedBufferSurvivesMoves) {
+    const auto now = Clock::now();
+    std::vector<PieceAssembly> leases;
+    leases.emplace_back(PieceIndex{0}, 1, PieceDestination::owned(kBlockSize));
+    leases.emplace_back(PieceIndex{1}, 2, PieceDestination::owned(kBlockSize));
+    leases.erase(leases.begin());  // moves the second one
+    leases.reserve(100);           // and again
+    ASSERT_TRUE(leases[0].request_next(now).has_value());
+    Clock::duration latency{};
+    std::vector<std::uint8_t> block(kBlockSize, 0x33);
+    ASSERT_EQ(leases[0].add_block(BlockOffset{0}, block, now, latency),
+              PieceAssembly::BlockResult::accepted);
+    const auto bytes = leases[0].take_buffer();
+    ASSERT_EQ(bytes.size(), kBlockSize);
+    EXPECT_EQ(std::count(bytes.begin(), bytes.end(), 0x33), kBlockSize);
+}
+
+bus::v1::SlotsFreed slots_freed(std::uint64_t arena_id, std::vector<std::uint64_t> lease_ids,
+                                bool all_delivered = false) {
+    bus::v1::SlotsFreed freed;
+    freed.set_worker("peer_worker-1");
+    freed.set_arena_id(arena_id);
+    for (const auto id : lease_ids) freed.add_lease_ids(id);
+    freed.set_all_delivered(all_delivered);
+    return freed;
+}
+
+TEST(PieceMemory, ArenaSlotIsTakenOnLeaseAndFreedWhenTheLeaseEndsEarly) {
+    auto arena = std::make_unique<bus::PieceArena>(65536, 3);
+    bus::PieceArena& slots = *arena;
+    PieceMemory memory(std::move(arena));
+    ASSERT_NE(memory.arena(), nullptr);
+    EXPECT_EQ(memory.room(65536), 3u);
+
+    auto destination = memory.reserve(11, 40000);
+    ASSERT_TRUE(destination.has_value());
+    EXPECT_EQ(destination->size(), 40000u);
+    const auto slot = memory.slot_of(11);
+    ASSERT_TRUE(slot.has_value());
+    EXPECT_EQ(slots.tag(*slot), 11u);  // tagged before the first byte is written
+    EXPECT_EQ(destination->bytes().data(), slots.bytes(*slot).data());
+    EXPECT_EQ(memory.room(65536), 2u);
+    EXPECT_EQ(memory.held_bytes(), 65536u);
+    EXPECT_FALSE(memory.reserve(11, 40000).has_value());  // one slot per lease
+    EXPECT_FALSE(memory.reserve(0, 40000).has_value());   // 0 tags a free slot
+    EXPECT_FALSE(memory.reserve(12, 65537).has_value());  // larger than a slot
+
+    memory.release(11);  // cancelled
+    EXPECT_EQ(slots.tag(*slot), 0u);
+    EXPECT_FALSE(memory.slot_of(11).has_value());
+    EXPECT_EQ(memory.room(65536), 3u);
+    memory.release(11);  // again, or unknown: ignored
+    memory.release(99);
+    EXPECT_EQ(memory.room(65536), 3u);
+}
+
+TEST(PieceMemory, NoFreeSlotRefusesTheLease) {
+    PieceMemory memory(std::make_unique<bus::PieceArena>(16384, 2));
+    EXPECT_TRUE(memory.reserve(1, 16384).has_value());
+    EXPECT_TRUE(memory.reserve(2, 16384).has_value());
+    EXPECT_EQ(memory.room(16384), 0u);
+    EXPECT_FALSE(memory.reserve(3, 16384).has_value());
+}
+
+TEST(PieceMemory, DeliveredSlotsStayTakenUntilSlotsFreed) {
+    auto arena = std::make_unique<bus::PieceArena>(16384, 4);
+    bus::PieceArena& slots = *arena;
+    PieceMemory memory(std::move(arena));
+    const std::uint64_t id = memory.arena()->id;
+    for (std::uint64_t lease = 1; lease <= 3; ++lease) ASSERT_TRUE(memory.reserve(lease, 16384));
+    memory.delivered(1);
+    memory.delivered(2);
+    memory.delivered(3);
+    EXPECT_EQ(memory.delivered_count(), 3u);
+    EXPECT_EQ(memory.room(16384), 1u);
+    const auto slot_of_1 = memory.slot_of(1);
+    ASSERT_TRUE(slot_of_1.has_value());
+    EXPECT_EQ(slots.tag(*slot_of_1), 1u);
+    memory.release(1);  // a delivered piece is not the lease's to give back any more
+    EXPECT_EQ(slots.tag(*slot_of_1), 1u);
+
+    // Another arena's message, and unknown leases, free nothing.
+    EXPECT_EQ(memory.free_delivered(slots_freed(id + 1, {1})), 0u);
+    EXPECT_EQ(memory.free_delivered(slots_freed(id, {42})), 0u);
+    EXPECT_EQ(memory.room(16384), 1u);
+
+    EXPECT_EQ(memory.free_delivered(slots_freed(id, {1, 42})), 1u);
+    EXPECT_EQ(slots.tag(*slot_of_1), 0u);
+    EXPECT_EQ(memory.room(16384), 2u);
+    EXPECT_EQ(memory.free_delivered(slots_freed(id, {1})), 0u);  // once
+
+    // all_delivered: the verifier or writer died; its arena id does not matter.
+    ASSERT_TRUE(memory.reserve(4, 16384));
+    EXPECT_EQ(memory.free_delivered(slots_freed(0, {}, true)), 2u);
+    EXPECT_EQ(memory.delivered_count(), 0u);
+    EXPECT_EQ(memory.room(16384), 3u);  // the undelivered lease keeps its slot
+    EXPECT_TRUE(memory.slot_of(4).has_value());
+}
+
+TEST(PieceMemory, BuffersCountAgainstTheCapUntilDelivered) {
+    PieceMemory memory(100000);
+    EXPECT_EQ(memory.arena(), nullptr);
+    auto first = memory.reserve(1, 65536);
+    ASSERT_TRUE(first.has_value());
+    EXPECT_EQ(first->take_owned().size(), 65536u);
+    EXPECT_FALSE(memory.slot_of(1).has_value());
+    EXPECT_FALSE(memory.reserve(2, 65536).has_value());  // over the cap
+    EXPECT_EQ(memory.room(16384), 2u);
+    memory.delivered(1);  // ZeroMQ's now
+    EXPECT_EQ(memory.held_bytes(), 0u);
+    ASSERT_TRUE(memory.reserve(2, 65536).has_value());
+    memory.release(2);
+    EXPECT_EQ(memory.held_bytes(), 0u);
+    EXPECT_EQ(memory.free_delivered(slots_freed(0, {}, true)), 0u);
+}
+
+CompletedPiece finished(std::uint32_t piece, std::uint32_t size, bool with_bytes) {
+    CompletedPiece done{PieceIndex{piece}, 100 + piece, size, {}};
+    if (with_bytes) done.data.assign(size, static_cast<std::uint8_t>(piece));
+    return done;
+}
+
+class BatchTest : public ::testing::Test {
+protected:
+    asio::io_context io;
+    std::vector<bus::v1::PieceBatch> sent;
+    std::vector<std::vector<std::string>> sent_frames;
+    bool would_block = false;
+    PieceBatches batches{io, "peer_worker-1", [this](OutgoingBatch& batch) {
+                             if (would_block) return false;
+                             sent.push_back(batch.envelope.piece_batch());
+                             auto& frames = sent_frames.emplace_back();
+                             for (auto& frame : batch.frames) frames.push_back(frame.to_string());
+                             return true;
+                         }};
+};
+
+TEST_F(BatchTest, PiecesFinishedInOneTurnLeaveAsOneBatchOfFrames) {
+    batches.add(finished(0, 5, true), "1.2.3.4:5", std::nullopt);
+    batches.add(finished(1, 7, true), "1.2.3.4:5", std::nullopt);
+    batches.add(finished(2, 3, true), "[::1]:6", std::nullopt);
+    EXPECT_TRUE(sent.empty());  // not before the turn ends
+    io.poll();
+    ASSERT_EQ(sent.size(), 1u);
+    const auto& batch = sent[0];
+    EXPECT_EQ(batch.worker(), "peer_worker-1");
+    EXPECT_FALSE(batch.has_arena());
+    ASSERT_EQ(batch.pieces_size(), 3);
+    EXPECT_EQ(batch.pieces(1).piece(), 1u);
+    EXPECT_EQ(batch.pieces(1).lease_id(), 101u);
+    EXPECT_EQ(batch.pieces(1).worker(), "peer_worker-1");
+    EXPECT_EQ(batch.pieces(2).contributors(0), "[::1]:6");
+    EXPECT_EQ(sent_frames[0], (std::vector<std::string>{std::string(5, '\0'), std::string(7, '\1'),
+                                                         std::string(3, '\2')}));
+    // The next turn starts a new batch.
+    batches.add(finished(3, 1, true), "1.2.3.4:5", std::nullopt);
+    io.restart();
+    io.poll();
+    ASSERT_EQ(sent.size(), 2u);
+    EXPECT_EQ(sent[1].pieces_size(), 1);
+}
+
+TEST_F(BatchTest, ArenaBatchesNameTheArenaAndSlotsAndCarryNoFrames) {
+    bus::ArenaInfo arena{"/proc/1/fd/3", 77, 65536, 8};
+    batches.use_arena(&arena);
+    batches.add(finished(0, 65536, false), "1.2.3.4:5", 6);
+    batches.add(finished(1, 40000, false), "1.2.3.4:5", 2);
+    io.poll();
+    ASSERT_EQ(sent.size(), 1u);
+    EXPECT_TRUE(sent_frames[0].empty());
+    const auto& batch = sent[0];
+    EXPECT_EQ(batch.arena().path(), "/proc/1/fd/3");
+    EXPECT_EQ(batch.arena().id(), 77u);
+    EXPECT_EQ(batch.arena().slot_size(), 65536u);
+    EXPECT_EQ(batch.arena().slot_count(), 8u);
+    ASSERT_EQ(batch.pieces_size(), 2);
+    EXPECT_EQ(batch.pieces(0).slot(), 6u);
+    EXPECT_EQ(batch.pieces(1).slot(), 2u);
+    EXPECT_EQ(batch.pieces(1).size(), 40000u);
+}
+
+TEST_F(BatchTest, AFullBatchLeavesAtOnce) {
+    bus::ArenaInfo arena{"/proc/1/fd/3", 77, 16384, 1024};
+    batches.use_arena(&arena);
+    for (std::uint32_t i = 0; i <= bus::kMaxBatchPieces; ++i) {
+        batches.add(finished(i, 16384, false), "1.2.3.4:5", i);
+    }
+    ASSERT_EQ(sent.size(), 1u);
+    EXPECT_EQ(static_cast<std::size_t>(sent[0].pieces_size()), bus::kMaxBatchPieces);
+    io.poll();
+    ASSERT_EQ(sent.size(), 2u);
+    EXPECT_EQ(sent[1].pieces_size(), 1);
+}
+
+TEST_F(BatchTest, FramesStopABatchAtItsByteLimit) {
+    constexpr std::uint32_t kPiece = 1u << 20;
+    for (std::uint32_t i = 0; i < 5; ++i) batches.add(finished(i, kPiece, true), "1.2.3.4:5", std::nullopt);
+    ASSERT_EQ(sent.size(), 1u);
+    EXPECT_EQ(static_cast<std::size_t>(sent[0].pieces_size()), bus::kMaxBatchFrameBytes / kPiece);
+    io.poll();
+    ASSERT_EQ(sent.size(), 2u);
+    EXPECT_EQ(sent[1].pieces_size(), 1);
+}
+
+TEST_F(BatchTest, BatchesZeroMqWouldNotTakeWaitInOrder) {
+    would_block = true;
+    batches.add(finished(0, 5, true), "1.2.3.4:5", std::nullopt);
+    io.poll();
+    EXPECT_TRUE(batches.backpressured());
+    batches.add(finished(1, 5, true), "1.2.3.4:5", std::nullopt);
+    io.restart();
+    io.poll();
+    EXPECT_EQ(batches.waiting(), 2u);
+    EXPECT_TRUE(sent.empty());
+    would_block = false;
+    batches.flush();
+    EXPECT_FALSE(batches.backpressured());
+    ASSERT_EQ(sent.size(), 2u);
+    EXPECT_EQ(sent[0].pieces(0).piece(), 0u);
+    EXPECT_EQ(sent[1].pieces(0).piece(), 1u);
 }
 
 TEST(Pipeline, DepthGrowsWithRateAndIsCapped) {

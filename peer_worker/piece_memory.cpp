@@ -1,0 +1,92 @@
+#include "peer_worker/piece_memory.hpp"
+
+#include <stdexcept>
+
+namespace pw::peer_worker {
+
+PieceMemory::PieceMemory(std::uint64_t max_bytes) : max_bytes_(max_bytes) {}
+
+PieceMemory::PieceMemory(std::unique_ptr<bus::PieceArena> arena) : arena_(std::move(arena)) {
+    if (!arena_) throw std::invalid_argument("PieceMemory: no arena");
+    max_bytes_ = std::uint64_t{arena_->info().slot_size} * arena_->info().slot_count;
+}
+
+std::optional<PieceDestination> PieceMemory::reserve(std::uint64_t lease_id, std::uint32_t size) {
+    if (lease_id == 0 || size == 0 || undelivered_.count(lease_id) != 0 ||
+        delivered_slots_.count(lease_id) != 0) {
+        return std::nullopt;
+    }
+    if (arena_) {
+        if (size > arena_->info().slot_size) return std::nullopt;
+        const auto slot = arena_->acquire(lease_id);
+        if (!slot) return std::nullopt;
+        undelivered_[lease_id] = Held{slot, size};
+        return PieceDestination::borrowed(arena_->bytes(*slot).first(size));
+    }
+    if (buffer_bytes_ + size > max_bytes_) return std::nullopt;
+    buffer_bytes_ += size;
+    undelivered_[lease_id] = Held{std::nullopt, size};
+    return PieceDestination::owned(size);
+}
+
+std::optional<std::uint32_t> PieceMemory::slot_of(std::uint64_t lease_id) const {
+    if (const auto found = undelivered_.find(lease_id); found != undelivered_.end()) {
+        return found->second.slot;
+    }
+    if (const auto found = delivered_slots_.find(lease_id); found != delivered_slots_.end()) {
+        return found->second;
+    }
+    return std::nullopt;
+}
+
+void PieceMemory::release(std::uint64_t lease_id) {
+    const auto found = undelivered_.find(lease_id);
+    if (found == undelivered_.end()) return;
+    if (found->second.slot) arena_->release(*found->second.slot);
+    else buffer_bytes_ -= found->second.size;
+    undelivered_.erase(found);
+}
+
+void PieceMemory::delivered(std::uint64_t lease_id) {
+    const auto found = undelivered_.find(lease_id);
+    if (found == undelivered_.end()) return;
+    // A slot stays taken: the verifier and the writer read it in place. A buffer is
+    // ZeroMQ's now, bounded by the socket's high-water mark instead.
+    if (found->second.slot) delivered_slots_[lease_id] = *found->second.slot;
+    else buffer_bytes_ -= found->second.size;
+    undelivered_.erase(found);
+}
+
+std::size_t PieceMemory::free_delivered(const bus::v1::SlotsFreed& freed) {
+    if (!arena_) return 0;
+    if (freed.all_delivered()) {
+        const std::size_t count = delivered_slots_.size();
+        for (const auto& [lease_id, slot] : delivered_slots_) arena_->release(slot);
+        delivered_slots_.clear();
+        return count;
+    }
+    if (freed.arena_id() != arena_->info().id) return 0;
+    std::size_t count = 0;
+    for (const auto lease_id : freed.lease_ids()) {
+        const auto found = delivered_slots_.find(lease_id);
+        if (found == delivered_slots_.end()) continue;
+        arena_->release(found->second);
+        delivered_slots_.erase(found);
+        ++count;
+    }
+    return count;
+}
+
+std::uint64_t PieceMemory::room(std::uint32_t piece_length) const {
+    if (arena_) return arena_->free_slots();
+    if (piece_length == 0 || buffer_bytes_ >= max_bytes_) return 0;
+    return (max_bytes_ - buffer_bytes_) / piece_length;
+}
+
+std::uint64_t PieceMemory::held_bytes() const {
+    if (!arena_) return buffer_bytes_;
+    const auto& info = arena_->info();
+    return std::uint64_t{info.slot_count - arena_->free_slots()} * info.slot_size;
+}
+
+}  // namespace pw::peer_worker

@@ -1,0 +1,62 @@
+#pragma once
+// Where the worker's pieces live while it holds them, and how much room is left for more.
+//
+// With an arena (stages on one machine) a lease gets a slot when it is accepted; the piece is
+// assembled in it, and the slot stays taken after delivery, because the verifier and the
+// writer read the bytes in place, until SlotsFreed says they are done. Without one, a lease
+// gets a buffer of its own, which becomes ZeroMQ's (a frame) once delivered. Either way a
+// lease that ends before delivery gives its room back at once.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+
+#include "core/bus/bus.hpp"
+#include "core/bus/piece_arena.hpp"
+#include "peer_worker/piece_assembly.hpp"
+
+namespace pw::peer_worker {
+
+class PieceMemory {
+public:
+    // Buffers of the worker's own, at most `max_bytes` held at once.
+    explicit PieceMemory(std::uint64_t max_bytes);
+    // The slots of `arena` (not null).
+    explicit PieceMemory(std::unique_ptr<bus::PieceArena> arena);
+
+    // The arena's description for PieceBatch; null when pieces travel as frames.
+    const bus::ArenaInfo* arena() const { return arena_ ? &arena_->info() : nullptr; }
+
+    // Room for the piece of `lease_id`, `size` bytes; nullopt when the worker holds all it may
+    // (or the lease is 0 or held already).
+    std::optional<PieceDestination> reserve(std::uint64_t lease_id, std::uint32_t size);
+    // The slot of a lease, before or after delivery; nullopt without one.
+    std::optional<std::uint32_t> slot_of(std::uint64_t lease_id) const;
+    // The lease ended before its piece left (cancelled, released, refused). Unknown: ignored.
+    void release(std::uint64_t lease_id);
+    // The lease's piece left for the verifier.
+    void delivered(std::uint64_t lease_id);
+    // Frees the slots SlotsFreed names: those of delivered leases (others are ignored, as is
+    // a message about another arena), or with `all_delivered` every delivered slot. Returns
+    // how many slots came back.
+    std::size_t free_delivered(const bus::v1::SlotsFreed& freed);
+
+    // Whole pieces of `piece_length` bytes that still fit.
+    std::uint64_t room(std::uint32_t piece_length) const;
+    std::uint64_t held_bytes() const;
+    std::size_t delivered_count() const { return delivered_slots_.size(); }
+
+private:
+    struct Held {
+        std::optional<std::uint32_t> slot;
+        std::uint32_t size = 0;
+    };
+
+    std::uint64_t max_bytes_ = 0;
+    std::unique_ptr<bus::PieceArena> arena_;
+    std::unordered_map<std::uint64_t, Held> undelivered_;
+    std::unordered_map<std::uint64_t, std::uint32_t> delivered_slots_;  // lease -> slot
+    std::uint64_t buffer_bytes_ = 0;  // of undelivered buffers
+};
+
+}  // namespace pw::peer_worker
