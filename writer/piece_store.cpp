@@ -1,9 +1,13 @@
 #include "writer/piece_store.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
+#include <tuple>
 
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "writer/safe_open.hpp"
@@ -12,19 +16,33 @@ namespace pw::writer {
 
 namespace {
 
-// pwrite until everything is written: it may be interrupted or write less than asked.
-int write_all(int fd, const std::uint8_t* data, std::uint64_t length, std::uint64_t offset) {
-    while (length > 0) {
-        const ssize_t written = ::pwrite(fd, data, length, static_cast<off_t>(offset));
+constexpr std::size_t kMaxPartsPerWrite = IOV_MAX;
+
+// pwritev until everything is written: it may be interrupted or write less than asked, in
+// which case the vector is advanced past what made it.
+int write_all(int fd, std::vector<iovec>& parts, std::uint64_t offset) {
+    std::size_t first = 0;
+    while (first < parts.size()) {
+        const ssize_t written = ::pwritev(fd, parts.data() + first, static_cast<int>(parts.size() - first),
+                                          static_cast<off_t>(offset));
         if (written < 0) {
             if (errno == EINTR) continue;
             return errno;
         }
         if (written == 0) return EIO;  // no progress and no error: give up rather than spin
-        const auto count = static_cast<std::uint64_t>(written);
-        data += count;
-        length -= count;
+        auto count = static_cast<std::uint64_t>(written);
         offset += count;
+        while (count > 0) {
+            iovec& part = parts[first];
+            if (count >= part.iov_len) {
+                count -= part.iov_len;
+                ++first;
+            } else {
+                part.iov_base = static_cast<std::uint8_t*>(part.iov_base) + count;
+                part.iov_len -= count;
+                count = 0;
+            }
+        }
     }
     return 0;
 }
@@ -89,28 +107,82 @@ Result<OpenFile*> PieceStore::file_for_writing(std::size_t file_index) {
 }
 
 Status PieceStore::write_piece(PieceIndex index, std::span<const std::uint8_t> bytes) {
-    if (index.get() >= torrent_->piece_count()) {
-        return make_error("piece " + std::to_string(index.get()) + " does not exist");
+    const PieceBytes piece{index, bytes};
+    return std::move(write_pieces(std::span(&piece, 1)).front());
+}
+
+std::vector<Status> PieceStore::write_pieces(std::span<const PieceBytes> pieces) {
+    std::vector<Status> results(pieces.size(), ok_status());
+    std::vector<Chunk> chunks;
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+        results[i] = check_piece(pieces[i]);
+        if (results[i].ok()) add_chunks(pieces[i], i, chunks);
     }
-    if (bytes.size() != torrent_->piece_size(index)) {
-        return make_error("piece " + std::to_string(index.get()) + " has " +
-                          std::to_string(bytes.size()) + " bytes, expected " +
-                          std::to_string(torrent_->piece_size(index)));
+    // In file order, so neighbours in a file are neighbours here whatever order the pieces
+    // came in.
+    std::stable_sort(chunks.begin(), chunks.end(), [](const Chunk& a, const Chunk& b) {
+        return std::tie(a.file_index, a.file_offset) < std::tie(b.file_index, b.file_offset);
+    });
+    const auto continues = [](const Chunk& before, const Chunk& next) {
+        return next.file_index == before.file_index &&
+               next.file_offset == before.file_offset + before.bytes.size();
+    };
+    for (std::size_t begin = 0; begin < chunks.size();) {
+        std::size_t end = begin + 1;
+        while (end < chunks.size() && end - begin < kMaxPartsPerWrite && continues(chunks[end - 1], chunks[end])) {
+            ++end;
+        }
+        const std::span<const Chunk> run(chunks.data() + begin, end - begin);
+        if (const Status written = write_run(run); !written.ok()) {
+            for (const Chunk& chunk : run) {
+                if (results[chunk.piece].ok()) results[chunk.piece] = written;
+            }
+        }
+        begin = end;
     }
+    return results;
+}
+
+Status PieceStore::check_piece(const PieceBytes& piece) const {
+    if (piece.index.get() >= torrent_->piece_count()) {
+        return make_error("piece " + std::to_string(piece.index.get()) + " does not exist");
+    }
+    if (piece.bytes.size() != torrent_->piece_size(piece.index)) {
+        return make_error("piece " + std::to_string(piece.index.get()) + " has " +
+                          std::to_string(piece.bytes.size()) + " bytes, expected " +
+                          std::to_string(torrent_->piece_size(piece.index)));
+    }
+    return ok_status();
+}
+
+void PieceStore::add_chunks(const PieceBytes& piece, std::size_t position,
+                            std::vector<Chunk>& chunks) const {
     const auto& files = torrent_->files();
     std::uint64_t consumed = 0;
-    for (const FileSpan& span : torrent_->map_piece(index)) {
-        const std::uint8_t* data = bytes.data() + consumed;
+    for (const FileSpan& span : torrent_->map_piece(piece.index)) {
+        const auto bytes = piece.bytes.subspan(consumed, span.length);
         consumed += span.length;
-        if (files[span.file_index].pad) continue;  // BEP 47: padding is never written
-        auto file = file_for_writing(span.file_index);
-        if (!file) return file.error();
-        OpenFile& open = *file.value();
-        open.dirty = true;
-        if (const int error = write_all(open.fd.get(), data, span.length, span.file_offset);
-            error != 0) {
-            return make_error(describe(span.file_index, "cannot write", error));
-        }
+        // BEP 47: padding is never written. Nothing to write makes no iovec either: an empty
+        // one at the end would read as a write that made no progress.
+        if (files[span.file_index].pad || span.length == 0) continue;
+        chunks.push_back(Chunk{span.file_index, span.file_offset, bytes, position});
+    }
+}
+
+Status PieceStore::write_run(std::span<const Chunk> run) {
+    const std::size_t file_index = run.front().file_index;
+    auto file = file_for_writing(file_index);
+    if (!file) return file.error();
+    OpenFile& open = *file.value();
+    open.dirty = true;
+    std::vector<iovec> parts;
+    parts.reserve(run.size());
+    for (const Chunk& chunk : run) {
+        // pwritev only reads through iov_base; the cast is what its C signature asks for.
+        parts.push_back(iovec{const_cast<std::uint8_t*>(chunk.bytes.data()), chunk.bytes.size()});
+    }
+    if (const int error = write_all(open.fd.get(), parts, run.front().file_offset); error != 0) {
+        return make_error(describe(file_index, "cannot write", error));
     }
     return ok_status();
 }

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "core/metainfo.hpp"
 #include "core/result.hpp"
@@ -12,6 +13,12 @@
 namespace pw::writer {
 
 inline constexpr std::size_t kDefaultOpenFiles = 64;
+
+// One whole piece to write and where its bytes are.
+struct PieceBytes {
+    PieceIndex index;
+    std::span<const std::uint8_t> bytes;
+};
 
 class PieceStore {
 public:
@@ -24,6 +31,10 @@ public:
     // Writes one whole piece into its files (pad files skipped). Files are created on first
     // use, sparse, at their full length. The bytes are not durable until sync().
     Status write_piece(PieceIndex index, std::span<const std::uint8_t> bytes);
+    // Writes several whole pieces as write_piece does, one status per piece in order. Parts
+    // that continue one another in a file go out in one pwritev, so a batch of small pieces
+    // costs a few system calls rather than one or more per piece.
+    std::vector<Status> write_pieces(std::span<const PieceBytes> pieces);
     // Makes everything written so far durable (fdatasync of every file touched since the last
     // sync). An error means some written piece may be lost; write it again.
     Status sync();
@@ -35,6 +46,17 @@ private:
     PieceStore(const Torrent& torrent, std::string download_dir, UniqueFd root,
                std::size_t max_open_files);
 
+    // Where one piece's bytes go, pad files left out; `piece` is its place in write_pieces.
+    struct Chunk {
+        std::size_t file_index = 0;
+        std::uint64_t file_offset = 0;
+        std::span<const std::uint8_t> bytes;
+        std::size_t piece = 0;
+    };
+    Status check_piece(const PieceBytes& piece) const;
+    void add_chunks(const PieceBytes& piece, std::size_t position, std::vector<Chunk>& chunks) const;
+    // Chunks that continue one another in one file, at most IOV_MAX of them.
+    Status write_run(std::span<const Chunk> run);
     Result<OpenFile*> file_for_writing(std::size_t file_index);
     std::string describe(std::size_t file_index, const std::string& what, int error) const;
 
