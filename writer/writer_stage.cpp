@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <vector>
@@ -9,7 +10,9 @@
 #include <spdlog/spdlog.h>
 
 #include "core/bus/welcome.hpp"
+#include "core/bus/piece_arena.hpp"
 #include "core/metainfo.hpp"
+#include "writer/batch_writer.hpp"
 #include "writer/piece_store.hpp"
 #include "writer/resume_state.hpp"
 
@@ -19,23 +22,28 @@ namespace v1 = ::piecework::v1;
 
 namespace {
 
-constexpr int kPiecesPerTurn = 16;
+// Batches read per turn of the loop: up to a few hundred pieces, then the control link gets
+// its turn.
+constexpr int kBatchesPerTurn = 4;
 // Long enough for the last acknowledgements to leave before the process ends.
 constexpr int kExitLingerMs = 2000;
-
-struct WrittenPiece {
-    std::uint32_t piece = 0;
-    std::uint64_t lease_id = 0;
-};
 
 // Pieces written but not yet durable, acknowledged together after the next sync.
 class AckBatch {
 public:
     AckBatch(PieceStore& store, bus::ControlLink& link, ResumeBook& book,
-             std::chrono::milliseconds save_interval)
-        : store_(store), link_(link), book_(book), save_interval_(save_interval) {}
+             std::chrono::milliseconds save_interval, std::uint32_t piece_count)
+        : store_(store), link_(link), book_(book), save_interval_(save_interval),
+          pending_pieces_(piece_count, false) {}
 
-    void add(WrittenPiece piece) { pending_.push_back(piece); }
+    void add(const PieceRef& piece) {
+        pending_.push_back(piece);
+        mark_pending(piece.piece, true);
+    }
+    // Written and awaiting the next sync.
+    bool holds(PieceIndex piece) const {
+        return piece.get() < pending_pieces_.size() && pending_pieces_[piece.get()];
+    }
     std::size_t size() const { return pending_.size(); }
     // How long until the pending pieces may be synced: syncs are at least `interval` apart,
     // and the first one (or the first after a quiet spell) is due at once.
@@ -46,26 +54,28 @@ public:
         return std::max(left, std::chrono::milliseconds(0));
     }
 
-    // Syncs the touched files, then acknowledges every pending piece (or reports each as
-    // failed when the sync failed: their bytes may be lost).
+    // Syncs the touched files, then acknowledges every pending piece in one PiecesWritten (or
+    // reports each as failed when the sync failed: their bytes may be lost).
     void flush() {
         last_sync_ = bus::Clock::now();
         if (pending_.empty()) return;
         const Status synced = store_.sync();
         if (!synced.ok()) spdlog::error("{}", synced.error().describe());
-        for (const WrittenPiece& piece : pending_) {
-            v1::Envelope report;
-            if (synced.ok()) {
-                book_.mark_done(PieceIndex{piece.piece});
-                report.mutable_piece_written()->set_piece(piece.piece);
-                report.mutable_piece_written()->set_lease_id(piece.lease_id);
+        v1::Envelope written;
+        auto* acknowledged = written.mutable_pieces_written();
+        for (const PieceRef& piece : pending_) {
+            mark_pending(piece.piece, false);
+            // A second copy of a piece durable before this sync stays durable whatever it did.
+            if (synced.ok() || book_.done().test(piece.piece)) {
+                book_.mark_done(piece.piece);
+                auto* ref = acknowledged->add_pieces();
+                ref->set_piece(piece.piece.get());
+                ref->set_lease_id(piece.lease_id);
             } else {
-                report.mutable_write_failed()->set_piece(piece.piece);
-                report.mutable_write_failed()->set_lease_id(piece.lease_id);
-                report.mutable_write_failed()->set_error(synced.error().describe());
+                report_write_failed(PieceProblem{piece, synced.error().describe()});
             }
-            link_.send(report);
         }
+        if (acknowledged->pieces_size() > 0) link_.send(written);
         pending_.clear();
         if (synced.ok() && bus::Clock::now() >= next_save_) save_record();
     }
@@ -78,45 +88,76 @@ public:
         }
     }
 
+    void report_write_failed(const PieceProblem& failed) {
+        spdlog::error("piece {} not written: {}", failed.piece.piece.get(), failed.why);
+        v1::Envelope report;
+        report.mutable_write_failed()->set_piece(failed.piece.piece.get());
+        report.mutable_write_failed()->set_lease_id(failed.piece.lease_id);
+        report.mutable_write_failed()->set_error(failed.why);
+        link_.send(report);
+    }
+
 private:
+    void mark_pending(PieceIndex piece, bool pending) {
+        if (piece.get() < pending_pieces_.size()) pending_pieces_[piece.get()] = pending;
+    }
+
     PieceStore& store_;
     bus::ControlLink& link_;
     ResumeBook& book_;
     std::chrono::milliseconds save_interval_;
     bus::Clock::time_point next_save_{};
-    std::vector<WrittenPiece> pending_;
+    std::vector<PieceRef> pending_;
+    std::vector<bool> pending_pieces_;  // by piece: in pending_
     std::optional<bus::Clock::time_point> last_sync_;
 };
 
-void report_write_failed(bus::ControlLink& link, const v1::PieceData& piece, const std::string& error) {
-    spdlog::error("piece {} not written: {}", piece.piece(), error);
-    v1::Envelope report;
-    report.mutable_write_failed()->set_piece(piece.piece());
-    report.mutable_write_failed()->set_lease_id(piece.lease_id());
-    report.mutable_write_failed()->set_error(error);
-    link.send(report);
+// The worker gets its slots back now, not after the sync: the bytes are in the file (or
+// will never be taken from the slot), and a worker short of slots stops fetching.
+void send_slots_freed(bus::ControlLink& link, const v1::PieceBatch& batch,
+                      const std::vector<std::uint64_t>& lease_ids) {
+    if (lease_ids.empty()) return;
+    v1::Envelope envelope;
+    auto* freed = envelope.mutable_slots_freed();
+    freed->set_worker(batch.worker());
+    freed->set_arena_id(batch.arena().id());
+    for (const std::uint64_t lease_id : lease_ids) freed->add_lease_ids(lease_id);
+    link.send(envelope);
 }
 
-void write_one(PieceStore& store, AckBatch& batch, bus::ControlLink& link, const bus::Incoming& in) {
-    if (!in.envelope.has_piece_data()) {
-        spdlog::warn("dropped a message of type {} from '{}': only pieces belong on this socket",
-                     static_cast<int>(in.envelope.body_case()), in.envelope.sender());
+// One PiecesDropped per distinct reason (nearly always one).
+void send_dropped(bus::ControlLink& link, const std::vector<PieceProblem>& dropped) {
+    std::map<std::string, std::vector<PieceRef>> by_reason;
+    for (const PieceProblem& problem : dropped) by_reason[problem.why].push_back(problem.piece);
+    for (const auto& [reason, pieces] : by_reason) {
+        spdlog::warn("dropped {} piece(s), to be fetched again: {}", pieces.size(), reason);
+        v1::Envelope envelope;
+        auto* report = envelope.mutable_pieces_dropped();
+        report->set_reason(reason);
+        for (const PieceRef& piece : pieces) {
+            auto* ref = report->add_pieces();
+            ref->set_piece(piece.piece.get());
+            ref->set_lease_id(piece.lease_id);
+        }
+        link.send(envelope);
+    }
+}
+
+void handle_batch(PieceStore& store, bus::ArenaReader& arenas, const ResumeBook& book,
+                  AckBatch& acks, bus::ControlLink& link, const bus::Incoming& in) {
+    if (!in.envelope.has_piece_batch()) {
+        spdlog::warn("dropped a message of type {} from '{}': only piece batches belong on this socket",
+                     bus::body_name(in.envelope), in.envelope.sender());
         return;
     }
-    const v1::PieceData& piece = in.envelope.piece_data();
-    if (in.frames.size() != 1) {
-        report_write_failed(link, piece, std::to_string(in.frames.size()) + " data frames instead of 1");
-        return;
-    }
-    const zmq::message_t& frame = in.frames.front();
-    const Status written = store.write_piece(
-        PieceIndex{piece.piece()},
-        std::span<const std::uint8_t>(static_cast<const std::uint8_t*>(frame.data()), frame.size()));
-    if (!written.ok()) {
-        report_write_failed(link, piece, written.error().describe());
-        return;
-    }
-    batch.add(WrittenPiece{piece.piece(), piece.lease_id()});
+    const v1::PieceBatch& batch = in.envelope.piece_batch();
+    const BatchOutcome outcome = write_batch(store, arenas, batch, in.frames, [&](PieceIndex piece) {
+        return book.done().test(piece) || acks.holds(piece);
+    });
+    send_slots_freed(link, batch, outcome.freed_leases);
+    send_dropped(link, outcome.dropped);
+    for (const PieceProblem& failed : outcome.failed) acks.report_write_failed(failed);
+    for (const PieceRef& written : outcome.written) acks.add(written);
 }
 
 // Sends the pieces already on disk; always, even none: the orchestrator leases nothing
@@ -182,7 +223,8 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
     }
     send_resume_state(link, book.done());
 
-    AckBatch batch(store, link, book, options.state_save_interval);
+    AckBatch batch(store, link, book, options.state_save_interval, torrent.piece_count());
+    bus::ArenaReader arenas;
     auto finish = [&](int code) {
         batch.flush();
         batch.save_record();
@@ -208,11 +250,11 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
                           static_cast<int>(message->envelope.body_case()));
         }
 
-        for (int i = 0; i < kPiecesPerTurn; ++i) {
+        for (int i = 0; i < kBatchesPerTurn; ++i) {
             bus::Incoming in;
             const bus::RecvStatus status = bus::receive(from_verifier, false, in);
             if (status == bus::RecvStatus::would_block) break;
-            if (status == bus::RecvStatus::ok) write_one(store, batch, link, in);
+            if (status == bus::RecvStatus::ok) handle_batch(store, arenas, book, batch, link, in);
         }
 
         if (batch.size() > 0 && batch.until_due(options.sync_interval).count() == 0) {

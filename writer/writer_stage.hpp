@@ -26,7 +26,7 @@ struct WriterOptions {
     bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
 };
 
-// Verified pieces buffered on our socket; see the verifier's kDataQueueDepth.
+// Batches of verified pieces buffered on our socket; see the verifier's kDataQueueDepth.
 inline constexpr int kVerifiedQueueDepth = 4;
 
 // The resume record's folder for these options.
