@@ -1,5 +1,6 @@
 // peer_worker: fetches pieces from BitTorrent peers for the orchestrator and hands them,
 // whole and unverified, to the verifier.
+#include <cstdint>
 #include <map>
 #include <string>
 
@@ -17,6 +18,11 @@ int main(int argc, char** argv) {
         ->envname("PW_PIECES")->required();
     app.add_option("--max-peers", options.max_peers, "most peers connected at once")
         ->check(CLI::Range(1u, 10000u))->capture_default_str();
+    std::uint64_t piece_memory_mib = options.max_piece_bytes >> 20;
+    app.add_option("--piece-memory-mib", piece_memory_mib,
+                   "MiB of pieces held at once, leased to delivered (the arena's size); "
+                   "beyond it, leases are refused")
+        ->envname("PW_PIECE_MEMORY_MIB")->check(CLI::Range(1u, 65536u))->capture_default_str();
     const std::map<std::string, pw::peer_worker::SharedMemory> shared_memory_modes{
         {"auto", pw::peer_worker::SharedMemory::automatic},
         {"on", pw::peer_worker::SharedMemory::on},
@@ -30,6 +36,7 @@ int main(int argc, char** argv) {
         ->type_name("")
         ->default_str("auto");
     return pw::bus::run_stage(app, argc, argv, common, [&] {
+        options.max_piece_bytes = piece_memory_mib << 20;
         options.control = common.control;
         options.name = common.name;
         options.metrics = common.metrics;
