@@ -1,6 +1,7 @@
 // peer_worker against a real libtorrent seeder and against hostile peers on 127.0.0.1. The
 // test plays the orchestrator (control ROUTER: Welcome, heartbeats, AddPeers, leases) and
-// the verifier (PULL: collects PieceData and checks each piece's SHA-1).
+// the verifier (PULL: reads each PieceBatch, from its frames or from the worker's arena, and
+// checks every piece's SHA-1), and frees arena slots as the verifier and writer would.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -24,6 +25,7 @@
 #include <zmq.hpp>
 
 #include "core/bus/bus.hpp"
+#include "core/bus/piece_arena.hpp"
 #include "core/metainfo.hpp"
 #include "core/sha1.hpp"
 #include "core/wire.hpp"
@@ -119,11 +121,13 @@ private:
     std::chrono::steady_clock::time_point last_beat_{};
 };
 
-Process start_worker(const TempDir& dir, const FakePipeline& pipeline) {
-    return Process::start({test::bin("peer_worker"), "--control", pipeline.control_endpoint(),
-                           "--pieces", pipeline.pieces_endpoint(), "--name", "peer_worker-test",
-                           "--log-level", "debug"},
-                          dir / "worker.log");
+Process start_worker(const TempDir& dir, const FakePipeline& pipeline,
+                     std::vector<std::string> extra_args = {}) {
+    std::vector<std::string> argv{test::bin("peer_worker"), "--control", pipeline.control_endpoint(),
+                                  "--pieces", pipeline.pieces_endpoint(), "--name", "peer_worker-test",
+                                  "--log-level", "debug"};
+    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+    return Process::start(argv, dir / "worker.log");
 }
 
 void add_peer(FakePipeline& pipeline, std::uint16_t port) {
@@ -146,9 +150,14 @@ void shut_down(FakePipeline& pipeline, Process& worker) {
     EXPECT_EQ(worker.wait_for_exit(10s), 0) << worker.log_tail();
 }
 
-TEST(PeerWorker, DownloadsEveryPieceFromALibtorrentSeeder) {
+// How pieces reach the verifier: "off" as frames, "on" in the worker's arena.
+class PeerWorkerDownload : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PeerWorkerDownload, EveryPieceFromALibtorrentSeeder) {
+    const bool arena_mode = GetParam() == "on";
     TempDir dir;
-    // A short last piece and a short last block.
+    // A short last piece and a short last block; 41 pieces, more than the arena's 16 slots
+    // (1 MiB), so the worker finishes only if freed slots come back to it.
     const std::string payload = test::make_payload(dir.path(), "payload.bin", 40 * 65536 + 12345, 7);
     const std::string torrent_path = test::make_torrent(payload, 65536, {}, dir / "payload.torrent");
     const std::string torrent_bytes = test::read_text_file(torrent_path);
@@ -159,15 +168,43 @@ TEST(PeerWorker, DownloadsEveryPieceFromALibtorrentSeeder) {
     ASSERT_TRUE(seeder.wait_ready(60s)) << seeder.log();
 
     FakePipeline pipeline(dir);
-    Process worker = start_worker(dir, pipeline);
+    Process worker = start_worker(dir, pipeline,
+                                  {"--shared-memory", GetParam(), "--piece-memory-mib", "1"});
 
     const std::string seeder_key = bus::peer_key("127.0.0.1", seeder.port());
     std::uint32_t next_piece = 0;
     std::uint64_t next_lease = 100;
     std::map<std::uint64_t, std::uint32_t> leases;  // lease id -> piece
     std::set<std::uint32_t> verified;
+    std::set<std::uint64_t> delivered;
+    std::size_t batches = 0;
     std::vector<std::string> problems;
     bool connected = false, saw_has = false;
+    bus::ArenaReader arenas;
+
+    // The bytes of piece `index` of `batch`, from its frame or from the worker's arena.
+    const auto piece_digest = [&](const bus::Incoming& in, int index) -> std::optional<Sha1Digest> {
+        const auto& batch = in.envelope.piece_batch();
+        const auto& data = batch.pieces(index);
+        if (!arena_mode) {
+            const auto& frame = in.frames.at(static_cast<std::size_t>(index));
+            return sha1(frame.data(), frame.size());
+        }
+        const bus::ArenaInfo arena{batch.arena().path(), batch.arena().id(),
+                                   batch.arena().slot_size(), batch.arena().slot_count()};
+        auto bytes = arenas.view(arena, data.slot(), data.size(), data.lease_id());
+        if (!bytes.ok()) {
+            problems.push_back("piece " + std::to_string(data.piece()) + ": " +
+                               bytes.error().describe());
+            return std::nullopt;
+        }
+        const auto digest = sha1(bytes->data(), bytes->size());
+        if (!arenas.still_holds(arena, data.slot(), data.lease_id())) {
+            problems.push_back("piece " + std::to_string(data.piece()) + ": slot reused");
+            return std::nullopt;
+        }
+        return digest;
+    };
 
     ASSERT_TRUE(welcome_worker(pipeline, torrent_bytes)) << worker.log_tail();
     add_peer(pipeline, seeder.port());
@@ -181,6 +218,11 @@ TEST(PeerWorker, DownloadsEveryPieceFromALibtorrentSeeder) {
                 saw_has = saw_has || e.peer_has().have_all() || e.peer_has().bitfield();
             } else if (e.has_peer_disconnected()) {
                 problems.push_back("disconnected: " + e.peer_disconnected().reason());
+            } else if (e.has_pieces_delivered()) {
+                for (const auto& ref : e.pieces_delivered().pieces()) {
+                    EXPECT_EQ(leases.at(ref.lease_id()), ref.piece());
+                    EXPECT_TRUE(delivered.insert(ref.lease_id()).second) << "delivered twice";
+                }
             } else if (e.has_lease_released()) {
                 for (const auto id : e.lease_released().lease_ids()) {
                     // Give the piece out again later: rewind to it.
@@ -202,18 +244,33 @@ TEST(PeerWorker, DownloadsEveryPieceFromALibtorrentSeeder) {
             }
         },
         [&](bus::Incoming& in) {
-            ASSERT_TRUE(in.envelope.has_piece_data());
-            ASSERT_EQ(in.frames.size(), 1u);
-            const auto& data = in.envelope.piece_data();
-            EXPECT_EQ(data.worker(), "peer_worker-test");
-            EXPECT_EQ(leases.at(data.lease_id()), data.piece());
-            ASSERT_EQ(data.contributors_size(), 1);
-            EXPECT_EQ(data.contributors(0), seeder_key);
-            const auto digest = sha1(in.frames[0].data(), in.frames[0].size());
-            if (digest != torrent->piece_hash(PieceIndex{data.piece()})) {
-                problems.push_back("piece " + std::to_string(data.piece()) + " has a bad hash");
+            ASSERT_TRUE(in.envelope.has_piece_batch());
+            const auto& batch = in.envelope.piece_batch();
+            ++batches;
+            EXPECT_EQ(batch.worker(), "peer_worker-test");
+            EXPECT_EQ(batch.has_arena(), arena_mode);
+            ASSERT_EQ(in.frames.size(), arena_mode ? 0u : static_cast<std::size_t>(batch.pieces_size()));
+            ASSERT_GT(batch.pieces_size(), 0);
+            EXPECT_LE(static_cast<std::size_t>(batch.pieces_size()), bus::kMaxBatchPieces);
+            v1::Envelope freed;
+            freed.mutable_slots_freed()->set_worker(batch.worker());
+            freed.mutable_slots_freed()->set_arena_id(batch.arena().id());
+            for (int i = 0; i < batch.pieces_size(); ++i) {
+                const auto& data = batch.pieces(i);
+                EXPECT_EQ(data.worker(), "peer_worker-test");
+                EXPECT_EQ(leases.at(data.lease_id()), data.piece());
+                ASSERT_EQ(data.contributors_size(), 1);
+                EXPECT_EQ(data.contributors(0), seeder_key);
+                EXPECT_EQ(data.size(), torrent->piece_size(PieceIndex{data.piece()}));
+                const auto digest = piece_digest(in, i);
+                if (digest && *digest != torrent->piece_hash(PieceIndex{data.piece()})) {
+                    problems.push_back("piece " + std::to_string(data.piece()) + " has a bad hash");
+                }
+                if (digest) verified.insert(data.piece());
+                freed.mutable_slots_freed()->add_lease_ids(data.lease_id());
             }
-            verified.insert(data.piece());
+            // As the writer would once the bytes are in the file (the orchestrator forwards it).
+            if (arena_mode) pipeline.send(freed);
         },
         [&] { return verified.size() == torrent->piece_count(); });
     EXPECT_TRUE(finished) << verified.size() << " of " << torrent->piece_count()
@@ -221,8 +278,23 @@ TEST(PeerWorker, DownloadsEveryPieceFromALibtorrentSeeder) {
     EXPECT_TRUE(connected);
     EXPECT_TRUE(saw_has);
     EXPECT_TRUE(problems.empty()) << problems.front();
+    EXPECT_LE(batches, torrent->piece_count());
+    // Each delivery is reported; the last report may still be on its way.
+    const bool reported = pipeline.pump(
+        torrent_bytes, 5s,
+        [&](bus::Incoming& in) {
+            if (!in.envelope.has_pieces_delivered()) return;
+            for (const auto& ref : in.envelope.pieces_delivered().pieces()) delivered.insert(ref.lease_id());
+        },
+        [](bus::Incoming&) {}, [&] { return delivered.size() >= torrent->piece_count(); });
+    EXPECT_TRUE(reported) << delivered.size() << " of " << torrent->piece_count() << " delivered";
     shut_down(pipeline, worker);
 }
+
+INSTANTIATE_TEST_SUITE_P(PeerWorker, PeerWorkerDownload, ::testing::Values("off", "on"),
+                         [](const ::testing::TestParamInfo<std::string>& mode) {
+                             return std::string(mode.param == "on" ? "InArena" : "AsFrames");
+                         });
 
 // A peer on 127.0.0.1 that answers our handshake with `reply` (all at once, or one byte per
 // `trickle` interval) and then holds the line.
