@@ -29,7 +29,8 @@ public:
     // Zero-length files get no piece, so they are made here, once (existing ones are kept).
     Status create_empty_files();
     // Writes one whole piece into its files (pad files skipped). Files are created on first
-    // use, sparse, at their full length. The bytes are not durable until sync().
+    // use at their full length, preallocated where the file system can (sparse where not).
+    // The bytes are not durable until sync().
     Status write_piece(PieceIndex index, std::span<const std::uint8_t> bytes);
     // Writes several whole pieces as write_piece does, one status per piece in order. Parts
     // that continue one another in a file go out in one pwritev, so a batch of small pieces

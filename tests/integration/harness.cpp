@@ -745,4 +745,17 @@ std::vector<pid_t> stage_pids(pid_t parent, const std::string& name) {
     return pids;
 }
 
+std::uint64_t bytes_matching(const std::string& file, const std::string& payload,
+                             std::uint32_t piece_bytes) {
+    const std::string have = read_text_file(file);
+    const std::string want = read_text_file(payload);
+    std::uint64_t matching = 0;
+    for (std::size_t at = 0; at < have.size() && at < want.size(); at += piece_bytes) {
+        if (have.compare(at, piece_bytes, want, at, piece_bytes) == 0) {
+            matching += std::min<std::size_t>(piece_bytes, want.size() - at);
+        }
+    }
+    return matching;
+}
+
 }  // namespace pw::test

@@ -217,4 +217,10 @@ std::string helper(const std::string& name);
 
 std::string read_text_file(const std::string& path);
 
+// Bytes of `file` that already hold `payload`'s bytes, counted in whole pieces of
+// `piece_bytes`: how far a download got (the writer preallocates files, so their size and
+// blocks say nothing about progress).
+std::uint64_t bytes_matching(const std::string& file, const std::string& payload,
+                             std::uint32_t piece_bytes);
+
 }  // namespace pw::test

@@ -245,11 +245,7 @@ TEST_F(NetnsTest, ThreeHostsWithCurveKeysSurviveAWorkerLossAndRefuseAStranger) {
     // Half way (some pieces on disk, the rest to come), host B's worker dies.
     const auto deadline = std::chrono::steady_clock::now() + 60s;
     const std::string out_file = dir_ / "out/payload.bin";
-    auto written = [&out_file]() -> std::uint64_t {
-        struct stat info {};
-        if (::stat(out_file.c_str(), &info) != 0) return 0;
-        return static_cast<std::uint64_t>(info.st_blocks) * 512;  // the file is sparse
-    };
+    auto written = [&] { return bytes_matching(out_file, payload, 64 << 10); };
     while (written() < (1u << 20) && std::chrono::steady_clock::now() < deadline && orchestrator.running()) {
         std::this_thread::sleep_for(100ms);
     }

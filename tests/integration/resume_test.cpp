@@ -28,14 +28,6 @@ constexpr std::uint32_t kPieceBytes = 256 << 10;
 constexpr auto kDownloadTimeout = 300s;
 constexpr auto kReadyTimeout = 120s;
 
-// Bytes of the file actually allocated: the writer makes files sparse at full length, so
-// this grows with the pieces written.
-std::uint64_t allocated_bytes(const std::string& path) {
-    struct stat info {};
-    if (::stat(path.c_str(), &info) != 0) return 0;
-    return static_cast<std::uint64_t>(info.st_blocks) * 512;
-}
-
 // The count from the orchestrator's "resumed: N of M pieces already on disk"; nullopt when
 // the line is missing.
 std::optional<std::uint32_t> resumed_pieces(const std::string& log) {
@@ -107,7 +99,7 @@ protected:
         const auto deadline = std::chrono::steady_clock::now() + kDownloadTimeout;
         while (std::chrono::steady_clock::now() < deadline) {
             if (!client.running()) return false;
-            if (allocated_bytes(file) >= bytes) return true;
+            if (bytes_matching(file, payload_, kPieceBytes) >= bytes) return true;
             std::this_thread::sleep_for(100ms);
         }
         return false;
