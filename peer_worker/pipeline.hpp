@@ -11,9 +11,11 @@ using Clock = std::chrono::steady_clock;
 
 class PipelineSizer {
 public:
-    // A fresh peer starts deep enough for a fast loopback or LAN peer (2 MiB in flight); the
-    // depth halves per window from there if the peer turns out slow.
-    static constexpr std::uint32_t kInitialDepth = 128;
+    // A fresh peer starts with 1 MiB in flight: it doubles per window from there for a fast
+    // peer, halves for a slow one. Deeper starts make every peer lease 3 pieces at once, and
+    // 16 peers x 3 MiB overrun the worker's 32 MiB piece cap, so the last peers to be
+    // unchoked got no lease at all for seconds.
+    static constexpr std::uint32_t kInitialDepth = 64;
     static constexpr std::uint32_t kMinDepth = 16;
     static constexpr std::uint32_t kMaxDepth = 500;
     // The rate is re-measured over windows this long.
