@@ -29,9 +29,9 @@ void PipelineSizer::update(Clock::time_point now) {
 
 std::uint32_t PipelineSizer::depth_for(double rate_bytes_per_s, Clock::duration min_latency) {
     using Seconds = std::chrono::duration<double>;
-    double horizon = 0.5;
+    double horizon = 0.25;
     if (min_latency != Clock::duration::max()) {
-        horizon = std::clamp(2 * std::chrono::duration_cast<Seconds>(min_latency).count(), 0.5, 1.0);
+        horizon = std::clamp(2 * std::chrono::duration_cast<Seconds>(min_latency).count(), 0.25, 1.0);
     }
     const double blocks = rate_bytes_per_s * horizon / kBlockSize;
     if (!(blocks < kMaxDepth)) return kMaxDepth;  // also catches NaN

@@ -654,7 +654,8 @@ TEST(Pipeline, DepthGrowsWithRateAndIsCapped) {
     const double slow = 16.0 * kBlockSize;    // 16 blocks/s
     const double fast = 2000.0 * kBlockSize;  // 2000 blocks/s
     EXPECT_EQ(PipelineSizer::depth_for(slow, 1ms), PipelineSizer::kMinDepth);
-    EXPECT_EQ(PipelineSizer::depth_for(200.0 * kBlockSize, 1ms), 100u);  // 0.5 s horizon
+    EXPECT_EQ(PipelineSizer::depth_for(200.0 * kBlockSize, 1ms), 50u);  // 0.25 s horizon
+    EXPECT_EQ(PipelineSizer::depth_for(200.0 * kBlockSize, 200ms), 80u);  // 2 x RTT
     EXPECT_EQ(PipelineSizer::depth_for(200.0 * kBlockSize, 400ms), 160u);  // longer RTT
     EXPECT_EQ(PipelineSizer::depth_for(200.0 * kBlockSize, 3s), 200u);  // horizon capped at 1 s
     EXPECT_EQ(PipelineSizer::depth_for(fast, 1ms), PipelineSizer::kMaxDepth);
@@ -664,9 +665,9 @@ TEST(Pipeline, MeasuredRateMovesTheDepthGradually) {
     auto now = Clock::now();
     PipelineSizer sizer(now);
     EXPECT_EQ(sizer.depth(), PipelineSizer::kInitialDepth);
-    // A fast peer: 1000 blocks per second. The depth at most doubles per window.
+    // A fast peer: 2000 blocks per second. The depth at most doubles per window.
     for (int second = 0; second < 6; ++second) {
-        for (int i = 0; i < 1000; ++i) sizer.on_block(kBlockSize, 2ms);
+        for (int i = 0; i < 2000; ++i) sizer.on_block(kBlockSize, 2ms);
         now += 1s;
         const auto before = sizer.depth();
         sizer.update(now);
