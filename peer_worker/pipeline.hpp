@@ -11,11 +11,13 @@ using Clock = std::chrono::steady_clock;
 
 class PipelineSizer {
 public:
-    // A fresh peer starts with 1 MiB in flight: it doubles per window from there for a fast
-    // peer, halves for a slow one. Deeper starts make every peer lease 3 pieces at once, and
-    // 16 peers x 3 MiB overrun the worker's 32 MiB piece cap, so the last peers to be
-    // unchoked got no lease at all for seconds.
-    static constexpr std::uint32_t kInitialDepth = 64;
+    // A fresh peer starts with 512 KiB in flight: it doubles per window from there for a fast
+    // peer, halves for a slow one. Each peer leases 1.5 x depth, rounded up to whole pieces,
+    // before anything is measured; the worker's piece cap is shared first come, first served,
+    // so deeper starts let the first peers unchoked take it all (at 128 blocks, 16 peers x 3
+    // MiB against 32 MiB: the last peers got no lease for seconds) and set the worker's peak
+    // memory, which it keeps.
+    static constexpr std::uint32_t kInitialDepth = 32;
     static constexpr std::uint32_t kMinDepth = 16;
     static constexpr std::uint32_t kMaxDepth = 500;
     // The rate is re-measured over windows this long.
