@@ -83,6 +83,9 @@ int TrackerService::run() {
             return 0;
         }
         drive_attempt(now);
+        // The stopped announce may have just been answered: exit now rather than after the
+        // next poll timeout (up to a heartbeat), which the whole download would wait for.
+        if (exit_deadline_ && schedule_->finished()) return 0;
         if (!round_ && !tiers_->empty() && schedule_->due(now)) begin_round(now);
 
         std::vector<zmq::pollitem_t> items{{link_.socket().handle(), 0, ZMQ_POLLIN, 0}};
