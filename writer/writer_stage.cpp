@@ -46,9 +46,12 @@ public:
     }
     std::size_t size() const { return pending_.size(); }
     // How long until the pending pieces may be synced: syncs are at least `interval` apart,
-    // and the first one (or the first after a quiet spell) is due at once.
+    // and the first one (or the first after a quiet spell) is due at once. So is the one that
+    // completes the torrent: nothing more will come, and the download ends with its ack.
     std::chrono::milliseconds until_due(std::chrono::milliseconds interval) const {
-        if (!last_sync_) return std::chrono::milliseconds(0);
+        if (!last_sync_ || book_.done().count() + pending_not_done_ >= pending_pieces_.size()) {
+            return std::chrono::milliseconds(0);
+        }
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             *last_sync_ + interval - bus::Clock::now());
         return std::max(left, std::chrono::milliseconds(0));
@@ -99,7 +102,9 @@ public:
 
 private:
     void mark_pending(PieceIndex piece, bool pending) {
-        if (piece.get() < pending_pieces_.size()) pending_pieces_[piece.get()] = pending;
+        if (piece.get() >= pending_pieces_.size() || pending_pieces_[piece.get()] == pending) return;
+        pending_pieces_[piece.get()] = pending;
+        if (!book_.done().test(piece)) pending ? ++pending_not_done_ : --pending_not_done_;
     }
 
     PieceStore& store_;
@@ -109,6 +114,7 @@ private:
     bus::Clock::time_point next_save_{};
     std::vector<PieceRef> pending_;
     std::vector<bool> pending_pieces_;  // by piece: in pending_
+    std::size_t pending_not_done_ = 0;  // pieces in pending_ the book does not hold yet
     std::optional<bus::Clock::time_point> last_sync_;
 };
 
