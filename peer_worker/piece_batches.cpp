@@ -18,19 +18,32 @@ zmq::message_t piece_frame(PieceBuffer&& buffer) {
 
 }  // namespace
 
-PieceBatches::PieceBatches(asio::io_context& io, std::string worker, Send send)
-    : io_(io), worker_(std::move(worker)), send_(std::move(send)) {}
+PieceBatches::PieceBatches(asio::io_context& io, std::string worker, Send send,
+                           std::chrono::milliseconds linger)
+    : io_(io), worker_(std::move(worker)), send_(std::move(send)), linger_(linger),
+      linger_timer_(io) {}
+
+void PieceBatches::schedule_flush() {
+    if (flush_scheduled_) return;
+    flush_scheduled_ = true;
+    auto fire = [this] {
+        flush_scheduled_ = false;
+        flush();
+    };
+    if (linger_.count() == 0) {
+        asio::post(io_, fire);
+        return;
+    }
+    linger_timer_.expires_after(linger_);
+    linger_timer_.async_wait([fire](const asio::error_code& error) {
+        if (!error) fire();
+    });
+}
 
 void PieceBatches::add(CompletedPiece&& piece, const std::string& contributor,
                        std::optional<std::uint32_t> slot) {
-    if (filling_.piece_count() == 0 && !flush_posted_) {
-        // Whatever else finishes in this turn of the loop joins the batch first.
-        flush_posted_ = true;
-        asio::post(io_, [this] {
-            flush_posted_ = false;
-            flush();
-        });
-    }
+    // Whatever else finishes meanwhile joins the batch first.
+    if (filling_.piece_count() == 0) schedule_flush();
     auto* batch = filling_.envelope.mutable_piece_batch();
     if (batch->pieces_size() == 0) {
         batch->set_worker(worker_);

@@ -1,8 +1,11 @@
 #pragma once
-// Whole pieces on their way to the verifier. The pieces finished in one turn of the worker's
-// loop leave together as one PieceBatch (sooner once the batch is full), so many small
-// pieces cost one message per turn rather than one each. Batches ZeroMQ would not take yet
-// wait here, in order; while any wait, the worker is backpressured.
+// Whole pieces on their way to the verifier. The pieces finished within `linger` of the
+// batch's first one leave together as one PieceBatch (sooner once the batch is full), so
+// many small pieces cost one message rather than one each: every message wakes a ZeroMQ I/O
+// thread on both sides and costs each stage on the way a turn of its loop and a report.
+// Batches ZeroMQ would not take yet wait here, in order; while any wait, the worker is
+// backpressured.
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -11,6 +14,7 @@
 #include <vector>
 
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <zmq.hpp>
 
 #include "core/bus/bus.hpp"
@@ -34,7 +38,13 @@ public:
     // Sends one batch without blocking; false when ZeroMQ would block (nothing was sent).
     using Send = std::function<bool(OutgoingBatch&)>;
 
-    PieceBatches(asio::io_context& io, std::string worker, Send send);
+    // Long enough to gather several 1 MiB pieces at full speed, short beside the lifetime of
+    // a slot (it stays taken this much longer).
+    static constexpr std::chrono::milliseconds kDefaultLinger{20};
+
+    // `linger` zero: a batch leaves at the end of the loop's current turn.
+    PieceBatches(asio::io_context& io, std::string worker, Send send,
+                 std::chrono::milliseconds linger = kDefaultLinger);
     PieceBatches(const PieceBatches&) = delete;
     PieceBatches& operator=(const PieceBatches&) = delete;
 
@@ -42,8 +52,8 @@ public:
     void use_arena(const bus::ArenaInfo* arena) { arena_ = arena; }
 
     // Queues a finished piece, which `contributor` sent; `slot` holds its bytes in arena
-    // mode, `piece.data` otherwise. It leaves at the end of this turn of the loop, or at once
-    // when the batch is full.
+    // mode, `piece.data` otherwise. It leaves `linger` after the batch's first piece, or at
+    // once when the batch is full.
     void add(CompletedPiece&& piece, const std::string& contributor,
              std::optional<std::uint32_t> slot);
     // Closes the batch being filled and sends every waiting batch ZeroMQ takes.
@@ -56,6 +66,7 @@ public:
 private:
     bool full() const;
     void seal();
+    void schedule_flush();
 
     asio::io_context& io_;
     std::string worker_;
@@ -63,7 +74,9 @@ private:
     const bus::ArenaInfo* arena_ = nullptr;
     OutgoingBatch filling_;
     std::deque<OutgoingBatch> waiting_;
-    bool flush_posted_ = false;
+    std::chrono::milliseconds linger_;
+    asio::steady_timer linger_timer_;
+    bool flush_scheduled_ = false;
 };
 
 }  // namespace pw::peer_worker

@@ -555,14 +555,30 @@ protected:
     std::vector<bus::v1::PieceBatch> sent;
     std::vector<std::vector<std::string>> sent_frames;
     bool would_block = false;
-    PieceBatches batches{io, "peer_worker-1", [this](OutgoingBatch& batch) {
-                             if (would_block) return false;
-                             sent.push_back(batch.envelope.piece_batch());
-                             auto& frames = sent_frames.emplace_back();
-                             for (auto& frame : batch.frames) frames.push_back(frame.to_string());
-                             return true;
-                         }};
+    bool send(OutgoingBatch& batch) {
+        if (would_block) return false;
+        sent.push_back(batch.envelope.piece_batch());
+        auto& frames = sent_frames.emplace_back();
+        for (auto& frame : batch.frames) frames.push_back(frame.to_string());
+        return true;
+    }
+    // Turn by turn (no linger), so a test steps through the loop with io.poll().
+    PieceBatches batches{io, "peer_worker-1", [this](OutgoingBatch& batch) { return send(batch); },
+                         std::chrono::milliseconds(0)};
 };
+
+TEST_F(BatchTest, PiecesFinishedWithinTheLingerLeaveAsOneBatch) {
+    PieceBatches lingering{io, "peer_worker-1", [this](OutgoingBatch& batch) { return send(batch); },
+                           std::chrono::milliseconds(50)};
+    lingering.add(finished(0, 5, true), "1.2.3.4:5", std::nullopt);
+    io.poll();  // another turn of the loop: the batch waits on
+    lingering.add(finished(1, 5, true), "1.2.3.4:5", std::nullopt);
+    io.poll();
+    EXPECT_TRUE(sent.empty());
+    io.run_for(std::chrono::seconds(5));  // returns once the linger timer fired: no other work
+    ASSERT_EQ(sent.size(), 1u);
+    EXPECT_EQ(sent[0].pieces_size(), 2);
+}
 
 TEST_F(BatchTest, PiecesFinishedInOneTurnLeaveAsOneBatchOfFrames) {
     batches.add(finished(0, 5, true), "1.2.3.4:5", std::nullopt);
