@@ -39,8 +39,9 @@ int run_verifier(zmq::context_t& context, const VerifierOptions& options) {
                  torrent.piece_length());
 
     PieceForwarder forwarder(torrent, to_writer, options.name);
+    // Verdicts travel together (PieceFailed alone goes at once: the orchestrator bans on it).
     auto report = [&link](std::vector<v1::Envelope> envelopes) {
-        for (v1::Envelope& envelope : envelopes) link.send(envelope);
+        for (v1::Envelope& envelope : envelopes) link.queue_report(std::move(envelope));
     };
 
     for (;;) {
@@ -59,6 +60,7 @@ int run_verifier(zmq::context_t& context, const VerifierOptions& options) {
                 spdlog::info("shutting down ({}): {} pieces verified, {} failed, {} dropped",
                              message->envelope.shutdown().reason(), forwarder.stats().verified,
                              forwarder.stats().failed, forwarder.stats().dropped);
+                link.flush_reports();
                 return 0;
             }
             spdlog::debug("ignored control message of type {}",

@@ -118,8 +118,9 @@ private:
     std::optional<bus::Clock::time_point> last_sync_;
 };
 
-// The worker gets its slots back now, not after the sync: the bytes are in the file (or
-// will never be taken from the slot), and a worker short of slots stops fetching.
+// The worker gets its slots back now (within the report linger), not after the sync: the
+// bytes are in the file (or will never be taken from the slot), and a worker short of slots
+// stops fetching.
 void send_slots_freed(bus::ControlLink& link, const v1::PieceBatch& batch,
                       const std::vector<std::uint64_t>& lease_ids) {
     if (lease_ids.empty()) return;
@@ -128,7 +129,7 @@ void send_slots_freed(bus::ControlLink& link, const v1::PieceBatch& batch,
     freed->set_worker(batch.worker());
     freed->set_arena_id(batch.arena().id());
     for (const std::uint64_t lease_id : lease_ids) freed->add_lease_ids(lease_id);
-    link.send(envelope);
+    link.queue_report(std::move(envelope));
 }
 
 // One PiecesDropped per distinct reason (nearly always one).
@@ -145,7 +146,7 @@ void send_dropped(bus::ControlLink& link, const std::vector<PieceProblem>& dropp
             ref->set_piece(piece.piece.get());
             ref->set_lease_id(piece.lease_id);
         }
-        link.send(envelope);
+        link.queue_report(std::move(envelope));
     }
 }
 

@@ -29,6 +29,17 @@ void drain(zmq::socket_t& socket, bool more) {
     }
 }
 
+bool mergeable_kind(const v1::Envelope& envelope) {
+    switch (envelope.body_case()) {
+        case v1::Envelope::kPiecesDelivered:
+        case v1::Envelope::kPiecesVerified:
+        case v1::Envelope::kPiecesWritten:
+        case v1::Envelope::kPiecesDropped: return true;
+        case v1::Envelope::kSlotsFreed: return !envelope.slots_freed().all_delivered();
+        default: return false;
+    }
+}
+
 }  // namespace
 
 RecvStatus receive(zmq::socket_t& socket, bool from_router, Incoming& out, zmq::recv_flags flags) {
@@ -164,9 +175,32 @@ void ControlLink::adopt_heartbeat(std::uint32_t heartbeat_ms) {
 }
 
 void ControlLink::send(v1::Envelope& envelope, std::span<zmq::message_t> frames) {
+    flush_reports();
+    send_now(envelope, frames);
+}
+
+void ControlLink::send_now(v1::Envelope& envelope, std::span<zmq::message_t> frames) {
     bus::send(socket_, name_, envelope, frames);
     last_sent_ = Clock::now();
     count_message(metrics_, true, envelope);
+}
+
+void ControlLink::queue_report(v1::Envelope&& envelope) {
+    for (v1::Envelope& queued : queued_) {
+        if (merge_report(queued, envelope)) return;
+    }
+    if (!mergeable_kind(envelope)) {
+        send(envelope);
+        return;
+    }
+    if (queued_.empty()) reports_due_ = Clock::now() + kReportLinger;
+    queued_.push_back(std::move(envelope));
+}
+
+void ControlLink::flush_reports() {
+    std::vector<v1::Envelope> queued;
+    queued.swap(queued_);
+    for (v1::Envelope& report : queued) send_now(report);
 }
 
 std::optional<Incoming> ControlLink::poll_message() {
@@ -192,6 +226,7 @@ bool ControlLink::tick(const v1::Heartbeat& stats) {
         metrics_->gauge("piecework_queue_depth", "Items waiting in this stage's queue")
             .set(stats.queue_depth());
     }
+    if (!queued_.empty() && now >= reports_due_) flush_reports();
     if (now - last_sent_ >= timing_.heartbeat) {
         v1::Envelope beat;
         *beat.mutable_heartbeat() = stats;
@@ -201,9 +236,39 @@ bool ControlLink::tick(const v1::Heartbeat& stats) {
 }
 
 std::chrono::milliseconds ControlLink::until_next_tick() const {
-    const auto due = last_sent_ + timing_.heartbeat - Clock::now();
+    auto next = last_sent_ + timing_.heartbeat;
+    if (!queued_.empty()) next = std::min(next, reports_due_);
+    const auto due = next - Clock::now();
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(due);
     return ms.count() < 0 ? std::chrono::milliseconds(0) : ms;
+}
+
+bool merge_report(v1::Envelope& into, const v1::Envelope& more) {
+    if (into.body_case() != more.body_case() || !mergeable_kind(into) || !mergeable_kind(more)) {
+        return false;
+    }
+    switch (more.body_case()) {
+        case v1::Envelope::kPiecesDelivered:
+            into.mutable_pieces_delivered()->mutable_pieces()->MergeFrom(more.pieces_delivered().pieces());
+            return true;
+        case v1::Envelope::kPiecesVerified:
+            into.mutable_pieces_verified()->mutable_pieces()->MergeFrom(more.pieces_verified().pieces());
+            return true;
+        case v1::Envelope::kPiecesWritten:
+            into.mutable_pieces_written()->mutable_pieces()->MergeFrom(more.pieces_written().pieces());
+            return true;
+        case v1::Envelope::kPiecesDropped:  // the first reason stands for all: it is for the log
+            into.mutable_pieces_dropped()->mutable_pieces()->MergeFrom(more.pieces_dropped().pieces());
+            return true;
+        case v1::Envelope::kSlotsFreed: {
+            const v1::SlotsFreed& first = into.slots_freed();
+            const v1::SlotsFreed& second = more.slots_freed();
+            if (first.worker() != second.worker() || first.arena_id() != second.arena_id()) return false;
+            into.mutable_slots_freed()->mutable_lease_ids()->MergeFrom(second.lease_ids());
+            return true;
+        }
+        default: return false;
+    }
 }
 
 std::string body_name(const v1::Envelope& envelope) {

@@ -90,21 +90,34 @@ public:
 
     zmq::socket_t& socket() { return socket_; }
     const std::string& name() const { return name_; }
+    // Sends now, after any queued reports (so the orchestrator sees them in order).
     void send(v1::Envelope& envelope, std::span<zmq::message_t> frames = {});
+    // A report that may wait up to kReportLinger for others of its kind: PiecesDelivered,
+    // PiecesVerified, PiecesWritten, PiecesDropped, and SlotsFreed for the same worker and
+    // arena, are merged into one message each. Anything else is sent at once. Every message
+    // costs both sides a wake-up of their ZeroMQ I/O thread and a turn of their loop, which
+    // with many small pieces cost more than the pieces themselves.
+    void queue_report(v1::Envelope&& envelope);
+    void flush_reports();
+    std::size_t queued_reports() const { return queued_.size(); }
     // Reads one message if any; heartbeats are absorbed here. Returns nullopt when nothing
     // (or nothing but a heartbeat / a dropped frame) was read.
     std::optional<Incoming> poll_message();
-    // Sends a heartbeat when one is due. Returns false once the orchestrator has been silent
-    // for missed_heartbeats periods: the caller shuts down rather than wait forever.
+    // Sends a heartbeat when one is due, and queued reports once they have waited long
+    // enough. Returns false once the orchestrator has been silent for missed_heartbeats
+    // periods: the caller shuts down rather than wait forever.
     bool tick(const v1::Heartbeat& stats);
-    // Time until the next heartbeat is due, for the loop's poll timeout.
+    // Time until the next heartbeat or queued report is due, for the loop's poll timeout.
     std::chrono::milliseconds until_next_tick() const;
     // From now on the link counts its messages by type and mirrors every Heartbeat's counters
     // into `registry` (null: stop). The registry must outlive the link.
     void attach_metrics(metrics::Registry* registry) { metrics_ = registry; }
 
+    static constexpr std::chrono::milliseconds kReportLinger{20};
+
 private:
     void adopt_heartbeat(std::uint32_t heartbeat_ms);
+    void send_now(v1::Envelope& envelope, std::span<zmq::message_t> frames = {});
 
     zmq::socket_t socket_;
     std::string name_;
@@ -113,7 +126,13 @@ private:
     Clock::time_point last_sent_{};
     Clock::time_point last_heard_{};
     metrics::Registry* metrics_ = nullptr;
+    std::vector<v1::Envelope> queued_;
+    Clock::time_point reports_due_{};
 };
+
+// Appends `more` to `into` when both are reports of one kind that may travel as one
+// (see ControlLink::queue_report); false, leaving both alone, otherwise.
+bool merge_report(v1::Envelope& into, const v1::Envelope& more);
 
 // The envelope body's field name ("piece_data"), for logs and metrics.
 std::string body_name(const v1::Envelope& envelope);

@@ -270,3 +270,53 @@ TEST(ControlLink, TickKeepsTheLinkAliveWhileTheOrchestratorSpeaks) {
 
 }  // namespace
 }  // namespace pw::bus
+
+namespace pw::bus {
+namespace {
+
+v1::Envelope verified(std::uint32_t piece) {
+    v1::Envelope envelope;
+    auto* ref = envelope.mutable_pieces_verified()->add_pieces();
+    ref->set_piece(piece);
+    ref->set_lease_id(piece + 100);
+    return envelope;
+}
+
+v1::Envelope freed(const std::string& worker, std::uint64_t arena, std::uint64_t lease,
+                   bool all = false) {
+    v1::Envelope envelope;
+    auto* body = envelope.mutable_slots_freed();
+    body->set_worker(worker);
+    body->set_arena_id(arena);
+    body->add_lease_ids(lease);
+    body->set_all_delivered(all);
+    return envelope;
+}
+
+TEST(MergeReport, ReportsOfOneKindTravelAsOne) {
+    v1::Envelope into = verified(1);
+    ASSERT_TRUE(merge_report(into, verified(2)));
+    ASSERT_EQ(into.pieces_verified().pieces_size(), 2);
+    EXPECT_EQ(into.pieces_verified().pieces(1).lease_id(), 102u);
+
+    v1::Envelope slots = freed("peer_worker-1", 7, 1);
+    ASSERT_TRUE(merge_report(slots, freed("peer_worker-1", 7, 2)));
+    EXPECT_EQ(slots.slots_freed().lease_ids_size(), 2);
+}
+
+TEST(MergeReport, DifferentKindsWorkersArenasAndFreeAllStayApart) {
+    v1::Envelope into = verified(1);
+    EXPECT_FALSE(merge_report(into, freed("peer_worker-1", 7, 1)));
+    v1::Envelope slots = freed("peer_worker-1", 7, 1);
+    EXPECT_FALSE(merge_report(slots, freed("peer_worker-2", 7, 2)));
+    EXPECT_FALSE(merge_report(slots, freed("peer_worker-1", 8, 2)));
+    EXPECT_FALSE(merge_report(slots, freed("peer_worker-1", 7, 2, true)));
+    v1::Envelope failed;
+    failed.mutable_piece_failed()->set_piece(3);
+    v1::Envelope other_failed = failed;
+    EXPECT_FALSE(merge_report(failed, other_failed));  // each one may ban a peer
+    EXPECT_EQ(slots.slots_freed().lease_ids_size(), 1);
+}
+
+}  // namespace
+}  // namespace pw::bus
