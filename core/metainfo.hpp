@@ -56,9 +56,10 @@ public:
     const std::vector<std::vector<std::string>>& trackers() const { return trackers_; }
     bool is_private() const { return private_; }
     std::uint32_t piece_length() const { return piece_length_; }
-    std::uint32_t piece_count() const { return static_cast<std::uint32_t>(piece_hashes_.size()); }
+    std::uint32_t piece_count() const { return piece_count_; }
     std::uint64_t total_size() const { return total_size_; }
-    const Sha1Digest& piece_hash(PieceIndex index) const { return piece_hashes_.at(index.get()); }
+    // All zero for an index beyond the torrent.
+    Sha1Digest piece_hash(PieceIndex index) const;
     // Length of one piece: piece_length() except for a shorter last piece.
     std::uint32_t piece_size(PieceIndex index) const;
     // True when the torrent has a "files" list (files sit in a folder named name()).
@@ -86,7 +87,8 @@ private:
     std::vector<std::vector<std::string>> trackers_;
     bool private_ = false;
     std::uint32_t piece_length_ = 0;
-    std::vector<Sha1Digest> piece_hashes_;
+    std::size_t piece_hashes_offset_ = 0;  // in info_bytes_
+    std::uint32_t piece_count_ = 0;
     std::uint64_t total_size_ = 0;
     bool multi_file_ = false;
     std::vector<FileEntry> files_;
