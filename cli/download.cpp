@@ -228,15 +228,19 @@ std::string make_runtime_dir() {
 }  // namespace
 
 int run_download(const DownloadOptions& options) {
-    auto torrent = read_torrent_file(options.torrent_path);
-    if (!torrent) {
-        std::cerr << "piecework: " << options.torrent_path << ": " << torrent.error().describe() << "\n";
-        return 1;
-    }
     StagePlan plan;
+    {
+        // Checked here for a clear error before any stage starts, then dropped: the
+        // supervisor runs for the whole download and the stages parse their own copy.
+        auto torrent = read_torrent_file(options.torrent_path);
+        if (!torrent) {
+            std::cerr << "piecework: " << options.torrent_path << ": " << torrent.error().describe() << "\n";
+            return 1;
+        }
+        plan.with_tracker = !torrent->trackers().empty();
+    }
     plan.torrent_path = fs::absolute(options.torrent_path).string();
     plan.bin_dir = options.bin_dir.empty() ? own_folder() : options.bin_dir;
-    plan.with_tracker = !torrent->trackers().empty();
     for (const char* stage : {"orchestrator", "verifier", "writer", "tracker_svc", "peer_worker"}) {
         const auto path = fs::path(plan.bin_dir) / stage;
         if (::access(path.c_str(), X_OK) != 0) {

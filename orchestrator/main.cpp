@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "core/bus/stage_cli.hpp"
+#include "core/bus/welcome.hpp"
 #include "core/metainfo.hpp"
 #include "orchestrator/peer_argument.hpp"
 #include "orchestrator/service.hpp"
@@ -71,6 +72,7 @@ int main(int argc, char** argv) {
         zmq::context_t context;
         pw::orchestrator::OrchestratorService service(context, std::move(*torrent), std::move(config),
                                                       std::cout, std::cerr);
+        pw::bus::release_start_up_memory();  // the parser's transient copies of the .torrent
         return service.run([] { return g_stop != 0; });
     });
 }

@@ -61,8 +61,8 @@ WorkerService::WorkerService(WorkerOptions options)
 WorkerService::~WorkerService() { stop(exit_code_); }
 
 int WorkerService::run() {
-    const bus::Incoming welcome = control_.handshake();
-    start(welcome);
+    start(control_.handshake());
+    bus::release_start_up_memory();
     io_.run();
     return exit_code_;
 }

@@ -66,8 +66,11 @@ void TrackerService::on_welcome(bus::Incoming& welcome) {
 }
 
 int TrackerService::run() {
-    bus::Incoming welcome = link_.handshake();
-    on_welcome(welcome);
+    {
+        bus::Incoming welcome = link_.handshake();
+        on_welcome(welcome);
+    }
+    bus::release_start_up_memory();
     spdlog::info("announcing {} to {} tier(s)", to_hex(identity_.info_hash), tiers_->tiers().size());
     for (;;) {
         const auto now = Clock::now();

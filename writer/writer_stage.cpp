@@ -229,6 +229,7 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
                      book.done().count(), torrent.piece_count());
     }
     send_resume_state(link, book.done());
+    bus::release_start_up_memory();  // the Welcome's .torrent and the check's piece buffer
 
     AckBatch batch(store, link, book, options.state_save_interval, torrent.piece_count());
     bus::ArenaReader arenas;

@@ -1,5 +1,7 @@
 #include "core/bus/welcome.hpp"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -30,5 +32,7 @@ WelcomeInfo read_welcome(const Incoming& welcome) {
     std::copy(body.peer_id().begin(), body.peer_id().end(), info.peer_id.begin());
     return info;
 }
+
+void release_start_up_memory() { ::malloc_trim(0); }
 
 }  // namespace pw::bus

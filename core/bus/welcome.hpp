@@ -19,4 +19,10 @@ struct WelcomeInfo {
 // torrent does not parse, or its pieces are larger than a message between stages may be.
 WelcomeInfo read_welcome(const Incoming& welcome);
 
+// Gives the heap pages freed since start-up back to the system. Stages keep freed memory for
+// reuse (stage_cli.cpp raises glibc's trim threshold), so the Welcome's .torrent frame and
+// the parser's transient copies, megabytes for a torrent of many pieces, would otherwise stay
+// resident for the whole run. Call once the Welcome has been read and dropped.
+void release_start_up_memory();
+
 }  // namespace pw::bus
