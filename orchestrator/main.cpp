@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
         config.quiet = quiet;
         config.terminal = ::isatty(STDOUT_FILENO) == 1;
         config.scheduler.seed = std::random_device{}();
+        config.scheduler.pieces_per_extent = pw::orchestrator::pieces_per_extent(torrent->piece_length());
         config.torrent_bytes = std::move(*bytes);
         for (const auto& text : peer_args) {
             auto peer = pw::orchestrator::resolve_peer(text);

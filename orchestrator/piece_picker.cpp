@@ -1,11 +1,15 @@
 #include "orchestrator/piece_picker.hpp"
 
+#include <algorithm>
+
 #include "core/wire.hpp"
 
 namespace pw::orchestrator {
 
-PiecePicker::PiecePicker(std::uint32_t piece_count, std::uint64_t seed)
-    : piece_count_(piece_count), rng_(seed), state_(piece_count, State::in_bucket),
+PiecePicker::PiecePicker(std::uint32_t piece_count, std::uint64_t seed,
+                         std::uint32_t pieces_per_extent)
+    : piece_count_(piece_count), pieces_per_extent_(std::max<std::uint32_t>(pieces_per_extent, 1)),
+      rng_(seed), state_(piece_count, State::in_bucket),
       slot_(piece_count, 0), partial_(piece_count, 0), buckets_(1) {
     buckets_[0].reserve(piece_count);
     for (std::uint32_t piece = 0; piece < piece_count; ++piece) {
@@ -151,24 +155,38 @@ std::vector<PieceIndex> PiecePicker::pick(const PeerKey& peer, std::size_t count
         if (bucket.empty()) continue;
         if (haves.all) {
             while (!bucket.empty() && chosen.size() < count) {
-                const std::uint32_t piece = bucket[rng_() % bucket.size()];
-                remove_free(piece);
-                chosen.push_back(piece);
+                take_run(bucket[rng_() % bucket.size()], haves, count, chosen);
             }
             continue;
         }
+        // One pass over the bucket from a random start. A run's swap-removes move pieces
+        // around behind the walk, so it may see a piece twice or miss one: neither matters
+        // for a choice that is random anyway, and the pass stays linear.
         const std::size_t size = bucket.size();
         const std::size_t start = rng_() % size;
-        const std::size_t first_new = chosen.size();
-        for (std::size_t step = 0; step < size && chosen.size() < count; ++step) {
-            const std::uint32_t piece = bucket[(start + step) % size];
-            if (has(haves, piece)) chosen.push_back(piece);
+        for (std::size_t step = 0; step < size && !bucket.empty() && chosen.size() < count; ++step) {
+            const std::uint32_t piece = bucket[(start + step) % bucket.size()];
+            if (has(haves, piece)) take_run(piece, haves, count, chosen);
         }
-        for (std::size_t i = first_new; i < chosen.size(); ++i) remove_free(chosen[i]);
     }
     picked.reserve(chosen.size());
     for (const std::uint32_t piece : chosen) picked.emplace_back(piece);
     return picked;
+}
+
+void PiecePicker::take_run(std::uint32_t first, const PeerHaves& haves, std::size_t count,
+                           std::vector<std::uint32_t>& chosen) {
+    // From the extent's start, not from `first`: an extent is then taken front to back, in
+    // one run or in runs that continue each other, rather than leaving a head for later.
+    const std::uint32_t level = partial_[first];
+    const std::uint64_t extent_start = std::uint64_t{first} / pieces_per_extent_ * pieces_per_extent_;
+    const std::uint32_t end = static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(extent_start + pieces_per_extent_, piece_count_));
+    for (auto piece = static_cast<std::uint32_t>(extent_start); piece < end && chosen.size() < count; ++piece) {
+        if (state_[piece] != State::in_bucket || partial_[piece] != level || !has(haves, piece)) continue;
+        remove_free(piece);
+        chosen.push_back(piece);
+    }
 }
 
 bool PiecePicker::take(PieceIndex piece) {

@@ -16,6 +16,13 @@
 // peers). A pick for a partial peer walks buckets from the rarest up, from a random start in
 // each, skipping pieces the peer lacks: linear in the free pieces only when the peer has few
 // of them.
+//
+// Extent affinity: a pick that lands on a piece takes the free pieces of its extent
+// (`pieces_per_extent` pieces, 4 MiB by the orchestrator's choice) that are just as rare and
+// that the peer has, in order. Extents are still chosen at random, so peers spread
+// over the torrent as before, but the pieces of one extent arrive together and reach the
+// disk as one write instead of one per piece (libtorrent's piece_extent_affinity does the
+// same). With 16 KiB pieces that is 256 pieces per pwritev instead of one.
 #include <cstdint>
 #include <random>
 #include <span>
@@ -31,7 +38,7 @@ using PeerKey = std::string;
 
 class PiecePicker {
 public:
-    PiecePicker(std::uint32_t piece_count, std::uint64_t seed);
+    PiecePicker(std::uint32_t piece_count, std::uint64_t seed, std::uint32_t pieces_per_extent = 1);
 
     std::uint32_t piece_count() const { return piece_count_; }
 
@@ -73,8 +80,13 @@ private:
     void raise(std::uint32_t piece);
     void lower(std::uint32_t piece);
     bool has(const PeerHaves& haves, std::uint32_t piece) const;
+    // Takes the free pieces of `first`'s extent from its bucket that the peer has, in order,
+    // up to `count` chosen in all (`first` is one of them).
+    void take_run(std::uint32_t first, const PeerHaves& haves, std::size_t count,
+                  std::vector<std::uint32_t>& chosen);
 
     std::uint32_t piece_count_;
+    std::uint32_t pieces_per_extent_;
     std::mt19937_64 rng_;
     std::vector<State> state_;
     std::vector<std::uint32_t> slot_;      // position in its bucket or in retry_

@@ -6,7 +6,7 @@
 namespace pw::orchestrator {
 
 Scheduler::Scheduler(std::uint32_t piece_count, SchedulerOptions options)
-    : options_(options), picker_(piece_count, options.seed), rng_(options.seed ^ 0x9e3779b97f4a7c15ull) {}
+    : options_(options), picker_(piece_count, options.seed, options.pieces_per_extent), rng_(options.seed ^ 0x9e3779b97f4a7c15ull) {}
 
 std::vector<Grant> Scheduler::request(const std::string& worker, const PeerKey& peer,
                                       std::size_t count, Clock::time_point now) {

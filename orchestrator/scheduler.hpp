@@ -2,6 +2,7 @@
 // The torrent's piece state machine: free -> leased (to a worker, for a peer) -> verified ->
 // written, with every way back to free (released, expired, failed, lost worker or writer).
 // Pure: no sockets, the caller passes the time and sends what the results say.
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -15,12 +16,20 @@
 
 namespace pw::orchestrator {
 
+// Pieces in a 4 MiB extent (at least 1): the unit of extent affinity (piece_picker.hpp).
+inline std::uint32_t pieces_per_extent(std::uint32_t piece_length) {
+    constexpr std::uint32_t kExtentBytes = 4u << 20;
+    return piece_length == 0 ? 1 : std::max<std::uint32_t>(kExtentBytes / piece_length, 1);
+}
+
 struct SchedulerOptions {
     // Backstop only (see lease_book.hpp): long enough for a 16 MiB piece at ~150 KiB/s.
     std::chrono::milliseconds lease_timeout{120'000};
     // Leases per piece in endgame, the first included.
     std::size_t max_leases_per_piece = 2;
     std::uint64_t seed = 0;
+    // Extent affinity (see piece_picker.hpp); 1 turns it off.
+    std::uint32_t pieces_per_extent = 1;
 };
 
 struct Grant {

@@ -43,6 +43,44 @@ TEST(PiecePicker, PicksOnlyPiecesThePeerHas) {
     EXPECT_TRUE(picker.pick("unknown:1", 10).empty());
 }
 
+// Runs of consecutive pieces in a pick: one write each at the writer.
+std::size_t runs_in(const std::vector<PieceIndex>& picked) {
+    std::size_t runs = 0;
+    for (std::size_t i = 0; i < picked.size(); ++i) {
+        if (i == 0 || picked[i].get() != picked[i - 1].get() + 1) ++runs;
+    }
+    return runs;
+}
+
+TEST(PiecePicker, APickTakesTheRestOfItsExtent) {
+    PiecePicker picker(1024, 7, 64);
+    picker.set_have_all("seed:1");
+    std::set<std::uint32_t> seen;
+    for (int round = 0; round < 16; ++round) {
+        const auto picked = picker.pick("seed:1", 64);
+        ASSERT_EQ(picked.size(), 64u);
+        // A run stops only at an extent's end: 64 pieces span at most a few extents.
+        EXPECT_LE(runs_in(picked), 8u);
+        for (const PieceIndex piece : picked) EXPECT_TRUE(seen.insert(piece.get()).second);
+    }
+    EXPECT_EQ(seen.size(), 1024u);  // every piece once
+    EXPECT_TRUE(picker.pick("seed:1", 1).empty());
+}
+
+TEST(PiecePicker, ExtentRunsKeepToWhatThePeerHasAndToTheRarest) {
+    PiecePicker picker(128, 3, 64);
+    const std::vector<std::uint8_t> even_pieces(16, 0xaa);  // wire order: high bit first
+    ASSERT_TRUE(picker.set_bitfield("a:1", even_pieces));
+    ASSERT_TRUE(picker.set_bitfield("b:1", bitfield_of(128, {10, 12})));  // less rare now
+    const auto picked = picker.pick("a:1", 62);
+    ASSERT_EQ(picked.size(), 62u);
+    for (const PieceIndex piece : picked) {
+        EXPECT_EQ(piece.get() % 2, 0u);
+        EXPECT_NE(piece.get(), 10u);
+        EXPECT_NE(piece.get(), 12u);
+    }
+}
+
 TEST(PiecePicker, RarestFirst) {
     PiecePicker picker(10, 2);
     ASSERT_TRUE(picker.set_bitfield("a:1", bitfield_of(10, {1, 2, 3})));
