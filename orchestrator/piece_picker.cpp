@@ -55,7 +55,7 @@ bool PiecePicker::set_bitfield(const PeerKey& peer, std::span<const std::uint8_t
     for (std::uint32_t piece = 0; piece < piece_count_; ++piece) {
         if (haves[piece]) raise(piece);
     }
-    peers_[peer] = PeerHaves{false, std::move(haves)};
+    peers_[peer] = PeerHaves{false, std::move(haves), std::nullopt};
     return true;
 }
 
@@ -63,7 +63,7 @@ void PiecePicker::set_have_all(const PeerKey& peer) {
     auto it = peers_.find(peer);
     if (it != peers_.end() && it->second.all) return;
     remove_peer(peer);
-    peers_[peer] = PeerHaves{true, {}};
+    peers_[peer] = PeerHaves{true, {}, std::nullopt};
     ++seeders_;
 }
 
@@ -139,7 +139,7 @@ std::vector<PieceIndex> PiecePicker::pick(const PeerKey& peer, std::size_t count
     std::vector<PieceIndex> picked;
     const auto it = peers_.find(peer);
     if (it == peers_.end() || count == 0) return picked;
-    const PeerHaves& haves = it->second;
+    PeerHaves& haves = it->second;
 
     std::vector<std::uint32_t> chosen;
     for (const std::uint32_t piece : retry_) {
@@ -153,9 +153,11 @@ std::vector<PieceIndex> PiecePicker::pick(const PeerKey& peer, std::size_t count
          ++level) {
         auto& bucket = buckets_[level];
         if (bucket.empty()) continue;
+        if (haves.extent) take_run(*haves.extent, static_cast<std::uint32_t>(level), haves, count, chosen);
         if (haves.all) {
             while (!bucket.empty() && chosen.size() < count) {
-                take_run(bucket[rng_() % bucket.size()], haves, count, chosen);
+                take_run(extent_of(bucket[rng_() % bucket.size()]), static_cast<std::uint32_t>(level),
+                         haves, count, chosen);
             }
             continue;
         }
@@ -166,20 +168,22 @@ std::vector<PieceIndex> PiecePicker::pick(const PeerKey& peer, std::size_t count
         const std::size_t start = rng_() % size;
         for (std::size_t step = 0; step < size && !bucket.empty() && chosen.size() < count; ++step) {
             const std::uint32_t piece = bucket[(start + step) % bucket.size()];
-            if (has(haves, piece)) take_run(piece, haves, count, chosen);
+            if (has(haves, piece)) {
+                take_run(extent_of(piece), static_cast<std::uint32_t>(level), haves, count, chosen);
+            }
         }
     }
+    if (!chosen.empty()) haves.extent = extent_of(chosen.back());
     picked.reserve(chosen.size());
     for (const std::uint32_t piece : chosen) picked.emplace_back(piece);
     return picked;
 }
 
-void PiecePicker::take_run(std::uint32_t first, const PeerHaves& haves, std::size_t count,
-                           std::vector<std::uint32_t>& chosen) {
-    // From the extent's start, not from `first`: an extent is then taken front to back, in
-    // one run or in runs that continue each other, rather than leaving a head for later.
-    const std::uint32_t level = partial_[first];
-    const std::uint64_t extent_start = std::uint64_t{first} / pieces_per_extent_ * pieces_per_extent_;
+void PiecePicker::take_run(std::uint32_t extent, std::uint32_t level, const PeerHaves& haves,
+                           std::size_t count, std::vector<std::uint32_t>& chosen) {
+    // From the extent's start: an extent is taken front to back, in one run or in runs that
+    // continue each other, rather than leaving a head for later.
+    const std::uint64_t extent_start = std::uint64_t{extent} * pieces_per_extent_;
     const std::uint32_t end = static_cast<std::uint32_t>(
         std::min<std::uint64_t>(extent_start + pieces_per_extent_, piece_count_));
     for (auto piece = static_cast<std::uint32_t>(extent_start); piece < end && chosen.size() < count; ++piece) {

@@ -24,6 +24,7 @@
 // disk as one write instead of one per piece (libtorrent's piece_extent_affinity does the
 // same). With 16 KiB pieces that is 256 pieces per pwritev instead of one.
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
@@ -72,6 +73,10 @@ private:
     struct PeerHaves {
         bool all = false;
         std::vector<bool> bits;
+        // The extent of this peer's last pick: its next pick goes on there while the extent
+        // has pieces as rare as any other, so a peer asking a few pieces at a time still
+        // fetches runs.
+        std::optional<std::uint32_t> extent;
     };
 
     void remove_free(std::uint32_t piece);
@@ -80,10 +85,11 @@ private:
     void raise(std::uint32_t piece);
     void lower(std::uint32_t piece);
     bool has(const PeerHaves& haves, std::uint32_t piece) const;
-    // Takes the free pieces of `first`'s extent from its bucket that the peer has, in order,
-    // up to `count` chosen in all (`first` is one of them).
-    void take_run(std::uint32_t first, const PeerHaves& haves, std::size_t count,
-                  std::vector<std::uint32_t>& chosen);
+    // Takes the free pieces of `extent` in bucket `level` that the peer has, in order, up to
+    // `count` chosen in all.
+    void take_run(std::uint32_t extent, std::uint32_t level, const PeerHaves& haves,
+                  std::size_t count, std::vector<std::uint32_t>& chosen);
+    std::uint32_t extent_of(std::uint32_t piece) const { return piece / pieces_per_extent_; }
 
     std::uint32_t piece_count_;
     std::uint32_t pieces_per_extent_;

@@ -67,6 +67,19 @@ TEST(PiecePicker, APickTakesTheRestOfItsExtent) {
     EXPECT_TRUE(picker.pick("seed:1", 1).empty());
 }
 
+TEST(PiecePicker, APeerAskingAFewAtATimeGoesOnInItsExtent) {
+    PiecePicker picker(1024, 11, 64);
+    picker.set_have_all("seed:1");
+    std::vector<PieceIndex> all;
+    for (int round = 0; round < 16; ++round) {
+        const auto picked = picker.pick("seed:1", 4);
+        all.insert(all.end(), picked.begin(), picked.end());
+    }
+    ASSERT_EQ(all.size(), 64u);
+    EXPECT_EQ(runs_in(all), 1u);  // one whole extent, front to back
+    EXPECT_EQ(all.front().get() % 64, 0u);
+}
+
 TEST(PiecePicker, ExtentRunsKeepToWhatThePeerHasAndToTheRarest) {
     PiecePicker picker(128, 3, 64);
     const std::vector<std::uint8_t> even_pieces(16, 0xaa);  // wire order: high bit first
