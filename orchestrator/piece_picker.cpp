@@ -153,7 +153,10 @@ std::vector<PieceIndex> PiecePicker::pick(const PeerKey& peer, std::size_t count
          ++level) {
         auto& bucket = buckets_[level];
         if (bucket.empty()) continue;
-        if (haves.extent) take_run(*haves.extent, static_cast<std::uint32_t>(level), haves, count, chosen);
+        if (haves.extent) {
+            take_run(*haves.extent, static_cast<std::uint32_t>(level), haves, count, chosen);
+            if (bucket.empty()) continue;  // that extent held the bucket's last pieces
+        }
         if (haves.all) {
             while (!bucket.empty() && chosen.size() < count) {
                 take_run(extent_of(bucket[rng_() % bucket.size()]), static_cast<std::uint32_t>(level),
