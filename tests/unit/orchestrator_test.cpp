@@ -80,6 +80,16 @@ TEST(PiecePicker, APeerAskingAFewAtATimeGoesOnInItsExtent) {
     EXPECT_EQ(all.front().get() % 64, 0u);
 }
 
+// The run in the peer's last extent may take a bucket's last pieces: the pick must go on to
+// the next bucket (this once divided by the emptied bucket's size).
+TEST(PiecePicker, AnExtentRunThatEmptiesItsBucketEndsThatBucket) {
+    PiecePicker picker(8, 5, 8);
+    ASSERT_TRUE(picker.set_bitfield("a:1", std::vector<std::uint8_t>{0xff}));
+    EXPECT_EQ(picker.pick("a:1", 4).size(), 4u);
+    EXPECT_EQ(picker.pick("a:1", 8).size(), 4u);
+    EXPECT_TRUE(picker.pick("a:1", 8).empty());
+}
+
 TEST(PiecePicker, ExtentRunsKeepToWhatThePeerHasAndToTheRarest) {
     PiecePicker picker(128, 3, 64);
     const std::vector<std::uint8_t> even_pieces(16, 0xaa);  // wire order: high bit first
@@ -190,6 +200,14 @@ TEST(PiecePicker, ManyPiecesSeederPicksEveryPieceOnce) {
 struct SchedulerTest : ::testing::Test {
     Clock::time_point now = Clock::now();
     Scheduler scheduler{4, SchedulerOptions{60s, 2, 11}};
+    // Seeders a:1 (w1, all four pieces) and b:1 (w2, an endgame duplicate of one of them).
+    std::pair<std::vector<Grant>, std::vector<Grant>> endgame_pair() {
+        scheduler.pieces().set_have_all("a:1");
+        scheduler.pieces().set_have_all("b:1");
+        auto a = scheduler.request("w1", "a:1", 4, now);
+        auto b = scheduler.request("w2", "b:1", 1, now);
+        return {std::move(a), std::move(b)};
+    }
 };
 
 TEST_F(SchedulerTest, EndgameDuplicatesThenCancelsTheOthers) {
@@ -225,10 +243,7 @@ TEST_F(SchedulerTest, ReleasedAndExpiredLeasesGoBack) {
 }
 
 TEST_F(SchedulerTest, FailedPieceIsRequeuedUnlessAnotherLeaseCoversIt) {
-    scheduler.pieces().set_have_all("a:1");
-    scheduler.pieces().set_have_all("b:1");
-    const auto a = scheduler.request("w1", "a:1", 4, now);
-    const auto b = scheduler.request("w2", "b:1", 1, now);  // endgame duplicate
+    const auto [a, b] = endgame_pair();
     ASSERT_EQ(b.size(), 1u);
     scheduler.failed(b[0].piece, b[0].lease_id);
     EXPECT_FALSE(scheduler.pieces().is_free(b[0].piece));  // w1 still fetches it
@@ -291,10 +306,7 @@ TEST_F(SchedulerTest, DroppedPieceOfAKnownLeaseGoesBack) {
 }
 
 TEST_F(SchedulerTest, DroppedPieceOfALeaseStillCoveredElsewhereWaitsForTheOther) {
-    scheduler.pieces().set_have_all("a:1");
-    scheduler.pieces().set_have_all("b:1");
-    const auto a = scheduler.request("w1", "a:1", 4, now);
-    const auto b = scheduler.request("w2", "b:1", 1, now);  // endgame duplicate
+    const auto [a, b] = endgame_pair();
     ASSERT_EQ(b.size(), 1u);
     scheduler.dropped(b[0].piece, b[0].lease_id);
     EXPECT_FALSE(scheduler.pieces().is_free(b[0].piece));  // w1 still fetches it
@@ -319,10 +331,7 @@ TEST_F(SchedulerTest, DroppedOnTheWayToTheWriterGoesBackWhenThisLeaseVerifiedIt)
 }
 
 TEST_F(SchedulerTest, DroppedCopyOfAnotherLeaseLeavesTheVerifiedPieceAlone) {
-    scheduler.pieces().set_have_all("a:1");
-    scheduler.pieces().set_have_all("b:1");
-    const auto a = scheduler.request("w1", "a:1", 4, now);
-    const auto b = scheduler.request("w2", "b:1", 1, now);  // endgame duplicate
+    const auto [a, b] = endgame_pair();
     ASSERT_EQ(b.size(), 1u);
     const PieceIndex piece = b[0].piece;
     const auto winner = std::find_if(a.begin(), a.end(), [&](const Grant& g) { return g.piece == piece; });
