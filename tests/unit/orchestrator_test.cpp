@@ -753,6 +753,13 @@ v1::PieceRef ref_of(const v1::Lease& lease) {
     return ref;
 }
 
+// The worker's report that all of `leases` went to the verifier, in one message.
+v1::Envelope delivered_all(const std::vector<v1::Lease>& leases) {
+    v1::Envelope delivered;
+    for (const auto& lease : leases) *delivered.mutable_pieces_delivered()->add_pieces() = ref_of(lease);
+    return delivered;
+}
+
 // A verifier, a writer (nothing on disk) and two workers, the first with a seeder. The fake
 // stages never heartbeat, so the period is long enough that none is declared gone mid-test.
 struct FakeDownload {
@@ -833,8 +840,7 @@ TEST(OrchestratorSchema2, BatchedReportsAndADroppedPieceDriveTheDownload) {
     const auto leases = download.lease(2);
     ASSERT_EQ(leases.size(), 2u);
 
-    v1::Envelope delivered;
-    for (const auto& lease : leases) *delivered.mutable_pieces_delivered()->add_pieces() = ref_of(lease);
+    auto delivered = delivered_all(leases);
     download.worker1.send(delivered);
     v1::Envelope dropped;
     *dropped.mutable_pieces_dropped()->add_pieces() = ref_of(leases[0]);
@@ -912,8 +918,7 @@ TEST(OrchestratorSchema2, LostVerifierFreesEveryWorkersSlotsAndRequeuesDeliverie
     ASSERT_TRUE(download.start());
     const auto leases = download.lease(2);
     ASSERT_EQ(leases.size(), 2u);
-    v1::Envelope delivered;
-    for (const auto& lease : leases) *delivered.mutable_pieces_delivered()->add_pieces() = ref_of(lease);
+    auto delivered = delivered_all(leases);
     download.worker1.send(delivered);
     ASSERT_TRUE(FakeDownload::round_trip(download.worker1));
 
