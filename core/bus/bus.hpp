@@ -134,7 +134,7 @@ private:
 // (see ControlLink::queue_report); false, leaving both alone, otherwise.
 bool merge_report(v1::Envelope& into, const v1::Envelope& more);
 
-// The envelope body's field name ("piece_data"), for logs and metrics.
+// The envelope body's field name ("piece_batch"), for logs and metrics.
 std::string body_name(const v1::Envelope& envelope);
 
 // Counts one message in `registry` (null: does nothing) as
