@@ -59,7 +59,6 @@ void PieceBatches::add(CompletedPiece&& piece, const std::string& contributor,
     data->set_piece(piece.piece.get());
     data->set_lease_id(piece.lease_id);
     data->add_contributors(contributor);
-    data->set_worker(worker_);
     data->set_size(piece.size);
     if (arena_ != nullptr && slot) {
         data->set_slot(*slot);

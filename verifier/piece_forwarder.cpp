@@ -25,7 +25,7 @@ v1::Envelope failed_report(const v1::PieceData& piece, const std::string& batch_
     failed->set_piece(piece.piece());
     failed->set_lease_id(piece.lease_id());
     *failed->mutable_contributors() = piece.contributors();
-    failed->set_worker(piece.worker().empty() ? batch_worker : piece.worker());
+    failed->set_worker(batch_worker);
     return report;
 }
 

@@ -100,7 +100,6 @@ v1::PieceData piece_data(std::uint32_t index, std::uint64_t lease) {
     piece.set_lease_id(lease);
     piece.add_contributors("10.0.0.7:6881");
     piece.add_contributors("10.0.0.8:6881");
-    piece.set_worker("peer_worker-3");
     return piece;
 }
 
