@@ -22,12 +22,18 @@ int main(int argc, char** argv) {
     app.add_option("--sync-interval-ms", sync_interval_ms,
                    "make written pieces durable (and acknowledge them) at most this often")
         ->check(CLI::Range(1, 3'600'000))->capture_default_str();
+    std::string direct_io = "on";
+    app.add_option("--direct-io", direct_io,
+                   "write aligned pieces with O_DIRECT, past the page cache (off: everything "
+                   "through the page cache)")
+        ->envname("PW_DIRECT_IO")->check(CLI::IsMember({"on", "off"}))->capture_default_str();
     return pw::bus::run_stage(app, argc, argv, common, [&] {
         options.control = common.control;
         options.name = common.name;
         options.metrics = common.metrics;
         options.curve = pw::bus::load_curve_config(common.curve_key, common.curve_allow);
         options.sync_interval = std::chrono::milliseconds(sync_interval_ms);
+        options.direct_io = direct_io == "on";
         zmq::context_t context;
         return pw::writer::run_writer(context, options);
     });

@@ -31,7 +31,7 @@ std::optional<OpenFile> OpenFileCache::evict_if_full() {
 }
 
 OpenFile& OpenFileCache::add(std::size_t file_index, UniqueFd fd) {
-    files_.push_back(OpenFile{file_index, std::move(fd), false, ++clock_});
+    files_.push_back(OpenFile{.file_index = file_index, .fd = std::move(fd), .last_use = ++clock_});
     return files_.back();
 }
 

@@ -16,6 +16,8 @@ struct OpenFile {
     UniqueFd fd;
     // Written since its last fdatasync: it must be synced before its pieces are acknowledged.
     bool dirty = false;
+    // The descriptor has O_DIRECT set (it is switched per write run with fcntl).
+    bool direct = false;
     std::uint64_t last_use = 0;
 };
 

@@ -32,32 +32,53 @@ int allocate(int fd, std::uint64_t length) {
 
 constexpr std::size_t kMaxPartsPerWrite = IOV_MAX;
 
-// pwritev until everything is written: it may be interrupted or write less than asked, in
-// which case the vector is advanced past what made it.
-int write_all(int fd, std::vector<iovec>& parts, std::uint64_t offset) {
-    std::size_t first = 0;
-    while (first < parts.size()) {
-        const ssize_t written = ::pwritev(fd, parts.data() + first, static_cast<int>(parts.size() - first),
-                                          static_cast<off_t>(offset));
+// pwritev until everything is written: it may be interrupted or write less than asked. `parts`
+// and `offset` are advanced past what made it, so a caller can go on where a write stopped.
+int write_all(int fd, std::span<iovec>& parts, std::uint64_t& offset) {
+    while (!parts.empty()) {
+        const int count = static_cast<int>(std::min<std::size_t>(parts.size(), kMaxPartsPerWrite));
+        const ssize_t written = ::pwritev(fd, parts.data(), count, static_cast<off_t>(offset));
         if (written < 0) {
             if (errno == EINTR) continue;
             return errno;
         }
         if (written == 0) return EIO;  // no progress and no error: give up rather than spin
-        auto count = static_cast<std::uint64_t>(written);
-        offset += count;
-        while (count > 0) {
-            iovec& part = parts[first];
-            if (count >= part.iov_len) {
-                count -= part.iov_len;
-                ++first;
+        auto left = static_cast<std::uint64_t>(written);
+        offset += left;
+        while (left > 0) {
+            iovec& part = parts.front();
+            if (left >= part.iov_len) {
+                left -= part.iov_len;
+                parts = parts.subspan(1);
             } else {
-                part.iov_base = static_cast<std::uint8_t*>(part.iov_base) + count;
-                part.iov_len -= count;
-                count = 0;
+                part.iov_base = static_cast<std::uint8_t*>(part.iov_base) + left;
+                part.iov_len -= left;
+                left = 0;
             }
         }
     }
+    return 0;
+}
+
+bool aligned_for_direct_io(std::uint64_t value) { return value % kDirectIoAlignment == 0; }
+
+// How many of the first parts O_DIRECT can write from `offset` on: each must start and end on
+// an aligned address, and then every part starts at an aligned file offset too.
+std::size_t aligned_prefix(std::span<const iovec> parts, std::uint64_t offset) {
+    if (!aligned_for_direct_io(offset)) return 0;
+    const auto unaligned = std::find_if(parts.begin(), parts.end(), [](const iovec& part) {
+        return !aligned_for_direct_io(reinterpret_cast<std::uintptr_t>(part.iov_base)) ||
+               !aligned_for_direct_io(part.iov_len);
+    });
+    return static_cast<std::size_t>(unaligned - parts.begin());
+}
+
+// O_DIRECT is one of the few flags F_SETFL may change on an open file.
+int set_direct(int fd, bool direct) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0) return errno;
+    const int wanted = direct ? (flags | O_DIRECT) : (flags & ~O_DIRECT);
+    if (wanted != flags && ::fcntl(fd, F_SETFL, wanted) != 0) return errno;
     return 0;
 }
 
@@ -71,16 +92,16 @@ int sync_data(int fd) {
 }  // namespace
 
 Result<PieceStore> PieceStore::open(const Torrent& torrent, const std::string& download_dir,
-                                    std::size_t max_open_files) {
+                                    StoreOptions options) {
     auto root = open_download_dir(download_dir);
     if (!root) return root.error();
-    return PieceStore(torrent, download_dir, std::move(root.value()), max_open_files);
+    return PieceStore(torrent, download_dir, std::move(root.value()), options);
 }
 
 PieceStore::PieceStore(const Torrent& torrent, std::string download_dir, UniqueFd root,
-                       std::size_t max_open_files)
+                       StoreOptions options)
     : torrent_(&torrent), download_dir_(std::move(download_dir)), root_(std::move(root)),
-      open_files_(max_open_files) {}
+      open_files_(options.max_open_files), direct_io_(options.direct_io) {}
 
 std::string PieceStore::describe(std::size_t file_index, const std::string& what, int error) const {
     return what + " '" + torrent_->relative_path(file_index) + "' in '" + download_dir_ +
@@ -194,10 +215,36 @@ Status PieceStore::write_run(std::span<const Chunk> run) {
         // pwritev only reads through iov_base; the cast is what its C signature asks for.
         parts.push_back(iovec{const_cast<std::uint8_t*>(chunk.bytes.data()), chunk.bytes.size()});
     }
-    if (const int error = write_all(open.fd.get(), parts, run.front().file_offset); error != 0) {
-        return make_error(describe(file_index, "cannot write", error));
+    std::uint64_t offset = run.front().file_offset;
+    std::span<iovec> left(parts);
+    int error = 0;
+    // Typically the whole run, but for a short last piece or a file starting mid-block.
+    if (const std::size_t direct = direct_io_ ? aligned_prefix(left, offset) : 0; direct > 0) {
+        choose_mode(open, true);
+        std::span<iovec> aligned = left.first(direct);
+        error = write_all(open.fd.get(), aligned, offset);
+        if (error == EINVAL && open.direct) {
+            // The device wants a coarser alignment than ours: the page cache from now on.
+            direct_io_ = false;
+            error = 0;
+        }
+        left = left.subspan(direct - aligned.size());
     }
+    if (error == 0 && !left.empty()) {
+        choose_mode(open, false);
+        error = write_all(open.fd.get(), left, offset);
+    }
+    if (error != 0) return make_error(describe(file_index, "cannot write", error));
     return ok_status();
+}
+
+void PieceStore::choose_mode(OpenFile& file, bool direct) {
+    if (file.direct == direct) return;
+    if (set_direct(file.fd.get(), direct) == 0) {
+        file.direct = direct;
+    } else if (direct) {
+        direct_io_ = false;  // the file system has no O_DIRECT (EINVAL): the page cache it is
+    }
 }
 
 Status PieceStore::sync() {

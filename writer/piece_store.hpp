@@ -14,6 +14,22 @@ namespace pw::writer {
 
 inline constexpr std::size_t kDefaultOpenFiles = 64;
 
+struct StoreOptions {
+    std::size_t max_open_files = kDefaultOpenFiles;
+    // Write pieces whose memory, file offset and length are block-aligned with O_DIRECT: the
+    // device reads them from the caller's memory, so the bytes are never copied into the page
+    // cache (the largest CPU cost of writing on a VM whose free memory the host takes back) and
+    // a download does not push the rest of the machine's cache out. Unaligned pieces (frames
+    // from another machine, a last piece, files that start mid-block) and file systems without
+    // O_DIRECT are written through the page cache.
+    bool direct_io = true;
+};
+
+// The alignment O_DIRECT asks of memory, file offset and length on every block device we know
+// (512 or 4096 byte logical blocks); a device wanting more fails the write with EINVAL, and the
+// store then writes through the page cache from there on.
+inline constexpr std::size_t kDirectIoAlignment = 4096;
+
 // One whole piece to write and where its bytes are.
 struct PieceBytes {
     PieceIndex index;
@@ -24,7 +40,7 @@ class PieceStore {
 public:
     // Opens the download directory, creating it when missing. `torrent` must outlive the store.
     static Result<PieceStore> open(const Torrent& torrent, const std::string& download_dir,
-                                   std::size_t max_open_files = kDefaultOpenFiles);
+                                   StoreOptions options = {});
 
     // Zero-length files get no piece, so they are made here, once (existing ones are kept).
     Status create_empty_files();
@@ -41,11 +57,13 @@ public:
     Status sync();
 
     std::size_t open_file_count() const { return open_files_.size(); }
+    // Whether aligned pieces still bypass the page cache (false once the file system refused).
+    bool direct_io() const { return direct_io_; }
     int root_fd() const { return root_.get(); }
 
 private:
     PieceStore(const Torrent& torrent, std::string download_dir, UniqueFd root,
-               std::size_t max_open_files);
+               StoreOptions options);
 
     // Where one piece's bytes go, pad files left out; `piece` is its place in write_pieces.
     struct Chunk {
@@ -58,6 +76,8 @@ private:
     void add_chunks(const PieceBytes& piece, std::size_t position, std::vector<Chunk>& chunks) const;
     // Chunks that continue one another in one file, at most IOV_MAX of them.
     Status write_run(std::span<const Chunk> run);
+    // Puts the file's descriptor in the mode this run can use; false when direct I/O is out.
+    void choose_mode(OpenFile& file, bool aligned);
     Result<OpenFile*> file_for_writing(std::size_t file_index);
     std::string describe(std::size_t file_index, const std::string& what, int error) const;
 
@@ -65,6 +85,7 @@ private:
     std::string download_dir_;
     UniqueFd root_;
     OpenFileCache open_files_;
+    bool direct_io_;
     // A sync failure of a file closed to make room, reported by the next sync().
     std::string deferred_sync_error_;
 };

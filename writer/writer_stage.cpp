@@ -195,14 +195,15 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
                           options.curve);
     link.attach_metrics(options.metrics);
     const Torrent torrent = bus::read_welcome(link.handshake()).torrent;
-    auto opened = PieceStore::open(torrent, options.dir);
+    auto opened = PieceStore::open(torrent, options.dir, StoreOptions{.direct_io = options.direct_io});
     if (!opened) throw std::runtime_error(opened.error().describe());
     PieceStore store = std::move(opened.value());
     if (const Status made = store.create_empty_files(); !made.ok()) {
         spdlog::error("{}", made.error().describe());
     }
-    spdlog::info("writing '{}' ({} bytes, {} files) below '{}'", torrent.name(),
-                 torrent.total_size(), torrent.files().size(), options.dir);
+    spdlog::info("writing '{}' ({} bytes, {} files) below '{}'{}", torrent.name(),
+                 torrent.total_size(), torrent.files().size(), options.dir,
+                 options.direct_io ? ", aligned pieces past the page cache" : "");
 
     ResumeBook book(torrent, store.root_fd(), state_dir_of(options));
     // Checking the files may take a while: keep the control link alive meanwhile, and stop

@@ -23,6 +23,8 @@ struct WriterOptions {
     // The resume record is saved after syncs at most this often (and always at Shutdown).
     std::chrono::milliseconds state_save_interval{3000};
     bus::CurveConfig curve{};  // CurveZMQ keys; disabled in local mode
+    // Aligned pieces go to disk with O_DIRECT (see StoreOptions::direct_io).
+    bool direct_io = true;
     bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
 };
 
