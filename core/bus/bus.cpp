@@ -181,7 +181,6 @@ void ControlLink::send(v1::Envelope& envelope, std::span<zmq::message_t> frames)
 
 void ControlLink::send_now(v1::Envelope& envelope, std::span<zmq::message_t> frames) {
     bus::send(socket_, name_, envelope, frames);
-    last_sent_ = Clock::now();
     count_message(metrics_, true, envelope);
 }
 
@@ -227,16 +226,19 @@ bool ControlLink::tick(const v1::Heartbeat& stats) {
             .set(stats.queue_depth());
     }
     if (!queued_.empty() && now >= reports_due_) flush_reports();
-    if (now - last_sent_ >= timing_.heartbeat) {
+    // Every period even while other messages flow: those prove we are alive too, but only a
+    // heartbeat carries the counters the progress line shows (peers, bytes).
+    if (now - last_heartbeat_ >= timing_.heartbeat) {
         v1::Envelope beat;
         *beat.mutable_heartbeat() = stats;
         send(beat);
+        last_heartbeat_ = now;
     }
     return now - last_heard_ < timing_.heartbeat * timing_.missed_heartbeats;
 }
 
 std::chrono::milliseconds ControlLink::until_next_tick() const {
-    auto next = last_sent_ + timing_.heartbeat;
+    auto next = last_heartbeat_ + timing_.heartbeat;
     if (!queued_.empty()) next = std::min(next, reports_due_);
     const auto due = next - Clock::now();
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(due);

@@ -123,7 +123,7 @@ private:
     std::string name_;
     v1::Role role_;
     Timing timing_;
-    Clock::time_point last_sent_{};
+    Clock::time_point last_heartbeat_{};
     Clock::time_point last_heard_{};
     metrics::Registry* metrics_ = nullptr;
     std::vector<v1::Envelope> queued_;

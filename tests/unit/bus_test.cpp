@@ -196,6 +196,20 @@ public:
     // Valid once the ControlLink's handshake returned.
     const std::string& hello_identity() const { return identity_; }
     v1::Role hello_role() const { return role_; }
+    // After the handshake (the answering thread is done with the socket by then): the
+    // heartbeats among everything the stage sent within `window`.
+    std::vector<v1::Heartbeat> heartbeats_within(std::chrono::milliseconds window) {
+        std::vector<v1::Heartbeat> beats;
+        const auto end = std::chrono::steady_clock::now() + window;
+        Incoming in;
+        while (std::chrono::steady_clock::now() < end) {
+            if (receive(router_, true, in, zmq::recv_flags::dontwait) == RecvStatus::ok &&
+                in.envelope.has_heartbeat()) {
+                beats.push_back(in.envelope.heartbeat());
+            }
+        }
+        return beats;
+    }
 
 private:
     void answer_hello(std::uint32_t heartbeat_ms) {
@@ -266,6 +280,29 @@ TEST(ControlLink, TickKeepsTheLinkAliveWhileTheOrchestratorSpeaks) {
                      Timing{100ms, 5, 5000ms});
     (void)link.handshake();
     EXPECT_TRUE(link.tick(v1::Heartbeat{}));
+}
+
+// A busy stage sends something every few milliseconds; its heartbeats (the only carriers of
+// its counters, such as the peers the progress line shows) must still go out every period.
+TEST(ControlLink, HeartbeatsGoOutWhileOtherMessagesFlow) {
+    zmq::context_t context;
+    FakeOrchestrator orchestrator(context, 50);
+    ControlLink link(context, orchestrator.endpoint(), "peer_worker-test", v1::ROLE_PEER_WORKER,
+                     Timing{3600s, 100, 5000ms});
+    (void)link.handshake();
+    v1::Heartbeat stats;
+    stats.set_peers_connected(7);
+    const auto end = std::chrono::steady_clock::now() + 300ms;
+    while (std::chrono::steady_clock::now() < end) {
+        v1::Envelope busy;
+        busy.mutable_pieces_delivered();
+        link.send(busy);
+        (void)link.tick(stats);
+        std::this_thread::sleep_for(5ms);
+    }
+    const std::vector<v1::Heartbeat> beats = orchestrator.heartbeats_within(100ms);
+    ASSERT_GE(beats.size(), 2u);
+    EXPECT_EQ(beats.back().peers_connected(), 7u);
 }
 
 }  // namespace
