@@ -19,6 +19,32 @@ Sha1Digest sha1(const void* data, std::size_t size) {
 
 Sha1Digest sha1(std::string_view data) { return sha1(data.data(), data.size()); }
 
+// Failures here are allocation failures or a broken OpenSSL: bugs or start-up failures, not input.
+Sha1Hasher::Sha1Hasher()
+    : algorithm_(EVP_MD_fetch(nullptr, "SHA1", nullptr)), context_(EVP_MD_CTX_new()) {
+    if (algorithm_ == nullptr || context_ == nullptr) {
+        EVP_MD_free(algorithm_);
+        EVP_MD_CTX_free(context_);
+        throw std::runtime_error("OpenSSL has no SHA-1");
+    }
+}
+
+Sha1Hasher::~Sha1Hasher() {
+    EVP_MD_CTX_free(context_);
+    EVP_MD_free(algorithm_);
+}
+
+Sha1Digest Sha1Hasher::digest(const void* data, std::size_t size) {
+    Sha1Digest digest{};
+    unsigned int written = 0;
+    if (EVP_DigestInit_ex2(context_, algorithm_, nullptr) != 1 ||
+        EVP_DigestUpdate(context_, data, size) != 1 ||
+        EVP_DigestFinal_ex(context_, digest.data(), &written) != 1 || written != digest.size()) {
+        throw std::runtime_error("OpenSSL SHA-1 failed");
+    }
+    return digest;
+}
+
 std::string to_hex(std::string_view bytes) {
     static constexpr char digits[] = "0123456789abcdef";
     std::string out;

@@ -34,7 +34,7 @@ void pass(BatchVerdict& verdict, v1::PieceData&& piece, std::size_t size) {
     *verdict.good.add_pieces() = std::move(piece);
 }
 
-void judge_frames(const Torrent& torrent, v1::PieceBatch& batch,
+void judge_frames(const Torrent& torrent, Sha1Hasher& hasher, v1::PieceBatch& batch,
                   std::vector<zmq::message_t>& frames, BatchVerdict& verdict) {
     if (frames.size() != static_cast<std::size_t>(batch.pieces_size())) {
         fail_all(verdict, batch,
@@ -45,7 +45,7 @@ void judge_frames(const Torrent& torrent, v1::PieceBatch& batch,
     for (int i = 0; i < batch.pieces_size(); ++i) {
         v1::PieceData& piece = *batch.mutable_pieces(i);
         zmq::message_t& frame = frames[static_cast<std::size_t>(i)];
-        const Status check = check_piece(torrent, piece.piece(), frame_bytes(frame));
+        const Status check = check_piece(torrent, piece.piece(), frame_bytes(frame), hasher);
         if (!check.ok()) {
             fail(verdict, std::move(piece), batch.worker(), check.error().describe());
             continue;
@@ -60,8 +60,8 @@ void drop(BatchVerdict& verdict, v1::PieceData&& piece, std::string why) {
     verdict.dropped.push_back(std::move(piece));
 }
 
-void judge_in_arena(const Torrent& torrent, bus::ArenaReader& arenas, v1::PieceBatch& batch,
-                    BatchVerdict& verdict) {
+void judge_in_arena(const Torrent& torrent, bus::ArenaReader& arenas, Sha1Hasher& hasher,
+                    v1::PieceBatch& batch, BatchVerdict& verdict) {
     const bus::ArenaInfo arena = arena_info(batch.arena());
     for (v1::PieceData& piece : *batch.mutable_pieces()) {
         const auto bytes = arenas.view(arena, piece.slot(), piece.size(), piece.lease_id());
@@ -69,7 +69,7 @@ void judge_in_arena(const Torrent& torrent, bus::ArenaReader& arenas, v1::PieceB
             drop(verdict, std::move(piece), bytes.error().describe());
             continue;
         }
-        const Status check = check_piece(torrent, piece.piece(), *bytes);
+        const Status check = check_piece(torrent, piece.piece(), *bytes, hasher);
         // Bytes that changed under us judge nobody: neither a pass nor a failure counts.
         if (!arenas.still_holds(arena, piece.slot(), piece.lease_id())) {
             std::string why =
@@ -91,12 +91,12 @@ bus::ArenaInfo arena_info(const v1::Arena& arena) {
     return bus::ArenaInfo{arena.path(), arena.id(), arena.slot_size(), arena.slot_count()};
 }
 
-BatchVerdict judge_batch(const Torrent& torrent, bus::ArenaReader& arenas,
+BatchVerdict judge_batch(const Torrent& torrent, bus::ArenaReader& arenas, Sha1Hasher& hasher,
                          v1::PieceBatch&& batch, std::vector<zmq::message_t>&& frames) {
     BatchVerdict verdict;
     verdict.good.set_worker(batch.worker());
     if (!batch.has_arena()) {
-        judge_frames(torrent, batch, frames, verdict);
+        judge_frames(torrent, hasher, batch, frames, verdict);
         return verdict;
     }
     *verdict.good.mutable_arena() = batch.arena();
@@ -106,7 +106,7 @@ BatchVerdict judge_batch(const Torrent& torrent, bus::ArenaReader& arenas,
                      " data frames too");
         return verdict;
     }
-    judge_in_arena(torrent, arenas, batch, verdict);
+    judge_in_arena(torrent, arenas, hasher, batch, verdict);
     return verdict;
 }
 

@@ -11,6 +11,7 @@
 #include "core/bus/bus.hpp"
 #include "core/bus/piece_arena.hpp"
 #include "core/metainfo.hpp"
+#include "core/sha1.hpp"
 
 namespace pw::verifier {
 
@@ -27,7 +28,7 @@ struct BatchVerdict {
 
 // Consumes `batch` and `frames` (the raw frames after its envelope). With an arena the bytes
 // are read through `arenas` and no frame may follow; without, frame i is piece i's bytes.
-BatchVerdict judge_batch(const Torrent& torrent, bus::ArenaReader& arenas,
+BatchVerdict judge_batch(const Torrent& torrent, bus::ArenaReader& arenas, Sha1Hasher& hasher,
                          v1::PieceBatch&& batch, std::vector<zmq::message_t>&& frames);
 
 bus::ArenaInfo arena_info(const v1::Arena& arena);

@@ -92,7 +92,7 @@ std::vector<v1::Envelope> PieceForwarder::take(bus::Incoming&& in) {
                      in.envelope.sender(), bus::kMaxBatchPieces);
         return {};
     }
-    BatchVerdict verdict = judge_batch(torrent_, arenas_,
+    BatchVerdict verdict = judge_batch(torrent_, arenas_, hasher_,
                                        std::move(*in.envelope.mutable_piece_batch()),
                                        std::move(in.frames));
     stats_.failed += verdict.failed.size();

@@ -58,6 +58,7 @@ private:
     std::string name_;
     // One for the stage's life: an arena is mapped once, not per batch.
     bus::ArenaReader arenas_;
+    Sha1Hasher hasher_;
     std::optional<HeldBatch> held_;
     ForwarderStats stats_;
 };

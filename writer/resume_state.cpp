@@ -223,7 +223,7 @@ bool PieceChecker::check(PieceIndex piece) {
         }
         if (!read_span(span.file_index, span.file_offset, out, span.length)) return false;
     }
-    return sha1(buffer_.data(), buffer_.size()) == torrent_->piece_hash(piece);
+    return hasher_.digest(buffer_.data(), buffer_.size()) == torrent_->piece_hash(piece);
 }
 
 std::optional<PieceBits> PieceChecker::check_all(const std::function<bool()>& keep_going) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/metainfo.hpp"
+#include "core/sha1.hpp"
 #include "core/result.hpp"
 #include "core/units.hpp"
 #include "writer/unique_fd.hpp"
@@ -82,6 +83,7 @@ private:
     const Torrent* torrent_;
     int root_fd_;
     std::vector<std::uint8_t> buffer_;
+    Sha1Hasher hasher_;
     // The file read last: pieces come in order, so this is nearly always the one needed next.
     std::optional<std::size_t> open_index_;
     UniqueFd open_fd_;

@@ -31,44 +31,59 @@ std::span<const std::uint8_t> as_bytes(const std::string& s) {
 // 3 pieces of 16 KiB and a short last one of 1000 bytes.
 TestTorrent sample_torrent() { return make_torrent("sample.bin", 16384, {}, 3 * 16384 + 1000); }
 
+// One hasher for many pieces gives what one-off digests give, whatever came before.
+TEST(Sha1Hasher, ReusedAgreesWithOneOffDigests) {
+    Sha1Hasher hasher;
+    for (const std::string& data : {std::string(), std::string("abc"), std::string(16384, 'x'),
+                                    std::string("abc")}) {
+        EXPECT_EQ(hasher.digest(data.data(), data.size()), sha1(data)) << data.size();
+    }
+    EXPECT_EQ(to_hex(hasher.digest("abc", 3)), "a9993e364706816aba3e25717850c26c9cd0d89d");
+}
+
 TEST(CheckPiece, GoodPiecePasses) {
+    Sha1Hasher hasher;
     const TestTorrent t = sample_torrent();
-    EXPECT_TRUE(check_piece(t.torrent, 0, as_bytes(t.piece(0))).ok());
-    EXPECT_TRUE(check_piece(t.torrent, 2, as_bytes(t.piece(2))).ok());
+    EXPECT_TRUE(check_piece(t.torrent, 0, as_bytes(t.piece(0)), hasher).ok());
+    EXPECT_TRUE(check_piece(t.torrent, 2, as_bytes(t.piece(2)), hasher).ok());
 }
 
 TEST(CheckPiece, ShortLastPiecePasses) {
+    Sha1Hasher hasher;
     const TestTorrent t = sample_torrent();
     ASSERT_EQ(t.piece(3).size(), 1000u);
-    EXPECT_TRUE(check_piece(t.torrent, 3, as_bytes(t.piece(3))).ok());
+    EXPECT_TRUE(check_piece(t.torrent, 3, as_bytes(t.piece(3)), hasher).ok());
 }
 
 TEST(CheckPiece, BadPieceFails) {
+    Sha1Hasher hasher;
     const TestTorrent t = sample_torrent();
     std::string corrupt = t.piece(1);
     corrupt[5000] ^= 1;
-    const Status status = check_piece(t.torrent, 1, as_bytes(corrupt));
+    const Status status = check_piece(t.torrent, 1, as_bytes(corrupt), hasher);
     ASSERT_FALSE(status.ok());
     EXPECT_NE(status.error().message.find("hash mismatch"), std::string::npos);
     // Another piece's good bytes are not this piece.
-    EXPECT_FALSE(check_piece(t.torrent, 1, as_bytes(t.piece(0))).ok());
+    EXPECT_FALSE(check_piece(t.torrent, 1, as_bytes(t.piece(0)), hasher).ok());
 }
 
 TEST(CheckPiece, WrongSizeFails) {
+    Sha1Hasher hasher;
     const TestTorrent t = sample_torrent();
     const std::string piece = t.piece(0);
-    EXPECT_FALSE(check_piece(t.torrent, 0, as_bytes(piece.substr(0, 16383))).ok());
-    EXPECT_FALSE(check_piece(t.torrent, 0, as_bytes(piece + "x")).ok());
-    EXPECT_FALSE(check_piece(t.torrent, 3, as_bytes(t.piece(0))).ok());  // full size for the short one
-    EXPECT_FALSE(check_piece(t.torrent, 0, {}).ok());
+    EXPECT_FALSE(check_piece(t.torrent, 0, as_bytes(piece.substr(0, 16383)), hasher).ok());
+    EXPECT_FALSE(check_piece(t.torrent, 0, as_bytes(piece + "x"), hasher).ok());
+    EXPECT_FALSE(check_piece(t.torrent, 3, as_bytes(t.piece(0)), hasher).ok());  // full size for the short one
+    EXPECT_FALSE(check_piece(t.torrent, 0, {}, hasher).ok());
 }
 
 TEST(CheckPiece, IndexOutOfRangeFails) {
+    Sha1Hasher hasher;
     const TestTorrent t = sample_torrent();
-    const Status status = check_piece(t.torrent, 4, as_bytes(t.piece(3)));
+    const Status status = check_piece(t.torrent, 4, as_bytes(t.piece(3)), hasher);
     ASSERT_FALSE(status.ok());
     EXPECT_NE(status.error().message.find("does not exist"), std::string::npos);
-    EXPECT_FALSE(check_piece(t.torrent, 0xffffffffu, as_bytes(t.piece(0))).ok());
+    EXPECT_FALSE(check_piece(t.torrent, 0xffffffffu, as_bytes(t.piece(0)), hasher).ok());
 }
 
 // --- the data path: batches in, one batch and one report out ---
