@@ -4,111 +4,167 @@
 
 namespace pw::orchestrator {
 
-std::uint64_t LeaseBook::grant(PieceIndex piece, const std::string& worker,
-                               const std::string& peer, bool endgame, Clock::time_point expiry) {
-    const std::uint64_t id = next_id_++;
-    leases_.emplace(id, Lease{id, piece, worker, peer, expiry, endgame});
-    by_piece_[piece.get()].push_back(id);
+namespace {
+
+// A lease id is (grant number << kSlotBits) | slot: found again without a lookup, unique
+// (grant numbers never repeat), and ordered by age. 2^28 slots is far beyond any real
+// number of leases outstanding; 2^36 grants is months at full speed with 16 KiB pieces.
+constexpr unsigned kSlotBits = 28;
+constexpr std::uint64_t kSlotMask = (std::uint64_t{1} << kSlotBits) - 1;
+
+}  // namespace
+
+NameId NameTable::id_of(const std::string& name) {
+    const auto [it, added] = ids_.try_emplace(name, static_cast<NameId>(names_.size()));
+    if (added) names_.push_back(name);
+    return it->second;
+}
+
+std::optional<NameId> NameTable::find(const std::string& name) const {
+    const auto it = ids_.find(name);
+    if (it == ids_.end()) return std::nullopt;
+    return it->second;
+}
+
+LeaseBook::LeaseBook(std::uint32_t piece_count)
+    : first_in_piece_(piece_count, 0), count_in_piece_(piece_count, 0) {}
+
+std::uint64_t LeaseBook::grant(PieceIndex piece, NameId worker, NameId peer, bool endgame,
+                               Clock::time_point expiry) {
+    std::uint32_t slot = 0;
+    if (free_slots_.empty()) {
+        slot = static_cast<std::uint32_t>(slots_.size());
+        slots_.emplace_back();
+    } else {
+        slot = free_slots_.back();
+        free_slots_.pop_back();
+    }
+    const std::uint64_t id = (++grants_ << kSlotBits) | slot;
+    const std::uint32_t index = piece.get();
+    if (index >= first_in_piece_.size()) {
+        first_in_piece_.resize(std::size_t{index} + 1, 0);
+        count_in_piece_.resize(std::size_t{index} + 1, 0);
+    }
+    slots_[slot] = Slot{Lease{id, piece, worker, peer, expiry, endgame, false},
+                        first_in_piece_[index], true};
+    first_in_piece_[index] = id;
+    ++count_in_piece_[index];
+    ++live_;
     return id;
 }
 
-void LeaseBook::forget(const Lease& lease) {
-    const auto it = by_piece_.find(lease.piece.get());
-    if (it == by_piece_.end()) return;
-    std::erase(it->second, lease.id);
-    if (it->second.empty()) by_piece_.erase(it);
+LeaseBook::Slot* LeaseBook::find(std::uint64_t id) {
+    const std::uint64_t slot = id & kSlotMask;
+    if (slot >= slots_.size()) return nullptr;
+    Slot& found = slots_[slot];
+    return found.live && found.lease.id == id ? &found : nullptr;
+}
+
+const LeaseBook::Slot* LeaseBook::find(std::uint64_t id) const {
+    return const_cast<LeaseBook*>(this)->find(id);
+}
+
+void LeaseBook::unlink(const Lease& lease) {
+    const std::uint32_t index = lease.piece.get();
+    const std::uint64_t next = slots_[lease.id & kSlotMask].next_in_piece;
+    if (first_in_piece_[index] == lease.id) {
+        first_in_piece_[index] = next;
+    } else {
+        // A piece has a lease or two (more only in a long endgame): the walk is short.
+        for (std::uint64_t at = first_in_piece_[index]; at != 0;) {
+            Slot& slot = slots_[at & kSlotMask];
+            if (slot.next_in_piece == lease.id) {
+                slot.next_in_piece = next;
+                break;
+            }
+            at = slot.next_in_piece;
+        }
+    }
+    --count_in_piece_[index];
 }
 
 std::optional<Lease> LeaseBook::take(std::uint64_t id) {
-    const auto it = leases_.find(id);
-    if (it == leases_.end()) return std::nullopt;
-    Lease lease = std::move(it->second);
-    leases_.erase(it);
-    forget(lease);
+    Slot* slot = find(id);
+    if (slot == nullptr) return std::nullopt;
+    const Lease lease = slot->lease;
+    unlink(lease);
+    slot->live = false;
+    free_slots_.push_back(static_cast<std::uint32_t>(id & kSlotMask));
+    --live_;
     return lease;
 }
 
 std::vector<Lease> LeaseBook::take_piece(PieceIndex piece) {
     std::vector<Lease> taken;
-    const auto it = by_piece_.find(piece.get());
-    if (it == by_piece_.end()) return taken;
-    const std::vector<std::uint64_t> ids = it->second;
-    for (const std::uint64_t id : ids) {
-        if (auto lease = take(id)) taken.push_back(std::move(*lease));
-    }
+    if (piece.get() >= first_in_piece_.size()) return taken;
+    while (first_in_piece_[piece.get()] != 0) taken.push_back(*take(first_in_piece_[piece.get()]));
+    std::sort(taken.begin(), taken.end(),
+              [](const Lease& a, const Lease& b) { return a.id < b.id; });
     return taken;
 }
-
-namespace {
 
 template <class Pred>
-std::vector<std::uint64_t> ids_where(const std::unordered_map<std::uint64_t, Lease>& leases,
-                                     Pred pred) {
+std::vector<Lease> LeaseBook::take_where(Pred pred) {
     std::vector<std::uint64_t> ids;
-    for (const auto& [id, lease] : leases) {
-        if (pred(lease)) ids.push_back(id);
+    for (const Slot& slot : slots_) {
+        if (slot.live && pred(slot.lease)) ids.push_back(slot.lease.id);
     }
-    std::sort(ids.begin(), ids.end());  // oldest first, for a stable requeue order
-    return ids;
+    std::sort(ids.begin(), ids.end());
+    std::vector<Lease> taken;
+    taken.reserve(ids.size());
+    for (const std::uint64_t id : ids) taken.push_back(*take(id));
+    return taken;
 }
 
-}  // namespace
-
 std::vector<Lease> LeaseBook::take_worker(const std::string& worker) {
-    std::vector<Lease> taken;
-    for (const auto id : ids_where(leases_, [&](const Lease& l) { return l.worker == worker; })) {
-        taken.push_back(*take(id));
-    }
-    return taken;
+    const auto id = workers_.find(worker);
+    if (!id) return {};
+    return take_where([&](const Lease& l) { return l.worker == *id; });
 }
 
 std::vector<Lease> LeaseBook::take_peer(const std::string& peer) {
-    std::vector<Lease> taken;
-    for (const auto id : ids_where(leases_, [&](const Lease& l) { return l.peer == peer; })) {
-        taken.push_back(*take(id));
-    }
-    return taken;
+    const auto id = peers_.find(peer);
+    if (!id) return {};
+    return take_where([&](const Lease& l) { return l.peer == *id; });
 }
 
 std::vector<Lease> LeaseBook::take_expired(Clock::time_point now) {
-    std::vector<Lease> taken;
-    for (const auto id : ids_where(leases_, [&](const Lease& l) { return l.expiry <= now; })) {
-        taken.push_back(*take(id));
-    }
-    return taken;
+    return take_where([&](const Lease& l) { return l.expiry <= now; });
 }
 
 bool LeaseBook::mark_delivered(std::uint64_t id) {
-    const auto it = leases_.find(id);
-    if (it == leases_.end()) return false;
-    it->second.delivered = true;
+    Slot* slot = find(id);
+    if (slot == nullptr) return false;
+    slot->lease.delivered = true;
     return true;
 }
 
 std::vector<Lease> LeaseBook::take_delivered() {
-    std::vector<Lease> taken;
-    for (const auto id : ids_where(leases_, [](const Lease& l) { return l.delivered; })) {
-        taken.push_back(*take(id));
-    }
-    return taken;
+    return take_where([](const Lease& l) { return l.delivered; });
 }
 
 std::size_t LeaseBook::count(PieceIndex piece) const {
-    const auto it = by_piece_.find(piece.get());
-    return it == by_piece_.end() ? 0 : it->second.size();
+    return piece.get() < count_in_piece_.size() ? count_in_piece_[piece.get()] : 0;
 }
 
-bool LeaseBook::holds(PieceIndex piece, const std::string& peer) const {
-    const auto it = by_piece_.find(piece.get());
-    if (it == by_piece_.end()) return false;
-    return std::any_of(it->second.begin(), it->second.end(),
-                       [&](std::uint64_t id) { return leases_.at(id).peer == peer; });
+bool LeaseBook::holds(PieceIndex piece, NameId peer) const {
+    if (piece.get() >= first_in_piece_.size()) return false;
+    for (std::uint64_t at = first_in_piece_[piece.get()]; at != 0;) {
+        const Slot& slot = slots_[at & kSlotMask];
+        if (slot.lease.peer == peer) return true;
+        at = slot.next_in_piece;
+    }
+    return false;
 }
 
 std::vector<PieceIndex> LeaseBook::in_flight() const {
     std::vector<PieceIndex> pieces;
-    pieces.reserve(by_piece_.size());
-    for (const auto& entry : by_piece_) pieces.emplace_back(entry.first);
+    // Each piece once: through its newest lease.
+    for (const Slot& slot : slots_) {
+        if (slot.live && first_in_piece_[slot.lease.piece.get()] == slot.lease.id) {
+            pieces.push_back(slot.lease.piece);
+        }
+    }
     return pieces;
 }
 

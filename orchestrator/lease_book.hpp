@@ -4,6 +4,10 @@
 // finish (LeaseReleased) and a dead worker loses all of its leases, so expiry is only the
 // backstop for a lease lost in between; it is generous enough for a large piece from a slow
 // peer. A piece that arrives after its lease expired is still accepted (done is by piece).
+//
+// Small pieces mean tens of thousands of leases a second, so a lease costs no allocation:
+// leases live in reused slots named by their id, the leases of a piece form a list through
+// their slots, and workers and peers are named by small numbers instead of strings.
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -17,20 +21,44 @@ namespace pw::orchestrator {
 
 using Clock = std::chrono::steady_clock;
 
+// A worker's or a peer's name, interned by the LeaseBook.
+using NameId = std::uint32_t;
+
 struct Lease {
     std::uint64_t id = 0;
     PieceIndex piece;
-    std::string worker;
-    std::string peer;
+    NameId worker = 0;
+    NameId peer = 0;
     Clock::time_point expiry;
     bool endgame = false;
     bool delivered = false;  // its piece went to the verifier (PiecesDelivered)
 };
 
+// Interns names: each distinct name gets a number for good. Names are workers and peers
+// (ip:port), a few thousand in a long session at most, so they are never forgotten.
+class NameTable {
+public:
+    NameId id_of(const std::string& name);
+    std::optional<NameId> find(const std::string& name) const;
+    const std::string& name(NameId id) const { return names_.at(id); }
+
+private:
+    std::vector<std::string> names_;
+    std::unordered_map<std::string, NameId> ids_;
+};
+
 class LeaseBook {
 public:
-    std::uint64_t grant(PieceIndex piece, const std::string& worker, const std::string& peer,
-                        bool endgame, Clock::time_point expiry);
+    explicit LeaseBook(std::uint32_t piece_count = 0);
+
+    NameTable& workers() { return workers_; }
+    const NameTable& workers() const { return workers_; }
+    NameTable& peers() { return peers_; }
+    const NameTable& peers() const { return peers_; }
+
+    // Ids grow with every grant: sorting leases by id sorts them oldest first.
+    std::uint64_t grant(PieceIndex piece, NameId worker, NameId peer, bool endgame,
+                        Clock::time_point expiry);
     // Removes and returns a lease; nullopt for unknown (or already settled) ids.
     std::optional<Lease> take(std::uint64_t id);
     std::vector<Lease> take_piece(PieceIndex piece);
@@ -43,17 +71,33 @@ public:
     std::vector<Lease> take_delivered();
 
     std::size_t count(PieceIndex piece) const;
-    bool holds(PieceIndex piece, const std::string& peer) const;
+    bool holds(PieceIndex piece, NameId peer) const;
     // Pieces with at least one lease.
     std::vector<PieceIndex> in_flight() const;
-    std::size_t size() const { return leases_.size(); }
+    std::size_t size() const { return live_; }
 
 private:
-    void forget(const Lease& lease);
+    struct Slot {
+        Lease lease;
+        std::uint64_t next_in_piece = 0;  // the piece's next lease; 0: none
+        bool live = false;
+    };
 
-    std::uint64_t next_id_ = 1;
-    std::unordered_map<std::uint64_t, Lease> leases_;
-    std::unordered_map<std::uint32_t, std::vector<std::uint64_t>> by_piece_;
+    Slot* find(std::uint64_t id);
+    const Slot* find(std::uint64_t id) const;
+    void unlink(const Lease& lease);
+    // Live leases matching `pred`, oldest first (the requeue order stays stable).
+    template <class Pred>
+    std::vector<Lease> take_where(Pred pred);
+
+    NameTable workers_;
+    NameTable peers_;
+    std::uint64_t grants_ = 0;
+    std::size_t live_ = 0;
+    std::vector<Slot> slots_;
+    std::vector<std::uint32_t> free_slots_;
+    std::vector<std::uint64_t> first_in_piece_;  // by piece: its newest lease; 0: none
+    std::vector<std::uint32_t> count_in_piece_;
 };
 
 }  // namespace pw::orchestrator

@@ -1,26 +1,32 @@
 #include "orchestrator/scheduler.hpp"
 
 #include <algorithm>
-#include <set>
 
 namespace pw::orchestrator {
 
 Scheduler::Scheduler(std::uint32_t piece_count, SchedulerOptions options)
-    : options_(options), picker_(piece_count, options.seed, options.pieces_per_extent), rng_(options.seed ^ 0x9e3779b97f4a7c15ull) {}
+    : options_(options), picker_(piece_count, options.seed, options.pieces_per_extent),
+      leases_(piece_count), rng_(options.seed ^ 0x9e3779b97f4a7c15ull),
+      awaiting_write_(piece_count, false), awaited_lease_(piece_count, 0),
+      held_(piece_count, false) {}
 
 std::vector<Grant> Scheduler::request(const std::string& worker, const PeerKey& peer,
                                       std::size_t count, Clock::time_point now) {
     std::vector<Grant> grants;
     const auto expiry = now + options_.lease_timeout;
-    for (const PieceIndex piece : picker_.pick(peer, count)) {
-        grants.push_back(Grant{piece, leases_.grant(piece, worker, peer, false, expiry), false});
+    const std::vector<PieceIndex> picked = picker_.pick(peer, count);
+    const NameId worker_id = leases_.workers().id_of(worker);
+    const NameId peer_id = leases_.peers().id_of(peer);
+    grants.reserve(picked.size());
+    for (const PieceIndex piece : picked) {
+        grants.push_back(Grant{piece, leases_.grant(piece, worker_id, peer_id, false, expiry), false});
     }
     if (grants.size() == count || options_.max_leases_per_piece < 2) return grants;
 
     // Endgame: pieces in flight elsewhere, least-covered first, random among equals.
     std::vector<PieceIndex> candidates;
     for (const PieceIndex piece : leases_.in_flight()) {
-        if (picker_.peer_has(peer, piece) && !leases_.holds(piece, peer) &&
+        if (picker_.peer_has(peer, piece) && !leases_.holds(piece, peer_id) &&
             leases_.count(piece) < options_.max_leases_per_piece) {
             candidates.push_back(piece);
         }
@@ -31,14 +37,14 @@ std::vector<Grant> Scheduler::request(const std::string& worker, const PeerKey& 
     });
     for (const PieceIndex piece : candidates) {
         if (grants.size() == count) break;
-        grants.push_back(Grant{piece, leases_.grant(piece, worker, peer, true, expiry), true});
+        grants.push_back(Grant{piece, leases_.grant(piece, worker_id, peer_id, true, expiry), true});
     }
     return grants;
 }
 
 void Scheduler::requeue_if_orphaned(PieceIndex piece) {
-    if (leases_.count(piece) != 0 || picker_.is_done(piece) || verified_.contains(piece.get()) ||
-        held_.contains(piece.get())) {
+    if (leases_.count(piece) != 0 || picker_.is_done(piece) || awaits_write(piece.get()) ||
+        held_[piece.get()]) {
         return;
     }
     picker_.requeue(piece);
@@ -49,10 +55,14 @@ void Scheduler::release(std::uint64_t lease_id) {
 }
 
 std::vector<Cancel> Scheduler::cancel_all(PieceIndex piece) {
-    std::set<std::string> workers;
-    for (const Lease& lease : leases_.take_piece(piece)) workers.insert(lease.worker);
     std::vector<Cancel> cancels;
-    for (const auto& worker : workers) cancels.push_back(Cancel{worker, piece});
+    for (const Lease& lease : leases_.take_piece(piece)) {
+        cancels.push_back(Cancel{leases_.workers().name(lease.worker), piece});
+    }
+    // One cancel per worker, however many of its peers held the piece.
+    std::sort(cancels.begin(), cancels.end(),
+              [](const Cancel& a, const Cancel& b) { return a.worker < b.worker; });
+    cancels.erase(std::unique(cancels.begin(), cancels.end()), cancels.end());
     return cancels;
 }
 
@@ -61,14 +71,15 @@ std::vector<Cancel> Scheduler::verified(PieceIndex piece, std::uint64_t lease_id
     leases_.take(lease_id);
     // A free piece can be verified when its lease had expired: it is no longer free.
     picker_.take(piece);
-    verified_.insert_or_assign(piece.get(), lease_id);
+    awaiting_write_[piece.get()] = true;
+    awaited_lease_[piece.get()] = lease_id;
     return cancel_all(piece);
 }
 
 std::vector<Cancel> Scheduler::written(PieceIndex piece) {
     if (piece.get() >= picker_.piece_count()) return {};
-    verified_.erase(piece.get());
-    held_.erase(piece.get());
+    awaiting_write_[piece.get()] = false;
+    held_[piece.get()] = false;
     picker_.mark_done(piece);
     return cancel_all(piece);
 }
@@ -81,21 +92,22 @@ void Scheduler::failed(PieceIndex piece, std::uint64_t lease_id) {
 void Scheduler::dropped(PieceIndex piece, std::uint64_t lease_id) {
     if (const auto lease = leases_.take(lease_id)) requeue_if_orphaned(lease->piece);
     if (piece.get() >= picker_.piece_count()) return;
-    const auto waiting = verified_.find(piece.get());
-    if (waiting == verified_.end() || waiting->second != lease_id) return;
-    verified_.erase(waiting);
+    if (!awaits_write(piece.get()) || awaited_lease_[piece.get()] != lease_id) return;
+    awaiting_write_[piece.get()] = false;
     requeue_if_orphaned(piece);
 }
 
 void Scheduler::write_failed(PieceIndex piece) {
     if (piece.get() >= picker_.piece_count() || picker_.is_done(piece)) return;
-    verified_.erase(piece.get());
+    awaiting_write_[piece.get()] = false;
     picker_.take(piece);
-    held_.insert(piece.get());
+    held_[piece.get()] = true;
 }
 
 void Scheduler::requeue_held(PieceIndex piece) {
-    if (held_.erase(piece.get()) != 0) requeue_if_orphaned(piece);
+    if (piece.get() >= picker_.piece_count() || !held_[piece.get()]) return;
+    held_[piece.get()] = false;
+    requeue_if_orphaned(piece);
 }
 
 void Scheduler::peer_gone(const PeerKey& peer) {
@@ -108,10 +120,12 @@ void Scheduler::worker_gone(const std::string& worker) {
 }
 
 void Scheduler::writer_lost() {
+    // Linear in the pieces, but a writer is lost once in a long while.
     std::vector<std::uint32_t> pending;
-    pending.reserve(verified_.size());
-    for (const auto& entry : verified_) pending.push_back(entry.first);
-    verified_.clear();
+    for (std::uint32_t piece = 0; piece < picker_.piece_count(); ++piece) {
+        if (awaiting_write_[piece]) pending.push_back(piece);
+    }
+    std::fill(awaiting_write_.begin(), awaiting_write_.end(), false);
     for (const std::uint32_t piece : pending) requeue_if_orphaned(PieceIndex{piece});
 }
 
@@ -125,7 +139,7 @@ void Scheduler::verifier_lost() {
 std::vector<Cancel> Scheduler::expire(Clock::time_point now) {
     std::vector<Cancel> cancels;
     for (const Lease& lease : leases_.take_expired(now)) {
-        cancels.push_back(Cancel{lease.worker, lease.piece});
+        cancels.push_back(Cancel{leases_.workers().name(lease.worker), lease.piece});
         requeue_if_orphaned(lease.piece);
     }
     return cancels;

@@ -6,8 +6,6 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
-#include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "core/units.hpp"
@@ -92,15 +90,18 @@ public:
 private:
     void requeue_if_orphaned(PieceIndex piece);
     std::vector<Cancel> cancel_all(PieceIndex piece);
+    bool awaits_write(std::uint32_t piece) const { return awaiting_write_[piece]; }
 
     SchedulerOptions options_;
     PiecePicker picker_;
     LeaseBook leases_;
     std::mt19937_64 rng_;
-    // Awaiting the writer, with the lease whose copy it waits for (the latest verified: the
-    // last to reach the writer), so a dropped copy under another lease leaves it waiting.
-    std::unordered_map<std::uint32_t, std::uint64_t> verified_;
-    std::unordered_set<std::uint32_t> held_;      // write failed, waiting to be retried
+    // By piece, so a piece's way through costs no allocation. Awaiting the writer, with the
+    // lease whose copy it waits for (the latest verified: the last to reach the writer), so
+    // a dropped copy under another lease leaves it waiting.
+    std::vector<bool> awaiting_write_;
+    std::vector<std::uint64_t> awaited_lease_;
+    std::vector<bool> held_;  // write failed, waiting to be retried
 };
 
 }  // namespace pw::orchestrator
