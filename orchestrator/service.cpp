@@ -322,8 +322,10 @@ void OrchestratorService::on_work_request(const std::string& identity,
                                           const v1::WorkRequest& request, Clock::time_point now) {
     const std::size_t count =
         writer_resumed_ ? std::min(request.count(), config_.max_leases_per_request) : 0;
-    v1::Envelope envelope;
-    auto* leases = envelope.mutable_leases();
+    // One envelope for every answer: clearing its Leases keeps their elements for reuse, so
+    // an answer costs no allocation per lease.
+    auto* leases = leases_reply_.mutable_leases();
+    leases->Clear();
     leases->set_peer(request.peer());
     for (const Grant& grant : scheduler_.request(identity, request.peer(), count, now)) {
         auto* lease = leases->add_leases();
@@ -331,7 +333,7 @@ void OrchestratorService::on_work_request(const std::string& identity,
         lease->set_lease_id(grant.lease_id);
         lease->set_endgame(grant.endgame);
     }
-    send_to(identity, envelope);
+    send_to(identity, leases_reply_);
 }
 
 void OrchestratorService::on_piece_failed(const v1::PieceFailed& failed) {
@@ -488,6 +490,7 @@ int OrchestratorService::run(const std::function<bool()>& stop_requested) {
     const auto started = Clock::now();
     next_progress_ = started + (config_.terminal ? kTerminalProgressPeriod : kPlainProgressPeriod);
     next_tracker_stats_ = started + config_.tracker_stats_period;
+    bus::Incoming in;  // reused: its buffers outlive one message
     while (true) {
         if (stop_requested()) {
             if (progress_shown_ && config_.terminal) out_ << "\n" << std::flush;
@@ -501,7 +504,6 @@ int OrchestratorService::run(const std::function<bool()>& stop_requested) {
             if (e.num() != EINTR) throw;
         }
         auto now = Clock::now();
-        bus::Incoming in;
         // Bounded batch per wake-up so timers still run under a flood.
         for (int read = 0; read < 1000; ++read) {
             const auto status = bus::receive(router_, true, in);

@@ -116,6 +116,7 @@ private:
     Clock::time_point next_rate_sample_{};
     Clock::time_point next_expiry_check_{};
     bool progress_shown_ = false;
+    bus::v1::Envelope leases_reply_;  // see on_work_request
 };
 
 }  // namespace pw::orchestrator
