@@ -9,6 +9,7 @@
 
 #include "core/bus/bus.hpp"
 #include "core/metainfo.hpp"
+#include "orchestrator/lease_book.hpp"
 #include "orchestrator/peer_argument.hpp"
 #include "orchestrator/peer_directory.hpp"
 #include "orchestrator/piece_picker.hpp"
@@ -31,6 +32,83 @@ std::set<std::uint32_t> indices(const std::vector<PieceIndex>& pieces) {
     std::set<std::uint32_t> out;
     for (const auto piece : pieces) out.insert(piece.get());
     return out;
+}
+
+// --- LeaseBook ---
+
+TEST(LeaseBook, AReusedSlotNeverRevivesAnOldId) {
+    LeaseBook book(4);
+    const auto now = Clock::now();
+    const NameId worker = book.workers().id_of("w1");
+    const NameId peer = book.peers().id_of("p:1");
+    const auto first = book.grant(PieceIndex{1}, worker, peer, false, now);
+    ASSERT_TRUE(book.take(first));
+    const auto second = book.grant(PieceIndex{2}, worker, peer, false, now);  // same slot
+    EXPECT_GT(second, first);  // ids grow: sorting by id is oldest first
+    EXPECT_FALSE(book.take(first));
+    EXPECT_FALSE(book.mark_delivered(first));
+    EXPECT_EQ(book.size(), 1u);
+    EXPECT_EQ(book.count(PieceIndex{1}), 0u);
+    EXPECT_EQ(book.count(PieceIndex{2}), 1u);
+    EXPECT_FALSE(book.take(0));
+    EXPECT_FALSE(book.take(~std::uint64_t{0}));
+}
+
+TEST(LeaseBook, APiecesLeasesAreFoundTakenAndCountedTogether) {
+    LeaseBook book(8);
+    const auto now = Clock::now();
+    const NameId w1 = book.workers().id_of("w1");
+    const NameId w2 = book.workers().id_of("w2");
+    const NameId p1 = book.peers().id_of("p:1");
+    const NameId p2 = book.peers().id_of("p:2");
+    const NameId p3 = book.peers().id_of("p:3");
+    const auto a = book.grant(PieceIndex{5}, w1, p1, false, now);
+    const auto b = book.grant(PieceIndex{5}, w2, p2, true, now);
+    const auto c = book.grant(PieceIndex{5}, w1, p3, true, now);
+    const auto other = book.grant(PieceIndex{6}, w1, p1, false, now);
+    EXPECT_EQ(book.count(PieceIndex{5}), 3u);
+    EXPECT_TRUE(book.holds(PieceIndex{5}, p2));
+    ASSERT_TRUE(book.take(b));  // from the middle of the piece's list
+    EXPECT_FALSE(book.holds(PieceIndex{5}, p2));
+    EXPECT_TRUE(book.holds(PieceIndex{5}, p3));
+    const auto in_flight = book.in_flight();
+    EXPECT_EQ(std::set<PieceIndex>(in_flight.begin(), in_flight.end()),
+              (std::set<PieceIndex>{PieceIndex{5}, PieceIndex{6}}));
+    EXPECT_EQ(in_flight.size(), 2u);
+    const auto taken = book.take_piece(PieceIndex{5});
+    ASSERT_EQ(taken.size(), 2u);
+    EXPECT_EQ(taken[0].id, a);  // oldest first
+    EXPECT_EQ(taken[1].id, c);
+    EXPECT_EQ(book.count(PieceIndex{5}), 0u);
+    EXPECT_EQ(book.size(), 1u);
+    EXPECT_TRUE(book.take_worker("nobody").empty());
+    EXPECT_TRUE(book.take_peer("nowhere:1").empty());
+    ASSERT_EQ(book.take_peer("p:1").size(), 1u);
+    EXPECT_FALSE(book.take(other));
+}
+
+TEST(LeaseBook, ExpiredAndDeliveredLeasesComeBackOldestFirst) {
+    LeaseBook book;  // grows with the pieces it sees
+    const auto now = Clock::now();
+    const NameId worker = book.workers().id_of("w1");
+    const NameId peer = book.peers().id_of("p:1");
+    std::vector<std::uint64_t> ids;
+    for (std::uint32_t piece = 0; piece < 6; ++piece) {
+        ids.push_back(book.grant(PieceIndex{piece * 1000}, worker, peer, false, now + std::chrono::seconds(piece)));
+    }
+    book.take(ids[1]);
+    ids.push_back(book.grant(PieceIndex{7}, worker, peer, false, now));  // reuses ids[1]'s slot
+    EXPECT_TRUE(book.mark_delivered(ids[4]));
+    EXPECT_TRUE(book.mark_delivered(ids[6]));
+    const auto delivered = book.take_delivered();
+    ASSERT_EQ(delivered.size(), 2u);
+    EXPECT_EQ(delivered[0].id, ids[4]);
+    EXPECT_EQ(delivered[1].id, ids[6]);
+    const auto expired = book.take_expired(now + std::chrono::seconds(2));
+    ASSERT_EQ(expired.size(), 2u);
+    EXPECT_EQ(expired[0].id, ids[0]);
+    EXPECT_EQ(expired[1].id, ids[2]);
+    EXPECT_EQ(book.size(), 2u);  // pieces 3000 and 5000
 }
 
 // --- PiecePicker ---
