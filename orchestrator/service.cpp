@@ -52,6 +52,7 @@ OrchestratorService::OrchestratorService(zmq::context_t& context, Torrent torren
 
 void OrchestratorService::send_to(const std::string& identity, v1::Envelope& envelope,
                                   std::span<zmq::message_t> frames) {
+    ++sends_;
     // Never block the loop on a stage that stopped reading: its messages are dropped.
     if (!bus::send(router_, config_.name, envelope, frames, &identity, zmq::send_flags::dontwait)) {
         spdlog::debug("dropped a message to '{}' (queue full or gone)", identity);
@@ -486,28 +487,48 @@ void OrchestratorService::run_timers(Clock::time_point now) {
     }
 }
 
+void OrchestratorService::wait_for_messages(bool drained) {
+    // The socket's ZMQ_FD only signals news: right after a receive found nothing, waiting on
+    // it alone is enough, and saves zmq::poll's own look at the socket (a poll and a getpid
+    // per wake-up, a good part of the loop's cost with small pieces). A send since then may
+    // have taken that news in (ZeroMQ processes its commands on send), so after a send, or
+    // when the last batch stopped short of draining the socket, the socket is asked instead.
+    zmq::pollitem_t item{};
+    if (drained && sends_ == sends_when_drained_) {
+        item = zmq::pollitem_t{nullptr, router_.get(zmq::sockopt::fd), ZMQ_POLLIN, 0};
+    } else {
+        item = zmq::pollitem_t{router_.handle(), 0, ZMQ_POLLIN, 0};
+    }
+    try {
+        zmq::poll(&item, 1, kMaxPollWait);
+    } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+    }
+}
+
 int OrchestratorService::run(const std::function<bool()>& stop_requested) {
     const auto started = Clock::now();
     next_progress_ = started + (config_.terminal ? kTerminalProgressPeriod : kPlainProgressPeriod);
     next_tracker_stats_ = started + config_.tracker_stats_period;
     bus::Incoming in;  // reused: its buffers outlive one message
+    bool drained = false;
     while (true) {
         if (stop_requested()) {
             if (progress_shown_ && config_.terminal) out_ << "\n" << std::flush;
             shutdown_all("interrupted");
             return 130;
         }
-        zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
-        try {
-            zmq::poll(&item, 1, kMaxPollWait);
-        } catch (const zmq::error_t& e) {
-            if (e.num() != EINTR) throw;
-        }
+        wait_for_messages(drained);
         auto now = Clock::now();
         // Bounded batch per wake-up so timers still run under a flood.
+        drained = false;
         for (int read = 0; read < 1000; ++read) {
             const auto status = bus::receive(router_, true, in);
-            if (status == bus::RecvStatus::would_block) break;
+            if (status == bus::RecvStatus::would_block) {
+                drained = true;
+                sends_when_drained_ = sends_;
+                break;
+            }
             if (status == bus::RecvStatus::ok) handle(in, now);
         }
         now = Clock::now();

@@ -77,6 +77,7 @@ private:
     void on_resume_state(std::vector<zmq::message_t>& frames);
     void on_tracker_status(const bus::v1::TrackerStatus& status);
 
+    void wait_for_messages(bool drained);
     void run_timers(Clock::time_point now);
     void send_to(const std::string& identity, bus::v1::Envelope& envelope,
                  std::span<zmq::message_t> frames = {});
@@ -117,6 +118,8 @@ private:
     Clock::time_point next_expiry_check_{};
     bool progress_shown_ = false;
     bus::v1::Envelope leases_reply_;  // see on_work_request
+    std::uint64_t sends_ = 0;  // see wait_for_messages
+    std::uint64_t sends_when_drained_ = 0;
 };
 
 }  // namespace pw::orchestrator
