@@ -1,5 +1,7 @@
 #include "orchestrator/service.hpp"
 
+#include <poll.h>
+
 #include <algorithm>
 #include <ostream>
 #include <random>
@@ -493,12 +495,13 @@ void OrchestratorService::wait_for_messages(bool drained) {
     // per wake-up, a good part of the loop's cost with small pieces). A send since then may
     // have taken that news in (ZeroMQ processes its commands on send), so after a send, or
     // when the last batch stopped short of draining the socket, the socket is asked instead.
-    zmq::pollitem_t item{};
+    // (Plain poll(2), not zmq::poll: that polls once without waiting before it waits.)
     if (drained && sends_ == sends_when_drained_) {
-        item = zmq::pollitem_t{nullptr, router_.get(zmq::sockopt::fd), ZMQ_POLLIN, 0};
-    } else {
-        item = zmq::pollitem_t{router_.handle(), 0, ZMQ_POLLIN, 0};
+        pollfd wait{router_.get(zmq::sockopt::fd), POLLIN, 0};
+        ::poll(&wait, 1, static_cast<int>(kMaxPollWait.count()));  // EINTR: the loop goes on
+        return;
     }
+    zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
     try {
         zmq::poll(&item, 1, kMaxPollWait);
     } catch (const zmq::error_t& e) {
