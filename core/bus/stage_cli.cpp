@@ -78,10 +78,12 @@ int run_stage(CLI::App& app, int argc, char** argv, StageCommon& common,
     try {
         init_logging(common.name, common.log_level);
         spdlog::info("started (pid {}), control {}", ::getpid(), common.control);
+        // Counting costs a registry lookup per message: only when someone can read the counts.
         metrics::Registry registry(common.name);
-        common.metrics = &registry;
+        common.metrics = nullptr;
         std::unique_ptr<metrics::HttpExporter> exporter;
         if (common.metrics_port != 0) {
+            common.metrics = &registry;
             exporter = std::make_unique<metrics::HttpExporter>(
                 registry, static_cast<std::uint16_t>(common.metrics_port), common.metrics_address);
             spdlog::info("metrics on http://{}:{}/metrics", common.metrics_address, exporter->port());
