@@ -185,7 +185,12 @@ std::uint32_t PeerSession::pieces_wanted(Clock::time_point now) const {
     const std::uint32_t blocks_per_piece =
         std::max<std::uint32_t>(1, (geometry_.piece_length() + kBlockSize - 1) / kBlockSize);
     const std::uint32_t pieces = (wanted_blocks - held + blocks_per_piece - 1) / blocks_per_piece;
-    return std::clamp<std::uint32_t>(pieces, 1, limits_.max_pieces_per_request);
+    // A WorkRequest costs the same round trip through the orchestrator (and a turn of three
+    // loops) whatever it asks for. Asking for what the pipeline lacks right now would, with
+    // one-block pieces, ask for a handful of blocks at a time; at least kMinRequestBlocks'
+    // worth keeps the requests per byte those of 1 MiB pieces (and holds no more ahead).
+    const std::uint32_t floor = (kMinRequestBlocks + blocks_per_piece - 1) / blocks_per_piece;
+    return std::clamp<std::uint32_t>(std::max(pieces, floor), 1, limits_.max_pieces_per_request);
 }
 
 void PeerSession::note_work_requested(Clock::time_point now) {

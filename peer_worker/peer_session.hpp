@@ -55,6 +55,10 @@ struct CompletedPiece {
 
 class PeerSession {
 public:
+    // A WorkRequest asks for at least this many blocks' worth of pieces: 1 MiB, one piece of
+    // the common size.
+    static constexpr std::uint32_t kMinRequestBlocks = 64;
+
     PeerSession(const PieceGeometry& geometry, const Sha1Digest& info_hash,
                 const wire::PeerId& our_id, Clock::time_point now, SessionLimits limits = {});
 

@@ -173,9 +173,11 @@ TEST_F(SessionTest, AsksForWorkOnlyWhenUnchokedAndSomethingIsAvailable) {
     EXPECT_EQ(session.pieces_wanted(t0), 0u);  // still choking
     ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
     const auto wanted = session.pieces_wanted(t0);
-    // The initial depth plus half a pipeline queued, in pieces of 4 blocks.
+    // The initial depth plus half a pipeline queued, in pieces of 4 blocks, but never less
+    // than a request's floor: small pieces are asked for in bigger handfuls.
     constexpr std::uint32_t kDepth = PipelineSizer::kInitialDepth;
-    EXPECT_EQ(wanted, (kDepth + kDepth / 2 + 3) / 4);
+    static_assert(kDepth + kDepth / 2 < PeerSession::kMinRequestBlocks);
+    EXPECT_EQ(wanted, PeerSession::kMinRequestBlocks / 4);
     session.note_work_requested(t0);
     EXPECT_EQ(session.pieces_wanted(t0 + 100ms), 0u);  // waiting for the answer
     session.note_work_answer(false, t0 + 100ms);
@@ -183,6 +185,25 @@ TEST_F(SessionTest, AsksForWorkOnlyWhenUnchokedAndSomethingIsAvailable) {
     EXPECT_GT(session.pieces_wanted(t0 + 700ms), 0u);
     ASSERT_TRUE(deliver(wire::Have{PieceIndex{1}}, t0 + 300ms).ok());
     EXPECT_GT(session.pieces_wanted(t0 + 300ms), 0u);  // a have cuts the back-off short
+}
+
+// A WorkRequest costs a round trip through the orchestrator whatever it asks for: one-block
+// pieces are asked for a megabyte at a time, while a 1 MiB piece is still asked for alone.
+TEST(SessionWorkTest, AsksForAtLeastAMegabyteOfPiecesAtATime) {
+    const auto wanted_with_pieces_of = [](std::uint32_t piece_length) {
+        const Clock::time_point t0 = Clock::now();
+        const PieceGeometry geometry{std::uint64_t{piece_length} * 1000, piece_length};
+        PeerSession session{geometry, digest_of(0xAB), id_of(1), t0};
+        wire::Handshake theirs;
+        theirs.info_hash = digest_of(0xAB);
+        theirs.peer_id = id_of(2);
+        EXPECT_TRUE(session.on_handshake(theirs, t0).ok());
+        EXPECT_TRUE(session.on_message(wire::Have{PieceIndex{0}}, t0).ok());
+        EXPECT_TRUE(session.on_message(wire::Unchoke{}, t0).ok());
+        return session.pieces_wanted(t0);
+    };
+    EXPECT_EQ(wanted_with_pieces_of(kBlockSize), PeerSession::kMinRequestBlocks);
+    EXPECT_EQ(wanted_with_pieces_of(1u << 20), 1u);
 }
 
 TEST_F(SessionTest, RequestsFollowLeasesUpToThePipelineAndBlocksAssemble) {
