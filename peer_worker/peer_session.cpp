@@ -246,6 +246,10 @@ std::uint64_t PeerSession::leased_bytes() const {
 void PeerSession::fill_requests(Clock::time_point now, bool allowed) {
     if (!handshake_done_ || peer_choking_ || !allowed) return;
     const std::uint32_t depth = pipeline_.depth();
+    // Every turn that queues requests costs a write to the socket: topping the pipeline up
+    // once a quarter of it is free sends requests a handful at a time instead of one or two
+    // per read, and still keeps three quarters of it in flight.
+    if (outstanding_ > 0 && outstanding_ + std::max<std::uint32_t>(1, depth / 4) > depth) return;
     for (auto& lease : leases_) {
         while (outstanding_ < depth) {
             const auto block = lease.request_next(now);

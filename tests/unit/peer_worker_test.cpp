@@ -240,6 +240,28 @@ TEST_F(SessionTest, RequestsFollowLeasesUpToThePipelineAndBlocksAssemble) {
     EXPECT_EQ(session.requests_outstanding(), 0u);
 }
 
+TEST_F(SessionTest, ThePipelineIsToppedUpOnceAQuarterOfItIsFree) {
+    handshake();
+    ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
+    for (std::uint32_t piece = 0; piece < 10; ++piece) ASSERT_TRUE(lease(PieceIndex{piece}, piece + 1));
+    session.fill_requests(t0, true);
+    constexpr std::uint32_t kDepth = PipelineSizer::kInitialDepth;
+    const auto requests = only<wire::Request>(sent_messages(session));
+    ASSERT_EQ(requests.size(), kDepth);
+    // One block in: a single request would cost a write of its own, so none goes yet.
+    auto deliver_block = [&](const wire::Request& r) {
+        const auto data = block_bytes(r.length.get(), 1);
+        return deliver(wire::Piece{r.index, r.offset, data}, t0 + 10ms);
+    };
+    ASSERT_TRUE(deliver_block(requests[0]).ok());
+    session.fill_requests(t0 + 10ms, true);
+    EXPECT_TRUE(only<wire::Request>(sent_messages(session)).empty());
+    // A quarter of the pipeline free: the rest of the leased blocks (39 in all) go out.
+    for (std::uint32_t i = 1; i < kDepth / 4; ++i) ASSERT_TRUE(deliver_block(requests[i]).ok());
+    session.fill_requests(t0 + 10ms, true);
+    EXPECT_EQ(only<wire::Request>(sent_messages(session)).size(), 39u - kDepth);
+}
+
 TEST_F(SessionTest, PiecesAssembleInBorrowedMemoryOfTheirExactSize) {
     handshake();
     ASSERT_TRUE(deliver(wire::Have{PieceIndex{9}}, t0).ok());
