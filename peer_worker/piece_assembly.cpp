@@ -10,9 +10,9 @@ namespace pw::peer_worker {
 PieceAssembly::PieceAssembly(PieceIndex piece, std::uint64_t lease_id,
                              PieceDestination destination)
     : piece_(piece), lease_id_(lease_id), destination_(std::move(destination)),
-      size_(destination_.size()),
-      state_((size_ + kBlockSize - 1) / kBlockSize, BlockState::needed),
-      requested_at_(state_.size()), unrequested_(static_cast<std::uint32_t>(state_.size())) {}
+      size_(destination_.size()), block_count_((size_ + kBlockSize - 1) / kBlockSize),
+      more_blocks_(block_count_ > kInlineBlocks ? std::make_unique<Block[]>(block_count_) : nullptr),
+      unrequested_(block_count_) {}
 
 std::uint32_t PieceAssembly::block_length(std::uint32_t block) const {
     const std::uint32_t offset = block * kBlockSize;
@@ -20,11 +20,11 @@ std::uint32_t PieceAssembly::block_length(std::uint32_t block) const {
 }
 
 std::optional<BlockRequest> PieceAssembly::request_next(Clock::time_point now) {
-    while (cursor_ < state_.size() && state_[cursor_] != BlockState::needed) ++cursor_;
-    if (cursor_ == state_.size()) return std::nullopt;
+    Block* const all = blocks();
+    while (cursor_ < block_count_ && all[cursor_].state != BlockState::needed) ++cursor_;
+    if (cursor_ == block_count_) return std::nullopt;
     const std::uint32_t block = cursor_++;
-    state_[block] = BlockState::requested;
-    requested_at_[block] = now;
+    all[block] = Block{now, BlockState::requested};
     --unrequested_;
     ++requested_;
     return BlockRequest{BlockOffset{block * kBlockSize}, BlockLength{block_length(block)}};
@@ -37,14 +37,15 @@ PieceAssembly::BlockResult PieceAssembly::add_block(BlockOffset offset,
     if (offset.get() % kBlockSize != 0 || offset.get() >= size()) return BlockResult::wrong_shape;
     const std::uint32_t block = offset.get() / kBlockSize;
     if (data.size() != block_length(block)) return BlockResult::wrong_shape;
-    switch (state_[block]) {
+    Block& state = blocks()[block];
+    switch (state.state) {
         case BlockState::received: return BlockResult::duplicate;
         case BlockState::needed: return BlockResult::not_requested;
         case BlockState::requested: break;
     }
     std::memcpy(destination_.bytes().data() + offset.get(), data.data(), data.size());
-    state_[block] = BlockState::received;
-    latency = now - requested_at_[block];
+    state.state = BlockState::received;
+    latency = now - state.requested_at;
     --requested_;
     ++received_;
     return BlockResult::accepted;
@@ -52,8 +53,9 @@ PieceAssembly::BlockResult PieceAssembly::add_block(BlockOffset offset,
 
 std::uint32_t PieceAssembly::void_requests() {
     const std::uint32_t voided = requested_;
-    for (auto& state : state_) {
-        if (state == BlockState::requested) state = BlockState::needed;
+    Block* const all = blocks();
+    for (std::uint32_t block = 0; block < block_count_; ++block) {
+        if (all[block].state == BlockState::requested) all[block].state = BlockState::needed;
     }
     unrequested_ += voided;
     requested_ = 0;
@@ -63,8 +65,9 @@ std::uint32_t PieceAssembly::void_requests() {
 
 std::vector<BlockRequest> PieceAssembly::requested_blocks() const {
     std::vector<BlockRequest> out;
-    for (std::uint32_t block = 0; block < state_.size(); ++block) {
-        if (state_[block] == BlockState::requested) {
+    const Block* const all = blocks();
+    for (std::uint32_t block = 0; block < block_count_; ++block) {
+        if (all[block].state == BlockState::requested) {
             out.push_back({BlockOffset{block * kBlockSize}, BlockLength{block_length(block)}});
         }
     }

@@ -2,7 +2,8 @@
 // One leased piece being assembled from 16 KiB blocks: the piece's destination (an arena
 // slot, or a buffer of the piece's size) that blocks are copied into straight from the wire
 // parser, and the state of every block. All allocation happens when the lease arrives, none
-// per block.
+// per block; a piece of a few blocks keeps their state inline and allocates nothing at all.
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -83,10 +84,10 @@ public:
     PieceIndex piece() const { return piece_; }
     std::uint64_t lease_id() const { return lease_id_; }
     std::uint32_t size() const { return size_; }
-    std::uint32_t block_count() const { return static_cast<std::uint32_t>(state_.size()); }
+    std::uint32_t block_count() const { return block_count_; }
     std::uint32_t blocks_unrequested() const { return unrequested_; }
     std::uint32_t blocks_requested() const { return requested_; }
-    bool complete() const { return received_ == state_.size(); }
+    bool complete() const { return received_ == block_count_; }
 
     // Picks the next block nobody asked for yet and marks it requested at `now`.
     std::optional<BlockRequest> request_next(Clock::time_point now);
@@ -105,15 +106,26 @@ public:
 
 private:
     enum class BlockState : std::uint8_t { needed, requested, received };
+    struct Block {
+        Clock::time_point requested_at{};
+        BlockState state = BlockState::needed;
+    };
+    // Up to 64 KiB pieces: with small pieces a worker assembles thousands per second, and two
+    // allocations each were a measurable part of its cost.
+    static constexpr std::uint32_t kInlineBlocks = 4;
 
     std::uint32_t block_length(std::uint32_t block) const;
+    // Computed on each call rather than stored: a view into `inline_blocks_` must survive moves.
+    Block* blocks() { return more_blocks_ ? more_blocks_.get() : inline_blocks_.data(); }
+    const Block* blocks() const { return more_blocks_ ? more_blocks_.get() : inline_blocks_.data(); }
 
     PieceIndex piece_;
     std::uint64_t lease_id_;
     PieceDestination destination_;
     std::uint32_t size_;
-    std::vector<BlockState> state_;
-    std::vector<Clock::time_point> requested_at_;
+    std::uint32_t block_count_;
+    std::array<Block, kInlineBlocks> inline_blocks_{};
+    std::unique_ptr<Block[]> more_blocks_;  // pieces of more than kInlineBlocks blocks
     std::uint32_t cursor_ = 0;  // no needed block before this one
     std::uint32_t unrequested_ = 0;
     std::uint32_t requested_ = 0;
