@@ -9,7 +9,8 @@ namespace pw::peer_worker {
 PeerSession::PeerSession(const PieceGeometry& geometry, const Sha1Digest& info_hash,
                          const wire::PeerId& our_id, Clock::time_point now, SessionLimits limits)
     : geometry_(geometry), info_hash_(info_hash), our_id_(our_id), limits_(limits),
-      choked_since_(now), has_(geometry.piece_count(), false), pipeline_(now),
+      choked_since_(now), has_(geometry.piece_count(), false),
+      leased_(geometry.piece_count(), false), pipeline_(now),
       last_progress_(now), last_sent_(now) {}
 
 void PeerSession::send(const wire::Message& message, Clock::time_point now) {
@@ -51,6 +52,8 @@ Status PeerSession::on_message(const wire::Message& message, Clock::time_point n
                 std::uint32_t voided = 0;
                 for (auto& lease : leases_) voided += lease.void_requests();
                 forgiven_ += voided;
+                unrequested_blocks_ += voided;
+                request_cursor_ = 0;
                 outstanding_ = 0;
             } else if constexpr (std::is_same_v<T, wire::Unchoke>) {
                 if (peer_choking_) last_progress_ = now;
@@ -105,11 +108,15 @@ Status PeerSession::on_message(const wire::Message& message, Clock::time_point n
     return status;
 }
 
-PieceAssembly* PeerSession::find_lease(PieceIndex piece) {
-    for (auto& lease : leases_) {
-        if (lease.piece() == piece) return &lease;
-    }
-    return nullptr;
+bool PeerSession::is_leased(PieceIndex piece) const {
+    return piece.get() < leased_.size() && leased_[piece.get()];
+}
+
+void PeerSession::drop_lease(std::deque<PieceAssembly>::iterator lease) {
+    leased_[lease->piece().get()] = false;
+    unrequested_blocks_ -= lease->blocks_unrequested();
+    if (static_cast<std::size_t>(lease - leases_.begin()) < request_cursor_) --request_cursor_;
+    leases_.erase(lease);
 }
 
 Status PeerSession::reject_block(const char* why) {
@@ -122,6 +129,7 @@ Status PeerSession::reject_block(const char* why) {
 }
 
 Status PeerSession::on_block(const wire::Piece& block, Clock::time_point now) {
+    if (!is_leased(block.index)) return reject_block("piece not leased here");
     const auto lease = std::find_if(leases_.begin(), leases_.end(),
                                     [&](const PieceAssembly& a) { return a.piece() == block.index; });
     if (lease == leases_.end()) return reject_block("piece not leased here");
@@ -138,7 +146,7 @@ Status PeerSession::on_block(const wire::Piece& block, Clock::time_point now) {
     pipeline_.on_block(static_cast<std::uint32_t>(block.data.size()), latency);
     if (lease->complete()) {
         completed_.push_back({lease->piece(), lease->lease_id(), lease->size(), lease->take_buffer()});
-        leases_.erase(lease);
+        drop_lease(lease);
     }
     return ok_status();
 }
@@ -165,19 +173,13 @@ std::optional<HasReport> PeerSession::take_has_report(bool include_haves) {
     return report;
 }
 
-std::uint32_t PeerSession::blocks_unrequested() const {
-    std::uint32_t total = 0;
-    for (const auto& lease : leases_) total += lease.blocks_unrequested();
-    return total;
-}
-
 std::uint32_t PeerSession::pieces_wanted(Clock::time_point now) const {
     if (!handshake_done_ || peer_choking_ || have_count_ == 0) return 0;
     if (awaiting_work_ && now - work_requested_at_ < limits_.work_answer_timeout) return 0;
     if (!have_since_answer_ && now < work_retry_at_) return 0;
     // Enough leased to keep the pipeline full plus half a pipeline queued behind it.
     const std::uint32_t depth = pipeline_.depth();
-    const std::uint32_t queued = blocks_unrequested();
+    const std::uint32_t queued = unrequested_blocks_;
     if (queued >= depth / 2) return 0;
     const std::uint32_t wanted_blocks = depth + depth / 2;
     const std::uint32_t held = queued + outstanding_;
@@ -206,9 +208,11 @@ void PeerSession::note_work_answer(bool got_any, Clock::time_point now) {
 
 bool PeerSession::add_lease(PieceIndex piece, std::uint64_t lease_id,
                             PieceDestination destination) {
-    if (!geometry_.contains(piece) || find_lease(piece) != nullptr) return false;
+    if (!geometry_.contains(piece) || is_leased(piece)) return false;
     if (destination.size() != geometry_.piece_size(piece)) return false;
-    leases_.emplace_back(piece, lease_id, std::move(destination));
+    const auto& lease = leases_.emplace_back(piece, lease_id, std::move(destination));
+    leased_[piece.get()] = true;
+    unrequested_blocks_ += lease.blocks_unrequested();
     return true;
 }
 
@@ -222,7 +226,7 @@ std::optional<std::uint64_t> PeerSession::cancel_piece(PieceIndex piece, Clock::
         ++forgiven_;  // it may be on the wire already
     }
     const std::uint64_t lease_id = lease->lease_id();
-    leases_.erase(lease);
+    drop_lease(lease);
     return lease_id;
 }
 
@@ -231,8 +235,11 @@ std::vector<std::uint64_t> PeerSession::release_leases() {
     for (auto& lease : leases_) {
         forgiven_ += lease.blocks_requested();
         ids.push_back(lease.lease_id());
+        leased_[lease.piece().get()] = false;
     }
     leases_.clear();
+    unrequested_blocks_ = 0;
+    request_cursor_ = 0;
     outstanding_ = 0;
     return ids;
 }
@@ -250,13 +257,15 @@ void PeerSession::fill_requests(Clock::time_point now, bool allowed) {
     // once a quarter of it is free sends requests a handful at a time instead of one or two
     // per read, and still keeps three quarters of it in flight.
     if (outstanding_ > 0 && outstanding_ + std::max<std::uint32_t>(1, depth / 4) > depth) return;
-    for (auto& lease : leases_) {
+    for (; request_cursor_ < leases_.size(); ++request_cursor_) {
+        PieceAssembly& lease = leases_[request_cursor_];
         while (outstanding_ < depth) {
             const auto block = lease.request_next(now);
             if (!block) break;
             if (outstanding_ == 0) last_progress_ = now;  // the stall clock starts now
             send(wire::Request{lease.piece(), block->offset, block->length}, now);
             ++outstanding_;
+            --unrequested_blocks_;
         }
         if (outstanding_ >= depth) break;
     }

@@ -124,8 +124,9 @@ private:
     void send(const wire::Message& message, Clock::time_point now);
     Status on_block(const wire::Piece& block, Clock::time_point now);
     Status reject_block(const char* why);
-    PieceAssembly* find_lease(PieceIndex piece);
-    std::uint32_t blocks_unrequested() const;
+    bool is_leased(PieceIndex piece) const;
+    // Every lease leaves through here, which keeps the counts below in step.
+    void drop_lease(std::deque<PieceAssembly>::iterator lease);
 
     PieceGeometry geometry_;
     Sha1Digest info_hash_;
@@ -154,6 +155,11 @@ private:
     // makes dropping the finished one cheap (with hundreds of small pieces leased, erasing
     // from a vector's front moved every other assembly, per piece).
     std::deque<PieceAssembly> leases_;
+    // With one-block pieces hundreds of leases are held at once: what is asked per block or
+    // per read must not walk them all.
+    std::vector<bool> leased_;              // by piece
+    std::uint32_t unrequested_blocks_ = 0;  // over all leases
+    std::size_t request_cursor_ = 0;        // no lease before it has a block left to request
     std::vector<CompletedPiece> completed_;
     PipelineSizer pipeline_;
     std::uint32_t outstanding_ = 0;

@@ -262,6 +262,36 @@ TEST_F(SessionTest, ThePipelineIsToppedUpOnceAQuarterOfItIsFree) {
     EXPECT_EQ(only<wire::Request>(sent_messages(session)).size(), 39u - kDepth);
 }
 
+TEST_F(SessionTest, LeasesDroppedAheadOfTheRequestsLeaveTheRestToBeRequested) {
+    handshake();
+    ASSERT_TRUE(deliver(wire::Have{PieceIndex{0}}, t0).ok());
+    ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
+    sent_messages(session);
+    for (std::uint32_t piece = 0; piece < 10; ++piece) ASSERT_TRUE(lease(PieceIndex{piece}, piece + 1));
+    session.fill_requests(t0, true);
+    const auto first = only<wire::Request>(sent_messages(session));
+    ASSERT_EQ(first.size(), 32u);  // pieces 0 to 7
+    // Piece 2, already asked for, is won elsewhere; pieces 0 and 1 arrive.
+    ASSERT_TRUE(session.cancel_piece(PieceIndex{2}, t0).has_value());
+    sent_messages(session);
+    ASSERT_TRUE(lease(PieceIndex{2}, 99));  // leasable again, and dropped again unasked
+    ASSERT_TRUE(session.cancel_piece(PieceIndex{2}, t0).has_value());
+    sent_messages(session);
+    for (const auto& r : first) {
+        if (r.index.get() > 1) continue;
+        const auto data = block_bytes(r.length.get(), 1);
+        ASSERT_TRUE(deliver(wire::Piece{r.index, r.offset, data}, t0 + 10ms).ok());
+    }
+    EXPECT_EQ(session.completed().size(), 2u);
+    session.fill_requests(t0 + 10ms, true);
+    const auto second = only<wire::Request>(sent_messages(session));
+    ASSERT_EQ(second.size(), 7u);  // all of pieces 8 and 9, nothing twice
+    for (const auto& r : second) EXPECT_GE(r.index.get(), 8u);
+    EXPECT_EQ(session.lease_count(), 7u);
+    // Nothing is left to request, so a full pipeline's worth and more is wanted.
+    EXPECT_GT(session.pieces_wanted(t0 + 10ms), 0u);
+}
+
 TEST_F(SessionTest, PiecesAssembleInBorrowedMemoryOfTheirExactSize) {
     handshake();
     ASSERT_TRUE(deliver(wire::Have{PieceIndex{9}}, t0).ok());
