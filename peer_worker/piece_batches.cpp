@@ -77,13 +77,22 @@ bool PieceBatches::full() const {
 void PieceBatches::seal() {
     if (filling_.piece_count() == 0) return;
     waiting_.push_back(std::move(filling_));
-    filling_ = OutgoingBatch{};
+    filling_ = std::move(spare_);  // moved-from messages are empty: a fresh batch without a spare
+}
+
+void PieceBatches::recycle(OutgoingBatch& sent) {
+    // Clear() keeps the cleared PieceData objects for the next add_pieces().
+    sent.envelope.mutable_piece_batch()->mutable_pieces()->Clear();
+    sent.frames.clear();
+    sent.frame_bytes = 0;
+    spare_ = std::move(sent);
 }
 
 void PieceBatches::flush() {
     seal();
     while (!waiting_.empty()) {
         if (!send_(waiting_.front())) return;
+        recycle(waiting_.front());
         waiting_.pop_front();
     }
 }

@@ -67,12 +67,16 @@ private:
     bool full() const;
     void seal();
     void schedule_flush();
+    // Keeps a sent batch, emptied, to fill next: its pieces' messages (and their strings)
+    // are reused rather than allocated again for every piece.
+    void recycle(OutgoingBatch& sent);
 
     asio::io_context& io_;
     std::string worker_;
     Send send_;
     const bus::ArenaInfo* arena_ = nullptr;
     OutgoingBatch filling_;
+    OutgoingBatch spare_;
     std::deque<OutgoingBatch> waiting_;
     std::chrono::milliseconds linger_;
     asio::steady_timer linger_timer_;

@@ -670,12 +670,18 @@ TEST_F(BatchTest, PiecesFinishedInOneTurnLeaveAsOneBatchOfFrames) {
     EXPECT_EQ(batch.pieces(2).contributors(0), "[::1]:6");
     EXPECT_EQ(sent_frames[0], (std::vector<std::string>{std::string(5, '\0'), std::string(7, '\1'),
                                                          std::string(3, '\2')}));
-    // The next turn starts a new batch.
+    // The next turn starts a new batch (made of the last one's emptied messages: nothing of
+    // them may remain).
     batches.add(finished(3, 1, true), "1.2.3.4:5", std::nullopt);
     io.restart();
     io.poll();
     ASSERT_EQ(sent.size(), 2u);
-    EXPECT_EQ(sent[1].pieces_size(), 1);
+    ASSERT_EQ(sent[1].pieces_size(), 1);
+    EXPECT_EQ(sent[1].pieces(0).piece(), 3u);
+    EXPECT_EQ(sent[1].pieces(0).contributors_size(), 1);
+    EXPECT_EQ(sent[1].pieces(0).contributors(0), "1.2.3.4:5");
+    EXPECT_EQ(sent[1].worker(), "peer_worker-1");
+    EXPECT_EQ(sent_frames[1], (std::vector<std::string>{std::string(1, '\3')}));
 }
 
 TEST_F(BatchTest, ArenaBatchesNameTheArenaAndSlotsAndCarryNoFrames) {
