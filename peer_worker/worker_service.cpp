@@ -411,15 +411,16 @@ bool WorkerService::send_batch(OutgoingBatch& batch) {
 
 void WorkerService::report_delivered(const bus::v1::PieceBatch& batch) {
     // The pieces are the verifier's now: if the verifier dies, the orchestrator re-queues them.
-    bus::v1::Envelope envelope;
-    auto* delivered = envelope.mutable_pieces_delivered();
+    // One envelope serves every report: cleared, it keeps its PieceRefs for the next batch.
+    auto* delivered = delivered_report_.mutable_pieces_delivered();
+    delivered->mutable_pieces()->Clear();
     for (const auto& piece : batch.pieces()) {
         memory_->delivered(piece.lease_id());
         auto* ref = delivered->add_pieces();
         ref->set_piece(piece.piece());
         ref->set_lease_id(piece.lease_id());
     }
-    send_control(envelope);
+    send_control(delivered_report_);
 }
 
 void WorkerService::watch_pieces_socket() {

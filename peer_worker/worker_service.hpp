@@ -124,6 +124,7 @@ private:
     std::set<asio::ip::address> banned_;
     std::unique_ptr<PieceMemory> memory_;
     std::unique_ptr<PieceBatches> batches_;
+    bus::v1::Envelope delivered_report_;  // body: pieces_delivered
     Clock::time_point last_haves_flush_;
 
     std::uint64_t bytes_downloaded_ = 0;
