@@ -8,6 +8,7 @@
 // lease that ends before delivery gives its room back at once.
 #include <cstdint>
 #include <memory>
+#include <memory_resource>
 #include <optional>
 #include <unordered_map>
 
@@ -54,8 +55,11 @@ private:
 
     std::uint64_t max_bytes_ = 0;
     std::unique_ptr<bus::PieceArena> arena_;
-    std::unordered_map<std::uint64_t, Held> undelivered_;
-    std::unordered_map<std::uint64_t, std::uint32_t> delivered_slots_;  // lease -> slot
+    // Every piece puts a node in each map and takes it out again: the pool hands the freed
+    // nodes back out instead of going to malloc for each.
+    std::pmr::unsynchronized_pool_resource node_pool_;
+    std::pmr::unordered_map<std::uint64_t, Held> undelivered_{&node_pool_};
+    std::pmr::unordered_map<std::uint64_t, std::uint32_t> delivered_slots_{&node_pool_};  // lease -> slot
     std::uint64_t buffer_bytes_ = 0;  // of undelivered buffers
 };
 
