@@ -38,6 +38,8 @@ struct UninitializedAllocator : std::allocator<T> {
 
 using PieceBuffer = std::vector<std::uint8_t, UninitializedAllocator<std::uint8_t>>;
 
+class PieceMemory;
+
 // Where a piece is assembled: memory someone else owns (a slot of the worker's shared-memory
 // arena, which the verifier reads in place), or a buffer of its own that later becomes a
 // frame towards the verifier.
@@ -53,11 +55,22 @@ public:
         destination.borrowed_ = bytes;
         return destination;
     }
+    // A slot of `memory`'s arena, taken when the first block arrives (PieceMemory::bind): a
+    // piece leased and requested ahead, whose bytes have not begun to come, holds no memory.
+    static PieceDestination bound_on_first_use(PieceMemory& memory, std::uint64_t lease_id,
+                                               std::uint32_t size) {
+        PieceDestination destination;
+        destination.binder_ = &memory;
+        destination.lease_id_ = lease_id;
+        destination.unbound_size_ = size;
+        return destination;
+    }
 
     // Computed on each call rather than stored: a view into `owned_` must survive moves.
-    std::span<std::uint8_t> bytes() { return owns() ? std::span<std::uint8_t>(owned_) : borrowed_; }
+    std::span<std::uint8_t> bytes();
     std::uint32_t size() const {
-        return static_cast<std::uint32_t>(owns() ? owned_.size() : borrowed_.size());
+        if (owns()) return static_cast<std::uint32_t>(owned_.size());
+        return binder_ != nullptr ? unbound_size_ : static_cast<std::uint32_t>(borrowed_.size());
     }
     // The buffer when owned; empty when the bytes live elsewhere.
     PieceBuffer take_owned() { return std::move(owned_); }
@@ -67,6 +80,9 @@ private:
 
     std::span<std::uint8_t> borrowed_;
     PieceBuffer owned_;
+    PieceMemory* binder_ = nullptr;
+    std::uint64_t lease_id_ = 0;
+    std::uint32_t unbound_size_ = 0;
 };
 
 struct BlockRequest {

@@ -1,6 +1,7 @@
 #include "peer_worker/piece_memory.hpp"
 
 #include <stdexcept>
+#include <string>
 
 namespace pw::peer_worker {
 
@@ -17,16 +18,27 @@ std::optional<PieceDestination> PieceMemory::reserve(std::uint64_t lease_id, std
         return std::nullopt;
     }
     if (arena_) {
-        if (size > arena_->info().slot_size) return std::nullopt;
-        const auto slot = arena_->acquire(lease_id);
-        if (!slot) return std::nullopt;
-        undelivered_[lease_id] = Held{slot, size};
-        return PieceDestination::borrowed(arena_->bytes(*slot).first(size));
+        if (size > arena_->info().slot_size || room(size) == 0) return std::nullopt;
+        undelivered_[lease_id] = Held{std::nullopt, size};
+        return PieceDestination::bound_on_first_use(*this, lease_id, size);
     }
     if (buffer_bytes_ + size > max_bytes_) return std::nullopt;
     buffer_bytes_ += size;
     undelivered_[lease_id] = Held{std::nullopt, size};
     return PieceDestination::owned(size);
+}
+
+std::span<std::uint8_t> PieceMemory::bind(std::uint64_t lease_id) {
+    const auto found = undelivered_.find(lease_id);
+    if (!arena_ || found == undelivered_.end()) {
+        throw std::logic_error("PieceMemory::bind: lease " + std::to_string(lease_id) + " holds no room");
+    }
+    Held& held = found->second;
+    if (!held.slot) {
+        held.slot = arena_->acquire(lease_id);
+        if (!held.slot) throw std::logic_error("PieceMemory::bind: more leases than slots");
+    }
+    return arena_->bytes(*held.slot).first(held.size);
 }
 
 std::optional<std::uint32_t> PieceMemory::slot_of(std::uint64_t lease_id) const {
@@ -43,7 +55,7 @@ void PieceMemory::release(std::uint64_t lease_id) {
     const auto found = undelivered_.find(lease_id);
     if (found == undelivered_.end()) return;
     if (found->second.slot) arena_->release(*found->second.slot);
-    else buffer_bytes_ -= found->second.size;
+    else if (!arena_) buffer_bytes_ -= found->second.size;
     undelivered_.erase(found);
 }
 
@@ -53,7 +65,7 @@ void PieceMemory::delivered(std::uint64_t lease_id) {
     // A slot stays taken: the verifier and the writer read it in place. A buffer is
     // ZeroMQ's now, bounded by the socket's high-water mark instead.
     if (found->second.slot) delivered_slots_[lease_id] = *found->second.slot;
-    else buffer_bytes_ -= found->second.size;
+    else if (!arena_) buffer_bytes_ -= found->second.size;
     undelivered_.erase(found);
 }
 
@@ -78,7 +90,7 @@ std::size_t PieceMemory::free_delivered(const bus::v1::SlotsFreed& freed) {
 }
 
 std::uint64_t PieceMemory::room(std::uint32_t piece_length) const {
-    if (arena_) return arena_->free_slots();
+    if (arena_) return arena_->info().slot_count - taken_slots();
     if (piece_length == 0 || buffer_bytes_ >= max_bytes_) return 0;
     return (max_bytes_ - buffer_bytes_) / piece_length;
 }
@@ -86,7 +98,7 @@ std::uint64_t PieceMemory::room(std::uint32_t piece_length) const {
 std::uint64_t PieceMemory::held_bytes() const {
     if (!arena_) return buffer_bytes_;
     const auto& info = arena_->info();
-    return std::uint64_t{info.slot_count - arena_->free_slots()} * info.slot_size;
+    return std::uint64_t{taken_slots()} * info.slot_size;
 }
 
 }  // namespace pw::peer_worker

@@ -1,15 +1,19 @@
 #pragma once
 // Where the worker's pieces live while it holds them, and how much room is left for more.
 //
-// With an arena (stages on one machine) a lease gets a slot when it is accepted; the piece is
-// assembled in it, and the slot stays taken after delivery, because the verifier and the
-// writer read the bytes in place, until SlotsFreed says they are done. Without one, a lease
+// With an arena (stages on one machine) a lease is counted against the arena's slots when it
+// is accepted, but takes a slot only when its first block arrives (bind): a peer's pipeline
+// runs a piece or more ahead of what has arrived, and slots the bytes never touched yet would
+// be memory held for nothing (16 slow peers held 32 slots where 20 were ever written). The
+// piece is assembled in its slot, and the slot stays taken after delivery, because the
+// verifier and the writer read the bytes in place, until SlotsFreed says they are done. Without one, a lease
 // gets a buffer of its own, which becomes ZeroMQ's (a frame) once delivered. Either way a
 // lease that ends before delivery gives its room back at once.
 #include <cstdint>
 #include <memory>
 #include <memory_resource>
 #include <optional>
+#include <span>
 #include <unordered_map>
 
 #include "core/bus/bus.hpp"
@@ -31,6 +35,9 @@ public:
     // Room for the piece of `lease_id`, `size` bytes; nullopt when the worker holds all it may
     // (or the lease is 0 or held already).
     std::optional<PieceDestination> reserve(std::uint64_t lease_id, std::uint32_t size);
+    // The slot of a reserved lease, taken now if it has none yet; its `size` bytes. Never
+    // fails: every reserved lease was counted against the arena's slots.
+    std::span<std::uint8_t> bind(std::uint64_t lease_id);
     // The slot of a lease, before or after delivery; nullopt without one.
     std::optional<std::uint32_t> slot_of(std::uint64_t lease_id) const;
     // The lease ended before its piece left (cancelled, released, refused). Unknown: ignored.
@@ -48,6 +55,11 @@ public:
     std::size_t delivered_count() const { return delivered_slots_.size(); }
 
 private:
+    // Counted against the arena: reserved (bound or not) and delivered-but-not-freed leases.
+    std::uint32_t taken_slots() const {
+        return static_cast<std::uint32_t>(undelivered_.size() + delivered_slots_.size());
+    }
+
     struct Held {
         std::optional<std::uint32_t> slot;
         std::uint32_t size = 0;

@@ -537,12 +537,19 @@ TEST(PieceMemory, ArenaSlotIsTakenOnLeaseAndFreedWhenTheLeaseEndsEarly) {
     auto destination = memory.reserve(11, 40000);
     ASSERT_TRUE(destination.has_value());
     EXPECT_EQ(destination->size(), 40000u);
+    // Counted at once, but no slot is touched before the first block arrives.
+    EXPECT_FALSE(memory.slot_of(11).has_value());
+    EXPECT_EQ(slots.free_slots(), 3u);
+    EXPECT_EQ(memory.room(65536), 2u);
+    EXPECT_EQ(memory.held_bytes(), 65536u);
+    const std::span<std::uint8_t> bytes = destination->bytes();  // the first block's copy
     const auto slot = memory.slot_of(11);
     ASSERT_TRUE(slot.has_value());
     EXPECT_EQ(slots.tag(*slot), 11u);  // tagged before the first byte is written
-    EXPECT_EQ(destination->bytes().data(), slots.bytes(*slot).data());
+    EXPECT_EQ(bytes.data(), slots.bytes(*slot).data());
+    EXPECT_EQ(bytes.size(), 40000u);
+    EXPECT_EQ(destination->bytes().data(), bytes.data());  // bound once
     EXPECT_EQ(memory.room(65536), 2u);
-    EXPECT_EQ(memory.held_bytes(), 65536u);
     EXPECT_FALSE(memory.reserve(11, 40000).has_value());  // one slot per lease
     EXPECT_FALSE(memory.reserve(0, 40000).has_value());   // 0 tags a free slot
     EXPECT_FALSE(memory.reserve(12, 65537).has_value());  // larger than a slot
@@ -564,12 +571,40 @@ TEST(PieceMemory, NoFreeSlotRefusesTheLease) {
     EXPECT_FALSE(memory.reserve(3, 16384).has_value());
 }
 
+// Leases requested ahead whose bytes never began to come touch no slot; the slot a piece
+// gets is the one given back last, already in memory, so the arena's resident size follows
+// the pieces actually being written rather than the cap.
+TEST(PieceMemory, SlotsAreTakenByArrivingBytesAndReusedLastFreedFirst) {
+    auto arena = std::make_unique<bus::PieceArena>(16384, 3);
+    bus::PieceArena& slots = *arena;
+    PieceMemory memory(std::move(arena));
+    const std::uint64_t id = memory.arena()->id;
+    auto first = memory.reserve(1, 16384);
+    auto second = memory.reserve(2, 16384);
+    auto third = memory.reserve(3, 16384);
+    ASSERT_TRUE(first && second && third);
+    EXPECT_EQ(memory.room(16384), 0u);
+    EXPECT_FALSE(memory.reserve(4, 16384).has_value());
+    const std::uint8_t* written = second->bytes().data();
+    EXPECT_EQ(slots.free_slots(), 2u);
+    memory.delivered(2);
+    EXPECT_EQ(memory.free_delivered(slots_freed(id, {2})), 1u);
+    memory.release(3);  // cancelled before a byte came
+    auto fourth = memory.reserve(4, 16384);
+    ASSERT_TRUE(fourth);
+    EXPECT_EQ(fourth->bytes().data(), written);
+}
+
 TEST(PieceMemory, DeliveredSlotsStayTakenUntilSlotsFreed) {
     auto arena = std::make_unique<bus::PieceArena>(16384, 4);
     bus::PieceArena& slots = *arena;
     PieceMemory memory(std::move(arena));
     const std::uint64_t id = memory.arena()->id;
-    for (std::uint64_t lease = 1; lease <= 3; ++lease) ASSERT_TRUE(memory.reserve(lease, 16384));
+    for (std::uint64_t lease = 1; lease <= 3; ++lease) {
+        auto destination = memory.reserve(lease, 16384);
+        ASSERT_TRUE(destination);
+        (void)destination->bytes();  // its blocks arrived
+    }
     memory.delivered(1);
     memory.delivered(2);
     memory.delivered(3);
@@ -592,7 +627,9 @@ TEST(PieceMemory, DeliveredSlotsStayTakenUntilSlotsFreed) {
     EXPECT_EQ(memory.free_delivered(slots_freed(id, {1})), 0u);  // once
 
     // all_delivered: the verifier or writer died; its arena id does not matter.
-    ASSERT_TRUE(memory.reserve(4, 16384));
+    auto fourth = memory.reserve(4, 16384);
+    ASSERT_TRUE(fourth);
+    (void)fourth->bytes();
     EXPECT_EQ(memory.free_delivered(slots_freed(0, {}, true)), 2u);
     EXPECT_EQ(memory.delivered_count(), 0u);
     EXPECT_EQ(memory.room(16384), 3u);  // the undelivered lease keeps its slot
