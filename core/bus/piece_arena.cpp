@@ -25,6 +25,20 @@ struct Header {
     std::uint32_t slot_count;
 };
 
+#ifndef MADV_POPULATE_READ  // Linux 5.14; older C headers lack the names
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+
+// A slot's pages enter a process's page tables once, with one call, instead of one page fault
+// per 4 KiB the first time the slot is used (256 per 1 MiB slot, in the worker, the verifier
+// and the writer each): page faults are dear on a VM, 80 to 100 ms per run in the worker
+// alone. Only slots in use are populated, so the resident arena stays what the pieces need.
+// Kernels without MADV_POPULATE_* refuse it, and the pages fault in as before.
+void populate_slot(const std::byte* start, std::size_t length, int advice) {
+    (void)::madvise(const_cast<std::byte*>(start), length, advice);
+}
+
 std::size_t round_up(std::size_t n) { return (n + kPage - 1) / kPage * kPage; }
 std::size_t tags_offset() { return kPage; }
 std::size_t slots_offset(std::uint32_t slot_count) {
@@ -93,6 +107,7 @@ PieceArena::PieceArena(std::uint32_t slot_size, std::uint32_t slot_count) {
     std::memcpy(base_, &header, sizeof header);
     info_.path = "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(fd_);
     in_use_.assign(slot_count, false);
+    populated_.assign(slot_count, false);
     free_.reserve(slot_count);
     for (std::uint32_t slot = slot_count; slot > 0; --slot) free_.push_back(slot - 1);
 }
@@ -107,6 +122,11 @@ std::optional<std::uint32_t> PieceArena::acquire(std::uint64_t lease_id) {
     const std::uint32_t slot = free_.back();
     free_.pop_back();
     in_use_[slot] = true;
+    if (!populated_[slot]) {
+        populate_slot(base_ + slots_offset(info_.slot_count) + slot_stride(info_.slot_size) * slot,
+                      slot_stride(info_.slot_size), MADV_POPULATE_WRITE);
+        populated_[slot] = true;
+    }
     auto* tags = reinterpret_cast<std::uint64_t*>(base_ + tags_offset());
     __atomic_store_n(&tags[slot], lease_id, __ATOMIC_RELAXED);
     // The new tag is visible before any byte of the new piece: a reader that saw some of
@@ -143,7 +163,7 @@ ArenaReader::~ArenaReader() {
     }
 }
 
-Result<const ArenaReader::Mapping*> ArenaReader::find_or_map(const ArenaInfo& arena) {
+Result<ArenaReader::Mapping*> ArenaReader::find_or_map(const ArenaInfo& arena) {
     for (auto it = maps_.begin(); it != maps_.end(); ++it) {
         if (it->id == arena.id && it->path == arena.path) {
             if (it != maps_.begin()) maps_.splice(maps_.begin(), maps_, it);
@@ -178,7 +198,8 @@ Result<const ArenaReader::Mapping*> ArenaReader::find_or_map(const ArenaInfo& ar
         maps_.pop_back();
     }
     maps_.push_front(Mapping{arena.path, arena.id, arena.slot_size, arena.slot_count,
-                             static_cast<const std::byte*>(base), expected});
+                             static_cast<const std::byte*>(base), expected,
+                             std::vector<bool>(arena.slot_count, false)});
     return &maps_.front();
 }
 
@@ -187,7 +208,7 @@ Result<std::span<const std::uint8_t>> ArenaReader::view(const ArenaInfo& arena, 
                                                         std::uint64_t lease_id) {
     auto mapped = find_or_map(arena);
     if (!mapped) return mapped.error();
-    const Mapping& mapping = *mapped.value();
+    Mapping& mapping = *mapped.value();
     if (slot >= mapping.slot_count) {
         return make_error("slot " + std::to_string(slot) + " is beyond the arena's " +
                           std::to_string(mapping.slot_count));
@@ -200,9 +221,13 @@ Result<std::span<const std::uint8_t>> ArenaReader::view(const ArenaInfo& arena, 
         return make_error("slot " + std::to_string(slot) + " no longer holds lease " +
                           std::to_string(lease_id));
     }
-    const auto* start = reinterpret_cast<const std::uint8_t*>(
-        mapping.base + slots_offset(mapping.slot_count) + slot_stride(mapping.slot_size) * slot);
-    return std::span<const std::uint8_t>(start, size);
+    const std::byte* slot_start =
+        mapping.base + slots_offset(mapping.slot_count) + slot_stride(mapping.slot_size) * slot;
+    if (!mapping.populated[slot]) {
+        populate_slot(slot_start, slot_stride(mapping.slot_size), MADV_POPULATE_READ);
+        mapping.populated[slot] = true;
+    }
+    return std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(slot_start), size);
 }
 
 bool ArenaReader::still_holds(const ArenaInfo& arena, std::uint32_t slot, std::uint64_t lease_id) {

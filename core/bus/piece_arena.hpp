@@ -63,6 +63,7 @@ private:
     std::size_t mapped_ = 0;
     std::vector<std::uint32_t> free_;  // a stack
     std::vector<bool> in_use_;
+    std::vector<bool> populated_;  // its pages are in our page tables (see populate_slot)
 };
 
 // The readers' side (verifier, writer): maps arenas read-only on first use and keeps the
@@ -93,8 +94,9 @@ private:
         std::uint32_t slot_count = 0;
         const std::byte* base = nullptr;
         std::size_t length = 0;
+        std::vector<bool> populated;  // slots whose pages are in our page tables
     };
-    Result<const Mapping*> find_or_map(const ArenaInfo& arena);
+    Result<Mapping*> find_or_map(const ArenaInfo& arena);
 
     std::size_t max_arenas_;
     std::list<Mapping> maps_;  // most recently used first
