@@ -173,10 +173,10 @@ TEST_F(SessionTest, AsksForWorkOnlyWhenUnchokedAndSomethingIsAvailable) {
     EXPECT_EQ(session.pieces_wanted(t0), 0u);  // still choking
     ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
     const auto wanted = session.pieces_wanted(t0);
-    // The initial depth plus half a pipeline queued, in pieces of 4 blocks, but never less
-    // than a request's floor: small pieces are asked for in bigger handfuls.
+    // The initial depth plus a pipeline queued, in pieces of 4 blocks, but never less than a
+    // request's floor: small pieces are asked for in bigger handfuls.
     constexpr std::uint32_t kDepth = PipelineSizer::kInitialDepth;
-    static_assert(kDepth + kDepth / 2 < PeerSession::kMinRequestBlocks);
+    static_assert(2 * kDepth <= PeerSession::kMinRequestBlocks);
     EXPECT_EQ(wanted, PeerSession::kMinRequestBlocks / 4);
     session.note_work_requested(t0);
     EXPECT_EQ(session.pieces_wanted(t0 + 100ms), 0u);  // waiting for the answer
