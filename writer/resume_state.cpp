@@ -1,6 +1,7 @@
 #include "writer/resume_state.hpp"
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
@@ -228,8 +229,16 @@ bool PieceChecker::check(PieceIndex piece) {
 
 std::optional<PieceBits> PieceChecker::check_all(const std::function<bool()>& keep_going) {
     PieceBits done(torrent_->piece_count());
+    // Asked before the first piece, then at most every kAskPeriod: asking per piece polled the
+    // control socket 262,144 times for 4 GiB of 16 KiB pieces, about a second of system calls
+    // spent before the first lease could go out, even with no file on disk.
+    constexpr auto kAskPeriod = std::chrono::milliseconds(20);
+    auto next_ask = std::chrono::steady_clock::time_point::min();
     for (std::uint32_t i = 0; i < torrent_->piece_count(); ++i) {
-        if (!keep_going()) return std::nullopt;
+        if (const auto now = std::chrono::steady_clock::now(); now >= next_ask) {
+            if (!keep_going()) return std::nullopt;
+            next_ask = now + kAskPeriod;
+        }
         if (check(PieceIndex{i})) done.set(PieceIndex{i});
     }
     open_fd_.reset();

@@ -72,7 +72,8 @@ std::vector<FileStamp> stamp_files(int root_fd, const Torrent& torrent);
 class PieceChecker {
 public:
     PieceChecker(const Torrent& torrent, int root_fd);
-    // Every piece; `keep_going` is asked between pieces and stops the check when false.
+    // Every piece; `keep_going` is asked before the first and then every 20 ms or so (between
+    // pieces), and stops the check when false.
     std::optional<PieceBits> check_all(const std::function<bool()>& keep_going);
     bool check(PieceIndex piece);
 

@@ -1028,8 +1028,8 @@ TEST(ResumeBook, StopsWhenAskedDuringTheCheck) {
     ASSERT_TRUE(root.ok());
     ResumeBook book(t.torrent, root->get(), (dir.path() / "state").string());
     int asked = 0;
-    EXPECT_FALSE(book.start([&] { return ++asked < 3; }).has_value());
-    EXPECT_EQ(asked, 3);
+    EXPECT_FALSE(book.start([&] { return ++asked < 1; }).has_value());
+    EXPECT_EQ(asked, 1);  // before the first piece: nothing was read
 }
 
 TEST(WriterStage, SendsResumeStateFirstAndSavesTheRecordAtShutdown) {
