@@ -34,7 +34,9 @@ struct ServiceConfig {
     std::chrono::milliseconds completion_grace{2'000};
     std::chrono::milliseconds write_retry_delay{1'000};
     unsigned max_write_failures_in_a_row = 10;
-    std::uint32_t max_leases_per_request = 64;
+    // A fast peer's pipeline of 16 KiB pieces wants a few hundred at a time; each request is a
+    // round trip through this loop, so a small cap multiplies them (4 MiB of 16 KiB pieces).
+    std::uint32_t max_leases_per_request = 256;
     SchedulerOptions scheduler;
     PeerDirectoryOptions directory;
     std::string peer_id;  // 20 bytes; made at random when empty

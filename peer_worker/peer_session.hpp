@@ -34,8 +34,8 @@ struct SessionLimits {
     // Blocks we did not ask for that a peer may send (besides those explained by our
     // cancels and by chokes voiding requests) before we drop it.
     std::uint32_t unrequested_allowance = 8;
-    // Most pieces asked for in one WorkRequest.
-    std::uint32_t max_pieces_per_request = 64;
+    // Most pieces asked for in one WorkRequest (the orchestrator grants up to 256).
+    std::uint32_t max_pieces_per_request = 256;
 };
 
 // What a peer has, as reported to the orchestrator: the whole bitfield once (or have_all),
