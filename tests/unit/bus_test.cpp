@@ -260,36 +260,38 @@ TEST(ControlLink, HandshakeGivesUpWhenNobodyAnswers) {
     EXPECT_THROW(link.handshake(), std::runtime_error);
 }
 
-TEST(ControlLink, TickReportsTheOrchestratorDeadAfterSilence) {
+// A writer's link, welcomed by a fake orchestrator that beats every `heartbeat_ms`.
+struct WelcomedLink {
+    WelcomedLink(std::uint32_t heartbeat_ms, Timing timing)
+        : orchestrator(context, heartbeat_ms),
+          link(context, orchestrator.endpoint(), "writer-test", v1::ROLE_WRITER, timing) {
+        (void)link.handshake();
+    }
     zmq::context_t context;
+    FakeOrchestrator orchestrator;
+    ControlLink link;
+};
+
+TEST(ControlLink, TickReportsTheOrchestratorDeadAfterSilence) {
     // The Welcome's period (50 ms) replaces the link's own (an hour): silence is then judged
     // by the orchestrator's clock, 3 x 50 ms here.
-    FakeOrchestrator orchestrator(context, 50);
-    ControlLink link(context, orchestrator.endpoint(), "writer-test", v1::ROLE_WRITER,
-                     Timing{3600s, 3, 5000ms});
-    (void)link.handshake();
-    EXPECT_LE(link.until_next_tick(), 50ms);
+    WelcomedLink welcomed(50, Timing{3600s, 3, 5000ms});
+    EXPECT_LE(welcomed.link.until_next_tick(), 50ms);
     std::this_thread::sleep_for(400ms);
-    EXPECT_FALSE(link.tick(v1::Heartbeat{}));
+    EXPECT_FALSE(welcomed.link.tick(v1::Heartbeat{}));
 }
 
 TEST(ControlLink, TickKeepsTheLinkAliveWhileTheOrchestratorSpeaks) {
-    zmq::context_t context;
-    FakeOrchestrator orchestrator(context, 60'000);
-    ControlLink link(context, orchestrator.endpoint(), "writer-test", v1::ROLE_WRITER,
-                     Timing{100ms, 5, 5000ms});
-    (void)link.handshake();
-    EXPECT_TRUE(link.tick(v1::Heartbeat{}));
+    WelcomedLink welcomed(60'000, Timing{100ms, 5, 5000ms});
+    EXPECT_TRUE(welcomed.link.tick(v1::Heartbeat{}));
 }
 
 // A busy stage sends something every few milliseconds; its heartbeats (the only carriers of
 // its counters, such as the peers the progress line shows) must still go out every period.
 TEST(ControlLink, HeartbeatsGoOutWhileOtherMessagesFlow) {
-    zmq::context_t context;
-    FakeOrchestrator orchestrator(context, 50);
-    ControlLink link(context, orchestrator.endpoint(), "peer_worker-test", v1::ROLE_PEER_WORKER,
-                     Timing{3600s, 100, 5000ms});
-    (void)link.handshake();
+    WelcomedLink welcomed(50, Timing{3600s, 100, 5000ms});
+    ControlLink& link = welcomed.link;
+    FakeOrchestrator& orchestrator = welcomed.orchestrator;
     v1::Heartbeat stats;
     stats.set_peers_connected(7);
     const auto end = std::chrono::steady_clock::now() + 300ms;
