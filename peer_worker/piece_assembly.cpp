@@ -1,18 +1,17 @@
 #include "peer_worker/piece_assembly.hpp"
 
-#include "peer_worker/piece_memory.hpp"
-
 #include <algorithm>
 #include <cstring>
 
 #include "core/geometry.hpp"
+#include "peer_worker/piece_memory.hpp"
 
 namespace pw::peer_worker {
 
 std::span<std::uint8_t> PieceDestination::bytes() {
     if (owns()) return owned_;
-    if (borrowed_.empty() && binder_ != nullptr) borrowed_ = binder_->bind(lease_id_);
-    return borrowed_;
+    if (bound_.empty() && binder_ != nullptr) bound_ = binder_->bind(lease_id_);
+    return bound_;
 }
 
 PieceAssembly::PieceAssembly(PieceIndex piece, std::uint64_t lease_id,

@@ -50,11 +50,6 @@ public:
         destination.owned_.resize(size);
         return destination;
     }
-    static PieceDestination borrowed(std::span<std::uint8_t> bytes) {
-        PieceDestination destination;
-        destination.borrowed_ = bytes;
-        return destination;
-    }
     // A slot of `memory`'s arena, taken when the first block arrives (PieceMemory::bind): a
     // piece leased and requested ahead, whose bytes have not begun to come, holds no memory.
     static PieceDestination bound_on_first_use(PieceMemory& memory, std::uint64_t lease_id,
@@ -62,7 +57,7 @@ public:
         PieceDestination destination;
         destination.binder_ = &memory;
         destination.lease_id_ = lease_id;
-        destination.unbound_size_ = size;
+        destination.size_in_slot_ = size;
         return destination;
     }
 
@@ -70,7 +65,7 @@ public:
     std::span<std::uint8_t> bytes();
     std::uint32_t size() const {
         if (owns()) return static_cast<std::uint32_t>(owned_.size());
-        return binder_ != nullptr ? unbound_size_ : static_cast<std::uint32_t>(borrowed_.size());
+        return size_in_slot_;
     }
     // The buffer when owned; empty when the bytes live elsewhere.
     PieceBuffer take_owned() { return std::move(owned_); }
@@ -78,11 +73,11 @@ public:
 private:
     bool owns() const { return !owned_.empty(); }
 
-    std::span<std::uint8_t> borrowed_;
     PieceBuffer owned_;
+    std::span<std::uint8_t> bound_;  // the arena slot, once bound
     PieceMemory* binder_ = nullptr;
     std::uint64_t lease_id_ = 0;
-    std::uint32_t unbound_size_ = 0;
+    std::uint32_t size_in_slot_ = 0;
 };
 
 struct BlockRequest {

@@ -292,18 +292,20 @@ TEST_F(SessionTest, LeasesDroppedAheadOfTheRequestsLeaveTheRestToBeRequested) {
     EXPECT_GT(session.pieces_wanted(t0 + 10ms), 0u);
 }
 
-TEST_F(SessionTest, PiecesAssembleInBorrowedMemoryOfTheirExactSize) {
+TEST_F(SessionTest, PiecesAssembleInArenaSlotsOfTheirExactSize) {
     handshake();
     ASSERT_TRUE(deliver(wire::Have{PieceIndex{9}}, t0).ok());
     ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
     sent_messages(session);
-    // A slot is larger than the short last piece; a bigger or smaller view is refused.
-    std::vector<std::uint8_t> slot(65536, 0);
-    EXPECT_FALSE(session.add_lease(PieceIndex{9}, 7, PieceDestination::borrowed(slot)));
-    EXPECT_FALSE(session.add_lease(PieceIndex{9}, 7,
-                                   PieceDestination::borrowed(std::span(slot).first(100))));
-    ASSERT_TRUE(session.add_lease(PieceIndex{9}, 7,
-                                  PieceDestination::borrowed(std::span(slot).first(40000))));
+    // A destination bigger or smaller than the short last piece is refused.
+    EXPECT_FALSE(session.add_lease(PieceIndex{9}, 7, PieceDestination::owned(65536)));
+    EXPECT_FALSE(session.add_lease(PieceIndex{9}, 7, PieceDestination::owned(100)));
+    auto arena = std::make_unique<bus::PieceArena>(65536, 1);
+    bus::PieceArena& slots = *arena;
+    PieceMemory memory(std::move(arena));
+    auto destination = memory.reserve(7, 40000);
+    ASSERT_TRUE(destination);
+    ASSERT_TRUE(session.add_lease(PieceIndex{9}, 7, std::move(*destination)));
     session.fill_requests(t0, true);
     for (const auto& r : only<wire::Request>(sent_messages(session))) {
         auto data = block_bytes(r.length.get(), 0x5A);
@@ -313,8 +315,11 @@ TEST_F(SessionTest, PiecesAssembleInBorrowedMemoryOfTheirExactSize) {
     const auto& done = session.completed().front();
     EXPECT_EQ(done.size, 40000u);
     EXPECT_TRUE(done.data.empty());  // the bytes are in the slot already
-    EXPECT_EQ(std::count(slot.begin(), slot.begin() + 40000, 0x5A), 40000);
-    EXPECT_EQ(std::count(slot.begin() + 40000, slot.end(), 0), 65536 - 40000);
+    const auto slot = memory.slot_of(7);
+    ASSERT_TRUE(slot.has_value());
+    const std::span<std::uint8_t> bytes = slots.bytes(*slot);
+    EXPECT_EQ(std::count(bytes.begin(), bytes.begin() + 40000, 0x5A), 40000);
+    EXPECT_EQ(std::count(bytes.begin() + 40000, bytes.end(), 0), 65536 - 40000);
 }
 
 TEST_F(SessionTest, NoRequestsWhileChokedOrUnderBackpressure) {
@@ -477,11 +482,14 @@ TEST(PieceAssembly, VoidedRequestsAreAskedAgainAndUnaskedBlocksRefused) {
     EXPECT_EQ(again->offset.get(), 0u);
 }
 
-TEST(PieceAssembly, WritesStraightIntoBorrowedMemory) {
+TEST(PieceAssembly, WritesStraightIntoItsArenaSlot) {
     const auto now = Clock::now();
-    std::vector<std::uint8_t> memory(kBlockSize + 10 + 8, 0);  // 8 guard bytes after the piece
-    PieceAssembly piece(PieceIndex{1}, 4,
-                        PieceDestination::borrowed(std::span(memory).first(kBlockSize + 10)));
+    auto arena = std::make_unique<bus::PieceArena>(2 * kBlockSize, 1);
+    bus::PieceArena& slots = *arena;
+    PieceMemory memory(std::move(arena));
+    auto destination = memory.reserve(4, kBlockSize + 10);
+    ASSERT_TRUE(destination);
+    PieceAssembly piece(PieceIndex{1}, 4, std::move(*destination));
     EXPECT_EQ(piece.size(), kBlockSize + 10);
     EXPECT_EQ(piece.block_count(), 2u);
     while (piece.request_next(now)) {
@@ -494,10 +502,13 @@ TEST(PieceAssembly, WritesStraightIntoBorrowedMemory) {
               PieceAssembly::BlockResult::accepted);
     ASSERT_TRUE(piece.complete());
     EXPECT_TRUE(piece.take_buffer().empty());  // nothing owned: the bytes are in place
-    EXPECT_EQ(memory[0], 0x11);
-    EXPECT_EQ(memory[kBlockSize - 1], 0x11);
-    EXPECT_EQ(memory[kBlockSize + 9], 0x22);
-    EXPECT_EQ(std::count(memory.end() - 8, memory.end(), 0), 8);
+    const std::span<std::uint8_t> memory_of_slot = slots.bytes(*memory.slot_of(4));
+    EXPECT_EQ(memory_of_slot[0], 0x11);
+    EXPECT_EQ(memory_of_slot[kBlockSize - 1], 0x11);
+    EXPECT_EQ(memory_of_slot[kBlockSize + 9], 0x22);
+    // Nothing past the piece's end is touched.
+    EXPECT_EQ(std::count(memory_of_slot.begin() + kBlockSize + 10, memory_of_slot.end(), 0),
+              kBlockSize - 10);
 }
 
 TEST(PieceAssembly, AnOwnedBufferSurvivesMoves) {
