@@ -14,9 +14,9 @@ public:
     // A fresh peer starts with 512 KiB in flight: it doubles per window from there for a fast
     // peer, halves for a slow one. Each peer leases up to 2 x depth (a request at least 1 MiB),
     // in whole pieces, before anything is measured; the worker's piece cap is shared first
-    // come, first served, so deeper starts let the first peers unchoked take it all (at 128
-    // blocks, 16 peers x 3 MiB against 32 MiB: the last peers got no lease for seconds) and
-    // set the worker's peak memory, which it keeps.
+    // come, first served, so deeper starts let the first peers unchoked take it all (starting
+    // at 128 blocks and leasing 1.5 x that, 16 peers x 3 MiB against 32 MiB: the last peers
+    // got no lease for seconds) and set the worker's peak memory, which it keeps.
     static constexpr std::uint32_t kInitialDepth = 32;
     static constexpr std::uint32_t kMinDepth = 16;
     static constexpr std::uint32_t kMaxDepth = 500;
