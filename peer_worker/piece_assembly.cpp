@@ -10,8 +10,29 @@ namespace pw::peer_worker {
 
 std::span<std::uint8_t> PieceDestination::bytes() {
     if (owns()) return owned_;
-    if (bound_.empty() && binder_ != nullptr) bound_ = binder_->bind(lease_id_);
+    if (bound_.empty() && binder_ != nullptr) bound_ = binder_->bind(lease_id_, bound_cold_);
     return bound_;
+}
+
+std::uint32_t PieceDestination::chunk_size() const {
+    constexpr std::uint32_t kChunks = 16;
+    constexpr std::uint32_t kMinChunk = 64 * 1024;
+    return std::max(kMinChunk, (size() + kChunks - 1) / kChunks);
+}
+
+std::span<std::uint8_t> PieceDestination::range_to_write(std::uint32_t offset, std::uint32_t length) {
+    const auto all = bytes();
+    const auto range = all.subspan(offset, length);
+    if (!bound_cold_ || length == 0) return range;
+    const std::uint32_t chunk = chunk_size();
+    for (std::uint32_t index = offset / chunk; index <= (offset + length - 1) / chunk; ++index) {
+        const auto bit = static_cast<std::uint16_t>(1u << index);
+        if ((chunks_in_ & bit) != 0) continue;
+        chunks_in_ = static_cast<std::uint16_t>(chunks_in_ | bit);
+        const std::uint32_t start = index * chunk;
+        bus::fault_in_for_write(all.subspan(start, std::min(chunk, size() - start)));
+    }
+    return range;
 }
 
 PieceAssembly::PieceAssembly(PieceIndex piece, std::uint64_t lease_id,
@@ -50,7 +71,8 @@ PieceAssembly::BlockResult PieceAssembly::add_block(BlockOffset offset,
         case BlockState::needed: return BlockResult::not_requested;
         case BlockState::requested: break;
     }
-    std::memcpy(destination_.bytes().data() + offset.get(), data.data(), data.size());
+    std::memcpy(destination_.range_to_write(offset.get(), block_length(block)).data(), data.data(),
+                data.size());
     state.state = BlockState::received;
     latency = now - state.requested_at;
     --requested_;

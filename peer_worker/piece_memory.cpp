@@ -12,14 +12,15 @@ PieceMemory::PieceMemory(std::unique_ptr<bus::PieceArena> arena) : arena_(std::m
     max_bytes_ = std::uint64_t{arena_->info().slot_size} * arena_->info().slot_count;
 }
 
-std::optional<PieceDestination> PieceMemory::reserve(std::uint64_t lease_id, std::uint32_t size) {
+std::optional<PieceDestination> PieceMemory::reserve(std::uint64_t lease_id, std::uint32_t size,
+                                                     bus::PieceArena::Fill fill) {
     if (lease_id == 0 || size == 0 || undelivered_.count(lease_id) != 0 ||
         delivered_slots_.count(lease_id) != 0) {
         return std::nullopt;
     }
     if (arena_) {
         if (size > arena_->info().slot_size || room(size) == 0) return std::nullopt;
-        undelivered_[lease_id] = Held{std::nullopt, size};
+        undelivered_[lease_id] = Held{std::nullopt, size, fill};
         return PieceDestination::bound_on_first_use(*this, lease_id, size);
     }
     if (buffer_bytes_ + size > max_bytes_) return std::nullopt;
@@ -28,16 +29,17 @@ std::optional<PieceDestination> PieceMemory::reserve(std::uint64_t lease_id, std
     return PieceDestination::owned(size);
 }
 
-std::span<std::uint8_t> PieceMemory::bind(std::uint64_t lease_id) {
+std::span<std::uint8_t> PieceMemory::bind(std::uint64_t lease_id, bool& cold) {
     const auto found = undelivered_.find(lease_id);
     if (!arena_ || found == undelivered_.end()) {
         throw std::logic_error("PieceMemory::bind: lease " + std::to_string(lease_id) + " holds no room");
     }
     Held& held = found->second;
     if (!held.slot) {
-        held.slot = arena_->acquire(lease_id);
+        held.slot = arena_->acquire(lease_id, held.fill);
         if (!held.slot) throw std::logic_error("PieceMemory::bind: more leases than slots");
     }
+    cold = arena_->cold(*held.slot);
     return arena_->bytes(*held.slot).first(held.size);
 }
 

@@ -34,10 +34,13 @@ public:
 
     // Room for the piece of `lease_id`, `size` bytes; nullopt when the worker holds all it may
     // (or the lease is 0 or held already).
-    std::optional<PieceDestination> reserve(std::uint64_t lease_id, std::uint32_t size);
+    // `fill`: how its slot's memory is had (see PieceArena::Fill); buffers ignore it.
+    std::optional<PieceDestination> reserve(std::uint64_t lease_id, std::uint32_t size,
+                                            bus::PieceArena::Fill fill = bus::PieceArena::Fill::warm);
     // The slot of a reserved lease, taken now if it has none yet; its `size` bytes. Never
     // fails: every reserved lease was counted against the arena's slots.
-    std::span<std::uint8_t> bind(std::uint64_t lease_id);
+    // `cold` says whether the slot's pages come as bytes are written (PieceArena::Fill).
+    std::span<std::uint8_t> bind(std::uint64_t lease_id, bool& cold);
     // The slot of a lease, before or after delivery; nullopt without one.
     std::optional<std::uint32_t> slot_of(std::uint64_t lease_id) const;
     // The lease ended before its piece left (cancelled, released, refused). Unknown: ignored.
@@ -63,6 +66,7 @@ private:
     struct Held {
         std::optional<std::uint32_t> slot;
         std::uint32_t size = 0;
+        bus::PieceArena::Fill fill = bus::PieceArena::Fill::warm;
     };
 
     std::uint64_t max_bytes_ = 0;

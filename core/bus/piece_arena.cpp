@@ -17,6 +17,7 @@ namespace {
 
 constexpr std::uint64_t kMagic = 0x31414e4552415750ull;  // "PWARENA1"
 constexpr std::size_t kPage = 4096;
+constexpr std::uint32_t kRepopulateSlotSize = 256 * 1024;
 
 struct Header {
     std::uint64_t magic;
@@ -74,6 +75,13 @@ std::string errno_text(int error) { return std::strerror(error); }
 
 }  // namespace
 
+void fault_in_for_write(std::span<std::uint8_t> range) {
+    if (range.empty()) return;
+    const auto start = reinterpret_cast<std::uintptr_t>(range.data()) / kPage * kPage;
+    const auto end = reinterpret_cast<std::uintptr_t>(range.data() + range.size());
+    populate_slot(reinterpret_cast<const std::byte*>(start), end - start, MADV_POPULATE_WRITE);
+}
+
 std::size_t arena_file_size(std::uint32_t slot_size, std::uint32_t slot_count) {
     return slots_offset(slot_count) + slot_stride(slot_size) * slot_count;
 }
@@ -107,9 +115,11 @@ PieceArena::PieceArena(std::uint32_t slot_size, std::uint32_t slot_count) {
     std::memcpy(base_, &header, sizeof header);
     info_.path = "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(fd_);
     in_use_.assign(slot_count, false);
+    cold_.assign(slot_count, false);
     populated_.assign(slot_count, false);
-    free_.reserve(slot_count);
-    for (std::uint32_t slot = slot_count; slot > 0; --slot) free_.push_back(slot - 1);
+    free_warm_.reserve(slot_count);
+    free_empty_.reserve(slot_count);
+    for (std::uint32_t slot = slot_count; slot > 0; --slot) free_empty_.push_back(slot - 1);
 }
 
 PieceArena::~PieceArena() {
@@ -117,14 +127,24 @@ PieceArena::~PieceArena() {
     if (fd_ >= 0) ::close(fd_);
 }
 
-std::optional<std::uint32_t> PieceArena::acquire(std::uint64_t lease_id) {
-    if (free_.empty() || lease_id == 0) return std::nullopt;
-    const std::uint32_t slot = free_.back();
-    free_.pop_back();
+std::byte* PieceArena::slot_start(std::uint32_t slot) const {
+    return base_ + slots_offset(info_.slot_count) + slot_stride(info_.slot_size) * slot;
+}
+
+std::optional<std::uint32_t> PieceArena::acquire(std::uint64_t lease_id, Fill fill) {
+    if (lease_id == 0) return std::nullopt;
+    auto& first = fill == Fill::warm ? free_warm_ : free_empty_;
+    auto& second = fill == Fill::warm ? free_empty_ : free_warm_;
+    auto& from = first.empty() ? second : first;
+    if (from.empty()) return std::nullopt;
+    const std::uint32_t slot = from.back();
+    from.pop_back();
     in_use_[slot] = true;
-    if (!populated_[slot]) {
-        populate_slot(base_ + slots_offset(info_.slot_count) + slot_stride(info_.slot_size) * slot,
-                      slot_stride(info_.slot_size), MADV_POPULATE_WRITE);
+    // A cold piece may still get a resident slot when no empty one is left: it holds no more
+    // memory than it already did, and keeps it when released.
+    cold_[slot] = fill == Fill::cold && &from == &free_empty_;
+    if (!cold_[slot] && !populated_[slot]) {
+        populate_slot(slot_start(slot), slot_stride(info_.slot_size), MADV_POPULATE_WRITE);
         populated_[slot] = true;
     }
     auto* tags = reinterpret_cast<std::uint64_t*>(base_ + tags_offset());
@@ -140,7 +160,21 @@ void PieceArena::release(std::uint32_t slot) {
     in_use_[slot] = false;
     auto* tags = reinterpret_cast<std::uint64_t*>(base_ + tags_offset());
     __atomic_store_n(&tags[slot], std::uint64_t{0}, __ATOMIC_RELEASE);
-    free_.push_back(slot);
+    if (cold_[slot]) {
+        // Punching the hole frees the pages in every process that maps the slot; where the
+        // kernel refuses, the slot simply stays resident.
+        if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        static_cast<off_t>(slot_start(slot) - base_),
+                        static_cast<off_t>(slot_stride(info_.slot_size))) == 0) {
+            cold_[slot] = false;
+            populated_[slot] = false;
+            free_empty_.push_back(slot);
+            return;
+        }
+        cold_[slot] = false;
+        populated_[slot] = true;
+    }
+    free_warm_.push_back(slot);
 }
 
 std::span<std::uint8_t> PieceArena::bytes(std::uint32_t slot) {
@@ -223,8 +257,11 @@ Result<std::span<const std::uint8_t>> ArenaReader::view(const ArenaInfo& arena, 
     }
     const std::byte* slot_start =
         mapping.base + slots_offset(mapping.slot_count) + slot_stride(mapping.slot_size) * slot;
-    if (!mapping.populated[slot]) {
-        populate_slot(slot_start, slot_stride(mapping.slot_size), MADV_POPULATE_READ);
+    // A cold slot's pages leave every page table when the worker releases it, which a flag of
+    // ours cannot see: large slots are populated on every use (one call per piece of 256 KiB
+    // or more is nothing beside hashing it), small ones once.
+    if (!mapping.populated[slot] || mapping.slot_size >= kRepopulateSlotSize) {
+        populate_slot(slot_start, round_up(size), MADV_POPULATE_READ);
         mapping.populated[slot] = true;
     }
     return std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(slot_start), size);

@@ -1,8 +1,11 @@
 // The peer worker's parts without peers or sockets: the session state machine, piece
 // assembly, where pieces live (arena slots or buffers), batching and pipeline sizing.
+#include <sys/stat.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -572,6 +575,38 @@ TEST(PieceMemory, ArenaSlotIsTakenOnLeaseAndFreedWhenTheLeaseEndsEarly) {
     memory.release(11);  // again, or unknown: ignored
     memory.release(99);
     EXPECT_EQ(memory.room(65536), 3u);
+}
+
+// A slow peer's piece takes pages as its bytes come, a chunk at a time, and gives them back
+// when its slot is freed: it holds what was written, not its whole size.
+TEST(PieceMemory, AColdPieceTakesPagesAChunkAtATime) {
+    constexpr std::uint32_t kPiece = 1 << 20;
+    auto arena = std::make_unique<bus::PieceArena>(kPiece, 2);
+    const std::string path = arena->info().path;
+    PieceMemory memory(std::move(arena));
+    auto resident = [&] {
+        struct stat info {};
+        EXPECT_EQ(::stat(path.c_str(), &info), 0);
+        return static_cast<std::uint64_t>(info.st_blocks) * 512;
+    };
+    auto destination = memory.reserve(5, kPiece, bus::PieceArena::Fill::cold);
+    ASSERT_TRUE(destination.has_value());
+    EXPECT_EQ(destination->range_to_write(0, 0).size(), 0u);  // binds: tags the slot
+    const std::uint64_t empty = resident();  // the arena's header and tags
+    EXPECT_EQ(empty, 8192u);
+    const std::vector<std::uint8_t> block(kBlockSize, 0x42);
+    auto write_block = [&](std::uint32_t index) {
+        auto range = destination->range_to_write(index * kBlockSize, kBlockSize);
+        std::memcpy(range.data(), block.data(), block.size());
+    };
+    write_block(0);
+    EXPECT_EQ(resident(), empty + 65536);  // a chunk: 1/16 of the piece
+    for (std::uint32_t index = 1; index < 4; ++index) write_block(index);
+    EXPECT_EQ(resident(), empty + 65536);
+    write_block(4);
+    EXPECT_EQ(resident(), empty + 2 * 65536);
+    memory.release(5);
+    EXPECT_EQ(resident(), empty);
 }
 
 TEST(PieceMemory, NoFreeSlotRefusesTheLease) {

@@ -1,5 +1,6 @@
 #include "core/bus/piece_arena.hpp"
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +31,61 @@ TEST(PieceArena, HandsOutEverySlotOnceAndReusesTheLastFreed) {
     arena.release(99);  // unknown: ignored
     EXPECT_EQ(arena.free_slots(), 1u);
     EXPECT_EQ(arena.acquire(5), std::optional<std::uint32_t>(1));
+}
+
+// Bytes of the arena's file the kernel holds pages for.
+std::uint64_t resident_bytes(const PieceArena& arena) {
+    struct stat info {};
+    if (::stat(arena.info().path.c_str(), &info) != 0) return ~std::uint64_t{0};
+    return static_cast<std::uint64_t>(info.st_blocks) * 512;
+}
+
+TEST(PieceArena, AColdSlotHoldsOnlyThePagesWrittenAndGivesThemBack) {
+    constexpr std::uint32_t kSlot = 1 << 20;
+    PieceArena arena(kSlot, 2);
+    const auto slot = arena.acquire(1, PieceArena::Fill::cold).value();
+    EXPECT_TRUE(arena.cold(slot));
+    const std::uint64_t empty = resident_bytes(arena);  // the header and the tags only
+    EXPECT_EQ(empty, 8192u);
+    auto first = arena.bytes(slot).first(65536);
+    fault_in_for_write(first);
+    std::memset(first.data(), 0x5a, first.size());
+    EXPECT_EQ(resident_bytes(arena), empty + 65536);
+    arena.release(slot);
+    EXPECT_EQ(resident_bytes(arena), empty);
+
+    // A warm slot is resident in full at once, and stays so when released.
+    const auto warm = arena.acquire(2, PieceArena::Fill::warm).value();
+    EXPECT_FALSE(arena.cold(warm));
+    EXPECT_EQ(resident_bytes(arena), empty + kSlot);
+    arena.release(warm);
+    EXPECT_EQ(resident_bytes(arena), empty + kSlot);
+    // A cold piece takes a slot without pages while there is one...
+    const auto cold = arena.acquire(3, PieceArena::Fill::cold).value();
+    EXPECT_NE(cold, warm);
+    // ...and the resident one otherwise, which it then keeps as it is (no pages come or go).
+    const auto last = arena.acquire(4, PieceArena::Fill::cold).value();
+    EXPECT_EQ(last, warm);
+    EXPECT_FALSE(arena.cold(last));
+    arena.release(last);
+    arena.release(cold);
+    EXPECT_EQ(resident_bytes(arena), empty + kSlot);
+}
+
+TEST(PieceArena, AReaderSeesAColdSlotsNewBytesAfterItsPagesWentBack) {
+    constexpr std::uint32_t kSlot = 1 << 20;
+    PieceArena arena(kSlot, 1);
+    ArenaReader reader;
+    for (std::uint8_t round = 1; round <= 3; ++round) {
+        const auto slot = arena.acquire(round, PieceArena::Fill::cold).value();
+        auto bytes = arena.bytes(slot);
+        fault_in_for_write(bytes);
+        std::memset(bytes.data(), round, bytes.size());
+        auto view = reader.view(arena.info(), slot, kSlot, round);
+        ASSERT_TRUE(view) << view.error().describe();
+        EXPECT_TRUE(std::all_of(view->begin(), view->end(), [&](std::uint8_t b) { return b == round; }));
+        arena.release(slot);
+    }
 }
 
 TEST(PieceArena, AReaderSeesTheBytesWhileTheTagHolds) {
