@@ -211,7 +211,16 @@ class Tree:
         return self.members
 
     def anon_kib(self):
-        return sum(anon_kib(pid) for pid in self.refresh())
+        """The tree's total, and each member's share of it by command name."""
+        by_name = {}
+        for pid in self.refresh():
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    name = f.read().strip()
+            except OSError:
+                continue
+            by_name[name] = by_name.get(name, 0) + anon_kib(pid)
+        return sum(by_name.values()), by_name
 
     def sample_cpu(self, seen):
         """Records each member's CPU seconds so far under its command name (the last sample
@@ -254,9 +263,11 @@ def run_client(command, out, timeout):
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=out)
     tree = Tree(proc.pid)
-    peak, status, per_pid = 0, "timeout", {}
+    peak, peak_by_name, status, per_pid = 0, {}, "timeout", {}
     while time.monotonic() - started < timeout:
-        peak = max(peak, tree.anon_kib())
+        total, by_name = tree.anon_kib()
+        if total > peak:
+            peak, peak_by_name = total, by_name
         tree.sample_cpu(per_pid)
         if proc.poll() is not None:
             status = f"exit {proc.returncode}"
@@ -279,7 +290,8 @@ def run_client(command, out, timeout):
     stages = {}
     for name, seconds in per_pid.values():
         stages[name] = round(stages.get(name, 0) + seconds, 2)
-    return status, wall, cpu, peak / 1024, stages
+    peak_mib_by_process = {name: round(kib / 1024, 1) for name, kib in peak_by_name.items()}
+    return status, wall, cpu, peak / 1024, stages, peak_mib_by_process
 
 
 # --- the swarm
@@ -424,14 +436,15 @@ def bench(args):
             for name, template in order:
                 out = tempfile.mkdtemp(prefix=f"{name}-", dir=work)
                 cmd = [part.replace("{out}", out) for part in template]
-                status, wall, cpu, peak, stages = run_client(cmd, out, args.timeout)
+                status, wall, cpu, peak, stages, peak_by_process = run_client(
+                    cmd, out, args.timeout)
                 target = os.path.join(out, os.path.basename(path))
                 ok = (status == "exit 0" and os.path.exists(target)
                       and sha256_of(target) == digest)
                 record = dict(client=name, run=run, status=status, ok=ok, wall=round(wall, 2),
                               cpu=round(cpu, 2), peak_mib=round(peak, 1),
                               mbps=round(size_mib * MIB / 1e6 / wall, 1) if ok else 0,
-                              cpu_by_process=stages)
+                              cpu_by_process=stages, peak_mib_by_process=peak_by_process)
                 results[name].append(record)
                 print(json.dumps(record), file=sys.stderr, flush=True)
                 if ok or not args.keep:
