@@ -10,7 +10,7 @@ namespace pw::peer_worker {
 
 std::span<std::uint8_t> PieceDestination::bytes() {
     if (owns()) return owned_;
-    if (bound_.empty() && binder_ != nullptr) bound_ = binder_->bind(lease_id_, bound_cold_);
+    if (bound_.empty() && binder_ != nullptr) bound_ = binder_->bind(lease_id_, bound_empty_);
     return bound_;
 }
 
@@ -23,7 +23,7 @@ std::uint32_t PieceDestination::chunk_size() const {
 std::span<std::uint8_t> PieceDestination::range_to_write(std::uint32_t offset, std::uint32_t length) {
     const auto all = bytes();
     const auto range = all.subspan(offset, length);
-    if (!bound_cold_ || length == 0) return range;
+    if (!bound_empty_ || length == 0) return range;
     const std::uint32_t chunk = chunk_size();
     for (std::uint32_t index = offset / chunk; index <= (offset + length - 1) / chunk; ++index) {
         const auto bit = static_cast<std::uint16_t>(1u << index);

@@ -63,7 +63,7 @@ public:
 
     // Computed on each call rather than stored: a view into `owned_` must survive moves.
     std::span<std::uint8_t> bytes();
-    // The `length` bytes at `offset`, about to be written. A cold slot takes its pages a
+    // The `length` bytes at `offset`, about to be written. A slot without pages takes them a
     // chunk (1/16 of the piece, at least 64 KiB) at a time, with one call, when the first
     // byte of the chunk comes: a call per block cost more than the pages themselves, and a
     // page fault per 4 KiB more still.
@@ -82,8 +82,8 @@ private:
     std::uint32_t chunk_size() const;
 
     std::span<std::uint8_t> bound_;  // the arena slot, once bound
-    bool bound_cold_ = false;
-    std::uint16_t chunks_in_ = 0;  // of a cold slot: a bit per chunk whose pages are in
+    bool bound_empty_ = false;     // the slot's pages come as bytes do
+    std::uint16_t chunks_in_ = 0;  // of an empty slot: a bit per chunk whose pages are in
     PieceMemory* binder_ = nullptr;
     std::uint64_t lease_id_ = 0;
     std::uint32_t size_in_slot_ = 0;

@@ -32,17 +32,6 @@ int pieces_send_hwm(bool arena, std::uint32_t piece_length) {
     return static_cast<int>(std::clamp<std::uint64_t>(kVerifierQueueBytes / batch_bytes, 2, 512));
 }
 
-// A piece this peer fills in longer than this takes a cold slot: its pages come as its bytes
-// do. Faster, the page faults would cost more than the memory is worth holding.
-constexpr double kColdFillSeconds = 0.05;
-
-bus::PieceArena::Fill fill_for(const PeerSession& session, std::uint32_t piece_size) {
-    // Unmeasured peers count as slow: most of a swarm is.
-    const double rate = session.pipeline().rate_bytes_per_s();
-    return rate > 0 && piece_size / rate < kColdFillSeconds ? bus::PieceArena::Fill::warm
-                                                            : bus::PieceArena::Fill::cold;
-}
-
 }  // namespace
 
 bool wants_arena(const WorkerOptions& options) {
@@ -232,8 +221,7 @@ void WorkerService::grant_leases(const bus::v1::Leases& leases) {
     for (const auto& lease : leases.leases()) {
         const PieceIndex piece{lease.piece()};
         const std::uint32_t size = geometry_.contains(piece) ? geometry_.piece_size(piece) : 0;
-        auto destination =
-            size == 0 ? std::nullopt : memory_->reserve(lease.lease_id(), size, fill_for(session, size));
+        auto destination = size == 0 ? std::nullopt : memory_->reserve(lease.lease_id(), size);
         if (!destination) {
             // Not ours to free: the id may be a duplicate of a lease we are working on.
             refused.push_back(lease.lease_id());

@@ -15,9 +15,8 @@ namespace pw::bus {
 
 namespace {
 
-constexpr std::uint64_t kMagic = 0x31414e4552415750ull;  // "PWARENA1"
+constexpr std::uint64_t kMagic = 0x32414e4552415750ull;  // "PWARENA2"
 constexpr std::size_t kPage = 4096;
-constexpr std::uint32_t kRepopulateSlotSize = 256 * 1024;
 
 struct Header {
     std::uint64_t magic;
@@ -42,8 +41,11 @@ void populate_slot(const std::byte* start, std::size_t length, int advice) {
 
 std::size_t round_up(std::size_t n) { return (n + kPage - 1) / kPage * kPage; }
 std::size_t tags_offset() { return kPage; }
+std::size_t generations_offset(std::uint32_t slot_count) {
+    return tags_offset() + std::size_t{slot_count} * sizeof(std::uint64_t);
+}
 std::size_t slots_offset(std::uint32_t slot_count) {
-    return kPage + round_up(std::size_t{slot_count} * sizeof(std::uint64_t));
+    return kPage + round_up(std::size_t{slot_count} * 2 * sizeof(std::uint64_t));
 }
 std::size_t slot_stride(std::uint32_t slot_size) { return round_up(slot_size); }
 
@@ -52,6 +54,12 @@ std::size_t slot_stride(std::uint32_t slot_size) { return round_up(slot_size); }
 std::uint64_t load_tag(const std::byte* base, std::uint32_t slot) {
     const auto* tags = reinterpret_cast<const std::uint64_t*>(base + tags_offset());
     return __atomic_load_n(&tags[slot], __ATOMIC_ACQUIRE);
+}
+
+std::uint64_t load_generation(const std::byte* base, std::uint32_t slot_count, std::uint32_t slot) {
+    const auto* generations =
+        reinterpret_cast<const std::uint64_t*>(base + generations_offset(slot_count));
+    return __atomic_load_n(&generations[slot], __ATOMIC_ACQUIRE);
 }
 
 // Only paths a worker hands out: another process's memfd.
@@ -115,9 +123,8 @@ PieceArena::PieceArena(std::uint32_t slot_size, std::uint32_t slot_count) {
     std::memcpy(base_, &header, sizeof header);
     info_.path = "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(fd_);
     in_use_.assign(slot_count, false);
-    cold_.assign(slot_count, false);
-    populated_.assign(slot_count, false);
-    free_warm_.reserve(slot_count);
+    resident_.assign(slot_count, false);
+    free_resident_.reserve(slot_count);
     free_empty_.reserve(slot_count);
     for (std::uint32_t slot = slot_count; slot > 0; --slot) free_empty_.push_back(slot - 1);
 }
@@ -131,22 +138,15 @@ std::byte* PieceArena::slot_start(std::uint32_t slot) const {
     return base_ + slots_offset(info_.slot_count) + slot_stride(info_.slot_size) * slot;
 }
 
-std::optional<std::uint32_t> PieceArena::acquire(std::uint64_t lease_id, Fill fill) {
+std::optional<std::uint32_t> PieceArena::acquire(std::uint64_t lease_id, Prefer prefer) {
     if (lease_id == 0) return std::nullopt;
-    auto& first = fill == Fill::warm ? free_warm_ : free_empty_;
-    auto& second = fill == Fill::warm ? free_empty_ : free_warm_;
+    auto& first = prefer == Prefer::resident ? free_resident_ : free_empty_;
+    auto& second = prefer == Prefer::resident ? free_empty_ : free_resident_;
     auto& from = first.empty() ? second : first;
     if (from.empty()) return std::nullopt;
     const std::uint32_t slot = from.back();
     from.pop_back();
     in_use_[slot] = true;
-    // A cold piece may still get a resident slot when no empty one is left: it holds no more
-    // memory than it already did, and keeps it when released.
-    cold_[slot] = fill == Fill::cold && &from == &free_empty_;
-    if (!cold_[slot] && !populated_[slot]) {
-        populate_slot(slot_start(slot), slot_stride(info_.slot_size), MADV_POPULATE_WRITE);
-        populated_[slot] = true;
-    }
     auto* tags = reinterpret_cast<std::uint64_t*>(base_ + tags_offset());
     __atomic_store_n(&tags[slot], lease_id, __ATOMIC_RELAXED);
     // The new tag is visible before any byte of the new piece: a reader that saw some of
@@ -155,26 +155,31 @@ std::optional<std::uint32_t> PieceArena::acquire(std::uint64_t lease_id, Fill fi
     return slot;
 }
 
-void PieceArena::release(std::uint32_t slot) {
+void PieceArena::release(std::uint32_t slot, Pages pages) {
     if (slot >= in_use_.size() || !in_use_[slot]) return;
     in_use_[slot] = false;
     auto* tags = reinterpret_cast<std::uint64_t*>(base_ + tags_offset());
     __atomic_store_n(&tags[slot], std::uint64_t{0}, __ATOMIC_RELEASE);
-    if (cold_[slot]) {
-        // Punching the hole frees the pages in every process that maps the slot; where the
-        // kernel refuses, the slot simply stays resident.
-        if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                        static_cast<off_t>(slot_start(slot) - base_),
-                        static_cast<off_t>(slot_stride(info_.slot_size))) == 0) {
-            cold_[slot] = false;
-            populated_[slot] = false;
-            free_empty_.push_back(slot);
-            return;
-        }
-        cold_[slot] = false;
-        populated_[slot] = true;
+    // Punching the hole frees the pages in every process that maps the slot; where the
+    // kernel refuses, the slot keeps them.
+    if (pages == Pages::give_back &&
+        ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    static_cast<off_t>(slot_start(slot) - base_),
+                    static_cast<off_t>(slot_stride(info_.slot_size))) == 0) {
+        auto* generations =
+            reinterpret_cast<std::uint64_t*>(base_ + generations_offset(info_.slot_count));
+        __atomic_fetch_add(&generations[slot], 1, __ATOMIC_RELEASE);
+        resident_[slot] = false;
+        free_empty_.push_back(slot);
+        return;
     }
-    free_warm_.push_back(slot);
+    // Written in full by its piece, or partly by a piece that ended early: either way what
+    // is resident stays so, and one call makes sure all of it is.
+    if (!resident_[slot]) {
+        populate_slot(slot_start(slot), slot_stride(info_.slot_size), MADV_POPULATE_WRITE);
+        resident_[slot] = true;
+    }
+    free_resident_.push_back(slot);
 }
 
 std::span<std::uint8_t> PieceArena::bytes(std::uint32_t slot) {
@@ -233,7 +238,7 @@ Result<ArenaReader::Mapping*> ArenaReader::find_or_map(const ArenaInfo& arena) {
     }
     maps_.push_front(Mapping{arena.path, arena.id, arena.slot_size, arena.slot_count,
                              static_cast<const std::byte*>(base), expected,
-                             std::vector<bool>(arena.slot_count, false)});
+                             std::vector<std::uint64_t>(arena.slot_count, ~std::uint64_t{0})});
     return &maps_.front();
 }
 
@@ -257,12 +262,12 @@ Result<std::span<const std::uint8_t>> ArenaReader::view(const ArenaInfo& arena, 
     }
     const std::byte* slot_start =
         mapping.base + slots_offset(mapping.slot_count) + slot_stride(mapping.slot_size) * slot;
-    // A cold slot's pages leave every page table when the worker releases it, which a flag of
-    // ours cannot see: large slots are populated on every use (one call per piece of 256 KiB
-    // or more is nothing beside hashing it), small ones once.
-    if (!mapping.populated[slot] || mapping.slot_size >= kRepopulateSlotSize) {
-        populate_slot(slot_start, round_up(size), MADV_POPULATE_READ);
-        mapping.populated[slot] = true;
+    // Once per slot, and again each time its pages went back to the kernel (which took them
+    // out of our page tables too).
+    const std::uint64_t generation = load_generation(mapping.base, mapping.slot_count, slot);
+    if (mapping.populated_at[slot] != generation) {
+        populate_slot(slot_start, slot_stride(mapping.slot_size), MADV_POPULATE_READ);
+        mapping.populated_at[slot] = generation;
     }
     return std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(slot_start), size);
 }

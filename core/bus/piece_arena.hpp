@@ -15,7 +15,9 @@
 // piece is dropped and fetched again, never judged or written from someone else's bytes.
 //
 // Layout of the file: a 4 KiB header (magic, id, slot size and count), the tags (one 64-bit
-// word per slot, padded to 4 KiB), then the slots.
+// word per slot) and the generations (one per slot, counting the times its pages went back
+// to the kernel, which takes them out of every reader's page tables too), padded to 4 KiB,
+// then the slots.
 #include <cstddef>
 #include <cstdint>
 #include <list>
@@ -46,28 +48,29 @@ public:
 
     const ArenaInfo& info() const { return info_; }
 
-    // How a slot's memory is had. A warm slot is resident in full from the start (one
-    // madvise, no page faults): right for a piece that fills in milliseconds. A cold slot
-    // takes pages only as bytes are written into it, and gives them back to the kernel when
-    // released: right for a piece a slow peer fills over a second, which as a warm slot
-    // would hold its whole size all that time (sixteen 2 MiB/s peers: sixteen slots resident
-    // in full, on average half of it written).
-    enum class Fill { warm, cold };
+    // Which free slot a piece would rather have. A resident one (the one freed last first)
+    // costs no page faults: right for pieces that fill in milliseconds. One without pages
+    // takes them as bytes are written (fault_in_for_write), so a piece a slow peer fills over
+    // a second holds what has come rather than its whole size.
+    enum class Prefer { resident, empty };
 
-    // A free slot, tagged with `lease_id` (non-zero); nullopt when all are in use. The most
-    // recently freed slot comes first: a warm one is resident already, so resident memory
-    // follows the pieces in flight rather than the arena's size. A cold acquire prefers a slot
-    // holding no pages.
-    std::optional<std::uint32_t> acquire(std::uint64_t lease_id, Fill fill = Fill::warm);
-    // Clears the slot's tag and makes it available again; a cold slot's pages go back to the
-    // kernel. Unknown or free slots are ignored.
-    void release(std::uint32_t slot);
+    // A free slot, tagged with `lease_id` (non-zero), of the kind preferred if there is one;
+    // nullopt when all are in use.
+    std::optional<std::uint32_t> acquire(std::uint64_t lease_id, Prefer prefer = Prefer::resident);
+    // Whether a slot's pages go back to the kernel when it is released. Keeping them is right
+    // for pieces that fill in milliseconds: the next piece reuses them without a fault. A
+    // slow piece's slot gives them back: kept, the next slow piece would hold a whole slot
+    // resident from its first byte (sixteen 2 MiB/s peers: sixteen whole slots, on average
+    // half written).
+    enum class Pages { keep, give_back };
+    // Clears the slot's tag and makes it available again. Unknown or free slots are ignored.
+    void release(std::uint32_t slot, Pages pages = Pages::keep);
     std::span<std::uint8_t> bytes(std::uint32_t slot);
-    // Acquired cold (and so without its pages yet).
-    bool cold(std::uint32_t slot) const { return slot < cold_.size() && cold_[slot]; }
+    // The slot's pages are all resident (it was acquired from the resident ones).
+    bool resident(std::uint32_t slot) const { return slot < resident_.size() && resident_[slot]; }
     std::uint64_t tag(std::uint32_t slot) const;
     std::uint32_t free_slots() const {
-        return static_cast<std::uint32_t>(free_warm_.size() + free_empty_.size());
+        return static_cast<std::uint32_t>(free_resident_.size() + free_empty_.size());
     }
 
 private:
@@ -77,11 +80,10 @@ private:
     std::size_t mapped_ = 0;
     std::byte* slot_start(std::uint32_t slot) const;
 
-    std::vector<std::uint32_t> free_warm_;   // stacks: resident slots, and slots without pages
+    std::vector<std::uint32_t> free_resident_;  // stacks: slots with their pages, and without
     std::vector<std::uint32_t> free_empty_;
     std::vector<bool> in_use_;
-    std::vector<bool> cold_;       // acquired cold: its pages go back on release
-    std::vector<bool> populated_;  // its pages are in our page tables (see populate_slot)
+    std::vector<bool> resident_;  // every page of it is in (and in our page tables)
 };
 
 // The readers' side (verifier, writer): maps arenas read-only on first use and keeps the
@@ -112,7 +114,8 @@ private:
         std::uint32_t slot_count = 0;
         const std::byte* base = nullptr;
         std::size_t length = 0;
-        std::vector<bool> populated;  // slots whose pages are in our page tables
+        // Per slot, the generation its pages were last brought into our page tables at.
+        std::vector<std::uint64_t> populated_at;
     };
     Result<Mapping*> find_or_map(const ArenaInfo& arena);
 

@@ -577,36 +577,93 @@ TEST(PieceMemory, ArenaSlotIsTakenOnLeaseAndFreedWhenTheLeaseEndsEarly) {
     EXPECT_EQ(memory.room(65536), 3u);
 }
 
-// A slow peer's piece takes pages as its bytes come, a chunk at a time, and gives them back
-// when its slot is freed: it holds what was written, not its whole size.
-TEST(PieceMemory, AColdPieceTakesPagesAChunkAtATime) {
+// A piece in a slot without pages takes them as its bytes come, a chunk at a time; a slow
+// piece (one that took longer than slow_fill to fill) gives them back when its slot is freed,
+// a fast one keeps them for the next piece.
+TEST(PieceMemory, PagesComeAChunkAtATimeAndSlowPiecesGiveThemBack) {
     constexpr std::uint32_t kPiece = 1 << 20;
     auto arena = std::make_unique<bus::PieceArena>(kPiece, 2);
     const std::string path = arena->info().path;
-    PieceMemory memory(std::move(arena));
     auto resident = [&] {
         struct stat info {};
         EXPECT_EQ(::stat(path.c_str(), &info), 0);
         return static_cast<std::uint64_t>(info.st_blocks) * 512;
     };
-    auto destination = memory.reserve(5, kPiece, bus::PieceArena::Fill::cold);
-    ASSERT_TRUE(destination.has_value());
-    EXPECT_EQ(destination->range_to_write(0, 0).size(), 0u);  // binds: tags the slot
-    const std::uint64_t empty = resident();  // the arena's header and tags
-    EXPECT_EQ(empty, 8192u);
     const std::vector<std::uint8_t> block(kBlockSize, 0x42);
-    auto write_block = [&](std::uint32_t index) {
-        auto range = destination->range_to_write(index * kBlockSize, kBlockSize);
-        std::memcpy(range.data(), block.data(), block.size());
-    };
-    write_block(0);
-    EXPECT_EQ(resident(), empty + 65536);  // a chunk: 1/16 of the piece
-    for (std::uint32_t index = 1; index < 4; ++index) write_block(index);
-    EXPECT_EQ(resident(), empty + 65536);
-    write_block(4);
-    EXPECT_EQ(resident(), empty + 2 * 65536);
-    memory.release(5);
-    EXPECT_EQ(resident(), empty);
+    for (const bool slow : {true, false}) {
+        SCOPED_TRACE(slow ? "slow" : "fast");
+        auto own = std::make_unique<bus::PieceArena>(kPiece, 2);
+        const std::string own_path = own->info().path;
+        const std::uint64_t own_id = own->info().id;
+        PieceMemory memory(std::move(own), slow ? std::chrono::milliseconds(0) : std::chrono::hours(1));
+        auto own_resident = [&] {
+            struct stat info {};
+            EXPECT_EQ(::stat(own_path.c_str(), &info), 0);
+            return static_cast<std::uint64_t>(info.st_blocks) * 512;
+        };
+        auto destination = memory.reserve(5, kPiece);
+        ASSERT_TRUE(destination.has_value());
+        EXPECT_EQ(destination->range_to_write(0, 0).size(), 0u);  // binds: tags the slot
+        const std::uint64_t empty = own_resident();  // the arena's header and tags
+        EXPECT_EQ(empty, 8192u);
+        auto write_block = [&](std::uint32_t index) {
+            auto range = destination->range_to_write(index * kBlockSize, kBlockSize);
+            std::memcpy(range.data(), block.data(), block.size());
+        };
+        write_block(0);
+        EXPECT_EQ(own_resident(), empty + 65536);  // a chunk: 1/16 of the piece
+        for (std::uint32_t index = 1; index < 4; ++index) write_block(index);
+        EXPECT_EQ(own_resident(), empty + 65536);
+        write_block(4);
+        EXPECT_EQ(own_resident(), empty + 2 * 65536);
+        for (std::uint32_t index = 5; index < kPiece / kBlockSize; ++index) write_block(index);
+        memory.delivered(5);
+        bus::v1::SlotsFreed freed;
+        freed.set_arena_id(own_id);
+        freed.add_lease_ids(5);
+        EXPECT_EQ(memory.free_delivered(freed), 1u);
+        EXPECT_EQ(own_resident(), slow ? empty : empty + kPiece);
+    }
+    // A lease that ends before delivery gives back what its empty slot took.
+    PieceMemory memory(std::move(arena));
+    auto destination = memory.reserve(7, kPiece);
+    ASSERT_TRUE(destination.has_value());
+    const auto range = destination->range_to_write(0, kBlockSize);
+    std::memcpy(range.data(), block.data(), block.size());
+    memory.release(7);
+    EXPECT_EQ(resident(), 8192u);
+}
+
+// While pieces are fast, a freed slot keeps its pages and the next piece takes it; before
+// any piece has been delivered, and while pieces are slow, a piece takes a slot without pages.
+TEST(PieceMemory, RecentFillTimesChooseResidentOrEmptySlots) {
+    for (const bool fast : {true, false}) {
+        SCOPED_TRACE(fast ? "fast" : "slow");
+        auto arena = std::make_unique<bus::PieceArena>(65536, 3);
+        bus::PieceArena& slots = *arena;
+        const std::uint64_t arena_id = arena->info().id;
+        PieceMemory memory(std::move(arena),
+                           fast ? std::chrono::milliseconds(3600000) : std::chrono::milliseconds(0));
+        std::vector<std::uint32_t> bound;
+        for (std::uint64_t lease = 1; lease <= 3; ++lease) {
+            auto destination = memory.reserve(lease, 65536);
+            ASSERT_TRUE(destination.has_value());
+            (void)destination->range_to_write(0, kBlockSize);  // binds
+            const auto slot = memory.slot_of(lease).value();
+            // The first piece knows no fill time: an empty slot. Then a fast history takes
+            // the slot the last piece gave back, resident; a slow one an empty slot again.
+            EXPECT_EQ(slots.resident(slot), fast && lease > 1) << lease;
+            memory.delivered(lease);
+            bus::v1::SlotsFreed freed;
+            freed.set_arena_id(arena_id);
+            freed.add_lease_ids(lease);
+            EXPECT_EQ(memory.free_delivered(freed), 1u);
+            bound.push_back(slot);
+        }
+        if (fast) {
+            EXPECT_EQ(bound[1], bound[2]);
+        }
+    }
 }
 
 TEST(PieceMemory, NoFreeSlotRefusesTheLease) {

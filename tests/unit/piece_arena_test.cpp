@@ -40,51 +40,51 @@ std::uint64_t resident_bytes(const PieceArena& arena) {
     return static_cast<std::uint64_t>(info.st_blocks) * 512;
 }
 
-TEST(PieceArena, AColdSlotHoldsOnlyThePagesWrittenAndGivesThemBack) {
+TEST(PieceArena, AnEmptySlotHoldsOnlyThePagesWrittenAndCanGiveThemBack) {
     constexpr std::uint32_t kSlot = 1 << 20;
     PieceArena arena(kSlot, 2);
-    const auto slot = arena.acquire(1, PieceArena::Fill::cold).value();
-    EXPECT_TRUE(arena.cold(slot));
+    const auto slot = arena.acquire(1).value();
+    EXPECT_FALSE(arena.resident(slot));
     const std::uint64_t empty = resident_bytes(arena);  // the header and the tags only
     EXPECT_EQ(empty, 8192u);
     auto first = arena.bytes(slot).first(65536);
     fault_in_for_write(first);
     std::memset(first.data(), 0x5a, first.size());
     EXPECT_EQ(resident_bytes(arena), empty + 65536);
-    arena.release(slot);
+    arena.release(slot, PieceArena::Pages::give_back);
     EXPECT_EQ(resident_bytes(arena), empty);
 
-    // A warm slot is resident in full at once, and stays so when released.
-    const auto warm = arena.acquire(2, PieceArena::Fill::warm).value();
-    EXPECT_FALSE(arena.cold(warm));
+    // Kept, a slot is resident in full, and the next piece gets it before any empty one.
+    const auto kept = arena.acquire(2).value();
+    arena.release(kept, PieceArena::Pages::keep);
     EXPECT_EQ(resident_bytes(arena), empty + kSlot);
-    arena.release(warm);
+    EXPECT_EQ(arena.acquire(3), std::optional<std::uint32_t>(kept));
+    EXPECT_TRUE(arena.resident(kept));
+    const auto other = arena.acquire(4).value();
+    EXPECT_FALSE(arena.resident(other));
     EXPECT_EQ(resident_bytes(arena), empty + kSlot);
-    // A cold piece takes a slot without pages while there is one...
-    const auto cold = arena.acquire(3, PieceArena::Fill::cold).value();
-    EXPECT_NE(cold, warm);
-    // ...and the resident one otherwise, which it then keeps as it is (no pages come or go).
-    const auto last = arena.acquire(4, PieceArena::Fill::cold).value();
-    EXPECT_EQ(last, warm);
-    EXPECT_FALSE(arena.cold(last));
-    arena.release(last);
-    arena.release(cold);
-    EXPECT_EQ(resident_bytes(arena), empty + kSlot);
+
+    // A slow piece would rather have a slot without pages, and takes a resident one only
+    // when no other is free.
+    arena.release(kept, PieceArena::Pages::keep);
+    arena.release(other, PieceArena::Pages::give_back);
+    EXPECT_EQ(arena.acquire(5, PieceArena::Prefer::empty), std::optional<std::uint32_t>(other));
+    EXPECT_EQ(arena.acquire(6, PieceArena::Prefer::empty), std::optional<std::uint32_t>(kept));
 }
 
-TEST(PieceArena, AReaderSeesAColdSlotsNewBytesAfterItsPagesWentBack) {
+TEST(PieceArena, AReaderSeesASlotsNewBytesAfterItsPagesWentBack) {
     constexpr std::uint32_t kSlot = 1 << 20;
     PieceArena arena(kSlot, 1);
     ArenaReader reader;
     for (std::uint8_t round = 1; round <= 3; ++round) {
-        const auto slot = arena.acquire(round, PieceArena::Fill::cold).value();
+        const auto slot = arena.acquire(round).value();
         auto bytes = arena.bytes(slot);
         fault_in_for_write(bytes);
         std::memset(bytes.data(), round, bytes.size());
         auto view = reader.view(arena.info(), slot, kSlot, round);
         ASSERT_TRUE(view) << view.error().describe();
         EXPECT_TRUE(std::all_of(view->begin(), view->end(), [&](std::uint8_t b) { return b == round; }));
-        arena.release(slot);
+        arena.release(slot, PieceArena::Pages::give_back);
     }
 }
 
