@@ -16,6 +16,8 @@ void configure(zmq::socket_t& socket, const SocketLimits& limits) {
     socket.set(zmq::sockopt::sndhwm, limits.send_hwm);
     socket.set(zmq::sockopt::rcvhwm, limits.recv_hwm);
     socket.set(zmq::sockopt::linger, limits.linger_ms);
+    socket.set(zmq::sockopt::reconnect_ivl, limits.reconnect_ms);
+    socket.set(zmq::sockopt::reconnect_ivl_max, limits.reconnect_max_ms);
 }
 
 namespace {
