@@ -123,11 +123,12 @@ private:
     std::list<Mapping> maps_;  // most recently used first
 };
 
-// Brings the pages of `range` (in a cold slot) into our page tables for writing with one call
-// rather than a page fault per 4 KiB; kernels without MADV_POPULATE_WRITE fault as before.
+// Brings the pages of `range` (in a slot without pages) into our page tables for writing
+// with one call rather than a page fault per 4 KiB; kernels without MADV_POPULATE_WRITE fault
+// as before.
 void fault_in_for_write(std::span<std::uint8_t> range);
 
-// Bytes of an arena file with these dimensions (header, tags and slots).
+// Bytes of an arena file with these dimensions (header, tags, generations and slots).
 std::size_t arena_file_size(std::uint32_t slot_size, std::uint32_t slot_count);
 
 }  // namespace pw::bus

@@ -577,61 +577,58 @@ TEST(PieceMemory, ArenaSlotIsTakenOnLeaseAndFreedWhenTheLeaseEndsEarly) {
     EXPECT_EQ(memory.room(65536), 3u);
 }
 
+// Bytes of an arena's file the kernel holds pages for.
+std::uint64_t resident_bytes(const std::string& arena_path) {
+    struct stat info {};
+    EXPECT_EQ(::stat(arena_path.c_str(), &info), 0);
+    return static_cast<std::uint64_t>(info.st_blocks) * 512;
+}
+
 // A piece in a slot without pages takes them as its bytes come, a chunk at a time; a slow
 // piece (one that took longer than slow_fill to fill) gives them back when its slot is freed,
 // a fast one keeps them for the next piece.
 TEST(PieceMemory, PagesComeAChunkAtATimeAndSlowPiecesGiveThemBack) {
     constexpr std::uint32_t kPiece = 1 << 20;
-    auto arena = std::make_unique<bus::PieceArena>(kPiece, 2);
-    const std::string path = arena->info().path;
-    auto resident = [&] {
-        struct stat info {};
-        EXPECT_EQ(::stat(path.c_str(), &info), 0);
-        return static_cast<std::uint64_t>(info.st_blocks) * 512;
-    };
     const std::vector<std::uint8_t> block(kBlockSize, 0x42);
     for (const bool slow : {true, false}) {
         SCOPED_TRACE(slow ? "slow" : "fast");
-        auto own = std::make_unique<bus::PieceArena>(kPiece, 2);
-        const std::string own_path = own->info().path;
-        const std::uint64_t own_id = own->info().id;
-        PieceMemory memory(std::move(own), slow ? std::chrono::milliseconds(0) : std::chrono::hours(1));
-        auto own_resident = [&] {
-            struct stat info {};
-            EXPECT_EQ(::stat(own_path.c_str(), &info), 0);
-            return static_cast<std::uint64_t>(info.st_blocks) * 512;
-        };
+        auto arena = std::make_unique<bus::PieceArena>(kPiece, 2);
+        const bus::ArenaInfo info = arena->info();
+        PieceMemory memory(std::move(arena), slow ? std::chrono::milliseconds(0) : std::chrono::hours(1));
         auto destination = memory.reserve(5, kPiece);
         ASSERT_TRUE(destination.has_value());
         EXPECT_EQ(destination->range_to_write(0, 0).size(), 0u);  // binds: tags the slot
-        const std::uint64_t empty = own_resident();  // the arena's header and tags
+        const std::uint64_t empty = resident_bytes(info.path);  // the arena's header and tags
         EXPECT_EQ(empty, 8192u);
         auto write_block = [&](std::uint32_t index) {
             auto range = destination->range_to_write(index * kBlockSize, kBlockSize);
             std::memcpy(range.data(), block.data(), block.size());
         };
         write_block(0);
-        EXPECT_EQ(own_resident(), empty + 65536);  // a chunk: 1/16 of the piece
+        EXPECT_EQ(resident_bytes(info.path), empty + 65536);  // a chunk: 1/16 of the piece
         for (std::uint32_t index = 1; index < 4; ++index) write_block(index);
-        EXPECT_EQ(own_resident(), empty + 65536);
+        EXPECT_EQ(resident_bytes(info.path), empty + 65536);
         write_block(4);
-        EXPECT_EQ(own_resident(), empty + 2 * 65536);
+        EXPECT_EQ(resident_bytes(info.path), empty + 2 * 65536);
         for (std::uint32_t index = 5; index < kPiece / kBlockSize; ++index) write_block(index);
         memory.delivered(5);
         bus::v1::SlotsFreed freed;
-        freed.set_arena_id(own_id);
+        freed.set_arena_id(info.id);
         freed.add_lease_ids(5);
         EXPECT_EQ(memory.free_delivered(freed), 1u);
-        EXPECT_EQ(own_resident(), slow ? empty : empty + kPiece);
+        EXPECT_EQ(resident_bytes(info.path), slow ? empty : empty + kPiece);
     }
     // A lease that ends before delivery gives back what its empty slot took.
+    auto arena = std::make_unique<bus::PieceArena>(kPiece, 2);
+    const std::string path = arena->info().path;
     PieceMemory memory(std::move(arena));
     auto destination = memory.reserve(7, kPiece);
     ASSERT_TRUE(destination.has_value());
     const auto range = destination->range_to_write(0, kBlockSize);
     std::memcpy(range.data(), block.data(), block.size());
+    EXPECT_EQ(resident_bytes(path), 8192u + 65536);
     memory.release(7);
-    EXPECT_EQ(resident(), 8192u);
+    EXPECT_EQ(resident_bytes(path), 8192u);
 }
 
 // While pieces are fast, a freed slot keeps its pages and the next piece takes it; before
