@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <unordered_set>
 
 namespace pw {
@@ -352,10 +353,16 @@ Result<Torrent> Torrent::parse(std::string_view bytes, const MetainfoLimits& lim
 }
 
 Sha1Digest Torrent::piece_hash(PieceIndex index) const {
+    if (!has_piece_hashes_) throw std::logic_error("piece_hash() after forget_piece_hashes()");
     Sha1Digest digest{};
     if (index.get() >= piece_count_) return digest;
     std::memcpy(digest.data(), info_bytes_.data() + piece_hashes_offset_ + std::size_t{index.get()} * 20, 20);
     return digest;
+}
+
+void Torrent::forget_piece_hashes() {
+    std::string{}.swap(info_bytes_);
+    has_piece_hashes_ = false;
 }
 
 std::uint32_t Torrent::piece_size(PieceIndex index) const {

@@ -50,7 +50,8 @@ public:
 
     const std::string& name() const { return name_; }
     const Sha1Digest& info_hash() const { return info_hash_; }
-    // The exact bytes of the info dictionary as they stood in the file.
+    // The exact bytes of the info dictionary as they stood in the file; empty once the piece
+    // hashes are forgotten (they are the bulk of it).
     const std::string& info_bytes() const { return info_bytes_; }
     // Tiers of announce URLs (BEP 12); a lone "announce" becomes one tier of one URL.
     const std::vector<std::vector<std::string>>& trackers() const { return trackers_; }
@@ -58,8 +59,14 @@ public:
     std::uint32_t piece_length() const { return piece_length_; }
     std::uint32_t piece_count() const { return piece_count_; }
     std::uint64_t total_size() const { return total_size_; }
-    // All zero for an index beyond the torrent.
+    // All zero for an index beyond the torrent. Calling it after forget_piece_hashes() is a
+    // bug (std::logic_error), never a digest that fails every piece.
     Sha1Digest piece_hash(PieceIndex index) const;
+    bool has_piece_hashes() const { return has_piece_hashes_; }
+    // For a process that never checks a piece: the hashes are 20 bytes a piece, 5 MB at
+    // 262,144 pieces, and every stage holds the torrent for the whole run. Frees the info
+    // dictionary's bytes, which hold them; everything else stays.
+    void forget_piece_hashes();
     // Length of one piece: piece_length() except for a shorter last piece.
     std::uint32_t piece_size(PieceIndex index) const;
     // True when the torrent has a "files" list (files sit in a folder named name()).
@@ -88,6 +95,7 @@ private:
     bool private_ = false;
     std::uint32_t piece_length_ = 0;
     std::size_t piece_hashes_offset_ = 0;  // in info_bytes_
+    bool has_piece_hashes_ = true;
     std::uint32_t piece_count_ = 0;
     std::uint64_t total_size_ = 0;
     bool multi_file_ = false;

@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
         config.scheduler.seed = std::random_device{}();
         config.scheduler.pieces_per_extent = pw::orchestrator::pieces_per_extent(torrent->piece_length());
         config.torrent_bytes = std::move(*bytes);
+        torrent->forget_piece_hashes();  // the verifier checks pieces; the Welcome carries the bytes
         for (const auto& text : peer_args) {
             auto peer = pw::orchestrator::resolve_peer(text);
             if (!peer) throw std::runtime_error(peer.error().describe());

@@ -194,7 +194,8 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
     bus::ControlLink link(context, options.control, options.name, v1::ROLE_WRITER, options.timing,
                           options.curve);
     link.attach_metrics(options.metrics);
-    const Torrent torrent = bus::read_welcome(link.handshake()).torrent;
+    // Kept for the check of the files already on disk, forgotten after it.
+    Torrent torrent = bus::read_welcome(link.handshake(), bus::PieceHashes::keep).torrent;
     auto opened = PieceStore::open(torrent, options.dir, StoreOptions{.direct_io = options.direct_io});
     if (!opened) throw std::runtime_error(opened.error().describe());
     PieceStore store = std::move(opened.value());
@@ -230,7 +231,8 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
                      book.done().count(), torrent.piece_count());
     }
     send_resume_state(link, book.done());
-    bus::release_start_up_memory();  // the Welcome's .torrent and the check's piece buffer
+    torrent.forget_piece_hashes();
+    bus::release_start_up_memory();  // the Welcome's .torrent, the hashes, the check's buffer
 
     AckBatch batch(store, link, book, options.state_save_interval, torrent.piece_count());
     bus::ArenaReader arenas;

@@ -8,7 +8,7 @@
 
 namespace pw::bus {
 
-WelcomeInfo read_welcome(const Incoming& welcome) {
+WelcomeInfo read_welcome(const Incoming& welcome, PieceHashes hashes) {
     const auto& body = welcome.envelope.welcome();
     if (body.peer_id().size() != 20) {
         throw std::runtime_error("the Welcome carries a peer id of " +
@@ -28,6 +28,7 @@ WelcomeInfo read_welcome(const Incoming& welcome) {
         throw std::runtime_error("pieces of " + std::to_string(torrent->piece_length()) +
                                  " bytes are larger than a message between stages may be");
     }
+    if (hashes == PieceHashes::forget) torrent->forget_piece_hashes();
     WelcomeInfo info{std::move(torrent).value(), {}, static_cast<std::uint16_t>(body.listen_port())};
     std::copy(body.peer_id().begin(), body.peer_id().end(), info.peer_id.begin());
     return info;

@@ -14,10 +14,13 @@ struct WelcomeInfo {
     std::uint16_t listen_port = 0;
 };
 
+// Whether the stage checks pieces against their hashes (see Torrent::forget_piece_hashes).
+enum class PieceHashes { keep, forget };
+
 // Reads the Welcome and its .torrent frame. Throws std::runtime_error (a start-up failure)
 // when the peer id is not 20 bytes, the port is out of range, the frame is missing, the
 // torrent does not parse, or its pieces are larger than a message between stages may be.
-WelcomeInfo read_welcome(const Incoming& welcome);
+WelcomeInfo read_welcome(const Incoming& welcome, PieceHashes hashes);
 
 // Gives the heap pages freed since start-up back to the system. Stages keep freed memory for
 // reuse (stage_cli.cpp raises glibc's trim threshold), so the Welcome's .torrent frame and

@@ -107,6 +107,24 @@ TEST(Metainfo, MultiFileOffsetsAndSpansAcrossBoundaries) {
     EXPECT_TRUE(t.map_range(18, 1).empty());
 }
 
+TEST(Metainfo, ForgettingPieceHashesKeepsTheLayout) {
+    Torrent t = parse_ok(make_multi({{{"a"}, 5}, {{"d", "b"}, 10}}, 4));
+    const auto hash = t.info_hash();
+    const auto spans = t.map_piece(PieceIndex(1));
+    ASSERT_TRUE(t.has_piece_hashes());
+    t.forget_piece_hashes();
+    EXPECT_FALSE(t.has_piece_hashes());
+    EXPECT_TRUE(t.info_bytes().empty());
+    EXPECT_EQ(t.info_hash(), hash);
+    EXPECT_EQ(t.piece_count(), 4u);
+    EXPECT_EQ(t.piece_size(PieceIndex(3)), 3u);
+    EXPECT_EQ(t.map_piece(PieceIndex(1)), spans);
+    EXPECT_EQ(t.relative_path(1), "root/d/b");
+    // A stage that forgot them and still asks has a bug: it must not get a digest that fails
+    // every piece.
+    EXPECT_THROW((void)t.piece_hash(PieceIndex(0)), std::logic_error);
+}
+
 TEST(Metainfo, SingleFile) {
     Dict info{{"length", num(100)},
               {"name", str("payload.bin")},
