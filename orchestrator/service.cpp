@@ -44,6 +44,13 @@ OrchestratorService::OrchestratorService(zmq::context_t& context, Torrent torren
       config_(std::move(config)), out_(out), err_(err),
       scheduler_(torrent_.piece_count(), config_.scheduler), directory_(config_.directory) {
     if (config_.peer_id.size() != 20) config_.peer_id = make_peer_id();
+    // The bytes move to the heap, owned by the message: ZeroMQ's I/O thread may still be
+    // sending a Welcome after this service is gone, and frees them with the last reference.
+    auto owned = std::make_unique<std::string>(std::move(config_.torrent_bytes));
+    torrent_frame_.rebuild(owned->data(), owned->size(),
+                           [](void*, void* hint) { delete static_cast<std::string*>(hint); },
+                           owned.get());
+    owned.release();
     bus::configure(router_);
     // A stage restarted under the same name takes over its identity instead of being refused.
     router_.set(zmq::sockopt::router_handover, 1);
@@ -126,8 +133,8 @@ void OrchestratorService::on_hello(const std::string& identity, const v1::Hello&
     welcome->set_peer_id(config_.peer_id);
     welcome->set_heartbeat_ms(static_cast<std::uint32_t>(config_.heartbeat.count()));
     welcome->set_listen_port(config_.listen_port);
-    std::vector<zmq::message_t> frames;
-    frames.emplace_back(config_.torrent_bytes.data(), config_.torrent_bytes.size());
+    std::vector<zmq::message_t> frames(1);
+    frames.front().copy(torrent_frame_);
     send_to(identity, envelope, frames);
     if (hello.role() == v1::ROLE_TRACKER) {
         v1::Envelope stats;
