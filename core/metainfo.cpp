@@ -203,7 +203,8 @@ std::string sanitize_path_element(std::string_view element, std::size_t max_leng
     return clean;
 }
 
-Result<Torrent> Torrent::parse(std::string_view bytes, const MetainfoLimits& limits) {
+Result<Torrent> Torrent::parse(std::string_view bytes, const MetainfoLimits& limits,
+                               PieceHashes hashes) {
     auto decoded = bencode::decode(bytes);
     if (!decoded) return decoded.error();
     const Value& root = decoded->value;
@@ -213,8 +214,10 @@ Result<Torrent> Torrent::parse(std::string_view bytes, const MetainfoLimits& lim
 
     Torrent t;
     t.warnings_ = std::move(decoded->warnings);
-    t.info_bytes_ = std::string(info->raw(bytes));
-    t.info_hash_ = sha1(t.info_bytes_);
+    t.info_hash_ = sha1(info->raw(bytes));
+    // Never copied when forgotten: a stage's peak is at start-up, with the .torrent in hand.
+    if (hashes == PieceHashes::keep) t.info_bytes_ = std::string(info->raw(bytes));
+    t.has_piece_hashes_ = hashes == PieceHashes::keep;
     t.trackers_ = parse_trackers(root);
     if (const std::string* comment = find_text(root, "comment")) t.comment_ = *comment;
     if (const std::string* created_by = find_text(root, "created by")) t.created_by_ = *created_by;

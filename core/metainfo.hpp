@@ -43,10 +43,15 @@ struct MetainfoLimits {
     std::size_t max_path_element = 255;
 };
 
+// Whether a Torrent keeps the piece hashes: a process that never checks a piece forgets
+// them (20 bytes a piece, 5 MB at 262,144 pieces, held for the whole run).
+enum class PieceHashes { keep, forget };
+
 class Torrent {
 public:
     // Parses and validates a whole .torrent file's bytes.
-    static Result<Torrent> parse(std::string_view bytes, const MetainfoLimits& limits = {});
+    static Result<Torrent> parse(std::string_view bytes, const MetainfoLimits& limits = {},
+                                 PieceHashes hashes = PieceHashes::keep);
 
     const std::string& name() const { return name_; }
     const Sha1Digest& info_hash() const { return info_hash_; }
@@ -63,9 +68,8 @@ public:
     // bug (std::logic_error), never a digest that fails every piece.
     Sha1Digest piece_hash(PieceIndex index) const;
     bool has_piece_hashes() const { return has_piece_hashes_; }
-    // For a process that never checks a piece: the hashes are 20 bytes a piece, 5 MB at
-    // 262,144 pieces, and every stage holds the torrent for the whole run. Frees the info
-    // dictionary's bytes, which hold them; everything else stays.
+    // Frees the info dictionary's bytes, which hold the hashes; everything else stays. For a
+    // process done checking pieces (the writer, after the files already on disk).
     void forget_piece_hashes();
     // Length of one piece: piece_length() except for a shorter last piece.
     std::uint32_t piece_size(PieceIndex index) const;

@@ -43,7 +43,8 @@ int main(int argc, char** argv) {
         // Read once: the bytes are parsed here and sent, exactly as they stand, to every stage.
         auto bytes = pw::read_torrent_bytes(torrent_path);
         if (!bytes) throw std::runtime_error(torrent_path + ": " + bytes.error().describe());
-        auto torrent = pw::Torrent::parse(*bytes);
+        // The verifier checks pieces; the Welcome carries the bytes to it.
+        auto torrent = pw::Torrent::parse(*bytes, {}, pw::PieceHashes::forget);
         if (!torrent) throw std::runtime_error(torrent_path + ": " + torrent.error().describe());
 
         pw::orchestrator::ServiceConfig config;
@@ -58,7 +59,6 @@ int main(int argc, char** argv) {
         config.scheduler.seed = std::random_device{}();
         config.scheduler.pieces_per_extent = pw::orchestrator::pieces_per_extent(torrent->piece_length());
         config.torrent_bytes = std::move(*bytes);
-        torrent->forget_piece_hashes();  // the verifier checks pieces; the Welcome carries the bytes
         for (const auto& text : peer_args) {
             auto peer = pw::orchestrator::resolve_peer(text);
             if (!peer) throw std::runtime_error(peer.error().describe());

@@ -68,7 +68,7 @@ int WorkerService::run() {
 }
 
 void WorkerService::start(const bus::Incoming& welcome) {
-    bus::WelcomeInfo info = bus::read_welcome(welcome, bus::PieceHashes::forget);
+    bus::WelcomeInfo info = bus::read_welcome(welcome, PieceHashes::forget);
     our_id_ = info.peer_id;
     torrent_ = std::move(info.torrent);
     geometry_ = PieceGeometry(torrent_->total_size(), torrent_->piece_length());

@@ -52,7 +52,7 @@ TrackerService::TrackerService(ServiceOptions options)
 }
 
 void TrackerService::on_welcome(bus::Incoming& welcome) {
-    bus::WelcomeInfo info = bus::read_welcome(welcome, bus::PieceHashes::forget);
+    bus::WelcomeInfo info = bus::read_welcome(welcome, PieceHashes::forget);
     torrent_.emplace(std::move(info.torrent));
     identity_.peer_id = info.peer_id;
     identity_.port = info.listen_port;

@@ -34,7 +34,7 @@ int run_verifier(zmq::context_t& context, const VerifierOptions& options) {
     bus::ControlLink link(context, options.control, options.name, v1::ROLE_VERIFIER,
                           options.timing, options.curve);
     link.attach_metrics(options.metrics);
-    const Torrent torrent = bus::read_welcome(link.handshake(), bus::PieceHashes::keep).torrent;
+    const Torrent torrent = bus::read_welcome(link.handshake(), PieceHashes::keep).torrent;
     bus::release_start_up_memory();
     spdlog::info("verifying '{}': {} pieces of {} bytes", torrent.name(), torrent.piece_count(),
                  torrent.piece_length());

@@ -195,7 +195,7 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
                           options.curve);
     link.attach_metrics(options.metrics);
     // Kept for the check of the files already on disk, forgotten after it.
-    Torrent torrent = bus::read_welcome(link.handshake(), bus::PieceHashes::keep).torrent;
+    Torrent torrent = bus::read_welcome(link.handshake(), PieceHashes::keep).torrent;
     auto opened = PieceStore::open(torrent, options.dir, StoreOptions{.direct_io = options.direct_io});
     if (!opened) throw std::runtime_error(opened.error().describe());
     PieceStore store = std::move(opened.value());

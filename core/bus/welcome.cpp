@@ -19,7 +19,7 @@ WelcomeInfo read_welcome(const Incoming& welcome, PieceHashes hashes) {
                                  std::to_string(body.listen_port()));
     }
     if (welcome.frames.empty()) throw std::runtime_error("the Welcome carried no .torrent");
-    auto torrent = Torrent::parse(welcome.frames.front().to_string_view());
+    auto torrent = Torrent::parse(welcome.frames.front().to_string_view(), {}, hashes);
     if (!torrent) {
         throw std::runtime_error("the orchestrator's .torrent is unusable: " +
                                  torrent.error().describe());
@@ -28,7 +28,6 @@ WelcomeInfo read_welcome(const Incoming& welcome, PieceHashes hashes) {
         throw std::runtime_error("pieces of " + std::to_string(torrent->piece_length()) +
                                  " bytes are larger than a message between stages may be");
     }
-    if (hashes == PieceHashes::forget) torrent->forget_piece_hashes();
     WelcomeInfo info{std::move(torrent).value(), {}, static_cast<std::uint16_t>(body.listen_port())};
     std::copy(body.peer_id().begin(), body.peer_id().end(), info.peer_id.begin());
     return info;

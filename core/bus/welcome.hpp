@@ -14,9 +14,6 @@ struct WelcomeInfo {
     std::uint16_t listen_port = 0;
 };
 
-// Whether the stage checks pieces against their hashes (see Torrent::forget_piece_hashes).
-enum class PieceHashes { keep, forget };
-
 // Reads the Welcome and its .torrent frame. Throws std::runtime_error (a start-up failure)
 // when the peer id is not 20 bytes, the port is out of range, the frame is missing, the
 // torrent does not parse, or its pieces are larger than a message between stages may be.

@@ -123,6 +123,13 @@ TEST(Metainfo, ForgettingPieceHashesKeepsTheLayout) {
     // A stage that forgot them and still asks has a bug: it must not get a digest that fails
     // every piece.
     EXPECT_THROW((void)t.piece_hash(PieceIndex(0)), std::logic_error);
+
+    const auto bytes = make_multi({{{"a"}, 5}, {{"d", "b"}, 10}}, 4);
+    auto never_kept = Torrent::parse(bytes, {}, pw::PieceHashes::forget);
+    ASSERT_TRUE(never_kept.ok());
+    EXPECT_FALSE(never_kept->has_piece_hashes());
+    EXPECT_EQ(never_kept->info_hash(), hash);
+    EXPECT_EQ(never_kept->map_piece(PieceIndex(1)), spans);
 }
 
 TEST(Metainfo, SingleFile) {
