@@ -26,8 +26,7 @@ std::optional<NameId> NameTable::find(const std::string& name) const {
     return it->second;
 }
 
-LeaseBook::LeaseBook(std::uint32_t piece_count)
-    : first_in_piece_(piece_count, 0), count_in_piece_(piece_count, 0) {}
+LeaseBook::LeaseBook(std::uint32_t piece_count) : head_of_piece_(piece_count, 0) {}
 
 std::uint64_t LeaseBook::grant(PieceIndex piece, NameId worker, NameId peer, bool endgame,
                                Clock::time_point expiry) {
@@ -41,14 +40,10 @@ std::uint64_t LeaseBook::grant(PieceIndex piece, NameId worker, NameId peer, boo
     }
     const std::uint64_t id = (++grants_ << kSlotBits) | slot;
     const std::uint32_t index = piece.get();
-    if (index >= first_in_piece_.size()) {
-        first_in_piece_.resize(std::size_t{index} + 1, 0);
-        count_in_piece_.resize(std::size_t{index} + 1, 0);
-    }
+    if (index >= head_of_piece_.size()) head_of_piece_.resize(std::size_t{index} + 1, 0);
     slots_[slot] = Slot{Lease{id, piece, worker, peer, expiry, endgame, false},
-                        first_in_piece_[index], true};
-    first_in_piece_[index] = id;
-    ++count_in_piece_[index];
+                        head_of_piece_[index], true};
+    head_of_piece_[index] = slot + 1;
     ++live_;
     return id;
 }
@@ -66,21 +61,21 @@ const LeaseBook::Slot* LeaseBook::find(std::uint64_t id) const {
 
 void LeaseBook::unlink(const Lease& lease) {
     const std::uint32_t index = lease.piece.get();
-    const std::uint64_t next = slots_[lease.id & kSlotMask].next_in_piece;
-    if (first_in_piece_[index] == lease.id) {
-        first_in_piece_[index] = next;
-    } else {
-        // A piece has a lease or two (more only in a long endgame): the walk is short.
-        for (std::uint64_t at = first_in_piece_[index]; at != 0;) {
-            Slot& slot = slots_[at & kSlotMask];
-            if (slot.next_in_piece == lease.id) {
-                slot.next_in_piece = next;
-                break;
-            }
-            at = slot.next_in_piece;
-        }
+    const auto link = static_cast<std::uint32_t>(lease.id & kSlotMask) + 1;
+    const std::uint32_t next = slots_[link - 1].next_in_piece;
+    if (head_of_piece_[index] == link) {
+        head_of_piece_[index] = next;
+        return;
     }
-    --count_in_piece_[index];
+    // A piece has a lease or two (more only in a long endgame): the walk is short.
+    for (std::uint32_t at = head_of_piece_[index]; at != 0;) {
+        Slot& slot = slots_[at - 1];
+        if (slot.next_in_piece == link) {
+            slot.next_in_piece = next;
+            return;
+        }
+        at = slot.next_in_piece;
+    }
 }
 
 std::optional<Lease> LeaseBook::take(std::uint64_t id) {
@@ -96,13 +91,14 @@ std::optional<Lease> LeaseBook::take(std::uint64_t id) {
 
 std::vector<Lease> LeaseBook::take_piece(PieceIndex piece) {
     std::vector<Lease> taken;
-    if (piece.get() >= first_in_piece_.size()) return taken;
-    while (first_in_piece_[piece.get()] != 0) taken.push_back(*take(first_in_piece_[piece.get()]));
+    if (piece.get() >= head_of_piece_.size()) return taken;
+    while (head_of_piece_[piece.get()] != 0) {
+        taken.push_back(*take(slots_[head_of_piece_[piece.get()] - 1].lease.id));
+    }
     std::sort(taken.begin(), taken.end(),
               [](const Lease& a, const Lease& b) { return a.id < b.id; });
     return taken;
 }
-
 template <class Pred>
 std::vector<Lease> LeaseBook::take_where(Pred pred) {
     std::vector<std::uint64_t> ids;
@@ -144,13 +140,18 @@ std::vector<Lease> LeaseBook::take_delivered() {
 }
 
 std::size_t LeaseBook::count(PieceIndex piece) const {
-    return piece.get() < count_in_piece_.size() ? count_in_piece_[piece.get()] : 0;
+    if (piece.get() >= head_of_piece_.size()) return 0;
+    std::size_t leases = 0;
+    for (std::uint32_t at = head_of_piece_[piece.get()]; at != 0; at = slots_[at - 1].next_in_piece) {
+        ++leases;
+    }
+    return leases;
 }
 
 bool LeaseBook::holds(PieceIndex piece, NameId peer) const {
-    if (piece.get() >= first_in_piece_.size()) return false;
-    for (std::uint64_t at = first_in_piece_[piece.get()]; at != 0;) {
-        const Slot& slot = slots_[at & kSlotMask];
+    if (piece.get() >= head_of_piece_.size()) return false;
+    for (std::uint32_t at = head_of_piece_[piece.get()]; at != 0;) {
+        const Slot& slot = slots_[at - 1];
         if (slot.lease.peer == peer) return true;
         at = slot.next_in_piece;
     }
@@ -160,9 +161,10 @@ bool LeaseBook::holds(PieceIndex piece, NameId peer) const {
 std::vector<PieceIndex> LeaseBook::in_flight() const {
     std::vector<PieceIndex> pieces;
     // Each piece once: through its newest lease.
-    for (const Slot& slot : slots_) {
-        if (slot.live && first_in_piece_[slot.lease.piece.get()] == slot.lease.id) {
-            pieces.push_back(slot.lease.piece);
+    for (std::uint32_t slot = 0; slot < slots_.size(); ++slot) {
+        const Lease& lease = slots_[slot].lease;
+        if (slots_[slot].live && head_of_piece_[lease.piece.get()] == slot + 1) {
+            pieces.push_back(lease.piece);
         }
     }
     return pieces;

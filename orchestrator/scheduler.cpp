@@ -7,7 +7,6 @@ namespace pw::orchestrator {
 Scheduler::Scheduler(std::uint32_t piece_count, SchedulerOptions options)
     : options_(options), picker_(piece_count, options.seed, options.pieces_per_extent),
       leases_(piece_count), rng_(options.seed ^ 0x9e3779b97f4a7c15ull),
-      awaiting_write_(piece_count, false), awaited_lease_(piece_count, 0),
       held_(piece_count, false) {}
 
 std::vector<Grant> Scheduler::request(const std::string& worker, const PeerKey& peer,
@@ -71,14 +70,13 @@ std::vector<Cancel> Scheduler::verified(PieceIndex piece, std::uint64_t lease_id
     leases_.take(lease_id);
     // A free piece can be verified when its lease had expired: it is no longer free.
     picker_.take(piece);
-    awaiting_write_[piece.get()] = true;
-    awaited_lease_[piece.get()] = lease_id;
+    awaiting_write_[piece.get()] = lease_id;
     return cancel_all(piece);
 }
 
 std::vector<Cancel> Scheduler::written(PieceIndex piece) {
     if (piece.get() >= picker_.piece_count()) return {};
-    awaiting_write_[piece.get()] = false;
+    awaiting_write_.erase(piece.get());
     held_[piece.get()] = false;
     picker_.mark_done(piece);
     return cancel_all(piece);
@@ -92,14 +90,15 @@ void Scheduler::failed(PieceIndex piece, std::uint64_t lease_id) {
 void Scheduler::dropped(PieceIndex piece, std::uint64_t lease_id) {
     if (const auto lease = leases_.take(lease_id)) requeue_if_orphaned(lease->piece);
     if (piece.get() >= picker_.piece_count()) return;
-    if (!awaits_write(piece.get()) || awaited_lease_[piece.get()] != lease_id) return;
-    awaiting_write_[piece.get()] = false;
+    const auto awaited = awaiting_write_.find(piece.get());
+    if (awaited == awaiting_write_.end() || awaited->second != lease_id) return;
+    awaiting_write_.erase(awaited);
     requeue_if_orphaned(piece);
 }
 
 void Scheduler::write_failed(PieceIndex piece) {
     if (piece.get() >= picker_.piece_count() || picker_.is_done(piece)) return;
-    awaiting_write_[piece.get()] = false;
+    awaiting_write_.erase(piece.get());
     picker_.take(piece);
     held_[piece.get()] = true;
 }
@@ -120,12 +119,12 @@ void Scheduler::worker_gone(const std::string& worker) {
 }
 
 void Scheduler::writer_lost() {
-    // Linear in the pieces, but a writer is lost once in a long while.
     std::vector<std::uint32_t> pending;
-    for (std::uint32_t piece = 0; piece < picker_.piece_count(); ++piece) {
-        if (awaiting_write_[piece]) pending.push_back(piece);
-    }
-    std::fill(awaiting_write_.begin(), awaiting_write_.end(), false);
+    pending.reserve(awaiting_write_.size());
+    for (const auto& [piece, lease] : awaiting_write_) pending.push_back(piece);
+    // In piece order, as before: the map's order would make the requeue order arbitrary.
+    std::sort(pending.begin(), pending.end());
+    awaiting_write_.clear();
     for (const std::uint32_t piece : pending) requeue_if_orphaned(PieceIndex{piece});
 }
 

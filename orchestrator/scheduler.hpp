@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/units.hpp"
@@ -90,17 +91,17 @@ public:
 private:
     void requeue_if_orphaned(PieceIndex piece);
     std::vector<Cancel> cancel_all(PieceIndex piece);
-    bool awaits_write(std::uint32_t piece) const { return awaiting_write_[piece]; }
+    bool awaits_write(std::uint32_t piece) const { return awaiting_write_.contains(piece); }
 
     SchedulerOptions options_;
     PiecePicker picker_;
     LeaseBook leases_;
     std::mt19937_64 rng_;
-    // By piece, so a piece's way through costs no allocation. Awaiting the writer, with the
-    // lease whose copy it waits for (the latest verified: the last to reach the writer), so
-    // a dropped copy under another lease leaves it waiting.
-    std::vector<bool> awaiting_write_;
-    std::vector<std::uint64_t> awaited_lease_;
+    // Pieces awaiting the writer, with the lease whose copy each waits for (the latest
+    // verified: the last to reach the writer), so a dropped copy under another lease leaves
+    // it waiting. A map: a few thousand pieces at most are between verifier and disk, where
+    // a slot per piece cost 8 bytes for each of a torrent's 262,144.
+    std::unordered_map<std::uint32_t, std::uint64_t> awaiting_write_;
     std::vector<bool> held_;  // write failed, waiting to be retried
 };
 
