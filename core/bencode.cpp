@@ -74,7 +74,7 @@ public:
             } else if (c >= '0' && c <= '9') {
                 auto text = read_string();
                 if (!text) return text.error();
-                finished = Value(std::move(text.value()));
+                finished = Value::borrowed(text.value());
                 finished.raw_begin = begin;
                 finished.raw_end = pos_;
             } else {
@@ -125,7 +125,7 @@ private:
                                     ")");
             }
         }
-        dict.pending_key = std::move(key.value());
+        dict.pending_key = std::string(key.value());
         dict.has_pending_key = true;
         dict.pending_key_offset = key_offset;
         return ok_status();
@@ -221,7 +221,7 @@ private:
         return value;
     }
 
-    Result<std::string> read_string() {
+    Result<std::string_view> read_string() {
         const std::size_t begin = pos_;
         std::size_t length = 0;
         while (pos_ < in_.size() && in_[pos_] >= '0' && in_[pos_] <= '9') {
@@ -245,7 +245,7 @@ private:
         if (length > in_.size() - pos_) {
             return make_error("string length larger than the input", begin);
         }
-        std::string text(in_.substr(pos_, length));
+        const std::string_view text = in_.substr(pos_, length);
         pos_ += length;
         return text;
     }

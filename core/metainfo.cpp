@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <unordered_set>
@@ -65,14 +66,15 @@ std::string join(const std::vector<std::string>& elements) {
     return out;
 }
 
-const std::string* find_string(const Value& dict, std::string_view key) {
+std::optional<std::string_view> find_string(const Value& dict, std::string_view key) {
     const Value* value = dict.find(key);
-    return value != nullptr && value->is_string() ? &value->as_string() : nullptr;
+    if (value == nullptr || !value->is_string()) return std::nullopt;
+    return value->as_string();
 }
 
 // The UTF-8 variant of a string field when present and a string, else the plain one.
-const std::string* find_text(const Value& dict, std::string_view key) {
-    if (const std::string* utf8 = find_string(dict, std::string(key) + ".utf-8")) return utf8;
+std::optional<std::string_view> find_text(const Value& dict, std::string_view key) {
+    if (const auto utf8 = find_string(dict, std::string(key) + ".utf-8")) return utf8;
     return find_string(dict, key);
 }
 
@@ -90,15 +92,16 @@ std::vector<std::vector<std::string>> parse_trackers(const Value& root) {
             std::vector<std::string> tier;
             for (const Value& url : tier_value.as_list()) {
                 if (!url.is_string() || url.as_string().empty()) continue;
-                if (seen.insert(url.as_string()).second) tier.push_back(url.as_string());
+                std::string text(url.as_string());
+                if (seen.insert(text).second) tier.push_back(std::move(text));
             }
             if (!tier.empty()) tiers.push_back(std::move(tier));
         }
     }
     // BEP 12: announce-list, when usable, supersedes announce.
     if (tiers.empty()) {
-        if (const std::string* url = find_string(root, "announce"); url && !url->empty()) {
-            tiers.push_back({*url});
+        if (const auto url = find_string(root, "announce"); url && !url->empty()) {
+            tiers.push_back({std::string(*url)});
         }
     }
     return tiers;
@@ -117,7 +120,7 @@ Result<std::vector<std::string>> raw_path_elements(const Value& file, std::size_
         if (!element.is_string()) {
             return make_error("file " + std::to_string(index) + " has a non-string path element");
         }
-        elements.push_back(element.as_string());
+        elements.emplace_back(element.as_string());
     }
     return elements;
 }
@@ -219,8 +222,8 @@ Result<Torrent> Torrent::parse(std::string_view bytes, const MetainfoLimits& lim
     if (hashes == PieceHashes::keep) t.info_bytes_ = std::string(info->raw(bytes));
     t.has_piece_hashes_ = hashes == PieceHashes::keep;
     t.trackers_ = parse_trackers(root);
-    if (const std::string* comment = find_text(root, "comment")) t.comment_ = *comment;
-    if (const std::string* created_by = find_text(root, "created by")) t.created_by_ = *created_by;
+    if (const auto comment = find_text(root, "comment")) t.comment_ = *comment;
+    if (const auto created_by = find_text(root, "created by")) t.created_by_ = *created_by;
     if (const std::int64_t* date = find_int(root, "creation date")) t.creation_date_ = *date;
     if (const std::int64_t* flag = find_int(*info, "private")) t.private_ = *flag == 1;
 
@@ -235,20 +238,20 @@ Result<Torrent> Torrent::parse(std::string_view bytes, const MetainfoLimits& lim
     }
     t.piece_length_ = static_cast<std::uint32_t>(*piece_length);
 
-    const std::string* pieces = find_string(*info, "pieces");
-    if (pieces == nullptr) return make_error("info has no pieces string");
+    const auto pieces = find_string(*info, "pieces");
+    if (!pieces) return make_error("info has no pieces string");
     if (pieces->size() % 20 != 0) {
         return make_error("pieces length " + std::to_string(pieces->size()) +
                           " is not a multiple of 20");
     }
 
-    const std::string* raw_name = find_text(*info, "name");
+    const auto raw_name = find_text(*info, "name");
     std::string name = raw_name ? sanitize_path_element(*raw_name, limits.max_path_element) : "";
     if (name.empty()) {
         name = to_hex(t.info_hash_);
         t.warnings_.push_back("torrent name unusable; using \"" + name + "\"");
     } else if (name != *raw_name) {
-        t.warnings_.push_back("torrent name \"" + *raw_name + "\" renamed to \"" + name + "\"");
+        t.warnings_.push_back("torrent name \"" + std::string(*raw_name) + "\" renamed to \"" + name + "\"");
     }
     t.name_ = std::move(name);
 
@@ -278,7 +281,7 @@ Result<Torrent> Torrent::parse(std::string_view bytes, const MetainfoLimits& lim
         if (!size) return size.error();
         FileEntry entry;
         entry.path = t.name_;
-        entry.original_path = {raw_name ? *raw_name : std::string()};
+        entry.original_path = {raw_name ? std::string(*raw_name) : std::string()};
         entry.length = size.value();
         t.files_.push_back(std::move(entry));
         t.total_size_ = size.value();
@@ -305,8 +308,8 @@ Result<Torrent> Torrent::parse(std::string_view bytes, const MetainfoLimits& lim
             entry.original_path = std::move(raw.value());
             entry.length = size.value();
             entry.offset = t.total_size_;
-            if (const std::string* attr = find_string(file, "attr")) {
-                entry.pad = attr->find('p') != std::string::npos;
+            if (const auto attr = find_string(file, "attr")) {
+                entry.pad = attr->find('p') != std::string_view::npos;
             }
             // Each length is at most 2^48 and there are at most max_files of them, but a
             // lowered limit set is not a proof: check the sum explicitly.

@@ -141,7 +141,7 @@ void parse_dict_peers(const bencode::List& list, AnnounceResponse& response) {
             ++response.skipped_peers;
             continue;
         }
-        auto address = canonical_ip(ip->as_string());
+        auto address = canonical_ip(std::string(ip->as_string()));
         if (!address) {
             ++response.skipped_peers;
             continue;
@@ -160,7 +160,7 @@ std::optional<std::int64_t> int_field(const bencode::Value& dict, std::string_vi
 std::optional<std::string> string_field(const bencode::Value& dict, std::string_view key) {
     const bencode::Value* value = dict.find(key);
     if (value == nullptr || !value->is_string()) return std::nullopt;
-    return value->as_string();
+    return std::string(value->as_string());
 }
 
 // Reads the action and transaction id every UDP response starts with, and turns an error

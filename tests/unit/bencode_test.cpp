@@ -178,6 +178,17 @@ TEST(BencodeEncode, AllTypes) {
     EXPECT_EQ(encode(Value(std::move(dict))), "d5:alphale4:zetai1e1:\xff" "dee");
 }
 
+TEST(Bencode, DecodedStringsPointIntoTheInputAndEqualOwnedOnes) {
+    const std::string input = "l4:spami7ee";
+    auto result = decode(input);
+    ASSERT_TRUE(result.ok());
+    const std::string_view spam = result->value.as_list()[0].as_string();
+    EXPECT_EQ(spam.data(), input.data() + 3);  // no copy of the bytes
+    EXPECT_EQ(result->value, Value(List{Value(std::string("spam")), Value(std::int64_t{7})}));
+    EXPECT_NE(result->value, Value(List{Value(std::string("spar")), Value(std::int64_t{7})}));
+    EXPECT_NE(Value(std::string("7")), Value(std::int64_t{7}));
+}
+
 TEST(BencodeRoundTrip, CanonicalInputsEncodeBackExactly) {
     for (std::string_view input :
          {"i0e", "i-1e", "0:", "3:abc", "le", "de", "l1:ai2eli3eee",
@@ -185,7 +196,8 @@ TEST(BencodeRoundTrip, CanonicalInputsEncodeBackExactly) {
         auto result = decode(input);
         ASSERT_TRUE(result.ok()) << input;
         EXPECT_EQ(encode(result->value), input);
-        auto again = decode(encode(result->value));
+        const std::string encoded = encode(result->value);  // `again` points into it
+        auto again = decode(encoded);
         ASSERT_TRUE(again.ok());
         EXPECT_EQ(again->value, result->value);
     }
