@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
         config.scheduler.seed = std::random_device{}();
         config.scheduler.pieces_per_extent = pw::orchestrator::pieces_per_extent(torrent->piece_length());
         config.torrent_bytes = std::move(*bytes);
+        config.torrent_path = torrent_path;
         for (const auto& text : peer_args) {
             auto peer = pw::orchestrator::resolve_peer(text);
             if (!peer) throw std::runtime_error(peer.error().describe());

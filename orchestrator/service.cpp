@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/bus/metrics.hpp"
+#include "core/bus/welcome.hpp"
 
 namespace pw::orchestrator {
 
@@ -44,19 +45,44 @@ OrchestratorService::OrchestratorService(zmq::context_t& context, Torrent torren
       config_(std::move(config)), out_(out), err_(err),
       scheduler_(torrent_.piece_count(), config_.scheduler), directory_(config_.directory) {
     if (config_.peer_id.size() != 20) config_.peer_id = make_peer_id();
-    // The bytes move to the heap, owned by the message: ZeroMQ's I/O thread may still be
-    // sending a Welcome after this service is gone, and frees them with the last reference.
-    auto owned = std::make_unique<std::string>(std::move(config_.torrent_bytes));
-    torrent_frame_.rebuild(owned->data(), owned->size(),
-                           [](void*, void* hint) { delete static_cast<std::string*>(hint); },
-                           owned.get());
-    owned.release();
+    hold_torrent_bytes(std::move(config_.torrent_bytes));
+    release_torrent_frame_at_ = Clock::now() + config_.keep_torrent_after_welcome;
     bus::configure(router_);
     // A stage restarted under the same name takes over its identity instead of being refused.
     router_.set(zmq::sockopt::router_handover, 1);
     gatekeeper_.secure(router_, "control");
     router_.bind(config_.control);
     for (const auto& peer : config_.peers) directory_.offer(peer);
+}
+
+void OrchestratorService::hold_torrent_bytes(std::string bytes) {
+    // The bytes move to the heap, owned by the message: ZeroMQ's I/O thread may still be
+    // sending a Welcome after this service is gone, and frees them with the last reference.
+    auto owned = std::make_unique<std::string>(std::move(bytes));
+    torrent_frame_.rebuild(owned->data(), owned->size(),
+                           [](void*, void* hint) { delete static_cast<std::string*>(hint); },
+                           owned.get());
+    owned.release();
+    torrent_frame_held_ = true;
+}
+
+bool OrchestratorService::hold_torrent_frame() {
+    if (torrent_frame_held_) return true;
+    auto bytes = read_torrent_bytes(config_.torrent_path);
+    std::string problem;
+    if (!bytes) {
+        problem = bytes.error().describe();
+    } else if (auto again = Torrent::parse(*bytes, {}, PieceHashes::forget);
+               !again || again->info_hash() != torrent_.info_hash()) {
+        problem = "no longer the torrent being downloaded";
+    }
+    if (!problem.empty()) {
+        const std::string line = "cannot welcome a stage: " + config_.torrent_path + ": " + problem;
+        if (printed_messages_.insert(line).second) err_ << line << "\n" << std::flush;
+        return false;
+    }
+    hold_torrent_bytes(std::move(*bytes));
+    return true;
 }
 
 void OrchestratorService::send_to(const std::string& identity, v1::Envelope& envelope,
@@ -128,6 +154,9 @@ void OrchestratorService::on_hello(const std::string& identity, const v1::Hello&
     } else {
         stages_.find(identity)->last_heard = now;
     }
+    // Unwelcomed, the stage keeps saying Hello, and joins if the file comes back.
+    if (!hold_torrent_frame()) return;
+    release_torrent_frame_at_ = now + config_.keep_torrent_after_welcome;
     v1::Envelope envelope;
     auto* welcome = envelope.mutable_welcome();
     welcome->set_peer_id(config_.peer_id);
@@ -452,6 +481,11 @@ void OrchestratorService::export_metrics() {
 }
 
 void OrchestratorService::run_timers(Clock::time_point now) {
+    if (torrent_frame_held_ && !config_.torrent_path.empty() && now >= release_torrent_frame_at_) {
+        torrent_frame_.rebuild();  // Welcomes still queued keep their reference
+        torrent_frame_held_ = false;
+        bus::release_start_up_memory();  // freed pages stay otherwise (stage_cli.cpp)
+    }
     if (now >= next_heartbeat_) {
         next_heartbeat_ = now + config_.heartbeat;
         export_metrics();

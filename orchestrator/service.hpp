@@ -24,6 +24,10 @@ struct ServiceConfig {
     std::string control;  // endpoint the ROUTER binds
     std::string name = "orchestrator";
     std::string torrent_bytes;  // the .torrent file, sent with every Welcome (taken over)
+    // Where to read it again for a Welcome once the bytes were let go (see torrent_frame_);
+    // empty: they are kept for the whole run.
+    std::string torrent_path;
+    std::chrono::milliseconds keep_torrent_after_welcome{2'000};
     std::vector<PeerAddress> peers;
     std::uint32_t listen_port = 6881;
     std::chrono::milliseconds heartbeat{1000};
@@ -78,6 +82,10 @@ private:
     void on_write_failed(const bus::v1::WriteFailed& failed, Clock::time_point now);
     void on_resume_state(std::vector<zmq::message_t>& frames);
     void on_tracker_status(const bus::v1::TrackerStatus& status);
+    // Holds the .torrent frame, reading the file again if it was let go; false (said once on
+    // err_) when the file is gone or no longer the torrent we are downloading.
+    bool hold_torrent_frame();
+    void hold_torrent_bytes(std::string bytes);
 
     void wait_for_messages(bool drained);
     void run_timers(Clock::time_point now);
@@ -96,8 +104,12 @@ private:
     ServiceConfig config_;
     // The .torrent file as one refcounted ZeroMQ message: every Welcome shares its bytes
     // (zmq_msg_copy), where a copy per Welcome held one per stage in the send queues, 26 MiB
-    // at the start of a torrent of 262,144 pieces.
+    // at the start of a torrent of 262,144 pieces. Stages join at the start and seldom after,
+    // so with a torrent_path the bytes (20 per piece, mostly hashes only the verifier uses)
+    // are let go a little after the last Welcome and read again for a late one.
     zmq::message_t torrent_frame_;
+    bool torrent_frame_held_ = false;
+    Clock::time_point release_torrent_frame_at_{};
     std::ostream& out_;
     std::ostream& err_;
     Scheduler scheduler_;

@@ -1,9 +1,13 @@
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <map>
 #include <set>
 #include <thread>
+
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -721,6 +725,53 @@ TEST(OrchestratorService, LeasesWaitForTheWritersResumeState) {
     send_resume_state(writer, std::string(1, '\0'));  // a restarted writer knows less
     EXPECT_EQ(thread.service.scheduler().pieces().done_count(), 1u);
     EXPECT_NE(out.str().find("resumed: 1 of 2 pieces already on disk"), std::string::npos) << out.str();
+}
+
+// The .torrent's bytes are let go after the Welcomes and read again for a stage that joins
+// later; a file that no longer holds our torrent is refused, never sent.
+TEST(OrchestratorService, ReadsTheTorrentAgainForALateStage) {
+    namespace fs = std::filesystem;
+    const fs::path path = fs::temp_directory_path() /
+                          ("pw-orchestrator-" + std::to_string(::getpid()) + ".torrent");
+    const std::string bytes = two_piece_torrent();
+    std::ofstream(path, std::ios::binary) << bytes;
+    struct Remover {
+        fs::path path;
+        ~Remover() { fs::remove(path); }
+    } remover{path};
+    zmq::context_t context;
+    std::ostringstream out;
+    ServiceConfig config = fake_config(bytes, "inproc://orchestrator-reread");
+    config.torrent_path = path.string();
+    config.keep_torrent_after_welcome = 0ms;
+    ServiceThread thread(context, bytes, std::move(config), out);
+
+    FakeStage first(context, "inproc://orchestrator-reread", "verifier");
+    auto welcome = hello_and_welcome(first, v1::ROLE_VERIFIER);
+    ASSERT_TRUE(welcome);
+    ASSERT_EQ(welcome->frames.size(), 1u);
+    EXPECT_EQ(welcome->frames.front().to_string(), bytes);
+    std::this_thread::sleep_for(100ms);  // past keep_torrent_after_welcome: let go
+    FakeStage late(context, "inproc://orchestrator-reread", "peer_worker-late");
+    welcome = hello_and_welcome(late, v1::ROLE_PEER_WORKER);
+    ASSERT_TRUE(welcome);
+    ASSERT_EQ(welcome->frames.size(), 1u);
+    EXPECT_EQ(welcome->frames.front().to_string(), bytes);
+
+    std::string other = bytes;
+    other.replace(other.find("a.bin"), 5, "b.bin");
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << other;
+    std::this_thread::sleep_for(100ms);
+    FakeStage refused(context, "inproc://orchestrator-reread", "writer");
+    v1::Envelope hello;
+    hello.mutable_hello()->set_role(v1::ROLE_WRITER);
+    hello.mutable_hello()->set_pid(1);
+    refused.send(hello);
+    EXPECT_FALSE(refused.expect(v1::Envelope::kWelcome, 500ms));
+    thread.stop = true;
+    thread.loop.join();
+    EXPECT_NE(out.str().find("no longer the torrent being downloaded"), std::string::npos)
+        << out.str();
 }
 
 TEST(OrchestratorService, EverythingOnDiskCompletesAtOnce) {
