@@ -88,10 +88,11 @@ struct Decoded {
     std::vector<std::string> warnings;
 };
 
-// Decodes exactly one value spanning the whole input; its strings point into `input`. Rejects: nesting deeper than the limit,
-// integers that overflow int64, leading zeros, "-0", "i-e"/"ie", string lengths larger than
-// what remains, duplicate keys (and unsorted ones unless allowed), non-string keys, trailing
-// bytes, and truncated input. Memory used is a small multiple of the input size.
+// Decodes exactly one value spanning the whole input; its strings point into `input`.
+// Rejects: nesting deeper than the limit, integers that overflow int64, leading zeros, "-0",
+// "i-e"/"ie", string lengths larger than what remains, duplicate keys (and unsorted ones
+// unless allowed), non-string keys, trailing bytes, and truncated input. Memory used is a
+// small multiple of the number of values, never of the strings' bytes.
 Result<Decoded> decode(std::string_view input, const DecodeLimits& limits = {});
 
 // Canonical encoding: dict keys sorted as raw bytes.

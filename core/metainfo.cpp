@@ -251,7 +251,8 @@ Result<Torrent> Torrent::parse(std::string_view bytes, const MetainfoLimits& lim
         name = to_hex(t.info_hash_);
         t.warnings_.push_back("torrent name unusable; using \"" + name + "\"");
     } else if (name != *raw_name) {
-        t.warnings_.push_back("torrent name \"" + std::string(*raw_name) + "\" renamed to \"" + name + "\"");
+        t.warnings_.push_back("torrent name \"" + std::string(*raw_name) + "\" renamed to \"" +
+                              name + "\"");
     }
     t.name_ = std::move(name);
 
