@@ -139,14 +139,18 @@ void OrchestratorService::on_hello(const std::string& identity, const v1::Hello&
                     .add();
             }
             on_stage_lost(*previous);
-        } else if (hello.role() == v1::ROLE_VERIFIER) {
+        } else if (hello.role() == v1::ROLE_VERIFIER && verifier_joined_before_) {
             // A previous verifier may have been declared gone while frozen, then taken
             // deliveries until it exited: whatever is still marked delivered went to a dead
-            // process. (A duplicate, if its data does arrive, is harmless.)
+            // process. (A duplicate, if its data does arrive, is harmless.) Not so for the
+            // first verifier: pieces delivered before its Hello wait in its socket's queue,
+            // and re-queuing them fetched each twice.
             lose_verifier();
-        } else if (hello.role() == v1::ROLE_WRITER) {
+        } else if (hello.role() == v1::ROLE_WRITER && writer_joined_before_) {
             lose_writer();  // the same for pieces verified towards a dead writer
         }
+        if (hello.role() == v1::ROLE_VERIFIER) verifier_joined_before_ = true;
+        if (hello.role() == v1::ROLE_WRITER) writer_joined_before_ = true;
         stages_.add(identity, hello.role(), hello.pid(), now);
         if (hello.role() == v1::ROLE_PEER_WORKER) directory_.add_worker(identity);
         spdlog::info("'{}' joined (role {}, pid {})", identity, v1::Role_Name(hello.role()),

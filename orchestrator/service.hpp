@@ -120,6 +120,8 @@ private:
     std::uint64_t done_bytes_ = 0;
     // Leases wait for the writer's first ResumeState: a piece already on disk is never fetched.
     bool writer_resumed_ = false;
+    bool verifier_joined_before_ = false;  // see on_hello
+    bool writer_joined_before_ = false;
     std::uint64_t resumed_bytes_ = 0;  // not downloaded this run: kept out of the rate
     unsigned write_failures_in_a_row_ = 0;
     std::string fatal_error_;

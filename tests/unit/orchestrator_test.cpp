@@ -906,8 +906,7 @@ struct FakeDownload {
         return config;
     }
 
-    // The data stages first: a verifier or writer joining under a new name frees the
-    // workers' slots, which would muddle the tests' first SlotsFreed.
+    // The data stages first, as the front end starts them.
     bool start() {
         if (!hello_and_welcome(verifier, v1::ROLE_VERIFIER) ||
             !hello_and_welcome(writer, v1::ROLE_WRITER) ||
@@ -1066,6 +1065,34 @@ TEST(OrchestratorSchema2, LostVerifierFreesEveryWorkersSlotsAndRequeuesDeliverie
     ASSERT_TRUE(hello_and_welcome(stranger, v1::ROLE_VERIFIER));  // a new name: same re-queue
     EXPECT_TRUE(freed_all_delivered(download.worker1));
     EXPECT_TRUE(freed_all_delivered(download.worker2));
+}
+
+// Pieces a worker delivered before the first verifier said Hello wait in that verifier's
+// queue: its Hello is no restart and re-queues nothing (each piece was fetched twice).
+TEST(OrchestratorSchema2, FirstVerifierJoiningLateRequeuesNothing) {
+    FakeDownload download("inproc://orchestrator-late-verifier");
+    ASSERT_TRUE(hello_and_welcome(download.writer, v1::ROLE_WRITER));
+    ASSERT_TRUE(hello_and_welcome(download.worker1, v1::ROLE_PEER_WORKER));
+    send_resume_state(download.writer, std::string(1, '\0'));
+    v1::Envelope has;
+    has.mutable_peer_has()->set_peer(kPeer);
+    has.mutable_peer_has()->set_have_all(true);
+    download.worker1.send(has);
+    const auto leases = download.lease(2);
+    ASSERT_EQ(leases.size(), 2u);
+    auto delivered = delivered_all(leases);
+    download.worker1.send(delivered);
+    ASSERT_TRUE(FakeDownload::round_trip(download.worker1));
+
+    ASSERT_TRUE(hello_and_welcome(download.verifier, v1::ROLE_VERIFIER));
+    ASSERT_TRUE(FakeDownload::round_trip(download.worker1));
+    v1::Envelope request;
+    request.mutable_work_request()->set_peer(kPeer);
+    request.mutable_work_request()->set_count(4);
+    download.worker1.send(request);
+    const auto again = download.worker1.expect(v1::Envelope::kLeases);
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->envelope.leases().leases_size(), 0);
 }
 
 TEST(OrchestratorSchema2, LostWriterFreesEveryWorkersSlots) {
