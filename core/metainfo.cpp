@@ -220,7 +220,6 @@ Result<Torrent> Torrent::parse(std::string_view bytes, const MetainfoLimits& lim
     t.info_hash_ = sha1(info->raw(bytes));
     // Never copied when forgotten: a stage's peak is at start-up, with the .torrent in hand.
     if (hashes == PieceHashes::keep) t.info_bytes_ = std::string(info->raw(bytes));
-    t.has_piece_hashes_ = hashes == PieceHashes::keep;
     t.trackers_ = parse_trackers(root);
     if (const auto comment = find_text(root, "comment")) t.comment_ = *comment;
     if (const auto created_by = find_text(root, "created by")) t.created_by_ = *created_by;
@@ -360,16 +359,15 @@ Result<Torrent> Torrent::parse(std::string_view bytes, const MetainfoLimits& lim
 }
 
 Sha1Digest Torrent::piece_hash(PieceIndex index) const {
-    if (!has_piece_hashes_) throw std::logic_error("piece_hash() after forget_piece_hashes()");
     Sha1Digest digest{};
     if (index.get() >= piece_count_) return digest;
+    if (!has_piece_hashes()) throw std::logic_error("piece_hash() after forgetting the hashes");
     std::memcpy(digest.data(), info_bytes_.data() + piece_hashes_offset_ + std::size_t{index.get()} * 20, 20);
     return digest;
 }
 
 void Torrent::forget_piece_hashes() {
     std::string{}.swap(info_bytes_);
-    has_piece_hashes_ = false;
 }
 
 std::uint32_t Torrent::piece_size(PieceIndex index) const {

@@ -67,7 +67,8 @@ public:
     // All zero for an index beyond the torrent. Calling it after forget_piece_hashes() is a
     // bug (std::logic_error), never a digest that fails every piece.
     Sha1Digest piece_hash(PieceIndex index) const;
-    bool has_piece_hashes() const { return has_piece_hashes_; }
+    // The info dictionary is never empty ("de" at least), so its bytes tell.
+    bool has_piece_hashes() const { return !info_bytes_.empty(); }
     // Frees the info dictionary's bytes, which hold the hashes; everything else stays. For a
     // process done checking pieces (the writer, after the files already on disk).
     void forget_piece_hashes();
@@ -99,7 +100,6 @@ private:
     bool private_ = false;
     std::uint32_t piece_length_ = 0;
     std::size_t piece_hashes_offset_ = 0;  // in info_bytes_
-    bool has_piece_hashes_ = true;
     std::uint32_t piece_count_ = 0;
     std::uint64_t total_size_ = 0;
     bool multi_file_ = false;

@@ -63,11 +63,10 @@ void OrchestratorService::hold_torrent_bytes(std::string bytes) {
                            [](void*, void* hint) { delete static_cast<std::string*>(hint); },
                            owned.get());
     owned.release();
-    torrent_frame_held_ = true;
 }
 
 bool OrchestratorService::hold_torrent_frame() {
-    if (torrent_frame_held_) return true;
+    if (torrent_frame_.size() > 0) return true;
     auto bytes = read_torrent_bytes(config_.torrent_path);
     std::string problem;
     if (!bytes) {
@@ -129,6 +128,7 @@ void OrchestratorService::on_hello(const std::string& identity, const v1::Hello&
     // ControlLink repeats Hello until its Welcome arrives: the same process again is no restart.
     const bool repeat = known != nullptr && known->pid == hello.pid() && known->role == hello.role();
     if (!repeat) {
+        const bool first_of_its_role = roles_joined_.insert(hello.role()).second;
         if (auto previous = stages_.remove(identity)) {
             spdlog::info("'{}' restarted: releasing what its previous run held", identity);
             if (config_.metrics != nullptr) {
@@ -139,18 +139,16 @@ void OrchestratorService::on_hello(const std::string& identity, const v1::Hello&
                     .add();
             }
             on_stage_lost(*previous);
-        } else if (hello.role() == v1::ROLE_VERIFIER && verifier_joined_before_) {
+        } else if (hello.role() == v1::ROLE_VERIFIER && !first_of_its_role) {
             // A previous verifier may have been declared gone while frozen, then taken
             // deliveries until it exited: whatever is still marked delivered went to a dead
             // process. (A duplicate, if its data does arrive, is harmless.) Not so for the
             // first verifier: pieces delivered before its Hello wait in its socket's queue,
             // and re-queuing them fetched each twice.
             lose_verifier();
-        } else if (hello.role() == v1::ROLE_WRITER && writer_joined_before_) {
+        } else if (hello.role() == v1::ROLE_WRITER && !first_of_its_role) {
             lose_writer();  // the same for pieces verified towards a dead writer
         }
-        if (hello.role() == v1::ROLE_VERIFIER) verifier_joined_before_ = true;
-        if (hello.role() == v1::ROLE_WRITER) writer_joined_before_ = true;
         stages_.add(identity, hello.role(), hello.pid(), now);
         if (hello.role() == v1::ROLE_PEER_WORKER) directory_.add_worker(identity);
         spdlog::info("'{}' joined (role {}, pid {})", identity, v1::Role_Name(hello.role()),
@@ -485,9 +483,9 @@ void OrchestratorService::export_metrics() {
 }
 
 void OrchestratorService::run_timers(Clock::time_point now) {
-    if (torrent_frame_held_ && !config_.torrent_path.empty() && now >= release_torrent_frame_at_) {
+    if (torrent_frame_.size() > 0 && !config_.torrent_path.empty() &&
+        now >= release_torrent_frame_at_) {
         torrent_frame_.rebuild();  // Welcomes still queued keep their reference
-        torrent_frame_held_ = false;
         bus::release_start_up_memory();  // freed pages stay otherwise (stage_cli.cpp)
     }
     if (now >= next_heartbeat_) {

@@ -107,8 +107,7 @@ private:
     // at the start of a torrent of 262,144 pieces. Stages join at the start and seldom after,
     // so with a torrent_path the bytes (20 per piece, mostly hashes only the verifier uses)
     // are let go a little after the last Welcome and read again for a late one.
-    zmq::message_t torrent_frame_;
-    bool torrent_frame_held_ = false;
+    zmq::message_t torrent_frame_;  // empty once let go (a .torrent never is)
     Clock::time_point release_torrent_frame_at_{};
     std::ostream& out_;
     std::ostream& err_;
@@ -120,8 +119,7 @@ private:
     std::uint64_t done_bytes_ = 0;
     // Leases wait for the writer's first ResumeState: a piece already on disk is never fetched.
     bool writer_resumed_ = false;
-    bool verifier_joined_before_ = false;  // see on_hello
-    bool writer_joined_before_ = false;
+    std::set<bus::v1::Role> roles_joined_;  // see on_hello
     std::uint64_t resumed_bytes_ = 0;  // not downloaded this run: kept out of the rate
     unsigned write_failures_in_a_row_ = 0;
     std::string fatal_error_;

@@ -45,9 +45,7 @@ struct SocketLimits {
     int linger_ms = 0;
     // The stages start together and the side that binds may come up a moment after the side
     // that connects: at ZeroMQ's default 100 ms the verifier sometimes said Hello 130 ms late,
-    // after the worker had delivered pieces, and a verifier's Hello re-queues what was
-    // delivered before it (it may have gone to a dead predecessor): ten pieces were fetched
-    // twice. Retries back off to the maximum.
+    // after the worker had delivered its first pieces. Retries back off to the maximum.
     int reconnect_ms = 10;
     int reconnect_max_ms = 1000;
 };

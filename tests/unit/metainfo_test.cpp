@@ -108,7 +108,8 @@ TEST(Metainfo, MultiFileOffsetsAndSpansAcrossBoundaries) {
 }
 
 TEST(Metainfo, ForgettingPieceHashesKeepsTheLayout) {
-    Torrent t = parse_ok(make_multi({{{"a"}, 5}, {{"d", "b"}, 10}}, 4));
+    const auto bytes = make_multi({{{"a"}, 5}, {{"d", "b"}, 10}}, 4);
+    Torrent t = parse_ok(bytes);
     const auto hash = t.info_hash();
     const auto spans = t.map_piece(PieceIndex(1));
     ASSERT_TRUE(t.has_piece_hashes());
@@ -124,7 +125,6 @@ TEST(Metainfo, ForgettingPieceHashesKeepsTheLayout) {
     // every piece.
     EXPECT_THROW((void)t.piece_hash(PieceIndex(0)), std::logic_error);
 
-    const auto bytes = make_multi({{{"a"}, 5}, {{"d", "b"}, 10}}, 4);
     auto never_kept = Torrent::parse(bytes, {}, pw::PieceHashes::forget);
     ASSERT_TRUE(never_kept.ok());
     EXPECT_FALSE(never_kept->has_piece_hashes());

@@ -751,7 +751,9 @@ TEST(OrchestratorService, ReadsTheTorrentAgainForALateStage) {
     ASSERT_TRUE(welcome);
     ASSERT_EQ(welcome->frames.size(), 1u);
     EXPECT_EQ(welcome->frames.front().to_string(), bytes);
-    std::this_thread::sleep_for(100ms);  // past keep_torrent_after_welcome: let go
+    // Not a deadline: the loop's turn that welcomed `first` ends with its timers, which let
+    // the bytes go (kept 0 ms); the pause only keeps the next Hello out of that turn.
+    std::this_thread::sleep_for(100ms);
     FakeStage late(context, "inproc://orchestrator-reread", "peer_worker-late");
     welcome = hello_and_welcome(late, v1::ROLE_PEER_WORKER);
     ASSERT_TRUE(welcome);
@@ -915,11 +917,16 @@ struct FakeDownload {
             return false;
         }
         send_resume_state(writer, std::string(1, '\0'));
+        announce_seeder();
+        return true;
+    }
+
+    // worker1's peer kPeer has every piece.
+    void announce_seeder() {
         v1::Envelope has;
         has.mutable_peer_has()->set_peer(kPeer);
         has.mutable_peer_has()->set_have_all(true);
         worker1.send(has);
-        return true;
     }
 
     // Asks until `want` leases came back (the writer's ResumeState may still be on its way).
@@ -1074,10 +1081,7 @@ TEST(OrchestratorSchema2, FirstVerifierJoiningLateRequeuesNothing) {
     ASSERT_TRUE(hello_and_welcome(download.writer, v1::ROLE_WRITER));
     ASSERT_TRUE(hello_and_welcome(download.worker1, v1::ROLE_PEER_WORKER));
     send_resume_state(download.writer, std::string(1, '\0'));
-    v1::Envelope has;
-    has.mutable_peer_has()->set_peer(kPeer);
-    has.mutable_peer_has()->set_have_all(true);
-    download.worker1.send(has);
+    download.announce_seeder();
     const auto leases = download.lease(2);
     ASSERT_EQ(leases.size(), 2u);
     auto delivered = delivered_all(leases);
