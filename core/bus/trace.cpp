@@ -105,7 +105,9 @@ std::string describe(Direction direction, zmq::socket_t& socket, const std::stri
         line += direction == Direction::sent ? " to '" : " from '";
         line += *identity + "'";
     }
-    line += " " + socket.get(zmq::sockopt::last_endpoint) + ": ";
+    line += ' ';  // appended piecewise: see with_suffix in core/metainfo.cpp (g++ 12, -O3)
+    line += socket.get(zmq::sockopt::last_endpoint);
+    line += ": ";
     std::string text = envelope.ShortDebugString();
     if (text.size() > kMaxEnvelopeText) {
         const std::size_t cut = text.size() - kMaxEnvelopeText;
