@@ -217,16 +217,33 @@ Result<Torrent> Torrent::parse(std::string_view bytes, const MetainfoLimits& lim
     if (!root.is_dict()) return make_error("torrent is not a dictionary");
     const Value* info = root.find("info");
     if (info == nullptr || !info->is_dict()) return make_error("torrent has no info dictionary");
-
-    Torrent t;
-    t.warnings_ = std::move(decoded->warnings);
-    t.info_hash_ = sha1(info->raw(bytes));
-    // Never copied when forgotten: a stage's peak is at start-up, with the .torrent in hand.
-    if (hashes == PieceHashes::keep) t.info_bytes_ = std::string(info->raw(bytes));
+    auto parsed = parse_info_dict(*info, info->raw(bytes), std::move(decoded->warnings), limits, hashes);
+    if (!parsed) return parsed;
+    Torrent& t = parsed.value();
     t.trackers_ = parse_trackers(root);
     if (const auto comment = find_text(root, "comment")) t.comment_ = *comment;
     if (const auto created_by = find_text(root, "created by")) t.created_by_ = *created_by;
     if (const std::int64_t* date = find_int(root, "creation date")) t.creation_date_ = *date;
+    return parsed;
+}
+
+Result<Torrent> Torrent::parse_info(std::string_view info_bytes, const MetainfoLimits& limits,
+                                    PieceHashes hashes) {
+    auto decoded = bencode::decode(info_bytes);
+    if (!decoded) return decoded.error();
+    if (!decoded->value.is_dict()) return make_error("info is not a dictionary");
+    return parse_info_dict(decoded->value, info_bytes, std::move(decoded->warnings), limits, hashes);
+}
+
+Result<Torrent> Torrent::parse_info_dict(const bencode::Value& info_value, std::string_view info_raw,
+                                         std::vector<std::string> warnings,
+                                         const MetainfoLimits& limits, PieceHashes hashes) {
+    const Value* info = &info_value;
+    Torrent t;
+    t.warnings_ = std::move(warnings);
+    t.info_hash_ = sha1(info_raw);
+    // Never copied when forgotten: a stage's peak is at start-up, with the .torrent in hand.
+    if (hashes == PieceHashes::keep) t.info_bytes_ = std::string(info_raw);
     if (const std::int64_t* flag = find_int(*info, "private")) t.private_ = *flag == 1;
 
     const std::int64_t* piece_length = find_int(*info, "piece length");
@@ -353,10 +370,9 @@ Result<Torrent> Torrent::parse(std::string_view bytes, const MetainfoLimits& lim
     }
     // The hashes are the tail of the pieces value's encoding, inside info_bytes_: read them
     // there rather than keep a second copy (5 MB per stage for 262,144 pieces).
-    const std::string_view pieces_raw = info->find("pieces")->raw(bytes);
-    const std::string_view info_raw = info->raw(bytes);
-    t.piece_hashes_offset_ = static_cast<std::size_t>(
-        pieces_raw.data() + pieces_raw.size() - pieces->size() - info_raw.data());
+    // Raw positions count from the start of what was decoded, the info dictionary's too.
+    const Value* pieces_value = info->find("pieces");
+    t.piece_hashes_offset_ = pieces_value->raw_end - pieces->size() - info->raw_begin;
     t.piece_count_ = static_cast<std::uint32_t>(piece_count);
     return t;
 }

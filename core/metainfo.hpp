@@ -52,6 +52,11 @@ public:
     // Parses and validates a whole .torrent file's bytes.
     static Result<Torrent> parse(std::string_view bytes, const MetainfoLimits& limits = {},
                                  PieceHashes hashes = PieceHashes::keep);
+    // Parses and validates an info dictionary alone (what stages receive, and what BEP 9
+    // fetches from peers); its info-hash is the SHA-1 of exactly these bytes. No trackers,
+    // comment or dates: those live outside the info dictionary.
+    static Result<Torrent> parse_info(std::string_view info_bytes, const MetainfoLimits& limits = {},
+                                      PieceHashes hashes = PieceHashes::keep);
 
     const std::string& name() const { return name_; }
     const Sha1Digest& info_hash() const { return info_hash_; }
@@ -93,6 +98,11 @@ public:
     std::string relative_path(std::size_t file_index) const;
 
 private:
+    // The info dictionary's part of parsing; `info_raw` is its exact encoding.
+    static Result<Torrent> parse_info_dict(const bencode::Value& info, std::string_view info_raw,
+                                           std::vector<std::string> warnings,
+                                           const MetainfoLimits& limits, PieceHashes hashes);
+
     std::string name_;
     Sha1Digest info_hash_{};
     std::string info_bytes_;

@@ -26,6 +26,9 @@ using BlockLength = Strong<struct BlockLengthTag, std::uint32_t>;
 using PieceLength = Strong<struct PieceLengthTag, std::uint32_t>;
 // Offset inside the whole torrent (the concatenation of its files), in bytes.
 using TorrentOffset = Strong<struct TorrentOffsetTag, std::uint64_t>;
+// A torrent of the session, as the orchestrator numbers them (never 0): every message between
+// stages about a torrent names it by this, and so does the RPC.
+using TorrentId = Strong<struct TorrentIdTag, std::uint32_t>;
 
 }  // namespace pw
 

@@ -91,22 +91,28 @@ bus::ArenaInfo arena_info(const v1::Arena& arena) {
     return bus::ArenaInfo{arena.path(), arena.id(), arena.slot_size(), arena.slot_count()};
 }
 
-BatchVerdict judge_batch(const Torrent& torrent, bus::ArenaReader& arenas, Sha1Hasher& hasher,
+BatchVerdict judge_batch(const Torrent* torrent, bus::ArenaReader& arenas, Sha1Hasher& hasher,
                          v1::PieceBatch&& batch, std::vector<zmq::message_t>&& frames) {
     BatchVerdict verdict;
     verdict.good.set_worker(batch.worker());
-    if (!batch.has_arena()) {
-        judge_frames(torrent, hasher, batch, frames, verdict);
+    verdict.good.set_torrent(batch.torrent());
+    if (batch.has_arena()) *verdict.good.mutable_arena() = batch.arena();
+    if (torrent == nullptr) {
+        const std::string why = "torrent " + std::to_string(batch.torrent()) + " is not known here";
+        for (v1::PieceData& piece : *batch.mutable_pieces()) drop(verdict, std::move(piece), why);
         return verdict;
     }
-    *verdict.good.mutable_arena() = batch.arena();
+    if (!batch.has_arena()) {
+        judge_frames(*torrent, hasher, batch, frames, verdict);
+        return verdict;
+    }
     if (!frames.empty()) {
         fail_all(verdict, batch,
                  "the batch names an arena and carries " + std::to_string(frames.size()) +
                      " data frames too");
         return verdict;
     }
-    judge_in_arena(torrent, arenas, hasher, batch, verdict);
+    judge_in_arena(*torrent, arenas, hasher, batch, verdict);
     return verdict;
 }
 

@@ -18,7 +18,7 @@ namespace pw::verifier {
 namespace v1 = ::piecework::v1;
 
 struct BatchVerdict {
-    v1::PieceBatch good;                      // worker, arena and the pieces that passed
+    v1::PieceBatch good;                      // worker, torrent, arena and the pieces that passed
     std::vector<zmq::message_t> good_frames;  // frame mode: the good pieces' bytes, in order
     std::uint64_t good_bytes = 0;
     std::vector<v1::PieceData> failed;   // bad hash, wrong size, unknown piece, malformed batch
@@ -28,7 +28,9 @@ struct BatchVerdict {
 
 // Consumes `batch` and `frames` (the raw frames after its envelope). With an arena the bytes
 // are read through `arenas` and no frame may follow; without, frame i is piece i's bytes.
-BatchVerdict judge_batch(const Torrent& torrent, bus::ArenaReader& arenas, Sha1Hasher& hasher,
+// `torrent` is the batch's torrent; null when it is not known here (removed, or not yet told
+// about): its pieces are dropped, nobody is to blame.
+BatchVerdict judge_batch(const Torrent* torrent, bus::ArenaReader& arenas, Sha1Hasher& hasher,
                          v1::PieceBatch&& batch, std::vector<zmq::message_t>&& frames);
 
 bus::ArenaInfo arena_info(const v1::Arena& arena);

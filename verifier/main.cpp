@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
         options.name = common.name;
         options.metrics = common.metrics;
         options.curve = pw::bus::load_curve_config(common.curve_key, common.curve_allow);
+        options.signal_fd = common.signal_fd;
         zmq::context_t context;
         return pw::verifier::run_verifier(context, options);
     });

@@ -11,27 +11,30 @@ namespace pw::verifier {
 namespace {
 
 template <class Pieces, class Report>
-void add_refs(const Pieces& pieces, Report& report) {
+void add_refs(const Pieces& pieces, std::uint32_t torrent, Report& report) {
     for (const v1::PieceData& piece : pieces) {
         v1::PieceRef* ref = report.add_pieces();
         ref->set_piece(piece.piece());
         ref->set_lease_id(piece.lease_id());
+        ref->set_torrent(torrent);
     }
 }
 
-v1::Envelope failed_report(const v1::PieceData& piece, const std::string& batch_worker) {
+v1::Envelope failed_report(const v1::PieceData& piece, const v1::PieceBatch& batch) {
     v1::Envelope report;
     auto* failed = report.mutable_piece_failed();
     failed->set_piece(piece.piece());
     failed->set_lease_id(piece.lease_id());
     *failed->mutable_contributors() = piece.contributors();
-    failed->set_worker(batch_worker);
+    failed->set_worker(batch.worker());
+    failed->set_torrent(batch.torrent());
     return report;
 }
 
-v1::Envelope dropped_report(const std::vector<v1::PieceData>& dropped, const std::string& reason) {
+v1::Envelope dropped_report(const std::vector<v1::PieceData>& dropped, std::uint32_t torrent,
+                            const std::string& reason) {
     v1::Envelope report;
-    add_refs(dropped, *report.mutable_pieces_dropped());
+    add_refs(dropped, torrent, *report.mutable_pieces_dropped());
     report.mutable_pieces_dropped()->set_reason(reason);
     return report;
 }
@@ -52,12 +55,12 @@ v1::Envelope slots_freed_report(const BatchVerdict& verdict) {
 std::vector<v1::Envelope> refusal_reports(const BatchVerdict& verdict) {
     std::vector<v1::Envelope> reports;
     for (const v1::PieceData& piece : verdict.failed) {
-        reports.push_back(failed_report(piece, verdict.good.worker()));
+        reports.push_back(failed_report(piece, verdict.good));
     }
     if (!verdict.dropped.empty()) {
         spdlog::warn("dropped {} pieces of a batch from '{}': {}", verdict.dropped.size(),
                      verdict.good.worker(), verdict.drop_reason);
-        reports.push_back(dropped_report(verdict.dropped, verdict.drop_reason));
+        reports.push_back(dropped_report(verdict.dropped, verdict.good.torrent(), verdict.drop_reason));
     }
     const bool slots_to_free = !verdict.failed.empty() || !verdict.dropped.empty();
     if (verdict.good.has_arena() && slots_to_free) reports.push_back(slots_freed_report(verdict));
@@ -66,8 +69,8 @@ std::vector<v1::Envelope> refusal_reports(const BatchVerdict& verdict) {
 
 }  // namespace
 
-PieceForwarder::PieceForwarder(const Torrent& torrent, zmq::socket_t& to_writer, std::string name)
-    : torrent_(torrent), to_writer_(to_writer), name_(std::move(name)) {}
+PieceForwarder::PieceForwarder(const Torrents& torrents, zmq::socket_t& to_writer, std::string name)
+    : torrents_(torrents), to_writer_(to_writer), name_(std::move(name)) {}
 
 bool PieceForwarder::ready() const {
     if (held_) return false;
@@ -92,7 +95,9 @@ std::vector<v1::Envelope> PieceForwarder::take(bus::Incoming&& in) {
                      in.envelope.sender(), bus::kMaxBatchPieces);
         return {};
     }
-    BatchVerdict verdict = judge_batch(torrent_, arenas_, hasher_,
+    const auto torrent = torrents_.find(TorrentId{in.envelope.piece_batch().torrent()});
+    BatchVerdict verdict = judge_batch(torrent == torrents_.end() ? nullptr : &torrent->second,
+                                       arenas_, hasher_,
                                        std::move(*in.envelope.mutable_piece_batch()),
                                        std::move(in.frames));
     stats_.failed += verdict.failed.size();
@@ -128,7 +133,7 @@ std::optional<v1::Envelope> PieceForwarder::forward(HeldBatch&& batch) {
     stats_.verified += static_cast<std::uint64_t>(pieces.size());
     stats_.bytes_verified += batch.bytes;
     v1::Envelope report;
-    add_refs(pieces, *report.mutable_pieces_verified());
+    add_refs(pieces, batch.envelope.piece_batch().torrent(), *report.mutable_pieces_verified());
     return report;
 }
 

@@ -4,15 +4,20 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/bus/bus.hpp"
 #include "core/bus/piece_arena.hpp"
 #include "core/metainfo.hpp"
+#include "core/units.hpp"
 
 namespace pw::verifier {
 
 namespace v1 = ::piecework::v1;
+
+// The torrents whose pieces the verifier checks, with their piece hashes.
+using Torrents = std::unordered_map<TorrentId, Torrent>;
 
 struct ForwarderStats {
     std::uint64_t verified = 0;
@@ -23,8 +28,8 @@ struct ForwarderStats {
 
 class PieceForwarder {
 public:
-    // `to_writer` is a PUSH socket; `torrent` and `to_writer` must outlive the forwarder.
-    PieceForwarder(const Torrent& torrent, zmq::socket_t& to_writer, std::string name);
+    // `to_writer` is a PUSH socket; `torrents` and `to_writer` must outlive the forwarder.
+    PieceForwarder(const Torrents& torrents, zmq::socket_t& to_writer, std::string name);
 
     // True when a batch may be taken now: nothing is held back and the writer's queue has
     // room. The loop reads from the workers only then, so a slow writer slows the workers
@@ -53,7 +58,7 @@ private:
 
     std::optional<v1::Envelope> forward(HeldBatch&& batch);
 
-    const Torrent& torrent_;
+    const Torrents& torrents_;
     zmq::socket_t& to_writer_;
     std::string name_;
     // One for the stage's life: an arena is mapped once, not per batch.

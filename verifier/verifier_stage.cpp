@@ -1,10 +1,11 @@
 #include "verifier/verifier_stage.hpp"
 
-#include <array>
+#include <map>
 #include <stdexcept>
 
 #include <spdlog/spdlog.h>
 
+#include "core/bus/stage.hpp"
 #include "core/bus/welcome.hpp"
 #include "core/metainfo.hpp"
 #include "verifier/piece_forwarder.hpp"
@@ -16,6 +17,71 @@ namespace {
 // Batches handled per loop turn before the control socket gets its turn again: a batch may
 // hold up to bus::kMaxBatchPieces pieces to hash.
 constexpr int kBatchesPerTurn = 4;
+
+class VerifierBody final : public bus::StageBody {
+public:
+    VerifierBody(bus::Stage& stage, zmq::socket_t& to_writer)
+        : stage_(stage), forwarder_(torrents_, to_writer, stage.name()) {}
+
+    PieceForwarder& forwarder() { return forwarder_; }
+
+    // Verdicts travel together (PieceFailed alone goes at once: the orchestrator bans on it).
+    void report(std::vector<v1::Envelope> envelopes) {
+        for (v1::Envelope& envelope : envelopes) stage_.link().queue_report(std::move(envelope));
+    }
+
+    void on_control(bus::Incoming& message) override {
+        const v1::Envelope& envelope = message.envelope;
+        if (envelope.has_torrent_added()) {
+            auto added = bus::read_torrent_added(envelope.torrent_added());
+            if (!added) {
+                spdlog::warn("ignored a torrent: {}", added.error().describe());
+                return;
+            }
+            announced_[added->id] = added->info_hash;
+        } else if (envelope.has_torrent_info()) {
+            const TorrentId id{envelope.torrent_info().torrent()};
+            const auto announced = announced_.find(id);
+            if (announced == announced_.end()) {
+                spdlog::warn("ignored the info of torrent {}: it was never added", id.get());
+                return;
+            }
+            auto torrent = bus::read_torrent_info(announced->second, message, PieceHashes::keep);
+            if (!torrent) {
+                spdlog::warn("torrent {}: {}", id.get(), torrent.error().describe());
+                return;
+            }
+            spdlog::info("verifying '{}' (torrent {}): {} pieces of {} bytes", torrent->name(),
+                         id.get(), torrent->piece_count(), torrent->piece_length());
+            torrents_.insert_or_assign(id, std::move(torrent).value());
+            bus::release_start_up_memory();  // the frame and the parser's copies
+        } else if (envelope.has_torrent_removed()) {
+            const TorrentId id{envelope.torrent_removed().torrent()};
+            announced_.erase(id);
+            if (torrents_.erase(id) > 0) spdlog::info("torrent {} removed", id.get());
+        } else {
+            spdlog::debug("ignored a {} message", bus::body_name(envelope));
+        }
+    }
+
+    void on_terminate(const std::string& reason) override {
+        const ForwarderStats& stats = forwarder_.stats();
+        spdlog::info("stopping ({}): {} pieces verified, {} failed, {} dropped", reason,
+                     stats.verified, stats.failed, stats.dropped);
+    }
+
+    v1::Heartbeat heartbeat() override {
+        v1::Heartbeat beat;
+        beat.set_queue_depth(static_cast<std::uint32_t>(forwarder_.held_pieces()));
+        return beat;
+    }
+
+private:
+    bus::Stage& stage_;
+    std::map<TorrentId, Sha1Digest> announced_;  // known by info-hash, info or not
+    Torrents torrents_;                          // with their info: checked here
+    PieceForwarder forwarder_;
+};
 
 }  // namespace
 
@@ -31,59 +97,29 @@ int run_verifier(zmq::context_t& context, const VerifierOptions& options) {
     bus::secure_client(to_writer, options.curve, bus::kVerifiedServer);
     to_writer.connect(options.verified);
 
-    bus::ControlLink link(context, options.control, options.name, v1::ROLE_VERIFIER,
-                          options.timing, options.curve);
-    link.attach_metrics(options.metrics);
-    const Torrent torrent = bus::read_welcome(link.handshake(), PieceHashes::keep).torrent;
-    bus::release_start_up_memory();
-    spdlog::info("verifying '{}': {} pieces of {} bytes", torrent.name(), torrent.piece_count(),
-                 torrent.piece_length());
+    bus::Stage stage(context, bus::StageConfig{options.control, options.name, v1::ROLE_VERIFIER,
+                                               options.timing, options.curve, options.metrics,
+                                               options.signal_fd});
+    if (!stage.handshake()) return 0;
+    VerifierBody body(stage, to_writer);
+    PieceForwarder& forwarder = body.forwarder();
 
-    PieceForwarder forwarder(torrent, to_writer, options.name);
-    // Verdicts travel together (PieceFailed alone goes at once: the orchestrator bans on it).
-    auto report = [&link](std::vector<v1::Envelope> envelopes) {
-        for (v1::Envelope& envelope : envelopes) link.queue_report(std::move(envelope));
-    };
-
-    for (;;) {
-        // Read from the workers only while the writer can take a batch; otherwise wait for
-        // the writer's queue to drain.
-        const bool ready = forwarder.ready();
-        std::array<zmq::pollitem_t, 2> items{{
-            {link.socket().handle(), 0, ZMQ_POLLIN, 0},
-            ready ? zmq::pollitem_t{from_workers.handle(), 0, ZMQ_POLLIN, 0}
-                  : zmq::pollitem_t{to_writer.handle(), 0, ZMQ_POLLOUT, 0},
-        }};
-        zmq::poll(items.data(), items.size(), link.until_next_tick());
-
-        while (auto message = link.poll_message()) {
-            if (message->envelope.has_shutdown()) {
-                spdlog::info("shutting down ({}): {} pieces verified, {} failed, {} dropped",
-                             message->envelope.shutdown().reason(), forwarder.stats().verified,
-                             forwarder.stats().failed, forwarder.stats().dropped);
-                link.flush_reports();
-                return 0;
-            }
-            spdlog::debug("ignored control message of type {}",
-                          static_cast<int>(message->envelope.body_case()));
-        }
-
-        if (forwarder.holding()) report(forwarder.retry());
-        for (int i = 0; i < kBatchesPerTurn && forwarder.ready(); ++i) {
-            bus::Incoming in;
-            const bus::RecvStatus status = bus::receive(from_workers, false, in);
-            if (status == bus::RecvStatus::would_block) break;
-            if (status == bus::RecvStatus::dropped) continue;
-            report(forwarder.take(std::move(in)));
-        }
-
-        v1::Heartbeat beat;
-        beat.set_queue_depth(static_cast<std::uint32_t>(forwarder.held_pieces()));
-        if (!link.tick(beat)) {
-            spdlog::error("the orchestrator has been silent too long; giving up");
-            return 1;
-        }
-    }
+    bus::PollLoop loop(stage, body);
+    // Read from the workers only while the writer can take a batch; otherwise wait for the
+    // writer's queue to drain.
+    loop.watch(from_workers, [&] { return forwarder.ready() ? short{ZMQ_POLLIN} : short{0}; },
+               [&](short) {
+                   for (int i = 0; i < kBatchesPerTurn && forwarder.ready(); ++i) {
+                       bus::Incoming in;
+                       const bus::RecvStatus status = bus::receive(from_workers, false, in);
+                       if (status == bus::RecvStatus::would_block) break;
+                       if (status == bus::RecvStatus::dropped) continue;
+                       body.report(forwarder.take(std::move(in)));
+                   }
+               });
+    loop.watch(to_writer, [&] { return forwarder.holding() ? short{ZMQ_POLLOUT} : short{0}; },
+               [&](short) { body.report(forwarder.retry()); });
+    return loop.run();
 }
 
 }  // namespace pw::verifier

@@ -1,6 +1,6 @@
 #pragma once
-// The verifier process's loop: control link, PULL of piece batches from the workers (bound here),
-// PUSH of verified batches to the writer.
+// The verifier process: the stage skeleton (core/bus/stage.hpp) around a PULL of piece
+// batches from the workers (bound here) and a PUSH of verified batches to the writer.
 #include <string>
 
 #include <zmq.hpp>
@@ -19,6 +19,7 @@ struct VerifierOptions {
     bus::Timing timing{};
     bus::CurveConfig curve{};  // CurveZMQ keys; disabled in local mode
     bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
+    int signal_fd = -1;  // SIGTERM/SIGINT (bus::TerminationSignals); -1: none
 };
 
 // Batches buffered per data socket: a handful keeps the pipeline busy, and since a batch of
@@ -26,8 +27,8 @@ struct VerifierOptions {
 // what a stalled writer can pile up in memory. Arena batches carry no bytes at all.
 inline constexpr int kDataQueueDepth = 4;
 
-// Runs until Shutdown (returns 0) or until the orchestrator falls silent (returns 1).
-// Throws on start-up failures (bad endpoint, no Welcome, unusable torrent).
+// Runs until Shutdown or a termination signal (returns 0) or until the orchestrator falls
+// silent (returns 1). Throws on start-up failures (bad endpoint, no Welcome).
 int run_verifier(zmq::context_t& context, const VerifierOptions& options);
 
 }  // namespace pw::verifier

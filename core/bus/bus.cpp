@@ -136,7 +136,7 @@ ControlLink::ControlLink(zmq::context_t& context, const std::string& endpoint, s
     socket_.connect(endpoint);
 }
 
-Incoming ControlLink::handshake() {
+std::optional<Incoming> ControlLink::handshake(int interrupt_fd) {
     const auto deadline = Clock::now() + timing_.welcome_timeout;
     Clock::time_point next_hello{};
     while (Clock::now() < deadline) {
@@ -149,8 +149,14 @@ Incoming ControlLink::handshake() {
             bus::send(socket_, name_, hello, {}, nullptr, zmq::send_flags::dontwait);
             next_hello = Clock::now() + timing_.heartbeat;
         }
-        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-        zmq::poll(&item, 1, timing_.heartbeat);
+        zmq::pollitem_t items[2] = {{socket_.handle(), 0, ZMQ_POLLIN, 0},
+                                    {nullptr, interrupt_fd, ZMQ_POLLIN, 0}};
+        try {
+            zmq::poll(items, interrupt_fd >= 0 ? 2 : 1, timing_.heartbeat);
+        } catch (const zmq::error_t& e) {
+            if (e.num() != EINTR) throw;
+        }
+        if (interrupt_fd >= 0 && (items[1].revents & ZMQ_POLLIN) != 0) return std::nullopt;
         Incoming in;
         while (receive(socket_, false, in) != RecvStatus::would_block) {
             if (in.envelope.has_welcome()) {
@@ -215,28 +221,37 @@ std::optional<Incoming> ControlLink::poll_message() {
 }
 
 bool ControlLink::tick(const v1::Heartbeat& stats) {
+    return tick([&stats] { return stats; });
+}
+
+bool ControlLink::tick(const std::function<v1::Heartbeat()>& stats) {
     const auto now = Clock::now();
-    if (metrics_ != nullptr) {
-        // Set, not added: the Heartbeat already carries totals since the stage started.
-        metrics_->counter("piecework_downloaded_bytes_total", "Payload bytes received from peers")
-            .set(static_cast<std::int64_t>(stats.bytes_downloaded()));
-        metrics_->counter("piecework_uploaded_bytes_total", "Payload bytes sent to peers")
-            .set(static_cast<std::int64_t>(stats.bytes_uploaded()));
-        metrics_->gauge("piecework_peers_connected", "Peers connected now")
-            .set(stats.peers_connected());
-        metrics_->gauge("piecework_queue_depth", "Items waiting in this stage's queue")
-            .set(stats.queue_depth());
-    }
     if (!queued_.empty() && now >= reports_due_) flush_reports();
     // Every period even while other messages flow: those prove we are alive too, but only a
     // heartbeat carries the counters the progress line shows (peers, bytes).
     if (now - last_heartbeat_ >= timing_.heartbeat) {
         v1::Envelope beat;
-        *beat.mutable_heartbeat() = stats;
+        *beat.mutable_heartbeat() = stats();
+        if (metrics_ != nullptr) {
+            const v1::Heartbeat& counters = beat.heartbeat();
+            // Set, not added: the Heartbeat already carries totals since the stage started.
+            metrics_->counter("piecework_downloaded_bytes_total", "Payload bytes received from peers")
+                .set(static_cast<std::int64_t>(counters.bytes_downloaded()));
+            metrics_->counter("piecework_uploaded_bytes_total", "Payload bytes sent to peers")
+                .set(static_cast<std::int64_t>(counters.bytes_uploaded()));
+            metrics_->gauge("piecework_peers_connected", "Peers connected now")
+                .set(counters.peers_connected());
+            metrics_->gauge("piecework_queue_depth", "Items waiting in this stage's queue")
+                .set(counters.queue_depth());
+        }
         send(beat);
         last_heartbeat_ = now;
     }
     return now - last_heard_ < timing_.heartbeat * timing_.missed_heartbeats;
+}
+
+bool ControlLink::readable() {
+    return (socket_.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0;
 }
 
 std::chrono::milliseconds ControlLink::until_next_tick() const {

@@ -5,6 +5,7 @@
 // ZeroMQ sockets are not thread-safe: each stage has one loop that owns all of its sockets.
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -24,7 +25,8 @@ class Registry;
 }
 
 // 2: whole pieces travel in batches (PieceBatch) and may stay in a worker's arena.
-inline constexpr std::uint32_t kSchemaVersion = 2;
+// 3: one set of stages serves many torrents; every message about one names it.
+inline constexpr std::uint32_t kSchemaVersion = 3;
 // A piece (at most kMaxPieceBytes) plus its header; no larger frame crosses a socket.
 inline constexpr std::int64_t kMaxPieceBytes = 64ll << 20;
 inline constexpr std::int64_t kMaxMessageBytes = kMaxPieceBytes + (1 << 20);
@@ -90,9 +92,11 @@ public:
                 v1::Role role, Timing timing = {}, const CurveConfig& curve = {});
 
     // The ready handshake: sends Hello (again every heartbeat) until a Welcome arrives.
-    // From then on the link beats at the Welcome's heartbeat_ms (when set).
-    // Throws std::runtime_error when none comes within timing.welcome_timeout.
-    Incoming handshake();
+    // From then on the link beats at the Welcome's heartbeat_ms (when set). Nullopt when
+    // `interrupt_fd` (when not -1) became readable first: a termination signal, say.
+    // Throws std::runtime_error when no Welcome comes within timing.welcome_timeout, or when
+    // the orchestrator answers with a Shutdown.
+    std::optional<Incoming> handshake(int interrupt_fd = -1);
 
     zmq::socket_t& socket() { return socket_; }
     const std::string& name() const { return name_; }
@@ -113,6 +117,11 @@ public:
     // enough. Returns false once the orchestrator has been silent for missed_heartbeats
     // periods: the caller shuts down rather than wait forever.
     bool tick(const v1::Heartbeat& stats);
+    // The same, asking for the heartbeat's counters only when one is due.
+    bool tick(const std::function<v1::Heartbeat()>& stats);
+    // Messages are waiting to be read (ZMQ_EVENTS): ZMQ_FD only signals that this may have
+    // changed, so a loop woken by it reads until this is false.
+    bool readable();
     // Time until the next heartbeat or queued report is due, for the loop's poll timeout.
     std::chrono::milliseconds until_next_tick() const;
     // From now on the link counts its messages by type and mirrors every Heartbeat's counters

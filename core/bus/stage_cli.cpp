@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/bus/log.hpp"
+#include "core/bus/stage.hpp"
 #include "core/bus/trace.hpp"
 
 namespace pw::bus {
@@ -76,6 +77,10 @@ int run_stage(CLI::App& app, int argc, char** argv, StageCommon& common,
         return app.exit(error);
     }
     try {
+        // First: every thread started from here on (ZeroMQ's, the metrics exporter's) must
+        // inherit the blocked signals, or one of them would take SIGTERM's default action.
+        TerminationSignals signals;
+        common.signal_fd = signals.fd();
         init_logging(common.name, common.log_level);
         spdlog::info("started (pid {}), control {}", ::getpid(), common.control);
         // Counting costs a registry lookup per message: only when someone can read the counts.

@@ -23,6 +23,8 @@ struct StageCommon {
     // Set by run_stage before `body` runs: the stage's counters (served when metrics_port is
     // set, kept either way so the loops never have to ask).
     metrics::Registry* metrics = nullptr;
+    // Set by run_stage: SIGTERM and SIGINT as a descriptor (bus::TerminationSignals).
+    int signal_fd = -1;
 };
 
 // Adds --control (PW_CONTROL, required), --name (PW_NAME), --log-level (PW_LOG_LEVEL),
@@ -32,8 +34,9 @@ struct StageCommon {
 // `default_name` is used when --name is not given.
 void add_common_options(CLI::App& app, StageCommon& common, std::string default_name);
 
-// Parses the command line, sets up logging, tracing and metrics, and runs `body`, turning any
-// exception into one line on stderr ("STAGE: what went wrong") and exit code 1.
+// Parses the command line, blocks SIGTERM and SIGINT into common.signal_fd (before any thread
+// starts), sets up logging, tracing and metrics, and runs `body`, turning any exception into
+// one line on stderr ("STAGE: what went wrong") and exit code 1.
 int run_stage(CLI::App& app, int argc, char** argv, StageCommon& common,
               const std::function<int()>& body);
 

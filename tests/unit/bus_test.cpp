@@ -8,6 +8,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 namespace pw::bus {
@@ -66,7 +68,6 @@ TEST(Bus, RoundTripCarriesHeaderAndRawFrameWithoutCopy) {
     piece->set_piece(42);
     piece->set_lease_id(7);
     piece->add_contributors("10.0.0.1:6881");
-    piece->set_worker("peer_worker-1");
     std::vector<zmq::message_t> frames;
     frames.push_back(frame_from_buffer(std::move(buffer)));
     ASSERT_TRUE(send(pipe.push, "peer_worker-1", envelope, frames));
@@ -221,9 +222,7 @@ private:
             v1::Envelope welcome;
             welcome.mutable_welcome()->set_heartbeat_ms(heartbeat_ms);
             welcome.mutable_welcome()->set_peer_id(std::string(20, 'P'));
-            std::vector<zmq::message_t> frames;
-            frames.emplace_back(std::string("d4:infoe"));
-            send(router_, "orchestrator", welcome, frames, &identity_);
+            send(router_, "orchestrator", welcome, {}, &identity_);
             return;
         }
     }
@@ -235,17 +234,17 @@ private:
     std::thread thread_;
 };
 
-TEST(ControlLink, HandshakeGetsWelcomeWithTorrentFrame) {
+TEST(ControlLink, HandshakeGetsTheWelcome) {
     zmq::context_t context;
     FakeOrchestrator orchestrator(context, 1000);
     ControlLink link(context, orchestrator.endpoint(), "verifier-test", v1::ROLE_VERIFIER,
                      Timing{100ms, 5, 5000ms});
-    const Incoming welcome = link.handshake();
+    const auto answered = link.handshake();
+    ASSERT_TRUE(answered.has_value());
+    const Incoming& welcome = *answered;
     ASSERT_TRUE(welcome.envelope.has_welcome());
     EXPECT_EQ(welcome.envelope.sender(), "orchestrator");
     EXPECT_EQ(welcome.envelope.welcome().peer_id(), std::string(20, 'P'));
-    ASSERT_EQ(welcome.frames.size(), 1u);
-    EXPECT_EQ(welcome.frames[0].to_string(), "d4:infoe");
     EXPECT_EQ(orchestrator.hello_identity(), "verifier-test");
     EXPECT_EQ(orchestrator.hello_role(), v1::ROLE_VERIFIER);
 }
@@ -258,6 +257,22 @@ TEST(ControlLink, HandshakeGivesUpWhenNobodyAnswers) {
     silent.bind(endpoint);
     ControlLink link(context, endpoint, "writer-test", v1::ROLE_WRITER, Timing{20ms, 5, 100ms});
     EXPECT_THROW(link.handshake(), std::runtime_error);
+}
+
+// A termination signal before any Welcome ends the wait at once, not at the timeout.
+TEST(ControlLink, HandshakeStopsWaitingWhenInterrupted) {
+    zmq::context_t context;
+    zmq::socket_t silent(context, zmq::socket_type::router);
+    configure(silent);
+    const std::string endpoint = unique_endpoint("silent");
+    silent.bind(endpoint);
+    ControlLink link(context, endpoint, "writer-test", v1::ROLE_WRITER, Timing{20ms, 5, 60'000ms});
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    ASSERT_EQ(::write(fds[1], "x", 1), 1);
+    EXPECT_FALSE(link.handshake(fds[0]).has_value());
+    ::close(fds[0]);
+    ::close(fds[1]);
 }
 
 // A writer's link, welcomed by a fake orchestrator that beats every `heartbeat_ms`.

@@ -132,6 +132,26 @@ TEST(Metainfo, ForgettingPieceHashesKeepsTheLayout) {
     EXPECT_EQ(never_kept->map_piece(PieceIndex(1)), spans);
 }
 
+// What stages receive (and what BEP 9 fetches) is the info dictionary alone: parsed from it,
+// a torrent has the same info-hash, layout and hashes as parsed from the whole .torrent.
+TEST(Metainfo, TheInfoDictionaryAloneGivesTheSameTorrent) {
+    const auto bytes = make_multi({{{"a"}, 5}, {{"d", "b"}, 10}}, 4, Dict{{"announce", str("http://t/a")}});
+    const Torrent whole = parse_ok(bytes);
+    auto alone = Torrent::parse_info(whole.info_bytes());
+    ASSERT_TRUE(alone.ok()) << alone.error().describe();
+    EXPECT_EQ(alone->info_hash(), whole.info_hash());
+    EXPECT_EQ(alone->info_bytes(), whole.info_bytes());
+    EXPECT_EQ(file_paths(*alone), file_paths(whole));
+    EXPECT_EQ(alone->piece_count(), whole.piece_count());
+    for (std::uint32_t i = 0; i < whole.piece_count(); ++i) {
+        EXPECT_EQ(alone->piece_hash(PieceIndex(i)), whole.piece_hash(PieceIndex(i)));
+    }
+    EXPECT_TRUE(alone->trackers().empty());  // they live outside the info dictionary
+    EXPECT_FALSE(Torrent::parse_info("le").ok());
+    EXPECT_FALSE(Torrent::parse_info("d4:name1:xe").ok());
+    EXPECT_FALSE(Torrent::parse_info(bytes).ok());  // a whole .torrent is not an info dictionary
+}
+
 TEST(Metainfo, SingleFile) {
     Dict info{{"length", num(100)},
               {"name", str("payload.bin")},

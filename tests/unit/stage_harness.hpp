@@ -13,6 +13,8 @@
 #include <zmq.hpp>
 
 #include "core/bus/bus.hpp"
+#include "core/bus/welcome.hpp"
+#include "core/metainfo.hpp"
 
 namespace pw::test {
 
@@ -28,16 +30,53 @@ inline std::string unique_inproc(const std::string& stem) {
 // enough that a stage left behind by a failed test gives up within seconds.
 inline constexpr std::uint32_t kTestHeartbeatMs = 500;
 
+// The id FakeOrchestrator gives the torrent it is made with.
+inline constexpr TorrentId kTestTorrent{1};
+
+// The orchestrator's side of the control socket: welcomes every stage that says Hello and
+// tells it about the session's torrents (TorrentAdded, then TorrentInfo with the info
+// dictionary), as the real one does.
 class FakeOrchestrator {
 public:
-    FakeOrchestrator(zmq::context_t& context, std::string torrent_bytes)
-        : endpoint_(unique_inproc("control")), torrent_(std::move(torrent_bytes)),
-          router_(context, zmq::socket_type::router) {
+    // With the .torrent file's bytes of the session's first torrent (kTestTorrent), or none.
+    FakeOrchestrator(zmq::context_t& context, const std::string& torrent_bytes,
+                     const std::string& download_dir = {})
+        : endpoint_(unique_inproc("control")), router_(context, zmq::socket_type::router) {
         bus::configure(router_);
         router_.bind(endpoint_);
+        if (!torrent_bytes.empty()) add_torrent(torrent_bytes, download_dir);
     }
 
     const std::string& endpoint() const { return endpoint_; }
+
+    // Adds a torrent to the session: stages welcomed from now on hear of it, and so do those
+    // welcomed already. Returns its id.
+    TorrentId add_torrent(const std::string& torrent_bytes, const std::string& download_dir = {}) {
+        auto parsed = Torrent::parse(torrent_bytes);
+        if (!parsed) throw std::runtime_error("FakeOrchestrator: " + parsed.error().describe());
+        Known known;
+        known.added.id = TorrentId{static_cast<std::uint32_t>(torrents_.size() + 1)};
+        known.added.info_hash = parsed->info_hash();
+        known.added.name = parsed->name();
+        known.added.trackers = parsed->trackers();
+        known.added.download_dir = download_dir;
+        known.info = parsed->info_bytes();
+        torrents_.push_back(known);
+        for (const std::string& identity : stages_) tell(identity, known);
+        return known.added.id;
+    }
+
+    void remove_torrent(TorrentId id, bool delete_data = false) {
+        for (const std::string& identity : stages_) {
+            v1::Envelope envelope = bus::torrent_removed_message(id, delete_data);
+            bus::send(router_, "orchestrator", envelope, {}, &identity);
+        }
+    }
+
+    // Sends `envelope` to every stage welcomed so far.
+    void send_all(v1::Envelope envelope) {
+        for (const std::string& identity : stages_) bus::send(router_, "orchestrator", envelope, {}, &identity);
+    }
 
     // The next message of kind `body` from any stage, answering Hellos on the way; other
     // messages (heartbeats...) are skipped. Nothing within `timeout`: nullopt.
@@ -80,18 +119,31 @@ private:
         }
     }
 
+    struct Known {
+        bus::AddedTorrent added;
+        std::string info;  // the info dictionary's bytes
+    };
+
     void welcome(const std::string& identity) {
         stages_.insert(identity);
         v1::Envelope envelope;
         envelope.mutable_welcome()->set_heartbeat_ms(kTestHeartbeatMs);
         envelope.mutable_welcome()->set_peer_id(std::string(20, 'p'));
+        bus::send(router_, "orchestrator", envelope, {}, &identity);
+        for (const Known& known : torrents_) tell(identity, known);
+    }
+
+    void tell(const std::string& identity, const Known& known) {
+        v1::Envelope added = bus::torrent_added_message(known.added);
+        bus::send(router_, "orchestrator", added, {}, &identity);
+        v1::Envelope info = bus::torrent_info_message(known.added.id);
         std::vector<zmq::message_t> frames;
-        frames.emplace_back(torrent_.data(), torrent_.size());
-        bus::send(router_, "orchestrator", envelope, frames, &identity);
+        frames.emplace_back(known.info.data(), known.info.size());
+        bus::send(router_, "orchestrator", info, frames, &identity);
     }
 
     std::string endpoint_;
-    std::string torrent_;
+    std::vector<Known> torrents_;
     zmq::socket_t router_;
     std::set<std::string> stages_;
     bus::Clock::time_point last_beat_{};

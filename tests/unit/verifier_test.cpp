@@ -8,6 +8,11 @@
 #include <thread>
 #include <vector>
 
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <csignal>
+
 #include <gtest/gtest.h>
 
 #include "stage_harness.hpp"
@@ -87,6 +92,12 @@ TEST(CheckPiece, IndexOutOfRangeFails) {
 }
 
 // --- the data path: batches in, one batch and one report out ---
+
+Torrents torrents_of(const TestTorrent& t) {
+    Torrents torrents;
+    torrents.emplace(test::kTestTorrent, t.torrent);
+    return torrents;
+}
 
 using Reports = std::vector<v1::Envelope>;
 
@@ -170,6 +181,9 @@ struct DataPath {
         if (envelope.piece_batch().worker().empty()) {
             envelope.mutable_piece_batch()->set_worker("peer_worker-3");
         }
+        if (envelope.piece_batch().torrent() == 0) {
+            envelope.mutable_piece_batch()->set_torrent(test::kTestTorrent.get());
+        }
         std::vector<zmq::message_t> frames;
         for (const std::string& bytes : payloads) {
             frames.push_back(bus::frame_from_buffer(std::vector<std::uint8_t>(bytes.begin(), bytes.end())));
@@ -220,7 +234,8 @@ struct DataPath {
 TEST(PieceForwarder, FrameBatchSendsItsGoodPiecesOnAsOneBatchAndFailsTheBad) {
     const TestTorrent t = sample_torrent();
     DataPath path;
-    PieceForwarder forwarder(t.torrent, path.to_writer, "verifier-test");
+    const Torrents torrents = torrents_of(t);
+    PieceForwarder forwarder(torrents, path.to_writer, "verifier-test");
     std::string corrupt = t.piece(1);
     corrupt[0] ^= 0x55;
     path.send_frames({{2, 77, t.piece(2)}, {1, 9, corrupt}, {3, 78, t.piece(3)}});
@@ -261,10 +276,66 @@ TEST(PieceForwarder, FrameBatchSendsItsGoodPiecesOnAsOneBatchAndFailsTheBad) {
     EXPECT_EQ(forwarder.stats().bytes_verified, t.piece(2).size() + t.piece(3).size());
 }
 
+TEST(PieceForwarder, PiecesOfATorrentNotKnownHereAreDroppedAndTheirSlotsFreed) {
+    const TestTorrent t = sample_torrent();
+    DataPath path;
+    const Torrents torrents = torrents_of(t);
+    PieceForwarder forwarder(torrents, path.to_writer, "verifier-test");
+    bus::PieceArena arena(16384, 4);
+    const std::uint32_t slot = arena.acquire(50).value();
+    std::memcpy(arena.bytes(slot).data(), t.piece(0).data(), t.piece(0).size());
+    v1::PieceData piece = piece_data(0, 50);
+    piece.set_slot(slot);
+    piece.set_size(16384);
+    v1::PieceBatch batch;
+    batch.set_torrent(7);  // never added (or removed since)
+    *batch.mutable_arena() = to_proto(arena.info());
+    *batch.add_pieces() = piece;
+    path.send(batch);
+
+    const Reports reports = forwarder.take(path.receive_from_worker());
+    EXPECT_TRUE(of_kind(reports, v1::Envelope::kPieceFailed).empty());  // nobody to blame
+    const auto dropped = of_kind(reports, v1::Envelope::kPiecesDropped);
+    ASSERT_EQ(dropped.size(), 1u);
+    EXPECT_EQ(dropped[0]->pieces_dropped().pieces(0).torrent(), 7u);
+    EXPECT_NE(dropped[0]->pieces_dropped().reason().find("not known"), std::string::npos);
+    const auto freed = of_kind(reports, v1::Envelope::kSlotsFreed);
+    ASSERT_EQ(freed.size(), 1u);
+    EXPECT_EQ(freed[0]->slots_freed().lease_ids(0), 50u);
+    EXPECT_TRUE(path.writer_has_nothing());
+}
+
+TEST(PieceForwarder, EachBatchIsCheckedAgainstItsOwnTorrent) {
+    const TestTorrent first = sample_torrent();
+    const TestTorrent second = make_torrent("other", 16384, {{{"x.bin"}, 2 * 16384, false}});
+    DataPath path;
+    Torrents torrents = torrents_of(first);
+    torrents.emplace(TorrentId{2}, second.torrent);
+    PieceForwarder forwarder(torrents, path.to_writer, "verifier-test");
+    v1::PieceBatch batch;
+    batch.set_torrent(2);
+    *batch.add_pieces() = piece_data(0, 60);
+    *batch.add_pieces() = piece_data(1, 61);
+    // Piece 1 of the first torrent is not piece 1 of the second.
+    path.send(batch, {second.piece(0), first.piece(1)});
+
+    const Reports reports = forwarder.take(path.receive_from_worker());
+    const auto failed = of_kind(reports, v1::Envelope::kPieceFailed);
+    ASSERT_EQ(failed.size(), 1u);
+    EXPECT_EQ(failed[0]->piece_failed().torrent(), 2u);
+    EXPECT_EQ(failed[0]->piece_failed().lease_id(), 61u);
+    const auto verified = of_kind(reports, v1::Envelope::kPiecesVerified);
+    ASSERT_EQ(verified.size(), 1u);
+    EXPECT_EQ(verified[0]->pieces_verified().pieces(0).torrent(), 2u);
+    const bus::Incoming at_writer = path.receive_at_writer();
+    EXPECT_EQ(at_writer.envelope.piece_batch().torrent(), 2u);
+}
+
 TEST(PieceForwarder, WrongSizeAndUnknownPiecesFailInAFrameBatch) {
     const TestTorrent t = sample_torrent();
     DataPath path;
-    PieceForwarder forwarder(t.torrent, path.to_writer, "verifier-test");
+    const Torrents torrents = torrents_of(t);
+    PieceForwarder forwarder(torrents, path.to_writer, "verifier-test");
     path.send_frames({{0, 1, t.piece(0) + "extra"}, {99, 2, t.piece(0)}, {3, 3, t.piece(0)}});
     const Reports reports = forwarder.take(path.receive_from_worker());
     EXPECT_EQ(of_kind(reports, v1::Envelope::kPieceFailed).size(), 3u);
@@ -275,7 +346,8 @@ TEST(PieceForwarder, WrongSizeAndUnknownPiecesFailInAFrameBatch) {
 TEST(PieceForwarder, ArenaBatchSendsItsSlotsOnWithoutFrames) {
     const TestTorrent t = sample_torrent();
     DataPath path;
-    PieceForwarder forwarder(t.torrent, path.to_writer, "verifier-test");
+    const Torrents torrents = torrents_of(t);
+    PieceForwarder forwarder(torrents, path.to_writer, "verifier-test");
     WorkerArena worker;
     std::string corrupt = t.piece(1);
     corrupt.back() ^= 1;
@@ -322,7 +394,8 @@ TEST(PieceForwarder, ArenaBatchSendsItsSlotsOnWithoutFrames) {
 TEST(PieceForwarder, ReusedSlotIsDroppedAndFreedNotFailed) {
     const TestTorrent t = sample_torrent();
     DataPath path;
-    PieceForwarder forwarder(t.torrent, path.to_writer, "verifier-test");
+    const Torrents torrents = torrents_of(t);
+    PieceForwarder forwarder(torrents, path.to_writer, "verifier-test");
     WorkerArena worker;
     const v1::PieceData reused = worker.put(0, 21, t.piece(0));
     const v1::PieceData kept = worker.put(2, 22, t.piece(2));
@@ -353,7 +426,8 @@ TEST(PieceForwarder, ReusedSlotIsDroppedAndFreedNotFailed) {
 TEST(PieceForwarder, BatchWithNothingGoodSendsNothingToTheWriter) {
     const TestTorrent t = sample_torrent();
     DataPath path;
-    PieceForwarder forwarder(t.torrent, path.to_writer, "verifier-test");
+    const Torrents torrents = torrents_of(t);
+    PieceForwarder forwarder(torrents, path.to_writer, "verifier-test");
     WorkerArena worker;
     const v1::PieceData piece = worker.put(1, 5, t.piece(1));
     worker.arena.release(piece.slot());
@@ -368,7 +442,8 @@ TEST(PieceForwarder, BatchWithNothingGoodSendsNothingToTheWriter) {
 TEST(PieceForwarder, MalformedFrameBatchesFailEveryPiece) {
     const TestTorrent t = sample_torrent();
     DataPath path;
-    PieceForwarder forwarder(t.torrent, path.to_writer, "verifier-test");
+    const Torrents torrents = torrents_of(t);
+    PieceForwarder forwarder(torrents, path.to_writer, "verifier-test");
     v1::PieceBatch two_pieces;
     *two_pieces.add_pieces() = piece_data(0, 1);
     *two_pieces.add_pieces() = piece_data(1, 2);
@@ -387,7 +462,8 @@ TEST(PieceForwarder, MalformedFrameBatchesFailEveryPiece) {
 TEST(PieceForwarder, MalformedArenaBatchesNeverCrash) {
     const TestTorrent t = sample_torrent();
     DataPath path;
-    PieceForwarder forwarder(t.torrent, path.to_writer, "verifier-test");
+    const Torrents torrents = torrents_of(t);
+    PieceForwarder forwarder(torrents, path.to_writer, "verifier-test");
     WorkerArena worker;
     const v1::PieceData good = worker.put(0, 31, t.piece(0));
 
@@ -437,7 +513,8 @@ TEST(PieceForwarder, MalformedArenaBatchesNeverCrash) {
 TEST(PieceForwarder, WhatIsNotABatchOfOneTo256PiecesIsDroppedWithoutReport) {
     const TestTorrent t = sample_torrent();
     DataPath path;
-    PieceForwarder forwarder(t.torrent, path.to_writer, "verifier-test");
+    const Torrents torrents = torrents_of(t);
+    PieceForwarder forwarder(torrents, path.to_writer, "verifier-test");
     bus::Incoming not_a_batch;
     not_a_batch.envelope.mutable_heartbeat();
     EXPECT_TRUE(forwarder.take(std::move(not_a_batch)).empty());
@@ -455,7 +532,8 @@ TEST(PieceForwarder, WhatIsNotABatchOfOneTo256PiecesIsDroppedWithoutReport) {
 TEST(PieceForwarder, StopsTakingWhileTheWriterIsFullAndResumesWhenItDrains) {
     const TestTorrent t = sample_torrent();
     DataPath path(/*writer_queue=*/1);
-    PieceForwarder forwarder(t.torrent, path.to_writer, "verifier-test");
+    const Torrents torrents = torrents_of(t);
+    PieceForwarder forwarder(torrents, path.to_writer, "verifier-test");
     int forwarded = 0;
     // The writer reads nothing: the forwarder must say "not ready" long before 200 batches.
     for (int i = 0; i < 200 && forwarder.ready(); ++i) {
@@ -482,7 +560,8 @@ TEST(PieceForwarder, StopsTakingWhileTheWriterIsFullAndResumesWhenItDrains) {
 TEST(PieceForwarder, HeldBatchIsReportedOnlyWhenItGoesOut) {
     const TestTorrent t = sample_torrent();
     DataPath path(/*writer_queue=*/1);
-    PieceForwarder forwarder(t.torrent, path.to_writer, "verifier-test");
+    const Torrents torrents = torrents_of(t);
+    PieceForwarder forwarder(torrents, path.to_writer, "verifier-test");
     std::string corrupt = t.piece(2);
     corrupt[7] ^= 1;
     bool held = false;
@@ -546,6 +625,7 @@ struct StageRig {
 
     void push(v1::PieceBatch batch, const std::vector<std::string>& payloads = {}) {
         v1::Envelope envelope;
+        if (batch.torrent() == 0) batch.set_torrent(test::kTestTorrent.get());
         *envelope.mutable_piece_batch() = std::move(batch);
         std::vector<zmq::message_t> frames;
         for (const std::string& bytes : payloads) frames.emplace_back(bytes.data(), bytes.size());
@@ -620,6 +700,47 @@ TEST(VerifierStage, ReadsPiecesFromAWorkersArena) {
     EXPECT_TRUE(at_writer.frames.empty());
     EXPECT_EQ(at_writer.envelope.piece_batch().arena().id(), worker.arena.info().id);
     EXPECT_EQ(stage.stop(), 0);
+}
+
+TEST(VerifierStage, ForgetsARemovedTorrent) {
+    StageRig rig;
+    test::StageThread stage(rig.orchestrator, [&context = rig.context, options = rig.options] {
+        return run_verifier(context, options);
+    });
+    ASSERT_TRUE(rig.orchestrator.expect(v1::Envelope::kHeartbeat).has_value());
+    rig.connect_worker();
+    rig.orchestrator.remove_torrent(test::kTestTorrent);
+    (void)rig.orchestrator.expect(v1::Envelope::kHeartbeat);  // the removal is in by now
+
+    v1::PieceBatch batch;
+    batch.set_worker("peer_worker-1");
+    *batch.add_pieces() = piece_data(3, 30);
+    rig.push(batch, {rig.t.piece(3)});
+    const auto dropped = rig.orchestrator.expect(v1::Envelope::kPiecesDropped);
+    ASSERT_TRUE(dropped.has_value());
+    EXPECT_EQ(refs(dropped->envelope.pieces_dropped().pieces()), (std::vector<std::string>{"3/30"}));
+    EXPECT_EQ(stage.stop(), 0);
+}
+
+TEST(VerifierStage, ATerminationSignalEndsItCleanlyWithAGoodbye) {
+    StageRig rig;
+    int pipe_fds[2];
+    ASSERT_EQ(::pipe(pipe_fds), 0);  // stands in for the signalfd: readable = a signal came
+    rig.options.signal_fd = pipe_fds[0];
+    auto result = std::async(std::launch::async, [&context = rig.context, options = rig.options] {
+        return run_verifier(context, options);
+    });
+    ASSERT_TRUE(rig.orchestrator.expect(v1::Envelope::kHeartbeat).has_value());
+    signalfd_siginfo info{};
+    info.ssi_signo = SIGTERM;
+    ASSERT_EQ(::write(pipe_fds[1], &info, sizeof info), static_cast<ssize_t>(sizeof info));
+    const auto goodbye = rig.orchestrator.expect(v1::Envelope::kGoodbye);
+    ASSERT_TRUE(goodbye.has_value());
+    EXPECT_EQ(goodbye->envelope.goodbye().reason(), "SIGTERM");
+    ASSERT_EQ(result.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(result.get(), 0);
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
 }
 
 TEST(VerifierStage, GivesUpWhenTheOrchestratorFallsSilent) {
