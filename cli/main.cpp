@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/create.hpp"
 #include "cli/download.hpp"
 #include "cli/inspect.hpp"
 #include "cli/keygen.hpp"
@@ -17,6 +18,21 @@ int main(int argc, char** argv) {
     auto* inspect_cmd = app.add_subcommand("inspect", "Show what a .torrent file describes");
     inspect_cmd->add_option("torrent", inspect.torrent_path, "The .torrent file")->required();
     inspect_cmd->add_flag("--json", inspect.json, "One JSON object, for scripts");
+
+    pw::cli::CreateOptions create;
+    auto* create_cmd = app.add_subcommand("create", "Make a .torrent of a file or a folder");
+    create_cmd->add_option("path", create.path, "The file or folder to share")->required();
+    create_cmd->add_option("-o,--output", create.output, "The .torrent file to write")->required();
+    create_cmd->add_option("-t,--tracker", create.trackers, "Announce URL, a tier of its own (repeatable)")
+        ->allow_extra_args(false);
+    create_cmd->add_option("--piece-size", create.piece_size, "16K to 64M, a power of two (default: see below)");
+    create_cmd->add_flag("--private", create.is_private, "Set the private flag (BEP 27)");
+    create_cmd->add_option("--comment", create.comment, "A comment for the torrent");
+    create_cmd->add_option("--web-seed", create.web_seeds, "Web seed URL (BEP 19, repeatable)")
+        ->allow_extra_args(false);
+    create_cmd->add_flag("--no-date", create.no_date, "Leave out the creation date");
+    create_cmd->add_flag("--force", create.force, "Replace an existing output file");
+    create_cmd->footer(pw::cli::kCreateHelp);
 
     pw::cli::DownloadOptions download;
     auto* download_cmd = app.add_subcommand("download", "Download a torrent into a folder");
@@ -60,6 +76,7 @@ int main(int argc, char** argv) {
     }
     try {
         if (*inspect_cmd) return pw::cli::run_inspect(inspect);
+        if (*create_cmd) return pw::cli::run_create(create, std::cout, std::cerr);
         if (*download_cmd) return pw::cli::run_download(download);
         if (*tap_cmd) {
             tap.timeout = std::chrono::seconds(tap_seconds);
