@@ -7,8 +7,10 @@
 
 #include <gtest/gtest.h>
 
+#include "tracker_svc/announce_queue.hpp"
 #include "tracker_svc/announce_schedule.hpp"
 #include "tracker_svc/tier_list.hpp"
+#include "tracker_svc/torrent_announcer.hpp"
 #include "tracker_svc/udp_announcer.hpp"
 
 namespace pw::tracker {
@@ -205,6 +207,292 @@ TEST(UdpRetransmit, ShortDoublingScheduleWithinTheTimeout) {
     EXPECT_EQ(udp_retransmit_delay(1), std::chrono::milliseconds(4000));
     EXPECT_EQ(udp_retransmit_delay(2), std::chrono::milliseconds(8000));
     EXPECT_EQ(udp_retransmit_delay(50), udp_retransmit_delay(5));
+}
+
+
+TEST(UdpConnections, AnIdServesEveryTorrentForAMinute) {
+    UdpConnections connections;
+    const Clock::time_point t0{};
+    EXPECT_FALSE(connections.find("t:1", t0));
+    connections.remember("t:1", 42, t0);
+    EXPECT_EQ(connections.find("t:1", t0 + seconds(59)), std::optional<std::uint64_t>(42));
+    EXPECT_FALSE(connections.find("t:1", t0 + seconds(60)));
+    connections.forget("t:1");
+    EXPECT_FALSE(connections.find("t:1", t0));
+}
+
+TEST(UdpConnections, ExpiredIdsDoNotPileUp) {
+    UdpConnections connections;
+    const Clock::time_point t0{};
+    for (int i = 0; i < 100; ++i) connections.remember("old:" + std::to_string(i), 1, t0);
+    connections.remember("new:1", 2, t0 + seconds(61));
+    EXPECT_EQ(connections.size(), 1u);
+}
+
+// --- the in-flight cap ---
+
+std::vector<std::uint32_t> start_all(AnnounceQueue& queue) {
+    std::vector<std::uint32_t> started;
+    while (const auto id = queue.start_next()) started.push_back(id->get());
+    return started;
+}
+
+TEST(AnnounceQueue, AtMostTheCapInFlightTheRestInOrder) {
+    AnnounceQueue queue(2);
+    for (std::uint32_t id = 1; id <= 5; ++id) queue.push(TorrentId{id});
+    EXPECT_EQ(start_all(queue), (std::vector<std::uint32_t>{1, 2}));
+    EXPECT_EQ(queue.in_flight_count(), 2u);
+    EXPECT_EQ(queue.waiting_count(), 3u);
+    queue.finish(TorrentId{2});
+    EXPECT_EQ(start_all(queue), (std::vector<std::uint32_t>{3}));
+    queue.finish(TorrentId{1});
+    queue.finish(TorrentId{3});
+    EXPECT_EQ(start_all(queue), (std::vector<std::uint32_t>{4, 5}));
+    EXPECT_EQ(queue.waiting_count(), 0u);
+}
+
+TEST(AnnounceQueue, ATorrentWaitsOnceAndNotWhileInFlight) {
+    AnnounceQueue queue(1);
+    queue.push(TorrentId{1});
+    queue.push(TorrentId{1});
+    EXPECT_EQ(queue.waiting_count(), 1u);
+    EXPECT_EQ(start_all(queue), (std::vector<std::uint32_t>{1}));
+    queue.push(TorrentId{1});  // in flight: its announce has to end first
+    EXPECT_EQ(queue.waiting_count(), 0u);
+    EXPECT_TRUE(queue.in_flight(TorrentId{1}));
+}
+
+TEST(AnnounceQueue, ATorrentGoingOnQueuesBehindTheOthers) {
+    // A torrent whose round goes on with its next tracker takes its turn again at the back,
+    // so one with many dead trackers cannot hold a slot while others wait.
+    AnnounceQueue queue(1);
+    for (std::uint32_t id = 1; id <= 3; ++id) queue.push(TorrentId{id});
+    EXPECT_EQ(start_all(queue), (std::vector<std::uint32_t>{1}));
+    queue.finish(TorrentId{1});
+    queue.push(TorrentId{1});
+    std::vector<std::uint32_t> order;
+    while (const auto id = queue.start_next()) {
+        order.push_back(id->get());
+        queue.finish(*id);
+    }
+    EXPECT_EQ(order, (std::vector<std::uint32_t>{2, 3, 1}));
+}
+
+TEST(AnnounceQueue, UrgentGoesFirstAndMovesAWaitingTorrentAhead) {
+    AnnounceQueue queue(1);
+    queue.push(TorrentId{1});
+    EXPECT_EQ(start_all(queue), (std::vector<std::uint32_t>{1}));
+    queue.push(TorrentId{2});
+    queue.push(TorrentId{3});
+    queue.push(TorrentId{4}, true);
+    queue.push(TorrentId{3}, true);  // removed while waiting: its stopped goes ahead
+    EXPECT_EQ(queue.waiting_count(), 3u);
+    std::vector<std::uint32_t> order;
+    queue.finish(TorrentId{1});
+    while (const auto id = queue.start_next()) {
+        order.push_back(id->get());
+        queue.finish(*id);
+    }
+    EXPECT_EQ(order, (std::vector<std::uint32_t>{4, 3, 2}));
+}
+
+TEST(AnnounceQueue, ForgetFreesTheSlotOrTheTurn) {
+    AnnounceQueue queue(1);
+    queue.push(TorrentId{1});
+    queue.push(TorrentId{2});
+    queue.push(TorrentId{3});
+    EXPECT_EQ(start_all(queue), (std::vector<std::uint32_t>{1}));
+    queue.forget(TorrentId{2});
+    queue.forget(TorrentId{1});
+    EXPECT_FALSE(queue.waiting(TorrentId{2}));
+    EXPECT_EQ(start_all(queue), (std::vector<std::uint32_t>{3}));
+    queue.forget(TorrentId{99});  // unknown: nothing happens
+    EXPECT_EQ(queue.in_flight_count(), 1u);
+}
+
+TEST(AnnounceQueue, ACapOfZeroStillLetsOneThrough) {
+    AnnounceQueue queue(0);
+    queue.push(TorrentId{1});
+    EXPECT_EQ(start_all(queue), (std::vector<std::uint32_t>{1}));
+}
+
+// --- one torrent's announcer ---
+
+class Announcer : public ::testing::Test {
+protected:
+    static AnnounceRequest identity() {
+        AnnounceRequest request;
+        request.info_hash.fill(0xab);
+        request.peer_id.fill('p');
+        request.port = 6881;
+        request.key = 77;
+        return request;
+    }
+
+    TorrentAnnouncer make(std::vector<std::vector<std::string>> tiers) {
+        TorrentAnnouncer::Config config;
+        config.min_interval = seconds(10);
+        return TorrentAnnouncer(TorrentId{7}, identity(), std::move(tiers), rng, config);
+    }
+
+    static AnnounceResponse answer(std::int64_t interval, std::size_t peers = 0) {
+        AnnounceResponse response;
+        response.interval = interval;
+        for (std::size_t i = 0; i < peers; ++i) {
+            response.peers.push_back(PeerAddress{"10.0.0." + std::to_string(i + 1), 6881});
+        }
+        return response;
+    }
+
+    std::mt19937 rng{5};
+    Clock::time_point t0{};
+};
+
+TEST_F(Announcer, NothingGoesOutBeforeTheFirstStats) {
+    auto announcer = make({{"http://a/announce"}});
+    EXPECT_FALSE(announcer.wants_attempt(t0 + seconds(1000)));
+    EXPECT_FALSE(announcer.next_due());
+    announcer.on_stats(0, 0, 16384, false, t0 + seconds(5));
+    EXPECT_TRUE(announcer.wants_attempt(t0 + seconds(5)));
+    const Attempt attempt = announcer.begin_attempt();
+    EXPECT_EQ(attempt.url, "http://a/announce");
+    EXPECT_EQ(attempt.request.event, Event::started);
+    EXPECT_EQ(attempt.request.left, 16384u);
+    EXPECT_EQ(attempt.request.numwant, 200);
+    EXPECT_EQ(attempt.request.info_hash, identity().info_hash);
+    EXPECT_EQ(attempt.request.peer_id, identity().peer_id);
+    EXPECT_EQ(attempt.request.key, 77u);
+    EXPECT_EQ(attempt.request.port, 6881);
+    EXPECT_TRUE(announcer.in_flight());
+    EXPECT_FALSE(announcer.wants_attempt(t0 + seconds(5)));
+}
+
+TEST_F(Announcer, AnAnswerIsReportedWithItsPeersAndTheNextTime) {
+    auto announcer = make({{"http://a/announce"}});
+    announcer.on_stats(0, 0, 100, false, t0);
+    (void)announcer.begin_attempt();
+    AnnounceResponse response = answer(120, 2);
+    response.tracker_id = "tid-1";
+    response.warning = "be nice";
+    const Outcome outcome = announcer.on_answer(response, t0 + seconds(1));
+    ASSERT_TRUE(outcome.status);
+    EXPECT_TRUE(outcome.status->ok);
+    EXPECT_EQ(outcome.status->tracker, "http://a/announce");
+    EXPECT_EQ(outcome.status->peers, 2u);
+    EXPECT_EQ(outcome.status->next_announce, seconds(120));
+    EXPECT_EQ(outcome.status->message, "tracker warns: be nice");
+    EXPECT_EQ(outcome.peers_tracker, "http://a/announce");
+    EXPECT_EQ(outcome.peers.size(), 2u);
+    EXPECT_EQ(announcer.next_due(), t0 + seconds(121));
+    EXPECT_FALSE(announcer.wants_attempt(t0 + seconds(120)));
+    ASSERT_TRUE(announcer.wants_attempt(t0 + seconds(121)));
+    const Attempt regular = announcer.begin_attempt();
+    EXPECT_EQ(regular.request.event, Event::none);
+    EXPECT_EQ(regular.request.numwant, 50);
+    EXPECT_EQ(regular.request.tracker_id, std::optional<std::string>("tid-1"));
+}
+
+TEST_F(Announcer, ARoundGoesThroughTheTiersThenBacksOff) {
+    auto announcer = make({{"udp://a:1"}, {"http://b/announce"}});
+    announcer.on_stats(0, 0, 100, false, t0);
+    EXPECT_EQ(announcer.begin_attempt().url, "udp://a:1");
+    Outcome first = announcer.on_failure("timed out", t0 + seconds(5));
+    ASSERT_TRUE(first.status);
+    EXPECT_FALSE(first.status->ok);
+    EXPECT_EQ(first.status->tracker, "udp://a:1");
+    EXPECT_EQ(first.status->message, "timed out");
+    EXPECT_EQ(first.status->next_announce, seconds(0));  // the round goes on
+    EXPECT_TRUE(announcer.wants_attempt(t0 + seconds(5)));
+    EXPECT_FALSE(announcer.next_due());  // going on is not a matter of time
+    EXPECT_EQ(announcer.begin_attempt().url, "http://b/announce");
+    AnnounceResponse refused;
+    refused.failure_reason = "not authorized";
+    Outcome last = announcer.on_answer(refused, t0 + seconds(6));
+    ASSERT_TRUE(last.status);
+    EXPECT_EQ(last.status->message, "tracker says: not authorized");
+    EXPECT_EQ(last.status->next_announce, seconds(15));
+    EXPECT_TRUE(last.peers.empty());
+    EXPECT_FALSE(announcer.wants_attempt(t0 + seconds(20)));
+    EXPECT_EQ(announcer.next_due(), t0 + seconds(21));
+    ASSERT_TRUE(announcer.wants_attempt(t0 + seconds(21)));
+    const Attempt retry = announcer.begin_attempt();
+    EXPECT_EQ(retry.url, "udp://a:1");
+    EXPECT_EQ(retry.request.event, Event::started);  // started is retried, not dropped
+}
+
+TEST_F(Announcer, CompletedFollowsStartedAtOnce) {
+    auto announcer = make({{"http://a/announce"}});
+    announcer.on_stats(0, 0, 100, false, t0);
+    (void)announcer.begin_attempt();
+    announcer.on_stats(0, 100, 0, true, t0);  // completed while started is in flight
+    const Outcome outcome = announcer.on_answer(answer(1800), t0 + seconds(1));
+    ASSERT_TRUE(outcome.status);
+    EXPECT_EQ(outcome.status->next_announce, seconds(0));
+    ASSERT_TRUE(announcer.wants_attempt(t0 + seconds(1)));
+    const Attempt completed = announcer.begin_attempt();
+    EXPECT_EQ(completed.request.event, Event::completed);
+    EXPECT_EQ(completed.request.left, 0u);
+    EXPECT_EQ(completed.request.downloaded, 100u);
+}
+
+TEST_F(Announcer, StopGoesOnceToTheTrackerThatAnsweredLast) {
+    auto announcer = make({{"http://a/announce"}, {"http://b/announce"}});
+    announcer.on_stats(0, 0, 100, false, t0);
+    (void)announcer.begin_attempt();
+    (void)announcer.on_failure("refused", t0);
+    (void)announcer.begin_attempt();
+    (void)announcer.on_answer(answer(60), t0 + seconds(1));
+    ASSERT_EQ(announcer.last_answered(), "http://b/announce");
+    ASSERT_TRUE(announcer.wants_attempt(t0 + seconds(61)));
+    (void)announcer.begin_attempt();  // a regular announce in flight when the torrent goes
+    EXPECT_TRUE(announcer.stop(t0 + seconds(62)));
+    EXPECT_TRUE(announcer.stopping());
+    EXPECT_FALSE(announcer.in_flight());
+    ASSERT_TRUE(announcer.wants_attempt(t0 + seconds(62)));
+    const Attempt stopped = announcer.begin_attempt();
+    EXPECT_EQ(stopped.url, "http://b/announce");
+    EXPECT_EQ(stopped.request.event, Event::stopped);
+    EXPECT_EQ(stopped.request.numwant, 0);
+    // It fails: no other tracker is tried, nothing is reported (the torrent is gone), and
+    // nothing more is ever announced.
+    const Outcome outcome = announcer.on_failure("timed out", t0 + seconds(63));
+    EXPECT_FALSE(outcome.status);
+    EXPECT_TRUE(announcer.finished());
+    announcer.on_stats(0, 100, 0, true, t0 + seconds(64));
+    EXPECT_FALSE(announcer.wants_attempt(t0 + seconds(100000)));
+}
+
+TEST_F(Announcer, AnAnsweredStopFinishesWithoutReports) {
+    auto announcer = make({{"http://a/announce"}});
+    announcer.on_stats(0, 0, 100, false, t0);
+    (void)announcer.begin_attempt();
+    (void)announcer.on_answer(answer(60, 3), t0);
+    ASSERT_TRUE(announcer.stop(t0));
+    (void)announcer.begin_attempt();
+    const Outcome outcome = announcer.on_answer(answer(60, 3), t0);
+    EXPECT_FALSE(outcome.status);
+    EXPECT_TRUE(outcome.peers.empty());
+    EXPECT_TRUE(announcer.finished());
+}
+
+TEST_F(Announcer, StopBeforeAnyAnswerHasNobodyToTell) {
+    auto before_stats = make({{"http://a/announce"}});
+    EXPECT_FALSE(before_stats.stop(t0));
+    EXPECT_TRUE(before_stats.finished());
+
+    auto never_answered = make({{"http://a/announce"}});
+    never_answered.on_stats(0, 0, 100, false, t0);
+    (void)never_answered.begin_attempt();
+    EXPECT_FALSE(never_answered.stop(t0));
+    EXPECT_TRUE(never_answered.finished());
+    EXPECT_FALSE(never_answered.wants_attempt(t0));
+}
+
+TEST_F(Announcer, NoTrackersNeverWantsToAnnounce) {
+    auto announcer = make({});
+    announcer.on_stats(0, 0, 100, false, t0);
+    EXPECT_FALSE(announcer.wants_attempt(t0));
+    EXPECT_FALSE(announcer.next_due());
 }
 
 }  // namespace
