@@ -162,14 +162,7 @@ void PieceArena::release(std::uint32_t slot, Pages pages) {
     __atomic_store_n(&tags[slot], std::uint64_t{0}, __ATOMIC_RELEASE);
     // Punching the hole frees the pages in every process that maps the slot; where the
     // kernel refuses, the slot keeps them.
-    if (pages == Pages::give_back &&
-        ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                    static_cast<off_t>(slot_start(slot) - base_),
-                    static_cast<off_t>(slot_stride(info_.slot_size))) == 0) {
-        auto* generations =
-            reinterpret_cast<std::uint64_t*>(base_ + generations_offset(info_.slot_count));
-        __atomic_fetch_add(&generations[slot], 1, __ATOMIC_RELEASE);
-        resident_[slot] = false;
+    if (pages == Pages::give_back && punch(slot)) {
         free_empty_.push_back(slot);
         return;
     }
@@ -180,6 +173,30 @@ void PieceArena::release(std::uint32_t slot, Pages pages) {
         resident_[slot] = true;
     }
     free_resident_.push_back(slot);
+}
+
+bool PieceArena::punch(std::uint32_t slot) {
+    if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    static_cast<off_t>(slot_start(slot) - base_),
+                    static_cast<off_t>(slot_stride(info_.slot_size))) != 0) {
+        return false;
+    }
+    auto* generations =
+        reinterpret_cast<std::uint64_t*>(base_ + generations_offset(info_.slot_count));
+    __atomic_fetch_add(&generations[slot], 1, __ATOMIC_RELEASE);
+    resident_[slot] = false;
+    return true;
+}
+
+std::uint32_t PieceArena::give_back_free(std::uint32_t count) {
+    // The bottom of the stack was freed longest ago: the next piece would take it last.
+    std::uint32_t given = 0;
+    while (given < count && given < free_resident_.size() && punch(free_resident_[given])) {
+        free_empty_.push_back(free_resident_[given]);
+        ++given;
+    }
+    free_resident_.erase(free_resident_.begin(), free_resident_.begin() + given);
+    return given;
 }
 
 std::span<std::uint8_t> PieceArena::bytes(std::uint32_t slot) {

@@ -72,6 +72,14 @@ public:
     std::uint32_t free_slots() const {
         return static_cast<std::uint32_t>(free_resident_.size() + free_empty_.size());
     }
+    // Free slots that kept their pages.
+    std::uint32_t free_resident_slots() const {
+        return static_cast<std::uint32_t>(free_resident_.size());
+    }
+    // Gives the pages of up to `count` free resident slots back to the kernel, those freed
+    // longest ago first; returns how many went back. For an owner that shares one memory
+    // budget among several arenas: pages kept here for reuse may be wanted by another.
+    std::uint32_t give_back_free(std::uint32_t count);
 
 private:
     ArenaInfo info_;
@@ -79,6 +87,9 @@ private:
     std::byte* base_ = nullptr;
     std::size_t mapped_ = 0;
     std::byte* slot_start(std::uint32_t slot) const;
+    // Punches the slot's pages out of the file (every process's mapping); false where the
+    // kernel refuses.
+    bool punch(std::uint32_t slot);
 
     std::vector<std::uint32_t> free_resident_;  // stacks: slots with their pages, and without
     std::vector<std::uint32_t> free_empty_;
