@@ -1,14 +1,25 @@
 #pragma once
 // Where the worker's pieces live while it holds them, and how much room is left for more.
 //
-// With an arena (stages on one machine) a lease is counted against the arena's slots when it
-// is accepted, but takes a slot only when its first block arrives (bind): a peer's pipeline
-// runs a piece or more ahead of what has arrived, and slots the bytes never touched yet would
-// be memory held for nothing (16 slow peers held 32 slots where 20 were ever written). The
-// piece is assembled in its slot, and the slot stays taken after delivery, because the
-// verifier and the writer read the bytes in place, until SlotsFreed says they are done. Without one, a lease
-// gets a buffer of its own, which becomes ZeroMQ's (a frame) once delivered. Either way a
-// lease that ends before delivery gives its room back at once.
+// One byte budget covers the pieces of every torrent the worker serves. With arenas (stages
+// on one machine) each piece length in use has an arena of its own, made when the first lease
+// of that length is accepted, with as many slots as the whole budget holds pieces of that
+// length: slots without pages cost nothing, so any mix of lengths fits. A lease is counted
+// against the budget (a whole slot) when it is accepted, but takes a slot only when its first
+// block arrives (bind): a peer's pipeline runs a piece or more ahead of what has arrived, and
+// slots the bytes never touched yet would be memory held for nothing (16 slow peers held 32
+// slots where 20 were ever written). The piece is assembled in its slot, and the slot stays
+// taken after delivery, because the verifier and the writer read the bytes in place, until
+// SlotsFreed says they are done. Without arenas, a lease gets a buffer of its own, which
+// becomes ZeroMQ's (a frame) once delivered. Either way a lease that ends before delivery
+// gives its room back at once.
+//
+// Resident pages: slots freed by fast pieces keep their pages for the next piece. Across
+// arenas those kept pages plus the slots in use (each counted whole) never exceed the budget
+// (or two pieces of the longest length, when that is more): a slot that takes fresh pages
+// beyond it first makes free slots give theirs back, those of retired lengths first, then of
+// other lengths, then of its own. A length no torrent uses any more is retired: its free
+// slots give their pages back at once, and its slots freed later too.
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -25,75 +36,109 @@ namespace pw::peer_worker {
 
 class PieceMemory {
 public:
-    // Buffers of the worker's own, at most `max_bytes` held at once.
-    explicit PieceMemory(std::uint64_t max_bytes);
+    // Buffers of the worker's own (pieces travel as frames), or shared-memory arenas.
+    enum class Kind { buffers, arenas };
+
     // A piece that takes longer than this from its first byte to delivery is slow. While the
-    // pieces of late are slow (a moving average of their fill times), a piece takes a slot
-    // without pages, which come as its bytes do, and gives them back when freed; while they
-    // are fast, slots stay resident and go round without a page fault. One slow piece among
-    // fast ones gives its pages back too, and until a piece has been delivered pieces count
-    // as slow.
+    // pieces of late of one length are slow (a moving average of their fill times), a piece
+    // of that length takes a slot without pages, which come as its bytes do, and gives them
+    // back when freed; while they are fast, slots stay resident and go round without a page
+    // fault. One slow piece among fast ones gives its pages back too, and until a piece has
+    // been delivered pieces count as slow.
     static constexpr std::chrono::milliseconds kSlowFill{50};
 
-    // The slots of `arena` (not null).
-    explicit PieceMemory(std::unique_ptr<bus::PieceArena> arena,
-                         std::chrono::milliseconds slow_fill = kSlowFill);
+    // At most `budget_bytes` of pieces held at once, over every torrent and length.
+    PieceMemory(std::uint64_t budget_bytes, Kind kind,
+                std::chrono::milliseconds slow_fill = kSlowFill);
+    ~PieceMemory();
+    PieceMemory(const PieceMemory&) = delete;
+    PieceMemory& operator=(const PieceMemory&) = delete;
 
-    // The arena's description for PieceBatch; null when pieces travel as frames.
-    const bus::ArenaInfo* arena() const { return arena_ ? &arena_->info() : nullptr; }
+    Kind kind() const { return kind_; }
+    std::uint64_t budget() const { return budget_; }
+    // The arena holding pieces of `piece_length`, for PieceBatch; null before its first lease,
+    // with buffers, or when it could not be made (those pieces then get buffers).
+    const bus::ArenaInfo* arena(std::uint32_t piece_length) const;
+    // The same arena's slots (tests, logs).
+    bus::PieceArena* arena_slots(std::uint32_t piece_length);
 
-    // Room for the piece of `lease_id`, `size` bytes; nullopt when the worker holds all it may
-    // (or the lease is 0 or held already).
-    std::optional<PieceDestination> reserve(std::uint64_t lease_id, std::uint32_t size);
+    // Room for the piece of `lease_id`, `size` bytes of a torrent whose pieces are
+    // `piece_length` long; nullopt when the worker holds all it may (or the lease is 0 or held
+    // already, or `size` exceeds `piece_length`).
+    std::optional<PieceDestination> reserve(std::uint64_t lease_id, std::uint32_t piece_length,
+                                            std::uint32_t size);
     // The slot of a reserved lease, taken now if it has none yet; its `size` bytes. Never
-    // fails: every reserved lease was counted against the arena's slots.
+    // fails: every reserved lease was counted against its arena's slots.
     // `empty` says whether the slot's pages are still to come as bytes are written.
     std::span<std::uint8_t> bind(std::uint64_t lease_id, bool& empty);
     // The slot of a lease, before or after delivery; nullopt without one.
     std::optional<std::uint32_t> slot_of(std::uint64_t lease_id) const;
-    // The lease ended before its piece left (cancelled, released, refused). Unknown: ignored.
+    // The lease ended before its piece left (cancelled, released, refused, its torrent
+    // removed). Unknown: ignored.
     void release(std::uint64_t lease_id);
     // The lease's piece left for the verifier.
     void delivered(std::uint64_t lease_id);
-    // Frees the slots SlotsFreed names: those of delivered leases (others are ignored, as is
-    // a message about another arena), or with `all_delivered` every delivered slot. Returns
-    // how many slots came back.
+    // Frees the slots SlotsFreed names: those of delivered leases in the arena it names
+    // (others are ignored), or with `all_delivered` every delivered slot of every arena.
+    // Returns how many slots came back.
     std::size_t free_delivered(const bus::v1::SlotsFreed& freed);
+    // No torrent fetches pieces of `piece_length` now: the arena's free slots give their pages
+    // back, and so do its slots freed from now on, until a lease of that length comes again.
+    void retire(std::uint32_t piece_length);
 
     // Whole pieces of `piece_length` bytes that still fit.
     std::uint64_t room(std::uint32_t piece_length) const;
-    std::uint64_t held_bytes() const;
+    // Counted against the budget: reserved and delivered-but-not-freed slots, undelivered
+    // buffers.
+    std::uint64_t held_bytes() const { return counted_bytes_; }
+    // Bytes of arena slots that hold pages or may: slots in use (whole) and free slots that
+    // kept theirs. At most resident_cap().
+    std::uint64_t resident_bound() const { return resident_bytes_; }
+    std::uint64_t resident_cap() const;
     std::size_t delivered_count() const { return delivered_slots_.size(); }
 
 private:
-    bool pieces_are_fast() const;
-
-    // Counted against the arena: reserved (bound or not) and delivered-but-not-freed leases.
-    std::uint32_t taken_slots() const {
-        return static_cast<std::uint32_t>(undelivered_.size() + delivered_slots_.size());
-    }
-
+    // The pieces of one length.
+    struct Pool {
+        std::uint32_t length = 0;
+        std::unique_ptr<bus::PieceArena> arena;  // null: buffers
+        double typical_fill_seconds = -1;        // of the pieces delivered lately; <0 before
+        bool retired = false;
+    };
     struct Held {
+        Pool* pool = nullptr;  // null: a buffer of its own
         std::optional<std::uint32_t> slot;
         std::uint32_t size = 0;
+        std::uint32_t charge = 0;  // counted against the budget
         std::chrono::steady_clock::time_point bound_at{};
     };
     struct Delivered {
+        Pool* pool = nullptr;
         std::uint32_t slot = 0;
         bus::PieceArena::Pages pages = bus::PieceArena::Pages::keep;
     };
 
-    std::uint64_t max_bytes_ = 0;
-    std::unique_ptr<bus::PieceArena> arena_;
+    std::uint64_t cap_for(std::uint32_t piece_length) const;
+    Pool& pool_for(std::uint32_t piece_length);
+    bool pieces_are_fast(const Pool& pool) const;
+    // Releases an arena slot, keeping the resident count in step.
+    void release_slot(Pool& pool, std::uint32_t slot, bus::PieceArena::Pages pages);
+    // Makes free slots give their pages back until the resident bound is within the cap.
+    void enforce_resident_cap(const Pool& binding);
+    void give_back(Pool& pool, std::uint64_t excess);
+
+    std::uint64_t budget_ = 0;
+    Kind kind_ = Kind::buffers;
+    std::chrono::milliseconds slow_fill_{kSlowFill};
+    std::unordered_map<std::uint32_t, std::unique_ptr<Pool>> pools_;  // by piece length
+    std::uint32_t longest_arena_length_ = 0;
+    std::uint64_t counted_bytes_ = 0;
+    std::uint64_t resident_bytes_ = 0;
     // Every piece puts a node in each map and takes it out again: the pool hands the freed
     // nodes back out instead of going to malloc for each.
     std::pmr::unsynchronized_pool_resource node_pool_;
     std::pmr::unordered_map<std::uint64_t, Held> undelivered_{&node_pool_};
     std::pmr::unordered_map<std::uint64_t, Delivered> delivered_slots_{&node_pool_};  // by lease
-    std::chrono::milliseconds slow_fill_{kSlowFill};
-    // Of the pieces delivered lately; negative before the first.
-    double typical_fill_seconds_ = -1;
-    std::uint64_t buffer_bytes_ = 0;  // of undelivered buffers
 };
 
 }  // namespace pw::peer_worker

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -303,11 +304,10 @@ TEST_F(SessionTest, PiecesAssembleInArenaSlotsOfTheirExactSize) {
     // A destination bigger or smaller than the short last piece is refused.
     EXPECT_FALSE(session.add_lease(PieceIndex{9}, 7, PieceDestination::owned(65536)));
     EXPECT_FALSE(session.add_lease(PieceIndex{9}, 7, PieceDestination::owned(100)));
-    auto arena = std::make_unique<bus::PieceArena>(65536, 1);
-    bus::PieceArena& slots = *arena;
-    PieceMemory memory(std::move(arena));
-    auto destination = memory.reserve(7, 40000);
+    PieceMemory memory(65536, PieceMemory::Kind::arenas);
+    auto destination = memory.reserve(7, 65536, 40000);
     ASSERT_TRUE(destination);
+    bus::PieceArena& slots = *memory.arena_slots(65536);
     ASSERT_TRUE(session.add_lease(PieceIndex{9}, 7, std::move(*destination)));
     session.fill_requests(t0, true);
     for (const auto& r : only<wire::Request>(sent_messages(session))) {
@@ -487,11 +487,10 @@ TEST(PieceAssembly, VoidedRequestsAreAskedAgainAndUnaskedBlocksRefused) {
 
 TEST(PieceAssembly, WritesStraightIntoItsArenaSlot) {
     const auto now = Clock::now();
-    auto arena = std::make_unique<bus::PieceArena>(2 * kBlockSize, 1);
-    bus::PieceArena& slots = *arena;
-    PieceMemory memory(std::move(arena));
-    auto destination = memory.reserve(4, kBlockSize + 10);
+    PieceMemory memory(2 * kBlockSize, PieceMemory::Kind::arenas);
+    auto destination = memory.reserve(4, 2 * kBlockSize, kBlockSize + 10);
     ASSERT_TRUE(destination);
+    bus::PieceArena& slots = *memory.arena_slots(2 * kBlockSize);
     PieceAssembly piece(PieceIndex{1}, 4, std::move(*destination));
     EXPECT_EQ(piece.size(), kBlockSize + 10);
     EXPECT_EQ(piece.block_count(), 2u);
@@ -542,14 +541,14 @@ bus::v1::SlotsFreed slots_freed(std::uint64_t arena_id, std::vector<std::uint64_
 }
 
 TEST(PieceMemory, ArenaSlotIsTakenOnLeaseAndFreedWhenTheLeaseEndsEarly) {
-    auto arena = std::make_unique<bus::PieceArena>(65536, 3);
-    bus::PieceArena& slots = *arena;
-    PieceMemory memory(std::move(arena));
-    ASSERT_NE(memory.arena(), nullptr);
+    PieceMemory memory(3 * 65536, PieceMemory::Kind::arenas);
+    EXPECT_EQ(memory.arena(65536), nullptr);  // made by the first lease of that length
     EXPECT_EQ(memory.room(65536), 3u);
 
-    auto destination = memory.reserve(11, 40000);
+    auto destination = memory.reserve(11, 65536, 40000);
     ASSERT_TRUE(destination.has_value());
+    ASSERT_NE(memory.arena(65536), nullptr);
+    bus::PieceArena& slots = *memory.arena_slots(65536);
     EXPECT_EQ(destination->size(), 40000u);
     // Counted at once, but no slot is touched before the first block arrives.
     EXPECT_FALSE(memory.slot_of(11).has_value());
@@ -564,9 +563,9 @@ TEST(PieceMemory, ArenaSlotIsTakenOnLeaseAndFreedWhenTheLeaseEndsEarly) {
     EXPECT_EQ(bytes.size(), 40000u);
     EXPECT_EQ(destination->bytes().data(), bytes.data());  // bound once
     EXPECT_EQ(memory.room(65536), 2u);
-    EXPECT_FALSE(memory.reserve(11, 40000).has_value());  // one slot per lease
-    EXPECT_FALSE(memory.reserve(0, 40000).has_value());   // 0 tags a free slot
-    EXPECT_FALSE(memory.reserve(12, 65537).has_value());  // larger than a slot
+    EXPECT_FALSE(memory.reserve(11, 65536, 40000).has_value());  // one slot per lease
+    EXPECT_FALSE(memory.reserve(0, 65536, 40000).has_value());   // 0 tags a free slot
+    EXPECT_FALSE(memory.reserve(12, 65536, 65537).has_value());  // larger than a slot
 
     memory.release(11);  // cancelled
     EXPECT_EQ(slots.tag(*slot), 0u);
@@ -592,11 +591,11 @@ TEST(PieceMemory, PagesComeAChunkAtATimeAndSlowPiecesGiveThemBack) {
     const std::vector<std::uint8_t> block(kBlockSize, 0x42);
     for (const bool slow : {true, false}) {
         SCOPED_TRACE(slow ? "slow" : "fast");
-        auto arena = std::make_unique<bus::PieceArena>(kPiece, 2);
-        const bus::ArenaInfo info = arena->info();
-        PieceMemory memory(std::move(arena), slow ? std::chrono::milliseconds(0) : std::chrono::hours(1));
-        auto destination = memory.reserve(5, kPiece);
+        PieceMemory memory(2 * kPiece, PieceMemory::Kind::arenas,
+                           slow ? std::chrono::milliseconds(0) : std::chrono::hours(1));
+        auto destination = memory.reserve(5, kPiece, kPiece);
         ASSERT_TRUE(destination.has_value());
+        const bus::ArenaInfo info = *memory.arena(kPiece);
         EXPECT_EQ(destination->range_to_write(0, 0).size(), 0u);  // binds: tags the slot
         const std::uint64_t empty = resident_bytes(info.path);  // the arena's header and tags
         EXPECT_EQ(empty, 8192u);
@@ -619,11 +618,10 @@ TEST(PieceMemory, PagesComeAChunkAtATimeAndSlowPiecesGiveThemBack) {
         EXPECT_EQ(resident_bytes(info.path), slow ? empty : empty + kPiece);
     }
     // A lease that ends before delivery gives back what its empty slot took.
-    auto arena = std::make_unique<bus::PieceArena>(kPiece, 2);
-    const std::string path = arena->info().path;
-    PieceMemory memory(std::move(arena));
-    auto destination = memory.reserve(7, kPiece);
+    PieceMemory memory(2 * kPiece, PieceMemory::Kind::arenas);
+    auto destination = memory.reserve(7, kPiece, kPiece);
     ASSERT_TRUE(destination.has_value());
+    const std::string path = memory.arena(kPiece)->path;
     const auto range = destination->range_to_write(0, kBlockSize);
     std::memcpy(range.data(), block.data(), block.size());
     EXPECT_EQ(resident_bytes(path), 8192u + 65536);
@@ -636,15 +634,14 @@ TEST(PieceMemory, PagesComeAChunkAtATimeAndSlowPiecesGiveThemBack) {
 TEST(PieceMemory, RecentFillTimesChooseResidentOrEmptySlots) {
     for (const bool fast : {true, false}) {
         SCOPED_TRACE(fast ? "fast" : "slow");
-        auto arena = std::make_unique<bus::PieceArena>(65536, 3);
-        bus::PieceArena& slots = *arena;
-        const std::uint64_t arena_id = arena->info().id;
-        PieceMemory memory(std::move(arena),
+        PieceMemory memory(3 * 65536, PieceMemory::Kind::arenas,
                            fast ? std::chrono::milliseconds(3600000) : std::chrono::milliseconds(0));
         std::vector<std::uint32_t> bound;
         for (std::uint64_t lease = 1; lease <= 3; ++lease) {
-            auto destination = memory.reserve(lease, 65536);
+            auto destination = memory.reserve(lease, 65536, 65536);
             ASSERT_TRUE(destination.has_value());
+            bus::PieceArena& slots = *memory.arena_slots(65536);
+            const std::uint64_t arena_id = slots.info().id;
             (void)destination->range_to_write(0, kBlockSize);  // binds
             const auto slot = memory.slot_of(lease).value();
             // The first piece knows no fill time: an empty slot. Then a fast history takes
@@ -664,47 +661,46 @@ TEST(PieceMemory, RecentFillTimesChooseResidentOrEmptySlots) {
 }
 
 TEST(PieceMemory, NoFreeSlotRefusesTheLease) {
-    PieceMemory memory(std::make_unique<bus::PieceArena>(16384, 2));
-    EXPECT_TRUE(memory.reserve(1, 16384).has_value());
-    EXPECT_TRUE(memory.reserve(2, 16384).has_value());
+    PieceMemory memory(2 * 16384, PieceMemory::Kind::arenas);
+    EXPECT_TRUE(memory.reserve(1, 16384, 16384).has_value());
+    EXPECT_TRUE(memory.reserve(2, 16384, 16384).has_value());
     EXPECT_EQ(memory.room(16384), 0u);
-    EXPECT_FALSE(memory.reserve(3, 16384).has_value());
+    EXPECT_FALSE(memory.reserve(3, 16384, 16384).has_value());
+    EXPECT_EQ(memory.arena(16384)->slot_count, 2u);
 }
 
 // Leases requested ahead whose bytes never began to come touch no slot; the slot a piece
 // gets is the one given back last, already in memory, so the arena's resident size follows
 // the pieces actually being written rather than the cap.
 TEST(PieceMemory, SlotsAreTakenByArrivingBytesAndReusedLastFreedFirst) {
-    auto arena = std::make_unique<bus::PieceArena>(16384, 3);
-    bus::PieceArena& slots = *arena;
-    PieceMemory memory(std::move(arena));
-    const std::uint64_t id = memory.arena()->id;
-    auto first = memory.reserve(1, 16384);
-    auto second = memory.reserve(2, 16384);
-    auto third = memory.reserve(3, 16384);
+    PieceMemory memory(3 * 16384, PieceMemory::Kind::arenas);
+    auto first = memory.reserve(1, 16384, 16384);
+    auto second = memory.reserve(2, 16384, 16384);
+    auto third = memory.reserve(3, 16384, 16384);
     ASSERT_TRUE(first && second && third);
+    bus::PieceArena& slots = *memory.arena_slots(16384);
+    const std::uint64_t id = memory.arena(16384)->id;
     EXPECT_EQ(memory.room(16384), 0u);
-    EXPECT_FALSE(memory.reserve(4, 16384).has_value());
+    EXPECT_FALSE(memory.reserve(4, 16384, 16384).has_value());
     const std::uint8_t* written = second->bytes().data();
     EXPECT_EQ(slots.free_slots(), 2u);
     memory.delivered(2);
     EXPECT_EQ(memory.free_delivered(slots_freed(id, {2})), 1u);
     memory.release(3);  // cancelled before a byte came
-    auto fourth = memory.reserve(4, 16384);
+    auto fourth = memory.reserve(4, 16384, 16384);
     ASSERT_TRUE(fourth);
     EXPECT_EQ(fourth->bytes().data(), written);
 }
 
 TEST(PieceMemory, DeliveredSlotsStayTakenUntilSlotsFreed) {
-    auto arena = std::make_unique<bus::PieceArena>(16384, 4);
-    bus::PieceArena& slots = *arena;
-    PieceMemory memory(std::move(arena));
-    const std::uint64_t id = memory.arena()->id;
+    PieceMemory memory(4 * 16384, PieceMemory::Kind::arenas);
     for (std::uint64_t lease = 1; lease <= 3; ++lease) {
-        auto destination = memory.reserve(lease, 16384);
+        auto destination = memory.reserve(lease, 16384, 16384);
         ASSERT_TRUE(destination);
         (void)destination->bytes();  // its blocks arrived
     }
+    bus::PieceArena& slots = *memory.arena_slots(16384);
+    const std::uint64_t id = memory.arena(16384)->id;
     memory.delivered(1);
     memory.delivered(2);
     memory.delivered(3);
@@ -727,7 +723,7 @@ TEST(PieceMemory, DeliveredSlotsStayTakenUntilSlotsFreed) {
     EXPECT_EQ(memory.free_delivered(slots_freed(id, {1})), 0u);  // once
 
     // all_delivered: the verifier or writer died; its arena id does not matter.
-    auto fourth = memory.reserve(4, 16384);
+    auto fourth = memory.reserve(4, 16384, 16384);
     ASSERT_TRUE(fourth);
     (void)fourth->bytes();
     EXPECT_EQ(memory.free_delivered(slots_freed(0, {}, true)), 2u);
@@ -737,20 +733,147 @@ TEST(PieceMemory, DeliveredSlotsStayTakenUntilSlotsFreed) {
 }
 
 TEST(PieceMemory, BuffersCountAgainstTheCapUntilDelivered) {
-    PieceMemory memory(100000);
-    EXPECT_EQ(memory.arena(), nullptr);
-    auto first = memory.reserve(1, 65536);
+    PieceMemory memory(100000, PieceMemory::Kind::buffers);
+    auto first = memory.reserve(1, 65536, 65536);
     ASSERT_TRUE(first.has_value());
+    EXPECT_EQ(memory.arena(65536), nullptr);
     EXPECT_EQ(first->take_owned().size(), 65536u);
     EXPECT_FALSE(memory.slot_of(1).has_value());
-    EXPECT_FALSE(memory.reserve(2, 65536).has_value());  // over the cap
+    EXPECT_FALSE(memory.reserve(2, 65536, 65536).has_value());  // over the cap
     EXPECT_EQ(memory.room(16384), 2u);
     memory.delivered(1);  // ZeroMQ's now
     EXPECT_EQ(memory.held_bytes(), 0u);
-    ASSERT_TRUE(memory.reserve(2, 65536).has_value());
+    ASSERT_TRUE(memory.reserve(2, 65536, 65536).has_value());
     memory.release(2);
     EXPECT_EQ(memory.held_bytes(), 0u);
     EXPECT_EQ(memory.free_delivered(slots_freed(0, {}, true)), 0u);
+}
+
+// Writes every byte of a reserved piece, as its blocks would.
+void fill_piece(PieceDestination& destination, std::uint8_t value) {
+    const std::vector<std::uint8_t> block(kBlockSize, value);
+    for (std::uint32_t offset = 0; offset < destination.size(); offset += kBlockSize) {
+        const std::uint32_t length = std::min(kBlockSize, destination.size() - offset);
+        auto range = destination.range_to_write(offset, length);
+        std::memcpy(range.data(), block.data(), length);
+    }
+}
+
+// Torrents of different piece lengths share one budget: an arena per length, each with as
+// many slots as the whole budget holds, and room counted in bytes over all of them.
+TEST(PieceMemory, TwoPieceLengthsShareOneBudget) {
+    constexpr std::uint32_t kLong = 65536, kShort = 16384;
+    PieceMemory memory(4 * kLong, PieceMemory::Kind::arenas);
+    EXPECT_EQ(memory.room(kLong), 4u);
+    EXPECT_EQ(memory.room(kShort), 16u);
+    auto long_piece = memory.reserve(1, kLong, kLong);
+    ASSERT_TRUE(long_piece);
+    EXPECT_EQ(memory.room(kLong), 3u);  // room shrinks for both lengths
+    EXPECT_EQ(memory.room(kShort), 12u);
+    std::vector<PieceDestination> short_pieces;
+    for (std::uint64_t lease = 10; lease < 22; ++lease) {
+        auto destination = memory.reserve(lease, kShort, kShort);
+        ASSERT_TRUE(destination) << lease;
+        short_pieces.push_back(std::move(*destination));
+    }
+    EXPECT_EQ(memory.room(kShort), 0u);
+    EXPECT_EQ(memory.room(kLong), 0u);
+    EXPECT_FALSE(memory.reserve(30, kShort, kShort).has_value());
+    EXPECT_FALSE(memory.reserve(31, kLong, kLong).has_value());
+    EXPECT_EQ(memory.held_bytes(), 4u * kLong);
+
+    // Two arenas, sized to the whole budget each; slots without pages cost nothing.
+    ASSERT_NE(memory.arena(kLong), nullptr);
+    ASSERT_NE(memory.arena(kShort), nullptr);
+    EXPECT_NE(memory.arena(kLong)->id, memory.arena(kShort)->id);
+    EXPECT_EQ(memory.arena(kLong)->slot_count, 4u);
+    EXPECT_EQ(memory.arena(kShort)->slot_count, 16u);
+
+    // Freeing the long piece's slot makes room for four short ones.
+    fill_piece(*long_piece, 1);
+    memory.delivered(1);
+    EXPECT_EQ(memory.free_delivered(slots_freed(memory.arena(kLong)->id, {1})), 1u);
+    EXPECT_EQ(memory.room(kShort), 4u);
+    EXPECT_EQ(memory.room(kLong), 1u);
+    // And short leases ending make room for a long one.
+    for (std::uint64_t lease = 10; lease < 14; ++lease) memory.release(lease);
+    EXPECT_EQ(memory.room(kLong), 2u);
+    EXPECT_EQ(memory.room(kShort), 8u);
+}
+
+// SlotsFreed names an arena: it frees the delivered slots of that arena only, whatever the
+// lease ids it lists; all_delivered frees every arena's.
+TEST(PieceMemory, SlotsFreedIsRoutedToTheArenaItNames) {
+    PieceMemory memory(8 * 65536, PieceMemory::Kind::arenas);
+    auto long_piece = memory.reserve(1, 65536, 65536);
+    auto short_piece = memory.reserve(2, 16384, 16384);
+    auto other_short = memory.reserve(3, 16384, 16384);
+    ASSERT_TRUE(long_piece && short_piece && other_short);
+    for (auto* destination : {&*long_piece, &*short_piece, &*other_short}) fill_piece(*destination, 7);
+    for (std::uint64_t lease = 1; lease <= 3; ++lease) memory.delivered(lease);
+    bus::PieceArena& long_slots = *memory.arena_slots(65536);
+    bus::PieceArena& short_slots = *memory.arena_slots(16384);
+    const std::uint32_t long_slot = *memory.slot_of(1);
+    const std::uint32_t short_slot = *memory.slot_of(2);
+    const std::uint64_t long_id = long_slots.info().id;
+    const std::uint64_t short_id = short_slots.info().id;
+
+    // The short arena's message names lease 1 too: not its to free.
+    EXPECT_EQ(memory.free_delivered(slots_freed(short_id, {1, 2})), 1u);
+    EXPECT_EQ(short_slots.tag(short_slot), 0u);
+    EXPECT_EQ(long_slots.tag(long_slot), 1u);
+    EXPECT_EQ(memory.free_delivered(slots_freed(long_id, {1})), 1u);
+    EXPECT_EQ(long_slots.tag(long_slot), 0u);
+    EXPECT_EQ(memory.delivered_count(), 1u);
+    EXPECT_EQ(memory.free_delivered(slots_freed(0, {}, true)), 1u);
+    EXPECT_EQ(memory.delivered_count(), 0u);
+    EXPECT_EQ(memory.held_bytes(), 0u);
+}
+
+// Fast pieces' freed slots keep their pages, but over every arena the slots in use and the
+// free ones that kept pages stay within the budget: fresh pages for one length make another
+// length's free slots give theirs back, and a retired length gives back all it kept.
+TEST(PieceMemory, ResidentPagesStayWithinTheBudgetAcrossArenas) {
+    constexpr std::uint32_t kLong = 65536, kShort = 16384;
+    constexpr std::uint64_t kBudget = 4 * kLong;
+    constexpr std::uint64_t kHeader = 8192;  // each arena's header and tags
+    PieceMemory memory(kBudget, PieceMemory::Kind::arenas, std::chrono::hours(1));  // all fast
+    const auto free_after_delivery = [&](std::uint64_t lease, std::uint32_t length) {
+        memory.delivered(lease);
+        EXPECT_EQ(memory.free_delivered(slots_freed(memory.arena(length)->id, {lease})), 1u);
+    };
+    for (std::uint64_t lease = 1; lease <= 4; ++lease) {
+        auto destination = memory.reserve(lease, kLong, kLong);
+        ASSERT_TRUE(destination);
+        fill_piece(*destination, 1);
+    }
+    for (std::uint64_t lease = 1; lease <= 4; ++lease) free_after_delivery(lease, kLong);
+    const std::string long_path = memory.arena(kLong)->path;
+    EXPECT_EQ(resident_bytes(long_path), kHeader + kBudget);  // kept for the next long piece
+    EXPECT_EQ(memory.resident_bound(), kBudget);
+
+    std::vector<PieceDestination> short_pieces;
+    for (std::uint64_t lease = 10; lease < 26; ++lease) {
+        auto destination = memory.reserve(lease, kShort, kShort);
+        ASSERT_TRUE(destination) << lease;
+        fill_piece(*destination, 2);
+        short_pieces.push_back(std::move(*destination));
+        const std::string short_path = memory.arena(kShort)->path;
+        EXPECT_LE(resident_bytes(long_path) + resident_bytes(short_path), 2 * kHeader + kBudget)
+            << lease;
+        EXPECT_LE(memory.resident_bound(), memory.resident_cap());
+    }
+    const std::string short_path = memory.arena(kShort)->path;
+    EXPECT_EQ(resident_bytes(long_path), kHeader);  // every long slot gave its pages back
+    EXPECT_EQ(resident_bytes(short_path), kHeader + kBudget);
+
+    // The short pieces leave; their slots keep their pages until no torrent fetches short
+    // pieces any more.
+    for (std::uint64_t lease = 10; lease < 26; ++lease) free_after_delivery(lease, kShort);
+    EXPECT_EQ(resident_bytes(short_path), kHeader + kBudget);
+    memory.retire(kShort);
+    EXPECT_EQ(resident_bytes(short_path), kHeader);
+    EXPECT_EQ(memory.resident_bound(), 0u);
 }
 
 CompletedPiece finished(std::uint32_t piece, std::uint32_t size, bool with_bytes) {
@@ -775,14 +898,17 @@ protected:
     // Turn by turn (no linger), so a test steps through the loop with io.poll().
     PieceBatches batches{io, "peer_worker-1", [this](OutgoingBatch& batch) { return send(batch); },
                          std::chrono::milliseconds(0)};
+    static constexpr TorrentId kTorrent{7};
+    PieceBatches::Lane& frame_lane = batches.lane(kTorrent, nullptr);
 };
 
 TEST_F(BatchTest, PiecesFinishedWithinTheLingerLeaveAsOneBatch) {
     PieceBatches lingering{io, "peer_worker-1", [this](OutgoingBatch& batch) { return send(batch); },
                            std::chrono::milliseconds(50)};
-    lingering.add(finished(0, 5, true), "1.2.3.4:5", std::nullopt);
+    PieceBatches::Lane& lane = lingering.lane(kTorrent, nullptr);
+    lingering.add(lane, finished(0, 5, true), "1.2.3.4:5", std::nullopt);
     io.poll();  // another turn of the loop: the batch waits on
-    lingering.add(finished(1, 5, true), "1.2.3.4:5", std::nullopt);
+    lingering.add(lane, finished(1, 5, true), "1.2.3.4:5", std::nullopt);
     io.poll();
     EXPECT_TRUE(sent.empty());
     io.run_for(std::chrono::seconds(5));  // returns once the linger timer fired: no other work
@@ -791,25 +917,25 @@ TEST_F(BatchTest, PiecesFinishedWithinTheLingerLeaveAsOneBatch) {
 }
 
 TEST_F(BatchTest, PiecesFinishedInOneTurnLeaveAsOneBatchOfFrames) {
-    batches.add(finished(0, 5, true), "1.2.3.4:5", std::nullopt);
-    batches.add(finished(1, 7, true), "1.2.3.4:5", std::nullopt);
-    batches.add(finished(2, 3, true), "[::1]:6", std::nullopt);
+    batches.add(frame_lane, finished(0, 5, true), "1.2.3.4:5", std::nullopt);
+    batches.add(frame_lane, finished(1, 7, true), "1.2.3.4:5", std::nullopt);
+    batches.add(frame_lane, finished(2, 3, true), "[::1]:6", std::nullopt);
     EXPECT_TRUE(sent.empty());  // not before the turn ends
     io.poll();
     ASSERT_EQ(sent.size(), 1u);
     const auto& batch = sent[0];
     EXPECT_EQ(batch.worker(), "peer_worker-1");
+    EXPECT_EQ(batch.torrent(), kTorrent.get());
     EXPECT_FALSE(batch.has_arena());
     ASSERT_EQ(batch.pieces_size(), 3);
     EXPECT_EQ(batch.pieces(1).piece(), 1u);
     EXPECT_EQ(batch.pieces(1).lease_id(), 101u);
-    EXPECT_TRUE(batch.pieces(1).worker().empty());  // the batch names the worker, once
     EXPECT_EQ(batch.pieces(2).contributors(0), "[::1]:6");
     EXPECT_EQ(sent_frames[0], (std::vector<std::string>{std::string(5, '\0'), std::string(7, '\1'),
                                                          std::string(3, '\2')}));
     // The next turn starts a new batch (made of the last one's emptied messages: nothing of
     // them may remain).
-    batches.add(finished(3, 1, true), "1.2.3.4:5", std::nullopt);
+    batches.add(frame_lane, finished(3, 1, true), "1.2.3.4:5", std::nullopt);
     io.restart();
     io.poll();
     ASSERT_EQ(sent.size(), 2u);
@@ -823,13 +949,14 @@ TEST_F(BatchTest, PiecesFinishedInOneTurnLeaveAsOneBatchOfFrames) {
 
 TEST_F(BatchTest, ArenaBatchesNameTheArenaAndSlotsAndCarryNoFrames) {
     bus::ArenaInfo arena{"/proc/1/fd/3", 77, 65536, 8};
-    batches.use_arena(&arena);
-    batches.add(finished(0, 65536, false), "1.2.3.4:5", 6);
-    batches.add(finished(1, 40000, false), "1.2.3.4:5", 2);
+    PieceBatches::Lane& lane = batches.lane(kTorrent, &arena);
+    batches.add(lane, finished(0, 65536, false), "1.2.3.4:5", 6);
+    batches.add(lane, finished(1, 40000, false), "1.2.3.4:5", 2);
     io.poll();
     ASSERT_EQ(sent.size(), 1u);
     EXPECT_TRUE(sent_frames[0].empty());
     const auto& batch = sent[0];
+    EXPECT_EQ(batch.torrent(), kTorrent.get());
     EXPECT_EQ(batch.arena().path(), "/proc/1/fd/3");
     EXPECT_EQ(batch.arena().id(), 77u);
     EXPECT_EQ(batch.arena().slot_size(), 65536u);
@@ -842,9 +969,9 @@ TEST_F(BatchTest, ArenaBatchesNameTheArenaAndSlotsAndCarryNoFrames) {
 
 TEST_F(BatchTest, AFullBatchLeavesAtOnce) {
     bus::ArenaInfo arena{"/proc/1/fd/3", 77, 16384, 1024};
-    batches.use_arena(&arena);
+    PieceBatches::Lane& lane = batches.lane(kTorrent, &arena);
     for (std::uint32_t i = 0; i <= bus::kMaxBatchPieces; ++i) {
-        batches.add(finished(i, 16384, false), "1.2.3.4:5", i);
+        batches.add(lane, finished(i, 16384, false), "1.2.3.4:5", i);
     }
     ASSERT_EQ(sent.size(), 1u);
     EXPECT_EQ(static_cast<std::size_t>(sent[0].pieces_size()), bus::kMaxBatchPieces);
@@ -855,7 +982,7 @@ TEST_F(BatchTest, AFullBatchLeavesAtOnce) {
 
 TEST_F(BatchTest, FramesStopABatchAtItsByteLimit) {
     constexpr std::uint32_t kPiece = 1u << 20;
-    for (std::uint32_t i = 0; i < 5; ++i) batches.add(finished(i, kPiece, true), "1.2.3.4:5", std::nullopt);
+    for (std::uint32_t i = 0; i < 5; ++i) batches.add(frame_lane, finished(i, kPiece, true), "1.2.3.4:5", std::nullopt);
     ASSERT_EQ(sent.size(), 1u);
     EXPECT_EQ(static_cast<std::size_t>(sent[0].pieces_size()), bus::kMaxBatchFrameBytes / kPiece);
     io.poll();
@@ -865,10 +992,10 @@ TEST_F(BatchTest, FramesStopABatchAtItsByteLimit) {
 
 TEST_F(BatchTest, BatchesZeroMqWouldNotTakeWaitInOrder) {
     would_block = true;
-    batches.add(finished(0, 5, true), "1.2.3.4:5", std::nullopt);
+    batches.add(frame_lane, finished(0, 5, true), "1.2.3.4:5", std::nullopt);
     io.poll();
     EXPECT_TRUE(batches.backpressured());
-    batches.add(finished(1, 5, true), "1.2.3.4:5", std::nullopt);
+    batches.add(frame_lane, finished(1, 5, true), "1.2.3.4:5", std::nullopt);
     io.restart();
     io.poll();
     EXPECT_EQ(batches.waiting(), 2u);
@@ -879,6 +1006,62 @@ TEST_F(BatchTest, BatchesZeroMqWouldNotTakeWaitInOrder) {
     ASSERT_EQ(sent.size(), 2u);
     EXPECT_EQ(sent[0].pieces(0).piece(), 0u);
     EXPECT_EQ(sent[1].pieces(0).piece(), 1u);
+}
+
+// Each batch names one torrent and at most one arena: pieces of two torrents finished in the
+// same turn, even in the same arena, leave as two batches.
+TEST_F(BatchTest, BatchesOfTwoTorrentsAreNeverMixed) {
+    bus::ArenaInfo arena{"/proc/1/fd/3", 77, 65536, 8};
+    bus::ArenaInfo other_arena{"/proc/1/fd/4", 78, 16384, 32};
+    constexpr TorrentId kOther{8};
+    PieceBatches::Lane& first = batches.lane(kTorrent, &arena);
+    PieceBatches::Lane& second = batches.lane(kOther, &arena);
+    PieceBatches::Lane& third = batches.lane(kOther, &other_arena);
+    EXPECT_EQ(&batches.lane(kTorrent, &arena), &first);  // one lane per (torrent, arena)
+    batches.add(first, finished(0, 65536, false), "1.2.3.4:5", 0);
+    batches.add(second, finished(1, 65536, false), "1.2.3.4:5", 1);
+    batches.add(first, finished(2, 65536, false), "1.2.3.4:5", 2);
+    batches.add(third, finished(3, 16384, false), "1.2.3.4:5", 3);
+    batches.add(frame_lane, finished(4, 5, true), "1.2.3.4:5", std::nullopt);
+    EXPECT_EQ(batches.pieces_filling(), 5u);
+    io.poll();
+    ASSERT_EQ(sent.size(), 4u);
+    std::map<std::pair<std::uint32_t, std::uint64_t>, std::vector<std::uint32_t>> pieces;
+    for (std::size_t i = 0; i < sent.size(); ++i) {
+        auto& list = pieces[{sent[i].torrent(), sent[i].arena().id()}];
+        for (const auto& piece : sent[i].pieces()) list.push_back(piece.piece());
+        EXPECT_EQ(sent_frames[i].size(), sent[i].has_arena() ? 0u : 1u);
+    }
+    EXPECT_EQ(pieces[std::make_pair(7u, std::uint64_t{77})], (std::vector<std::uint32_t>{0, 2}));
+    EXPECT_EQ(pieces[std::make_pair(8u, std::uint64_t{77})], (std::vector<std::uint32_t>{1}));
+    EXPECT_EQ(pieces[std::make_pair(8u, std::uint64_t{78})], (std::vector<std::uint32_t>{3}));
+    EXPECT_EQ(pieces[std::make_pair(7u, std::uint64_t{0})], (std::vector<std::uint32_t>{4}));
+}
+
+// A removed torrent's pieces not sent yet, filling or waiting, are dropped (their leases are
+// handed back to be freed); the other torrents' batches keep their order.
+TEST_F(BatchTest, DroppingATorrentForgetsItsUnsentBatchesOnly) {
+    constexpr TorrentId kOther{8};
+    PieceBatches::Lane& other = batches.lane(kOther, nullptr);
+    would_block = true;
+    batches.add(frame_lane, finished(0, 5, true), "1.2.3.4:5", std::nullopt);
+    batches.add(other, finished(1, 5, true), "1.2.3.4:5", std::nullopt);
+    io.poll();
+    EXPECT_EQ(batches.waiting(), 2u);
+    batches.add(frame_lane, finished(2, 5, true), "1.2.3.4:5", std::nullopt);  // filling
+    std::vector<std::uint64_t> dropped;
+    batches.drop_torrent(kTorrent, [&](std::uint64_t lease) { dropped.push_back(lease); });
+    std::sort(dropped.begin(), dropped.end());
+    EXPECT_EQ(dropped, (std::vector<std::uint64_t>{100, 102}));
+    EXPECT_EQ(batches.waiting(), 1u);
+    EXPECT_EQ(batches.pieces_filling(), 0u);
+    would_block = false;
+    io.restart();
+    io.poll();  // the dropped lane's scheduled turn finds nothing
+    batches.flush();
+    ASSERT_EQ(sent.size(), 1u);
+    EXPECT_EQ(sent[0].torrent(), kOther.get());
+    EXPECT_EQ(sent[0].pieces(0).piece(), 1u);
 }
 
 TEST(Pipeline, DepthGrowsWithRateAndIsCapped) {
