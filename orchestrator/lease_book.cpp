@@ -26,7 +26,8 @@ std::optional<NameId> NameTable::find(const std::string& name) const {
     return it->second;
 }
 
-LeaseBook::LeaseBook(std::uint32_t piece_count) : head_of_piece_(piece_count, 0) {}
+LeaseBook::LeaseBook(std::uint32_t piece_count, GrantCounter* grants)
+    : shared_grants_(grants), head_of_piece_(piece_count, 0) {}
 
 std::uint64_t LeaseBook::grant(PieceIndex piece, NameId worker, NameId peer, bool endgame,
                                Clock::time_point expiry) {
@@ -38,7 +39,7 @@ std::uint64_t LeaseBook::grant(PieceIndex piece, NameId worker, NameId peer, boo
         slot = free_slots_.back();
         free_slots_.pop_back();
     }
-    const std::uint64_t id = (++grants_ << kSlotBits) | slot;
+    const std::uint64_t id = (++grants().grants << kSlotBits) | slot;
     const std::uint32_t index = piece.get();
     if (index >= head_of_piece_.size()) head_of_piece_.resize(std::size_t{index} + 1, 0);
     slots_[slot] = Slot{Lease{id, piece, worker, peer, expiry, endgame, false},

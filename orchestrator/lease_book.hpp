@@ -47,9 +47,17 @@ private:
     std::unordered_map<std::string, NameId> ids_;
 };
 
+// Numbers grants across every LeaseBook that shares it: one per session, so that lease ids
+// are unique across torrents (a worker's arena slots are tagged with them, whatever the
+// torrent), and a lease of a torrent stopped and started again is never taken for a new one.
+struct GrantCounter {
+    std::uint64_t grants = 0;
+};
+
 class LeaseBook {
 public:
-    explicit LeaseBook(std::uint32_t piece_count = 0);
+    // With `grants` null the book numbers its own grants (a book on its own, as in tests).
+    explicit LeaseBook(std::uint32_t piece_count = 0, GrantCounter* grants = nullptr);
 
     NameTable& workers() { return workers_; }
     const NameTable& workers() const { return workers_; }
@@ -95,7 +103,10 @@ private:
 
     NameTable workers_;
     NameTable peers_;
-    std::uint64_t grants_ = 0;
+    // Read through grants(): a book may be moved, and must not point into its old self.
+    GrantCounter own_grants_;
+    GrantCounter* shared_grants_ = nullptr;
+    GrantCounter& grants() { return shared_grants_ != nullptr ? *shared_grants_ : own_grants_; }
     std::size_t live_ = 0;
     std::vector<Slot> slots_;
     std::vector<std::uint32_t> free_slots_;

@@ -1,5 +1,5 @@
-// orchestrator: owns the torrent's state and tells the other stages what to do.
-#include <csignal>
+// orchestrator: owns the session's state and tells the other stages what to do.
+#include <filesystem>
 #include <iostream>
 #include <random>
 
@@ -11,71 +11,68 @@
 #include "orchestrator/peer_argument.hpp"
 #include "orchestrator/service.hpp"
 
-namespace {
-
-// Set from the signal handler only; the loop polls it at least every 250 ms.
-volatile std::sig_atomic_t g_stop = 0;
-
-void on_signal(int) { g_stop = 1; }
-
-}  // namespace
-
 int main(int argc, char** argv) {
-    CLI::App app{"piecework orchestrator: owns the torrent's state and drives the other stages"};
+    CLI::App app{"piecework orchestrator: owns the session's state and drives the other stages"};
     pw::bus::StageCommon common;
     pw::bus::add_common_options(app, common, "orchestrator");
-    std::string torrent_path;
+    std::vector<std::string> torrent_paths;
     std::vector<std::string> peer_args;
     unsigned listen_port = 6881;
     unsigned heartbeat_ms = 1000;
+    unsigned max_peers = 200;
     bool quiet = false;
-    app.add_option("--torrent", torrent_path, "The .torrent file")->envname("PW_TORRENT")->required();
+    pw::orchestrator::ServiceConfig config;
+    app.add_option("--torrent", torrent_paths,
+                   "a .torrent file to download at once (repeatable; comma-separated in PW_TORRENT)")
+        ->envname("PW_TORRENT")->delimiter(',');
     app.add_option("--peer", peer_args,
-                   "HOST:PORT of a peer to use without a tracker (repeatable; comma-separated "
-                   "in PW_PEERS)")
+                   "HOST:PORT of a peer for the --torrent files, without a tracker (repeatable; "
+                   "comma-separated in PW_PEERS)")
         ->envname("PW_PEERS")->delimiter(',');
+    app.add_option("--download-dir", config.download_dir,
+                   "where torrents go (absolute; default: the writer's --dir)")
+        ->envname("PW_DOWNLOAD_DIR");
+    app.add_option("--state-dir", config.state_dir,
+                   "keep the session (its torrents, their settings and totals) in this folder and "
+                   "restore it from there at start")
+        ->envname("PW_SESSION_DIR");
+    app.add_flag("--exit-when-done", config.exit_when_done,
+                 "end the run (exit 0) once every torrent is complete, as `piecework download` does");
     app.add_option("--listen-port", listen_port, "Port we announce")
         ->check(CLI::Range(1u, 65535u))->capture_default_str();
+    app.add_option("--max-peers", max_peers, "peers connected at once over every torrent")
+        ->check(CLI::Range(1u, 100000u))->capture_default_str();
     app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat period")
         ->check(CLI::Range(50u, 60000u))->capture_default_str();
     app.add_flag("-q,--quiet", quiet, "No progress output");
     return pw::bus::run_stage(app, argc, argv, common, [&] {
-        // Read once: the bytes are parsed here and sent, exactly as they stand, to every stage.
-        auto bytes = pw::read_torrent_bytes(torrent_path);
-        if (!bytes) throw std::runtime_error(torrent_path + ": " + bytes.error().describe());
-        // The verifier checks pieces; the Welcome carries the bytes to it.
-        auto torrent = pw::Torrent::parse(*bytes, {}, pw::PieceHashes::forget);
-        if (!torrent) throw std::runtime_error(torrent_path + ": " + torrent.error().describe());
-
-        pw::orchestrator::ServiceConfig config;
+        namespace fs = std::filesystem;
+        for (const auto& path : torrent_paths) {
+            auto bytes = pw::read_torrent_bytes(path);
+            if (!bytes) throw std::runtime_error(path + ": " + bytes.error().describe());
+            config.torrents.push_back({fs::absolute(path).string(), std::move(*bytes)});
+        }
+        if (!config.download_dir.empty()) config.download_dir = fs::absolute(config.download_dir).lexically_normal().string();
+        if (!config.state_dir.empty()) config.state_dir = fs::absolute(config.state_dir).string();
         config.control = common.control;
-        config.name = common.name;
-        config.metrics = common.metrics;
+        config.session.name = common.name;
+        config.session.metrics = common.metrics;
+        config.session.listen_port = listen_port;
+        config.session.heartbeat = std::chrono::milliseconds(heartbeat_ms);
+        config.session.max_peers = max_peers;
+        config.session.seed = std::random_device{}();
         config.curve = pw::bus::load_curve_config(common.curve_key, common.curve_allow);
-        config.listen_port = listen_port;
-        config.heartbeat = std::chrono::milliseconds(heartbeat_ms);
+        config.signal_fd = common.signal_fd;
         config.quiet = quiet;
         config.terminal = ::isatty(STDOUT_FILENO) == 1;
-        config.scheduler.seed = std::random_device{}();
-        config.scheduler.pieces_per_extent = pw::orchestrator::pieces_per_extent(torrent->piece_length());
-        config.torrent_bytes = std::move(*bytes);
-        config.torrent_path = torrent_path;
         for (const auto& text : peer_args) {
             auto peer = pw::orchestrator::resolve_peer(text);
             if (!peer) throw std::runtime_error(peer.error().describe());
             config.peers.push_back(*peer);
         }
-
-        struct sigaction action {};
-        action.sa_handler = on_signal;
-        sigemptyset(&action.sa_mask);
-        sigaction(SIGINT, &action, nullptr);
-        sigaction(SIGTERM, &action, nullptr);
-
         zmq::context_t context;
-        pw::orchestrator::OrchestratorService service(context, std::move(*torrent), std::move(config),
-                                                      std::cout, std::cerr);
-        pw::bus::release_start_up_memory();  // the parser's transient copies of the .torrent
-        return service.run([] { return g_stop != 0; });
+        pw::orchestrator::OrchestratorService service(context, std::move(config), std::cout, std::cerr);
+        pw::bus::release_start_up_memory();  // the parser's transient copies of the .torrent files
+        return service.run();
     });
 }

@@ -15,8 +15,6 @@ std::string ip_of_key(const std::string& key) {
     return colon == std::string::npos ? key : key.substr(0, colon);
 }
 
-void PeerDirectory::add_worker(const std::string& worker) { workers_.try_emplace(worker); }
-
 std::vector<std::string> PeerDirectory::remove_worker(const std::string& worker) {
     const auto it = workers_.find(worker);
     if (it == workers_.end()) return {};
@@ -29,6 +27,14 @@ std::vector<std::string> PeerDirectory::remove_worker(const std::string& worker)
     }
     workers_.erase(it);
     return keys;
+}
+
+void PeerDirectory::release_all() {
+    workers_.clear();
+    for (auto& [key, entry] : peers_) {
+        entry.worker.clear();
+        entry.ready_at = {};
+    }
 }
 
 void PeerDirectory::offer(const PeerAddress& peer) {
@@ -46,23 +52,25 @@ void PeerDirectory::offer(const PeerAddress& peer) {
     }
 }
 
-std::vector<Assignment> PeerDirectory::assign(Clock::time_point now) {
+std::vector<Assignment> PeerDirectory::assign(Clock::time_point now, WorkerLoad& load,
+                                              std::size_t room) {
     std::vector<Assignment> out;
-    if (workers_.empty()) return out;
+    if (load.empty() || room == 0) return out;
     std::map<std::string, std::size_t> batch_index;
     std::vector<std::string> ready;
     for (const auto& [key, entry] : peers_) {
         if (entry.worker.empty() && !entry.given_up && entry.ready_at <= now) ready.push_back(key);
     }
     std::sort(ready.begin(), ready.end());
+    if (ready.size() > room) ready.resize(room);
     for (const auto& key : ready) {
-        auto fewest = std::min_element(workers_.begin(), workers_.end(),
-                                       [](const auto& a, const auto& b) {
-                                           return a.second.size() < b.second.size();
-                                       });
+        auto fewest = std::min_element(load.begin(), load.end(), [](const auto& a, const auto& b) {
+            return a.second < b.second;
+        });
+        ++fewest->second;
         Entry& entry = peers_[key];
         entry.worker = fewest->first;
-        fewest->second.insert(key);
+        workers_[fewest->first].insert(key);
         auto [slot, fresh] = batch_index.try_emplace(fewest->first, out.size());
         if (fresh) out.push_back(Assignment{fewest->first, {}});
         out[slot->second].peers.push_back(entry.address);
@@ -115,6 +123,18 @@ void PeerDirectory::ban(const std::string& ip) {
         if (worker != workers_.end()) worker->second.erase(it->first);
         it = peers_.erase(it);
     }
+}
+
+std::size_t PeerDirectory::assigned() const {
+    std::size_t total = 0;
+    for (const auto& [worker, keys] : workers_) total += keys.size();
+    return total;
+}
+
+std::size_t PeerDirectory::waiting() const {
+    std::size_t total = 0;
+    for (const auto& [key, entry] : peers_) total += entry.worker.empty() && !entry.given_up ? 1 : 0;
+    return total;
 }
 
 std::size_t PeerDirectory::peers_of(const std::string& worker) const {

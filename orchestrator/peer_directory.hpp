@@ -1,6 +1,7 @@
 #pragma once
-// Every peer we know of, which worker has it, when a dropped one may be tried again, and which
-// ips are banned. Spreads peers so that each goes to the live worker with the fewest.
+// Every peer of one torrent we know of, which worker has it, when a dropped one may be tried
+// again, and which ips are banned. Peers go to the live worker with the fewest peers over all
+// torrents (the session passes that load in), within the session's room for more.
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -22,6 +23,9 @@ struct Assignment {
     std::vector<PeerAddress> peers;
 };
 
+// Live workers and how many peers each holds over every torrent.
+using WorkerLoad = std::map<std::string, std::size_t>;
+
 struct PeerDirectoryOptions {
     std::chrono::milliseconds retry_backoff{15'000};  // doubled after each drop in a row
     unsigned max_retries = 4;                         // drops in a row before we give up
@@ -37,13 +41,16 @@ public:
 
     explicit PeerDirectory(PeerDirectoryOptions options = {}) : options_(options) {}
 
-    void add_worker(const std::string& worker);
     // The worker is gone; its peers wait to be handed to another worker. Returns their keys.
     std::vector<std::string> remove_worker(const std::string& worker);
+    // Every peer goes back to waiting, ready at once (the torrent was stopped, and the workers
+    // forgot its peers).
+    void release_all();
     // A new peer (tracker or --peer). Known, banned and given-up peers are ignored.
     void offer(const PeerAddress& peer);
-    // Hands out the peers that are ready, each to the worker with the fewest peers.
-    std::vector<Assignment> assign(Clock::time_point now);
+    // Hands out up to `room` peers that are ready, each to the worker of `load` with the
+    // fewest peers, counting each one handed out.
+    std::vector<Assignment> assign(Clock::time_point now, WorkerLoad& load, std::size_t room);
 
     void connected(const std::string& key);
     // The worker dropped the peer: retried after a growing backoff, up to max_retries.
@@ -56,10 +63,13 @@ public:
     bool banned(const std::string& ip) const { return banned_.contains(ip); }
 
     std::size_t peers_of(const std::string& worker) const;
+    // Peers handed to a worker (connecting or connected).
+    std::size_t assigned() const;
     // The worker that holds a peer, or "" when none does.
     std::string worker_of(const std::string& key) const;
-    std::size_t worker_count() const { return workers_.size(); }
     std::size_t known_peers() const { return peers_.size(); }
+    // Peers waiting for a worker and not given up on.
+    std::size_t waiting() const;
 
 private:
     struct Entry {

@@ -219,6 +219,14 @@ void PiecePicker::mark_done(PieceIndex piece) {
     ++done_count_;
 }
 
+void PiecePicker::mark_missing(PieceIndex piece) {
+    const std::uint32_t index = piece.get();
+    if (index >= piece_count_ || state_[index] != State::done) return;
+    --done_count_;
+    insert_bucket(index);
+    ++free_count_;
+}
+
 bool PiecePicker::is_free(PieceIndex piece) const {
     const std::uint32_t index = piece.get();
     return index < piece_count_ &&

@@ -63,6 +63,8 @@ public:
     // A busy piece goes back to the free pieces, ahead of pieces never tried.
     void requeue(PieceIndex piece);
     void mark_done(PieceIndex piece);
+    // A done piece is not on disk after all (a verify found it wrong): free again.
+    void mark_missing(PieceIndex piece);
     bool is_free(PieceIndex piece) const;
     bool is_done(PieceIndex piece) const;
     std::uint32_t done_count() const { return done_count_; }

@@ -4,9 +4,9 @@
 
 namespace pw::orchestrator {
 
-Scheduler::Scheduler(std::uint32_t piece_count, SchedulerOptions options)
+Scheduler::Scheduler(std::uint32_t piece_count, SchedulerOptions options, GrantCounter* grants)
     : options_(options), picker_(piece_count, options.seed, options.pieces_per_extent),
-      leases_(piece_count), rng_(options.seed ^ 0x9e3779b97f4a7c15ull),
+      leases_(piece_count, grants), rng_(options.seed ^ 0x9e3779b97f4a7c15ull),
       held_(piece_count, false) {}
 
 std::vector<Grant> Scheduler::request(const std::string& worker, const PeerKey& peer,
@@ -80,6 +80,11 @@ std::vector<Cancel> Scheduler::written(PieceIndex piece) {
     held_[piece.get()] = false;
     picker_.mark_done(piece);
     return cancel_all(piece);
+}
+
+void Scheduler::missing(PieceIndex piece) {
+    if (piece.get() >= picker_.piece_count() || !picker_.is_done(piece)) return;
+    picker_.mark_missing(piece);
 }
 
 void Scheduler::failed(PieceIndex piece, std::uint64_t lease_id) {

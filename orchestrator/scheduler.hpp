@@ -46,7 +46,8 @@ struct Cancel {
 
 class Scheduler {
 public:
-    Scheduler(std::uint32_t piece_count, SchedulerOptions options);
+    // `grants` numbers the leases (unique across the session's torrents); null: its own.
+    Scheduler(std::uint32_t piece_count, SchedulerOptions options, GrantCounter* grants = nullptr);
 
     PiecePicker& pieces() { return picker_; }
     const PiecePicker& pieces() const { return picker_; }
@@ -62,6 +63,8 @@ public:
     std::vector<Cancel> verified(PieceIndex piece, std::uint64_t lease_id);
     // The piece is on disk: done for good.
     std::vector<Cancel> written(PieceIndex piece);
+    // A piece counted done is not on disk after all (a verify found otherwise): fetch it again.
+    void missing(PieceIndex piece);
     // The piece failed its hash check.
     void failed(PieceIndex piece, std::uint64_t lease_id);
     // The piece's bytes were lost in transit (PiecesDropped): nobody is to blame. The lease
@@ -87,6 +90,7 @@ public:
     std::vector<Cancel> expire(Clock::time_point now);
 
     bool complete() const { return picker_.done_count() == picker_.piece_count(); }
+    std::size_t leases_outstanding() const { return leases_.size(); }
 
 private:
     void requeue_if_orphaned(PieceIndex piece);

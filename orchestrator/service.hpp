@@ -1,10 +1,19 @@
 #pragma once
-// The orchestrator's loop: owns the control ROUTER, welcomes stages, answers their requests
-// from the Scheduler and PeerDirectory, watches heartbeats, and decides when we are done.
+// The orchestrator's loop: owns the control ROUTER (and, in a daemon, the RPC's bridge), feeds
+// the Session what arrives, sends what it has to say, prints or logs its notices, saves what
+// must outlive the run, and decides when the run is over.
+//
+// Two ways to run it:
+//  - `piecework download`: the torrents come from the command line; the run ends (exit 0)
+//    once every one is complete, or (exit 1) when one fails; Ctrl-C ends it with 130.
+//  - `piecework daemon`: the torrents come from the state folder and the RPC; the run ends
+//    only on SIGTERM or SIGINT (exit 0), after saving the session.
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <iosfwd>
+#include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -12,130 +21,78 @@
 #include <zmq.hpp>
 
 #include "core/bus/bus.hpp"
-#include "core/metainfo.hpp"
 #include "orchestrator/peer_directory.hpp"
-#include "orchestrator/progress.hpp"
-#include "orchestrator/scheduler.hpp"
-#include "orchestrator/stage_registry.hpp"
+#include "orchestrator/session.hpp"
+#include "orchestrator/session_store.hpp"
 
 namespace pw::orchestrator {
 
-struct ServiceConfig {
-    std::string control;  // endpoint the ROUTER binds
-    std::string name = "orchestrator";
-    std::string torrent_bytes;  // the .torrent file, sent with every Welcome (taken over)
-    // Where to read it again for a Welcome once the bytes were let go (see torrent_frame_);
-    // empty: they are kept for the whole run.
-    std::string torrent_path;
-    std::chrono::milliseconds keep_torrent_after_welcome{2'000};
-    std::vector<PeerAddress> peers;
-    std::uint32_t listen_port = 6881;
-    std::chrono::milliseconds heartbeat{1000};
-    int missed_heartbeats = 5;
-    bool quiet = false;
-    bool terminal = false;  // stdout is a terminal: one updating progress line
-    std::chrono::milliseconds tracker_stats_period{30'000};
-    std::chrono::milliseconds completion_grace{2'000};
-    std::chrono::milliseconds write_retry_delay{1'000};
-    unsigned max_write_failures_in_a_row = 10;
-    // A fast peer's pipeline of 16 KiB pieces wants a few hundred at a time; each request is a
-    // round trip through this loop, so a small cap multiplies them (4 MiB of 16 KiB pieces).
-    std::uint32_t max_leases_per_request = 256;
-    SchedulerOptions scheduler;
-    PeerDirectoryOptions directory;
-    std::string peer_id;  // 20 bytes; made at random when empty
-    bus::CurveConfig curve{};  // CurveZMQ keys; disabled in local mode
-    bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
+struct TorrentFile {
+    std::string path;   // absolute
+    std::string bytes;  // the .torrent file
 };
 
-// "-PW0001-" and 12 random bytes.
-std::string make_peer_id();
+struct ServiceConfig {
+    std::string control;  // endpoint the ROUTER binds
+    SessionConfig session;
+    // Added at the start (download mode): their peers given with --peer.
+    std::vector<TorrentFile> torrents;
+    std::vector<PeerAddress> peers;
+    // Where torrents go; the daemon's default and root for RPC-given folders.
+    std::string download_dir;
+    // The daemon's state folder: the session is loaded from it and saved in it. Empty: the
+    // session lives only as long as the process (download mode).
+    std::string state_dir;
+    // Download mode: the run ends once every torrent is complete.
+    bool exit_when_done = false;
+    bool quiet = false;
+    bool terminal = false;  // stdout is a terminal: one updating progress line
+    std::chrono::milliseconds completion_grace{2'000};
+    std::chrono::milliseconds save_period{30'000};
+    bus::CurveConfig curve{};
+    int signal_fd = -1;  // SIGTERM/SIGINT (bus::TerminationSignals); -1: none
+};
 
 class OrchestratorService {
 public:
-    OrchestratorService(zmq::context_t& context, Torrent torrent, ServiceConfig config,
-                        std::ostream& out, std::ostream& err);
+    // Throws std::runtime_error on start-up failures (endpoint, state folder, a torrent of
+    // the command line that cannot be added).
+    OrchestratorService(zmq::context_t& context, ServiceConfig config, std::ostream& out,
+                        std::ostream& err);
 
-    // Runs until every piece is written (0), a fatal error (1), or stop_requested() (130).
-    int run(const std::function<bool()>& stop_requested);
+    // Runs until the run is over (see above). `stop_requested` (tests) ends it as a signal does.
+    int run(const std::function<bool()>& stop_requested = [] { return false; });
 
-    const Scheduler& scheduler() const { return scheduler_; }
+    Session& session() { return session_; }
 
 private:
     using Clock = std::chrono::steady_clock;
 
-    void handle(bus::Incoming& in, Clock::time_point now);
-    void on_hello(const std::string& identity, const bus::v1::Hello& hello, Clock::time_point now);
-    void on_stage_lost(const Stage& stage);
-    void on_peer_has(const bus::v1::PeerHas& has, std::vector<zmq::message_t>& frames);
-    void on_work_request(const std::string& identity, const bus::v1::WorkRequest& request,
-                         Clock::time_point now);
-    void on_pieces_verified(const bus::v1::PiecesVerified& verified);
-    void on_pieces_written(const bus::v1::PiecesWritten& written);
-    void on_pieces_dropped(const std::string& identity, const bus::v1::PiecesDropped& dropped);
-    void on_slots_freed(const Stage& from, bus::v1::Envelope& envelope);
-    void on_piece_failed(const bus::v1::PieceFailed& failed);
-    void on_piece_written(PieceIndex piece);
-    void lose_verifier();
-    void lose_writer();
-    void free_all_delivered_slots();
-    void on_write_failed(const bus::v1::WriteFailed& failed, Clock::time_point now);
-    void on_resume_state(std::vector<zmq::message_t>& frames);
-    void on_tracker_status(const bus::v1::TrackerStatus& status);
-    // Holds the .torrent frame, reading the file again if it was let go; false (said once on
-    // err_) when the file is gone or no longer the torrent we are downloading.
-    bool hold_torrent_frame();
-    void hold_torrent_bytes(std::string bytes);
-
+    void restore();
+    void add_command_line_torrents();
     void wait_for_messages(bool drained);
-    void run_timers(Clock::time_point now);
-    void send_to(const std::string& identity, bus::v1::Envelope& envelope,
-                 std::span<zmq::message_t> frames = {});
-    void send_cancels(const std::vector<Cancel>& cancels);
-    void send_tracker_stats(bus::v1::TrackerStats::Event event);
-    void shutdown_all(const std::string& reason);
+    void flush_outbox();
+    void show_notices();
+    void save_changes(bool everything);
     void show_progress(bool final_line);
-    void export_metrics();  // gauges for --metrics-port, once per heartbeat
-    std::uint64_t bytes_left() const { return torrent_.total_size() - done_bytes_; }
+    void export_metrics();
+    int finish(int code, const std::string& reason);
 
     bus::Gatekeeper gatekeeper_;  // before router_: it must outlive the socket it guards
     zmq::socket_t router_;
-    Torrent torrent_;
     ServiceConfig config_;
-    // The .torrent file as one refcounted ZeroMQ message: every Welcome shares its bytes
-    // (zmq_msg_copy), where a copy per Welcome held one per stage in the send queues, 26 MiB
-    // at the start of a torrent of 262,144 pieces. Stages join at the start and seldom after,
-    // so with a torrent_path the bytes (20 per piece, mostly hashes only the verifier uses)
-    // are let go a little after the last Welcome and read again for a late one.
-    zmq::message_t torrent_frame_;  // empty once let go (a .torrent never is)
-    Clock::time_point release_torrent_frame_at_{};
     std::ostream& out_;
     std::ostream& err_;
-    Scheduler scheduler_;
-    PeerDirectory directory_;
-    StageRegistry stages_;
-    RateMeter rate_;
+    Session session_;
+    std::optional<SessionStore> store_;
+    SessionSettings settings_;
 
-    std::uint64_t done_bytes_ = 0;
-    // Leases wait for the writer's first ResumeState: a piece already on disk is never fetched.
-    bool writer_resumed_ = false;
-    std::set<bus::v1::Role> roles_joined_;  // see on_hello
-    std::uint64_t resumed_bytes_ = 0;  // not downloaded this run: kept out of the rate
-    unsigned write_failures_in_a_row_ = 0;
     std::string fatal_error_;
-    std::vector<std::pair<Clock::time_point, PieceIndex>> write_retries_;
-    std::set<std::string> printed_messages_;  // tracker and write errors: each shown once
-    std::set<std::string> strangers_;         // identities that never said Hello
-    bool completion_sent_ = false;
-    bool tracker_answered_after_completion_ = false;
-    Clock::time_point completion_deadline_{};
-    Clock::time_point next_heartbeat_{};
-    Clock::time_point next_tracker_stats_{};
+    std::optional<Clock::time_point> completion_deadline_;
+    Clock::time_point started_{};
     Clock::time_point next_progress_{};
-    Clock::time_point next_rate_sample_{};
-    Clock::time_point next_expiry_check_{};
+    Clock::time_point next_save_{};
     bool progress_shown_ = false;
-    bus::v1::Envelope leases_reply_;  // see on_work_request
     std::uint64_t sends_ = 0;  // see wait_for_messages
     std::uint64_t sends_when_drained_ = 0;
 };

@@ -26,7 +26,9 @@ sigset_t termination_set() {
     return set;
 }
 
-std::optional<std::string> read_signal(int fd) {
+}  // namespace
+
+std::optional<std::string> read_termination_signal(int fd) {
     signalfd_siginfo info{};
     const ssize_t got = ::read(fd, &info, sizeof info);
     if (got != static_cast<ssize_t>(sizeof info)) return std::nullopt;
@@ -36,8 +38,6 @@ std::optional<std::string> read_signal(int fd) {
         default: return "signal " + std::to_string(info.ssi_signo);
     }
 }
-
-}  // namespace
 
 TerminationSignals::TerminationSignals() {
     const sigset_t set = termination_set();
@@ -52,7 +52,7 @@ TerminationSignals::~TerminationSignals() {
     if (fd_ >= 0) ::close(fd_);
 }
 
-std::optional<std::string> TerminationSignals::take() { return read_signal(fd_); }
+std::optional<std::string> TerminationSignals::take() { return read_termination_signal(fd_); }
 
 Stage::Stage(zmq::context_t& context, StageConfig config)
     : config_(std::move(config)),
@@ -63,7 +63,7 @@ Stage::Stage(zmq::context_t& context, StageConfig config)
 std::optional<WelcomeInfo> Stage::handshake() {
     auto welcome = link_.handshake(config_.signal_fd);
     if (!welcome) {
-        const auto signal = read_signal(config_.signal_fd);
+        const auto signal = read_termination_signal(config_.signal_fd);
         spdlog::info("{} before the orchestrator answered: exiting", signal.value_or("a signal"));
         exit_code_ = 0;
         return std::nullopt;
@@ -97,7 +97,7 @@ void Stage::on_control_ready(StageBody& body) {
 }
 
 void Stage::on_signal_ready(StageBody& body) {
-    const auto signal = read_signal(config_.signal_fd);
+    const auto signal = read_termination_signal(config_.signal_fd);
     if (!signal || finished()) return;
     spdlog::info("{}: finishing, saving and leaving", *signal);
     terminate(body, *signal, 0);

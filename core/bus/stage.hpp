@@ -42,6 +42,10 @@ private:
     int fd_ = -1;
 };
 
+// Reads one signal from a TerminationSignals descriptor: its name ("SIGTERM"), or nullopt
+// when none is waiting.
+std::optional<std::string> read_termination_signal(int fd);
+
 // What a stage does with what the skeleton hands it.
 class StageBody {
 public:

@@ -504,31 +504,50 @@ TEST_F(SchedulerTest, CompleteOnlyWhenEveryPieceIsWritten) {
 TEST(PeerDirectory, HandsPeersToTheWorkerWithFewest) {
     PeerDirectory directory;
     const auto now = PeerDirectory::Clock::now();
+    WorkerLoad load;
     directory.offer({"10.0.0.1", 1});
-    EXPECT_TRUE(directory.assign(now).empty());  // held until a worker exists
-    directory.add_worker("w1");
-    auto first = directory.assign(now);
+    EXPECT_TRUE(directory.assign(now, load, 100).empty());  // held until a worker exists
+    load["w1"] = 0;
+    auto first = directory.assign(now, load, 100);
     ASSERT_EQ(first.size(), 1u);
     EXPECT_EQ(first[0].worker, "w1");
-    directory.add_worker("w2");
+    load["w2"] = 0;
     for (int i = 2; i <= 4; ++i) directory.offer({"10.0.0." + std::to_string(i), 1});
     directory.offer({"10.0.0.1", 1});  // duplicate
-    directory.assign(now);
+    directory.assign(now, load, 100);
     EXPECT_EQ(directory.peers_of("w1"), 2u);
     EXPECT_EQ(directory.peers_of("w2"), 2u);
+    EXPECT_EQ(load["w1"], 2u);
     EXPECT_EQ(directory.known_peers(), 4u);
+    EXPECT_EQ(directory.assigned(), 4u);
+}
+
+// Load is counted over every torrent, and the session's room caps what goes out.
+TEST(PeerDirectory, OtherTorrentsLoadAndTheRoomLeftAreRespected) {
+    PeerDirectory directory;
+    const auto now = PeerDirectory::Clock::now();
+    WorkerLoad load{{"w1", 5}, {"w2", 0}};  // w1 busy with another torrent's peers
+    for (int i = 1; i <= 4; ++i) directory.offer({"10.0.0." + std::to_string(i), 1});
+    const auto out = directory.assign(now, load, 3);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].worker, "w2");
+    EXPECT_EQ(out[0].peers.size(), 3u);
+    EXPECT_EQ(directory.waiting(), 1u);
+    directory.release_all();
+    EXPECT_EQ(directory.assigned(), 0u);
+    EXPECT_EQ(directory.waiting(), 4u);
 }
 
 TEST(PeerDirectory, DeadWorkersPeersMoveToTheOthers) {
     PeerDirectory directory;
     const auto now = PeerDirectory::Clock::now();
-    directory.add_worker("w1");
-    directory.add_worker("w2");
+    WorkerLoad load{{"w1", 0}, {"w2", 0}};
     for (int i = 1; i <= 4; ++i) directory.offer({"10.0.0." + std::to_string(i), 1});
-    directory.assign(now);
+    directory.assign(now, load, 100);
     const auto lost = directory.remove_worker("w1");
     EXPECT_EQ(lost.size(), 2u);
-    const auto moved = directory.assign(now);
+    load.erase("w1");
+    const auto moved = directory.assign(now, load, 100);
     ASSERT_EQ(moved.size(), 1u);
     EXPECT_EQ(moved[0].worker, "w2");
     EXPECT_EQ(moved[0].peers.size(), 2u);
@@ -538,17 +557,17 @@ TEST(PeerDirectory, DeadWorkersPeersMoveToTheOthers) {
 TEST(PeerDirectory, DroppedPeersRetryWithBackoffThenGiveUp) {
     PeerDirectory directory(PeerDirectoryOptions{10s, 2, 3});
     auto now = PeerDirectory::Clock::now();
-    directory.add_worker("w1");
+    WorkerLoad load{{"w1", 0}};
     directory.offer({"10.0.0.1", 1});
-    directory.assign(now);
+    directory.assign(now, load, 100);
     directory.disconnected("10.0.0.1:1", now);
-    EXPECT_TRUE(directory.assign(now + 5s).empty());
-    EXPECT_EQ(directory.assign(now + 11s).size(), 1u);
+    EXPECT_TRUE(directory.assign(now + 5s, load, 100).empty());
+    EXPECT_EQ(directory.assign(now + 11s, load, 100).size(), 1u);
     directory.disconnected("10.0.0.1:1", now + 11s);
-    EXPECT_TRUE(directory.assign(now + 25s).empty());
-    EXPECT_EQ(directory.assign(now + 32s).size(), 1u);
+    EXPECT_TRUE(directory.assign(now + 25s, load, 100).empty());
+    EXPECT_EQ(directory.assign(now + 32s, load, 100).size(), 1u);
     directory.disconnected("10.0.0.1:1", now + 32s);
-    EXPECT_TRUE(directory.assign(now + 1h).empty());
+    EXPECT_TRUE(directory.assign(now + 1h, load, 100).empty());
 }
 
 TEST(PeerDirectory, SoleContributorBannedAtOnceOthersAfterThreeStrikes) {
@@ -605,7 +624,7 @@ TEST(PeerArgument, ParsesHostAndPort) {
 }  // namespace
 }  // namespace pw::orchestrator
 
-// --- the service over inproc, with fake stages ---
+// --- the service over inproc, with fake stages: the loop around the Session ---
 
 namespace pw::orchestrator {
 namespace {
@@ -645,21 +664,10 @@ struct FakeStage {
     std::string name;
 };
 
-void send_resume_state(FakeStage& writer, const std::string& bits) {
-    v1::Envelope resume;
-    std::uint32_t count = 0;
-    for (const char byte : bits) count += static_cast<std::uint32_t>(__builtin_popcount(static_cast<std::uint8_t>(byte)));
-    resume.mutable_resume_state()->set_pieces_done(count);
-    std::vector<zmq::message_t> frames;
-    frames.emplace_back(bits.data(), bits.size());
-    writer.send(resume, frames);
-}
-
 // A service on its own thread, stopped and joined however the test ends.
 struct ServiceThread {
-    ServiceThread(zmq::context_t& context, const std::string& bytes, ServiceConfig config,
-                  std::ostream& out)
-        : service(context, *Torrent::parse(bytes), std::move(config), out, out),
+    ServiceThread(zmq::context_t& context, ServiceConfig config, std::ostream& out)
+        : service(context, std::move(config), out, out),
           loop([this] { code = service.run([this] { return stop.load(); }); }) {}
     ~ServiceThread() {
         stop = true;
@@ -671,448 +679,98 @@ struct ServiceThread {
     std::thread loop;
 };
 
-ServiceConfig fake_config(const std::string& bytes, const std::string& endpoint) {
+ServiceConfig download_config(const std::string& endpoint) {
     ServiceConfig config;
     config.control = endpoint;
-    config.torrent_bytes = bytes;
-    config.heartbeat = 50ms;
+    config.torrents.push_back(TorrentFile{"/nowhere/a.torrent", two_piece_torrent()});
+    config.peers = {PeerAddress{"127.0.0.1", 9000}};
+    config.download_dir = "/downloads";
+    config.exit_when_done = true;
+    config.session.heartbeat = 50ms;
+    config.quiet = true;
     return config;
 }
 
-std::optional<bus::Incoming> hello_and_welcome(FakeStage& stage, v1::Role role) {
-    v1::Envelope hello;
-    hello.mutable_hello()->set_role(role);
-    hello.mutable_hello()->set_pid(1);
-    stage.send(hello);
-    return stage.expect(v1::Envelope::kWelcome);
-}
-
-// Issue 4: no piece is leased before the writer said what is already on disk; those pieces
-// count as done, and a restarted writer's smaller report never un-marks them.
-TEST(OrchestratorService, LeasesWaitForTheWritersResumeState) {
+// `piecework download`: the command line's torrent is downloaded, then every stage is told to
+// shut down and the run ends with 0.
+TEST(OrchestratorService, DrivesFakeStagesToCompletionAndExits) {
     zmq::context_t context;
-    const std::string bytes = two_piece_torrent();
     std::ostringstream out;
-    ServiceThread thread(context, bytes, fake_config(bytes, "inproc://orchestrator-resume"), out);
-    FakeStage worker(context, "inproc://orchestrator-resume", "peer_worker-1");
-    FakeStage writer(context, "inproc://orchestrator-resume", "writer");
-    ASSERT_TRUE(hello_and_welcome(worker, v1::ROLE_PEER_WORKER));
-    ASSERT_TRUE(hello_and_welcome(writer, v1::ROLE_WRITER));
+    ServiceThread thread(context, download_config("inproc://orchestrator-complete"), out);
+    FakeStage worker(context, "inproc://orchestrator-complete", "peer_worker-1");
+    FakeStage writer(context, "inproc://orchestrator-complete", "writer");
+    v1::Envelope hello;
+    hello.mutable_hello()->set_role(v1::ROLE_PEER_WORKER);
+    hello.mutable_hello()->set_pid(1);
+    worker.send(hello);
+    ASSERT_TRUE(worker.expect(v1::Envelope::kWelcome));
+    const auto info = worker.expect(v1::Envelope::kTorrentInfo);
+    ASSERT_TRUE(info);
+    const std::uint32_t torrent = info->envelope.torrent_info().torrent();
+    hello.mutable_hello()->set_role(v1::ROLE_WRITER);
+    writer.send(hello);
+    ASSERT_TRUE(writer.expect(v1::Envelope::kTorrentInfo));
+
+    v1::Envelope resume;
+    resume.mutable_resume_state()->set_torrent(torrent);
+    std::vector<zmq::message_t> frames;
+    frames.emplace_back(std::string(1, '\0'));
+    writer.send(resume, frames);
+    const auto added = worker.expect(v1::Envelope::kAddPeers);
+    ASSERT_TRUE(added);
+    EXPECT_EQ(added->envelope.add_peers().peers(0).port(), 9000u);
+
     v1::Envelope has;
+    has.mutable_peer_has()->set_torrent(torrent);
     has.mutable_peer_has()->set_peer("127.0.0.1:9000");
     has.mutable_peer_has()->set_have_all(true);
     worker.send(has);
     v1::Envelope request;
+    request.mutable_work_request()->set_torrent(torrent);
     request.mutable_work_request()->set_peer("127.0.0.1:9000");
     request.mutable_work_request()->set_count(4);
     worker.send(request);
-    auto leases = worker.expect(v1::Envelope::kLeases);
+    const auto leases = worker.expect(v1::Envelope::kLeases);
     ASSERT_TRUE(leases);
-    EXPECT_EQ(leases->envelope.leases().leases_size(), 0);
-
-    send_resume_state(writer, std::string(1, '\x80'));  // piece 0 is on disk
-    bool got_piece_one = false;
-    for (int attempt = 0; attempt < 50 && !got_piece_one; ++attempt) {
-        worker.send(request);
-        leases = worker.expect(v1::Envelope::kLeases);
-        ASSERT_TRUE(leases);
-        for (const auto& lease : leases->envelope.leases().leases()) {
-            EXPECT_EQ(lease.piece(), 1u);  // never the resumed piece
-            got_piece_one = true;
-        }
+    ASSERT_EQ(leases->envelope.leases().leases_size(), 2);
+    v1::Envelope written;
+    for (const auto& lease : leases->envelope.leases().leases()) {
+        auto* ref = written.mutable_pieces_written()->add_pieces();
+        ref->set_torrent(torrent);
+        ref->set_piece(lease.piece());
+        ref->set_lease_id(lease.lease_id());
     }
-    EXPECT_TRUE(got_piece_one);
-    send_resume_state(writer, std::string(1, '\0'));  // a restarted writer knows less
-    EXPECT_EQ(thread.service.scheduler().pieces().done_count(), 1u);
-    EXPECT_NE(out.str().find("resumed: 1 of 2 pieces already on disk"), std::string::npos) << out.str();
-}
-
-// The .torrent's bytes are let go after the Welcomes and read again for a stage that joins
-// later; a file that no longer holds our torrent is refused, never sent.
-TEST(OrchestratorService, ReadsTheTorrentAgainForALateStage) {
-    namespace fs = std::filesystem;
-    const fs::path path = fs::temp_directory_path() /
-                          ("pw-orchestrator-" + std::to_string(::getpid()) + ".torrent");
-    const std::string bytes = two_piece_torrent();
-    std::ofstream(path, std::ios::binary) << bytes;
-    struct Remover {
-        fs::path path;
-        ~Remover() { fs::remove(path); }
-    } remover{path};
-    zmq::context_t context;
-    std::ostringstream out;
-    ServiceConfig config = fake_config(bytes, "inproc://orchestrator-reread");
-    config.torrent_path = path.string();
-    config.keep_torrent_after_welcome = 0ms;
-    ServiceThread thread(context, bytes, std::move(config), out);
-
-    FakeStage first(context, "inproc://orchestrator-reread", "verifier");
-    auto welcome = hello_and_welcome(first, v1::ROLE_VERIFIER);
-    ASSERT_TRUE(welcome);
-    ASSERT_EQ(welcome->frames.size(), 1u);
-    EXPECT_EQ(welcome->frames.front().to_string(), bytes);
-    // Not a deadline: the loop's turn that welcomed `first` ends with its timers, which let
-    // the bytes go (kept 0 ms); the pause only keeps the next Hello out of that turn.
-    std::this_thread::sleep_for(100ms);
-    FakeStage late(context, "inproc://orchestrator-reread", "peer_worker-late");
-    welcome = hello_and_welcome(late, v1::ROLE_PEER_WORKER);
-    ASSERT_TRUE(welcome);
-    ASSERT_EQ(welcome->frames.size(), 1u);
-    EXPECT_EQ(welcome->frames.front().to_string(), bytes);
-
-    std::string other = bytes;
-    other.replace(other.find("a.bin"), 5, "b.bin");
-    std::ofstream(path, std::ios::binary | std::ios::trunc) << other;
-    std::this_thread::sleep_for(100ms);
-    FakeStage refused(context, "inproc://orchestrator-reread", "writer");
-    v1::Envelope hello;
-    hello.mutable_hello()->set_role(v1::ROLE_WRITER);
-    hello.mutable_hello()->set_pid(1);
-    refused.send(hello);
-    EXPECT_FALSE(refused.expect(v1::Envelope::kWelcome, 500ms));
-    thread.stop = true;
-    thread.loop.join();
-    EXPECT_NE(out.str().find("no longer the torrent being downloaded"), std::string::npos)
-        << out.str();
-}
-
-TEST(OrchestratorService, EverythingOnDiskCompletesAtOnce) {
-    zmq::context_t context;
-    const std::string bytes = two_piece_torrent();
-    std::ostringstream out;
-    ServiceThread thread(context, bytes, fake_config(bytes, "inproc://orchestrator-complete"), out);
-    FakeStage writer(context, "inproc://orchestrator-complete", "writer");
-    ASSERT_TRUE(hello_and_welcome(writer, v1::ROLE_WRITER));
-    send_resume_state(writer, std::string(1, '\xc0'));
-    auto shutdown = writer.expect(v1::Envelope::kShutdown);
+    writer.send(written);
+    const auto shutdown = worker.expect(v1::Envelope::kShutdown);
     ASSERT_TRUE(shutdown);
     EXPECT_EQ(shutdown->envelope.shutdown().reason(), "complete");
     thread.loop.join();
     EXPECT_EQ(thread.code, 0);
 }
 
-TEST(OrchestratorService, DrivesFakeStagesToCompletion) {
-    zmq::context_t context;
-    const std::string bytes = two_piece_torrent();
-    auto torrent = Torrent::parse(bytes);
-    ASSERT_TRUE(torrent) << torrent.error().describe();
-    ServiceConfig config;
-    config.control = "inproc://orchestrator-test";
-    config.torrent_bytes = bytes;
-    config.peers = {PeerAddress{"127.0.0.1", 9000}};
-    config.heartbeat = 50ms;
-    config.quiet = true;
-    std::ostringstream out;
-    std::ostringstream err;
-    OrchestratorService service(context, std::move(*torrent), config, out, err);
-    std::atomic<bool> stop{false};
-    int code = -1;
-    std::thread loop([&] { code = service.run([&] { return stop.load(); }); });
-    struct Joiner {
-        std::atomic<bool>& stop;
-        std::thread& loop;
-        ~Joiner() {
-            stop = true;
-            if (loop.joinable()) loop.join();
-        }
-    } joiner{stop, loop};
-
-    FakeStage worker(context, config.control, "peer_worker-1");
-    FakeStage writer(context, config.control, "writer");
-    FakeStage stranger(context, config.control, "nobody");
-    v1::Envelope hello;
-    hello.mutable_hello()->set_role(v1::ROLE_PEER_WORKER);
-    hello.mutable_hello()->set_pid(1);
-    worker.send(hello);
-    auto welcome = worker.expect(v1::Envelope::kWelcome);
-    ASSERT_TRUE(welcome);
-    EXPECT_EQ(welcome->envelope.welcome().peer_id().size(), 20u);
-    EXPECT_EQ(welcome->envelope.welcome().peer_id().substr(0, 8), "-PW0001-");
-    ASSERT_EQ(welcome->frames.size(), 1u);
-    EXPECT_EQ(welcome->frames[0].to_string(), bytes);
-    hello.mutable_hello()->set_role(v1::ROLE_WRITER);
-    writer.send(hello);
-    ASSERT_TRUE(writer.expect(v1::Envelope::kWelcome));
-    send_resume_state(writer, std::string(1, '\0'));
-
-    auto added = worker.expect(v1::Envelope::kAddPeers);
-    ASSERT_TRUE(added);
-    ASSERT_EQ(added->envelope.add_peers().peers_size(), 1);
-    EXPECT_EQ(added->envelope.add_peers().peers(0).port(), 9000u);
-
-    v1::Envelope ignored;
-    ignored.mutable_pieces_written()->add_pieces()->set_piece(0);
-    stranger.send(ignored);  // never said Hello: must not count
-
-    v1::Envelope has;
-    has.mutable_peer_has()->set_peer("127.0.0.1:9000");
-    has.mutable_peer_has()->set_bitfield(true);
-    std::vector<zmq::message_t> bitfield;
-    bitfield.emplace_back(std::string("\xc0", 1));
-    worker.send(has, bitfield);
-    v1::Envelope request;
-    request.mutable_work_request()->set_peer("127.0.0.1:9000");
-    request.mutable_work_request()->set_count(4);
-    worker.send(request);
-    auto leases = worker.expect(v1::Envelope::kLeases);
-    ASSERT_TRUE(leases);
-    ASSERT_EQ(leases->envelope.leases().leases_size(), 2);
-
-    v1::Envelope written;
-    for (const auto& lease : leases->envelope.leases().leases()) {
-        auto* ref = written.mutable_pieces_written()->add_pieces();
-        ref->set_piece(lease.piece());
-        ref->set_lease_id(lease.lease_id());
+// Interrupted, a download ends with 130 and tells every stage to shut down; a daemon ends with 0.
+TEST(OrchestratorService, AnInterruptEndsTheRunAndTellsTheStages) {
+    for (const bool download : {true, false}) {
+        zmq::context_t context;
+        std::ostringstream out;
+        const std::string endpoint = std::string("inproc://orchestrator-interrupt-") + (download ? "d" : "s");
+        ServiceConfig config = download_config(endpoint);
+        config.exit_when_done = download;
+        config.session.heartbeat = 1s;  // the fake writer never beats
+        ServiceThread thread(context, std::move(config), out);
+        FakeStage writer(context, endpoint, "writer");
+        v1::Envelope hello;
+        hello.mutable_hello()->set_role(v1::ROLE_WRITER);
+        hello.mutable_hello()->set_pid(1);
+        writer.send(hello);
+        ASSERT_TRUE(writer.expect(v1::Envelope::kWelcome));
+        thread.stop = true;
+        const auto shutdown = writer.expect(v1::Envelope::kShutdown);
+        ASSERT_TRUE(shutdown);
+        EXPECT_EQ(shutdown->envelope.shutdown().reason(), "interrupted");
+        thread.loop.join();
+        EXPECT_EQ(thread.code, download ? 130 : 0);
     }
-    writer.send(written);
-    auto shutdown = worker.expect(v1::Envelope::kShutdown);
-    ASSERT_TRUE(shutdown);
-    EXPECT_EQ(shutdown->envelope.shutdown().reason(), "complete");
-    ASSERT_TRUE(writer.expect(v1::Envelope::kShutdown));
-    loop.join();
-    EXPECT_EQ(code, 0);
-}
-
-// --- schema 2: batched reports, dropped pieces, arena slots ---
-
-constexpr const char* kPeer = "127.0.0.1:9000";
-
-v1::PieceRef ref_of(const v1::Lease& lease) {
-    v1::PieceRef ref;
-    ref.set_piece(lease.piece());
-    ref.set_lease_id(lease.lease_id());
-    return ref;
-}
-
-// The worker's report that all of `leases` went to the verifier, in one message.
-v1::Envelope delivered_all(const std::vector<v1::Lease>& leases) {
-    v1::Envelope delivered;
-    for (const auto& lease : leases) *delivered.mutable_pieces_delivered()->add_pieces() = ref_of(lease);
-    return delivered;
-}
-
-// A verifier, a writer (nothing on disk) and two workers, the first with a seeder. The fake
-// stages never heartbeat, so the period is long enough that none is declared gone mid-test.
-struct FakeDownload {
-    explicit FakeDownload(const std::string& endpoint)
-        : thread(context, bytes, config(endpoint), out),
-          verifier(context, endpoint, "verifier"),
-          writer(context, endpoint, "writer"),
-          worker1(context, endpoint, "peer_worker-1"),
-          worker2(context, endpoint, "peer_worker-2") {}
-
-    static ServiceConfig config(const std::string& endpoint) {
-        ServiceConfig config = fake_config(two_piece_torrent(), endpoint);
-        config.heartbeat = 1s;
-        config.quiet = true;
-        return config;
-    }
-
-    // The data stages first, as the front end starts them.
-    bool start() {
-        if (!hello_and_welcome(verifier, v1::ROLE_VERIFIER) ||
-            !hello_and_welcome(writer, v1::ROLE_WRITER) ||
-            !hello_and_welcome(worker1, v1::ROLE_PEER_WORKER) ||
-            !hello_and_welcome(worker2, v1::ROLE_PEER_WORKER)) {
-            return false;
-        }
-        send_resume_state(writer, std::string(1, '\0'));
-        announce_seeder();
-        return true;
-    }
-
-    // worker1's peer kPeer has every piece.
-    void announce_seeder() {
-        v1::Envelope has;
-        has.mutable_peer_has()->set_peer(kPeer);
-        has.mutable_peer_has()->set_have_all(true);
-        worker1.send(has);
-    }
-
-    // Asks until `want` leases came back (the writer's ResumeState may still be on its way).
-    std::vector<v1::Lease> lease(std::size_t want) {
-        std::vector<v1::Lease> got;
-        v1::Envelope request;
-        request.mutable_work_request()->set_peer(kPeer);
-        request.mutable_work_request()->set_count(4);
-        for (int attempt = 0; attempt < 50 && got.size() < want; ++attempt) {
-            worker1.send(request);
-            const auto leases = worker1.expect(v1::Envelope::kLeases);
-            if (!leases) break;
-            for (const auto& lease : leases->envelope.leases().leases()) got.push_back(lease);
-        }
-        return got;
-    }
-
-    // Returns once the orchestrator has handled everything `stage` sent before.
-    static bool round_trip(FakeStage& stage) {
-        v1::Envelope request;
-        request.mutable_work_request()->set_peer("10.9.9.9:1");
-        request.mutable_work_request()->set_count(1);
-        stage.send(request);
-        return stage.expect(v1::Envelope::kLeases).has_value();
-    }
-
-    zmq::context_t context;
-    std::string bytes = two_piece_torrent();
-    std::ostringstream out;
-    ServiceThread thread;
-    FakeStage verifier;
-    FakeStage writer;
-    FakeStage worker1;
-    FakeStage worker2;
-};
-
-bool freed_all_delivered(FakeStage& worker) {
-    const auto freed = worker.expect(v1::Envelope::kSlotsFreed);
-    return freed && freed->envelope.slots_freed().all_delivered() &&
-           freed->envelope.slots_freed().worker() == worker.name;
-}
-
-TEST(OrchestratorSchema2, BatchedReportsAndADroppedPieceDriveTheDownload) {
-    FakeDownload download("inproc://orchestrator-batches");
-    ASSERT_TRUE(download.start());
-    const auto leases = download.lease(2);
-    ASSERT_EQ(leases.size(), 2u);
-
-    auto delivered = delivered_all(leases);
-    download.worker1.send(delivered);
-    v1::Envelope dropped;
-    *dropped.mutable_pieces_dropped()->add_pieces() = ref_of(leases[0]);
-    dropped.mutable_pieces_dropped()->set_reason("slot reused");
-    download.verifier.send(dropped);
-    v1::Envelope verified;
-    *verified.mutable_pieces_verified()->add_pieces() = ref_of(leases[1]);
-    download.verifier.send(verified);
-
-    // Only the dropped piece comes back, under a new lease.
-    const auto again = download.lease(1);
-    ASSERT_EQ(again.size(), 1u);
-    EXPECT_EQ(again[0].piece(), leases[0].piece());
-    EXPECT_NE(again[0].lease_id(), leases[0].lease_id());
-    EXPECT_FALSE(again[0].endgame());
-
-    v1::Envelope verified_again;
-    *verified_again.mutable_pieces_verified()->add_pieces() = ref_of(again[0]);
-    download.verifier.send(verified_again);
-    v1::Envelope written;
-    *written.mutable_pieces_written()->add_pieces() = ref_of(again[0]);
-    *written.mutable_pieces_written()->add_pieces() = ref_of(leases[1]);
-    download.writer.send(written);
-    const auto shutdown = download.worker1.expect(v1::Envelope::kShutdown);
-    ASSERT_TRUE(shutdown);
-    EXPECT_EQ(shutdown->envelope.shutdown().reason(), "complete");
-}
-
-TEST(OrchestratorSchema2, SlotsFreedGoesOnlyToAKnownWorker) {
-    FakeDownload download("inproc://orchestrator-slots");
-    ASSERT_TRUE(download.start());
-    const auto slots_freed = [](const std::string& worker, std::initializer_list<std::uint64_t> ids,
-                                bool all_delivered) {
-        v1::Envelope envelope;
-        auto* freed = envelope.mutable_slots_freed();
-        freed->set_worker(worker);
-        freed->set_arena_id(77);
-        for (const auto id : ids) freed->add_lease_ids(id);
-        freed->set_all_delivered(all_delivered);
-        return envelope;
-    };
-    auto to_writer = slots_freed("writer", {1}, false);  // a stage, but not a worker
-    download.verifier.send(to_writer);
-    auto to_ghost = slots_freed("peer_worker-9", {2}, false);
-    download.verifier.send(to_ghost);
-    auto everything = slots_freed("peer_worker-1", {}, true);  // only ours to say
-    download.verifier.send(everything);
-    auto from_a_worker = slots_freed("peer_worker-1", {3}, false);
-    download.worker2.send(from_a_worker);
-    ASSERT_TRUE(FakeDownload::round_trip(download.worker2));
-
-    auto good = slots_freed("peer_worker-1", {4, 5}, true);
-    download.verifier.send(good);
-    const auto first = download.worker1.expect(v1::Envelope::kSlotsFreed);
-    ASSERT_TRUE(first);
-    const auto& freed = first->envelope.slots_freed();
-    EXPECT_EQ(freed.worker(), "peer_worker-1");
-    EXPECT_EQ(freed.arena_id(), 77u);
-    EXPECT_EQ(std::vector<std::uint64_t>(freed.lease_ids().begin(), freed.lease_ids().end()),
-              (std::vector<std::uint64_t>{4, 5}));
-    EXPECT_FALSE(freed.all_delivered());
-    // Handled in order after the refused ones, so those would be queued by now.
-    EXPECT_FALSE(download.writer.expect(v1::Envelope::kSlotsFreed, 200ms));
-
-    auto from_writer = slots_freed("peer_worker-2", {6}, false);
-    download.writer.send(from_writer);
-    const auto second = download.worker2.expect(v1::Envelope::kSlotsFreed);
-    ASSERT_TRUE(second);
-    ASSERT_EQ(second->envelope.slots_freed().lease_ids_size(), 1);
-    EXPECT_EQ(second->envelope.slots_freed().lease_ids(0), 6u);
-}
-
-TEST(OrchestratorSchema2, LostVerifierFreesEveryWorkersSlotsAndRequeuesDeliveries) {
-    FakeDownload download("inproc://orchestrator-lost-verifier");
-    ASSERT_TRUE(download.start());
-    const auto leases = download.lease(2);
-    ASSERT_EQ(leases.size(), 2u);
-    auto delivered = delivered_all(leases);
-    download.worker1.send(delivered);
-    ASSERT_TRUE(FakeDownload::round_trip(download.worker1));
-
-    v1::Envelope hello;
-    hello.mutable_hello()->set_role(v1::ROLE_VERIFIER);
-    hello.mutable_hello()->set_pid(2);  // restarted
-    download.verifier.send(hello);
-    EXPECT_TRUE(freed_all_delivered(download.worker1));
-    EXPECT_TRUE(freed_all_delivered(download.worker2));
-    const auto again = download.lease(2);
-    ASSERT_EQ(again.size(), 2u);
-    EXPECT_EQ((std::set<std::uint32_t>{again[0].piece(), again[1].piece()}),
-              (std::set<std::uint32_t>{0, 1}));
-
-    FakeStage stranger(download.context, "inproc://orchestrator-lost-verifier", "verifier-2");
-    ASSERT_TRUE(hello_and_welcome(stranger, v1::ROLE_VERIFIER));  // a new name: same re-queue
-    EXPECT_TRUE(freed_all_delivered(download.worker1));
-    EXPECT_TRUE(freed_all_delivered(download.worker2));
-}
-
-// Pieces a worker delivered before the first verifier said Hello wait in that verifier's
-// queue: its Hello is no restart and re-queues nothing (each piece was fetched twice).
-TEST(OrchestratorSchema2, FirstVerifierJoiningLateRequeuesNothing) {
-    FakeDownload download("inproc://orchestrator-late-verifier");
-    ASSERT_TRUE(hello_and_welcome(download.writer, v1::ROLE_WRITER));
-    ASSERT_TRUE(hello_and_welcome(download.worker1, v1::ROLE_PEER_WORKER));
-    send_resume_state(download.writer, std::string(1, '\0'));
-    download.announce_seeder();
-    const auto leases = download.lease(2);
-    ASSERT_EQ(leases.size(), 2u);
-    auto delivered = delivered_all(leases);
-    download.worker1.send(delivered);
-    ASSERT_TRUE(FakeDownload::round_trip(download.worker1));
-
-    ASSERT_TRUE(hello_and_welcome(download.verifier, v1::ROLE_VERIFIER));
-    ASSERT_TRUE(FakeDownload::round_trip(download.worker1));
-    v1::Envelope request;
-    request.mutable_work_request()->set_peer(kPeer);
-    request.mutable_work_request()->set_count(4);
-    download.worker1.send(request);
-    const auto again = download.worker1.expect(v1::Envelope::kLeases);
-    ASSERT_TRUE(again);
-    EXPECT_EQ(again->envelope.leases().leases_size(), 0);
-}
-
-TEST(OrchestratorSchema2, LostWriterFreesEveryWorkersSlots) {
-    FakeDownload download("inproc://orchestrator-lost-writer");
-    ASSERT_TRUE(download.start());
-    v1::Envelope hello;
-    hello.mutable_hello()->set_role(v1::ROLE_WRITER);
-    hello.mutable_hello()->set_pid(2);  // restarted
-    download.writer.send(hello);
-    EXPECT_TRUE(freed_all_delivered(download.worker1));
-    EXPECT_TRUE(freed_all_delivered(download.worker2));
-
-    FakeStage stranger(download.context, "inproc://orchestrator-lost-writer", "writer-2");
-    ASSERT_TRUE(hello_and_welcome(stranger, v1::ROLE_WRITER));
-    EXPECT_TRUE(freed_all_delivered(download.worker1));
-    EXPECT_TRUE(freed_all_delivered(download.worker2));
 }
 
 }  // namespace

@@ -1,0 +1,177 @@
+#pragma once
+// The session: the stages that joined, the torrents, and the limits that hold across them.
+// It turns what the stages say into changes of state and into messages for the stages, and
+// it carries out what users ask (add, start, stop, remove, verify). Pure: no sockets; the
+// caller passes the time in, feeds it what arrived, and sends what collects in outbox().
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "core/bus/bus.hpp"
+#include "core/result.hpp"
+#include "core/units.hpp"
+#include "orchestrator/stage_registry.hpp"
+#include "orchestrator/torrent_state.hpp"
+
+namespace pw::orchestrator {
+
+struct SessionConfig {
+    std::string name = "orchestrator";
+    std::string peer_id;  // 20 bytes; made at random when empty
+    std::uint32_t listen_port = 6881;
+    std::chrono::milliseconds heartbeat{1000};
+    int missed_heartbeats = 5;
+    std::chrono::milliseconds tracker_stats_period{30'000};
+    // An info dictionary's bytes are let go this long after they were last sent to a stage,
+    // and read again from the torrent's file for a stage that joins later.
+    std::chrono::milliseconds keep_info_after_send{2'000};
+    // A fast peer's pipeline of 16 KiB pieces wants a few hundred at a time; each request is a
+    // round trip through the loop, so a small cap multiplies them (4 MiB of 16 KiB pieces).
+    std::uint32_t max_leases_per_request = 256;
+    // Peers handed to workers at once, over every torrent; each torrent's own cap is its
+    // settings' peer_limit.
+    std::size_t max_peers = 200;
+    TorrentOptions torrent;  // its grants pointer is the session's own
+    std::uint64_t seed = 0;  // scheduler randomness; per torrent it is mixed with the id
+    bus::metrics::Registry* metrics = nullptr;
+};
+
+// A message for one stage.
+struct Outgoing {
+    std::string identity;
+    bus::v1::Envelope envelope;
+    std::vector<zmq::message_t> frames;
+};
+
+// A line for the user (the front end prints them, the daemon logs them).
+struct Notice {
+    enum class Kind { info, warning, error };
+    Kind kind = Kind::info;
+    TorrentId torrent;  // 0 for the session
+    std::string text;
+};
+
+// "-PW0001-" and 12 random bytes.
+std::string make_peer_id();
+
+class Session {
+public:
+    using Clock = std::chrono::steady_clock;
+
+    explicit Session(SessionConfig config);
+
+    // --- the stages ---
+    void handle(bus::Incoming& in, Clock::time_point now);
+    // Heartbeats, silent stages, peer assignment, lease expiry, tracker stats, rates.
+    void tick(Clock::time_point now, std::int64_t wall_now);
+    std::vector<Outgoing>& outbox() { return outbox_; }
+    std::vector<Notice> take_notices() { return std::exchange(notices_, {}); }
+    // Tells every stage to shut down (the session is ending).
+    void shutdown_all(const std::string& reason);
+    const StageRegistry& stages() const { return stages_; }
+    const std::string& peer_id() const { return config_.peer_id; }
+
+    // --- the torrents ---
+    struct AddRequest {
+        std::string metainfo;        // the .torrent file's bytes
+        std::string metainfo_path;   // where those bytes can be read again (may be empty)
+        TorrentSettings settings;    // download_dir must be set (absolute)
+        std::optional<TorrentId> id; // a restored torrent keeps its id
+    };
+    struct Added {
+        TorrentId id;
+        bool duplicate = false;  // the session had it already: nothing changed
+    };
+    // Parses and checks the metainfo (the same messages `inspect` gives), then adds the
+    // torrent and, unless paused, starts it.
+    Result<Added> add(AddRequest request, Clock::time_point now, std::int64_t wall_now);
+    bool start(TorrentId id, Clock::time_point now);
+    bool stop(TorrentId id);
+    // With delete_data the writer deletes its files (even while it was stopped).
+    bool remove(TorrentId id, bool delete_data);
+    bool verify(TorrentId id);
+
+    TorrentState* find(TorrentId id);
+    const TorrentState* find(TorrentId id) const;
+    TorrentState* find(const Sha1Digest& info_hash);
+    const std::map<TorrentId, TorrentState>& torrents() const { return torrents_; }
+    bool all_complete() const;
+
+    // Torrents whose settings changed since the last call (to be saved), and the info-hashes
+    // of those removed (whose saved state is to go).
+    std::set<TorrentId> take_changed() { return std::exchange(changed_, {}); }
+    std::vector<Sha1Digest> take_removed() { return std::exchange(removed_, {}); }
+
+    // Totals over every torrent, this run.
+    std::uint64_t downloaded_this_run() const { return downloaded_this_run_; }
+    std::uint64_t uploaded_this_run() const { return uploaded_this_run_; }
+    std::uint32_t peers_connected() const;
+
+private:
+    struct InfoBytes {
+        zmq::message_t frame;     // empty once let go
+        std::string path;         // to read it again; empty: kept for good
+        Clock::time_point release_at{};
+    };
+
+    void send(const std::string& identity, bus::v1::Envelope envelope,
+              std::vector<zmq::message_t> frames = {});
+    void send_role(bus::v1::Role role, const bus::v1::Envelope& envelope);
+    void send_cancels(TorrentId torrent, const std::vector<Cancel>& cancels);
+    void send_tracker_stats(const TorrentState& torrent, bus::v1::TrackerStats::Event event);
+    // TorrentAdded (and TorrentInfo for the roles that need it) to one stage.
+    void tell_stage(const std::string& identity, bus::v1::Role role, const TorrentState& torrent,
+                    Clock::time_point now);
+    void tell_all(const TorrentState& torrent, Clock::time_point now);
+    void tell_removed(TorrentId id, bool delete_data);
+    bool info_frame(TorrentId id, zmq::message_t& out, Clock::time_point now);
+    void notice(Notice::Kind kind, TorrentId torrent, std::string text);
+
+    void on_hello(const std::string& identity, const bus::v1::Hello& hello, Clock::time_point now);
+    void on_stage_lost(const Stage& stage);
+    void lose_verifier();
+    void lose_writer();
+    void free_all_delivered_slots();
+    void on_heartbeat(Stage& stage, const bus::v1::Heartbeat& beat, Clock::time_point now);
+    void on_work_request(const std::string& identity, const bus::v1::WorkRequest& request,
+                         Clock::time_point now);
+    void on_slots_freed(const Stage& from, bus::v1::Envelope& envelope);
+    void on_piece_failed(const bus::v1::PieceFailed& failed);
+    void on_write_failed(const bus::v1::WriteFailed& failed, Clock::time_point now);
+    void on_resume_state(const bus::v1::ResumeState& resume, std::vector<zmq::message_t>& frames,
+                         Clock::time_point now);
+    void on_tracker_status(const bus::v1::TrackerStatus& status);
+    void after_change(TorrentState& torrent, Clock::time_point now);
+    void assign_peers(Clock::time_point now);
+
+    SessionConfig config_;
+    GrantCounter grants_;
+    StageRegistry stages_;
+    std::map<TorrentId, TorrentState> torrents_;
+    std::map<TorrentId, InfoBytes> info_;
+    std::uint32_t next_id_ = 1;
+    std::set<bus::v1::Role> roles_joined_;  // see on_hello
+    std::set<std::string> strangers_;       // identities that never said Hello
+    // Per worker, its latest per-torrent counters: transfers are counted by their growth.
+    std::map<std::string, std::map<TorrentId, bus::v1::TorrentCounters>> worker_counters_;
+    std::vector<Outgoing> outbox_;
+    std::vector<Notice> notices_;
+    std::set<TorrentId> changed_;
+    std::vector<Sha1Digest> removed_;
+    std::set<std::string> noticed_;  // warnings and errors: each said once
+    std::uint64_t downloaded_this_run_ = 0;
+    std::uint64_t uploaded_this_run_ = 0;
+    std::int64_t wall_now_ = 0;
+    Clock::time_point next_heartbeat_{};
+    Clock::time_point next_tracker_stats_{};
+    Clock::time_point next_expiry_check_{};
+};
+
+}  // namespace pw::orchestrator

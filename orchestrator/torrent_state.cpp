@@ -1,0 +1,262 @@
+#include "orchestrator/torrent_state.hpp"
+
+#include <algorithm>
+
+namespace pw::orchestrator {
+
+namespace {
+
+constexpr auto kRateSamplePeriod = std::chrono::milliseconds(250);
+
+}  // namespace
+
+const char* phase_name(TorrentPhase phase) {
+    switch (phase) {
+        case TorrentPhase::stopped: return "stopped";
+        case TorrentPhase::checking: return "checking";
+        case TorrentPhase::verifying: return "verifying";
+        case TorrentPhase::downloading: return "downloading";
+        case TorrentPhase::seeding: return "seeding";
+        case TorrentPhase::failed: return "failed";
+    }
+    return "unknown";
+}
+
+TorrentState::TorrentState(TorrentId id, const Sha1Digest& info_hash, std::string name,
+                           std::vector<std::vector<std::string>> trackers,
+                           TorrentSettings settings, TorrentOptions options)
+    : id_(id), info_hash_(info_hash), name_(std::move(name)), trackers_(std::move(trackers)),
+      settings_(std::move(settings)), options_(options), directory_(options.directory) {
+    std::uint32_t tier = 0;
+    for (const auto& urls : trackers_) {
+        for (const auto& url : urls) tracker_reports_.push_back(TrackerReport{url, tier, false, false, {}, 0, 0, 0});
+        ++tier;
+    }
+}
+
+void TorrentState::set_info(Torrent info) {
+    if (info_) return;
+    name_ = info.name();
+    done_.assign(info.piece_count(), false);
+    info_.emplace(std::move(info));
+}
+
+bool TorrentState::is_done(PieceIndex piece) const {
+    return piece.get() < done_.size() && done_[piece.get()];
+}
+
+bool TorrentState::start(Clock::time_point now) {
+    if (active() || !info_) return false;
+    phase_ = TorrentPhase::checking;
+    error_.clear();
+    write_failures_in_a_row_ = 0;
+    write_retries_.clear();
+    resumed_since_start_ = false;
+    scheduler_.emplace(info_->piece_count(), options_.scheduler, options_.grants);
+    for (std::uint32_t piece = 0; piece < info_->piece_count(); ++piece) {
+        if (done_[piece]) scheduler_->written(PieceIndex{piece});
+    }
+    resumed_bytes_ = done_bytes_;
+    next_rate_sample_ = now;
+    return true;
+}
+
+void TorrentState::stop() {
+    if (phase_ == TorrentPhase::stopped) return;
+    if (phase_ != TorrentPhase::failed) phase_ = TorrentPhase::stopped;
+    scheduler_.reset();
+    directory_.release_all();
+    peers_connected_ = 0;
+    write_retries_.clear();
+}
+
+bool TorrentState::begin_verify() {
+    if (!active()) return false;
+    phase_ = TorrentPhase::verifying;
+    return true;
+}
+
+std::optional<std::uint32_t> TorrentState::on_resume_state(std::span<const std::uint8_t> bits,
+                                                           bool checked_all,
+                                                           Clock::time_point now,
+                                                           std::vector<Cancel>& cancels) {
+    if (!active() || !info_) return std::nullopt;
+    const std::uint32_t count = info_->piece_count();
+    if (bits.size() != (std::uint64_t{count} + 7) / 8) return std::nullopt;
+    const bool truth = checked_all || !resumed_since_start_;
+    resumed_since_start_ = true;
+    std::uint32_t on_disk = 0;
+    for (std::uint32_t piece = 0; piece < count; ++piece) {
+        const bool set = ((bits[piece / 8] >> (7 - piece % 8)) & 1u) != 0;
+        if (set) {
+            ++on_disk;
+            mark_written(PieceIndex{piece}, cancels);
+        } else if (truth && done_[piece]) {
+            done_[piece] = false;
+            --pieces_done_;
+            done_bytes_ -= info_->piece_size(PieceIndex{piece});
+            scheduler_->missing(PieceIndex{piece});
+        }
+    }
+    resumed_bytes_ = std::min(resumed_bytes_, done_bytes_);
+    if (truth) resumed_bytes_ = done_bytes_;
+    // A verify ends with its own ResumeState (checked_all); the start's may come before it.
+    if (phase_ == TorrentPhase::checking || (phase_ == TorrentPhase::verifying && checked_all)) {
+        phase_ = complete() ? TorrentPhase::seeding : TorrentPhase::downloading;
+        progress_rate_ = RateMeter{};
+        next_rate_sample_ = now;
+    }
+    // Everything on disk at the start is completion too, dated the first time.
+    if (complete() && settings_.done_date == 0) just_completed_ = true;
+    return on_disk;
+}
+
+void TorrentState::mark_written(PieceIndex piece, std::vector<Cancel>& cancels) {
+    if (!info_ || piece.get() >= info_->piece_count()) return;
+    if (scheduler_) {
+        auto more = scheduler_->written(piece);
+        cancels.insert(cancels.end(), more.begin(), more.end());
+    }
+    if (done_[piece.get()]) return;
+    done_[piece.get()] = true;
+    ++pieces_done_;
+    done_bytes_ += info_->piece_size(piece);
+    become_complete_if_done();
+}
+
+void TorrentState::become_complete_if_done() {
+    if (!complete()) return;
+    if (phase_ == TorrentPhase::downloading) {
+        phase_ = TorrentPhase::seeding;
+        just_completed_ = true;
+    }
+}
+
+void TorrentState::on_written(PieceIndex piece, std::vector<Cancel>& cancels) {
+    if (!active()) return;
+    write_failures_in_a_row_ = 0;
+    mark_written(piece, cancels);
+}
+
+std::optional<std::string> TorrentState::on_write_failed(PieceIndex piece, const std::string& error,
+                                                         Clock::time_point now) {
+    if (!active() || !info_ || piece.get() >= info_->piece_count()) return std::nullopt;
+    scheduler_->write_failed(piece);
+    write_retries_.emplace_back(now + options_.write_retry_delay, piece);
+    if (++write_failures_in_a_row_ < options_.max_write_failures_in_a_row) return std::nullopt;
+    error_ = "write failed: " + error;
+    stop();
+    phase_ = TorrentPhase::failed;
+    return error_;
+}
+
+void TorrentState::on_verified(PieceIndex piece, std::uint64_t lease_id, std::vector<Cancel>& cancels) {
+    if (!scheduler_) return;
+    auto more = scheduler_->verified(piece, lease_id);
+    cancels.insert(cancels.end(), more.begin(), more.end());
+}
+
+std::vector<std::string> TorrentState::on_failed(PieceIndex piece, std::uint64_t lease_id,
+                                                 const std::vector<std::string>& contributors) {
+    if (!scheduler_) return {};
+    scheduler_->failed(piece, lease_id);
+    if (info_ && piece.get() < info_->piece_count()) settings_.corrupt_ever += info_->piece_size(piece);
+    return directory_.record_failure(contributors);
+}
+
+void TorrentState::on_dropped(PieceIndex piece, std::uint64_t lease_id) {
+    if (scheduler_) scheduler_->dropped(piece, lease_id);
+}
+
+void TorrentState::on_delivered(std::uint64_t lease_id) {
+    if (scheduler_) scheduler_->delivered(lease_id);
+}
+
+void TorrentState::on_released(std::uint64_t lease_id) {
+    if (scheduler_) scheduler_->release(lease_id);
+}
+
+void TorrentState::on_peer_connected(const std::string& peer) { directory_.connected(peer); }
+
+void TorrentState::on_peer_gone(const std::string& peer, Clock::time_point now) {
+    directory_.disconnected(peer, now);
+    if (scheduler_) scheduler_->peer_gone(peer);
+}
+
+bool TorrentState::on_peer_has(const std::string& peer, bool have_all,
+                               std::span<const std::uint8_t> bitfield, bool has_bitfield,
+                               std::span<const std::uint32_t> haves) {
+    if (!scheduler_) return true;
+    PiecePicker& pieces = scheduler_->pieces();
+    bool ok = true;
+    if (have_all) {
+        pieces.set_have_all(peer);
+    } else if (has_bitfield) {
+        ok = pieces.set_bitfield(peer, bitfield);
+    }
+    for (const auto piece : haves) ok = pieces.add_have(peer, PieceIndex{piece}) && ok;
+    return ok;
+}
+
+std::vector<Grant> TorrentState::request(const std::string& worker, const std::string& peer,
+                                         std::size_t count, Clock::time_point now) {
+    if (!scheduler_ || (phase_ != TorrentPhase::downloading)) return {};
+    return scheduler_->request(worker, peer, count, now);
+}
+
+void TorrentState::on_worker_gone(const std::string& worker) {
+    if (scheduler_) scheduler_->worker_gone(worker);
+    for (const auto& key : directory_.remove_worker(worker)) {
+        if (scheduler_) scheduler_->peer_gone(key);
+    }
+}
+
+void TorrentState::on_verifier_lost() {
+    if (scheduler_) scheduler_->verifier_lost();
+}
+
+void TorrentState::on_writer_lost() {
+    if (scheduler_) scheduler_->writer_lost();
+}
+
+std::vector<Cancel> TorrentState::expire(Clock::time_point now) {
+    if (!scheduler_) return {};
+    return scheduler_->expire(now);
+}
+
+void TorrentState::tick(Clock::time_point now) {
+    if (!scheduler_) return;
+    const auto due = std::partition(write_retries_.begin(), write_retries_.end(),
+                                    [&](const auto& entry) { return entry.first > now; });
+    for (auto it = due; it != write_retries_.end(); ++it) scheduler_->requeue_held(it->second);
+    write_retries_.erase(due, write_retries_.end());
+    if (now >= next_rate_sample_) {
+        next_rate_sample_ = now + kRateSamplePeriod;
+        progress_rate_.sample(now, fetched_this_run());
+        wire_rate_.sample(now, downloaded_this_run_);
+    }
+}
+
+void TorrentState::add_transferred(std::uint64_t downloaded, std::uint64_t uploaded,
+                                   Clock::time_point /*now*/) {
+    downloaded_this_run_ += downloaded;
+    settings_.downloaded_ever += downloaded;
+    settings_.uploaded_ever += uploaded;
+}
+
+void TorrentState::on_tracker_status(const std::string& url, bool ok, const std::string& message,
+                                     std::uint32_t peers, std::uint32_t next_announce_s,
+                                     std::int64_t wall_now) {
+    if (completion_sent_) completion_announced_ = true;
+    auto report = std::find_if(tracker_reports_.begin(), tracker_reports_.end(),
+                               [&](const TrackerReport& r) { return r.url == url; });
+    if (report == tracker_reports_.end()) return;
+    report->answered = report->answered || ok;
+    report->last_ok = ok;
+    report->last_result = ok ? "Success" : message;
+    report->last_peers = ok ? peers : report->last_peers;
+    report->last_time = wall_now;
+    report->next_time = wall_now + next_announce_s;
+}
+
+}  // namespace pw::orchestrator
