@@ -25,19 +25,17 @@ Endpoints endpoints_in(const std::string& runtime_dir) {
                      "ipc://" + runtime_dir + "/verified"};
 }
 
-std::vector<StageCommand> stage_commands(const DownloadOptions& options, const StagePlan& plan,
-                                         const Endpoints& endpoints) {
-    const auto exe = [&](const char* name) { return (fs::path(plan.bin_dir) / name).string(); };
+std::vector<StageCommand> session_stage_commands(const SessionStages& stages, const Endpoints& endpoints) {
+    const auto exe = [&](const char* name) { return (fs::path(stages.bin_dir) / name).string(); };
     const auto common = [&](const std::string& name) {
         return std::vector<std::string>{"--control", endpoints.control, "--name", name,
-                                        "--log-level", options.log_level};
+                                        "--log-level", stages.log_level};
     };
     std::vector<StageCommand> commands;
 
     StageCommand orchestrator{"orchestrator", exe("orchestrator"), common("orchestrator")};
-    orchestrator.args.insert(orchestrator.args.end(), {"--torrent", plan.torrent_path});
-    for (const auto& peer : options.peers) orchestrator.args.insert(orchestrator.args.end(), {"--peer", peer});
-    if (options.quiet) orchestrator.args.push_back("--quiet");
+    orchestrator.args.insert(orchestrator.args.end(), stages.orchestrator_args.begin(),
+                             stages.orchestrator_args.end());
     commands.push_back(std::move(orchestrator));
 
     StageCommand verifier{"verifier", exe("verifier"), common("verifier")};
@@ -46,21 +44,68 @@ std::vector<StageCommand> stage_commands(const DownloadOptions& options, const S
     commands.push_back(std::move(verifier));
 
     StageCommand writer{"writer", exe("writer"), common("writer")};
-    writer.args.insert(writer.args.end(), {"--verified", endpoints.verified, "--dir", plan.output_dir});
-    if (!options.state_dir.empty()) {
-        writer.args.insert(writer.args.end(), {"--state-dir", fs::absolute(options.state_dir).string()});
-    }
+    writer.args.insert(writer.args.end(), {"--verified", endpoints.verified});
+    writer.args.insert(writer.args.end(), stages.writer_args.begin(), stages.writer_args.end());
     commands.push_back(std::move(writer));
 
-    if (plan.with_tracker) commands.push_back({"tracker_svc", exe("tracker_svc"), common("tracker_svc")});
+    if (stages.with_tracker) commands.push_back({"tracker_svc", exe("tracker_svc"), common("tracker_svc")});
 
-    for (unsigned i = 1; i <= options.workers; ++i) {
+    for (unsigned i = 1; i <= stages.workers; ++i) {
         const std::string name = "peer_worker-" + std::to_string(i);
         StageCommand worker{name, exe("peer_worker"), common(name)};
         worker.args.insert(worker.args.end(), {"--pieces", endpoints.pieces});
         commands.push_back(std::move(worker));
     }
     return commands;
+}
+
+std::vector<StageCommand> stage_commands(const DownloadOptions& options, const StagePlan& plan,
+                                         const Endpoints& endpoints) {
+    SessionStages stages;
+    stages.bin_dir = plan.bin_dir;
+    stages.log_level = options.log_level;
+    stages.workers = options.workers;
+    stages.with_tracker = plan.with_tracker;
+    stages.orchestrator_args = {"--torrent", plan.torrent_path, "--download-dir", plan.output_dir,
+                                "--exit-when-done"};
+    for (const auto& peer : options.peers) {
+        stages.orchestrator_args.insert(stages.orchestrator_args.end(), {"--peer", peer});
+    }
+    if (options.quiet) stages.orchestrator_args.push_back("--quiet");
+    stages.writer_args = {"--dir", plan.output_dir};
+    if (!options.state_dir.empty()) {
+        stages.writer_args.insert(stages.writer_args.end(),
+                                  {"--state-dir", fs::absolute(options.state_dir).string()});
+    }
+    return session_stage_commands(stages, endpoints);
+}
+
+std::vector<StageCommand> daemon_stage_commands(const DaemonOptions& options, const std::string& bin_dir,
+                                                const Endpoints& endpoints) {
+    const auto absolute = [](const std::string& path) {
+        return fs::absolute(path).lexically_normal().string();
+    };
+    const std::string download_dir = absolute(options.download_dir);
+    const std::string state_dir = absolute(options.state_dir);
+    SessionStages stages;
+    stages.bin_dir = bin_dir;
+    stages.log_level = options.log_level;
+    stages.workers = options.workers;
+    stages.orchestrator_args = {"--state-dir", state_dir,
+                                "--download-dir", download_dir,
+                                "--rpc-bind", options.rpc_bind,
+                                "--rpc-port", std::to_string(options.rpc_port),
+                                "--listen-port", std::to_string(options.listen_port),
+                                "--max-peers", std::to_string(options.max_peers)};
+    if (!options.rpc_auth.empty()) {
+        stages.orchestrator_args.insert(stages.orchestrator_args.end(), {"--rpc-auth", absolute(options.rpc_auth)});
+    }
+    stages.writer_args = {"--dir", download_dir, "--state-dir", state_dir + "/resume"};
+    for (const auto& dir : options.allowed_dirs) {
+        stages.orchestrator_args.insert(stages.orchestrator_args.end(), {"--allow-dir", absolute(dir)});
+        stages.writer_args.insert(stages.writer_args.end(), {"--allow-dir", absolute(dir)});
+    }
+    return session_stage_commands(stages, endpoints);
 }
 
 pid_t ChildProcess::spawn(const StageCommand& command) {
@@ -112,7 +157,7 @@ Supervisor::~Supervisor() { kill_all(); }
 
 unsigned Supervisor::restarts(const std::string& stage) const {
     for (const auto& child : children_) {
-        if (child.command.name == stage) return child.restarts;
+        if (child.command.name == stage) return child.total_restarts;
     }
     return 0;
 }
@@ -128,6 +173,31 @@ void Supervisor::kill_all() {
     }
 }
 
+void Supervisor::spawn(Child& child, Clock::time_point now) {
+    child.pid = ChildProcess::spawn(child.command);
+    child.started = now;
+}
+
+bool Supervisor::plan_restart(Child& child, int status, Clock::time_point now) {
+    if (now - child.started >= options_.stable_after) child.restarts = 0;
+    if (child.restarts >= options_.max_restarts) {
+        if (!child.gave_up) {
+            log_ << "piecework: " << child.command.name << " exited (status " << exit_code_of(status)
+                 << "); not restarting it after " << child.restarts << " restarts in a row\n"
+                 << std::flush;
+        }
+        child.gave_up = true;
+        return false;
+    }
+    ++child.restarts;
+    ++child.total_restarts;
+    log_ << "piecework: " << child.command.name << " exited (status " << exit_code_of(status)
+         << "); restarting it (" << child.restarts << "/" << options_.max_restarts << ")\n"
+         << std::flush;
+    child.restart_at = now + options_.restart_backoff * child.restarts;
+    return true;
+}
+
 void Supervisor::reap_others(bool restart, Clock::time_point now) {
     for (auto& child : children_) {
         if (child.command.name == main_stage_) continue;
@@ -137,33 +207,24 @@ void Supervisor::reap_others(bool restart, Clock::time_point now) {
             // Stragglers in its process group go with it.
             ::kill(-child.pid, SIGKILL);
             child.pid = -1;
-            // A stage exits 0 only when told to shut down: the orchestrator is finishing.
-            if (!restart || (WIFEXITED(status) && WEXITSTATUS(status) == 0)) continue;
-            if (child.restarts >= options_.max_restarts) {
-                if (!child.gave_up) {
-                    log_ << "piecework: " << child.command.name << " exited (status "
-                         << exit_code_of(status) << "); not restarting it after "
-                         << child.restarts << " restarts\n" << std::flush;
-                }
-                child.gave_up = true;
-                continue;
-            }
-            ++child.restarts;
-            log_ << "piecework: " << child.command.name << " exited (status "
-                 << exit_code_of(status) << "); restarting it (" << child.restarts << "/"
-                 << options_.max_restarts << ")\n" << std::flush;
-            child.restart_at = now + options_.restart_backoff * child.restarts;
+            if (!restart) continue;
+            // A stage exits 0 only when told to shut down, or after SIGTERM. In a download
+            // the orchestrator is finishing; a daemon keeps every stage up.
+            const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+            if (clean && !options_.keep_running) continue;
+            plan_restart(child, status, now);
         } else if (restart && child.restart_at && now >= *child.restart_at) {
             child.restart_at.reset();
-            child.pid = ChildProcess::spawn(child.command);
+            spawn(child, now);
         }
     }
 }
 
 int Supervisor::run(const std::function<int()>& interrupt_count) {
     Child* main_child = nullptr;
+    const auto start = Clock::now();
     for (auto& child : children_) {
-        child.pid = ChildProcess::spawn(child.command);
+        spawn(child, start);
         if (child.command.name == main_stage_) main_child = &child;
     }
     if (main_child == nullptr) throw std::logic_error("no stage named " + main_stage_);
@@ -173,15 +234,23 @@ int Supervisor::run(const std::function<int()>& interrupt_count) {
     while (true) {
         const int interrupts = interrupt_count();
         if (interrupts > forwarded) {
-            ::kill(main_child->pid, interrupts > 1 ? SIGKILL : SIGTERM);
+            if (main_child->pid > 0) ::kill(main_child->pid, interrupts > 1 ? SIGKILL : SIGTERM);
             forwarded = interrupts;
         }
-        if (::waitpid(main_child->pid, &main_status, WNOHANG) == main_child->pid) break;
-        reap_others(true, Clock::now());
+        const auto now = Clock::now();
+        if (main_child->pid > 0 && ::waitpid(main_child->pid, &main_status, WNOHANG) == main_child->pid) {
+            ::kill(-main_child->pid, SIGKILL);
+            main_child->pid = -1;
+            if (!options_.keep_running || forwarded > 0 || !plan_restart(*main_child, main_status, now)) break;
+        }
+        if (main_child->pid < 0 && main_child->restart_at && now >= *main_child->restart_at) {
+            main_child->restart_at.reset();
+            spawn(*main_child, now);
+        }
+        if (main_child->pid < 0 && forwarded > 0) break;  // interrupted while it was down
+        reap_others(forwarded == 0, now);
         std::this_thread::sleep_for(options_.tick);
     }
-    ::kill(-main_child->pid, SIGKILL);
-    main_child->pid = -1;
 
     // The orchestrator has told the others to shut down: give them a moment to do it cleanly
     // (the tracker's `stopped` announce, the writer's flush).
@@ -227,6 +296,66 @@ std::string make_runtime_dir() {
 
 }  // namespace
 
+namespace {
+
+// The stage executables beside us (or in --bin-dir); "" when all are there, else the error.
+std::string missing_stage(const std::string& bin_dir) {
+    for (const char* stage : {"orchestrator", "verifier", "writer", "tracker_svc", "peer_worker"}) {
+        const auto path = fs::path(bin_dir) / stage;
+        if (::access(path.c_str(), X_OK) != 0) return "missing stage executable " + path.string();
+    }
+    return {};
+}
+
+// Runs the commands made for a fresh private runtime folder under a Supervisor, with Ctrl-C
+// and SIGTERM forwarded to the orchestrator, and removes the folder at the end.
+int supervise(const std::function<std::vector<StageCommand>(const Endpoints&)>& make_commands,
+              const SupervisorOptions& options) {
+    const std::string runtime = make_runtime_dir();
+    std::error_code error;
+    int code = 1;
+    struct sigaction action {};
+    action.sa_handler = count_interrupt;
+    sigemptyset(&action.sa_mask);
+    struct sigaction old_int {};
+    struct sigaction old_term {};
+    sigaction(SIGINT, &action, &old_int);
+    sigaction(SIGTERM, &action, &old_term);
+    try {
+        Supervisor supervisor(make_commands(endpoints_in(runtime)), "orchestrator", options, std::cerr);
+        code = supervisor.run([] { return static_cast<int>(g_interrupts); });
+    } catch (...) {
+        fs::remove_all(runtime, error);
+        throw;
+    }
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+    fs::remove_all(runtime, error);
+    return code;
+}
+
+bool make_folder(const std::string& path, const char* what) {
+    std::error_code error;
+    fs::create_directories(path, error);
+    if (error || !fs::is_directory(path)) {
+        std::cerr << "piecework: cannot use " << path << " as the " << what
+                  << (error ? ": " + error.message() : std::string{}) << "\n";
+        return false;
+    }
+    return true;
+}
+
+std::string home_folder(const char* below) {
+    const char* home = std::getenv("HOME");
+    return std::string(home != nullptr && *home != '\0' ? home : ".") + "/" + below;
+}
+
+bool is_loopback(const std::string& address) {
+    return address == "localhost" || address == "::1" || address.rfind("127.", 0) == 0;
+}
+
+}  // namespace
+
 int run_download(const DownloadOptions& options) {
     StagePlan plan;
     {
@@ -241,45 +370,52 @@ int run_download(const DownloadOptions& options) {
     }
     plan.torrent_path = fs::absolute(options.torrent_path).string();
     plan.bin_dir = options.bin_dir.empty() ? own_folder() : options.bin_dir;
-    for (const char* stage : {"orchestrator", "verifier", "writer", "tracker_svc", "peer_worker"}) {
-        const auto path = fs::path(plan.bin_dir) / stage;
-        if (::access(path.c_str(), X_OK) != 0) {
-            std::cerr << "piecework: missing stage executable " << path.string() << "\n";
-            return 1;
-        }
-    }
-    std::error_code error;
-    fs::create_directories(options.output_dir, error);
-    if (error || !fs::is_directory(options.output_dir)) {
-        std::cerr << "piecework: cannot use " << options.output_dir << " as the download folder"
-                  << (error ? ": " + error.message() : std::string{}) << "\n";
+    if (const std::string missing = missing_stage(plan.bin_dir); !missing.empty()) {
+        std::cerr << "piecework: " << missing << "\n";
         return 1;
     }
+    if (!make_folder(options.output_dir, "download folder")) return 1;
     plan.output_dir = fs::absolute(options.output_dir).lexically_normal().string();
+    return supervise([&](const Endpoints& endpoints) { return stage_commands(options, plan, endpoints); },
+                     SupervisorOptions{});
+}
 
-    const std::string runtime = make_runtime_dir();
-    int code = 1;
-    {
-        struct sigaction action {};
-        action.sa_handler = count_interrupt;
-        sigemptyset(&action.sa_mask);
-        struct sigaction old_int {};
-        struct sigaction old_term {};
-        sigaction(SIGINT, &action, &old_int);
-        sigaction(SIGTERM, &action, &old_term);
-        try {
-            Supervisor supervisor(stage_commands(options, plan, endpoints_in(runtime)),
-                                  "orchestrator", SupervisorOptions{}, std::cerr);
-            code = supervisor.run([] { return static_cast<int>(g_interrupts); });
-        } catch (...) {
-            fs::remove_all(runtime, error);
-            throw;
-        }
-        sigaction(SIGINT, &old_int, nullptr);
-        sigaction(SIGTERM, &old_term, nullptr);
+int run_daemon(const DaemonOptions& given) {
+    DaemonOptions options = given;
+    if (options.download_dir.empty()) options.download_dir = home_folder("Downloads");
+    if (options.state_dir.empty()) {
+        const char* state_home = std::getenv("XDG_STATE_HOME");
+        options.state_dir = state_home != nullptr && *state_home == '/'
+                                ? std::string(state_home) + "/piecework"
+                                : home_folder(".local/state/piecework");
     }
-    fs::remove_all(runtime, error);
-    return code;
+    if (!is_loopback(options.rpc_bind) && options.rpc_auth.empty()) {
+        std::cerr << "piecework: refusing to serve the RPC on " << options.rpc_bind
+                  << " without --rpc-auth FILE (user:password): anyone who reaches the port could "
+                     "add torrents and delete data\n";
+        return 1;
+    }
+    const std::string bin_dir = options.bin_dir.empty() ? own_folder() : options.bin_dir;
+    if (const std::string missing = missing_stage(bin_dir); !missing.empty()) {
+        std::cerr << "piecework: " << missing << "\n";
+        return 1;
+    }
+    if (!make_folder(options.download_dir, "download folder") || !make_folder(options.state_dir, "state folder")) {
+        return 1;
+    }
+    for (const auto& dir : options.allowed_dirs) {
+        if (!make_folder(dir, "allowed download folder")) return 1;
+    }
+    std::cerr << "piecework: daemon: RPC on http://" << options.rpc_bind << ":" << options.rpc_port
+              << "/transmission/rpc, downloads in " << fs::absolute(options.download_dir).string()
+              << ", state in " << fs::absolute(options.state_dir).string() << "\n" << std::flush;
+    SupervisorOptions supervision;
+    supervision.keep_running = true;
+    // The orchestrator's Shutdown reaches every stage, and the tracker's stopped announces
+    // are bounded to a few seconds: past that a stage is killed.
+    supervision.shutdown_grace = std::chrono::seconds(10);
+    return supervise([&](const Endpoints& endpoints) { return daemon_stage_commands(options, bin_dir, endpoints); },
+                     supervision);
 }
 
 }  // namespace pw::cli

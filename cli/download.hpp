@@ -1,5 +1,8 @@
 #pragma once
-// `piecework download`: runs the five stages as local processes and supervises them.
+// `piecework download` and `piecework daemon`: run the five stages as local processes over
+// ipc:// and supervise them. Both run the same session (the orchestrator's): download adds one
+// torrent and ends when it is complete; the daemon keeps its torrents in a state folder, takes
+// more over the RPC, and runs until SIGTERM or Ctrl-C.
 #include <chrono>
 #include <functional>
 #include <iosfwd>
@@ -29,6 +32,24 @@ struct DownloadOptions {
 // supervises them, and returns the exit code (0 once every piece is verified and written).
 int run_download(const DownloadOptions& options);
 
+struct DaemonOptions {
+    std::string download_dir;  // default: ~/Downloads
+    std::vector<std::string> allowed_dirs;  // more roots an RPC download-dir may lie below
+    std::string state_dir;     // default: $XDG_STATE_HOME/piecework or ~/.local/state/piecework
+    std::string rpc_bind = "127.0.0.1";
+    unsigned rpc_port = 9091;
+    std::string rpc_auth;      // FILE with user:password; required off loopback
+    unsigned workers = 1;
+    unsigned listen_port = 6881;
+    unsigned max_peers = 200;
+    std::string log_level = "info";
+    std::string bin_dir;
+};
+
+// Runs the session in the foreground until SIGTERM or SIGINT, restarting any stage that dies
+// (the orchestrator too: the session is in the state folder). Returns 0 after a clean stop.
+int run_daemon(const DaemonOptions& options);
+
 // --- the pieces of run_download, exposed for tests ---
 
 struct Endpoints {
@@ -54,9 +75,24 @@ struct StagePlan {
     bool with_tracker = true;  // the torrent names at least one tracker
 };
 
+// The stages of one session: what every mode shares, and the options each mode adds.
+struct SessionStages {
+    std::string bin_dir;
+    std::string log_level;
+    unsigned workers = 1;
+    bool with_tracker = true;
+    std::vector<std::string> orchestrator_args;
+    std::vector<std::string> writer_args;
+};
+
 // Every stage's command line; the orchestrator comes first (it binds the control socket).
+std::vector<StageCommand> session_stage_commands(const SessionStages& stages, const Endpoints& endpoints);
+// `download`'s stages: the torrent added at once, its folder, the run ends when it is done.
 std::vector<StageCommand> stage_commands(const DownloadOptions& options, const StagePlan& plan,
                                          const Endpoints& endpoints);
+// `daemon`'s stages, with its folders made absolute.
+std::vector<StageCommand> daemon_stage_commands(const DaemonOptions& options, const std::string& bin_dir,
+                                                const Endpoints& endpoints);
 
 // Spawns one process without a shell: its own process group (a terminal's Ctrl-C reaches
 // only the front end) and PR_SET_PDEATHSIG, so it dies with the front end.
@@ -67,15 +103,22 @@ public:
 };
 
 struct SupervisorOptions {
-    unsigned max_restarts = 5;  // per stage
-    std::chrono::milliseconds restart_backoff{500};  // times the restarts so far
+    unsigned max_restarts = 5;  // per stage, in a row (see stable_after)
+    std::chrono::milliseconds restart_backoff{500};  // times the restarts in a row
+    // A stage that ran this long before it died starts counting its restarts afresh: a
+    // daemon's stages may die now and then over weeks without ever being given up on.
+    std::chrono::milliseconds stable_after{60'000};
     std::chrono::milliseconds shutdown_grace{5'000};
     std::chrono::milliseconds tick{50};
+    // The daemon: every stage is kept up, the main one too, whatever its exit (a stage left
+    // on SIGTERM, the orchestrator was killed), until an interrupt arrives.
+    bool keep_running = false;
 };
 
 // Runs the stages, restarts any but the main one when it fails (exits non-zero or is killed;
 // a clean exit follows a Shutdown), and returns the main stage's
-// exit code once it exits (after giving the others a grace period, then SIGKILL).
+// exit code once it exits (after giving the others a grace period, then SIGKILL). With
+// keep_running it restarts every stage, the main one too, until interrupted.
 class Supervisor {
 public:
     Supervisor(std::vector<StageCommand> commands, std::string main_stage,
@@ -92,12 +135,18 @@ private:
     struct Child {
         StageCommand command;
         pid_t pid = -1;
-        unsigned restarts = 0;
+        unsigned restarts = 0;          // in a row
+        unsigned total_restarts = 0;
+        std::chrono::steady_clock::time_point started{};
         std::optional<std::chrono::steady_clock::time_point> restart_at;
         bool gave_up = false;
     };
 
     void reap_others(bool restart, std::chrono::steady_clock::time_point now);
+    // After `child` exited with `status`: schedules its restart, or gives up on it. Returns
+    // false when it was given up on.
+    bool plan_restart(Child& child, int status, std::chrono::steady_clock::time_point now);
+    void spawn(Child& child, std::chrono::steady_clock::time_point now);
     void kill_all();
 
     std::vector<Child> children_;

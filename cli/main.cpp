@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
     download_cmd->add_option("-o,--output", download.output_dir, "Download folder")
         ->capture_default_str();
     download_cmd->add_option("--peer", download.peers,
-                             "HOST:PORT of a peer to use besides the trackers' (repeatable)");
+                             "HOST:PORT of a peer to use besides the trackers' (repeatable)")
+        ->allow_extra_args(false);
     download_cmd->add_option("--workers", download.workers, "Peer worker processes")
         ->check(CLI::Range(1u, 64u))
         ->capture_default_str();
@@ -53,6 +54,37 @@ int main(int argc, char** argv) {
         ->envname("PW_STATE_DIR");
     download_cmd->add_option("--bin-dir", download.bin_dir,
                              "Folder with the stage executables (default: beside piecework)");
+
+    pw::cli::DaemonOptions daemon;
+    auto* daemon_cmd = app.add_subcommand(
+        "daemon", "Run the session in the foreground: many torrents, driven over the Transmission RPC, "
+                  "kept across restarts");
+    daemon_cmd->add_option("--download-dir", daemon.download_dir, "Where torrents go (default: ~/Downloads)")
+        ->envname("PW_DOWNLOAD_DIR");
+    daemon_cmd->add_option("--allow-dir", daemon.allowed_dirs,
+                           "Another folder a torrent added over the RPC may go below (repeatable)")
+        ->allow_extra_args(false);
+    daemon_cmd->add_option("--state-dir", daemon.state_dir,
+                           "The session's torrents, settings and resume records "
+                           "(default: $XDG_STATE_HOME/piecework or ~/.local/state/piecework)")
+        ->envname("PW_STATE_DIR");
+    daemon_cmd->add_option("--rpc-bind", daemon.rpc_bind,
+                           "Address the RPC listens on (anything but loopback needs --rpc-auth)")
+        ->capture_default_str();
+    daemon_cmd->add_option("--rpc-port", daemon.rpc_port, "Port of the RPC")
+        ->check(CLI::Range(1u, 65535u))->capture_default_str();
+    daemon_cmd->add_option("--rpc-auth", daemon.rpc_auth,
+                           "File holding user:password for the RPC's HTTP basic auth (mode 0600)");
+    daemon_cmd->add_option("--workers", daemon.workers, "Peer worker processes")
+        ->check(CLI::Range(1u, 64u))->capture_default_str();
+    daemon_cmd->add_option("--listen-port", daemon.listen_port, "Port announced to trackers")
+        ->check(CLI::Range(1u, 65535u))->capture_default_str();
+    daemon_cmd->add_option("--max-peers", daemon.max_peers, "Peers connected at once over every torrent")
+        ->check(CLI::Range(1u, 100000u))->capture_default_str();
+    daemon_cmd->add_option("--log-level", daemon.log_level, "Stage log level: trace, debug, info, warn, error")
+        ->capture_default_str();
+    daemon_cmd->add_option("--bin-dir", daemon.bin_dir,
+                           "Folder with the stage executables (default: beside piecework)");
 
     pw::cli::KeygenOptions keygen;
     auto* keygen_cmd = app.add_subcommand(
@@ -78,6 +110,7 @@ int main(int argc, char** argv) {
         if (*inspect_cmd) return pw::cli::run_inspect(inspect);
         if (*create_cmd) return pw::cli::run_create(create, std::cout, std::cerr);
         if (*download_cmd) return pw::cli::run_download(download);
+        if (*daemon_cmd) return pw::cli::run_daemon(daemon);
         if (*tap_cmd) {
             tap.timeout = std::chrono::seconds(tap_seconds);
             return pw::cli::run_tap(tap, std::cout, [] { return false; });

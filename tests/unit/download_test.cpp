@@ -46,6 +46,9 @@ TEST(Download, StageCommandLines) {
     const auto& orchestrator = commands[0];
     EXPECT_EQ(orchestrator.executable, "/bin-dir/orchestrator");
     EXPECT_TRUE(has_pair(orchestrator.args, "--torrent", "/t/x.torrent"));
+    EXPECT_TRUE(has_pair(orchestrator.args, "--download-dir", "/out"));
+    EXPECT_NE(std::find(orchestrator.args.begin(), orchestrator.args.end(), "--exit-when-done"),
+              orchestrator.args.end());
     EXPECT_TRUE(has_pair(orchestrator.args, "--peer", "127.0.0.1:6881"));
     EXPECT_TRUE(has_pair(orchestrator.args, "--peer", "[::1]:7000"));
     EXPECT_NE(std::find(orchestrator.args.begin(), orchestrator.args.end(), "--quiet"),
@@ -63,6 +66,32 @@ TEST(Download, NoTrackerStageWithoutTrackers) {
     const auto commands = stage_commands(options, StagePlan{"/t", "/o", "/b", false}, endpoints_in("/r"));
     for (const auto& command : commands) EXPECT_NE(command.name, "tracker_svc");
     EXPECT_EQ(commands.size(), 4u);
+}
+
+TEST(Daemon, StageCommandLinesKeepTheSessionInTheStateFolder) {
+    DaemonOptions options;
+    options.download_dir = "/data/downloads";
+    options.state_dir = "/data/state";
+    options.allowed_dirs = {"/media/more"};
+    options.rpc_port = 9999;
+    options.workers = 3;
+    const auto commands = daemon_stage_commands(options, "/b", endpoints_in("/r"));
+    std::vector<std::string> names;
+    for (const auto& command : commands) names.push_back(command.name);
+    EXPECT_EQ(names, (std::vector<std::string>{"orchestrator", "verifier", "writer", "tracker_svc",
+                                               "peer_worker-1", "peer_worker-2", "peer_worker-3"}));
+    const auto& orchestrator = commands[0];
+    EXPECT_TRUE(has_pair(orchestrator.args, "--state-dir", "/data/state"));
+    EXPECT_TRUE(has_pair(orchestrator.args, "--download-dir", "/data/downloads"));
+    EXPECT_TRUE(has_pair(orchestrator.args, "--rpc-bind", "127.0.0.1"));
+    EXPECT_TRUE(has_pair(orchestrator.args, "--rpc-port", "9999"));
+    EXPECT_TRUE(has_pair(orchestrator.args, "--allow-dir", "/media/more"));
+    EXPECT_EQ(std::find(orchestrator.args.begin(), orchestrator.args.end(), "--exit-when-done"),
+              orchestrator.args.end());
+    const auto& writer = commands[2];
+    EXPECT_TRUE(has_pair(writer.args, "--dir", "/data/downloads"));
+    EXPECT_TRUE(has_pair(writer.args, "--state-dir", "/data/state/resume"));
+    EXPECT_TRUE(has_pair(writer.args, "--allow-dir", "/media/more"));
 }
 
 StageCommand shell(const std::string& name, const std::string& script) {
@@ -121,6 +150,36 @@ TEST(Supervisor, ForwardsAnInterruptToTheMainStage) {
                           "main", fast(), log);
     int calls = 0;
     EXPECT_EQ(supervisor.run([&] { return ++calls > 20 ? 1 : 0; }), 130);
+}
+
+// The daemon keeps every stage up: a stage that left cleanly (SIGTERM) and a main stage that
+// died come back; an interrupt then ends everything with the main stage's code.
+TEST(Supervisor, KeepRunningRestartsEveryStageUntilInterrupted) {
+    std::ostringstream log;
+    SupervisorOptions options = fast();
+    options.keep_running = true;
+    options.max_restarts = 100;
+    Supervisor supervisor({shell("main", "trap 'exit 0' TERM; sleep 0.3; exit 9"), shell("leaver", "exit 0")},
+                          "main", options, log);
+    int calls = 0;
+    // ~1.5 s of ticks, then an interrupt.
+    EXPECT_EQ(supervisor.run([&] { return ++calls > 150 ? 1 : 0; }), 0);
+    EXPECT_GE(supervisor.restarts("main"), 2u);
+    EXPECT_GE(supervisor.restarts("leaver"), 2u);
+    EXPECT_NE(log.str().find("main exited (status 9); restarting it"), std::string::npos) << log.str();
+}
+
+// A stage that dies now and then after running a good while is never given up on.
+TEST(Supervisor, RestartsInARowAreCountedAfreshOnceAStageWasStable) {
+    std::ostringstream log;
+    SupervisorOptions options = fast();
+    options.max_restarts = 1;
+    options.stable_after = 50ms;
+    Supervisor supervisor({shell("main", "sleep 1.2; exit 0"), shell("flaky", "sleep 0.1; exit 3")}, "main",
+                          options, log);
+    EXPECT_EQ(supervisor.run([] { return 0; }), 0);
+    EXPECT_GE(supervisor.restarts("flaky"), 3u);
+    EXPECT_EQ(log.str().find("not restarting it"), std::string::npos) << log.str();
 }
 
 TEST(Supervisor, MissingExecutableShowsAs127) {
