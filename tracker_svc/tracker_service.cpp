@@ -2,20 +2,33 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
 #include <stdexcept>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <spdlog/spdlog.h>
 
+#include "core/bus/stage.hpp"
 #include "core/bus/welcome.hpp"
+#include "core/tracker_codec.hpp"
+#include "tracker_svc/announce_queue.hpp"
+#include "tracker_svc/http_announcer.hpp"
+#include "tracker_svc/torrent_announcer.hpp"
+#include "tracker_svc/udp_announcer.hpp"
 
 namespace pw::tracker {
 
 namespace {
 
+namespace v1 = bus::v1;
 using std::chrono::milliseconds;
-using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
 
 bool starts_with_ci(std::string_view text, std::string_view prefix) {
     if (text.size() < prefix.size()) return false;
@@ -25,297 +38,353 @@ bool starts_with_ci(std::string_view text, std::string_view prefix) {
     return true;
 }
 
-const char* event_name(Event event) {
-    switch (event) {
-        case Event::started: return "started";
-        case Event::completed: return "completed";
-        case Event::stopped: return "stopped";
-        case Event::none: break;
-    }
-    return "regular";
+milliseconds until(Clock::time_point when, Clock::time_point now) {
+    return std::max(milliseconds(0), std::chrono::ceil<milliseconds>(when - now));
 }
 
-seconds whole_seconds_until(std::chrono::steady_clock::time_point when,
-                            std::chrono::steady_clock::time_point now) {
-    return when <= now ? seconds{0} : std::chrono::ceil<seconds>(when - now);
-}
+class TrackerBody final : public bus::StageBody {
+public:
+    TrackerBody(bus::Stage& stage, const ServiceOptions& options, const bus::WelcomeInfo& welcome)
+        : stage_(stage),
+          options_(options),
+          welcome_(welcome),
+          rng_(std::random_device{}()),
+          queue_(options.max_in_flight),
+          http_(static_cast<long>(options.max_in_flight)) {}
+
+    void on_control(bus::Incoming& message) override {
+        const v1::Envelope& envelope = message.envelope;
+        const auto now = Clock::now();
+        if (envelope.has_torrent_added()) {
+            on_added(envelope.torrent_added());
+        } else if (envelope.has_tracker_stats()) {
+            on_stats(envelope.tracker_stats(), now);
+        } else if (envelope.has_torrent_removed()) {
+            on_removed(TorrentId{envelope.torrent_removed().torrent()}, now);
+        } else if (envelope.has_torrent_info()) {
+            // Announcing needs the info-hash only, which TorrentAdded carries.
+        } else {
+            spdlog::debug("ignored a {} message", bus::body_name(envelope));
+        }
+    }
+
+    // The skeleton ends the loop once this returns, so the stopped announces run here, in a
+    // small loop of their own over the same transfers, bounded by stop_timeout altogether.
+    void on_terminate(const std::string& reason) override {
+        const auto now = Clock::now();
+        const auto deadline = now + options_.stop_timeout;
+        for (auto& [id, entry] : torrents_) {
+            if (entry.announcer.stopping()) {
+                entry.stop_deadline = std::min(entry.stop_deadline.value_or(deadline), deadline);
+                continue;
+            }
+            cancel_transfer(entry);
+            queue_.forget(id);
+            if (entry.announcer.stop(now)) entry.stop_deadline = deadline;
+        }
+        sweep();
+        if (torrents_.empty()) {
+            spdlog::info("stopping ({}): no tracker to say stopped to", reason);
+            return;
+        }
+        spdlog::info("stopping ({}): saying stopped to the trackers of {} torrent(s)", reason,
+                     torrents_.size());
+        std::vector<zmq::pollitem_t> items;
+        for (;;) {
+            const auto turn = Clock::now();
+            drive(turn);  // gives up on each torrent at its deadline, so this ends
+            if (torrents_.empty()) break;
+            items.clear();
+            add_poll_items(items);
+            try {
+                zmq::poll(items, poll_timeout(turn));
+            } catch (const zmq::error_t& error) {
+                if (error.num() != EINTR) throw;
+            }
+        }
+    }
+
+    v1::Heartbeat heartbeat() override {
+        v1::Heartbeat beat;
+        beat.set_queue_depth(static_cast<std::uint32_t>(queue_.waiting_count()));
+        return beat;
+    }
+
+    // --- the loop's side ---
+
+    void add_poll_items(std::vector<zmq::pollitem_t>& items) const {
+        http_.add_poll_items(items);
+        for (const auto& [id, entry] : torrents_) {
+            if (entry.transfer && entry.transfer->udp) entry.transfer->udp->add_poll_items(items);
+        }
+    }
+
+    milliseconds poll_timeout(Clock::time_point now) const {
+        milliseconds timeout = http_.poll_timeout();
+        for (const auto& [id, entry] : torrents_) {
+            if (entry.transfer && entry.transfer->udp) {
+                timeout = std::min(timeout, entry.transfer->udp->poll_timeout(now));
+            }
+            // A torrent waiting for a slot wakes when a transfer ends, not by the clock.
+            if (!queue_.waiting(id) && !queue_.in_flight(id)) {
+                if (const auto due = entry.announcer.next_due()) timeout = std::min(timeout, until(*due, now));
+            }
+            if (entry.stop_deadline) timeout = std::min(timeout, until(*entry.stop_deadline, now));
+        }
+        return std::max(timeout, milliseconds(1));
+    }
+
+    // Every turn: the outcomes of the transfers, the stopped announces out of time, then the
+    // torrents due join the queue and the queue starts what the cap allows.
+    void drive(Clock::time_point now) {
+        for (auto& [transfer, reply] : http_.drive()) {
+            const auto owner = http_owner_.find(transfer);
+            if (owner == http_owner_.end()) continue;
+            const TorrentId id = owner->second;
+            Entry& entry = torrents_.at(id);
+            conclude(id, entry, http_outcome(entry.announcer, std::move(reply), now), now);
+        }
+        for (auto& [id, entry] : torrents_) {
+            if (!entry.transfer || !entry.transfer->udp) continue;
+            if (auto answer = entry.transfer->udp->drive(now)) {
+                conclude(id, entry,
+                         answer->ok() ? entry.announcer.on_answer(**answer, now)
+                                      : entry.announcer.on_failure(answer->error().describe(), now),
+                         now);
+            }
+        }
+        for (auto& [id, entry] : torrents_) {
+            if (entry.stop_deadline && now >= *entry.stop_deadline && !entry.announcer.finished()) {
+                spdlog::warn("torrent {}: gave up on the stopped announce to {} (no answer in {} ms)",
+                             id.get(), entry.announcer.last_answered(), options_.stop_timeout.count());
+                entry.gave_up = true;
+            }
+        }
+        sweep();
+        for (auto& [id, entry] : torrents_) {
+            if (queue_.waiting(id) || queue_.in_flight(id)) continue;
+            if (entry.announcer.wants_attempt(now)) queue_.push(id, entry.announcer.stopping());
+        }
+        while (const auto id = queue_.start_next()) start(*id, now);
+    }
+
+private:
+    struct Transfer {
+        HttpAnnouncer::TransferId id = 0;
+        std::unique_ptr<UdpAnnouncer> udp;  // null: an HTTP transfer in http_
+    };
+
+    struct Entry {
+        explicit Entry(TorrentAnnouncer a) : announcer(std::move(a)) {}
+        TorrentAnnouncer announcer;
+        std::optional<Transfer> transfer;                // the announce in flight
+        std::optional<Clock::time_point> stop_deadline;  // once removed (or the stage ends)
+        bool gave_up = false;                            // the stopped announce ran out of time
+    };
+
+    void on_added(const v1::TorrentAdded& message) {
+        auto added = bus::read_torrent_added(message);
+        if (!added) {
+            spdlog::warn("ignored a torrent: {}", added.error().describe());
+            return;
+        }
+        const TorrentId id = added->id;
+        if (const auto known = torrents_.find(id); known != torrents_.end()) {
+            if (!known->second.announcer.stopping()) return;  // a repeat, after another Welcome
+            // Added again while still saying stopped: it starts over, the goodbye is moot.
+            cancel_transfer(known->second);
+            queue_.forget(id);
+            torrents_.erase(known);
+        }
+        AnnounceRequest identity;
+        identity.info_hash = added->info_hash;
+        identity.peer_id = welcome_.peer_id;
+        identity.port = welcome_.listen_port;
+        // BEP 7's key lets a tracker recognise us across address changes; one per torrent and
+        // session.
+        identity.key = static_cast<std::uint32_t>(rng_());
+        TorrentAnnouncer::Config config;
+        config.min_interval = options_.min_interval;
+        const auto& entry =
+            torrents_.try_emplace(id, TorrentAnnouncer(id, identity, std::move(added->trackers), rng_, config))
+                .first->second;
+        if (entry.announcer.tiers().empty()) {
+            spdlog::warn("torrent {} ('{}') lists no trackers: nothing to announce to", id.get(),
+                         added->name);
+        } else {
+            spdlog::info("torrent {} ('{}', {}): {} tier(s), announcing once its stats come",
+                         id.get(), added->name, to_hex(added->info_hash),
+                         entry.announcer.tiers().tiers().size());
+        }
+    }
+
+    void on_stats(const v1::TrackerStats& stats, Clock::time_point now) {
+        const auto known = torrents_.find(TorrentId{stats.torrent()});
+        if (known == torrents_.end()) {
+            spdlog::debug("ignored the stats of torrent {}: not known here", stats.torrent());
+            return;
+        }
+        known->second.announcer.on_stats(stats.uploaded(), stats.downloaded(), stats.left(),
+                                         stats.event() == v1::TrackerStats::COMPLETED, now);
+    }
+
+    void on_removed(TorrentId id, Clock::time_point now) {
+        const auto known = torrents_.find(id);
+        if (known == torrents_.end() || known->second.announcer.stopping()) return;
+        Entry& entry = known->second;
+        cancel_transfer(entry);
+        queue_.forget(id);
+        if (!entry.announcer.stop(now)) {
+            spdlog::info("torrent {} removed (no tracker to say stopped to)", id.get());
+            torrents_.erase(known);
+            return;
+        }
+        spdlog::info("torrent {} removed: saying stopped to {}", id.get(),
+                     entry.announcer.last_answered());
+        entry.stop_deadline = now + options_.stop_timeout;
+    }
+
+    // Drops the torrents with nothing more to announce.
+    void sweep() {
+        for (auto it = torrents_.begin(); it != torrents_.end();) {
+            if (it->second.announcer.finished() || it->second.gave_up) {
+                cancel_transfer(it->second);
+                queue_.forget(it->first);
+                it = torrents_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+
+    void cancel_transfer(Entry& entry) {
+        if (!entry.transfer) return;
+        if (!entry.transfer->udp) {
+            http_.cancel(entry.transfer->id);
+            http_owner_.erase(entry.transfer->id);
+        }
+        entry.transfer.reset();
+    }
+
+    // The queue gave `id` a slot: its next announce goes out, or fails at once (a URL we
+    // cannot use), in which case the round goes on with the next tracker in the queue's turn.
+    void start(TorrentId id, Clock::time_point now) {
+        const auto known = torrents_.find(id);
+        if (known == torrents_.end() || !known->second.announcer.wants_attempt(now)) {
+            queue_.finish(id);
+            return;
+        }
+        Entry& entry = known->second;
+        const Attempt attempt = entry.announcer.begin_attempt();
+        if (auto error = launch(id, entry, attempt, now)) {
+            conclude(id, entry, entry.announcer.on_failure(std::move(*error), now), now);
+        }
+    }
+
+    std::optional<std::string> launch(TorrentId id, Entry& entry, const Attempt& attempt,
+                                      Clock::time_point now) {
+        auto timeout = milliseconds(options_.announce_timeout);
+        if (entry.stop_deadline) timeout = std::min(timeout, until(*entry.stop_deadline, now));
+        timeout = std::max(timeout, milliseconds(1));
+        const auto transfer = next_transfer_++;
+        try {
+            if (starts_with_ci(attempt.url, "http://") || starts_with_ci(attempt.url, "https://")) {
+                http_.start(transfer, build_announce_url(attempt.url, attempt.request), timeout);
+                http_owner_[transfer] = id;
+                entry.transfer = Transfer{transfer, nullptr};
+            } else if (starts_with_ci(attempt.url, "udp://")) {
+                auto address = parse_udp_url(attempt.url);
+                if (!address.ok()) return address.error().describe();
+                auto udp = std::make_unique<UdpAnnouncer>(rng_, udp_connections_);
+                udp->start(*address, attempt.request, now, timeout);
+                entry.transfer = Transfer{transfer, std::move(udp)};
+            } else {
+                return std::string("unsupported tracker URL scheme (only http, https and udp)");
+            }
+        } catch (const std::runtime_error& error) {  // out of handles, descriptors, threads
+            return std::string(error.what());
+        }
+        return std::nullopt;
+    }
+
+    Outcome http_outcome(TorrentAnnouncer& announcer, Result<HttpReply> reply, Clock::time_point now) {
+        if (!reply.ok()) return announcer.on_failure(reply.error().describe(), now);
+        auto parsed = parse_http_response(reply->body);
+        if (reply->status != 200) {
+            // Some trackers send their failure reason with an error status: prefer it.
+            if (parsed.ok() && parsed->failure_reason) {
+                return announcer.on_failure("tracker says: " + *parsed->failure_reason, now);
+            }
+            return announcer.on_failure("HTTP status " + std::to_string(reply->status), now);
+        }
+        if (!parsed.ok()) return announcer.on_failure("malformed response: " + parsed.error().describe(), now);
+        return announcer.on_answer(*parsed, now);
+    }
+
+    // An announce of `id` ended with `outcome`: its slot is free, the orchestrator hears of
+    // it, and a round that goes on with the next tracker queues again (at the back: a torrent
+    // with many dead trackers takes its turn like the others).
+    void conclude(TorrentId id, Entry& entry, const Outcome& outcome, Clock::time_point now) {
+        if (entry.transfer && !entry.transfer->udp) http_owner_.erase(entry.transfer->id);
+        entry.transfer.reset();
+        queue_.finish(id);
+        report(id, outcome);
+        if (entry.announcer.wants_attempt(now)) queue_.push(id, entry.announcer.stopping());
+    }
+
+    void report(TorrentId id, const Outcome& outcome) {
+        if (!outcome.peers.empty()) {
+            v1::Envelope envelope;
+            auto* found = envelope.mutable_peers_found();
+            found->set_torrent(id.get());
+            found->set_tracker(outcome.peers_tracker);
+            for (const auto& peer : outcome.peers) {
+                auto* out = found->add_peers();
+                out->set_ip(peer.ip);
+                out->set_port(peer.port);
+            }
+            stage_.link().send(envelope);
+        }
+        if (outcome.status) {
+            v1::Envelope envelope;
+            auto* status = envelope.mutable_tracker_status();
+            status->set_torrent(id.get());
+            status->set_tracker(outcome.status->tracker);
+            status->set_ok(outcome.status->ok);
+            status->set_message(outcome.status->message);
+            status->set_next_announce_s(static_cast<std::uint32_t>(outcome.status->next_announce.count()));
+            status->set_peers(outcome.status->peers);
+            stage_.link().send(envelope);
+        }
+    }
+
+    bus::Stage& stage_;
+    const ServiceOptions& options_;
+    bus::WelcomeInfo welcome_;
+    std::mt19937 rng_;
+    std::map<TorrentId, Entry> torrents_;
+    AnnounceQueue queue_;
+    HttpAnnouncer http_;
+    std::map<HttpAnnouncer::TransferId, TorrentId> http_owner_;
+    UdpConnections udp_connections_;
+    HttpAnnouncer::TransferId next_transfer_ = 1;
+};
 
 }  // namespace
 
-TrackerService::TrackerService(ServiceOptions options)
-    : options_(std::move(options)),
-      rng_(std::random_device{}()),
-      context_(1),
-      link_(context_, options_.control, options_.name, bus::v1::ROLE_TRACKER, {}, options_.curve),
-      udp_(rng_) {
-    link_.attach_metrics(options_.metrics);
-}
-
-void TrackerService::on_welcome(bus::Incoming& welcome) {
-    bus::WelcomeInfo info = bus::read_welcome(welcome, PieceHashes::forget);
-    torrent_.emplace(std::move(info.torrent));
-    identity_.peer_id = info.peer_id;
-    identity_.port = info.listen_port;
-    identity_.info_hash = torrent_->info_hash();
-    // BEP 7's key lets a tracker recognise us across address changes; one per session.
-    identity_.key = static_cast<std::uint32_t>(rng_());
-    identity_.left = torrent_->total_size();
-    tiers_.emplace(torrent_->trackers(), rng_);
-    schedule_.emplace(AnnounceSchedule::Config{}, Clock::now());
-    if (tiers_->empty()) spdlog::warn("the torrent lists no trackers: nothing to announce to");
-}
-
-int TrackerService::run() {
-    {
-        bus::Incoming welcome = link_.handshake();
-        on_welcome(welcome);
-    }
-    bus::release_start_up_memory();
-    spdlog::info("announcing {} to {} tier(s)", to_hex(identity_.info_hash), tiers_->tiers().size());
-    for (;;) {
-        const auto now = Clock::now();
-        if (!link_.tick(bus::v1::Heartbeat{})) {
-            spdlog::error("the orchestrator has been silent for too long; exiting");
-            return 1;
-        }
-        while (auto message = link_.poll_message()) {
-            if (!on_control(*message, now)) break;
-        }
-        if (exit_deadline_ && (schedule_->finished() || now >= *exit_deadline_)) {
-            if (!schedule_->finished()) spdlog::warn("gave up on the stopped announce");
-            return 0;
-        }
-        drive_attempt(now);
-        // The stopped announce may have just been answered: exit now rather than after the
-        // next poll timeout (up to a heartbeat), which the whole download would wait for.
-        if (exit_deadline_ && schedule_->finished()) return 0;
-        if (!round_ && !tiers_->empty() && schedule_->due(now)) begin_round(now);
-
-        std::vector<zmq::pollitem_t> items{{link_.socket().handle(), 0, ZMQ_POLLIN, 0}};
-        http_.add_poll_items(items);
-        udp_.add_poll_items(items);
-        zmq::poll(items, poll_timeout(Clock::now()));
-    }
-}
-
-std::chrono::milliseconds TrackerService::poll_timeout(Clock::time_point now) const {
-    milliseconds timeout = link_.until_next_tick();
-    timeout = std::min(timeout, http_.poll_timeout());
-    timeout = std::min(timeout, udp_.poll_timeout(now));
-    if (!round_ && !schedule_->finished() && !tiers_->empty()) {
-        const auto until_due = std::chrono::ceil<milliseconds>(schedule_->next_due() - now);
-        timeout = std::min(timeout, std::max(milliseconds(0), until_due));
-    }
-    if (exit_deadline_) {
-        const auto until_exit = std::chrono::ceil<milliseconds>(*exit_deadline_ - now);
-        timeout = std::min(timeout, std::max(milliseconds(0), until_exit));
-    }
-    return std::max(timeout, milliseconds(1));
-}
-
-bool TrackerService::on_control(bus::Incoming& message, Clock::time_point now) {
-    const auto& envelope = message.envelope;
-    if (envelope.has_shutdown()) {
-        spdlog::info("shutting down: {}", envelope.shutdown().reason());
-        if (exit_deadline_) return false;
-        exit_deadline_ = now + options_.stop_timeout;
-        if (last_answered_.empty()) {
-            schedule_->finish();  // no tracker knows us: nobody to say goodbye to
-        } else if (!schedule_->finished() && schedule_->next_event() != Event::stopped) {
-            cancel_attempt();
-            schedule_->request_stopped(now);
-        }
-        return false;
-    }
-    if (envelope.has_tracker_stats()) {
-        const auto& stats = envelope.tracker_stats();
-        identity_.uploaded = stats.uploaded();
-        identity_.downloaded = stats.downloaded();
-        identity_.left = stats.left();
-        if (stats.event() == bus::v1::TrackerStats::COMPLETED) {
-            schedule_->request_completed(now);
-        } else if (stats.event() == bus::v1::TrackerStats::STOPPED) {
-            if (last_answered_.empty()) {
-                cancel_attempt();
-                schedule_->finish();
-            } else if (schedule_->next_event() != Event::stopped) {
-                cancel_attempt();
-                schedule_->request_stopped(now);
-            }
-        }
-        return true;
-    }
-    spdlog::debug("ignored a {} message from the orchestrator",
-                  static_cast<int>(envelope.body_case()));
-    return true;
-}
-
-void TrackerService::begin_round(Clock::time_point now) {
-    Round round;
-    round.event = schedule_->next_event();
-    if (round.event == Event::stopped) {
-        round.only_this_url = true;
-        bool found = false;
-        const auto& tiers = tiers_->tiers();
-        for (std::size_t t = 0; t < tiers.size() && !found; ++t) {
-            for (std::size_t i = 0; i < tiers[t].size() && !found; ++i) {
-                if (tiers[t][i] == last_answered_) {
-                    round.position = {t, i};
-                    found = true;
-                }
-            }
-        }
-        if (!found) {
-            schedule_->finish();
-            return;
-        }
-    } else {
-        round.position = *tiers_->first();
-    }
-    round_ = round;
-    if (auto error = start_attempt(now)) attempt_failed(*error, now);
-}
-
-AnnounceRequest TrackerService::make_request(const std::string& url) const {
-    AnnounceRequest request = identity_;
-    request.event = round_->event;
-    request.numwant = schedule_->numwant();
-    if (const auto id = tracker_ids_.find(url); id != tracker_ids_.end()) {
-        request.tracker_id = id->second;
-    }
-    return request;
-}
-
-std::optional<std::string> TrackerService::start_attempt(Clock::time_point now) {
-    const std::string& url = tiers_->url(round_->position);
-    const AnnounceRequest request = make_request(url);
-    auto timeout = milliseconds(options_.announce_timeout);
-    if (exit_deadline_) {
-        timeout = std::min(timeout, std::chrono::ceil<milliseconds>(*exit_deadline_ - now));
-    }
-    spdlog::debug("announcing ({}) to {}", event_name(request.event), url);
-    if (starts_with_ci(url, "http://") || starts_with_ci(url, "https://")) {
-        http_.start(build_announce_url(url, request), timeout);
-    } else if (starts_with_ci(url, "udp://")) {
-        auto address = parse_udp_url(url);
-        if (!address.ok()) return address.error().describe();
-        udp_.start(*address, request, now, timeout);
-    } else {
-        return "unsupported tracker URL scheme (only http, https and udp)";
-    }
-    return std::nullopt;
-}
-
-void TrackerService::cancel_attempt() {
-    http_.cancel();
-    udp_.cancel();
-    round_.reset();
-}
-
-void TrackerService::drive_attempt(Clock::time_point now) {
-    if (!round_) return;
-    if (auto reply = http_.drive()) {
-        on_http_reply(std::move(*reply), now);
-    } else if (auto answer = udp_.drive(now)) {
-        on_answer(std::move(*answer), now);
-    }
-}
-
-void TrackerService::on_http_reply(Result<HttpReply> reply, Clock::time_point now) {
-    if (!reply.ok()) {
-        attempt_failed(reply.error().describe(), now);
-        return;
-    }
-    auto parsed = parse_http_response(reply->body);
-    if (reply->status != 200) {
-        // Some trackers send their failure reason with an error status: prefer it.
-        if (parsed.ok() && parsed->failure_reason) {
-            attempt_failed("tracker says: " + *parsed->failure_reason, now);
-        } else {
-            attempt_failed("HTTP status " + std::to_string(reply->status), now);
-        }
-        return;
-    }
-    if (!parsed.ok()) {
-        attempt_failed("malformed response: " + parsed.error().describe(), now);
-        return;
-    }
-    on_answer(std::move(parsed), now);
-}
-
-void TrackerService::on_answer(Result<AnnounceResponse> answer, Clock::time_point now) {
-    if (!answer.ok()) {
-        attempt_failed(answer.error().describe(), now);
-    } else if (answer->failure_reason) {
-        attempt_failed("tracker says: " + *answer->failure_reason, now);
-    } else {
-        attempt_succeeded(*answer, now);
-    }
-}
-
-void TrackerService::attempt_failed(std::string message, Clock::time_point now) {
-    // A loop, not recursion: a torrent may list many trackers we cannot even start.
-    for (;;) {
-        const std::string url = tiers_->url(round_->position);
-        const auto next = round_->only_this_url ? std::nullopt : tiers_->next(round_->position);
-        if (!next) break;
-        spdlog::warn("tracker {} failed: {}; trying the next one", url, message);
-        send_status(url, false, message, seconds{0});
-        round_->position = *next;
-        auto error = start_attempt(now);
-        if (!error) return;
-        message = std::move(*error);
-    }
-    const std::string url = tiers_->url(round_->position);
-    const Event event = round_->event;
-    round_.reset();
-    const seconds delay = schedule_->on_all_failed(now, event);
-    if (schedule_->finished()) {
-        spdlog::warn("tracker {} failed the {} announce: {}", url, event_name(event), message);
-        send_status(url, false, message, seconds{0});
-        return;
-    }
-    spdlog::warn("tracker {} failed: {}; every tracker failed, retrying in {} s", url, message,
-                 delay.count());
-    send_status(url, false, message, delay);
-}
-
-void TrackerService::attempt_succeeded(const AnnounceResponse& response, Clock::time_point now) {
-    const Event event = round_->event;
-    const auto position = tiers_->promote(round_->position);
-    const std::string url = tiers_->url(position);
-    round_.reset();
-    last_answered_ = url;
-    if (response.tracker_id) tracker_ids_[url] = *response.tracker_id;
-    const seconds interval{clamp_interval(response, options_.min_interval.count())};
-    schedule_->on_success(now, event, interval);
-    spdlog::info("tracker {} answered the {} announce: {} peer(s), next in {} s", url,
-                 event_name(event), response.peers.size(),
-                 whole_seconds_until(schedule_->next_due(), now).count());
-    if (event == Event::stopped) return;  // the peers of a goodbye are of no use
-    if (!response.peers.empty()) {
-        bus::v1::Envelope envelope;
-        auto* found = envelope.mutable_peers_found();
-        found->set_tracker(url);
-        for (const auto& peer : response.peers) {
-            auto* out = found->add_peers();
-            out->set_ip(peer.ip);
-            out->set_port(peer.port);
-        }
-        link_.send(envelope);
-    }
-    if (response.warning) send_status(url, true, "tracker warns: " + *response.warning, interval);
-}
-
-void TrackerService::send_status(const std::string& url, bool ok, const std::string& message,
-                                 seconds next_announce) {
-    bus::v1::Envelope envelope;
-    auto* status = envelope.mutable_tracker_status();
-    status->set_tracker(url);
-    status->set_ok(ok);
-    status->set_message(message);
-    status->set_next_announce_s(static_cast<std::uint32_t>(next_announce.count()));
-    link_.send(envelope);
+int run_tracker(zmq::context_t& context, const ServiceOptions& options) {
+    bus::Stage stage(context, bus::StageConfig{options.control, options.name, v1::ROLE_TRACKER,
+                                               options.timing, options.curve, options.metrics,
+                                               options.signal_fd});
+    const auto welcome = stage.handshake();
+    if (!welcome) return 0;
+    TrackerBody body(stage, options, *welcome);
+    spdlog::info("announcing for the session, up to {} announces at once", options.max_in_flight);
+    bus::PollLoop loop(stage, body);
+    loop.watch_dynamic([&body](std::vector<zmq::pollitem_t>& items) { body.add_poll_items(items); });
+    loop.set_timeout([&body] { return body.poll_timeout(Clock::now()); });
+    loop.every_turn([&body] { body.drive(Clock::now()); });
+    return loop.run();
 }
 
 }  // namespace pw::tracker

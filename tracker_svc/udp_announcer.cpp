@@ -94,6 +94,26 @@ std::chrono::milliseconds udp_retransmit_delay(int attempt) {
     return std::chrono::milliseconds(2000) * (1 << capped);
 }
 
+std::optional<std::uint64_t> UdpConnections::find(const std::string& tracker,
+                                                   Clock::time_point now) const {
+    const auto cached = ids_.find(tracker);
+    if (cached == ids_.end() || now - cached->second.obtained >= kConnectionIdLifetime) {
+        return std::nullopt;
+    }
+    return cached->second.id;
+}
+
+void UdpConnections::remember(const std::string& tracker, std::uint64_t id, Clock::time_point now) {
+    // Expired ids are of no use: drop them now and then, so trackers of torrents long gone do
+    // not pile up.
+    if (ids_.size() >= 64) {
+        std::erase_if(ids_, [now](const auto& entry) {
+            return now - entry.second.obtained >= kConnectionIdLifetime;
+        });
+    }
+    ids_[tracker] = Cached{id, now};
+}
+
 UdpAnnouncer::~UdpAnnouncer() { cancel(); }
 
 void UdpAnnouncer::cancel() {
@@ -126,7 +146,7 @@ void UdpAnnouncer::start(const UdpTrackerAddress& tracker, const AnnounceRequest
 }
 
 std::optional<Result<AnnounceResponse>> UdpAnnouncer::finish(Result<AnnounceResponse> result) {
-    if (!result.ok()) connections_.erase(cache_key());  // the id may be what went wrong
+    if (!result.ok()) connections_.forget(cache_key());  // the id may be what went wrong
     cancel();
     return result;
 }
@@ -150,9 +170,8 @@ std::optional<Result<AnnounceResponse>> UdpAnnouncer::open_socket(Clock::time_po
     if (::connect(fd_, reinterpret_cast<const sockaddr*>(&address), length) != 0) {
         return finish(make_error(std::string("connect: ") + std::strerror(errno)));
     }
-    const auto cached = connections_.find(cache_key());
-    if (cached != connections_.end() && now - cached->second.obtained < kConnectionIdLifetime) {
-        connection_id_ = cached->second.id;
+    if (const auto cached = connections_.find(cache_key(), now)) {
+        connection_id_ = *cached;
         stage_ = Stage::announcing;
     } else {
         stage_ = Stage::connecting;
@@ -202,7 +221,7 @@ std::optional<Result<AnnounceResponse>> UdpAnnouncer::read_packets(Clock::time_p
         auto id = parse_udp_connect(packet, transaction_id_);
         if (!id.ok()) return finish(id.error());
         connection_id_ = *id;
-        connections_[cache_key()] = CachedConnection{connection_id_, now};
+        connections_.remember(cache_key(), connection_id_, now);
         stage_ = Stage::announcing;
         retransmissions_ = 0;
         send_request(now);

@@ -2,7 +2,7 @@
 // UDP announces (BEP 15): connect, then announce, each retransmitted on a schedule shorter
 // than BEP 15's 15 * 2^n s because one attempt is bounded by --announce-timeout: the
 // request goes out at 0 s, again after 2 s, 4 s more, 8 s more, ... until the attempt's
-// deadline. A connection id is reused for up to 60 s per tracker.
+// deadline. A connection id is reused for up to 60 s per tracker, by every torrent's announces.
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -34,11 +34,32 @@ Result<UdpTrackerAddress> parse_udp_url(std::string_view url);
 // Delay before the n-th retransmission (n from 0), see the header comment.
 std::chrono::milliseconds udp_retransmit_delay(int attempt);
 
+// BEP 15 connection ids by tracker ("host:port"), shared by the announcers of every torrent:
+// one connect serves all the torrents announcing to a tracker within 60 s.
+class UdpConnections {
+public:
+    using Clock = std::chrono::steady_clock;
+
+    std::optional<std::uint64_t> find(const std::string& tracker, Clock::time_point now) const;
+    void remember(const std::string& tracker, std::uint64_t id, Clock::time_point now);
+    void forget(const std::string& tracker) { ids_.erase(tracker); }
+    std::size_t size() const { return ids_.size(); }
+
+private:
+    struct Cached {
+        std::uint64_t id = 0;
+        Clock::time_point obtained;
+    };
+    std::map<std::string, Cached> ids_;
+};
+
+// One announce to one UDP tracker at a time; the stage makes one per announce in flight.
 class UdpAnnouncer {
 public:
     using Clock = std::chrono::steady_clock;
 
-    explicit UdpAnnouncer(std::mt19937& rng) : rng_(rng) {}
+    UdpAnnouncer(std::mt19937& rng, UdpConnections& connections)
+        : rng_(rng), connections_(connections) {}
     ~UdpAnnouncer();
     UdpAnnouncer(const UdpAnnouncer&) = delete;
     UdpAnnouncer& operator=(const UdpAnnouncer&) = delete;
@@ -58,10 +79,6 @@ public:
 
 private:
     enum class Stage { idle, resolving, connecting, announcing };
-    struct CachedConnection {
-        std::uint64_t id = 0;
-        Clock::time_point obtained;
-    };
 
     std::optional<Result<AnnounceResponse>> finish(Result<AnnounceResponse> result);
     std::optional<Result<AnnounceResponse>> open_socket(Clock::time_point now);
@@ -81,7 +98,7 @@ private:
     std::uint64_t connection_id_ = 0;
     int retransmissions_ = 0;
     Clock::time_point resend_at_;
-    std::map<std::string, CachedConnection> connections_;
+    UdpConnections& connections_;
     std::vector<std::uint8_t> receive_buffer_;
 };
 
