@@ -1,11 +1,15 @@
-// tracker_svc against a real opentracker on 127.0.0.1. The test plays the orchestrator: it
-// binds the control ROUTER, answers Hello with Welcome + the torrent, keeps heartbeating, and
-// watches what the stage reports.
+// tracker_svc against a real opentracker and fake trackers on 127.0.0.1. The test plays the
+// orchestrator of a session: it binds the control ROUTER, answers Hello with a Welcome, tells
+// the stage of its torrents (TorrentAdded, TorrentInfo, then the first TrackerStats, as the
+// orchestrator does), keeps heartbeating, and watches what the stage reports.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +24,7 @@
 
 #include "core/bencode.hpp"
 #include "core/bus/bus.hpp"
+#include "core/bus/welcome.hpp"
 #include "core/sha1.hpp"
 #include "tests/integration/harness.hpp"
 
@@ -41,6 +46,8 @@ struct BuiltTorrent {
     std::string bytes;
     std::string info_hash_hex;
     std::string info_hash_raw;
+    std::string info_bytes;
+    std::vector<std::vector<std::string>> tiers;
 };
 
 // A one-piece single-file torrent with the given tiers; `salt` makes distinct info-hashes.
@@ -62,7 +69,7 @@ BuiltTorrent make_torrent(const std::vector<std::vector<std::string>>& tiers,
                        {"info", bencode::Value(info)}};
     const Sha1Digest hash = sha1(info_bytes);
     return BuiltTorrent{bencode::encode(bencode::Value(std::move(root))), to_hex(hash),
-                        std::string(hash.begin(), hash.end())};
+                        std::string(hash.begin(), hash.end()), info_bytes, tiers};
 }
 
 std::string percent_encode(const std::string& bytes) {
@@ -76,18 +83,28 @@ std::string percent_encode(const std::string& bytes) {
     return out;
 }
 
-// Registers a fake seeder at 127.0.0.1:51413 with a plain HTTP announce.
+// Registers a fake seeder at 127.0.0.1:51413 with a plain HTTP announce. opentracker
+// answers /stats before it has read its whitelist (another thread), so "not authorized"
+// right after its start is retried for a while.
 void register_fake_peer(const Tracker& tracker, const BuiltTorrent& torrent) {
     const std::string target = "/announce?info_hash=" + percent_encode(torrent.info_hash_raw) +
                                "&peer_id=" + percent_encode("-XX0001-fakepeer0001") +
                                "&port=" + std::to_string(kFakePeerPort) +
                                "&uploaded=0&downloaded=0&left=0&event=started&compact=1";
-    const auto body = test::http_get(tracker.port(), target);
-    ASSERT_TRUE(body.has_value()) << "fake peer announce failed\n" << tracker.log();
-    ASSERT_EQ(body->find("failure"), std::string::npos) << *body;
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    std::optional<std::string> body;
+    for (;;) {
+        body = test::http_get(tracker.port(), target);
+        ASSERT_TRUE(body.has_value()) << "fake peer announce failed\n" << tracker.log();
+        if (body->find("failure") == std::string::npos) return;
+        if (std::chrono::steady_clock::now() >= deadline) break;
+        std::this_thread::sleep_for(100ms);
+    }
+    FAIL() << *body;
 }
 
-// The orchestrator's side of the control socket, for one tracker_svc.
+// The orchestrator's side of the control socket, for one tracker_svc: the torrents of the
+// session are told after every Welcome, as the real orchestrator does.
 class FakeOrchestrator {
 public:
     explicit FakeOrchestrator(const TempDir& dir)
@@ -118,18 +135,79 @@ public:
         }
         return std::nullopt;
     }
+    // Keeps the stage company for `duration`, collecting what it says.
+    void pump(std::chrono::milliseconds duration) {
+        wait_for([](const v1::Envelope&) { return false; }, duration);
+    }
 
     void send(v1::Envelope& envelope) {
         ASSERT_FALSE(identity_.empty()) << "the stage never said Hello";
         bus::send(socket_, "orchestrator", envelope, {}, &identity_);
     }
 
-    void set_torrent(std::string bytes) { torrent_ = std::move(bytes); }
+    // Torrent `id` joins the session: TorrentAdded + TorrentInfo now (when the stage is
+    // welcomed already) and after every Welcome, then (with `stats`) its first TrackerStats.
+    void add_torrent(std::uint32_t id, const BuiltTorrent& torrent, bool stats = true) {
+        torrents_[id] = Known{torrent, stats};
+        if (welcomed()) tell(id, torrents_[id]);
+    }
+    void remove_torrent(std::uint32_t id) {
+        torrents_.erase(id);
+        v1::Envelope envelope = bus::torrent_removed_message(TorrentId{id}, false);
+        send(envelope);
+    }
+    void send_stats(std::uint32_t id, std::uint64_t left,
+                    v1::TrackerStats::Event event = v1::TrackerStats::NONE) {
+        v1::Envelope envelope = stats_message(id, left, event);
+        send(envelope);
+    }
+    void shutdown() {
+        v1::Envelope envelope;
+        envelope.mutable_shutdown()->set_reason("test over");
+        send(envelope);
+    }
+
     const std::vector<v1::Envelope>& seen() const { return seen_; }
     bool welcomed() const { return !identity_.empty(); }
     int heartbeats() const { return heartbeats_; }
 
 private:
+    struct Known {
+        BuiltTorrent torrent;
+        bool stats = true;
+    };
+
+    static v1::Envelope stats_message(std::uint32_t id, std::uint64_t left,
+                                      v1::TrackerStats::Event event) {
+        v1::Envelope envelope;
+        auto* stats = envelope.mutable_tracker_stats();
+        stats->set_torrent(id);
+        stats->set_left(left);
+        stats->set_downloaded(16384 - left);
+        stats->set_event(event);
+        return envelope;
+    }
+
+    void tell(std::uint32_t id, const Known& known) {
+        bus::AddedTorrent added;
+        added.id = TorrentId{id};
+        std::copy(known.torrent.info_hash_raw.begin(), known.torrent.info_hash_raw.end(),
+                  added.info_hash.begin());
+        added.name = "torrent-" + std::to_string(id);
+        added.trackers = known.torrent.tiers;
+        v1::Envelope envelope = bus::torrent_added_message(added);
+        bus::send(socket_, "orchestrator", envelope, {}, &identity_);
+        // The tracker has no use for the info dictionary; it must take it in its stride.
+        v1::Envelope info = bus::torrent_info_message(TorrentId{id});
+        std::vector<zmq::message_t> frames;
+        frames.emplace_back(known.torrent.info_bytes.data(), known.torrent.info_bytes.size());
+        bus::send(socket_, "orchestrator", info, frames, &identity_);
+        if (known.stats) {
+            v1::Envelope stats = stats_message(id, 16384, v1::TrackerStats::NONE);
+            bus::send(socket_, "orchestrator", stats, {}, &identity_);
+        }
+    }
+
     void welcome(const std::string& identity) {
         identity_ = identity;
         v1::Envelope envelope;
@@ -137,9 +215,8 @@ private:
         body->set_peer_id("-PW0001-abcdefghijkl");
         body->set_heartbeat_ms(kHeartbeatMs);
         body->set_listen_port(6881);
-        std::vector<zmq::message_t> frames;
-        frames.emplace_back(torrent_.data(), torrent_.size());
-        bus::send(socket_, "orchestrator", envelope, frames, &identity_);
+        bus::send(socket_, "orchestrator", envelope, {}, &identity_);
+        for (const auto& [id, known] : torrents_) tell(id, known);
         last_beat_ = std::chrono::steady_clock::now();
     }
 
@@ -157,18 +234,20 @@ private:
     zmq::context_t context_{1};
     zmq::socket_t socket_;
     std::string identity_;
-    std::string torrent_;
+    std::map<std::uint32_t, Known> torrents_;
     std::chrono::steady_clock::time_point last_beat_{};
     std::vector<v1::Envelope> seen_;
     int heartbeats_ = 0;
 };
 
-// A hostile HTTP "tracker" on 127.0.0.1: every request gets `response` verbatim, then the
-// connection closes. An empty response means never answering.
+// A hostile HTTP "tracker" on 127.0.0.1: the first `answered` requests get `response`
+// verbatim, then the connection closes; later ones (all of them when `response` is empty) are
+// held open, silent, until the test ends. It keeps each request's target (path and query).
 class CannedHttpServer {
 public:
-    explicit CannedHttpServer(std::string response) : response_(std::move(response)) {
-        const LoopbackSocket listener = open_loopback_socket(SOCK_STREAM);
+    explicit CannedHttpServer(std::string response, int answered = 1 << 30)
+        : response_(std::move(response)), answered_(answered) {
+        const LoopbackSocket listener = open_loopback_socket(SOCK_STREAM, 64);
         listener_ = listener.fd;
         port_ = listener.port;
         thread_ = std::thread([this] { serve(); });
@@ -183,6 +262,10 @@ public:
 
     std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/announce"; }
     int requests() const { return requests_; }
+    std::vector<std::string> targets() const {
+        std::lock_guard lock(mutex_);
+        return targets_;
+    }
 
 private:
     void serve() {
@@ -192,11 +275,6 @@ private:
             if (::poll(&item, 1, 50) <= 0) continue;
             const int connection = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
             if (connection < 0) continue;
-            ++requests_;
-            if (response_.empty()) {
-                open.push_back(connection);  // held open, silent, until the test ends
-                continue;
-            }
             // Read the request head (small, one GET) before answering, so curl sees no reset.
             std::string request;
             char buffer[4096];
@@ -206,6 +284,20 @@ private:
                 const ssize_t got = ::recv(connection, buffer, sizeof buffer, 0);
                 if (got <= 0) break;
                 request.append(buffer, static_cast<std::size_t>(got));
+            }
+            {
+                // "GET /announce?... HTTP/1.1"
+                const auto first_space = request.find(' ');
+                const auto second_space = request.find(' ', first_space + 1);
+                std::lock_guard lock(mutex_);
+                if (first_space != std::string::npos && second_space != std::string::npos) {
+                    targets_.push_back(request.substr(first_space + 1, second_space - first_space - 1));
+                }
+            }
+            const int number = requests_++;
+            if (response_.empty() || number >= answered_) {
+                open.push_back(connection);  // held open, silent, until the test ends
+                continue;
             }
             std::size_t sent = 0;
             while (sent < response_.size() && !stop_) {
@@ -220,19 +312,61 @@ private:
     }
 
     std::string response_;
+    int answered_;
     int listener_ = -1;
     std::uint16_t port_ = 0;
     std::atomic<bool> stop_{false};
     std::atomic<int> requests_{0};
+    mutable std::mutex mutex_;
+    std::vector<std::string> targets_;
     std::thread thread_;
 };
 
+// The value of `name` in a request target's query, percent-decoded; "" when absent.
+std::string query_value(const std::string& target, const std::string& name) {
+    const auto query = target.find('?');
+    if (query == std::string::npos) return {};
+    std::size_t at = query + 1;
+    while (at < target.size()) {
+        const auto end = std::min(target.find('&', at), target.size());
+        const std::string pair = target.substr(at, end - at);
+        at = end + 1;
+        const auto equals = pair.find('=');
+        if (pair.substr(0, equals) != name) continue;
+        std::string value;
+        const std::string encoded = equals == std::string::npos ? "" : pair.substr(equals + 1);
+        for (std::size_t i = 0; i < encoded.size(); ++i) {
+            if (encoded[i] == '%' && i + 2 < encoded.size()) {
+                value += static_cast<char>(std::stoi(encoded.substr(i + 1, 2), nullptr, 16));
+                i += 2;
+            } else {
+                value += encoded[i];
+            }
+        }
+        return value;
+    }
+    return {};
+}
+
+// The events (query `event`, "" for a regular announce) of the requests `server` got for
+// `torrent`, in order.
+std::vector<std::string> events_for(const CannedHttpServer& server, const BuiltTorrent& torrent) {
+    std::vector<std::string> events;
+    for (const std::string& target : server.targets()) {
+        if (query_value(target, "info_hash") == torrent.info_hash_raw) {
+            events.push_back(query_value(target, "event"));
+        }
+    }
+    return events;
+}
+
 Process start_tracker_svc(const TempDir& dir, const FakeOrchestrator& orchestrator,
-                          int announce_timeout_s = 5) {
-    return Process::start({test::bin("tracker_svc"), "--control", orchestrator.endpoint(),
-                           "--log-level", "debug", "--announce-timeout",
-                           std::to_string(announce_timeout_s), "--min-interval", "1"},
-                          dir / "tracker_svc.log");
+                          int announce_timeout_s = 5, std::vector<std::string> more = {}) {
+    std::vector<std::string> argv{test::bin("tracker_svc"), "--control", orchestrator.endpoint(),
+                                  "--log-level", "debug", "--announce-timeout",
+                                  std::to_string(announce_timeout_s), "--min-interval", "1"};
+    argv.insert(argv.end(), more.begin(), more.end());
+    return Process::start(argv, dir / "tracker_svc.log");
 }
 
 bool has_fake_peer(const v1::Envelope& envelope) {
@@ -243,8 +377,43 @@ bool has_fake_peer(const v1::Envelope& envelope) {
     return false;
 }
 
+// The fake peer, in a PeersFound naming `torrent`.
+std::function<bool(const v1::Envelope&)> fake_peer_for(std::uint32_t torrent) {
+    return [torrent](const v1::Envelope& envelope) {
+        return has_fake_peer(envelope) && envelope.peers_found().torrent() == torrent;
+    };
+}
+
 bool is_failure(const v1::Envelope& envelope) {
     return envelope.has_tracker_status() && !envelope.tracker_status().ok();
+}
+
+bool is_success(const v1::Envelope& envelope) {
+    return envelope.has_tracker_status() && envelope.tracker_status().ok();
+}
+
+// Keeps the stage company until `done` holds (true) or `timeout` passes (false).
+bool pump_until(FakeOrchestrator& orchestrator, const std::function<bool()>& done,
+                std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done()) {
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+        orchestrator.pump(50ms);
+    }
+    return true;
+}
+
+// Keeps the stage company while it exits; its exit code, -1 when it is still running after
+// `timeout`.
+int exit_code_within(FakeOrchestrator& orchestrator, Process& stage,
+                     std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    int code = -1;
+    while (code == -1 && std::chrono::steady_clock::now() < deadline) {
+        orchestrator.pump(50ms);
+        code = stage.wait_for_exit(10ms);
+    }
+    return code;
 }
 
 std::string describe(const std::vector<v1::Envelope>& seen) {
@@ -269,12 +438,21 @@ TEST_P(TrackerScheme, YieldsThePreRegisteredPeer) {
         make_torrent({{scheme + "://127.0.0.1:" + std::to_string(port) + "/announce"}}, scheme);
     auto tracker = Tracker::start(dir, {torrent.info_hash_hex}, port);
     register_fake_peer(tracker, torrent);
-    orchestrator.set_torrent(torrent.bytes);
+    orchestrator.add_torrent(1, torrent);
     auto stage = start_tracker_svc(dir, orchestrator);
-    const auto found = orchestrator.wait_for(has_fake_peer, 20s);
+    const auto found = orchestrator.wait_for(fake_peer_for(1), 20s);
     ASSERT_TRUE(found) << describe(orchestrator.seen()) << stage.log_tail();
-    EXPECT_EQ(found->peers_found().tracker(),
-              scheme == "udp" ? tracker.udp_announce() : tracker.http_announce());
+    const std::string url = scheme == "udp" ? tracker.udp_announce() : tracker.http_announce();
+    EXPECT_EQ(found->peers_found().tracker(), url);
+    EXPECT_EQ(found->peers_found().torrent(), 1u);
+    // The success is reported too, for the session's per-tracker status.
+    const auto status = orchestrator.wait_for(is_success, 5s);
+    ASSERT_TRUE(status) << describe(orchestrator.seen());
+    EXPECT_EQ(status->tracker_status().torrent(), 1u);
+    EXPECT_EQ(status->tracker_status().tracker(), url);
+    EXPECT_GE(status->tracker_status().peers(), 1u);
+    EXPECT_GE(status->tracker_status().next_announce_s(), 1u);
+    EXPECT_EQ(status->tracker_status().message(), "");
 }
 
 INSTANTIATE_TEST_SUITE_P(Schemes, TrackerScheme, ::testing::Values("http", "udp"));
@@ -287,14 +465,17 @@ TEST_F(TrackerSvcStage, DeadTiersAreReportedAndTheNextTierAnswers) {
     const auto torrent = make_torrent({{dead_udp}, {dead_http}, {"gopher://127.0.0.1/x"}, {live}}, "tiers");
     auto tracker = Tracker::start(dir, {torrent.info_hash_hex}, port);
     register_fake_peer(tracker, torrent);
-    orchestrator.set_torrent(torrent.bytes);
+    orchestrator.add_torrent(1, torrent);
     auto stage = start_tracker_svc(dir, orchestrator, 2);
-    const auto found = orchestrator.wait_for(has_fake_peer, 30s);
+    const auto found = orchestrator.wait_for(fake_peer_for(1), 30s);
     ASSERT_TRUE(found) << describe(orchestrator.seen()) << stage.log_tail();
     EXPECT_EQ(found->peers_found().tracker(), live);
     std::vector<std::string> failed;
     for (const auto& envelope : orchestrator.seen()) {
-        if (is_failure(envelope)) failed.push_back(envelope.tracker_status().tracker());
+        if (!is_failure(envelope)) continue;
+        failed.push_back(envelope.tracker_status().tracker());
+        EXPECT_EQ(envelope.tracker_status().torrent(), 1u);
+        EXPECT_EQ(envelope.tracker_status().next_announce_s(), 0u);  // the round went on
     }
     EXPECT_EQ(failed, (std::vector<std::string>{dead_udp, dead_http, "gopher://127.0.0.1/x"}))
         << describe(orchestrator.seen());
@@ -305,11 +486,12 @@ TEST_F(TrackerSvcStage, UnlistedTorrentGetsOpentrackersFailureReason) {
     const auto listed = make_torrent({{"x://"}}, "listed");
     const auto torrent = make_torrent({{"http://127.0.0.1:" + std::to_string(port) + "/announce"}}, "unlisted");
     auto tracker = Tracker::start(dir, {listed.info_hash_hex}, port);
-    orchestrator.set_torrent(torrent.bytes);
+    orchestrator.add_torrent(1, torrent);
     auto stage = start_tracker_svc(dir, orchestrator);
     const auto status = orchestrator.wait_for(is_failure, 20s);
     ASSERT_TRUE(status) << describe(orchestrator.seen()) << stage.log_tail();
     EXPECT_EQ(status->tracker_status().tracker(), tracker.http_announce());
+    EXPECT_EQ(status->tracker_status().torrent(), 1u);
     // Every tracker failed: the stage says when it will retry.
     EXPECT_GE(status->tracker_status().next_announce_s(), 15u);
     EXPECT_NE(status->tracker_status().message().find("tracker says: "), std::string::npos)
@@ -323,28 +505,15 @@ TEST_F(TrackerSvcStage, ShutdownSaysStoppedAndExitsZero) {
     const auto torrent = make_torrent({{"http://127.0.0.1:" + std::to_string(port) + "/announce"}}, "stop");
     auto tracker = Tracker::start(dir, {torrent.info_hash_hex}, port);
     register_fake_peer(tracker, torrent);
-    orchestrator.set_torrent(torrent.bytes);
+    orchestrator.add_torrent(1, torrent);
     auto stage = start_tracker_svc(dir, orchestrator);
-    ASSERT_TRUE(orchestrator.wait_for(has_fake_peer, 20s)) << stage.log_tail();
+    ASSERT_TRUE(orchestrator.wait_for(fake_peer_for(1), 20s)) << stage.log_tail();
     ASSERT_TRUE(tracker.wait_for_peers(2, 5s)) << tracker.log();  // the fake peer and us
 
-    v1::Envelope completed;
-    completed.mutable_tracker_stats()->set_left(0);
-    completed.mutable_tracker_stats()->set_downloaded(16384);
-    completed.mutable_tracker_stats()->set_event(v1::TrackerStats::COMPLETED);
-    orchestrator.send(completed);
-    orchestrator.wait_for([](const v1::Envelope&) { return false; }, 1s);
-
-    v1::Envelope shutdown;
-    shutdown.mutable_shutdown()->set_reason("test over");
-    orchestrator.send(shutdown);
-    const auto deadline = std::chrono::steady_clock::now() + 6s;
-    int code = -1;
-    while (code == -1 && std::chrono::steady_clock::now() < deadline) {
-        orchestrator.wait_for([](const v1::Envelope&) { return false; }, 100ms);
-        code = stage.wait_for_exit(10ms);
-    }
-    EXPECT_EQ(code, 0) << stage.log_tail();
+    orchestrator.send_stats(1, 0, v1::TrackerStats::COMPLETED);
+    orchestrator.pump(1s);
+    orchestrator.shutdown();
+    EXPECT_EQ(exit_code_within(orchestrator, stage, 6s), 0) << stage.log_tail();
     // The stopped announce removed us from the swarm; the fake peer stays.
     EXPECT_EQ(tracker.peer_count(), 1) << tracker.log();
     const std::string log = stage.log_tail(200);
@@ -354,7 +523,7 @@ TEST_F(TrackerSvcStage, ShutdownSaysStoppedAndExitsZero) {
 
 TEST_F(TrackerSvcStage, SilentOrchestratorMakesTheStageExit) {
     const auto torrent = make_torrent({{"http://127.0.0.1:1/announce"}}, "silent");
-    orchestrator.set_torrent(torrent.bytes);
+    orchestrator.add_torrent(1, torrent);
     auto stage = start_tracker_svc(dir, orchestrator);
     ASSERT_TRUE(orchestrator.wait_for([](const v1::Envelope& e) { return e.has_hello(); }, 10s));
     // No more pumping: no heartbeats reach the stage.
@@ -452,9 +621,9 @@ private:
 TEST_F(TrackerSvcStage, UdpRetransmitsAndSkipsStrayPackets) {
     NoisyUdpTracker tracker;
     const auto torrent = make_torrent({{tracker.url()}}, "noisy");
-    orchestrator.set_torrent(torrent.bytes);
+    orchestrator.add_torrent(1, torrent);
     auto stage = start_tracker_svc(dir, orchestrator, 10);
-    const auto found = orchestrator.wait_for(has_fake_peer, 20s);
+    const auto found = orchestrator.wait_for(fake_peer_for(1), 20s);
     ASSERT_TRUE(found) << describe(orchestrator.seen()) << stage.log_tail();
     EXPECT_EQ(tracker.connects_seen(), 2);
     for (const auto& envelope : orchestrator.seen()) EXPECT_FALSE(is_failure(envelope));
@@ -464,7 +633,7 @@ TEST_F(TrackerSvcStage, UdpRetransmitsAndSkipsStrayPackets) {
 std::string failure_from(TrackerSvcStage& test, const CannedHttpServer& server,
                          int announce_timeout_s = 5) {
     const auto torrent = make_torrent({{server.url()}}, "hostile");
-    test.orchestrator.set_torrent(torrent.bytes);
+    test.orchestrator.add_torrent(1, torrent);
     auto stage = start_tracker_svc(test.dir, test.orchestrator, announce_timeout_s);
     const auto status = test.orchestrator.wait_for(is_failure, 30s);
     if (!status) {
@@ -472,6 +641,7 @@ std::string failure_from(TrackerSvcStage& test, const CannedHttpServer& server,
         return {};
     }
     EXPECT_EQ(status->tracker_status().tracker(), server.url());
+    EXPECT_EQ(status->tracker_status().torrent(), 1u);
     EXPECT_TRUE(stage.running()) << stage.log_tail();
     return status->tracker_status().message();
 }
@@ -532,9 +702,9 @@ TEST_F(TrackerSvcStage, CompactPeersNotAMultipleOfSixKeepTheWholeEntries) {
     const std::string peers = compact_fake_peer() + "\x0a\x0b\x0c";  // 9 bytes: one whole peer
     CannedHttpServer server(http_ok("d8:intervali1800e5:peers9:" + peers + "e"));
     const auto torrent = make_torrent({{server.url()}}, "ragged");
-    orchestrator.set_torrent(torrent.bytes);
+    orchestrator.add_torrent(1, torrent);
     auto stage = start_tracker_svc(dir, orchestrator);
-    const auto found = orchestrator.wait_for(has_fake_peer, 20s);
+    const auto found = orchestrator.wait_for(fake_peer_for(1), 20s);
     ASSERT_TRUE(found) << describe(orchestrator.seen()) << stage.log_tail();
     EXPECT_EQ(found->peers_found().peers_size(), 1) << found->ShortDebugString();
     EXPECT_TRUE(stage.running());
@@ -548,10 +718,10 @@ TEST_P(SillyInterval, IsClampedNotHammered) {
     CannedHttpServer server(http_ok(std::string("d8:intervali") + GetParam() + "e5:peers6:" +
                                     compact_fake_peer() + "e"));
     const auto torrent = make_torrent({{server.url()}}, std::string("interval") + GetParam());
-    orchestrator.set_torrent(torrent.bytes);
+    orchestrator.add_torrent(1, torrent);
     auto stage = start_tracker_svc(dir, orchestrator);
-    ASSERT_TRUE(orchestrator.wait_for(has_fake_peer, 20s)) << stage.log_tail();
-    orchestrator.wait_for([](const v1::Envelope&) { return false; }, 4s);
+    ASSERT_TRUE(orchestrator.wait_for(fake_peer_for(1), 20s)) << stage.log_tail();
+    orchestrator.pump(4s);
     EXPECT_EQ(server.requests(), 1) << stage.log_tail();
     EXPECT_TRUE(stage.running());
 }
@@ -570,14 +740,234 @@ TEST_F(TrackerSvcStage, HostileTiersDoNotStopTheGoodOne) {
     CannedHttpServer garbage(http_ok("<html>nope</html>"));
     CannedHttpServer good(http_ok("d8:intervali1800e5:peers6:" + compact_fake_peer() + "e"));
     const auto torrent = make_torrent({{failing.url()}, {garbage.url()}, {good.url()}}, "tiers");
-    orchestrator.set_torrent(torrent.bytes);
+    orchestrator.add_torrent(1, torrent);
     auto stage = start_tracker_svc(dir, orchestrator);
-    const auto found = orchestrator.wait_for(has_fake_peer, 30s);
+    const auto found = orchestrator.wait_for(fake_peer_for(1), 30s);
     ASSERT_TRUE(found) << describe(orchestrator.seen()) << stage.log_tail();
     EXPECT_EQ(found->peers_found().tracker(), good.url());
     const std::string seen = describe(orchestrator.seen());
     EXPECT_NE(seen.find("go away!"), std::string::npos) << seen;
     EXPECT_GE(garbage.requests(), 1);
+}
+
+
+// --- schema 3: one stage, the session's many torrents ---
+
+// Both torrents' trackers hand out the fake peer; each PeersFound names its own torrent.
+std::map<std::uint32_t, std::string> wait_for_both(FakeOrchestrator& orchestrator) {
+    std::map<std::uint32_t, std::string> trackers;
+    orchestrator.wait_for(
+        [&trackers](const v1::Envelope& envelope) {
+            if (has_fake_peer(envelope)) {
+                trackers[envelope.peers_found().torrent()] = envelope.peers_found().tracker();
+            }
+            return trackers.size() == 2;
+        },
+        20s);
+    return trackers;
+}
+
+std::size_t count(const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+}
+
+// Two torrents of the session on one opentracker, one over HTTP and one over UDP.
+struct TwoTorrents : TrackerSvcStage {
+    std::uint16_t port = test::free_port();
+    std::string http = "http://127.0.0.1:" + std::to_string(port) + "/announce";
+    std::string udp = "udp://127.0.0.1:" + std::to_string(port) + "/announce";
+    BuiltTorrent first = make_torrent({{http}}, "first");
+    BuiltTorrent second = make_torrent({{udp}}, "second");
+    Tracker tracker = Tracker::start(dir, {first.info_hash_hex, second.info_hash_hex}, port);
+    Process stage;
+
+    // Both announced: each swarm holds the fake peer and us.
+    void start_and_announce() {
+        register_fake_peer(tracker, first);
+        register_fake_peer(tracker, second);
+        orchestrator.add_torrent(1, first);
+        orchestrator.add_torrent(2, second);
+        stage = start_tracker_svc(dir, orchestrator);
+        const auto trackers = wait_for_both(orchestrator);
+        ASSERT_EQ(trackers.size(), 2u) << describe(orchestrator.seen()) << stage.log_tail();
+        EXPECT_EQ(trackers.at(1), http);
+        EXPECT_EQ(trackers.at(2), udp);
+        ASSERT_TRUE(tracker.wait_for_peers(4, 5s)) << tracker.log();
+    }
+};
+
+TEST_F(TwoTorrents, AreAnnouncedEachNamingItsOwnTorrent) {
+    start_and_announce();
+    std::map<std::uint32_t, int> successes;
+    for (const auto& envelope : orchestrator.seen()) {
+        if (is_success(envelope)) ++successes[envelope.tracker_status().torrent()];
+    }
+    orchestrator.wait_for(
+        [&successes](const v1::Envelope& envelope) {
+            if (is_success(envelope)) ++successes[envelope.tracker_status().torrent()];
+            return successes.size() == 2;
+        },
+        5s);
+    EXPECT_EQ(successes.size(), 2u) << describe(orchestrator.seen());
+}
+
+TEST_F(TwoTorrents, ShutdownSaysStoppedForEachAndExitsZero) {
+    start_and_announce();
+    orchestrator.shutdown();
+    const auto asked = std::chrono::steady_clock::now();
+    EXPECT_EQ(exit_code_within(orchestrator, stage, 10s), 0) << stage.log_tail();
+    // stop_timeout (3 s) bounds the stopped announces; opentracker answers at once.
+    EXPECT_LT(std::chrono::steady_clock::now() - asked, 3s) << stage.log_tail();
+    EXPECT_EQ(tracker.peer_count(), 2) << tracker.log();  // the fake peers only
+    EXPECT_EQ(count(stage.log_tail(400), "answered the stopped announce"), 2u) << stage.log_tail();
+}
+
+TEST_F(TwoTorrents, ATerminationSignalSaysStoppedForEachThenGoodbye) {
+    start_and_announce();
+    stage.terminate();  // SIGTERM, through the stage's signalfd
+    const auto goodbye = orchestrator.wait_for(
+        [](const v1::Envelope& envelope) { return envelope.has_goodbye(); }, 6s);
+    ASSERT_TRUE(goodbye) << describe(orchestrator.seen()) << stage.log_tail();
+    EXPECT_EQ(goodbye->goodbye().reason(), "SIGTERM");
+    // The goodbye comes after the stopped announces.
+    EXPECT_EQ(tracker.peer_count(), 2) << tracker.log();
+    EXPECT_EQ(exit_code_within(orchestrator, stage, 5s), 0) << stage.log_tail();
+    EXPECT_EQ(count(stage.log_tail(400), "answered the stopped announce"), 2u) << stage.log_tail();
+}
+
+// The stopped round at the end is concurrent and bounded: a tracker that answered `started`
+// and then hangs holds neither the other torrent's stopped nor the exit past stop_timeout.
+TEST_F(TrackerSvcStage, AHangingTrackerHoldsNeitherTheOtherStopNorTheExit) {
+    CannedHttpServer hanging(http_ok("d8:intervali1800e5:peers6:" + compact_fake_peer() + "e"), 1);
+    const std::uint16_t port = test::free_port();
+    const auto first = make_torrent({{hanging.url()}}, "hanging");
+    const auto second = make_torrent({{"http://127.0.0.1:" + std::to_string(port) + "/announce"}}, "live");
+    auto tracker = Tracker::start(dir, {second.info_hash_hex}, port);
+    register_fake_peer(tracker, second);
+    orchestrator.add_torrent(1, first);
+    orchestrator.add_torrent(2, second);
+    auto stage = start_tracker_svc(dir, orchestrator, 10);
+    ASSERT_EQ(wait_for_both(orchestrator).size(), 2u) << describe(orchestrator.seen()) << stage.log_tail();
+    ASSERT_TRUE(tracker.wait_for_peers(2, 5s)) << tracker.log();
+    orchestrator.shutdown();
+    const auto asked = std::chrono::steady_clock::now();
+    EXPECT_EQ(exit_code_within(orchestrator, stage, 10s), 0) << stage.log_tail();
+    EXPECT_LT(std::chrono::steady_clock::now() - asked, 5s) << stage.log_tail();
+    EXPECT_EQ(tracker.peer_count(), 1) << tracker.log();  // torrent 2's stopped went through
+    const auto events = events_for(hanging, first);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back(), "stopped");  // asked, never answered
+    // Its own timeout (what was left of the bound) or the bound itself ended it.
+    const std::string log = stage.log_tail(400);
+    EXPECT_TRUE(log.find("failed the stopped announce: timed out") != std::string::npos ||
+                log.find("gave up on the stopped announce") != std::string::npos)
+        << log;
+}
+
+// A tracker that never answers one torrent's announce does not hold up another torrent's.
+TEST_F(TrackerSvcStage, ASilentTrackerDoesNotDelayAnotherTorrent) {
+    CannedHttpServer silent("");
+    CannedHttpServer good(http_ok("d8:intervali1800e5:peers6:" + compact_fake_peer() + "e"));
+    orchestrator.add_torrent(1, make_torrent({{silent.url()}}, "stuck"));  // first in line
+    orchestrator.add_torrent(2, make_torrent({{good.url()}}, "fine"));
+    auto stage = start_tracker_svc(dir, orchestrator, 4);
+    ASSERT_TRUE(orchestrator.wait_for([](const v1::Envelope& e) { return e.has_hello(); }, 10s));
+    const auto welcomed = std::chrono::steady_clock::now();
+    ASSERT_TRUE(orchestrator.wait_for(fake_peer_for(2), 10s)) << describe(orchestrator.seen()) << stage.log_tail();
+    EXPECT_LT(std::chrono::steady_clock::now() - welcomed, 2s);  // well within the 4 s timeout
+    EXPECT_EQ(silent.requests(), 1);
+    for (const auto& envelope : orchestrator.seen()) EXPECT_FALSE(is_failure(envelope));
+    // The silent one times out in its own time, and is reported as its torrent's.
+    const auto failure = orchestrator.wait_for(is_failure, 10s);
+    ASSERT_TRUE(failure) << describe(orchestrator.seen()) << stage.log_tail();
+    EXPECT_EQ(failure->tracker_status().torrent(), 1u);
+    EXPECT_NE(failure->tracker_status().message().find("timed out"), std::string::npos)
+        << failure->tracker_status().message();
+}
+
+// Many torrents due at once do not open a socket each: at most --max-announces are in
+// flight, the others wait their turn and go once a slot frees.
+TEST_F(TrackerSvcStage, ManyTorrentsDueAtOnceTakeTurns) {
+    CannedHttpServer silent("");
+    constexpr std::uint32_t kTorrents = 10;
+    for (std::uint32_t id = 1; id <= kTorrents; ++id) {
+        orchestrator.add_torrent(id, make_torrent({{silent.url()}}, "many" + std::to_string(id)));
+    }
+    auto stage = start_tracker_svc(dir, orchestrator, 2, {"--max-announces", "4"});
+    ASSERT_TRUE(orchestrator.wait_for([](const v1::Envelope& e) { return e.has_hello(); }, 10s));
+    orchestrator.pump(1s);
+    EXPECT_EQ(silent.requests(), 4) << stage.log_tail();
+    // Each announce times out after 2 s and frees its slot for the next torrent in line.
+    std::set<std::uint32_t> failed;
+    ASSERT_TRUE(pump_until(orchestrator, [&] {
+        for (const auto& envelope : orchestrator.seen()) {
+            if (is_failure(envelope)) failed.insert(envelope.tracker_status().torrent());
+        }
+        return failed.size() == kTorrents;
+    }, 15s)) << describe(orchestrator.seen()) << stage.log_tail();
+    EXPECT_EQ(silent.requests(), static_cast<int>(kTorrents));
+}
+
+// Only the orchestrator knows `left`: the first announce waits for its first TrackerStats,
+// and stats naming a torrent the stage does not know are ignored.
+TEST_F(TrackerSvcStage, TheFirstAnnounceWaitsForTheFirstStats) {
+    CannedHttpServer server(http_ok("d8:intervali1800e5:peers6:" + compact_fake_peer() + "e"));
+    orchestrator.add_torrent(1, make_torrent({{server.url()}}, "gated"), /*stats=*/false);
+    auto stage = start_tracker_svc(dir, orchestrator);
+    orchestrator.pump(2s);
+    ASSERT_TRUE(orchestrator.welcomed()) << stage.log_tail();
+    EXPECT_EQ(server.requests(), 0);
+    orchestrator.send_stats(1, 1000);
+    ASSERT_TRUE(orchestrator.wait_for(fake_peer_for(1), 10s)) << describe(orchestrator.seen()) << stage.log_tail();
+    const auto targets = server.targets();
+    ASSERT_EQ(targets.size(), 1u);
+    EXPECT_EQ(query_value(targets[0], "event"), "started");
+    EXPECT_EQ(query_value(targets[0], "left"), "1000");
+    orchestrator.send_stats(9, 0, v1::TrackerStats::COMPLETED);
+    orchestrator.pump(1s);
+    EXPECT_TRUE(stage.running()) << stage.log_tail();
+    EXPECT_EQ(server.requests(), 1);
+}
+
+// TorrentRemoved: `stopped` to the tracker, then nothing more for that torrent, while the
+// other torrent of the session goes on; added again later, it starts over.
+TEST_F(TrackerSvcStage, ARemovedTorrentSaysStoppedThenNothingMore) {
+    // interval 1 s, the floor here: each torrent announces every second.
+    CannedHttpServer server(http_ok("d8:intervali1e5:peers6:" + compact_fake_peer() + "e"));
+    const auto leaving = make_torrent({{server.url()}}, "leaving");
+    const auto staying = make_torrent({{server.url()}}, "staying");
+    orchestrator.add_torrent(1, leaving);
+    orchestrator.add_torrent(2, staying);
+    auto stage = start_tracker_svc(dir, orchestrator);
+    ASSERT_TRUE(pump_until(orchestrator, [&] {
+        return events_for(server, leaving).size() >= 2 && events_for(server, staying).size() >= 2;
+    }, 15s)) << stage.log_tail();
+
+    const std::size_t seen_before = orchestrator.seen().size();
+    orchestrator.remove_torrent(1);
+    ASSERT_TRUE(pump_until(orchestrator, [&] { return events_for(server, leaving).back() == "stopped"; }, 5s))
+        << stage.log_tail();
+    const auto said = events_for(server, leaving);
+    EXPECT_EQ(said.front(), "started");
+    EXPECT_EQ(std::count(said.begin(), said.end(), "stopped"), 1);
+    const std::size_t staying_before = events_for(server, staying).size();
+    orchestrator.pump(3s);
+    EXPECT_EQ(events_for(server, leaving), said);  // nothing more for it
+    EXPECT_GE(events_for(server, staying).size(), staying_before + 2);  // the other goes on
+    for (std::size_t i = seen_before; i < orchestrator.seen().size(); ++i) {
+        const auto& envelope = orchestrator.seen()[i];
+        EXPECT_FALSE(envelope.has_peers_found() && envelope.peers_found().torrent() == 1)
+            << envelope.ShortDebugString();
+        EXPECT_FALSE(envelope.has_tracker_status() && envelope.tracker_status().torrent() == 1)
+            << envelope.ShortDebugString();
+    }
+
+    orchestrator.add_torrent(1, leaving);
+    ASSERT_TRUE(pump_until(orchestrator, [&] { return events_for(server, leaving).size() > said.size(); }, 5s))
+        << stage.log_tail();
+    EXPECT_EQ(events_for(server, leaving)[said.size()], "started");
 }
 
 }  // namespace
