@@ -8,10 +8,10 @@ OpenFileCache::OpenFileCache(std::size_t capacity) : capacity_(std::max<std::siz
     files_.reserve(capacity_);
 }
 
-OpenFile* OpenFileCache::find(std::size_t file_index) {
+OpenFile* OpenFileCache::find(std::uint64_t owner, std::size_t file_index) {
     // A linear scan: the cache holds a few dozen files and a piece touches one or two.
     for (OpenFile& file : files_) {
-        if (file.file_index == file_index) {
+        if (file.owner == owner && file.file_index == file_index) {
             file.last_use = ++clock_;
             return &file;
         }
@@ -30,9 +30,43 @@ std::optional<OpenFile> OpenFileCache::evict_if_full() {
     return evicted;
 }
 
-OpenFile& OpenFileCache::add(std::size_t file_index, UniqueFd fd) {
-    files_.push_back(OpenFile{.file_index = file_index, .fd = std::move(fd), .last_use = ++clock_});
+OpenFile& OpenFileCache::add(std::uint64_t owner, std::size_t file_index, UniqueFd fd,
+                            std::string label) {
+    files_.push_back(OpenFile{.owner = owner, .file_index = file_index, .fd = std::move(fd),
+                              .last_use = ++clock_, .label = std::move(label)});
     return files_.back();
+}
+
+std::vector<OpenFile*> OpenFileCache::files_of(std::uint64_t owner) {
+    std::vector<OpenFile*> files;
+    for (OpenFile& file : files_) {
+        if (file.owner == owner) files.push_back(&file);
+    }
+    return files;
+}
+
+void OpenFileCache::close_all(std::uint64_t owner) {
+    std::erase_if(files_, [owner](const OpenFile& file) { return file.owner == owner; });
+    deferred_errors_.erase(owner);
+}
+
+void OpenFileCache::defer_sync_error(std::uint64_t owner, const std::string& error) {
+    std::string& errors = deferred_errors_[owner];
+    if (!errors.empty()) errors += "; ";
+    errors += error;
+}
+
+std::string OpenFileCache::take_sync_errors(std::uint64_t owner) {
+    const auto found = deferred_errors_.find(owner);
+    if (found == deferred_errors_.end()) return {};
+    std::string errors = std::move(found->second);
+    deferred_errors_.erase(found);
+    return errors;
+}
+
+std::size_t OpenFileCache::size_of(std::uint64_t owner) const {
+    return static_cast<std::size_t>(std::count_if(files_.begin(), files_.end(),
+                                                  [owner](const OpenFile& file) { return file.owner == owner; }));
 }
 
 }  // namespace pw::writer

@@ -4,7 +4,9 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <set>
 #include <tuple>
+#include <utility>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -95,13 +97,38 @@ Result<PieceStore> PieceStore::open(const Torrent& torrent, const std::string& d
                                     StoreOptions options) {
     auto root = open_download_dir(download_dir);
     if (!root) return root.error();
-    return PieceStore(torrent, download_dir, std::move(root.value()), options);
+    return PieceStore(torrent, std::move(root.value()), download_dir, std::move(options));
 }
 
-PieceStore::PieceStore(const Torrent& torrent, std::string download_dir, UniqueFd root,
+PieceStore::PieceStore(const Torrent& torrent, UniqueFd folder, std::string shown,
                        StoreOptions options)
-    : torrent_(&torrent), download_dir_(std::move(download_dir)), root_(std::move(root)),
-      open_files_(options.max_open_files), direct_io_(options.direct_io) {}
+    : torrent_(&torrent), download_dir_(std::move(shown)), root_(std::move(folder)),
+      open_files_(options.open_files ? std::move(options.open_files)
+                                     : std::make_shared<OpenFileCache>(options.max_open_files)),
+      owner_(open_files_->new_owner()), direct_io_(options.direct_io) {}
+
+PieceStore::~PieceStore() { release_files(); }
+
+PieceStore::PieceStore(PieceStore&& other) noexcept
+    : torrent_(other.torrent_), download_dir_(std::move(other.download_dir_)),
+      root_(std::move(other.root_)), open_files_(other.open_files_),
+      owner_(std::exchange(other.owner_, 0)), direct_io_(other.direct_io_) {}
+
+PieceStore& PieceStore::operator=(PieceStore&& other) noexcept {
+    if (this == &other) return *this;
+    release_files();
+    torrent_ = other.torrent_;
+    download_dir_ = std::move(other.download_dir_);
+    root_ = std::move(other.root_);
+    open_files_ = other.open_files_;
+    owner_ = std::exchange(other.owner_, 0);
+    direct_io_ = other.direct_io_;
+    return *this;
+}
+
+void PieceStore::release_files() {
+    if (owner_ != 0 && open_files_) open_files_->close_all(owner_);
+}
 
 std::string PieceStore::describe(std::size_t file_index, const std::string& what, int error) const {
     return what + " '" + torrent_->relative_path(file_index) + "' in '" + download_dir_ +
@@ -119,11 +146,13 @@ Status PieceStore::create_empty_files() {
 }
 
 Result<OpenFile*> PieceStore::file_for_writing(std::size_t file_index) {
-    if (OpenFile* open = open_files_.find(file_index)) return open;
-    if (auto evicted = open_files_.evict_if_full(); evicted && evicted->dirty) {
+    if (OpenFile* open = open_files_->find(owner_, file_index)) return open;
+    // The budget is the process's: the file closed may be another torrent's.
+    if (auto evicted = open_files_->evict_if_full(); evicted && evicted->dirty) {
         // Its pieces are acknowledged only after a sync, which needs the descriptor.
         if (const int error = sync_data(evicted->fd.get()); error != 0) {
-            deferred_sync_error_ = describe(evicted->file_index, "cannot sync", error);
+            open_files_->defer_sync_error(evicted->owner, "cannot sync " + evicted->label + ": " +
+                                                              std::strerror(error));
         }
     }
     auto opened = open_below(root_.get(), torrent_->relative_path(file_index));
@@ -137,7 +166,8 @@ Result<OpenFile*> PieceStore::file_for_writing(std::size_t file_index) {
             return make_error(describe(file_index, "cannot size", error));
         }
     }
-    return &open_files_.add(file_index, std::move(opened->fd));
+    return &open_files_->add(owner_, file_index, std::move(opened->fd),
+                             "'" + torrent_->relative_path(file_index) + "' in '" + download_dir_ + "'");
 }
 
 Status PieceStore::write_piece(PieceIndex index, std::span<const std::uint8_t> bytes) {
@@ -248,17 +278,49 @@ void PieceStore::choose_mode(OpenFile& file, bool direct) {
 }
 
 Status PieceStore::sync() {
-    std::string errors = std::move(deferred_sync_error_);
-    deferred_sync_error_.clear();
-    for (OpenFile& file : open_files_.files()) {
-        if (!file.dirty) continue;
-        file.dirty = false;
-        if (const int error = sync_data(file.fd.get()); error != 0) {
+    std::string errors = open_files_->take_sync_errors(owner_);
+    for (OpenFile* file : open_files_->files_of(owner_)) {
+        if (!file->dirty) continue;
+        file->dirty = false;
+        if (const int error = sync_data(file->fd.get()); error != 0) {
             if (!errors.empty()) errors += "; ";
-            errors += describe(file.file_index, "cannot sync", error);
+            errors += describe(file->file_index, "cannot sync", error);
         }
     }
     if (!errors.empty()) return make_error(std::move(errors));
+    return ok_status();
+}
+
+Status PieceStore::delete_files() {
+    release_files();
+    std::string errors;
+    const auto note = [&errors](const Error& error) {
+        if (!errors.empty()) errors += "; ";
+        errors += error.describe();
+    };
+    // The folders below the store's folder that the layout implies: every folder on the way
+    // to each file ("name", "name/sub", ...), never "" (the store's folder itself).
+    std::set<std::string> folders;
+    for (std::size_t i = 0; i < torrent_->files().size(); ++i) {
+        if (torrent_->files()[i].pad) continue;
+        const std::string path = torrent_->relative_path(i);
+        if (const Status removed = remove_file_below(root_.get(), path); !removed.ok()) {
+            note(removed.error());
+        }
+        for (std::size_t slash = path.find('/'); slash != std::string::npos; slash = path.find('/', slash + 1)) {
+            folders.insert(path.substr(0, slash));
+        }
+    }
+    std::vector<std::string> deepest_first(folders.begin(), folders.end());
+    std::sort(deepest_first.begin(), deepest_first.end(), [](const std::string& a, const std::string& b) {
+        return std::count(a.begin(), a.end(), '/') > std::count(b.begin(), b.end(), '/');
+    });
+    for (const std::string& folder : deepest_first) {
+        if (auto removed = remove_empty_directory_below(root_.get(), folder); !removed) {
+            note(removed.error());
+        }
+    }
+    if (!errors.empty()) return make_error("in '" + download_dir_ + "': " + errors);
     return ok_status();
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // Writes verified pieces into the torrent's files below the download directory.
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -15,6 +16,10 @@ namespace pw::writer {
 inline constexpr std::size_t kDefaultOpenFiles = 64;
 
 struct StoreOptions {
+    // The budget of open files shared by every store of the process (one cache, least
+    // recently used file closed first, whichever store it belongs to). Null: the store gets a
+    // cache of its own of `max_open_files`.
+    std::shared_ptr<OpenFileCache> open_files = nullptr;
     std::size_t max_open_files = kDefaultOpenFiles;
     // Write pieces whose memory, file offset and length are block-aligned with O_DIRECT: the
     // device reads them from the caller's memory, so the bytes are never copied into the page
@@ -38,9 +43,19 @@ struct PieceBytes {
 
 class PieceStore {
 public:
-    // Opens the download directory, creating it when missing. `torrent` must outlive the store.
+    // Opens the download directory, creating it when missing (following symbolic links: the
+    // user chose it). `torrent` must outlive the store.
     static Result<PieceStore> open(const Torrent& torrent, const std::string& download_dir,
                                    StoreOptions options = {});
+    // A store in the folder `folder` (opened by the caller, below a download root); `shown` is
+    // its path for messages.
+    PieceStore(const Torrent& torrent, UniqueFd folder, std::string shown, StoreOptions options);
+    // Closes its files (unsynced writes are not synced: sync() first to keep them).
+    ~PieceStore();
+    PieceStore(PieceStore&& other) noexcept;
+    PieceStore& operator=(PieceStore&& other) noexcept;
+    PieceStore(const PieceStore&) = delete;
+    PieceStore& operator=(const PieceStore&) = delete;
 
     // Zero-length files get no piece, so they are made here, once (existing ones are kept).
     Status create_empty_files();
@@ -56,14 +71,23 @@ public:
     // sync). An error means some written piece may be lost; write it again.
     Status sync();
 
-    std::size_t open_file_count() const { return open_files_.size(); }
+    // Closes the store's open files (without syncing them; the folder stays open).
+    void close_files() { release_files(); }
+    // Closes the store's files, then deletes exactly the torrent's files (pad files are never
+    // there) and then the folders the torrent's layout implies (a multi-file torrent's own
+    // folder and its subfolders), each only when empty, deepest first. Everything is opened
+    // below the store's folder with O_NOFOLLOW; the store's folder itself and what lies above
+    // it are never touched. Goes on past a file it cannot delete; the error names them all.
+    Status delete_files();
+
+    // This store's share of the open-file budget in use.
+    std::size_t open_file_count() const { return open_files_->size_of(owner_); }
     // Whether aligned pieces still bypass the page cache (false once the file system refused).
     bool direct_io() const { return direct_io_; }
     int root_fd() const { return root_.get(); }
 
 private:
-    PieceStore(const Torrent& torrent, std::string download_dir, UniqueFd root,
-               StoreOptions options);
+    void release_files();
 
     // Where one piece's bytes go, pad files left out; `piece` is its place in write_pieces.
     struct Chunk {
@@ -84,10 +108,9 @@ private:
     const Torrent* torrent_;
     std::string download_dir_;
     UniqueFd root_;
-    OpenFileCache open_files_;
+    std::shared_ptr<OpenFileCache> open_files_;
+    std::uint64_t owner_ = 0;  // this store's files in open_files_; 0 once moved from
     bool direct_io_;
-    // A sync failure of a file closed to make room, reported by the next sync().
-    std::string deferred_sync_error_;
 };
 
 }  // namespace pw::writer

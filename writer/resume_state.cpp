@@ -69,6 +69,13 @@ void PieceBits::set(PieceIndex piece) {
     ++count_;
 }
 
+void PieceBits::merge(const PieceBits& other) {
+    if (other.piece_count_ != piece_count_) return;
+    for (std::uint32_t i = 0; i < piece_count_; ++i) {
+        if (other.test(PieceIndex{i})) set(PieceIndex{i});
+    }
+}
+
 bool PieceBits::test(PieceIndex piece) const {
     if (piece.get() >= piece_count_) return false;
     return (static_cast<std::uint8_t>(bytes_[piece.get() / 8]) >> (7 - piece.get() % 8)) & 1u;
@@ -188,8 +195,15 @@ Status trim_oversized_files(int root_fd, const Torrent& torrent) {
     return ok_status();
 }
 
-PieceChecker::PieceChecker(const Torrent& torrent, int root_fd)
-    : torrent_(&torrent), root_fd_(root_fd) {}
+PieceDigests::PieceDigests(const Torrent& torrent) {
+    digests_.reserve(torrent.piece_count());
+    for (std::uint32_t i = 0; i < torrent.piece_count(); ++i) {
+        digests_.push_back(torrent.piece_hash(PieceIndex{i}));
+    }
+}
+
+PieceChecker::PieceChecker(const Torrent& torrent, const PieceDigests& hashes, int root_fd)
+    : torrent_(&torrent), hashes_(&hashes), root_fd_(root_fd) {}
 
 bool PieceChecker::read_span(std::size_t file_index, std::uint64_t offset, std::uint8_t* out,
                              std::uint64_t length) {
@@ -224,63 +238,98 @@ bool PieceChecker::check(PieceIndex piece) {
         }
         if (!read_span(span.file_index, span.file_offset, out, span.length)) return false;
     }
-    return hasher_.digest(buffer_.data(), buffer_.size()) == torrent_->piece_hash(piece);
+    return piece.get() < hashes_->size() &&
+           hasher_.digest(buffer_.data(), buffer_.size()) == (*hashes_)[piece];
 }
 
 std::optional<PieceBits> PieceChecker::check_all(const std::function<bool()>& keep_going) {
-    PieceBits done(torrent_->piece_count());
     // Asked before the first piece, then at most every kAskPeriod: asking per piece polled the
     // control socket 262,144 times for 4 GiB of 16 KiB pieces, about a second of system calls
     // spent before the first lease could go out, even with no file on disk.
     constexpr auto kAskPeriod = std::chrono::milliseconds(20);
-    auto next_ask = std::chrono::steady_clock::time_point::min();
-    for (std::uint32_t i = 0; i < torrent_->piece_count(); ++i) {
-        if (const auto now = std::chrono::steady_clock::now(); now >= next_ask) {
-            if (!keep_going()) return std::nullopt;
-            next_ask = now + kAskPeriod;
-        }
-        if (check(PieceIndex{i})) done.set(PieceIndex{i});
+    PieceBits done(torrent_->piece_count());
+    for (std::uint32_t i = 0; i < torrent_->piece_count();) {
+        if (!keep_going()) return std::nullopt;
+        const auto deadline = std::chrono::steady_clock::now() + kAskPeriod;
+        do {
+            if (check(PieceIndex{i})) done.set(PieceIndex{i});
+            ++i;
+        } while (i < torrent_->piece_count() && std::chrono::steady_clock::now() < deadline);
     }
-    open_fd_.reset();
-    open_index_.reset();
+    release();
     return done;
+}
+
+SlicedCheck::SlicedCheck(const Torrent& torrent, const PieceDigests& hashes, int root_fd)
+    : checker_(torrent, hashes, root_fd), verified_(torrent.piece_count()) {}
+
+bool SlicedCheck::run_until(std::chrono::steady_clock::time_point deadline) {
+    while (!finished()) {
+        if (checker_.check(PieceIndex{next_})) verified_.set(PieceIndex{next_});
+        ++next_;
+        if (std::chrono::steady_clock::now() >= deadline) break;
+    }
+    checker_.release();
+    return finished();
 }
 
 ResumeBook::ResumeBook(const Torrent& torrent, int root_fd, std::string state_dir)
     : torrent_(&torrent), root_fd_(root_fd), state_dir_(std::move(state_dir)),
-      file_name_(to_hex(torrent.info_hash()) + ".resume"),
+      file_name_(record_name(torrent.info_hash())),
       path_(state_dir_ + "/" + file_name_), done_(torrent.piece_count()) {}
 
-std::optional<ResumeBook::Start> ResumeBook::start(const std::function<bool()>& keep_going) {
+ResumeBook::Start ResumeBook::load() {
     Start start;
     std::error_code error;
-    std::string bytes;
     if (!std::filesystem::exists(path_, error)) {
         start.reason = "no resume record";
+    } else if (auto content = read_torrent_bytes(path_); !content) {  // a bounded read of a regular file
+        start.reason = "resume record unreadable: " + content.error().describe();
+    } else if (auto record = decode_resume(*content, *torrent_); !record) {
+        start.reason = "resume record refused: " + record.error().describe();
+    } else if (record->files != stamp_files(root_fd_, *torrent_)) {
+        start.reason = "files changed since the resume record was saved";
     } else {
-        auto content = read_torrent_bytes(path_);  // a bounded read of a regular file
-        if (!content) {
-            start.reason = "resume record unreadable: " + content.error().describe();
-        } else if (auto record = decode_resume(*content, *torrent_); !record) {
-            start.reason = "resume record refused: " + record.error().describe();
-        } else if (record->files != stamp_files(root_fd_, *torrent_)) {
-            start.reason = "files changed since the resume record was saved";
-        } else {
-            done_ = std::move(record->done);
-            start.trusted = true;
-            return start;
-        }
+        done_ = std::move(record->done);
+        start.trusted = true;
     }
+    return start;
+}
+
+std::optional<ResumeBook::Start> ResumeBook::start(const PieceDigests& hashes,
+                                                   const std::function<bool()>& keep_going) {
+    Start start = load();
+    if (start.trusted) return start;
     if (const Status trimmed = trim_oversized_files(root_fd_, *torrent_); !trimmed.ok()) {
         start.reason += "; " + trimmed.error().describe();
     }
-    PieceChecker checker(*torrent_, root_fd_);
+    PieceChecker checker(*torrent_, hashes, root_fd_);
     auto checked = checker.check_all(keep_going);
     if (!checked) return std::nullopt;
     done_ = std::move(*checked);
     // Best effort: without a record the next start checks again, which is only slower.
     if (const Status saved = save(); !saved.ok()) spdlog::warn("{}", saved.error().describe());
     return start;
+}
+
+std::optional<ResumeBook::Start> ResumeBook::start(const std::function<bool()>& keep_going) {
+    const PieceDigests hashes(*torrent_);
+    return start(hashes, keep_going);
+}
+
+Status ResumeBook::remove() { return remove_record(state_dir_, torrent_->info_hash()); }
+
+std::string record_name(const Sha1Digest& info_hash) { return to_hex(info_hash) + ".resume"; }
+
+Status remove_record(const std::string& state_dir, const Sha1Digest& info_hash) {
+    const std::string name = record_name(info_hash);
+    for (const std::string& file : {name, name + ".tmp"}) {
+        const std::string path = state_dir + "/" + file;
+        if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+            return make_error(errno_text("cannot delete", path, errno));
+        }
+    }
+    return ok_status();
 }
 
 Status ResumeBook::save() {

@@ -5,6 +5,7 @@
 // it had when the record was saved, and otherwise the files are hashed again (PieceChecker).
 // It is saved atomically (temp file, fsync, rename, fsync of the folder), so a crash at any
 // moment leaves either the previous record or the new one, never a torn mix.
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -30,6 +31,8 @@ public:
 
     void set(PieceIndex piece);
     bool test(PieceIndex piece) const;
+    // Sets every piece `other` has (of the same piece count; others are ignored).
+    void merge(const PieceBits& other);
     std::uint32_t count() const { return count_; }
     std::uint32_t piece_count() const { return piece_count_; }
     const std::string& bytes() const { return bytes_; }
@@ -63,31 +66,79 @@ Result<ResumeRecord> decode_resume(std::string_view bytes, const Torrent& torren
 Status replace_file_atomically(const std::string& dir, const std::string& name,
                                std::string_view content);
 
+// The record's file name for a torrent: `<info-hash hex>.resume`.
+std::string record_name(const Sha1Digest& info_hash);
+// Deletes a torrent's record in `state_dir` (and a temp file a crash left beside it); a
+// missing one is no error.
+Status remove_record(const std::string& state_dir, const Sha1Digest& info_hash);
+
 // Stamps of every file of the torrent below root_fd (pad files: never present).
 std::vector<FileStamp> stamp_files(int root_fd, const Torrent& torrent);
+
+// A torrent's piece hashes alone, 20 bytes a piece: what a check needs, kept after the info
+// dictionary itself (the hashes and the file list again, in bencode) is forgotten.
+class PieceDigests {
+public:
+    PieceDigests() = default;
+    // Copies the hashes of `torrent`, which must still have them.
+    explicit PieceDigests(const Torrent& torrent);
+    const Sha1Digest& operator[](PieceIndex piece) const { return digests_.at(piece.get()); }
+    std::size_t size() const { return digests_.size(); }
+
+private:
+    std::vector<Sha1Digest> digests_;
+};
 
 // Hashes pieces from whatever files exist below root_fd, one piece at a time through one
 // reusable buffer (memory: one piece). Missing files and short files just fail the pieces
 // they hold.
 class PieceChecker {
 public:
-    PieceChecker(const Torrent& torrent, int root_fd);
+    // `torrent` and `hashes` must outlive the checker.
+    PieceChecker(const Torrent& torrent, const PieceDigests& hashes, int root_fd);
     // Every piece; `keep_going` is asked before the first and then every 20 ms or so (between
     // pieces), and stops the check when false.
     std::optional<PieceBits> check_all(const std::function<bool()>& keep_going);
     bool check(PieceIndex piece);
+    // Closes the file read last (reopened when needed again).
+    void release() {
+        open_fd_.reset();
+        open_index_.reset();
+    }
 
 private:
     bool read_span(std::size_t file_index, std::uint64_t offset, std::uint8_t* out,
                    std::uint64_t length);
 
     const Torrent* torrent_;
+    const PieceDigests* hashes_;
     int root_fd_;
     std::vector<std::uint8_t> buffer_;
     Sha1Hasher hasher_;
     // The file read last: pieces come in order, so this is nearly always the one needed next.
     std::optional<std::size_t> open_index_;
     UniqueFd open_fd_;
+};
+
+// Every piece of a torrent hashed, a slice at a time: the writer's loop gives each check it
+// runs a few milliseconds per turn, so other torrents keep writing and heartbeats flow.
+class SlicedCheck {
+public:
+    // `torrent` and `hashes` must outlive the check.
+    SlicedCheck(const Torrent& torrent, const PieceDigests& hashes, int root_fd);
+    // Hashes pieces in order until `deadline` has passed (at least one piece a call) or every
+    // piece is checked; true once every piece is. The file read last is closed at the end of
+    // each call: a check holds no descriptor between its slices.
+    bool run_until(std::chrono::steady_clock::time_point deadline);
+    bool finished() const { return next_ >= verified_.piece_count(); }
+    // The pieces that verified so far.
+    const PieceBits& verified() const { return verified_; }
+    std::uint32_t checked() const { return next_; }
+
+private:
+    PieceChecker checker_;
+    PieceBits verified_;
+    std::uint32_t next_ = 0;
 };
 
 // Cuts files longer than the torrent says to their length: bytes past the end belong to no
@@ -102,18 +153,29 @@ public:
 
     struct Start {
         bool trusted = false;  // the saved record held; nothing was hashed
-        std::string reason;    // why the files were checked again (empty when trusted)
+        std::string reason;    // why the files must be checked again (empty when trusted)
     };
-    // Loads the record and trusts it when every file is as it was saved; otherwise trims
-    // oversized files and hashes every piece, then saves the result. Nullopt when
-    // `keep_going` stopped the check.
+    // Loads the record and trusts it when it parses, names this torrent and every file's
+    // existence, size and mtime are as it was saved: done() is then its pieces. Otherwise
+    // done() stays empty and `reason` says why the files must be checked (trim_oversized_files,
+    // then every piece, then replace() and save()).
+    Start load();
+    // All of a start in one call: load(), and when the record is not trusted, trims oversized
+    // files, hashes every piece with `hashes` and saves the result. Nullopt when `keep_going`
+    // stopped the check.
+    std::optional<Start> start(const PieceDigests& hashes, const std::function<bool()>& keep_going);
+    // The same with the torrent's own piece hashes (it must still have them).
     std::optional<Start> start(const std::function<bool()>& keep_going);
 
     const PieceBits& done() const { return done_; }
     void mark_done(PieceIndex piece) { done_.set(piece); }
+    // The pieces a check found (and those written since it began).
+    void replace(PieceBits done) { done_ = std::move(done); }
     // Stamps the files as they are now and saves them with the done pieces. Pieces written
     // but not yet synced are not in done(), so a stamp taken after their write is harmless.
     Status save();
+    // Deletes the record (and a temp file a crash left beside it); a missing one is no error.
+    Status remove();
     const std::string& path() const { return path_; }
 
 private:

@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace pw::writer {
 
@@ -63,7 +64,118 @@ Result<UniqueFd> open_or_make_directory(int parent_fd, const std::string& name,
     return make_error("directory '" + std::string(shown_path) + "' vanished while being created");
 }
 
+bool unsafe_path(std::string_view path) {
+    for (std::string_view element : split_path(path)) {
+        if (is_unsafe_element(element)) return true;
+    }
+    return false;
+}
+
+// The folder holding the last element of `relative_path`, opened below `root_fd` element by
+// element with O_NOFOLLOW and never created: an invalid fd when a folder on the way is
+// missing. `leaf` is set to the last element.
+Result<UniqueFd> open_parent_below(int root_fd, std::string_view relative_path, std::string& leaf) {
+    if (unsafe_path(relative_path)) {
+        return make_error("refusing the unsafe path '" + std::string(relative_path) + "'");
+    }
+    const std::vector<std::string_view> elements = split_path(relative_path);
+    UniqueFd current;
+    for (std::size_t i = 0; i + 1 < elements.size(); ++i) {
+        const int dir_fd = current.valid() ? current.get() : root_fd;
+        const std::string name(elements[i]);
+        const int fd = ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            const int error = errno;
+            if (error == ENOENT) return UniqueFd();
+            if (error == ELOOP || error == ENOTDIR) return make_error(refusal(dir_fd, name, relative_path, error));
+            return make_error(describe_errno("cannot open", relative_path, error));
+        }
+        current = UniqueFd(fd);
+    }
+    if (!current.valid()) {
+        // The leaf sits in root_fd itself: a descriptor of our own, so callers own what they get.
+        const int fd = ::fcntl(root_fd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) return make_error(describe_errno("cannot use the folder of", relative_path, errno));
+        current = UniqueFd(fd);
+    }
+    leaf = std::string(elements.back());
+    return current;
+}
+
 }  // namespace
+
+Result<UniqueFd> open_directory_below(int root_fd, std::string_view relative_path, bool create) {
+    if (relative_path.empty()) {
+        const int fd = ::fcntl(root_fd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) return make_error(std::string("cannot use the folder: ") + std::strerror(errno));
+        return UniqueFd(fd);
+    }
+    if (unsafe_path(relative_path)) {
+        return make_error("refusing the unsafe path '" + std::string(relative_path) + "'");
+    }
+    const std::vector<std::string_view> elements = split_path(relative_path);
+    UniqueFd current;
+    for (const std::string_view element : elements) {
+        const auto shown_length =
+            static_cast<std::size_t>(element.data() - relative_path.data()) + element.size();
+        const std::string_view shown = relative_path.substr(0, shown_length);
+        const int dir_fd = current.valid() ? current.get() : root_fd;
+        if (create) {
+            auto next = open_or_make_directory(dir_fd, std::string(element), shown);
+            if (!next) return next.error();
+            current = std::move(next.value());
+            continue;
+        }
+        const std::string name(element);
+        const int fd = ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            const int error = errno;
+            if (error == ENOENT) return UniqueFd();
+            if (error == ELOOP || error == ENOTDIR) return make_error(refusal(dir_fd, name, shown, error));
+            return make_error(describe_errno("cannot open directory", shown, error));
+        }
+        current = UniqueFd(fd);
+    }
+    return current;
+}
+
+Status remove_file_below(int root_fd, std::string_view relative_path) {
+    std::string leaf;
+    auto parent = open_parent_below(root_fd, relative_path, leaf);
+    if (!parent) return parent.error();
+    if (!parent->valid()) return ok_status();  // its folder is gone, and so is it
+    struct stat info {};
+    if (::fstatat(parent->get(), leaf.c_str(), &info, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) return ok_status();
+        return make_error(describe_errno("cannot inspect", relative_path, errno));
+    }
+    if (!S_ISREG(info.st_mode)) {
+        return make_error("not deleting '" + std::string(relative_path) +
+                          (S_ISLNK(info.st_mode) ? "': a symbolic link" : "': not a regular file"));
+    }
+    // Should a symbolic link replace the file after the look above, unlinkat removes the link
+    // itself: it never follows the last element.
+    if (::unlinkat(parent->get(), leaf.c_str(), 0) != 0 && errno != ENOENT) {
+        return make_error(describe_errno("cannot delete", relative_path, errno));
+    }
+    sync_directory(parent->get());
+    return ok_status();
+}
+
+Result<bool> remove_empty_directory_below(int root_fd, std::string_view relative_path) {
+    std::string leaf;
+    auto parent = open_parent_below(root_fd, relative_path, leaf);
+    if (!parent) return parent.error();
+    if (!parent->valid()) return false;
+    // AT_REMOVEDIR refuses a symbolic link (ENOTDIR) and a folder that is not empty.
+    if (::unlinkat(parent->get(), leaf.c_str(), AT_REMOVEDIR) != 0) {
+        const int error = errno;
+        if (error == ENOENT || error == ENOTEMPTY || error == EEXIST || error == ENOTDIR) return false;
+        return make_error(describe_errno("cannot delete the folder", relative_path, error));
+    }
+    sync_directory(parent->get());
+    return true;
+}
 
 Result<UniqueFd> open_download_dir(const std::string& path) {
     std::error_code error;
