@@ -1,20 +1,23 @@
 #include "writer/writer_stage.hpp"
 
 #include <algorithm>
-#include <array>
+#include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <vector>
 
 #include <spdlog/spdlog.h>
 
-#include "core/bus/welcome.hpp"
 #include "core/bus/piece_arena.hpp"
+#include "core/bus/stage.hpp"
+#include "core/bus/welcome.hpp"
 #include "core/metainfo.hpp"
-#include "writer/batch_writer.hpp"
-#include "writer/piece_store.hpp"
-#include "writer/resume_state.hpp"
+#include "writer/download_roots.hpp"
+#include "writer/open_file_cache.hpp"
+#include "writer/reports.hpp"
+#include "writer/torrent_writer.hpp"
 
 namespace pw::writer {
 
@@ -25,157 +28,290 @@ namespace {
 // Batches read per turn of the loop: up to a few hundred pieces, then the control link gets
 // its turn.
 constexpr int kBatchesPerTurn = 4;
-// Long enough for the last acknowledgements to leave before the process ends.
-constexpr int kExitLingerMs = 2000;
+// How long the loop may sleep with nothing to sync (the heartbeat wakes it sooner).
+constexpr std::chrono::milliseconds kIdle{60'000};
 
-// Pieces written but not yet durable, acknowledged together after the next sync.
-class AckBatch {
-public:
-    AckBatch(PieceStore& store, bus::ControlLink& link, ResumeBook& book,
-             std::chrono::milliseconds save_interval, std::uint32_t piece_count)
-        : store_(store), link_(link), book_(book), save_interval_(save_interval),
-          pending_pieces_(piece_count, false) {}
+namespace fs = std::filesystem;
 
-    void add(const PieceRef& piece) {
-        pending_.push_back(piece);
-        mark_pending(piece.piece, true);
+// The forms a path may be compared in: as given (absolute, normalized) and with its symbolic
+// links resolved, when that differs.
+std::vector<std::string> forms_of(const std::string& path) {
+    std::error_code error;
+    std::vector<std::string> forms{fs::absolute(path, error).lexically_normal().string()};
+    const std::string resolved = fs::weakly_canonical(path, error).lexically_normal().string();
+    if (!error && resolved != forms.front()) forms.push_back(resolved);
+    for (std::string& form : forms) {
+        while (form.size() > 1 && form.back() == '/') form.pop_back();
     }
-    // Written and awaiting the next sync.
-    bool holds(PieceIndex piece) const {
-        return piece.get() < pending_pieces_.size() && pending_pieces_[piece.get()];
-    }
-    std::size_t size() const { return pending_.size(); }
-    // How long until the pending pieces may be synced: syncs are at least `interval` apart,
-    // and the first one (or the first after a quiet spell) is due at once. So is the one that
-    // completes the torrent: nothing more will come, and the download ends with its ack.
-    std::chrono::milliseconds until_due(std::chrono::milliseconds interval) const {
-        if (!last_sync_ || book_.done().count() + pending_not_done_ >= pending_pieces_.size()) {
-            return std::chrono::milliseconds(0);
-        }
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            *last_sync_ + interval - bus::Clock::now());
-        return std::max(left, std::chrono::milliseconds(0));
-    }
+    return forms;
+}
 
-    // Syncs the touched files, then acknowledges every pending piece in one PiecesWritten (or
-    // reports each as failed when the sync failed: their bytes may be lost).
-    void flush() {
-        last_sync_ = bus::Clock::now();
-        if (pending_.empty()) return;
-        const Status synced = store_.sync();
-        if (!synced.ok()) spdlog::error("{}", synced.error().describe());
-        v1::Envelope written;
-        auto* acknowledged = written.mutable_pieces_written();
-        for (const PieceRef& piece : pending_) {
-            mark_pending(piece.piece, false);
-            // A second copy of a piece durable before this sync stays durable whatever it did.
-            if (synced.ok() || book_.done().test(piece.piece)) {
-                book_.mark_done(piece.piece);
-                auto* ref = acknowledged->add_pieces();
-                ref->set_piece(piece.piece.get());
-                ref->set_lease_id(piece.lease_id);
-            } else {
-                report_write_failed(PieceProblem{piece, synced.error().describe()});
+// The file of `torrent` that would lie in the state folder (the default one, DIR/.piecework,
+// is inside the default root): a torrent named ".piecework" must not write, or delete,
+// another torrent's resume record. Empty when none does.
+std::string file_in_state_dir(const Torrent& torrent, const std::string& folder, const std::string& state_dir) {
+    for (const std::string& folder_form : forms_of(folder)) {
+        for (const std::string& state_form : forms_of(state_dir)) {
+            const std::string prefix = folder_form == "/" ? "/" : folder_form + "/";
+            if (state_form.rfind(prefix, 0) != 0) continue;
+            const std::string inside = state_form.substr(prefix.size());
+            for (std::size_t i = 0; i < torrent.files().size(); ++i) {
+                const std::string path = torrent.relative_path(i);
+                if (path == inside || path.rfind(inside + "/", 0) == 0) return path;
             }
         }
-        if (acknowledged->pieces_size() > 0) link_.send(written);
-        pending_.clear();
-        if (synced.ok() && bus::Clock::now() >= next_save_) save_record();
+    }
+    return {};
+}
+
+std::vector<PieceProblem> every_piece(const v1::PieceBatch& batch, const std::string& why) {
+    std::vector<PieceProblem> problems;
+    for (const auto& piece : batch.pieces()) {
+        problems.push_back(PieceProblem{{PieceIndex{piece.piece()}, piece.lease_id()}, why});
+    }
+    return problems;
+}
+
+class WriterBody final : public bus::StageBody {
+public:
+    WriterBody(bus::Stage& stage, const WriterOptions& options, DownloadRoots roots)
+        : stage_(stage), roots_(std::move(roots)) {
+        settings_.state_dir = state_dir_of(options);
+        settings_.sync_interval = options.sync_interval;
+        settings_.state_save_interval = options.state_save_interval;
+        settings_.store.direct_io = options.direct_io;
+        settings_.store.open_files = std::make_shared<OpenFileCache>(options.max_open_files);
     }
 
-    // The resume record: after syncs (throttled) and at the end.
-    void save_record() {
-        next_save_ = bus::Clock::now() + save_interval_;
-        if (const Status saved = book_.save(); !saved.ok()) {
-            spdlog::warn("resume record not saved: {}", saved.error().describe());
+    void on_control(bus::Incoming& message) override {
+        const v1::Envelope& envelope = message.envelope;
+        if (envelope.has_torrent_added()) {
+            added(envelope.torrent_added());
+        } else if (envelope.has_torrent_info()) {
+            info(message);
+        } else if (envelope.has_torrent_removed()) {
+            removed(TorrentId{envelope.torrent_removed().torrent()}, envelope.torrent_removed().delete_data());
+        } else if (envelope.has_verify_torrent()) {
+            verify(TorrentId{envelope.verify_torrent().torrent()});
+        } else {
+            spdlog::debug("ignored a {} message", bus::body_name(envelope));
         }
     }
 
-    void report_write_failed(const PieceProblem& failed) {
-        spdlog::error("piece {} not written: {}", failed.piece.piece.get(), failed.why);
-        v1::Envelope report;
-        report.mutable_write_failed()->set_piece(failed.piece.piece.get());
-        report.mutable_write_failed()->set_lease_id(failed.piece.lease_id);
-        report.mutable_write_failed()->set_error(failed.why);
-        link_.send(report);
+    void on_terminate(const std::string& reason) override {
+        std::size_t closed = 0;
+        for (auto& [id, entry] : torrents_) {
+            if (!entry.writer) continue;
+            entry.writer->close();
+            ++closed;
+        }
+        spdlog::info("stopping ({}): {} torrent(s) synced, their records saved", reason, closed);
+    }
+
+    v1::Heartbeat heartbeat() override {
+        std::size_t pending = 0;
+        for (const auto& [id, entry] : torrents_) {
+            if (entry.writer) pending += entry.writer->pending();
+        }
+        v1::Heartbeat beat;
+        beat.set_queue_depth(static_cast<std::uint32_t>(pending));
+        return beat;
+    }
+
+    void take_batch(const bus::Incoming& in) {
+        if (!in.envelope.has_piece_batch()) {
+            spdlog::warn("dropped a message of type {} from '{}': only piece batches belong on this socket",
+                         bus::body_name(in.envelope), in.envelope.sender());
+            return;
+        }
+        const v1::PieceBatch& batch = in.envelope.piece_batch();
+        const TorrentId id{batch.torrent()};
+        const auto found = torrents_.find(id);
+        if (found != torrents_.end() && !found->second.refusal.empty()) {
+            // Never a byte into a refused folder; the orchestrator hears why for each piece.
+            for (const PieceProblem& problem : every_piece(batch, found->second.refusal)) {
+                send_write_failed(stage_.link(), id, problem.piece, problem.why);
+            }
+            send_all_slots_freed(stage_.link(), batch);
+            return;
+        }
+        if (found == torrents_.end() || !found->second.writer || !found->second.writer->open_for_writes()) {
+            // Unknown, removed, or its files not checked yet: nobody is to blame.
+            send_dropped(stage_.link(), id,
+                         every_piece(batch, "torrent " + std::to_string(id.get()) + " not open here"),
+                         found == torrents_.end());
+            send_all_slots_freed(stage_.link(), batch);
+            return;
+        }
+        found->second.writer->write(batch, in.frames, arenas_);
+    }
+
+    // Every turn: a slice of hashing for the checks that run, round-robin over their
+    // torrents, then the syncs that are due.
+    void work() {
+        const auto deadline = bus::Clock::now() + kCheckSlice;
+        std::vector<TorrentWriter*> checking;
+        for (auto& [id, entry] : torrents_) {
+            if (entry.writer && entry.writer->checking()) checking.push_back(entry.writer.get());
+        }
+        if (!checking.empty()) {
+            // Start after the torrent that had the last slice, wrapping round.
+            const auto first = std::find_if(checking.begin(), checking.end(),
+                                             [this](const TorrentWriter* w) { return w->id() > last_checked_; });
+            std::rotate(checking.begin(), first, checking.end());
+            for (TorrentWriter* writer : checking) {
+                last_checked_ = writer->id();
+                writer->check_until(deadline);
+                if (bus::Clock::now() >= deadline) break;
+            }
+        }
+        for (auto& [id, entry] : torrents_) {
+            if (entry.writer) entry.writer->flush_if_due();
+        }
+    }
+
+    // No sleep while a check has work; otherwise until the first sync due.
+    std::chrono::milliseconds timeout() const {
+        auto timeout = kIdle;
+        for (const auto& [id, entry] : torrents_) {
+            if (!entry.writer) continue;
+            if (entry.writer->checking()) return std::chrono::milliseconds(0);
+            if (const auto due = entry.writer->until_sync_due()) timeout = std::min(timeout, *due);
+        }
+        return timeout;
     }
 
 private:
-    void mark_pending(PieceIndex piece, bool pending) {
-        if (piece.get() >= pending_pieces_.size() || pending_pieces_[piece.get()] == pending) return;
-        pending_pieces_[piece.get()] = pending;
-        if (!book_.done().test(piece)) pending ? ++pending_not_done_ : --pending_not_done_;
-    }
+    struct Entry {
+        bus::AddedTorrent added;
+        std::optional<DownloadRoots::Placement> placement;
+        // Non-empty: the download folder is refused, and with it every piece of the torrent.
+        std::string refusal;
+        bool answered = false;  // a TorrentInfo was answered (refused torrents)
+        std::uint32_t piece_count = 0;  // of a refused torrent, once answered
+        bool verify_waiting = false;  // a VerifyTorrent came before the TorrentInfo
+        std::unique_ptr<TorrentWriter> writer;  // once the TorrentInfo came
+    };
 
-    PieceStore& store_;
-    bus::ControlLink& link_;
-    ResumeBook& book_;
-    std::chrono::milliseconds save_interval_;
-    bus::Clock::time_point next_save_{};
-    std::vector<PieceRef> pending_;
-    std::vector<bool> pending_pieces_;  // by piece: in pending_
-    std::size_t pending_not_done_ = 0;  // pieces in pending_ the book does not hold yet
-    std::optional<bus::Clock::time_point> last_sync_;
-};
-
-// The worker gets its slots back now (within the report linger), not after the sync: the
-// bytes are in the file (or will never be taken from the slot), and a worker short of slots
-// stops fetching.
-void send_slots_freed(bus::ControlLink& link, const v1::PieceBatch& batch,
-                      const std::vector<std::uint64_t>& lease_ids) {
-    if (lease_ids.empty()) return;
-    v1::Envelope envelope;
-    auto* freed = envelope.mutable_slots_freed();
-    freed->set_worker(batch.worker());
-    freed->set_arena_id(batch.arena().id());
-    for (const std::uint64_t lease_id : lease_ids) freed->add_lease_ids(lease_id);
-    link.queue_report(std::move(envelope));
-}
-
-// One PiecesDropped per distinct reason (nearly always one).
-void send_dropped(bus::ControlLink& link, const std::vector<PieceProblem>& dropped) {
-    std::map<std::string, std::vector<PieceRef>> by_reason;
-    for (const PieceProblem& problem : dropped) by_reason[problem.why].push_back(problem.piece);
-    for (const auto& [reason, pieces] : by_reason) {
-        spdlog::warn("dropped {} piece(s), to be fetched again: {}", pieces.size(), reason);
-        v1::Envelope envelope;
-        auto* report = envelope.mutable_pieces_dropped();
-        report->set_reason(reason);
-        for (const PieceRef& piece : pieces) {
-            auto* ref = report->add_pieces();
-            ref->set_piece(piece.piece.get());
-            ref->set_lease_id(piece.lease_id);
+    void added(const v1::TorrentAdded& message) {
+        auto torrent = bus::read_torrent_added(message);
+        if (!torrent) {
+            spdlog::warn("ignored a torrent: {}", torrent.error().describe());
+            return;
         }
-        link.queue_report(std::move(envelope));
+        if (const auto known = torrents_.find(torrent->id); known != torrents_.end()) {
+            if (known->second.added.info_hash != torrent->info_hash) {
+                spdlog::warn("ignored torrent {} added again with another info-hash", torrent->id.get());
+            }
+            return;  // a repeat, after a repeated Hello
+        }
+        Entry entry;
+        entry.added = std::move(torrent).value();
+        if (auto placed = roots_.place(entry.added.download_dir)) {
+            entry.placement = std::move(placed).value();
+        } else {
+            refuse(entry, placed.error().describe());
+        }
+        torrents_.emplace(entry.added.id, std::move(entry));
     }
-}
 
-void handle_batch(PieceStore& store, bus::ArenaReader& arenas, const ResumeBook& book,
-                  AckBatch& acks, bus::ControlLink& link, const bus::Incoming& in) {
-    if (!in.envelope.has_piece_batch()) {
-        spdlog::warn("dropped a message of type {} from '{}': only piece batches belong on this socket",
-                     bus::body_name(in.envelope), in.envelope.sender());
-        return;
+    void refuse(Entry& entry, const std::string& why) {
+        entry.refusal = why;
+        spdlog::error("torrent {} ('{}') refused: {}; none of its pieces will be written",
+                      entry.added.id.get(), entry.added.name, why);
     }
-    const v1::PieceBatch& batch = in.envelope.piece_batch();
-    const BatchOutcome outcome = write_batch(store, arenas, batch, in.frames, [&](PieceIndex piece) {
-        return book.done().test(piece) || acks.holds(piece);
-    });
-    send_slots_freed(link, batch, outcome.freed_leases);
-    send_dropped(link, outcome.dropped);
-    for (const PieceProblem& failed : outcome.failed) acks.report_write_failed(failed);
-    for (const PieceRef& written : outcome.written) acks.add(written);
-}
 
-// Sends the pieces already on disk; always, even none: the orchestrator leases nothing
-// before it has heard this.
-void send_resume_state(bus::ControlLink& link, const PieceBits& done) {
-    v1::Envelope envelope;
-    envelope.mutable_resume_state()->set_pieces_done(done.count());
-    std::vector<zmq::message_t> frames;
-    frames.emplace_back(done.bytes().data(), done.bytes().size());
-    link.send(envelope, frames);
-}
+    void info(const bus::Incoming& message) {
+        const TorrentId id{message.envelope.torrent_info().torrent()};
+        const auto found = torrents_.find(id);
+        if (found == torrents_.end()) {
+            spdlog::warn("ignored the info of torrent {}: it was never added", id.get());
+            return;
+        }
+        Entry& entry = found->second;
+        if (entry.writer || entry.answered) {
+            spdlog::debug("ignored the info of torrent {}: open here already", id.get());
+            return;
+        }
+        auto torrent = bus::read_torrent_info(entry.added.info_hash, message, PieceHashes::keep);
+        if (!torrent) {
+            spdlog::warn("torrent {}: {}", id.get(), torrent.error().describe());
+            return;
+        }
+        if (entry.refusal.empty()) {
+            if (const std::string file = file_in_state_dir(*torrent, entry.placement->shown, settings_.state_dir);
+                !file.empty()) {
+                refuse(entry, "its file '" + file + "' would lie in the writer's state folder '" +
+                                  settings_.state_dir + "'");
+            }
+        }
+        if (entry.refusal.empty()) {
+            auto folder = roots_.open_folder(*entry.placement);
+            if (!folder) refuse(entry, folder.error().describe());
+            if (folder) {
+                entry.writer = std::make_unique<TorrentWriter>(id, std::move(torrent).value(),
+                                                               std::move(folder).value(),
+                                                               entry.placement->shown, settings_,
+                                                               stage_.link());
+                entry.writer->start();
+                if (entry.verify_waiting) entry.writer->verify();
+                bus::release_start_up_memory();  // the frame and the parser's copies
+                return;
+            }
+        }
+        // Refused: nothing on disk is ours to count. The orchestrator waits for an answer.
+        entry.answered = true;
+        entry.piece_count = torrent->piece_count();
+        send_resume_state(stage_.link(), id, PieceBits(torrent->piece_count()), entry.verify_waiting);
+        entry.verify_waiting = false;
+    }
+
+    void removed(TorrentId id, bool delete_data) {
+        const auto found = torrents_.find(id);
+        if (found == torrents_.end()) {
+            spdlog::debug("ignored the removal of torrent {}: not known here", id.get());
+            return;
+        }
+        Entry& entry = found->second;
+        if (entry.writer && delete_data) {
+            entry.writer->delete_data();
+        } else if (entry.writer) {
+            entry.writer->close();
+        } else if (delete_data) {
+            if (const Status removed = remove_record(settings_.state_dir, entry.added.info_hash); !removed.ok()) {
+                spdlog::warn("torrent {}: {}", id.get(), removed.error().describe());
+            }
+        }
+        spdlog::info("torrent {} ('{}') removed{}", id.get(), entry.added.name,
+                     delete_data ? (entry.writer ? ", its files deleted" : ", its record deleted") : "");
+        torrents_.erase(found);
+    }
+
+    void verify(TorrentId id) {
+        const auto found = torrents_.find(id);
+        if (found == torrents_.end()) {
+            spdlog::warn("ignored a verify of torrent {}: not known here", id.get());
+            return;
+        }
+        Entry& entry = found->second;
+        if (entry.writer) {
+            entry.writer->verify();
+        } else if (entry.answered) {
+            // Refused: nothing of it is on disk here.
+            spdlog::warn("torrent {}: nothing to verify, its download folder is refused", id.get());
+            send_resume_state(stage_.link(), id, PieceBits(entry.piece_count), true);
+        } else {
+            entry.verify_waiting = true;
+        }
+    }
+
+    bus::Stage& stage_;
+    DownloadRoots roots_;
+    TorrentSettings settings_;
+    bus::ArenaReader arenas_;  // one for the stage's life: an arena is mapped once
+    std::map<TorrentId, Entry> torrents_;
+    TorrentId last_checked_{0};
+};
 
 }  // namespace
 
@@ -191,94 +327,30 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
     gatekeeper.secure(from_verifier, "verified");
     from_verifier.bind(options.verified);
 
-    bus::ControlLink link(context, options.control, options.name, v1::ROLE_WRITER, options.timing,
-                          options.curve);
-    link.attach_metrics(options.metrics);
-    // Kept for the check of the files already on disk, forgotten after it.
-    Torrent torrent = bus::read_welcome(link.handshake(), PieceHashes::keep).torrent;
-    auto opened = PieceStore::open(torrent, options.dir, StoreOptions{.direct_io = options.direct_io});
-    if (!opened) throw std::runtime_error(opened.error().describe());
-    PieceStore store = std::move(opened.value());
-    if (const Status made = store.create_empty_files(); !made.ok()) {
-        spdlog::error("{}", made.error().describe());
+    auto roots = DownloadRoots::open(options.dir, options.allow_dirs);
+    if (!roots) throw std::runtime_error(roots.error().describe());
+    for (std::size_t i = 0; i < roots->size(); ++i) {
+        spdlog::info("{} '{}'", i == 0 ? "download root (the default)" : "download root", roots->path(i));
     }
-    spdlog::info("writing '{}' ({} bytes, {} files) below '{}'{}", torrent.name(),
-                 torrent.total_size(), torrent.files().size(), options.dir,
-                 options.direct_io ? ", aligned pieces past the page cache" : "");
 
-    ResumeBook book(torrent, store.root_fd(), state_dir_of(options));
-    // Checking the files may take a while: keep the control link alive meanwhile, and stop
-    // when told to.
-    bool shutdown_during_check = false;
-    const auto started = book.start([&] {
-        while (auto message = link.poll_message()) {
-            if (message->envelope.has_shutdown()) shutdown_during_check = true;
-        }
-        if (shutdown_during_check) return false;
-        if (!link.tick(v1::Heartbeat{})) throw std::runtime_error("the orchestrator fell silent");
-        return true;
-    });
-    if (!started) {
-        spdlog::info("shut down while checking the files already on disk");
-        link.socket().set(zmq::sockopt::linger, kExitLingerMs);
-        return 0;
-    }
-    if (started->trusted) {
-        spdlog::info("resume record '{}' holds: {} of {} pieces on disk", book.path(),
-                     book.done().count(), torrent.piece_count());
-    } else {
-        spdlog::info("checked the files ({}): {} of {} pieces on disk", started->reason,
-                     book.done().count(), torrent.piece_count());
-    }
-    send_resume_state(link, book.done());
-    torrent.forget_piece_hashes();
-    bus::release_start_up_memory();  // the Welcome's .torrent, the hashes, the check's buffer
+    bus::Stage stage(context, bus::StageConfig{options.control, options.name, v1::ROLE_WRITER,
+                                               options.timing, options.curve, options.metrics,
+                                               options.signal_fd});
+    if (!stage.handshake()) return 0;
+    WriterBody body(stage, options, std::move(roots).value());
 
-    AckBatch batch(store, link, book, options.state_save_interval, torrent.piece_count());
-    bus::ArenaReader arenas;
-    auto finish = [&](int code) {
-        batch.flush();
-        batch.save_record();
-        link.socket().set(zmq::sockopt::linger, kExitLingerMs);
-        return code;
-    };
-
-    for (;;) {
-        auto timeout = link.until_next_tick();
-        if (batch.size() > 0) timeout = std::min(timeout, batch.until_due(options.sync_interval));
-        std::array<zmq::pollitem_t, 2> items{{
-            {link.socket().handle(), 0, ZMQ_POLLIN, 0},
-            {from_verifier.handle(), 0, ZMQ_POLLIN, 0},
-        }};
-        zmq::poll(items.data(), items.size(), timeout);
-
-        while (auto message = link.poll_message()) {
-            if (message->envelope.has_shutdown()) {
-                spdlog::info("shutting down: {}", message->envelope.shutdown().reason());
-                return finish(0);
-            }
-            spdlog::debug("ignored control message of type {}",
-                          static_cast<int>(message->envelope.body_case()));
-        }
-
+    bus::PollLoop loop(stage, body);
+    loop.watch(from_verifier, [] { return short{ZMQ_POLLIN}; }, [&](short) {
         for (int i = 0; i < kBatchesPerTurn; ++i) {
             bus::Incoming in;
             const bus::RecvStatus status = bus::receive(from_verifier, false, in);
             if (status == bus::RecvStatus::would_block) break;
-            if (status == bus::RecvStatus::ok) handle_batch(store, arenas, book, batch, link, in);
+            if (status == bus::RecvStatus::ok) body.take_batch(in);
         }
-
-        if (batch.size() > 0 && batch.until_due(options.sync_interval).count() == 0) {
-            batch.flush();
-        }
-
-        v1::Heartbeat beat;
-        beat.set_queue_depth(static_cast<std::uint32_t>(batch.size()));
-        if (!link.tick(beat)) {
-            spdlog::error("the orchestrator has been silent too long; giving up");
-            return finish(1);
-        }
-    }
+    });
+    loop.set_timeout([&body] { return body.timeout(); });
+    loop.every_turn([&body] { body.work(); });
+    return loop.run();
 }
 
 }  // namespace pw::writer

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <initializer_list>
 #include <optional>
 #include <set>
 #include <string>
@@ -73,9 +74,33 @@ public:
         }
     }
 
-    // Sends `envelope` to every stage welcomed so far.
-    void send_all(v1::Envelope envelope) {
-        for (const std::string& identity : stages_) bus::send(router_, "orchestrator", envelope, {}, &identity);
+    // Sends `envelope` (and raw frames after it) to every stage welcomed so far.
+    void send_all(v1::Envelope envelope, const std::vector<std::string>& frames = {}) {
+        for (const std::string& identity : stages_) {
+            std::vector<zmq::message_t> raw;
+            for (const std::string& frame : frames) raw.emplace_back(frame.data(), frame.size());
+            bus::send(router_, "orchestrator", envelope, raw, &identity);
+        }
+    }
+
+    // The next message of any of the kinds in `bodies`, as expect() does for one: for a test
+    // about the order in which messages of several kinds come.
+    std::optional<bus::Incoming> expect_one_of(std::initializer_list<v1::Envelope::BodyCase> bodies,
+                                               std::chrono::milliseconds timeout = 5000ms) {
+        const auto deadline = bus::Clock::now() + timeout;
+        while (bus::Clock::now() < deadline) {
+            beat_if_due();
+            zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
+            zmq::poll(&item, 1, 20ms);
+            bus::Incoming in;
+            while (bus::receive(router_, true, in) == bus::RecvStatus::ok) {
+                if (in.envelope.has_hello()) welcome(in.identity);
+                for (const auto body : bodies) {
+                    if (in.envelope.body_case() == body) return in;
+                }
+            }
+        }
+        return std::nullopt;
     }
 
     // The next message of kind `body` from any stage, answering Hellos on the way; other

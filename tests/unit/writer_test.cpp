@@ -1,5 +1,7 @@
-// The writer: the piece store on a temp dir (layout, full-length files, path safety, errors) and
-// the whole stage loop (durable acknowledgements, Shutdown).
+// The writer: the piece store on a temp dir (layout, full-length files, path safety, errors,
+// deleting), the download roots, the resume record, and the whole stage serving several
+// torrents (durable acknowledgements, checks in slices, verify, removal, refused folders,
+// Shutdown and SIGTERM).
 #include <algorithm>
 #include <chrono>
 #include <climits>
@@ -9,13 +11,17 @@
 #include <fstream>
 #include <future>
 #include <iterator>
+#include <map>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <sys/signalfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -25,6 +31,7 @@
 #include "test_torrents.hpp"
 #include "core/bus/piece_arena.hpp"
 #include "writer/batch_writer.hpp"
+#include "writer/download_roots.hpp"
 #include "writer/open_file_cache.hpp"
 #include "writer/piece_store.hpp"
 #include "writer/resume_state.hpp"
@@ -312,16 +319,25 @@ TEST(PieceStore, ReadOnlyDownloadDirIsReportedNotFatal) {
     EXPECT_NE(status.error().message.find("Permission denied"), std::string::npos);
 }
 
-TEST(OpenFileCache, EvictsTheLeastRecentlyUsed) {
+TEST(OpenFileCache, EvictsTheLeastRecentlyUsedOfAnyOwner) {
     OpenFileCache cache(2);
-    cache.add(1, UniqueFd(::dup(0)));
-    cache.add(2, UniqueFd(::dup(0)));
-    ASSERT_NE(cache.find(1), nullptr);  // 2 is now the oldest
+    const std::uint64_t one = cache.new_owner();
+    const std::uint64_t two = cache.new_owner();
+    cache.add(one, 1, UniqueFd(::dup(0)));
+    cache.add(two, 1, UniqueFd(::dup(0)));
+    EXPECT_EQ(cache.find(one, 2), nullptr);
+    ASSERT_NE(cache.find(one, 1), nullptr);  // the other owner's file is now the oldest
     const auto evicted = cache.evict_if_full();
     ASSERT_TRUE(evicted.has_value());
-    EXPECT_EQ(evicted->file_index, 2u);
+    EXPECT_EQ(evicted->owner, two);
     EXPECT_FALSE(cache.evict_if_full().has_value());
-    EXPECT_EQ(cache.find(2), nullptr);
+    EXPECT_EQ(cache.find(two, 1), nullptr);
+    cache.defer_sync_error(two, "lost");
+    EXPECT_EQ(cache.take_sync_errors(one), "");
+    EXPECT_EQ(cache.take_sync_errors(two), "lost");
+    EXPECT_EQ(cache.take_sync_errors(two), "");
+    cache.close_all(one);
+    EXPECT_EQ(cache.size(), 0u);
 }
 
 std::vector<PieceBytes> pieces_of(const std::vector<std::string>& bytes,
@@ -602,10 +618,12 @@ struct PieceLease {
 };
 
 // A batch as the verifier sends it across machines: raw frame i holds piece i's bytes.
-void send_frame_batch(zmq::socket_t& verifier, const TestTorrent& t, const std::vector<PieceLease>& pieces) {
+void send_frame_batch(zmq::socket_t& verifier, const TestTorrent& t, const std::vector<PieceLease>& pieces,
+                      TorrentId torrent = test::kTestTorrent) {
     v1::Envelope envelope;
     auto* batch = envelope.mutable_piece_batch();
     batch->set_worker("peer_worker-1");
+    batch->set_torrent(torrent.get());
     std::vector<zmq::message_t> frames;
     for (const PieceLease& piece : pieces) {
         auto* data = batch->add_pieces();
@@ -619,9 +637,11 @@ void send_frame_batch(zmq::socket_t& verifier, const TestTorrent& t, const std::
 
 // Plays the worker: each piece assembled into a slot of `arena` tagged with its lease, and a
 // batch that names the slots.
-v1::PieceBatch arena_batch(bus::PieceArena& arena, const TestTorrent& t, const std::vector<PieceLease>& pieces) {
+v1::PieceBatch arena_batch(bus::PieceArena& arena, const TestTorrent& t, const std::vector<PieceLease>& pieces,
+                           TorrentId torrent = test::kTestTorrent) {
     v1::PieceBatch batch;
     batch.set_worker("peer_worker-1");
+    batch.set_torrent(torrent.get());
     batch.mutable_arena()->set_path(arena.info().path);
     batch.mutable_arena()->set_id(arena.info().id);
     batch.mutable_arena()->set_slot_size(arena.info().slot_size);
@@ -633,7 +653,6 @@ v1::PieceBatch arena_batch(bus::PieceArena& arena, const TestTorrent& t, const s
         auto* data = batch.add_pieces();
         data->set_piece(piece.piece);
         data->set_lease_id(piece.lease_id);
-        data->set_worker("peer_worker-1");
         data->set_slot(slot);
         data->set_size(static_cast<std::uint32_t>(bytes.size()));
     }
@@ -643,6 +662,7 @@ v1::PieceBatch arena_batch(bus::PieceArena& arena, const TestTorrent& t, const s
 void send_batch(zmq::socket_t& verifier, const v1::PieceBatch& batch) {
     v1::Envelope envelope;
     *envelope.mutable_piece_batch() = batch;
+    if (batch.torrent() == 0) envelope.mutable_piece_batch()->set_torrent(test::kTestTorrent.get());
     ASSERT_TRUE(bus::send(verifier, "verifier-1", envelope));
 }
 
@@ -653,6 +673,8 @@ std::set<std::uint64_t> leases_of(const google::protobuf::RepeatedPtrField<v1::P
 }
 
 // The writer on a thread, its orchestrator played by the test, and a verifier's PUSH to it.
+// Ready once the writer has answered the torrent's TorrentInfo (pieces sent before that are
+// dropped: its files are being checked).
 class StageUnderTest {
 public:
     StageUnderTest(const TestTorrent& t, const fs::path& dir, std::chrono::milliseconds sync_interval)
@@ -663,6 +685,8 @@ public:
           verifier(context, zmq::socket_type::push) {
         bus::configure(verifier);
         verifier.connect(options.verified);
+        resume_state = orchestrator.expect(v1::Envelope::kResumeState);
+        if (!resume_state) ADD_FAILURE() << "no ResumeState from the writer";
     }
 
     zmq::context_t context;
@@ -670,6 +694,7 @@ public:
     const WriterOptions options;
     test::StageThread stage;
     zmq::socket_t verifier;
+    std::optional<bus::Incoming> resume_state;
 };
 
 // The done pieces of the record the stage saved, read back as the next start would.
@@ -686,6 +711,7 @@ TEST(WriterStage, WritesAFrameBatchAndAcknowledgesItInOneMessage) {
 
     // A piece of the wrong size: WriteFailed, and the stage keeps going.
     v1::Envelope wrong;
+    wrong.mutable_piece_batch()->set_torrent(test::kTestTorrent.get());
     auto* data = wrong.mutable_piece_batch()->add_pieces();
     data->set_piece(0);
     data->set_lease_id(999);
@@ -695,11 +721,13 @@ TEST(WriterStage, WritesAFrameBatchAndAcknowledgesItInOneMessage) {
     const auto failed = under.orchestrator.expect(v1::Envelope::kWriteFailed);
     ASSERT_TRUE(failed.has_value());
     EXPECT_EQ(failed->envelope.write_failed().lease_id(), 999u);
+    EXPECT_EQ(failed->envelope.write_failed().torrent(), test::kTestTorrent.get());
 
     send_frame_batch(under.verifier, t, {{0, 100}, {1, 101}, {2, 102}});
     const auto written = under.orchestrator.expect(v1::Envelope::kPiecesWritten);
     ASSERT_TRUE(written.has_value());
     EXPECT_EQ(leases_of(written->envelope.pieces_written().pieces()), (std::set<std::uint64_t>{100, 101, 102}));
+    for (const auto& ref : written->envelope.pieces_written().pieces()) EXPECT_EQ(ref.torrent(), test::kTestTorrent.get());
     EXPECT_EQ(read_file(dir.path() / "dl" / "stage" / "a.bin"), file_content(t, 0));
     EXPECT_EQ(read_file(dir.path() / "dl" / "stage" / "c.bin"), file_content(t, 2));
     EXPECT_EQ(under.stage.stop(), 0);
@@ -710,6 +738,7 @@ TEST(WriterStage, ABatchWithTheWrongNumberOfFramesFailsEveryPiece) {
     const TestTorrent t = make_torrent("frames.bin", 1024, {}, 3000);
     StageUnderTest under(t, dir.path(), 50ms);
     v1::Envelope envelope;
+    envelope.mutable_piece_batch()->set_torrent(test::kTestTorrent.get());
     for (std::uint32_t piece : {0u, 1u}) {
         auto* data = envelope.mutable_piece_batch()->add_pieces();
         data->set_piece(piece);
@@ -1047,6 +1076,8 @@ TEST(WriterStage, SendsResumeStateFirstAndSavesTheRecordAtShutdown) {
     const auto resume = orchestrator.expect(v1::Envelope::kResumeState);
     ASSERT_TRUE(resume.has_value());
     EXPECT_EQ(resume->envelope.resume_state().pieces_done(), 1u);
+    EXPECT_EQ(resume->envelope.resume_state().torrent(), test::kTestTorrent.get());
+    EXPECT_FALSE(resume->envelope.resume_state().checked_all());
     ASSERT_EQ(resume->frames.size(), 1u);
     EXPECT_EQ(resume->frames[0].to_string(), std::string("\x40", 1));
 
@@ -1079,6 +1110,746 @@ std::vector<std::uint32_t> saved_done_list(const TestTorrent& t, const WriterOpt
         return {};
     }
     return done_list(book.done());
+}
+
+
+// --- download roots, deleting, one open-file budget ---
+
+TEST(DownloadRoots, PlacesFoldersAtOrBelowARootAndRefusesTheRest) {
+    TempDir dir;
+    const std::string main_root = (dir.path() / "dl").string();
+    const std::string more = (dir.path() / "more").string();
+    auto roots = DownloadRoots::open(main_root, {more, (dir.path() / "more" / "nested").string()});
+    ASSERT_TRUE(roots.ok()) << roots.error().describe();
+    EXPECT_TRUE(fs::is_directory(dir.path() / "more" / "nested"));  // made when missing
+
+    const auto placed = [&](const std::string& folder) { return roots->place(folder); };
+    ASSERT_TRUE(placed("").ok());
+    EXPECT_EQ(placed("")->root, 0u);
+    EXPECT_EQ(placed("")->relative, "");
+    EXPECT_EQ(placed(main_root)->relative, "");
+    EXPECT_EQ(placed(main_root + "/")->relative, "");
+    EXPECT_EQ(placed(main_root + "/a/b")->relative, "a/b");
+    EXPECT_EQ(placed(main_root + "//a/./b/")->relative, "a/b");
+    EXPECT_EQ(placed(main_root + "/a/../b")->relative, "b");  // lexically below the root still
+    EXPECT_EQ(placed(more + "/x")->root, 1u);
+    EXPECT_EQ(placed(more + "/nested/y")->root, 2u);  // the longest root that matches
+    EXPECT_EQ(placed(more + "/nested/y")->relative, "y");
+
+    for (const std::string& refused :
+         {main_root + "/..", main_root + "/../escape", main_root + "x", main_root + "x/y",
+          dir.path().string(), std::string("/etc"), std::string("/"), std::string("relative/dir"),
+          std::string("dl"), main_root + std::string("/a\0b", 4)}) {
+        EXPECT_FALSE(placed(refused).ok()) << refused;
+    }
+    EXPECT_NE(placed("/etc").error().message.find("outside the writer's roots"), std::string::npos)
+        << placed("/etc").error().message;
+    EXPECT_NE(placed("relative/dir").error().message.find("not an absolute path"), std::string::npos);
+}
+
+TEST(DownloadRoots, OpensAFolderBelowItsRootWithoutFollowingSymlinks) {
+    TempDir dir;
+    TempDir outside;
+    auto roots = DownloadRoots::open((dir.path() / "dl").string(), {});
+    ASSERT_TRUE(roots.ok());
+    fs::create_directory_symlink(outside.path(), dir.path() / "dl" / "link");
+    const auto through_link = roots->place((dir.path() / "dl" / "link" / "x").string());
+    ASSERT_TRUE(through_link.ok());  // lexically below the root...
+    const auto opened = roots->open_folder(*through_link);
+    ASSERT_FALSE(opened.ok());  // ...but the link is not followed
+    EXPECT_NE(opened.error().message.find("symbolic link"), std::string::npos) << opened.error().message;
+    EXPECT_TRUE(fs::is_empty(outside.path()));
+
+    const auto fine = roots->place((dir.path() / "dl" / "a" / "b").string());
+    ASSERT_TRUE(fine.ok());
+    ASSERT_TRUE(roots->open_folder(*fine).ok());
+    EXPECT_TRUE(fs::is_directory(dir.path() / "dl" / "a" / "b"));
+}
+
+std::set<std::string> tree_of(const fs::path& dir) {
+    std::set<std::string> entries;
+    for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+        entries.insert(entry.path().lexically_relative(dir).string());  // never through a link
+    }
+    return entries;
+}
+
+TEST(PieceStore, DeleteFilesRemovesExactlyTheTorrentsFilesAndTheFoldersLeftEmpty) {
+    TempDir dir;
+    TempDir outside;
+    const TestTorrent t = make_torrent(
+        "multi", 1024,
+        {{{"a.bin"}, 1500}, {{"sub", "deeper", "b.bin"}, 900}, {{"sub", "c.bin"}, 700},
+         {{"kept", "d.bin"}, 300}, {{"linked.bin"}, 200}, {{"empty.txt"}, 0}});
+    {
+        std::ofstream(outside.path() / "victim") << "precious";
+    }
+    {
+        PieceStore store = open_store(t, dir.path());
+        ASSERT_TRUE(store.create_empty_files().ok());
+        write_all_pieces(store, t);
+    }
+    // Someone else's file beside ours, one in a folder of the torrent's, and a symbolic link
+    // where one of the torrent's files was.
+    std::ofstream(dir.path() / "neighbour.txt") << "mine";
+    std::ofstream(dir.path() / "multi" / "kept" / "note.txt") << "mine too";
+    fs::remove(dir.path() / "multi" / "linked.bin");
+    fs::create_symlink(outside.path() / "victim", dir.path() / "multi" / "linked.bin");
+
+    PieceStore store = open_store(t, dir.path());
+    const Status deleted = store.delete_files();
+    ASSERT_FALSE(deleted.ok());  // the link is refused, and named
+    EXPECT_NE(deleted.error().message.find("linked.bin"), std::string::npos) << deleted.error().message;
+    EXPECT_EQ(tree_of(dir.path()), (std::set<std::string>{"neighbour.txt", "multi", "multi/kept",
+                                                          "multi/kept/note.txt", "multi/linked.bin"}));
+    EXPECT_EQ(read_file(outside.path() / "victim"), "precious");
+    EXPECT_EQ(read_file(dir.path() / "neighbour.txt"), "mine");
+
+    // Once the strangers are gone, the torrent's folder goes too; the download folder stays.
+    fs::remove(dir.path() / "multi" / "kept" / "note.txt");
+    fs::remove(dir.path() / "multi" / "linked.bin");
+    EXPECT_TRUE(store.delete_files().ok());
+    EXPECT_EQ(tree_of(dir.path()), (std::set<std::string>{"neighbour.txt"}));
+    EXPECT_TRUE(fs::is_directory(dir.path()));
+}
+
+TEST(PieceStore, DeleteFilesOfASingleFileTorrentLeavesItsFolder) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("single.bin", 1024, {}, 3000);
+    PieceStore store = open_store(t, dir.path() / "dl");
+    write_all_pieces(store, t);
+    EXPECT_TRUE(store.delete_files().ok());
+    EXPECT_TRUE(fs::is_directory(dir.path() / "dl"));
+    EXPECT_TRUE(fs::is_empty(dir.path() / "dl"));
+    EXPECT_TRUE(store.delete_files().ok());  // nothing left to delete is no error
+}
+
+TEST(PieceStore, TwoStoresShareOneOpenFileBudget) {
+    TempDir dir;
+    std::vector<TestFile> files;
+    for (int i = 0; i < 8; ++i) files.push_back({{"f" + std::to_string(i)}, 700});
+    const TestTorrent first = make_torrent("first", 1024, files);
+    const TestTorrent second = make_torrent("second", 1024, files);
+    const auto budget = std::make_shared<OpenFileCache>(3);
+    auto one = PieceStore::open(first.torrent, dir.path().string(), StoreOptions{.open_files = budget});
+    auto two = PieceStore::open(second.torrent, dir.path().string(), StoreOptions{.open_files = budget});
+    ASSERT_TRUE(one.ok());
+    ASSERT_TRUE(two.ok());
+    for (std::uint32_t i = 0; i < first.torrent.piece_count(); ++i) {
+        ASSERT_TRUE(one->write_piece(PieceIndex{i}, as_bytes(first.piece(i))).ok());
+        ASSERT_TRUE(two->write_piece(PieceIndex{i}, as_bytes(second.piece(i))).ok());
+        EXPECT_LE(budget->size(), 3u);
+    }
+    ASSERT_TRUE(one->sync().ok());
+    ASSERT_TRUE(two->sync().ok());
+    EXPECT_LE(one->open_file_count() + two->open_file_count(), 3u);
+    for (std::size_t i = 0; i < files.size(); ++i) {
+        const std::string name = "f" + std::to_string(i);
+        EXPECT_EQ(read_file(dir.path() / "first" / name), file_content(first, i));
+        EXPECT_EQ(read_file(dir.path() / "second" / name), file_content(second, i));
+    }
+    // A store that goes closes its files, and only its own.
+    one = PieceStore::open(first.torrent, dir.path().string(), StoreOptions{.open_files = budget});
+    EXPECT_EQ(budget->size(), two->open_file_count());
+}
+
+TEST(SlicedCheck, HashesAtLeastOnePieceASliceAndEveryPieceInTheEnd) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("one.bin", 1024, {}, 5000);
+    PieceStore store = open_store(t, dir.path());
+    write_pieces(store, t, {0, 3, 4});
+    const PieceDigests hashes(t.torrent);
+    SlicedCheck check(t.torrent, hashes, store.root_fd());
+    int slices = 0;
+    while (!check.run_until(bus::Clock::now() - 1s)) {  // a deadline already past: one piece
+        ++slices;
+        EXPECT_EQ(check.checked(), static_cast<std::uint32_t>(slices));
+    }
+    EXPECT_EQ(slices + 1, 5);
+    EXPECT_EQ(done_list(check.verified()), (std::vector<std::uint32_t>{0, 3, 4}));
+}
+
+// --- the stage serving several torrents ---
+
+// A torrent of `pieces` pieces that all hold the same bytes: large on disk (a sparse file)
+// without its content in memory.
+struct UniformTorrent {
+    std::string bytes;
+    std::string piece;  // every piece's content
+    Torrent torrent;
+};
+
+UniformTorrent uniform_torrent(const std::string& name, std::uint32_t piece_length, std::uint32_t pieces) {
+    using bencode::Dict;
+    using bencode::Value;
+    std::string piece(piece_length, 'z');
+    const Sha1Digest digest = sha1(piece);
+    std::string hashes;
+    for (std::uint32_t i = 0; i < pieces; ++i) hashes.append(reinterpret_cast<const char*>(digest.data()), 20);
+    Dict info{{"length", Value(static_cast<std::int64_t>(piece_length) * pieces)},
+              {"name", Value(name)},
+              {"piece length", Value(static_cast<std::int64_t>(piece_length))},
+              {"pieces", Value(std::move(hashes))}};
+    Dict root{{"info", Value(std::move(info))}};
+    std::string bytes = bencode::encode(Value(std::move(root)));
+    auto parsed = Torrent::parse(bytes);
+    if (!parsed) throw std::runtime_error(parsed.error().describe());
+    return UniformTorrent{std::move(bytes), std::move(piece), std::move(parsed).value()};
+}
+
+// The file of a uniform torrent at full length and all zeros: a check must hash every piece,
+// and none verifies.
+void make_sparse(const fs::path& path, std::uint64_t length) {
+    fs::create_directories(path.parent_path());
+    std::ofstream(path).close();
+    fs::resize_file(path, length);
+}
+
+void send_uniform_piece(zmq::socket_t& verifier, const UniformTorrent& t, std::uint32_t piece,
+                        std::uint64_t lease, TorrentId torrent) {
+    v1::Envelope envelope;
+    auto* batch = envelope.mutable_piece_batch();
+    batch->set_worker("peer_worker-1");
+    batch->set_torrent(torrent.get());
+    auto* data = batch->add_pieces();
+    data->set_piece(piece);
+    data->set_lease_id(lease);
+    std::vector<zmq::message_t> frames;
+    frames.emplace_back(t.piece.data(), t.piece.size());
+    ASSERT_TRUE(bus::send(verifier, "verifier-1", envelope, frames));
+}
+
+// The writer serving the torrents the test adds to its orchestrator (ids 1, 2, ... in order),
+// with `dir`/dl its default root and `dir`/state its records.
+class Session {
+public:
+    Session(const fs::path& dir, std::chrono::milliseconds sync_interval)
+        : options(stage_options(orchestrator.endpoint(), dir / "dl", "writer-session-test", sync_interval,
+                                dir / "state")) {}
+
+    void start() {
+        stage.emplace(orchestrator, [this] { return run_writer(context, options); });
+        bus::configure(verifier);
+        verifier.connect(options.verified);
+    }
+
+    // The next `count` ResumeStates, by torrent.
+    std::map<std::uint32_t, bus::Incoming> resume_states(std::size_t count) {
+        std::map<std::uint32_t, bus::Incoming> states;
+        for (std::size_t i = 0; i < count; ++i) {
+            auto state = orchestrator.expect(v1::Envelope::kResumeState, 20s);
+            if (!state) break;
+            const std::uint32_t torrent = state->envelope.resume_state().torrent();
+            states.emplace(torrent, std::move(*state));
+        }
+        return states;
+    }
+
+    // PiecesWritten until every lease of `leases` is acknowledged: lease -> torrent.
+    std::map<std::uint64_t, std::uint32_t> acknowledged(const std::set<std::uint64_t>& leases) {
+        std::map<std::uint64_t, std::uint32_t> acks;
+        while (acks.size() < leases.size()) {
+            const auto written = orchestrator.expect(v1::Envelope::kPiecesWritten);
+            if (!written) break;
+            for (const auto& ref : written->envelope.pieces_written().pieces()) acks[ref.lease_id()] = ref.torrent();
+        }
+        return acks;
+    }
+
+    zmq::context_t context;
+    test::FakeOrchestrator orchestrator{context, ""};
+    WriterOptions options;
+    std::optional<test::StageThread> stage;
+    zmq::socket_t verifier{context, zmq::socket_type::push};
+};
+
+// The done pieces of a torrent's saved record, read back as the next start would.
+std::vector<std::uint32_t> record_of(const Torrent& torrent, const fs::path& folder, const fs::path& state) {
+    auto root = open_download_dir(folder.string());
+    if (!root) {
+        ADD_FAILURE() << root.error().describe();
+        return {};
+    }
+    ResumeBook book(torrent, root->get(), state.string());
+    const auto loaded = book.load();
+    if (!loaded.trusted) {
+        ADD_FAILURE() << "the record in '" << state << "' was not trusted: " << loaded.reason;
+        return {};
+    }
+    return done_list(book.done());
+}
+
+std::string record_path(const TestTorrent& t, const fs::path& state) {
+    return (state / (to_hex(t.torrent.info_hash()) + ".resume")).string();
+}
+
+TEST(WriterSession, WritesTwoTorrentsAtOnceIntoTwoFoldersWithTheirOwnRecords) {
+    TempDir dir;
+    const TestTorrent a = make_torrent("a", 1024, {{{"x.bin"}, 3000}, {{"y.bin"}, 1000}});
+    const TestTorrent b = make_torrent("b.bin", 1024, {}, 5000);
+    Session session(dir.path(), 50ms);
+    session.options.allow_dirs = {(dir.path() / "other").string()};
+    const TorrentId first = session.orchestrator.add_torrent(a.bytes);
+    const TorrentId second = session.orchestrator.add_torrent(b.bytes, (dir.path() / "other" / "sub").string());
+    session.start();
+    const auto states = session.resume_states(2);
+    ASSERT_EQ(states.size(), 2u);
+    EXPECT_EQ(states.at(first.get()).envelope.resume_state().pieces_done(), 0u);
+    EXPECT_EQ(states.at(second.get()).envelope.resume_state().pieces_done(), 0u);
+
+    // Interleaved, and the same piece numbers in both.
+    send_frame_batch(session.verifier, a, {{0, 1}, {1, 2}}, first);
+    send_frame_batch(session.verifier, b, {{0, 11}, {4, 12}}, second);
+    send_frame_batch(session.verifier, a, {{2, 3}, {3, 4}}, first);
+    send_frame_batch(session.verifier, b, {{1, 13}, {2, 14}, {3, 15}}, second);
+    const auto acks = session.acknowledged({1, 2, 3, 4, 11, 12, 13, 14, 15});
+    EXPECT_EQ(acks, (std::map<std::uint64_t, std::uint32_t>{{1, 1}, {2, 1}, {3, 1}, {4, 1},
+                                                             {11, 2}, {12, 2}, {13, 2}, {14, 2}, {15, 2}}));
+    EXPECT_EQ(session.stage->stop(), 0);
+
+    EXPECT_EQ(read_file(dir.path() / "dl" / "a" / "x.bin"), file_content(a, 0));
+    EXPECT_EQ(read_file(dir.path() / "dl" / "a" / "y.bin"), file_content(a, 1));
+    EXPECT_EQ(read_file(dir.path() / "other" / "sub" / "b.bin"), b.content);
+    EXPECT_FALSE(fs::exists(dir.path() / "dl" / "b.bin"));
+    EXPECT_EQ(record_of(a.torrent, dir.path() / "dl", dir.path() / "state"),
+              (std::vector<std::uint32_t>{0, 1, 2, 3}));
+    EXPECT_EQ(record_of(b.torrent, dir.path() / "other" / "sub", dir.path() / "state"),
+              (std::vector<std::uint32_t>{0, 1, 2, 3, 4}));
+}
+
+// A torrent whose files are being checked does not hold up another's writes: the check runs
+// in slices of the loop's turns.
+TEST(WriterSession, ACheckRunsInSlicesWhileAnotherTorrentWrites) {
+    TempDir dir;
+    const TestTorrent small = make_torrent("small.bin", 1024, {}, 4096);
+    const UniformTorrent big = uniform_torrent("big.bin", 1 << 20, 512);  // 512 MiB to hash
+    make_sparse(dir.path() / "dl" / "big.bin", big.torrent.total_size());
+    Session session(dir.path(), 50ms);
+    const TorrentId first = session.orchestrator.add_torrent(small.bytes);
+    session.start();
+    ASSERT_EQ(session.resume_states(1).size(), 1u);
+
+    const auto added = bus::Clock::now();
+    const TorrentId second = session.orchestrator.add_torrent(big.bytes);
+    send_frame_batch(session.verifier, small, {{0, 1}, {1, 2}}, first);
+    const auto next = session.orchestrator.expect_one_of({v1::Envelope::kPiecesWritten, v1::Envelope::kResumeState}, 20s);
+    ASSERT_TRUE(next.has_value());
+    ASSERT_TRUE(next->envelope.has_pieces_written())
+        << "the big torrent's check ended before a piece of the small one was written";
+    EXPECT_EQ(next->envelope.pieces_written().pieces(0).torrent(), first.get());
+    const auto written_after = bus::Clock::now() - added;
+
+    const auto state = session.orchestrator.expect(v1::Envelope::kResumeState, 60s);
+    ASSERT_TRUE(state.has_value());
+    EXPECT_EQ(state->envelope.resume_state().torrent(), second.get());
+    EXPECT_EQ(state->envelope.resume_state().pieces_done(), 0u);
+    EXPECT_GT(bus::Clock::now() - added, written_after);
+    EXPECT_EQ(session.stage->stop(), 0);
+}
+
+TEST(WriterSession, ATorrentRemovedDuringItsFirstCheckSavesNoRecord) {
+    TempDir dir;
+    const UniformTorrent big = uniform_torrent("big.bin", 1 << 20, 512);
+    make_sparse(dir.path() / "dl" / "big.bin", big.torrent.total_size());
+    Session session(dir.path(), 50ms);
+    session.start();
+    ASSERT_TRUE(session.orchestrator.expect(v1::Envelope::kHeartbeat).has_value());
+    const TorrentId id = session.orchestrator.add_torrent(big.bytes);
+    std::this_thread::sleep_for(50ms);
+    session.orchestrator.remove_torrent(id);
+    EXPECT_FALSE(session.orchestrator.expect(v1::Envelope::kResumeState, 1000ms).has_value());
+    EXPECT_EQ(session.stage->stop(), 0);
+    EXPECT_FALSE(fs::exists(dir.path() / "state" / (to_hex(big.torrent.info_hash()) + ".resume")));
+    EXPECT_EQ(fs::file_size(dir.path() / "dl" / "big.bin"), big.torrent.total_size());  // kept
+}
+
+TEST(WriterSession, DownloadFoldersOutsideTheRootsAreRefusedAndNothingIsWrittenThere) {
+    TempDir dir;
+    TempDir outside;
+    fs::create_directories(dir.path() / "dl");
+    fs::create_directory_symlink(outside.path(), dir.path() / "dl" / "link");
+    const TestTorrent t = make_torrent("refused.bin", 1024, {}, 3000);
+    Session session(dir.path(), 50ms);
+    struct Case {
+        std::string folder;
+        std::string why;
+    };
+    const std::vector<Case> cases{
+        {outside.path().string(), "outside the writer's roots"},
+        {(dir.path() / "dl" / ".." / "escape").string(), "outside the writer's roots"},
+        {(dir.path() / "dl" / "link" / "x").string(), "symbolic link"},
+        {"relative/folder", "not an absolute path"},
+    };
+    std::vector<TorrentId> ids;
+    for (const Case& refused : cases) ids.push_back(session.orchestrator.add_torrent(t.bytes, refused.folder));
+    session.start();
+    const auto states = session.resume_states(cases.size());
+    ASSERT_EQ(states.size(), cases.size());
+    for (const auto& [torrent, state] : states) {
+        EXPECT_EQ(state.envelope.resume_state().pieces_done(), 0u) << torrent;
+        ASSERT_EQ(state.frames.size(), 1u);
+        EXPECT_EQ(state.frames[0].to_string(), std::string(1, '\0'));  // 3 pieces, none done
+    }
+
+    bus::PieceArena arena(1024, 4);
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+        if (i == 0) {
+            send_batch(session.verifier, arena_batch(arena, t, {{0, 100}, {1, 101}}, ids[i]));
+        } else {
+            send_frame_batch(session.verifier, t, {{0, 100 * (i + 1)}, {1, 100 * (i + 1) + 1}}, ids[i]);
+        }
+        for (int piece = 0; piece < 2; ++piece) {
+            const auto failed = session.orchestrator.expect(v1::Envelope::kWriteFailed);
+            ASSERT_TRUE(failed.has_value()) << cases[i].folder;
+            EXPECT_EQ(failed->envelope.write_failed().torrent(), ids[i].get());
+            EXPECT_NE(failed->envelope.write_failed().error().find(cases[i].why), std::string::npos)
+                << failed->envelope.write_failed().error();
+        }
+        if (i == 0) {  // the arena's slots come back too
+            const auto freed = session.orchestrator.expect(v1::Envelope::kSlotsFreed);
+            ASSERT_TRUE(freed.has_value());
+            EXPECT_EQ(std::set<std::uint64_t>(freed->envelope.slots_freed().lease_ids().begin(),
+                                              freed->envelope.slots_freed().lease_ids().end()),
+                      (std::set<std::uint64_t>{100, 101}));
+        }
+    }
+
+    // A verify of a refused torrent: nothing of it is here.
+    v1::Envelope verify;
+    verify.mutable_verify_torrent()->set_torrent(ids[0].get());
+    session.orchestrator.send_all(verify);
+    const auto verified = session.orchestrator.expect(v1::Envelope::kResumeState);
+    ASSERT_TRUE(verified.has_value());
+    EXPECT_TRUE(verified->envelope.resume_state().checked_all());
+    EXPECT_EQ(verified->envelope.resume_state().pieces_done(), 0u);
+    EXPECT_EQ(session.stage->stop(), 0);
+
+    EXPECT_TRUE(fs::is_empty(outside.path()));
+    EXPECT_FALSE(fs::exists(dir.path() / "escape"));
+    EXPECT_EQ(tree_of(dir.path() / "dl"), (std::set<std::string>{"link"}));
+    EXPECT_FALSE(fs::exists(dir.path() / "relative"));
+}
+
+// With the default state folder (DIR/.piecework, inside the default root), a torrent named
+// ".piecework" would write into, and delete, other torrents' records.
+TEST(WriterSession, ATorrentWhoseFilesWouldLieInTheStateFolderIsRefused) {
+    TempDir dir;
+    const TestTorrent victim = make_torrent("victim.bin", 1024, {}, 2048);
+    const std::string record = to_hex(victim.torrent.info_hash()) + ".resume";
+    const TestTorrent intruder = make_torrent(".piecework", 1024, {{{record}, 3000}});
+    Session session(dir.path(), 50ms);
+    session.options.state_dir.clear();  // the default: dl/.piecework
+    const TorrentId first = session.orchestrator.add_torrent(victim.bytes);
+    (void)session.orchestrator.add_torrent(intruder.bytes);
+    session.start();
+    ASSERT_EQ(session.resume_states(2).size(), 2u);
+    send_frame_batch(session.verifier, victim, {{0, 1}, {1, 2}}, first);
+    ASSERT_EQ(session.acknowledged({1, 2}).size(), 2u);
+    EXPECT_EQ(session.stage->stop(), 0);
+    const std::string saved = read_file(dir.path() / "dl" / ".piecework" / record);
+    session.stage.reset();
+
+    Session again(dir.path(), 50ms);
+    again.options.state_dir.clear();
+    (void)again.orchestrator.add_torrent(victim.bytes);
+    const TorrentId intruder_id = again.orchestrator.add_torrent(intruder.bytes);
+    again.start();
+    const auto states = again.resume_states(2);
+    ASSERT_EQ(states.size(), 2u);
+    EXPECT_EQ(states.at(1).envelope.resume_state().pieces_done(), 2u);  // the record held
+    send_frame_batch(again.verifier, intruder, {{0, 11}}, intruder_id);
+    const auto failed = again.orchestrator.expect(v1::Envelope::kWriteFailed);
+    ASSERT_TRUE(failed.has_value());
+    EXPECT_NE(failed->envelope.write_failed().error().find("state folder"), std::string::npos)
+        << failed->envelope.write_failed().error();
+    again.orchestrator.remove_torrent(intruder_id, /*delete_data=*/true);
+    (void)again.orchestrator.expect(v1::Envelope::kHeartbeat);
+    (void)again.orchestrator.expect(v1::Envelope::kHeartbeat);
+    EXPECT_EQ(again.stage->stop(), 0);
+    EXPECT_EQ(read_file(dir.path() / "dl" / ".piecework" / record), saved);
+}
+
+TEST(WriterSession, ARemovedTorrentIsSyncedAndSavedItsFilesKept) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("m", 1024, {{{"a.bin"}, 2500}, {{"b.bin"}, 1700}});
+    StageUnderTest under(t, dir.path(), 3600s);
+    send_frame_batch(under.verifier, t, {{0, 1}});  // the first sync is at once
+    ASSERT_TRUE(under.orchestrator.expect(v1::Envelope::kPiecesWritten).has_value());
+    send_frame_batch(under.verifier, t, {{3, 2}});  // waits for the next
+    bool pending = false;
+    for (int i = 0; i < 20 && !pending; ++i) {
+        const auto beat = under.orchestrator.expect(v1::Envelope::kHeartbeat);
+        pending = beat && beat->envelope.heartbeat().queue_depth() == 1;
+    }
+    ASSERT_TRUE(pending);
+
+    under.orchestrator.remove_torrent(test::kTestTorrent);
+    const auto written = under.orchestrator.expect(v1::Envelope::kPiecesWritten);
+    ASSERT_TRUE(written.has_value());
+    EXPECT_EQ(leases_of(written->envelope.pieces_written().pieces()), (std::set<std::uint64_t>{2}));
+
+    // Its pieces are not taken any more.
+    send_frame_batch(under.verifier, t, {{1, 3}});
+    const auto dropped = under.orchestrator.expect(v1::Envelope::kPiecesDropped);
+    ASSERT_TRUE(dropped.has_value());
+    EXPECT_EQ(dropped->envelope.pieces_dropped().pieces(0).torrent(), test::kTestTorrent.get());
+    EXPECT_NE(dropped->envelope.pieces_dropped().reason().find("torrent 1 not open here"), std::string::npos)
+        << dropped->envelope.pieces_dropped().reason();
+    EXPECT_EQ(under.stage.stop(), 0);
+
+    EXPECT_EQ(read_file(dir.path() / "dl" / "m" / "a.bin").substr(0, 1024), t.piece(0));
+    EXPECT_EQ(record_of(t.torrent, dir.path() / "dl", dir.path() / "state"), (std::vector<std::uint32_t>{0, 3}));
+}
+
+TEST(WriterSession, ATorrentRemovedWithItsDataLeavesNothingOfItAndTouchesNothingElse) {
+    TempDir dir;
+    const TestTorrent a = make_torrent("a", 1024, {{{"x.bin"}, 1500}, {{"sub", "deep", "y.bin"}, 900},
+                                                   {{"sub", "z.bin"}, 700}, {{"e.txt"}, 0}});
+    const TestTorrent c = make_torrent("c", 1024, {{{"sub", "w.bin"}, 2000}});
+    const TestTorrent b = make_torrent("b.bin", 1024, {}, 2048);
+    const fs::path folder = dir.path() / "shared" / "dl";
+    Session session(dir.path(), 50ms);
+    session.options.allow_dirs = {(dir.path() / "shared").string()};
+    const TorrentId ida = session.orchestrator.add_torrent(a.bytes, folder.string());
+    const TorrentId idb = session.orchestrator.add_torrent(b.bytes, folder.string());
+    const TorrentId idc = session.orchestrator.add_torrent(c.bytes, folder.string());
+    session.start();
+    ASSERT_EQ(session.resume_states(3).size(), 3u);
+    send_frame_batch(session.verifier, a, {{0, 1}, {1, 2}, {2, 3}}, ida);
+    send_frame_batch(session.verifier, b, {{0, 11}, {1, 12}}, idb);
+    send_frame_batch(session.verifier, c, {{0, 21}, {1, 22}}, idc);
+    ASSERT_EQ(session.acknowledged({1, 2, 3, 11, 12, 21, 22}).size(), 7u);
+    std::ofstream(folder / "keep.txt") << "mine";
+    std::ofstream(folder / "c" / "sub" / "mine.txt") << "mine too";
+    ASSERT_TRUE(fs::exists(folder / "a" / "e.txt"));
+    // Records are saved after syncs at most every state_save_interval: wait for both.
+    for (int i = 0; i < 100 && !(fs::exists(record_path(a, dir.path() / "state")) &&
+                                 fs::exists(record_path(c, dir.path() / "state"))); ++i) {
+        std::this_thread::sleep_for(20ms);
+    }
+    ASSERT_TRUE(fs::exists(record_path(a, dir.path() / "state")));
+
+    session.orchestrator.remove_torrent(ida, /*delete_data=*/true);
+    session.orchestrator.remove_torrent(idc, /*delete_data=*/true);
+    (void)session.orchestrator.expect(v1::Envelope::kHeartbeat);
+    (void)session.orchestrator.expect(v1::Envelope::kHeartbeat);  // the removals are in by now
+    send_frame_batch(session.verifier, a, {{0, 4}}, ida);
+    const auto dropped = session.orchestrator.expect(v1::Envelope::kPiecesDropped);
+    ASSERT_TRUE(dropped.has_value());
+    EXPECT_EQ(dropped->envelope.pieces_dropped().pieces(0).torrent(), ida.get());
+    EXPECT_EQ(session.stage->stop(), 0);
+
+    // a: files and folders gone; c: its file gone, its folders kept for the stranger's file;
+    // b and the stranger beside them untouched.
+    EXPECT_EQ(tree_of(folder), (std::set<std::string>{"keep.txt", "b.bin", "c", "c/sub", "c/sub/mine.txt"}));
+    EXPECT_EQ(read_file(folder / "b.bin"), b.content);
+    EXPECT_EQ(read_file(folder / "keep.txt"), "mine");
+    EXPECT_FALSE(fs::exists(record_path(a, dir.path() / "state")));
+    EXPECT_FALSE(fs::exists(record_path(c, dir.path() / "state")));
+    EXPECT_EQ(record_of(b.torrent, folder, dir.path() / "state"), (std::vector<std::uint32_t>{0, 1}));
+}
+
+TEST(WriterSession, VerifyFindsAPieceCorruptedOnDisk) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("verify.bin", 1024, {}, 4096);
+    StageUnderTest under(t, dir.path(), 50ms);
+    send_frame_batch(under.verifier, t, {{0, 1}, {1, 2}, {2, 3}, {3, 4}});
+    ASSERT_TRUE(under.orchestrator.expect(v1::Envelope::kPiecesWritten).has_value());
+    {
+        std::fstream file(dir.path() / "dl" / "verify.bin", std::ios::in | std::ios::out | std::ios::binary);
+        file.seekp(2 * 1024 + 10);
+        file << "rot";
+    }
+    v1::Envelope verify;
+    verify.mutable_verify_torrent()->set_torrent(test::kTestTorrent.get());
+    under.orchestrator.send_all(verify);
+    const auto state = under.orchestrator.expect(v1::Envelope::kResumeState);
+    ASSERT_TRUE(state.has_value());
+    EXPECT_TRUE(state->envelope.resume_state().checked_all());
+    EXPECT_EQ(state->envelope.resume_state().torrent(), test::kTestTorrent.get());
+    EXPECT_EQ(state->envelope.resume_state().pieces_done(), 3u);
+    ASSERT_EQ(state->frames.size(), 1u);
+    EXPECT_EQ(state->frames[0].to_string(), std::string("\xD0", 1));  // 0, 1 and 3
+
+    // The piece is written again when it comes (not skipped as done), and the record says so.
+    send_frame_batch(under.verifier, t, {{2, 5}});
+    const auto written = under.orchestrator.expect(v1::Envelope::kPiecesWritten);
+    ASSERT_TRUE(written.has_value());
+    EXPECT_EQ(leases_of(written->envelope.pieces_written().pieces()), (std::set<std::uint64_t>{5}));
+    EXPECT_EQ(under.stage.stop(), 0);
+    EXPECT_EQ(read_file(dir.path() / "dl" / "verify.bin"), t.content);
+    EXPECT_EQ(saved_done_list(t, under.options), (std::vector<std::uint32_t>{0, 1, 2, 3}));
+}
+
+// Writing goes on during a verify, and what is acknowledged meanwhile counts as on disk.
+TEST(WriterSession, AVerifyCountsPiecesAcknowledgedWhileItRuns) {
+    TempDir dir;
+    const UniformTorrent big = uniform_torrent("big.bin", 1 << 20, 512);
+    make_sparse(dir.path() / "dl" / "big.bin", big.torrent.total_size());
+    Session session(dir.path(), 50ms);
+    const TorrentId id = session.orchestrator.add_torrent(big.bytes);
+    session.start();
+    const auto first = session.resume_states(1);
+    ASSERT_EQ(first.size(), 1u);
+    EXPECT_EQ(first.at(id.get()).envelope.resume_state().pieces_done(), 0u);
+
+    v1::Envelope verify;
+    verify.mutable_verify_torrent()->set_torrent(id.get());
+    session.orchestrator.send_all(verify);
+    std::this_thread::sleep_for(50ms);  // past piece 0, most likely
+    send_uniform_piece(session.verifier, big, 0, 1, id);
+    const auto next = session.orchestrator.expect_one_of({v1::Envelope::kPiecesWritten, v1::Envelope::kResumeState}, 60s);
+    ASSERT_TRUE(next.has_value());
+    ASSERT_TRUE(next->envelope.has_pieces_written()) << "no write while the verify ran";
+    const auto state = session.orchestrator.expect(v1::Envelope::kResumeState, 60s);
+    ASSERT_TRUE(state.has_value());
+    EXPECT_TRUE(state->envelope.resume_state().checked_all());
+    EXPECT_EQ(state->envelope.resume_state().pieces_done(), 1u);
+    ASSERT_EQ(state->frames.size(), 1u);
+    EXPECT_EQ(state->frames[0].to_string().substr(0, 1), std::string("\x80", 1));
+    EXPECT_EQ(session.stage->stop(), 0);
+}
+
+TEST(WriterSession, BatchesOfTorrentsNotOpenHereAreDroppedAndTheirSlotsFreed) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("known.bin", 1024, {}, 3000);
+    StageUnderTest under(t, dir.path(), 50ms);
+    // Torrent 9 is known by its info-hash only: no info, so nothing is open for it.
+    bus::AddedTorrent added;
+    added.id = TorrentId{9};
+    added.info_hash = sha1(std::string("not the info"));
+    added.name = "nine";
+    under.orchestrator.send_all(bus::torrent_added_message(added));
+
+    bus::PieceArena arena(1024, 4);
+    for (const std::uint32_t torrent : {7u, 9u}) {
+        send_batch(under.verifier, arena_batch(arena, t, {{0, torrent * 10}, {1, torrent * 10 + 1}}, TorrentId{torrent}));
+        const auto dropped = under.orchestrator.expect(v1::Envelope::kPiecesDropped);
+        ASSERT_TRUE(dropped.has_value());
+        const v1::PiecesDropped& report = dropped->envelope.pieces_dropped();
+        EXPECT_EQ(leases_of(report.pieces()), (std::set<std::uint64_t>{torrent * 10, torrent * 10 + 1}));
+        for (const auto& ref : report.pieces()) EXPECT_EQ(ref.torrent(), torrent);
+        EXPECT_EQ(report.reason(), "torrent " + std::to_string(torrent) + " not open here");
+        const auto freed = under.orchestrator.expect(v1::Envelope::kSlotsFreed);
+        ASSERT_TRUE(freed.has_value());
+        EXPECT_EQ(std::set<std::uint64_t>(freed->envelope.slots_freed().lease_ids().begin(),
+                                          freed->envelope.slots_freed().lease_ids().end()),
+                  (std::set<std::uint64_t>{torrent * 10, torrent * 10 + 1}));
+        for (std::uint32_t slot = 0; slot < 4; ++slot) arena.release(slot);
+    }
+    EXPECT_FALSE(under.orchestrator.expect(v1::Envelope::kWriteFailed, 200ms).has_value());
+    EXPECT_FALSE(fs::exists(dir.path() / "dl" / "known.bin"));
+    EXPECT_EQ(under.stage.stop(), 0);
+}
+
+TEST(WriterSession, TheTorrentsInfoAgainIsIgnored) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("again.bin", 1024, {}, 3000);
+    StageUnderTest under(t, dir.path(), 50ms);
+    send_frame_batch(under.verifier, t, {{0, 1}});
+    ASSERT_TRUE(under.orchestrator.expect(v1::Envelope::kPiecesWritten).has_value());
+    // As after a repeated Hello: TorrentAdded and TorrentInfo once more.
+    bus::AddedTorrent added;
+    added.id = test::kTestTorrent;
+    added.info_hash = t.torrent.info_hash();
+    added.name = t.torrent.name();
+    under.orchestrator.send_all(bus::torrent_added_message(added));
+    under.orchestrator.send_all(bus::torrent_info_message(test::kTestTorrent), {t.torrent.info_bytes()});
+    EXPECT_FALSE(under.orchestrator.expect(v1::Envelope::kResumeState, 500ms).has_value());
+    send_frame_batch(under.verifier, t, {{1, 2}});  // still open, piece 0 still done
+    const auto written = under.orchestrator.expect(v1::Envelope::kPiecesWritten);
+    ASSERT_TRUE(written.has_value());
+    EXPECT_EQ(leases_of(written->envelope.pieces_written().pieces()), (std::set<std::uint64_t>{2}));
+    EXPECT_EQ(under.stage.stop(), 0);
+    EXPECT_EQ(saved_done_list(t, under.options), (std::vector<std::uint32_t>{0, 1}));
+}
+
+TEST(WriterSession, ATerminationSignalSyncsAndSavesEveryRecordThenExitsZero) {
+    TempDir dir;
+    const TestTorrent a = make_torrent("a.bin", 1024, {}, 4096);
+    const TestTorrent b = make_torrent("b", 1024, {{{"x.bin"}, 2000}, {{"y.bin"}, 2000}});
+    Session session(dir.path(), 3600s);  // only the end syncs what follows the first sync
+    int pipe_fds[2];
+    ASSERT_EQ(::pipe(pipe_fds), 0);  // stands in for the signalfd: readable = a signal came
+    session.options.signal_fd = pipe_fds[0];
+    const TorrentId ida = session.orchestrator.add_torrent(a.bytes);
+    const TorrentId idb = session.orchestrator.add_torrent(b.bytes);
+    auto result = std::async(std::launch::async, [&session] { return run_writer(session.context, session.options); });
+    bus::configure(session.verifier);
+    session.verifier.connect(session.options.verified);
+    ASSERT_EQ(session.resume_states(2).size(), 2u);
+    send_frame_batch(session.verifier, a, {{0, 1}}, ida);
+    send_frame_batch(session.verifier, b, {{0, 11}}, idb);
+    ASSERT_EQ(session.acknowledged({1, 11}).size(), 2u);
+    send_frame_batch(session.verifier, a, {{1, 2}, {2, 3}}, ida);
+    send_frame_batch(session.verifier, b, {{2, 12}}, idb);
+    bool pending = false;
+    for (int i = 0; i < 20 && !pending; ++i) {
+        const auto beat = session.orchestrator.expect(v1::Envelope::kHeartbeat);
+        pending = beat && beat->envelope.heartbeat().queue_depth() == 3;
+    }
+    ASSERT_TRUE(pending);
+
+    signalfd_siginfo info{};
+    info.ssi_signo = SIGTERM;
+    ASSERT_EQ(::write(pipe_fds[1], &info, sizeof info), static_cast<ssize_t>(sizeof info));
+    EXPECT_EQ(session.acknowledged({2, 3, 12}).size(), 3u);
+    const auto goodbye = session.orchestrator.expect(v1::Envelope::kGoodbye);
+    ASSERT_TRUE(goodbye.has_value());
+    EXPECT_EQ(goodbye->envelope.goodbye().reason(), "SIGTERM");
+    ASSERT_EQ(result.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(result.get(), 0);
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+    EXPECT_EQ(record_of(a.torrent, dir.path() / "dl", dir.path() / "state"), (std::vector<std::uint32_t>{0, 1, 2}));
+    EXPECT_EQ(record_of(b.torrent, dir.path() / "dl", dir.path() / "state"), (std::vector<std::uint32_t>{0, 2}));
+}
+
+// The process's descriptors open on regular files below `dir`.
+std::size_t open_files_below(const fs::path& dir) {
+    std::size_t count = 0;
+    const std::string prefix = fs::canonical(dir).string() + "/";
+    for (const auto& entry : fs::directory_iterator("/proc/self/fd")) {
+        std::error_code error;
+        const fs::path target = fs::read_symlink(entry.path(), error);
+        if (error || target.string().rfind(prefix, 0) != 0) continue;
+        if (fs::is_regular_file(target, error)) ++count;
+    }
+    return count;
+}
+
+TEST(WriterSession, TheOpenFileBudgetHoldsAcrossTorrents) {
+    TempDir dir;
+    std::vector<TestFile> files;
+    for (int i = 0; i < 8; ++i) files.push_back({{"f" + std::to_string(i)}, 700});
+    const TestTorrent a = make_torrent("a", 1024, files);
+    const TestTorrent b = make_torrent("b", 1024, files);
+    Session session(dir.path(), 20ms);
+    session.options.max_open_files = 3;
+    const TorrentId ida = session.orchestrator.add_torrent(a.bytes);
+    const TorrentId idb = session.orchestrator.add_torrent(b.bytes);
+    session.start();
+    ASSERT_EQ(session.resume_states(2).size(), 2u);
+    std::set<std::uint64_t> leases;
+    std::size_t most_open = 0;
+    for (std::uint32_t i = 0; i < a.torrent.piece_count(); ++i) {
+        send_frame_batch(session.verifier, a, {{i, 100 + i}}, ida);
+        send_frame_batch(session.verifier, b, {{i, 200 + i}}, idb);
+        leases.insert(100 + i);
+        leases.insert(200 + i);
+        std::this_thread::sleep_for(5ms);
+        most_open = std::max(most_open, open_files_below(dir.path()));
+    }
+    ASSERT_EQ(session.acknowledged(leases).size(), leases.size());
+    most_open = std::max(most_open, open_files_below(dir.path()));
+    EXPECT_GT(most_open, 0u);
+    EXPECT_LE(most_open, 3u);
+    EXPECT_EQ(session.stage->stop(), 0);
+    for (std::size_t i = 0; i < files.size(); ++i) {
+        const std::string name = "f" + std::to_string(i);
+        EXPECT_EQ(read_file(dir.path() / "dl" / "a" / name), file_content(a, i));
+        EXPECT_EQ(read_file(dir.path() / "dl" / "b" / name), file_content(b, i));
+    }
 }
 
 }  // namespace
