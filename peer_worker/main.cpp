@@ -16,12 +16,12 @@ int main(int argc, char** argv) {
     pw::peer_worker::WorkerOptions options;
     app.add_option("--pieces", options.pieces, "the verifier's endpoint for pieces (we push)")
         ->envname("PW_PIECES")->required();
-    app.add_option("--max-peers", options.max_peers, "most peers connected at once")
+    app.add_option("--max-peers", options.max_peers, "most peers connected at once, over every torrent")
         ->check(CLI::Range(1u, 10000u))->capture_default_str();
     std::uint64_t piece_memory_mib = options.max_piece_bytes >> 20;
     app.add_option("--piece-memory-mib", piece_memory_mib,
-                   "MiB of pieces held at once, leased to delivered (the arena's size); "
-                   "beyond it, leases are refused")
+                   "MiB of pieces held at once over every torrent, leased to delivered "
+                   "(the arenas' budget); beyond it, leases are refused")
         ->envname("PW_PIECE_MEMORY_MIB")->check(CLI::Range(1u, 65536u))->capture_default_str();
     const std::map<std::string, pw::peer_worker::SharedMemory> shared_memory_modes{
         {"auto", pw::peer_worker::SharedMemory::automatic},
@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
         options.name = common.name;
         options.metrics = common.metrics;
         options.curve = pw::bus::load_curve_config(common.curve_key, common.curve_allow);
+        options.signal_fd = common.signal_fd;
         pw::peer_worker::WorkerService service(options);
         return service.run();
     });

@@ -26,8 +26,13 @@ std::uint64_t PieceMemory::resident_cap() const {
 }
 
 PieceMemory::Pool& PieceMemory::pool_for(std::uint32_t piece_length) {
+    // Leases come in runs of one torrent's pieces: most find the pool of the one before.
+    if (last_pool_ != nullptr && last_pool_->length == piece_length) return *last_pool_;
     auto& pool = pools_[piece_length];
-    if (pool) return *pool;
+    if (pool) {
+        last_pool_ = pool.get();
+        return *pool;
+    }
     pool = std::make_unique<Pool>();
     pool->length = piece_length;
     if (kind_ == Kind::arenas) {
@@ -45,6 +50,7 @@ PieceMemory::Pool& PieceMemory::pool_for(std::uint32_t piece_length) {
                          piece_length, error.what());
         }
     }
+    last_pool_ = pool.get();
     return *pool;
 }
 

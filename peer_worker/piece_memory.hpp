@@ -130,7 +130,8 @@ private:
     std::uint64_t budget_ = 0;
     Kind kind_ = Kind::buffers;
     std::chrono::milliseconds slow_fill_{kSlowFill};
-    std::unordered_map<std::uint32_t, std::unique_ptr<Pool>> pools_;  // by piece length
+    std::unordered_map<std::uint32_t, std::unique_ptr<Pool>> pools_;  // by piece length; kept
+    Pool* last_pool_ = nullptr;  // the one the last lease went to
     std::uint32_t longest_arena_length_ = 0;
     std::uint64_t counted_bytes_ = 0;
     std::uint64_t resident_bytes_ = 0;

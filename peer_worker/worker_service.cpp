@@ -16,20 +16,33 @@ namespace pw::peer_worker {
 namespace {
 
 constexpr auto kTickPeriod = std::chrono::milliseconds(100);
-// Bytes of whole pieces ZeroMQ may queue toward the verifier beyond the piece-buffer cap.
+// Bytes of whole pieces ZeroMQ may queue toward the verifier beyond the piece-memory budget.
 constexpr std::uint64_t kVerifierQueueBytes = 8ull << 20;
-// Batches queued toward the verifier in arena mode: they only name slots, and the arena
-// bounds the memory of their pieces.
+// Batches queued toward the verifier in arena mode: they only name slots, and the arenas
+// bound the memory of their pieces.
 constexpr int kArenaBatchesQueued = 16;
+// Long enough for the batches flushed at the end to reach the verifier.
+constexpr int kPiecesLingerMs = 1000;
 
 // The high-water mark toward the verifier: it counts messages, so batches of frames (each
 // at most kMaxBatchFrameBytes, or one larger piece) are counted to stay near
 // kVerifierQueueBytes.
-int pieces_send_hwm(bool arena, std::uint32_t piece_length) {
+int pieces_send_hwm(bool arena) {
     if (arena) return kArenaBatchesQueued;
-    const std::uint64_t batch_bytes =
-        std::max<std::uint64_t>(bus::kMaxBatchFrameBytes, piece_length);
-    return static_cast<int>(std::clamp<std::uint64_t>(kVerifierQueueBytes / batch_bytes, 2, 512));
+    return static_cast<int>(
+        std::clamp<std::uint64_t>(kVerifierQueueBytes / bus::kMaxBatchFrameBytes, 2, 512));
+}
+
+// Arenas need memfd and a shared mapping; where they cannot be had, pieces travel as frames
+// for the whole run (the socket's high-water mark is chosen once, before it connects).
+bool arenas_work() {
+    try {
+        bus::PieceArena probe(4096, 1);
+        return true;
+    } catch (const std::exception& error) {
+        spdlog::warn("no shared-memory arena ({}); pieces travel as frames", error.what());
+        return false;
+    }
 }
 
 }  // namespace
@@ -46,103 +59,127 @@ bool wants_arena(const WorkerOptions& options) {
 WorkerService::WorkerService(WorkerOptions options)
     : options_(std::move(options)),
       zmq_context_(1),
-      control_(zmq_context_, options_.control, options_.name, bus::v1::ROLE_PEER_WORKER, {},
-               options_.curve),
+      stage_(zmq_context_, bus::StageConfig{options_.control, options_.name,
+                                            bus::v1::ROLE_PEER_WORKER, options_.timing,
+                                            options_.curve, options_.metrics, options_.signal_fd}),
       pieces_(zmq_context_, zmq::socket_type::push),
-      timer_(io_) {
-    control_.attach_metrics(options_.metrics);
-    callbacks_.on_handshake = [this](PeerConnection& c) { on_handshake(c); };
-    callbacks_.on_activity = [this](PeerConnection& c) { on_activity(c); };
-    callbacks_.on_closed = [this](PeerConnection& c, const std::string& reason) {
-        on_closed(c, reason);
-    };
-}
+      timer_(io_) {}
 
-WorkerService::~WorkerService() { stop(exit_code_); }
+WorkerService::~WorkerService() {
+    stopping_ = true;
+    for (const auto& [torrent, connection] : all_connections()) connection->fail("worker stopping");
+    // The descriptor is the stage's (the signalfd run_stage made): never ours to close.
+    if (signals_) signals_->release();
+}
 
 int WorkerService::run() {
-    start(control_.handshake());
-    bus::release_start_up_memory();
-    io_.run();
-    return exit_code_;
+    const auto welcome = stage_.handshake();
+    if (!welcome) return stage_.exit_code();  // a signal came first
+    our_id_ = welcome->peer_id;
+    set_up_pieces();
+    control_watch_ = std::make_unique<ZmqWatch>(io_, stage_.link().socket());
+    pieces_watch_ = std::make_unique<ZmqWatch>(io_, pieces_);
+    if (stage_.signal_fd() >= 0) {
+        signals_ = std::make_unique<asio::posix::stream_descriptor>(io_, stage_.signal_fd());
+        watch_signals();
+    }
+    spdlog::info("welcomed: up to {} peers, {} MiB of pieces {}", options_.max_peers,
+                 options_.max_piece_bytes >> 20,
+                 memory_->kind() == PieceMemory::Kind::arenas ? "in shared-memory arenas"
+                                                              : "as frames");
+    // The torrents follow the Welcome and may be queued already; the descriptor will not
+    // signal for them.
+    drain_control();
+    schedule_timer();
+    if (!stage_.finished()) io_.run();
+    return stage_.exit_code();
 }
 
-void WorkerService::start(const bus::Incoming& welcome) {
-    bus::WelcomeInfo info = bus::read_welcome(welcome, PieceHashes::forget);
-    our_id_ = info.peer_id;
-    torrent_ = std::move(info.torrent);
-    geometry_ = PieceGeometry(torrent_->total_size(), torrent_->piece_length());
-    parser_limits_.max_message = std::max(kBlockSize + 9, geometry_.bitfield_bytes() + 1);
-    parser_limits_.geometry = geometry_;
-    set_up_piece_memory();
-
+void WorkerService::set_up_pieces() {
+    const bool arenas = wants_arena(options_) && arenas_work();
+    memory_ = std::make_unique<PieceMemory>(
+        options_.max_piece_bytes, arenas ? PieceMemory::Kind::arenas : PieceMemory::Kind::buffers);
+    batches_ = std::make_unique<PieceBatches>(
+        io_, options_.name, [this](OutgoingBatch& batch) { return send_batch(batch); });
     // ZeroMQ's queue toward the verifier holds a bounded number of bytes, not a bounded
     // number of (possibly huge) pieces; its high-water mark counts whole messages.
     bus::SocketLimits limits;
-    limits.send_hwm = pieces_send_hwm(memory_->arena() != nullptr, torrent_->piece_length());
+    limits.send_hwm = pieces_send_hwm(arenas);
     bus::configure(pieces_, limits);
     bus::secure_client(pieces_, options_.curve, bus::kPiecesServer);
     pieces_.connect(options_.pieces);
-
-    control_watch_ = std::make_unique<ZmqWatch>(io_, control_.socket());
-    pieces_watch_ = std::make_unique<ZmqWatch>(io_, pieces_);
-    spdlog::info("torrent {} ({} pieces of {} bytes), up to {} peers, pieces {}", torrent_->name(),
-                 geometry_.piece_count(), geometry_.piece_length(), options_.max_peers,
-                 memory_->arena() ? "in a shared-memory arena" : "as frames");
-    // Messages may have queued behind the Welcome; the descriptor will not signal for them.
-    drain_control();
-    schedule_timer();
 }
 
-void WorkerService::set_up_piece_memory() {
-    batches_ = std::make_unique<PieceBatches>(
-        io_, options_.name, [this](OutgoingBatch& batch) { return send_batch(batch); });
-    if (wants_arena(options_)) {
-        const std::uint32_t piece_length = geometry_.piece_length();
-        const std::uint64_t slots = std::clamp<std::uint64_t>(
-            options_.max_piece_bytes / piece_length, 2, std::numeric_limits<std::uint32_t>::max());
-        try {
-            memory_ = std::make_unique<PieceMemory>(
-                std::make_unique<bus::PieceArena>(piece_length, static_cast<std::uint32_t>(slots)));
-            batches_->use_arena(memory_->arena());
-            spdlog::info("piece arena {}: {} slots of {} bytes", memory_->arena()->path, slots,
-                         piece_length);
-            return;
-        } catch (const std::exception& error) {
-            spdlog::warn("no shared-memory arena ({}); pieces travel as frames", error.what());
-        }
-    }
-    memory_ = std::make_unique<PieceMemory>(options_.max_piece_bytes);
-}
-
-void WorkerService::stop(int exit_code) {
-    if (stopping_) return;
-    stopping_ = true;
-    exit_code_ = exit_code;
-    std::vector<ConnectionPtr> connections;
-    for (const auto& [key, connection] : peers_) connections.push_back(connection);
-    for (const auto& connection : connections) connection->fail("worker stopping");
-    peers_.clear();
+void WorkerService::stop_if_finished() {
+    if (!stage_.finished()) return;
     timer_.cancel();
     io_.stop();
+}
+
+// --- the stage's end ---
+
+void WorkerService::on_terminate(const std::string& reason) {
+    spdlog::info("stopping: {}", reason);
+    // Whole pieces are still worth verifying: what ZeroMQ takes now leaves, and is reported
+    // delivered before the control link's last reports go.
+    if (batches_ && !stopping_) {
+        for (const auto& [torrent, connection] : all_connections()) {
+            if (!connection->closed()) collect_completed(*torrent, *connection);
+        }
+        batches_->flush();
+        pieces_.set(zmq::sockopt::linger, kPiecesLingerMs);
+    }
+    stopping_ = true;
+    for (const auto& [torrent, connection] : all_connections()) connection->fail("worker stopping");
+    timer_.cancel();
+}
+
+bus::v1::Heartbeat WorkerService::heartbeat() {
+    bus::v1::Heartbeat beat;
+    std::uint32_t connected_total = 0;
+    for (const auto& [id, torrent] : torrents_) {
+        std::uint32_t connected = 0;
+        for (const auto& [key, connection] : torrent->peers) {
+            if (connection->session().handshake_done()) ++connected;
+        }
+        connected_total += connected;
+        if (torrent->peers.empty() && torrent->bytes_downloaded == 0) continue;
+        auto* counters = beat.add_torrents();
+        counters->set_torrent(id.get());
+        counters->set_bytes_downloaded(torrent->bytes_downloaded);
+        counters->set_peers_connected(connected);
+    }
+    beat.set_bytes_downloaded(bytes_downloaded_);
+    beat.set_peers_connected(connected_total);
+    beat.set_queue_depth(batches_ ? static_cast<std::uint32_t>(batches_->waiting()) : 0);
+    return beat;
 }
 
 // --- control socket ---
 
 void WorkerService::drain_control() {
-    // A send from inside handle() lands here again: the loop below re-reads ZMQ_EVENTS
-    // after each message, so it sees whatever that send changed.
+    // A send from inside on_control lands here again: the stage re-reads ZMQ_EVENTS after
+    // each message, so it sees whatever that send changed.
     if (draining_control_ || stopping_) return;
     draining_control_ = true;
-    while (!stopping_ && (control_watch_->events() & ZMQ_POLLIN) != 0) {
-        if (auto message = control_.poll_message()) handle(*message);
-    }
+    stage_.on_control_ready(*this);
     draining_control_ = false;
-    if (!stopping_) control_watch_->arm([this] { drain_control(); });
+    stop_if_finished();
+    if (!stopping_ && !stage_.finished()) control_watch_->arm([this] { drain_control(); });
+}
+
+void WorkerService::watch_signals() {
+    signals_->async_wait(asio::posix::stream_descriptor::wait_read,
+                         [this](const asio::error_code& error) {
+                             if (error) return;
+                             stage_.on_signal_ready(*this);
+                             stop_if_finished();
+                             if (!stage_.finished()) watch_signals();
+                         });
 }
 
 void WorkerService::send_control(bus::v1::Envelope& envelope, std::span<zmq::message_t> frames) {
-    control_.send(envelope, frames);
+    stage_.link().send(envelope, frames);
     // A send resets the edge of ZMQ_FD: messages that arrived meanwhile would never wake
     // us. Drain right after the current handler (not inside it: it may be iterating peers).
     if (!drain_posted_) {
@@ -154,74 +191,164 @@ void WorkerService::send_control(bus::v1::Envelope& envelope, std::span<zmq::mes
     }
 }
 
-void WorkerService::handle(bus::Incoming& message) {
+void WorkerService::on_control(bus::Incoming& message) {
     const auto& envelope = message.envelope;
     switch (envelope.body_case()) {
+        case bus::v1::Envelope::kTorrentAdded: add_torrent(envelope.torrent_added()); break;
+        case bus::v1::Envelope::kTorrentInfo: learn_torrent_info(message); break;
+        case bus::v1::Envelope::kTorrentRemoved:
+            remove_torrent(TorrentId{envelope.torrent_removed().torrent()});
+            break;
         case bus::v1::Envelope::kAddPeers: add_peers(envelope.add_peers()); break;
         case bus::v1::Envelope::kLeases: grant_leases(envelope.leases()); break;
         case bus::v1::Envelope::kCancelPiece:
-            cancel_piece(PieceIndex{envelope.cancel_piece().piece()});
+            cancel_piece(TorrentId{envelope.cancel_piece().torrent()},
+                         PieceIndex{envelope.cancel_piece().piece()});
             break;
         case bus::v1::Envelope::kBanPeer:
             ban(envelope.ban_peer().ip(), envelope.ban_peer().reason());
             break;
         case bus::v1::Envelope::kSlotsFreed: free_slots(envelope.slots_freed()); break;
-        case bus::v1::Envelope::kShutdown:
-            spdlog::info("shutdown: {}", envelope.shutdown().reason());
-            stop(0);
-            break;
-        case bus::v1::Envelope::kWelcome: break;  // a late duplicate of the handshake
-        default:
-            spdlog::debug("ignored a {} message", static_cast<int>(envelope.body_case()));
-            break;
+        default: spdlog::debug("ignored a {} message", bus::body_name(envelope)); break;
     }
 }
 
+TorrentContext* WorkerService::find_torrent(std::uint32_t id) {
+    const auto found = torrents_.find(TorrentId{id});
+    return found == torrents_.end() ? nullptr : found->second.get();
+}
+
+void WorkerService::add_torrent(const bus::v1::TorrentAdded& message) {
+    auto added = bus::read_torrent_added(message);
+    if (!added) {
+        spdlog::warn("ignored a torrent: {}", added.error().describe());
+        return;
+    }
+    auto& slot = torrents_[added->id];
+    if (slot) {
+        // Repeated after each Welcome: nothing new. The same id for another torrent is the
+        // orchestrator's bug; the first one stays.
+        if (slot->info_hash != added->info_hash) {
+            spdlog::warn("torrent {} added again with another info-hash: ignored", added->id.get());
+        }
+        return;
+    }
+    slot = std::make_unique<TorrentContext>(added->id, added->info_hash, added->name);
+    TorrentContext* torrent = slot.get();
+    torrent->callbacks.on_handshake = [this, torrent](PeerConnection& c) { on_handshake(*torrent, c); };
+    torrent->callbacks.on_activity = [this, torrent](PeerConnection& c) { on_activity(*torrent, c); };
+    torrent->callbacks.on_closed = [this, torrent](PeerConnection& c, const std::string& reason) {
+        on_closed(*torrent, c, reason);
+    };
+    spdlog::debug("torrent {} '{}' added", added->id.get(), added->name);
+}
+
+void WorkerService::learn_torrent_info(const bus::Incoming& message) {
+    const std::uint32_t id = message.envelope.torrent_info().torrent();
+    TorrentContext* torrent = find_torrent(id);
+    if (torrent == nullptr) {
+        spdlog::warn("ignored the info of torrent {}: it was never added", id);
+        return;
+    }
+    if (torrent->has_info()) return;  // repeated after a Welcome
+    {
+        // Only the geometry stays: the parsed torrent goes before the trim below.
+        auto parsed = bus::read_torrent_info(torrent->info_hash, message, PieceHashes::forget);
+        if (!parsed) {
+            spdlog::warn("torrent {}: {}", id, parsed.error().describe());
+            return;
+        }
+        torrent->learn_info(*parsed);
+    }
+    spdlog::info("torrent {} '{}': {} pieces of {} bytes", id, torrent->name,
+                 torrent->geometry->piece_count(), torrent->geometry->piece_length());
+    bus::release_start_up_memory();
+}
+
+void WorkerService::remove_torrent(TorrentId id) {
+    const auto found = torrents_.find(id);
+    if (found == torrents_.end()) return;
+    TorrentContext& torrent = *found->second;
+    // The orchestrator forgot the torrent: its peers close, its leases and their room go,
+    // and nothing of it is reported.
+    torrent.leaving = true;
+    std::vector<ConnectionPtr> connections;
+    for (const auto& [key, connection] : torrent.peers) connections.push_back(connection);
+    for (const auto& connection : connections) connection->fail("torrent removed");
+    batches_->drop_torrent(id, [this](std::uint64_t lease_id) { memory_->release(lease_id); });
+    const std::uint32_t length = torrent.piece_length();
+    spdlog::info("torrent {} removed ({} peers closed)", id.get(), connections.size());
+    torrents_.erase(found);
+    // Its delivered slots come back through SlotsFreed as usual; an arena of a length nobody
+    // fetches any more gives back the pages its free slots kept.
+    const bool length_in_use = std::any_of(torrents_.begin(), torrents_.end(), [&](const auto& entry) {
+        return entry.second->piece_length() == length;
+    });
+    if (length != 0 && !length_in_use) memory_->retire(length);
+    resume_peers();  // room came back, and the backpressure may be gone
+}
+
 void WorkerService::add_peers(const bus::v1::AddPeers& add) {
+    const TorrentId id{add.torrent()};
+    TorrentContext* torrent = find_torrent(add.torrent());
+    if (torrent == nullptr || !torrent->has_info()) {
+        for (const auto& peer : add.peers()) {
+            report_disconnected(id, bus::peer_key(peer.ip(), peer.port()), "torrent not known here");
+        }
+        return;
+    }
     const auto now = Clock::now();
     for (const auto& peer : add.peers()) {
         const std::string key = bus::peer_key(peer.ip(), peer.port());
-        if (peers_.count(key) != 0) continue;
+        if (torrent->peers.count(key) != 0) continue;
         asio::error_code error;
         const auto address = asio::ip::make_address(peer.ip(), error);
         if (error || peer.port() == 0 || peer.port() > 65535) {
-            report_disconnected(key, "invalid address");
+            report_disconnected(id, key, "invalid address");
             continue;
         }
         if (banned_.count(address) != 0) {
-            report_disconnected(key, "banned");
+            report_disconnected(id, key, "banned");
             continue;
         }
-        if (peers_.size() >= options_.max_peers) {
-            report_disconnected(key, "worker already has --max-peers peers");
+        if (peer_count_ >= options_.max_peers) {
+            report_disconnected(id, key, "worker already has --max-peers peers");
             continue;
         }
-        PeerSession session(geometry_, torrent_->info_hash(), our_id_, now);
+        PeerSession session(*torrent->geometry, torrent->info_hash, our_id_, now);
         auto connection = std::make_shared<PeerConnection>(
             io_, key, asio::ip::tcp::endpoint(address, static_cast<std::uint16_t>(peer.port())),
-            std::move(session), parser_limits_, callbacks_);
-        peers_.emplace(key, connection);
+            std::move(session), torrent->parser_limits, torrent->callbacks);
+        torrent->peers.emplace(key, connection);
+        ++peer_count_;
         connection->start(now);
     }
 }
 
 void WorkerService::grant_leases(const bus::v1::Leases& leases) {
+    const TorrentId id{leases.torrent()};
     std::vector<std::uint64_t> refused;
-    const auto found = peers_.find(leases.peer());
-    if (found == peers_.end() || found->second->closed() ||
-        !found->second->session().handshake_done()) {
+    TorrentContext* torrent = find_torrent(leases.torrent());
+    const auto refuse_all = [&](const char* reason) {
         for (const auto& lease : leases.leases()) refused.push_back(lease.lease_id());
-        if (!refused.empty()) report_released(leases.peer(), refused, "peer gone");
-        return;
+        if (!refused.empty()) report_released(id, leases.peer(), refused, reason);
+    };
+    if (torrent == nullptr || !torrent->has_info()) return refuse_all("torrent not known here");
+    const auto found = torrent->peers.find(leases.peer());
+    if (found == torrent->peers.end() || found->second->closed() ||
+        !found->second->session().handshake_done()) {
+        return refuse_all("peer gone");
     }
     const auto now = Clock::now();
+    const PieceGeometry& geometry = *torrent->geometry;
     PeerConnection& connection = *found->second;
     PeerSession& session = connection.session();
     session.note_work_answer(leases.leases_size() > 0, now);
     for (const auto& lease : leases.leases()) {
         const PieceIndex piece{lease.piece()};
-        const std::uint32_t size = geometry_.contains(piece) ? geometry_.piece_size(piece) : 0;
-        auto destination = size == 0 ? std::nullopt : memory_->reserve(lease.lease_id(), size);
+        const std::uint32_t size = geometry.contains(piece) ? geometry.piece_size(piece) : 0;
+        auto destination = size == 0 ? std::nullopt
+                                     : memory_->reserve(lease.lease_id(), geometry.piece_length(), size);
         if (!destination) {
             // Not ours to free: the id may be a duplicate of a lease we are working on.
             refused.push_back(lease.lease_id());
@@ -231,18 +358,20 @@ void WorkerService::grant_leases(const bus::v1::Leases& leases) {
         }
     }
     if (!refused.empty()) {
-        report_released(leases.peer(), refused,
+        report_released(id, leases.peer(), refused,
                         "lease refused (out of range, duplicate or over the worker's memory cap)");
     }
     session.fill_requests(now, !backpressured());
     connection.flush();
 }
 
-void WorkerService::cancel_piece(PieceIndex piece) {
+void WorkerService::cancel_piece(TorrentId id, PieceIndex piece) {
+    const auto found = torrents_.find(id);
+    if (found == torrents_.end()) return;
     const auto now = Clock::now();
-    for (const auto& [key, connection] : peers_) {
+    for (const auto& [key, connection] : found->second->peers) {
         if (const auto lease_id = connection->session().cancel_piece(piece, now)) {
-            release(key, {*lease_id}, "piece cancelled");
+            release(id, key, {*lease_id}, "piece cancelled");
             connection->session().fill_requests(now, !backpressured());
             connection->flush();
         }
@@ -264,64 +393,80 @@ void WorkerService::ban(const std::string& ip, const std::string& reason) {
     }
     banned_.insert(address);
     spdlog::info("banned {}: {}", ip, reason);
-    std::vector<std::string> keys;
-    for (const auto& [key, connection] : peers_) {
-        if (connection->address() == address) keys.push_back(key);
+    for (const auto& [torrent, connection] : all_connections()) {
+        if (connection->address() == address) connection->fail("banned: " + reason);
     }
-    for (const auto& key : keys) drop(key, "banned: " + reason);
 }
 
 // --- peers ---
 
-void WorkerService::on_handshake(PeerConnection& connection) {
-    spdlog::info("{}: connected", connection.key());
+std::vector<std::pair<TorrentContext*, WorkerService::ConnectionPtr>> WorkerService::all_connections() const {
+    std::vector<std::pair<TorrentContext*, ConnectionPtr>> connections;
+    connections.reserve(peer_count_);
+    for (const auto& [id, torrent] : torrents_) {
+        for (const auto& [key, connection] : torrent->peers) connections.emplace_back(torrent.get(), connection);
+    }
+    return connections;
+}
+
+void WorkerService::on_handshake(TorrentContext& torrent, PeerConnection& connection) {
+    spdlog::info("{} (torrent {}): connected", connection.key(), torrent.id.get());
     bus::v1::Envelope envelope;
     auto* connected = envelope.mutable_peer_connected();
     connected->set_peer(connection.key());
+    connected->set_torrent(torrent.id.get());
     const auto& id = connection.session().peer_id();
     connected->set_peer_id(std::string(id.begin(), id.end()));
     send_control(envelope);
 }
 
-void WorkerService::on_activity(PeerConnection& connection) {
+void WorkerService::on_activity(TorrentContext& torrent, PeerConnection& connection) {
     const auto now = Clock::now();
     PeerSession& session = connection.session();
-    bytes_downloaded_ += session.take_downloaded();
-    collect_completed(connection);
-    report_has(connection, false);  // a bitfield goes out at once; haves are batched
-    request_work(connection, now);
+    const std::uint64_t downloaded = session.take_downloaded();
+    torrent.bytes_downloaded += downloaded;
+    bytes_downloaded_ += downloaded;
+    collect_completed(torrent, connection);
+    report_has(torrent, connection, false);  // a bitfield goes out at once; haves are batched
+    request_work(torrent, connection, now);
     session.fill_requests(now, !backpressured());
 }
 
-void WorkerService::on_closed(PeerConnection& connection, const std::string& reason) {
-    if (stopping_) return;
+void WorkerService::on_closed(TorrentContext& torrent, PeerConnection& connection,
+                              const std::string& reason) {
+    if (stopping_) return;  // the worker is ending: nothing to report, nothing to keep
     const std::string key = connection.key();
-    spdlog::info("{}: dropped: {}", key, reason);
     PeerSession& session = connection.session();
-    bytes_downloaded_ += session.take_downloaded();
-    collect_completed(connection);  // whole pieces are still worth verifying
-    const auto lease_ids = session.release_leases();
-    if (!lease_ids.empty()) release(key, lease_ids, "peer gone: " + reason);
-    report_disconnected(key, reason);
+    const std::uint64_t downloaded = session.take_downloaded();
+    torrent.bytes_downloaded += downloaded;
+    bytes_downloaded_ += downloaded;
+    if (torrent.leaving) {
+        // Nobody wants its pieces now: their room comes back, unreported.
+        for (const auto& piece : session.completed()) memory_->release(piece.lease_id);
+        session.completed().clear();
+        for (const auto id : session.release_leases()) memory_->release(id);
+    } else {
+        spdlog::info("{} (torrent {}): dropped: {}", key, torrent.id.get(), reason);
+        collect_completed(torrent, connection);  // whole pieces are still worth verifying
+        const auto lease_ids = session.release_leases();
+        if (!lease_ids.empty()) release(torrent.id, key, lease_ids, "peer gone: " + reason);
+        report_disconnected(torrent.id, key, reason);
+    }
     // Our own address: connecting again would only find ourselves again.
     if (session.peer_id() == our_id_) banned_.insert(connection.address());
     // Every caller of fail() holds its own reference, so erasing here is safe.
-    peers_.erase(key);
+    torrent.peers.erase(key);
+    --peer_count_;
 }
 
-void WorkerService::drop(const std::string& key, const std::string& reason) {
-    const auto found = peers_.find(key);
-    if (found == peers_.end()) return;
-    const ConnectionPtr keep = found->second;
-    keep->fail(reason);
-}
-
-void WorkerService::report_has(PeerConnection& connection, bool include_haves) {
+void WorkerService::report_has(TorrentContext& torrent, PeerConnection& connection,
+                               bool include_haves) {
     auto report = connection.session().take_has_report(include_haves);
     if (!report) return;
     bus::v1::Envelope envelope;
     auto* has = envelope.mutable_peer_has();
     has->set_peer(connection.key());
+    has->set_torrent(torrent.id.get());
     has->set_have_all(report->have_all);
     for (const auto index : report->haves) has->add_haves(index);
     if (report->bitfield) {
@@ -333,66 +478,81 @@ void WorkerService::report_has(PeerConnection& connection, bool include_haves) {
     }
 }
 
-void WorkerService::request_work(PeerConnection& connection, Clock::time_point now) {
+void WorkerService::request_work(TorrentContext& torrent, PeerConnection& connection,
+                                 Clock::time_point now) {
     if (stopping_ || connection.closed()) return;
     PeerSession& session = connection.session();
     std::uint32_t count = session.pieces_wanted(now);
     if (count == 0) return;
-    // Beyond the memory cap we ask for nothing; the pipeline drains (or SlotsFreed comes)
+    // Beyond the memory budget we ask for nothing; the pipeline drains (or SlotsFreed comes)
     // and we ask again.
-    const std::uint64_t room = memory_->room(geometry_.piece_length());
+    const std::uint64_t room = memory_->room(torrent.piece_length());
     count = static_cast<std::uint32_t>(std::min<std::uint64_t>(count, room));
     if (count == 0) return;
-    report_has(connection, true);  // the orchestrator leases from what it knows the peer has
+    report_has(torrent, connection, true);  // the orchestrator leases from what it knows the peer has
     bus::v1::Envelope envelope;
-    envelope.mutable_work_request()->set_peer(connection.key());
-    envelope.mutable_work_request()->set_count(count);
+    auto* request = envelope.mutable_work_request();
+    request->set_peer(connection.key());
+    request->set_count(count);
+    request->set_torrent(torrent.id.get());
     send_control(envelope);
     session.note_work_requested(now);
 }
 
-void WorkerService::release(const std::string& key, const std::vector<std::uint64_t>& lease_ids,
-                            const std::string& reason) {
+void WorkerService::release(TorrentId torrent, const std::string& key,
+                            const std::vector<std::uint64_t>& lease_ids, const std::string& reason) {
     for (const auto id : lease_ids) memory_->release(id);
-    report_released(key, lease_ids, reason);
+    report_released(torrent, key, lease_ids, reason);
 }
 
-void WorkerService::report_released(const std::string& key,
+void WorkerService::report_released(TorrentId torrent, const std::string& key,
                                     const std::vector<std::uint64_t>& lease_ids,
                                     const std::string& reason) {
     if (lease_ids.empty()) return;
     bus::v1::Envelope envelope;
     auto* released = envelope.mutable_lease_released();
     released->set_peer(key);
+    released->set_torrent(torrent.get());
     for (const auto id : lease_ids) released->add_lease_ids(id);
     released->set_reason(reason);
     send_control(envelope);
 }
 
-void WorkerService::report_disconnected(const std::string& key, const std::string& reason) {
+void WorkerService::report_disconnected(TorrentId torrent, const std::string& key,
+                                        const std::string& reason) {
     bus::v1::Envelope envelope;
-    envelope.mutable_peer_disconnected()->set_peer(key);
-    envelope.mutable_peer_disconnected()->set_reason(reason);
+    auto* disconnected = envelope.mutable_peer_disconnected();
+    disconnected->set_peer(key);
+    disconnected->set_reason(reason);
+    disconnected->set_torrent(torrent.get());
     send_control(envelope);
 }
 
 void WorkerService::resume_peers() {
     const auto now = Clock::now();
-    for (const auto& [key, connection] : peers_) {
-        if (connection->closed() || !connection->session().handshake_done()) continue;
-        request_work(*connection, now);
-        connection->session().fill_requests(now, !backpressured());
-        connection->flush();
+    for (const auto& [id, torrent] : torrents_) {
+        for (const auto& [key, connection] : torrent->peers) {
+            if (connection->closed() || !connection->session().handshake_done()) continue;
+            request_work(*torrent, *connection, now);
+            connection->session().fill_requests(now, !backpressured());
+            connection->flush();
+        }
     }
 }
 
 // --- verifier ---
 
-void WorkerService::collect_completed(PeerConnection& connection) {
+void WorkerService::collect_completed(TorrentContext& torrent, PeerConnection& connection) {
     auto& completed = connection.session().completed();
+    if (completed.empty()) return;
+    // Every piece of a torrent lives in the arena of its length (made by its first lease), so
+    // the lane is found once and kept.
+    if (torrent.lane == nullptr) {
+        torrent.lane = &batches_->lane(torrent.id, memory_->arena(torrent.piece_length()));
+    }
     for (auto& piece : completed) {
         const auto slot = memory_->slot_of(piece.lease_id);
-        batches_->add(std::move(piece), connection.key(), slot);
+        batches_->add(*torrent.lane, std::move(piece), connection.key(), slot);
     }
     completed.clear();
 }
@@ -419,6 +579,7 @@ void WorkerService::report_delivered(const bus::v1::PieceBatch& batch) {
         auto* ref = delivered->add_pieces();
         ref->set_piece(piece.piece());
         ref->set_lease_id(piece.lease_id());
+        ref->set_torrent(batch.torrent());
     }
     send_control(delivered_report_);
 }
@@ -441,28 +602,15 @@ void WorkerService::schedule_timer() {
 }
 
 void WorkerService::on_timer() {
-    const auto now = Clock::now();
-    std::vector<ConnectionPtr> connections;
-    std::uint32_t connected = 0;
-    for (const auto& [key, connection] : peers_) {
-        connections.push_back(connection);
-        if (connection->session().handshake_done()) ++connected;
-    }
-    bus::v1::Heartbeat stats;
-    stats.set_bytes_downloaded(bytes_downloaded_);
-    stats.set_peers_connected(connected);
-    stats.set_queue_depth(static_cast<std::uint32_t>(batches_->waiting()));
-    const bool alive = control_.tick(stats);
+    stage_.tick(*this);  // heartbeats; gives up on a silent orchestrator
+    stop_if_finished();
+    if (stage_.finished()) return;
     drain_control();  // tick may have sent a heartbeat
-    if (!alive) {
-        spdlog::error("the orchestrator has been silent too long; exiting");
-        stop(1);
-        return;
-    }
     if (stopping_) return;
 
+    const auto now = Clock::now();
     batches_->flush();
-    for (const auto& connection : connections) {
+    for (const auto& [torrent, connection] : all_connections()) {
         if (connection->closed()) continue;
         connection->check_deadline(now);
         PeerSession& session = connection->session();
@@ -472,11 +620,11 @@ void WorkerService::on_timer() {
             continue;
         }
         if (session.choked_too_long(now)) {
-            release(connection->key(), session.release_leases(), "choked us for 30 s");
+            release(torrent->id, connection->key(), session.release_leases(), "choked us for 30 s");
         }
         session.on_tick(now);
-        report_has(*connection, true);
-        request_work(*connection, now);
+        report_has(*torrent, *connection, true);
+        request_work(*torrent, *connection, now);
         session.fill_requests(now, !backpressured());
         connection->flush();
     }

@@ -2,6 +2,7 @@
 """A libtorrent seeder for the integration tests, listening on 127.0.0.1.
 
   lt_seeder.py TORRENT DATA_DIR --port P [--rate-kib R] [--pieces-file F --work-dir W]
+               [--also TORRENT2 ...]
 
 DATA_DIR holds the torrent's content (the file or folder the torrent names). The seeder
 announces to the torrent's trackers and prints "READY <port> <pieces>" once libtorrent has
@@ -12,6 +13,9 @@ copies the content to W, overwrites every other piece with zeros there, and lets
 check the copy (no seed_mode), so libtorrent itself finds that only the listed pieces are
 good. The missing pieces get priority 0, so it never downloads them from anyone and serves
 only what it has.
+
+With --also (repeatable) the same session seeds more torrents from DATA_DIR, all on one
+port, as one libtorrent client seeding several torrents does; READY waits for all of them.
 """
 import argparse
 import os
@@ -72,7 +76,11 @@ def main():
     parser.add_argument("--rate-kib", type=int, default=0)
     parser.add_argument("--pieces-file")
     parser.add_argument("--work-dir")
+    parser.add_argument("--also", action="append", default=[],
+                        help="another torrent to seed from DATA_DIR on the same port")
     args = parser.parse_args()
+    if args.also and args.pieces_file:
+        sys.exit("--also seeds whole torrents only")
 
     info = lt.torrent_info(args.torrent)
     save_path = args.data_dir
@@ -94,19 +102,37 @@ def main():
     if keep is not None:
         params.piece_priorities = [4 if p in keep else 0 for p in range(info.num_pieces())]
     handle = session.add_torrent(params)
+    others = []
+    for torrent in args.also:
+        other = lt.add_torrent_params()
+        other.ti = lt.torrent_info(torrent)
+        other.save_path = args.data_dir
+        other.flags &= ~lt.torrent_flags.auto_managed
+        other.flags &= ~lt.torrent_flags.paused
+        others.append((session.add_torrent(other), other.ti.num_pieces()))
 
     checking = (lt.torrent_status.states.checking_files,
                 lt.torrent_status.states.checking_resume_data)
+
+    def checked(torrent_handle):
+        torrent_status = torrent_handle.status()
+        return torrent_status.has_metadata and torrent_status.state not in checking
+
     while True:
         report_alerts(session)
         status = handle.status()
-        if status.has_metadata and status.state not in checking and session.listen_port() > 0:
+        if checked(handle) and all(checked(h) for h, _ in others) and session.listen_port() > 0:
             break
         time.sleep(0.05)
     expected = info.num_pieces() if keep is None else len(keep)
     if status.num_pieces != expected:
         print(f"ERROR: found {status.num_pieces} good pieces, expected {expected}", flush=True)
         return 1
+    for other_handle, other_pieces in others:
+        if other_handle.status().num_pieces != other_pieces:
+            print(f"ERROR: {other_handle.status().name} has {other_handle.status().num_pieces} "
+                  f"good pieces, expected {other_pieces}", flush=True)
+            return 1
     print(f"READY {session.listen_port()} {status.num_pieces}", flush=True)
     while True:
         report_alerts(session)

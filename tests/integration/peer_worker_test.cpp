@@ -1,15 +1,21 @@
-// peer_worker against a real libtorrent seeder and against hostile peers on 127.0.0.1. The
-// test plays the orchestrator (control ROUTER: Welcome, heartbeats, AddPeers, leases) and
-// the verifier (PULL: reads each PieceBatch, from its frames or from the worker's arena, and
-// checks every piece's SHA-1), and frees arena slots as the verifier and writer would.
+// peer_worker against real libtorrent seeders and against hostile peers on 127.0.0.1. The
+// test plays the orchestrator (control ROUTER: Welcome, the session's torrents, heartbeats,
+// AddPeers, leases) and the verifier (PULL: reads each PieceBatch, from its frames or from
+// the worker's arena, and checks every piece's SHA-1 against its own torrent), and frees
+// arena slots as the verifier and writer would.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
+#include <fstream>
 #include <functional>
+#include <future>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -18,6 +24,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -26,9 +33,11 @@
 
 #include "core/bus/bus.hpp"
 #include "core/bus/piece_arena.hpp"
+#include "core/bus/welcome.hpp"
 #include "core/metainfo.hpp"
 #include "core/sha1.hpp"
 #include "core/wire.hpp"
+#include "peer_worker/worker_service.hpp"
 #include "tests/integration/harness.hpp"
 
 namespace pw {
@@ -43,6 +52,38 @@ using test::open_loopback_socket;
 
 constexpr std::uint32_t kHeartbeatMs = 200;
 const std::string kOurPeerId = "-PW0001-integration1";
+constexpr TorrentId kFirst{1};
+constexpr TorrentId kSecond{2};
+
+// A payload and its .torrent, made for one test.
+struct TestTorrent {
+    std::string path;  // the .torrent
+    Torrent torrent;
+};
+
+TestTorrent make_test_torrent(const TempDir& dir, const std::string& name, std::uint64_t size,
+                              std::uint32_t piece_bytes, std::uint32_t seed) {
+    const std::string payload = test::make_payload(dir.path(), name, size, seed);
+    const std::string path = test::make_torrent(payload, piece_bytes, {}, dir / (name + ".torrent"));
+    auto torrent = Torrent::parse(test::read_text_file(path));
+    if (!torrent) throw std::runtime_error(name + ": " + torrent.error().describe());
+    return TestTorrent{path, std::move(torrent).value()};
+}
+
+// The torrent an envelope from the worker is about; nullopt for those about none.
+std::optional<TorrentId> torrent_of(const v1::Envelope& e) {
+    switch (e.body_case()) {
+        case v1::Envelope::kPeerConnected: return TorrentId{e.peer_connected().torrent()};
+        case v1::Envelope::kPeerDisconnected: return TorrentId{e.peer_disconnected().torrent()};
+        case v1::Envelope::kPeerHas: return TorrentId{e.peer_has().torrent()};
+        case v1::Envelope::kWorkRequest: return TorrentId{e.work_request().torrent()};
+        case v1::Envelope::kLeaseReleased: return TorrentId{e.lease_released().torrent()};
+        case v1::Envelope::kPiecesDelivered:
+            if (e.pieces_delivered().pieces_size() == 0) return std::nullopt;
+            return TorrentId{e.pieces_delivered().pieces(0).torrent()};
+        default: return std::nullopt;
+    }
+}
 
 // The orchestrator and the verifier, as far as one worker can tell.
 class FakePipeline {
@@ -60,6 +101,22 @@ public:
     const std::string& control_endpoint() const { return control_endpoint_; }
     bool welcomed() const { return !identity_.empty(); }
     const std::string& pieces_endpoint() const { return pieces_endpoint_; }
+    // The worker's latest heartbeat, and how many came.
+    const v1::Heartbeat& last_heartbeat() const { return last_heartbeat_; }
+    std::size_t heartbeats() const { return heartbeats_; }
+
+    // A torrent of the session: the worker hears of it after its Welcome (TorrentAdded, then
+    // TorrentInfo unless `with_info` is false), or at once when it was welcomed already.
+    void add_torrent(TorrentId id, const Torrent& torrent, bool with_info = true) {
+        known_.push_back(Known{id, torrent.info_hash(), torrent.name(),
+                               with_info ? torrent.info_bytes() : std::string()});
+        if (welcomed()) tell(known_.back());
+    }
+
+    void remove_torrent(TorrentId id) {
+        v1::Envelope envelope = bus::torrent_removed_message(id, false);
+        send(envelope);
+    }
 
     void send(v1::Envelope& envelope, std::span<zmq::message_t> frames = {}) {
         ASSERT_FALSE(identity_.empty()) << "no worker has said Hello yet";
@@ -68,7 +125,7 @@ public:
 
     // Pumps both sockets (answering Hello, heartbeating) and hands every message to
     // `on_control` / `on_piece` until `done` or the timeout. False on timeout.
-    bool pump(const std::string& torrent_bytes, std::chrono::milliseconds timeout,
+    bool pump(std::chrono::milliseconds timeout,
               const std::function<void(bus::Incoming&)>& on_control,
               const std::function<void(bus::Incoming&)>& on_piece,
               const std::function<bool()>& done) {
@@ -83,10 +140,14 @@ public:
             while (bus::receive(router_, true, in) == bus::RecvStatus::ok) {
                 if (in.envelope.has_hello()) {
                     identity_ = in.identity;
-                    welcome(torrent_bytes);
+                    welcome();
                     continue;
                 }
-                if (in.envelope.has_heartbeat()) continue;
+                if (in.envelope.has_heartbeat()) {
+                    last_heartbeat_ = in.envelope.heartbeat();
+                    ++heartbeats_;
+                    continue;
+                }
                 on_control(in);
             }
             while (bus::receive(pull_, false, in) == bus::RecvStatus::ok) on_piece(in);
@@ -95,12 +156,32 @@ public:
     }
 
 private:
-    void welcome(const std::string& torrent_bytes) {
+    struct Known {
+        TorrentId id;
+        Sha1Digest info_hash;
+        std::string name;
+        std::string info;  // the info dictionary; empty: not told
+    };
+
+    void welcome() {
         v1::Envelope envelope;
         envelope.mutable_welcome()->set_peer_id(kOurPeerId);
         envelope.mutable_welcome()->set_heartbeat_ms(kHeartbeatMs);
-        zmq::message_t frame(torrent_bytes.data(), torrent_bytes.size());
-        send(envelope, std::span<zmq::message_t>(&frame, 1));
+        send(envelope);
+        for (const Known& known : known_) tell(known);
+    }
+
+    void tell(const Known& known) {
+        bus::AddedTorrent added;
+        added.id = known.id;
+        added.info_hash = known.info_hash;
+        added.name = known.name;
+        v1::Envelope envelope = bus::torrent_added_message(added);
+        send(envelope);
+        if (known.info.empty()) return;
+        v1::Envelope info = bus::torrent_info_message(known.id);
+        zmq::message_t frame(known.info.data(), known.info.size());
+        send(info, std::span<zmq::message_t>(&frame, 1));
     }
 
     void heartbeat() {
@@ -118,75 +199,131 @@ private:
     zmq::socket_t router_;
     zmq::socket_t pull_;
     std::string identity_;
+    std::vector<Known> known_;
+    v1::Heartbeat last_heartbeat_;
+    std::size_t heartbeats_ = 0;
     std::chrono::steady_clock::time_point last_beat_{};
 };
 
-Process start_worker(const TempDir& dir, const FakePipeline& pipeline,
-                     std::vector<std::string> extra_args = {}) {
-    std::vector<std::string> argv{test::bin("peer_worker"), "--control", pipeline.control_endpoint(),
-                                  "--pieces", pipeline.pieces_endpoint(), "--name", "peer_worker-test",
-                                  "--log-level", "debug"};
-    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-    return Process::start(argv, dir / "worker.log");
-}
+// One torrent's download as the orchestrator and the verifier see it: leases its pieces in
+// order to whichever peer asks, checks each piece that arrives against the torrent's own
+// hashes, and frees arena slots as the writer would.
+class FakeDownload {
+public:
+    FakeDownload(FakePipeline& pipeline, TorrentId id, const Torrent& torrent, bool arena_mode,
+                 std::uint64_t first_lease)
+        : pipeline_(pipeline), id_(id), torrent_(torrent), arena_mode_(arena_mode),
+          next_lease_(first_lease) {}
 
-void add_peer(FakePipeline& pipeline, std::uint16_t port) {
-    v1::Envelope envelope;
-    auto* peer = envelope.mutable_add_peers()->add_peers();
-    peer->set_ip("127.0.0.1");
-    peer->set_port(port);
-    pipeline.send(envelope);
-}
+    TorrentId id() const { return id_; }
+    bool complete() const { return verified.size() == torrent_.piece_count(); }
+    bool all_delivered() const { return delivered.size() >= torrent_.piece_count(); }
 
-bool welcome_worker(FakePipeline& pipeline, const std::string& torrent_bytes) {
-    return pipeline.pump(torrent_bytes, 20s, [](bus::Incoming&) {}, [](bus::Incoming&) {},
-                         [&] { return pipeline.welcomed(); });
-}
+    // A control message about this torrent; false (untouched) when it is about another.
+    bool on_control(const bus::Incoming& in) {
+        const auto& e = in.envelope;
+        if (torrent_of(e) != id_) return false;
+        ++messages;
+        if (e.has_peer_connected()) {
+            connected.insert(e.peer_connected().peer());
+        } else if (e.has_peer_has()) {
+            saw_has = saw_has || e.peer_has().have_all() || e.peer_has().bitfield();
+        } else if (e.has_peer_disconnected()) {
+            disconnected[e.peer_disconnected().peer()] = e.peer_disconnected().reason();
+        } else if (e.has_pieces_delivered()) {
+            for (const auto& ref : e.pieces_delivered().pieces()) {
+                EXPECT_EQ(ref.torrent(), id_.get()) << "one report, one torrent";
+                const auto lease = leases_.find(ref.lease_id());
+                if (lease == leases_.end() || lease->second != ref.piece()) {
+                    problems.push_back("delivered a lease of another piece or torrent");
+                }
+                EXPECT_TRUE(delivered.insert(ref.lease_id()).second) << "delivered twice";
+            }
+        } else if (e.has_lease_released()) {
+            for (const auto id : e.lease_released().lease_ids()) {
+                // Give the piece out again later: rewind to it.
+                if (leases_.count(id) != 0) next_piece_ = std::min(next_piece_, leases_[id]);
+            }
+        } else if (e.has_work_request() && granting) {
+            v1::Envelope answer;
+            auto* granted = answer.mutable_leases();
+            granted->set_peer(e.work_request().peer());
+            granted->set_torrent(id_.get());
+            for (std::uint32_t i = 0; i < e.work_request().count(); ++i) {
+                while (next_piece_ < torrent_.piece_count() && verified.count(next_piece_) != 0) {
+                    ++next_piece_;
+                }
+                if (next_piece_ >= torrent_.piece_count()) break;
+                auto* lease = granted->add_leases();
+                lease->set_piece(next_piece_);
+                lease->set_lease_id(next_lease_);
+                leases_[next_lease_++] = next_piece_++;
+            }
+            pipeline_.send(answer);
+        }
+        return true;
+    }
 
-void shut_down(FakePipeline& pipeline, Process& worker) {
-    v1::Envelope envelope;
-    envelope.mutable_shutdown()->set_reason("test over");
-    pipeline.send(envelope);
-    EXPECT_EQ(worker.wait_for_exit(10s), 0) << worker.log_tail();
-}
+    // A batch of this torrent's pieces; false (untouched) when it is another torrent's.
+    bool on_piece(const bus::Incoming& in, bus::ArenaReader& arenas) {
+        const auto& batch = in.envelope.piece_batch();
+        if (TorrentId{batch.torrent()} != id_) return false;
+        ++batches;
+        EXPECT_EQ(batch.worker(), "peer_worker-test");
+        EXPECT_EQ(batch.has_arena(), arena_mode_);
+        EXPECT_EQ(in.frames.size(), arena_mode_ ? 0u : static_cast<std::size_t>(batch.pieces_size()));
+        EXPECT_GT(batch.pieces_size(), 0);
+        EXPECT_LE(static_cast<std::size_t>(batch.pieces_size()), bus::kMaxBatchPieces);
+        if (arena_mode_) {
+            EXPECT_EQ(batch.arena().slot_size(), torrent_.piece_length());  // an arena per length
+            arenas_seen.insert(batch.arena().id());
+        }
+        v1::Envelope freed;
+        freed.mutable_slots_freed()->set_worker(batch.worker());
+        freed.mutable_slots_freed()->set_arena_id(batch.arena().id());
+        for (int i = 0; i < batch.pieces_size(); ++i) {
+            const auto& data = batch.pieces(i);
+            const auto lease = leases_.find(data.lease_id());
+            if (lease == leases_.end() || lease->second != data.piece()) {
+                problems.push_back("piece " + std::to_string(data.piece()) +
+                                   ": not a lease of this torrent's");
+                continue;
+            }
+            EXPECT_EQ(data.contributors_size(), 1);
+            if (data.contributors_size() == 1 && connected.count(data.contributors(0)) == 0) {
+                problems.push_back("a contributor that never connected: " + data.contributors(0));
+            }
+            EXPECT_EQ(data.size(), torrent_.piece_size(PieceIndex{data.piece()}));
+            const auto digest = piece_digest(in, i, arenas);
+            if (digest && *digest != torrent_.piece_hash(PieceIndex{data.piece()})) {
+                problems.push_back("piece " + std::to_string(data.piece()) + " has a bad hash");
+            }
+            if (digest) verified.insert(data.piece());
+            freed.mutable_slots_freed()->add_lease_ids(data.lease_id());
+        }
+        // As the writer would once the bytes are in the file (the orchestrator forwards it).
+        if (arena_mode_) pipeline_.send(freed);
+        return true;
+    }
 
-// How pieces reach the verifier: "off" as frames, "on" in the worker's arena.
-class PeerWorkerDownload : public ::testing::TestWithParam<std::string> {};
-
-TEST_P(PeerWorkerDownload, EveryPieceFromALibtorrentSeeder) {
-    const bool arena_mode = GetParam() == "on";
-    TempDir dir;
-    // A short last piece and a short last block; 41 pieces, more than the arena's 16 slots
-    // (1 MiB), so the worker finishes only if freed slots come back to it.
-    const std::string payload = test::make_payload(dir.path(), "payload.bin", 40 * 65536 + 12345, 7);
-    const std::string torrent_path = test::make_torrent(payload, 65536, {}, dir / "payload.torrent");
-    const std::string torrent_bytes = test::read_text_file(torrent_path);
-    auto torrent = Torrent::parse(torrent_bytes);
-    ASSERT_TRUE(torrent.ok()) << torrent.error().describe();
-
-    auto seeder = test::LibtorrentSeeder::start(torrent_path, dir.path());
-    ASSERT_TRUE(seeder.wait_ready(60s)) << seeder.log();
-
-    FakePipeline pipeline(dir);
-    Process worker = start_worker(dir, pipeline,
-                                  {"--shared-memory", GetParam(), "--piece-memory-mib", "1"});
-
-    const std::string seeder_key = bus::peer_key("127.0.0.1", seeder.port());
-    std::uint32_t next_piece = 0;
-    std::uint64_t next_lease = 100;
-    std::map<std::uint64_t, std::uint32_t> leases;  // lease id -> piece
+    bool granting = true;  // answers WorkRequests
+    std::set<std::string> connected;
+    std::map<std::string, std::string> disconnected;  // peer -> reason
+    bool saw_has = false;
     std::set<std::uint32_t> verified;
     std::set<std::uint64_t> delivered;
+    std::set<std::uint64_t> arenas_seen;
     std::size_t batches = 0;
+    std::size_t messages = 0;  // control messages about this torrent
     std::vector<std::string> problems;
-    bool connected = false, saw_has = false;
-    bus::ArenaReader arenas;
 
-    // The bytes of piece `index` of `batch`, from its frame or from the worker's arena.
-    const auto piece_digest = [&](const bus::Incoming& in, int index) -> std::optional<Sha1Digest> {
+private:
+    // The bytes of piece `index` of the batch, from its frame or from the worker's arena.
+    std::optional<Sha1Digest> piece_digest(const bus::Incoming& in, int index,
+                                           bus::ArenaReader& arenas) {
         const auto& batch = in.envelope.piece_batch();
         const auto& data = batch.pieces(index);
-        if (!arena_mode) {
+        if (!arena_mode_) {
             const auto& frame = in.frames.at(static_cast<std::size_t>(index));
             return sha1(frame.data(), frame.size());
         }
@@ -204,90 +341,191 @@ TEST_P(PeerWorkerDownload, EveryPieceFromALibtorrentSeeder) {
             return std::nullopt;
         }
         return digest;
-    };
+    }
 
-    ASSERT_TRUE(welcome_worker(pipeline, torrent_bytes)) << worker.log_tail();
-    add_peer(pipeline, seeder.port());
+    FakePipeline& pipeline_;
+    TorrentId id_;
+    const Torrent& torrent_;
+    bool arena_mode_;
+    std::uint32_t next_piece_ = 0;
+    std::uint64_t next_lease_;
+    std::map<std::uint64_t, std::uint32_t> leases_;  // lease id -> piece
+};
+
+Process start_worker(const TempDir& dir, const FakePipeline& pipeline,
+                     std::vector<std::string> extra_args = {}) {
+    std::vector<std::string> argv{test::bin("peer_worker"), "--control", pipeline.control_endpoint(),
+                                  "--pieces", pipeline.pieces_endpoint(), "--name", "peer_worker-test",
+                                  "--log-level", "debug"};
+    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+    return Process::start(argv, dir / "worker.log");
+}
+
+void add_peer(FakePipeline& pipeline, TorrentId torrent, std::uint16_t port) {
+    v1::Envelope envelope;
+    envelope.mutable_add_peers()->set_torrent(torrent.get());
+    auto* peer = envelope.mutable_add_peers()->add_peers();
+    peer->set_ip("127.0.0.1");
+    peer->set_port(port);
+    pipeline.send(envelope);
+}
+
+const auto kIgnore = [](bus::Incoming&) {};
+
+bool welcome_worker(FakePipeline& pipeline) {
+    return pipeline.pump(20s, kIgnore, kIgnore, [&] { return pipeline.welcomed(); });
+}
+
+void shut_down(FakePipeline& pipeline, Process& worker) {
+    v1::Envelope envelope;
+    envelope.mutable_shutdown()->set_reason("test over");
+    pipeline.send(envelope);
+    EXPECT_EQ(worker.wait_for_exit(10s), 0) << worker.log_tail();
+}
+
+// One libtorrent session seeding several torrents (their content all in `data_dir`) on one
+// port, as one client seeding many torrents does (lt_seeder.py --also).
+class MultiSeeder {
+public:
+    MultiSeeder(const TempDir& dir, const std::vector<std::string>& torrents,
+                std::uint32_t rate_kib = 0)
+        : port_(test::free_port()) {
+        std::vector<std::string> argv{"/usr/bin/python3", test::helper("lt_seeder.py"), torrents.at(0),
+                                      dir.path(), "--port", std::to_string(port_),
+                                      "--rate-kib", std::to_string(rate_kib)};
+        for (std::size_t i = 1; i < torrents.size(); ++i) argv.insert(argv.end(), {"--also", torrents[i]});
+        process_ = Process::start(argv, dir / "lt_seeder.log");
+    }
+    std::uint16_t port() const { return port_; }
+    bool wait_ready(std::chrono::milliseconds timeout) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            const std::string text = test::read_text_file(process_.log_path());
+            const auto ready = text.find("READY ");
+            if (ready != std::string::npos && text.find('\n', ready) != std::string::npos) return true;
+            if (!process_.running()) return false;
+            std::this_thread::sleep_for(50ms);
+        }
+        return false;
+    }
+    std::string log() const { return process_.log_tail(60); }
+
+private:
+    std::uint16_t port_;
+    Process process_;
+};
+
+// How pieces reach the verifier: "off" as frames, "on" in the worker's arenas.
+class PeerWorkerDownload : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PeerWorkerDownload, EveryPieceFromALibtorrentSeeder) {
+    const bool arena_mode = GetParam() == "on";
+    TempDir dir;
+    // A short last piece and a short last block; 41 pieces, more than the arena's 16 slots
+    // (1 MiB), so the worker finishes only if freed slots come back to it.
+    const TestTorrent t = make_test_torrent(dir, "payload.bin", 40 * 65536 + 12345, 65536, 7);
+    auto seeder = test::LibtorrentSeeder::start(t.path, dir.path());
+    ASSERT_TRUE(seeder.wait_ready(60s)) << seeder.log();
+
+    FakePipeline pipeline(dir);
+    pipeline.add_torrent(kFirst, t.torrent);
+    Process worker = start_worker(dir, pipeline,
+                                  {"--shared-memory", GetParam(), "--piece-memory-mib", "1"});
+    FakeDownload download(pipeline, kFirst, t.torrent, arena_mode, 100);
+    bus::ArenaReader arenas;
+
+    ASSERT_TRUE(welcome_worker(pipeline)) << worker.log_tail();
+    add_peer(pipeline, kFirst, seeder.port());
     const bool finished = pipeline.pump(
-        torrent_bytes, 120s,
-        [&](bus::Incoming& in) {
-            const auto& e = in.envelope;
-            if (e.has_peer_connected()) {
-                connected = e.peer_connected().peer() == seeder_key;
-            } else if (e.has_peer_has()) {
-                saw_has = saw_has || e.peer_has().have_all() || e.peer_has().bitfield();
-            } else if (e.has_peer_disconnected()) {
-                problems.push_back("disconnected: " + e.peer_disconnected().reason());
-            } else if (e.has_pieces_delivered()) {
-                for (const auto& ref : e.pieces_delivered().pieces()) {
-                    EXPECT_EQ(leases.at(ref.lease_id()), ref.piece());
-                    EXPECT_TRUE(delivered.insert(ref.lease_id()).second) << "delivered twice";
-                }
-            } else if (e.has_lease_released()) {
-                for (const auto id : e.lease_released().lease_ids()) {
-                    // Give the piece out again later: rewind to it.
-                    next_piece = std::min(next_piece, leases[id]);
-                }
-            } else if (e.has_work_request()) {
-                v1::Envelope answer;
-                auto* granted = answer.mutable_leases();
-                granted->set_peer(e.work_request().peer());
-                for (std::uint32_t i = 0; i < e.work_request().count(); ++i) {
-                    while (next_piece < torrent->piece_count() && verified.count(next_piece)) ++next_piece;
-                    if (next_piece >= torrent->piece_count()) break;
-                    auto* lease = granted->add_leases();
-                    lease->set_piece(next_piece);
-                    lease->set_lease_id(next_lease);
-                    leases[next_lease++] = next_piece++;
-                }
-                pipeline.send(answer);
-            }
-        },
-        [&](bus::Incoming& in) {
-            ASSERT_TRUE(in.envelope.has_piece_batch());
-            const auto& batch = in.envelope.piece_batch();
-            ++batches;
-            EXPECT_EQ(batch.worker(), "peer_worker-test");
-            EXPECT_EQ(batch.has_arena(), arena_mode);
-            ASSERT_EQ(in.frames.size(), arena_mode ? 0u : static_cast<std::size_t>(batch.pieces_size()));
-            ASSERT_GT(batch.pieces_size(), 0);
-            EXPECT_LE(static_cast<std::size_t>(batch.pieces_size()), bus::kMaxBatchPieces);
-            v1::Envelope freed;
-            freed.mutable_slots_freed()->set_worker(batch.worker());
-            freed.mutable_slots_freed()->set_arena_id(batch.arena().id());
-            for (int i = 0; i < batch.pieces_size(); ++i) {
-                const auto& data = batch.pieces(i);
-                EXPECT_TRUE(data.worker().empty());  // the batch names the worker, once
-                EXPECT_EQ(leases.at(data.lease_id()), data.piece());
-                ASSERT_EQ(data.contributors_size(), 1);
-                EXPECT_EQ(data.contributors(0), seeder_key);
-                EXPECT_EQ(data.size(), torrent->piece_size(PieceIndex{data.piece()}));
-                const auto digest = piece_digest(in, i);
-                if (digest && *digest != torrent->piece_hash(PieceIndex{data.piece()})) {
-                    problems.push_back("piece " + std::to_string(data.piece()) + " has a bad hash");
-                }
-                if (digest) verified.insert(data.piece());
-                freed.mutable_slots_freed()->add_lease_ids(data.lease_id());
-            }
-            // As the writer would once the bytes are in the file (the orchestrator forwards it).
-            if (arena_mode) pipeline.send(freed);
-        },
-        [&] { return verified.size() == torrent->piece_count(); });
-    EXPECT_TRUE(finished) << verified.size() << " of " << torrent->piece_count()
+        120s, [&](bus::Incoming& in) { EXPECT_TRUE(download.on_control(in)) << in.envelope.DebugString(); },
+        [&](bus::Incoming& in) { EXPECT_TRUE(download.on_piece(in, arenas)); },
+        [&] { return download.complete(); });
+    EXPECT_TRUE(finished) << download.verified.size() << " of " << t.torrent.piece_count()
                           << " pieces\n" << worker.log_tail() << "\n" << seeder.log();
-    EXPECT_TRUE(connected);
-    EXPECT_TRUE(saw_has);
-    EXPECT_TRUE(problems.empty()) << problems.front();
-    EXPECT_LE(batches, torrent->piece_count());
+    const std::string seeder_key = bus::peer_key("127.0.0.1", seeder.port());
+    EXPECT_EQ(download.connected, std::set<std::string>{seeder_key});
+    EXPECT_TRUE(download.saw_has);
+    EXPECT_TRUE(download.disconnected.empty()) << download.disconnected.begin()->second;
+    EXPECT_TRUE(download.problems.empty()) << download.problems.front();
+    EXPECT_LE(download.batches, t.torrent.piece_count());
     // Each delivery is reported; the last report may still be on its way.
     const bool reported = pipeline.pump(
-        torrent_bytes, 5s,
-        [&](bus::Incoming& in) {
-            if (!in.envelope.has_pieces_delivered()) return;
-            for (const auto& ref : in.envelope.pieces_delivered().pieces()) delivered.insert(ref.lease_id());
-        },
-        [](bus::Incoming&) {}, [&] { return delivered.size() >= torrent->piece_count(); });
-    EXPECT_TRUE(reported) << delivered.size() << " of " << torrent->piece_count() << " delivered";
+        5s, [&](bus::Incoming& in) { download.on_control(in); }, kIgnore,
+        [&] { return download.all_delivered(); });
+    EXPECT_TRUE(reported) << download.delivered.size() << " of " << t.torrent.piece_count()
+                          << " delivered";
+    shut_down(pipeline, worker);
+}
+
+// Two torrents of different piece lengths at once from one libtorrent session seeding both on
+// one port: the same "ip:port" is two connections, one per torrent; each piece is checked
+// against its own torrent's hashes; batches never mix torrents; one piece budget (1 MiB) for
+// both, an arena per piece length.
+TEST_P(PeerWorkerDownload, TwoTorrentsAtOnceFromOneSeederOnOnePort) {
+    const bool arena_mode = GetParam() == "on";
+    TempDir dir;
+    const TestTorrent a = make_test_torrent(dir, "a.bin", 40 * 65536 + 12345, 65536, 11);
+    const TestTorrent b = make_test_torrent(dir, "b.bin", 150 * 16384 + 777, 16384, 12);
+    MultiSeeder seeder(dir, {a.path, b.path});
+    ASSERT_TRUE(seeder.wait_ready(60s)) << seeder.log();
+
+    FakePipeline pipeline(dir);
+    pipeline.add_torrent(kFirst, a.torrent);
+    pipeline.add_torrent(kSecond, b.torrent);
+    Process worker = start_worker(dir, pipeline,
+                                  {"--shared-memory", GetParam(), "--piece-memory-mib", "1"});
+    FakeDownload download_a(pipeline, kFirst, a.torrent, arena_mode, 100);
+    FakeDownload download_b(pipeline, kSecond, b.torrent, arena_mode, 1'000'000);
+    bus::ArenaReader arenas;
+    std::vector<std::string> strays;
+
+    ASSERT_TRUE(welcome_worker(pipeline)) << worker.log_tail();
+    add_peer(pipeline, kFirst, seeder.port());
+    add_peer(pipeline, kSecond, seeder.port());
+    const auto on_control = [&](bus::Incoming& in) {
+        if (!download_a.on_control(in) && !download_b.on_control(in)) {
+            strays.push_back(bus::body_name(in.envelope));
+        }
+    };
+    const auto on_piece = [&](bus::Incoming& in) {
+        if (!download_a.on_piece(in, arenas) && !download_b.on_piece(in, arenas)) {
+            strays.push_back("a batch of torrent " + std::to_string(in.envelope.piece_batch().torrent()));
+        }
+    };
+    const bool finished = pipeline.pump(120s, on_control, on_piece, [&] {
+        return download_a.complete() && download_b.complete();
+    });
+    EXPECT_TRUE(finished) << download_a.verified.size() << " of " << a.torrent.piece_count()
+                          << " and " << download_b.verified.size() << " of "
+                          << b.torrent.piece_count() << " pieces\n"
+                          << worker.log_tail() << "\n" << seeder.log();
+    const std::string seeder_key = bus::peer_key("127.0.0.1", seeder.port());
+    for (FakeDownload* download : {&download_a, &download_b}) {
+        SCOPED_TRACE("torrent " + std::to_string(download->id().get()));
+        EXPECT_EQ(download->connected, std::set<std::string>{seeder_key});
+        EXPECT_TRUE(download->disconnected.empty()) << download->disconnected.begin()->second;
+        EXPECT_TRUE(download->problems.empty()) << download->problems.front();
+        if (arena_mode) {
+            EXPECT_EQ(download->arenas_seen.size(), 1u);
+        }
+    }
+    EXPECT_TRUE(strays.empty()) << strays.front();
+    if (arena_mode) {
+        EXPECT_NE(download_a.arenas_seen, download_b.arenas_seen);
+    }
+    // The heartbeat counts each torrent's bytes (both complete, every byte once at least).
+    ASSERT_TRUE(pipeline.pump(5s, on_control, on_piece, [&] {
+        const auto& beat = pipeline.last_heartbeat();
+        return beat.torrents_size() == 2 &&
+               beat.bytes_downloaded() >= a.torrent.total_size() + b.torrent.total_size();
+    })) << pipeline.last_heartbeat().DebugString();
+    for (const auto& counters : pipeline.last_heartbeat().torrents()) {
+        const std::uint64_t size = counters.torrent() == kFirst.get() ? a.torrent.total_size()
+                                                                      : b.torrent.total_size();
+        EXPECT_GE(counters.bytes_downloaded(), size) << counters.torrent();
+        EXPECT_EQ(counters.peers_connected(), 1u);
+    }
+    EXPECT_EQ(pipeline.last_heartbeat().peers_connected(), 2u);
     shut_down(pipeline, worker);
 }
 
@@ -297,7 +535,7 @@ INSTANTIATE_TEST_SUITE_P(PeerWorker, PeerWorkerDownload, ::testing::Values("off"
                          });
 
 // A peer on 127.0.0.1 that answers our handshake with `reply` (all at once, or one byte per
-// `trickle` interval) and then holds the line.
+// `trickle` interval) and then holds the line until the worker hangs up.
 class ScriptedPeer {
 public:
     explicit ScriptedPeer(std::string reply, std::chrono::milliseconds trickle = 0ms)
@@ -313,6 +551,8 @@ public:
         ::close(listener_);
     }
     std::uint16_t port() const { return port_; }
+    // The worker closed the connection.
+    bool hung_up() const { return hung_up_; }
 
 private:
     // Waits for `fd` to be readable, giving up when the test is over.
@@ -348,6 +588,7 @@ private:
         char sink[4096];
         while (wait_readable(connection) && ::read(connection, sink, sizeof(sink)) > 0) {
         }
+        if (!stop_) hung_up_ = true;
         ::close(connection);
     }
 
@@ -356,6 +597,7 @@ private:
     int listener_ = -1;
     std::uint16_t port_ = 0;
     std::atomic<bool> stop_{false};
+    std::atomic<bool> hung_up_{false};
     std::thread thread_;
 };
 
@@ -367,48 +609,295 @@ std::string handshake_bytes(const Sha1Digest& info_hash, const std::string& peer
     return std::string(bytes.begin(), bytes.end());
 }
 
+// A handshake for `info_hash`, a full bitfield of `pieces` and an unchoke; then silence.
+std::string silent_seeder_reply(const Sha1Digest& info_hash, const std::string& peer_id,
+                                std::uint32_t pieces = 5) {
+    std::string bits((pieces + 7) / 8, '\xFF');
+    if (pieces % 8 != 0) bits.back() = static_cast<char>(0xFF << (8 - pieces % 8));
+    const std::uint32_t length = htonl(static_cast<std::uint32_t>(1 + bits.size()));
+    std::string bitfield(reinterpret_cast<const char*>(&length), 4);
+    bitfield += '\x05' + bits;
+    return handshake_bytes(info_hash, peer_id) + bitfield + std::string("\x00\x00\x00\x01\x01", 5);
+}
+
+// Torrent A is removed while its pieces come in: its peers are closed without a report (the
+// orchestrator forgot it), its leases and their room go, and torrent B, fetched from the same
+// seeder on the same port, completes.
+TEST(PeerWorker, RemovingATorrentMidDownloadClosesItsPeersAndTheOtherCompletes) {
+    TempDir dir;
+    const TestTorrent a = make_test_torrent(dir, "a.bin", 80 * 65536, 65536, 21);
+    const TestTorrent b = make_test_torrent(dir, "b.bin", 100 * 16384 + 5, 16384, 22);
+    // Capped, so A is still coming in when it is removed.
+    MultiSeeder seeder(dir, {a.path, b.path}, 1024);
+    ASSERT_TRUE(seeder.wait_ready(60s)) << seeder.log();
+    // Another peer of A that takes leases and never sends a block.
+    ScriptedPeer silent(silent_seeder_reply(a.torrent.info_hash(), "-XX0001-silentpeer01", 80));
+    ScriptedPeer too_late(silent_seeder_reply(a.torrent.info_hash(), "-XX0001-toolatepeer1", 80));
+
+    FakePipeline pipeline(dir);
+    pipeline.add_torrent(kFirst, a.torrent);
+    pipeline.add_torrent(kSecond, b.torrent);
+    Process worker = start_worker(dir, pipeline, {"--shared-memory", "on", "--piece-memory-mib", "2"});
+    FakeDownload download_a(pipeline, kFirst, a.torrent, true, 100);
+    FakeDownload download_b(pipeline, kSecond, b.torrent, true, 1'000'000);
+    bus::ArenaReader arenas;
+    bool removed = false;
+    std::vector<std::string> about_a_after_removal;
+    std::optional<std::string> refusal;
+    const std::string too_late_key = bus::peer_key("127.0.0.1", too_late.port());
+    const auto on_control = [&](bus::Incoming& in) {
+        const auto& e = in.envelope;
+        if (removed && torrent_of(e) == kFirst) {
+            if (e.has_peer_disconnected() && e.peer_disconnected().peer() == too_late_key) {
+                refusal = e.peer_disconnected().reason();
+                return;
+            }
+            // What the worker sent before it read the removal still comes; the refusal, its
+            // answer to an AddPeers sent after the removal, marks the point from which nothing
+            // about A may come. Its closed peers are never reported.
+            if (refusal || e.has_peer_disconnected()) about_a_after_removal.push_back(e.DebugString());
+            return;
+        }
+        download_a.on_control(in);
+        download_b.on_control(in);
+    };
+    const auto on_piece = [&](bus::Incoming& in) {
+        // A's pieces sent before the removal still come; a verifier drops them as unknown.
+        if (!download_a.on_piece(in, arenas)) download_b.on_piece(in, arenas);
+    };
+
+    ASSERT_TRUE(welcome_worker(pipeline)) << worker.log_tail();
+    add_peer(pipeline, kFirst, silent.port());
+    add_peer(pipeline, kFirst, seeder.port());
+    add_peer(pipeline, kSecond, seeder.port());
+    ASSERT_TRUE(pipeline.pump(60s, on_control, on_piece, [&] {
+        return download_a.verified.size() >= 5 && download_a.connected.size() == 2;
+    })) << download_a.verified.size() << " pieces of A\n" << worker.log_tail();
+    ASSERT_FALSE(download_a.complete());
+    ASSERT_TRUE(download_a.disconnected.empty()) << download_a.disconnected.begin()->second;
+
+    pipeline.remove_torrent(kFirst);
+    removed = true;
+    add_peer(pipeline, kFirst, too_late.port());  // answered only after the removal is done
+    ASSERT_TRUE(pipeline.pump(10s, on_control, on_piece, [&] { return refusal.has_value(); }))
+        << worker.log_tail();
+    EXPECT_EQ(*refusal, "torrent not known here");
+    ASSERT_TRUE(pipeline.pump(10s, on_control, on_piece, [&] { return silent.hung_up(); }))
+        << "A's silent peer still connected\n" << worker.log_tail();
+
+    ASSERT_TRUE(pipeline.pump(120s, on_control, on_piece, [&] { return download_b.complete(); }))
+        << download_b.verified.size() << " of " << b.torrent.piece_count() << " pieces of B\n"
+        << worker.log_tail() << "\n" << seeder.log();
+    EXPECT_TRUE(download_b.problems.empty()) << download_b.problems.front();
+    EXPECT_TRUE(download_b.disconnected.empty()) << download_b.disconnected.begin()->second;
+    EXPECT_TRUE(about_a_after_removal.empty()) << about_a_after_removal.front();
+    // The heartbeat counts only B now.
+    ASSERT_TRUE(pipeline.pump(5s, on_control, on_piece, [&] {
+        const auto& beat = pipeline.last_heartbeat();
+        return beat.torrents_size() == 1 && beat.torrents(0).torrent() == kSecond.get() &&
+               beat.peers_connected() == 1;
+    })) << pipeline.last_heartbeat().DebugString();
+    shut_down(pipeline, worker);
+}
+
+// Peers of a torrent the worker does not know, or knows by info-hash only, are refused (BEP 9
+// will connect before the info); leases for an unknown torrent go straight back.
+TEST(PeerWorker, PeersOfATorrentNotKnownHereAreRefused) {
+    TempDir dir;
+    const TestTorrent a = make_test_torrent(dir, "a.bin", 5 * 65536, 65536, 31);
+    const TestTorrent b = make_test_torrent(dir, "b.bin", 5 * 65536, 65536, 32);
+    FakePipeline pipeline(dir);
+    pipeline.add_torrent(kFirst, a.torrent);
+    pipeline.add_torrent(kSecond, b.torrent, /*with_info=*/false);
+    Process worker = start_worker(dir, pipeline);
+    ASSERT_TRUE(welcome_worker(pipeline)) << worker.log_tail();
+    add_peer(pipeline, TorrentId{9}, 6881);
+    add_peer(pipeline, kSecond, 6882);
+    v1::Envelope leases;
+    leases.mutable_leases()->set_torrent(9);
+    leases.mutable_leases()->set_peer("127.0.0.1:6881");
+    leases.mutable_leases()->add_leases()->set_lease_id(77);
+    pipeline.send(leases);
+
+    std::map<std::uint32_t, std::pair<std::string, std::string>> refused;  // torrent -> peer, reason
+    std::optional<v1::LeaseReleased> released;
+    ASSERT_TRUE(pipeline.pump(
+        10s,
+        [&](bus::Incoming& in) {
+            const auto& e = in.envelope;
+            if (e.has_peer_disconnected()) {
+                refused[e.peer_disconnected().torrent()] = {e.peer_disconnected().peer(),
+                                                            e.peer_disconnected().reason()};
+            }
+            if (e.has_lease_released()) released = e.lease_released();
+        },
+        kIgnore, [&] { return refused.size() == 2 && released.has_value(); }))
+        << worker.log_tail();
+    EXPECT_EQ(refused[9], std::make_pair(std::string("127.0.0.1:6881"), std::string("torrent not known here")));
+    EXPECT_EQ(refused[2], std::make_pair(std::string("127.0.0.1:6882"), std::string("torrent not known here")));
+    EXPECT_EQ(released->torrent(), 9u);
+    ASSERT_EQ(released->lease_ids_size(), 1);
+    EXPECT_EQ(released->lease_ids(0), 77u);
+    EXPECT_TRUE(worker.running()) << worker.log_tail();
+    shut_down(pipeline, worker);
+}
+
+// --max-peers counts every connection of every torrent.
+TEST(PeerWorker, MaxPeersHoldsAcrossTwoTorrents) {
+    TempDir dir;
+    const TestTorrent a = make_test_torrent(dir, "a.bin", 5 * 65536, 65536, 41);
+    const TestTorrent b = make_test_torrent(dir, "b.bin", 5 * 65536, 65536, 42);
+    auto a1 = std::make_unique<ScriptedPeer>(handshake_bytes(a.torrent.info_hash(), "-XX0001-peera1000001"));
+    ScriptedPeer a2(handshake_bytes(a.torrent.info_hash(), "-XX0001-peera2000002"));
+    ScriptedPeer b1(handshake_bytes(b.torrent.info_hash(), "-XX0001-peerb1000001"));
+    ScriptedPeer b2(handshake_bytes(b.torrent.info_hash(), "-XX0001-peerb2000002"));
+
+    FakePipeline pipeline(dir);
+    pipeline.add_torrent(kFirst, a.torrent);
+    pipeline.add_torrent(kSecond, b.torrent);
+    Process worker = start_worker(dir, pipeline, {"--max-peers", "3"});
+    ASSERT_TRUE(welcome_worker(pipeline)) << worker.log_tail();
+    std::set<std::pair<std::uint32_t, std::string>> connected;
+    std::map<std::pair<std::uint32_t, std::string>, std::string> disconnected;
+    const auto on_control = [&](bus::Incoming& in) {
+        const auto& e = in.envelope;
+        if (e.has_peer_connected()) connected.insert({e.peer_connected().torrent(), e.peer_connected().peer()});
+        if (e.has_peer_disconnected()) {
+            disconnected[{e.peer_disconnected().torrent(), e.peer_disconnected().peer()}] =
+                e.peer_disconnected().reason();
+        }
+    };
+    add_peer(pipeline, kFirst, a1->port());
+    add_peer(pipeline, kFirst, a2.port());
+    ASSERT_TRUE(pipeline.pump(10s, on_control, kIgnore, [&] { return connected.size() == 2; }))
+        << worker.log_tail();
+    add_peer(pipeline, kSecond, b1.port());
+    add_peer(pipeline, kSecond, b2.port());
+    const std::pair<std::uint32_t, std::string> b2_key{2, bus::peer_key("127.0.0.1", b2.port())};
+    ASSERT_TRUE(pipeline.pump(10s, on_control, kIgnore, [&] {
+        return connected.size() == 3 && disconnected.size() == 1;
+    })) << worker.log_tail();
+    EXPECT_EQ(disconnected.begin()->first, b2_key);
+    EXPECT_NE(disconnected.begin()->second.find("--max-peers"), std::string::npos);
+    EXPECT_EQ(connected.count({2, bus::peer_key("127.0.0.1", b1.port())}), 1u);
+
+    // One of A's peers leaves: B may have its second peer now.
+    const std::pair<std::uint32_t, std::string> a1_key{1, bus::peer_key("127.0.0.1", a1->port())};
+    a1.reset();
+    ASSERT_TRUE(pipeline.pump(10s, on_control, kIgnore, [&] { return disconnected.count(a1_key) == 1; }))
+        << worker.log_tail();
+    add_peer(pipeline, kSecond, b2.port());
+    ASSERT_TRUE(pipeline.pump(10s, on_control, kIgnore, [&] { return connected.count(b2_key) == 1; }))
+        << worker.log_tail();
+    ASSERT_TRUE(pipeline.pump(5s, on_control, kIgnore, [&] {
+        return pipeline.last_heartbeat().peers_connected() == 3;
+    })) << pipeline.last_heartbeat().DebugString();
+    shut_down(pipeline, worker);
+}
+
+// SIGTERM (through the signalfd run_stage makes) ends the worker cleanly: its peers are
+// closed, it says Goodbye so the orchestrator takes back its leases at once, and it exits 0.
+TEST(PeerWorker, SigtermEndsItWithAGoodbyeAndExitZero) {
+    TempDir dir;
+    const TestTorrent a = make_test_torrent(dir, "a.bin", 5 * 65536, 65536, 51);
+    ScriptedPeer peer(silent_seeder_reply(a.torrent.info_hash(), "-XX0001-sigtermpeer1"));
+    FakePipeline pipeline(dir);
+    pipeline.add_torrent(kFirst, a.torrent);
+    Process worker = start_worker(dir, pipeline);
+    ASSERT_TRUE(welcome_worker(pipeline)) << worker.log_tail();
+    add_peer(pipeline, kFirst, peer.port());
+    bool connected = false;
+    std::optional<std::string> goodbye;
+    const auto on_control = [&](bus::Incoming& in) {
+        connected = connected || in.envelope.has_peer_connected();
+        if (in.envelope.has_goodbye()) goodbye = in.envelope.goodbye().reason();
+    };
+    ASSERT_TRUE(pipeline.pump(10s, on_control, kIgnore, [&] { return connected; })) << worker.log_tail();
+    worker.terminate();
+    ASSERT_TRUE(pipeline.pump(10s, on_control, kIgnore, [&] { return goodbye.has_value(); }))
+        << worker.log_tail();
+    EXPECT_EQ(*goodbye, "SIGTERM");
+    EXPECT_EQ(worker.wait_for_exit(10s), 0) << worker.log_tail();
+    ASSERT_TRUE(pipeline.pump(5s, kIgnore, kIgnore, [&] { return peer.hung_up(); }));
+}
+
+// The same in-process, with a pipe standing in for the signalfd (a test cannot block signals
+// for a worker on one of its threads): the signal descriptor is the worker's loop's business.
+TEST(PeerWorker, ATerminationSignalOnItsDescriptorEndsTheLoopWithAGoodbye) {
+    TempDir dir;
+    const TestTorrent a = make_test_torrent(dir, "a.bin", 5 * 65536, 65536, 52);
+    FakePipeline pipeline(dir);
+    pipeline.add_torrent(kFirst, a.torrent);
+    int pipe_fds[2];
+    ASSERT_EQ(::pipe(pipe_fds), 0);
+    peer_worker::WorkerOptions options;
+    options.control = pipeline.control_endpoint();
+    options.pieces = pipeline.pieces_endpoint();
+    options.name = "peer_worker-test";
+    options.signal_fd = pipe_fds[0];
+    auto result = std::async(std::launch::async, [options] {
+        peer_worker::WorkerService service(options);
+        return service.run();
+    });
+    ASSERT_TRUE(welcome_worker(pipeline));
+    ASSERT_TRUE(pipeline.pump(5s, kIgnore, kIgnore, [&] { return pipeline.heartbeats() > 0; }));
+    signalfd_siginfo info{};
+    info.ssi_signo = SIGTERM;
+    ASSERT_EQ(::write(pipe_fds[1], &info, sizeof info), static_cast<ssize_t>(sizeof info));
+    std::optional<std::string> goodbye;
+    ASSERT_TRUE(pipeline.pump(10s,
+                              [&](bus::Incoming& in) {
+                                  if (in.envelope.has_goodbye()) goodbye = in.envelope.goodbye().reason();
+                              },
+                              kIgnore, [&] { return goodbye.has_value(); }));
+    EXPECT_EQ(*goodbye, "SIGTERM");
+    ASSERT_EQ(result.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(result.get(), 0);
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+}
+
 TEST(PeerWorker, DropsHostilePeersWithAReason) {
     TempDir dir;
-    const std::string payload = test::make_payload(dir.path(), "payload.bin", 5 * 65536, 3);
-    const std::string torrent_path = test::make_torrent(payload, 65536, {}, dir / "payload.torrent");
-    const std::string torrent_bytes = test::read_text_file(torrent_path);
-    auto torrent = Torrent::parse(torrent_bytes);
-    ASSERT_TRUE(torrent.ok()) << torrent.error().describe();
+    const TestTorrent t = make_test_torrent(dir, "payload.bin", 5 * 65536, 65536, 3);
+    const Torrent& torrent = t.torrent;
 
     const std::string theirs = "-XX0001-hostile00001";
     // A length prefix of 4 GiB right after a good handshake.
-    ScriptedPeer huge_prefix(handshake_bytes(torrent->info_hash(), theirs) +
+    ScriptedPeer huge_prefix(handshake_bytes(torrent.info_hash(), theirs) +
                              std::string("\xFF\xFF\xFF\xFF", 4));
     // Another torrent's handshake.
     Sha1Digest other{};
     other.fill(0x42);
     ScriptedPeer wrong_torrent(handshake_bytes(other, theirs));
     // Ourselves: our own peer id comes back.
-    ScriptedPeer ourselves(handshake_bytes(torrent->info_hash(), kOurPeerId));
+    ScriptedPeer ourselves(handshake_bytes(torrent.info_hash(), kOurPeerId));
     // A good handshake, then a message id nobody defined.
-    ScriptedPeer junk(handshake_bytes(torrent->info_hash(), theirs) +
+    ScriptedPeer junk(handshake_bytes(torrent.info_hash(), theirs) +
                       std::string("\x00\x00\x00\x01\x63", 5));
 
     // A good handshake, one byte every 2 s: the handshake deadline (10 s) ends it.
-    ScriptedPeer trickle(handshake_bytes(torrent->info_hash(), theirs), 2000ms);
+    ScriptedPeer trickle(handshake_bytes(torrent.info_hash(), theirs), 2000ms);
 
     FakePipeline pipeline(dir);
+    pipeline.add_torrent(kFirst, torrent);
     Process worker = start_worker(dir, pipeline);
-    ASSERT_TRUE(welcome_worker(pipeline, torrent_bytes)) << worker.log_tail();
+    ASSERT_TRUE(welcome_worker(pipeline)) << worker.log_tail();
     for (const auto* peer : {&huge_prefix, &wrong_torrent, &ourselves, &junk, &trickle}) {
-        add_peer(pipeline, peer->port());
+        add_peer(pipeline, kFirst, peer->port());
     }
 
     std::map<std::string, std::string> reasons;
     const bool all_dropped = pipeline.pump(
-        torrent_bytes, 30s,
+        30s,
         [&](bus::Incoming& in) {
             if (in.envelope.has_peer_disconnected()) {
+                EXPECT_EQ(in.envelope.peer_disconnected().torrent(), kFirst.get());
                 reasons[in.envelope.peer_disconnected().peer()] =
                     in.envelope.peer_disconnected().reason();
             }
         },
-        [](bus::Incoming&) {}, [&] { return reasons.size() == 5; });
+        kIgnore, [&] { return reasons.size() == 5; });
     ASSERT_TRUE(all_dropped) << worker.log_tail();
     const auto reason = [&](const ScriptedPeer& peer) {
         return reasons[bus::peer_key("127.0.0.1", peer.port())];
@@ -422,34 +911,41 @@ TEST(PeerWorker, DropsHostilePeersWithAReason) {
     shut_down(pipeline, worker);
 }
 
+// Leases, cancels and bans name their torrent; a ban is by address and holds in every torrent.
 TEST(PeerWorker, LeasesCancelsAndBansAgainstAPeerThatNeverSendsBlocks) {
     TempDir dir;
-    const std::string payload = test::make_payload(dir.path(), "payload.bin", 5 * 65536, 4);
-    const std::string torrent_path = test::make_torrent(payload, 65536, {}, dir / "payload.torrent");
-    const std::string torrent_bytes = test::read_text_file(torrent_path);
-    auto torrent = Torrent::parse(torrent_bytes);
-    ASSERT_TRUE(torrent.ok()) << torrent.error().describe();
-    // Handshake, a full bitfield of 5 pieces, unchoke; then silence.
-    ScriptedPeer silent(handshake_bytes(torrent->info_hash(), "-XX0001-silentpeer01") +
-                        std::string("\x00\x00\x00\x02\x05\xF8\x00\x00\x00\x01\x01", 11));
+    const TestTorrent t = make_test_torrent(dir, "payload.bin", 5 * 65536, 65536, 4);
+    const TestTorrent other = make_test_torrent(dir, "other.bin", 5 * 65536, 65536, 5);
+    const Torrent& torrent = t.torrent;
+    ScriptedPeer silent(silent_seeder_reply(torrent.info_hash(), "-XX0001-silentpeer01"));
+    // The same address serving the other torrent: the ban reaches it too.
+    ScriptedPeer other_silent(silent_seeder_reply(other.torrent.info_hash(), "-XX0001-silentpeer02"));
     const std::string key = bus::peer_key("127.0.0.1", silent.port());
 
     FakePipeline pipeline(dir);
+    pipeline.add_torrent(kFirst, torrent);
+    pipeline.add_torrent(kSecond, other.torrent);
     Process worker = start_worker(dir, pipeline);
-    ASSERT_TRUE(welcome_worker(pipeline, torrent_bytes)) << worker.log_tail();
-    add_peer(pipeline, silent.port());
+    ASSERT_TRUE(welcome_worker(pipeline)) << worker.log_tail();
+    add_peer(pipeline, kFirst, silent.port());
+    add_peer(pipeline, kSecond, other_silent.port());
 
     bool have_all = false, cancelled = false;
+    std::set<std::uint32_t> connected;
     std::optional<std::uint64_t> granted;
-    std::vector<std::string> disconnects;
+    std::vector<std::pair<std::uint32_t, std::string>> disconnects;
     const auto on_control = [&](bus::Incoming& in) {
         const auto& e = in.envelope;
-        if (e.has_peer_has()) have_all = have_all || e.peer_has().have_all();
-        if (e.has_work_request() && !granted) {
+        if (e.has_peer_connected()) connected.insert(e.peer_connected().torrent());
+        if (e.has_peer_has() && e.peer_has().torrent() == kFirst.get()) {
+            have_all = have_all || e.peer_has().have_all();
+        }
+        if (e.has_work_request() && e.work_request().torrent() == kFirst.get() && !granted) {
             EXPECT_EQ(e.work_request().peer(), key);
             EXPECT_GT(e.work_request().count(), 0u);
             v1::Envelope answer;
             answer.mutable_leases()->set_peer(key);
+            answer.mutable_leases()->set_torrent(kFirst.get());
             auto* lease = answer.mutable_leases()->add_leases();
             lease->set_piece(0);
             lease->set_lease_id(42);
@@ -457,47 +953,59 @@ TEST(PeerWorker, LeasesCancelsAndBansAgainstAPeerThatNeverSendsBlocks) {
             granted = 42;
         }
         if (e.has_lease_released()) {
+            EXPECT_EQ(e.lease_released().torrent(), kFirst.get());
             EXPECT_EQ(e.lease_released().lease_ids_size(), 1);
             cancelled = e.lease_released().lease_ids(0) == 42;
         }
-        if (e.has_peer_disconnected()) disconnects.push_back(e.peer_disconnected().reason());
+        if (e.has_peer_disconnected()) {
+            disconnects.emplace_back(e.peer_disconnected().torrent(), e.peer_disconnected().reason());
+        }
     };
-    const auto ignore = [](bus::Incoming&) {};
-    ASSERT_TRUE(pipeline.pump(torrent_bytes, 20s, on_control, ignore,
-                              [&] { return have_all && granted.has_value(); }))
-        << worker.log_tail();
+    ASSERT_TRUE(pipeline.pump(20s, on_control, kIgnore, [&] {
+        return have_all && granted.has_value() && connected.size() == 2;
+    })) << worker.log_tail();
 
+    // Another torrent's cancel of the same piece touches nothing here.
+    v1::Envelope wrong_cancel;
+    wrong_cancel.mutable_cancel_piece()->set_piece(0);
+    wrong_cancel.mutable_cancel_piece()->set_torrent(kSecond.get());
+    pipeline.send(wrong_cancel);
     v1::Envelope cancel;
     cancel.mutable_cancel_piece()->set_piece(0);
+    cancel.mutable_cancel_piece()->set_torrent(kFirst.get());
     pipeline.send(cancel);
-    ASSERT_TRUE(pipeline.pump(torrent_bytes, 10s, on_control, ignore, [&] { return cancelled; }))
+    ASSERT_TRUE(pipeline.pump(10s, on_control, kIgnore, [&] { return cancelled; }))
         << worker.log_tail();
 
     v1::Envelope ban;
     ban.mutable_ban_peer()->set_ip("127.0.0.1");
     ban.mutable_ban_peer()->set_reason("sent a bad piece");
     pipeline.send(ban);
-    ASSERT_TRUE(pipeline.pump(torrent_bytes, 10s, on_control, ignore,
-                              [&] { return disconnects.size() == 1; }))
+    ASSERT_TRUE(pipeline.pump(10s, on_control, kIgnore, [&] { return disconnects.size() == 2; }))
         << worker.log_tail();
-    EXPECT_NE(disconnects[0].find("banned"), std::string::npos) << disconnects[0];
-    // Never again.
-    add_peer(pipeline, silent.port());
-    ASSERT_TRUE(pipeline.pump(torrent_bytes, 10s, on_control, ignore,
-                              [&] { return disconnects.size() == 2; }))
+    std::sort(disconnects.begin(), disconnects.end());
+    EXPECT_EQ(disconnects[0].first, kFirst.get());
+    EXPECT_EQ(disconnects[1].first, kSecond.get());
+    for (const auto& [torrent_id, reason] : disconnects) {
+        EXPECT_NE(reason.find("banned"), std::string::npos) << reason;
+    }
+    // Never again, in either torrent.
+    add_peer(pipeline, kFirst, silent.port());
+    add_peer(pipeline, kSecond, other_silent.port());
+    ASSERT_TRUE(pipeline.pump(10s, on_control, kIgnore, [&] { return disconnects.size() == 4; }))
         << worker.log_tail();
-    EXPECT_EQ(disconnects[1], "banned");
+    EXPECT_EQ(disconnects[2].second, "banned");
+    EXPECT_EQ(disconnects[3].second, "banned");
     shut_down(pipeline, worker);
 }
 
 TEST(PeerWorker, ExitsNonZeroWhenTheOrchestratorFallsSilent) {
     TempDir dir;
-    const std::string payload = test::make_payload(dir.path(), "payload.bin", 65536, 5);
-    const std::string torrent_path = test::make_torrent(payload, 65536, {}, dir / "payload.torrent");
-    const std::string torrent_bytes = test::read_text_file(torrent_path);
+    const TestTorrent t = make_test_torrent(dir, "payload.bin", 65536, 65536, 5);
     FakePipeline pipeline(dir);
+    pipeline.add_torrent(kFirst, t.torrent);
     Process worker = start_worker(dir, pipeline);
-    ASSERT_TRUE(welcome_worker(pipeline, torrent_bytes)) << worker.log_tail();
+    ASSERT_TRUE(welcome_worker(pipeline)) << worker.log_tail();
     // No more heartbeats: five missed periods (1 s) and the worker gives up.
     const int code = worker.wait_for_exit(15s);
     EXPECT_NE(code, 0) << worker.log_tail();

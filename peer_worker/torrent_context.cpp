@@ -1,0 +1,14 @@
+#include "peer_worker/torrent_context.hpp"
+
+#include <algorithm>
+
+namespace pw::peer_worker {
+
+void TorrentContext::learn_info(const Torrent& torrent) {
+    geometry = PieceGeometry(torrent.total_size(), torrent.piece_length());
+    parser_limits.max_message = std::max(kBlockSize + 9, geometry->bitfield_bytes() + 1);
+    parser_limits.geometry = geometry;
+    if (name.empty()) name = torrent.name();
+}
+
+}  // namespace pw::peer_worker

@@ -1,0 +1,51 @@
+#pragma once
+// One torrent as a worker serves it. It exists from TorrentAdded (known by its info-hash)
+// and can take peers once TorrentInfo gave its geometry; TorrentRemoved drops it with its
+// peers. Its peers are keyed by "ip:port" within it: the same address serving two torrents
+// is two connections, one in each context. The worker's global limits (peers, piece memory,
+// the batches' backpressure) live in the worker, not here.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "core/geometry.hpp"
+#include "core/metainfo.hpp"
+#include "core/units.hpp"
+#include "core/wire.hpp"
+#include "peer_worker/peer_connection.hpp"
+#include "peer_worker/piece_batches.hpp"
+
+namespace pw::peer_worker {
+
+struct TorrentContext {
+    TorrentContext(TorrentId torrent, const Sha1Digest& hash, std::string display_name)
+        : id(torrent), info_hash(hash), name(std::move(display_name)) {}
+    TorrentContext(const TorrentContext&) = delete;
+    TorrentContext& operator=(const TorrentContext&) = delete;
+
+    // What the info dictionary tells a worker: the pieces' geometry and how large a peer's
+    // messages may be.
+    void learn_info(const Torrent& torrent);
+    bool has_info() const { return geometry.has_value(); }
+    std::uint32_t piece_length() const { return geometry ? geometry->piece_length() : 0; }
+
+    const TorrentId id;
+    const Sha1Digest info_hash;
+    std::string name;
+    std::optional<PieceGeometry> geometry;  // with the info
+    wire::ParserLimits parser_limits;
+
+    // Bound to this context by the worker; every connection of the torrent holds a reference,
+    // used only while the connection is open (the context closes them all before it goes).
+    PeerConnection::Callbacks callbacks;
+    std::unordered_map<std::string, std::shared_ptr<PeerConnection>> peers;  // by "ip:port"
+    // Where its finished pieces gather: one arena per piece length, so one lane per torrent.
+    PieceBatches::Lane* lane = nullptr;
+    std::uint64_t bytes_downloaded = 0;  // since the worker started
+    // TorrentRemoved: the orchestrator forgot the torrent, so its peers close unreported.
+    bool leaving = false;
+};
+
+}  // namespace pw::peer_worker
