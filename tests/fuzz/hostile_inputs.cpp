@@ -14,6 +14,7 @@
 
 #include "core/bencode.hpp"
 #include "core/metainfo.hpp"
+#include "core/rpc.hpp"
 #include "core/tracker_codec.hpp"
 #include "core/wire.hpp"
 
@@ -149,6 +150,43 @@ void hostile_trackers() {
     check(!pw::tracker::parse_udp_announce(short_packet, 0, false).ok(), "tracker: short UDP packet");
 }
 
+// An RPC body that parses as JSON but whose method is refused: the error the reply carries.
+bool rpc_refuses_method(const std::string& body) {
+    const auto parsed = pw::rpc::parse_request(body);
+    return parsed.ok() && !parsed.value().method.ok();
+}
+
+void hostile_rpc() {
+    using pw::rpc::check_request_body;
+    using pw::rpc::parse_request;
+    const std::string deep(1'000'000, '[');
+    check(!parse_request(deep).ok() && !check_request_body(deep).ok(), "rpc: a million nested arrays");
+    check(!parse_request("{\"a\":" + deep + std::string(1'000'000, ']') + "}").ok(),
+          "rpc: a million nested arrays inside the request");
+    std::string objects = "{";
+    for (int i = 0; i < 200'000; ++i) objects += "\"a\":{";
+    check(!parse_request(objects).ok(), "rpc: 200,000 nested objects");
+    std::string zeros = "{\"method\":\"session-stats\",\"x\":[0";
+    for (int i = 0; i < 2'000'000; ++i) zeros += ",0";
+    check(!parse_request(zeros + "]}").ok(), "rpc: two million values");
+    check(!parse_request(std::string(33u << 20, ' ')).ok(), "rpc: a body over 32 MiB");
+    for (const char* body : {"", "garbage", "{\"a\":1e400}", "{\"a\":NaN}", "{\"a\":\"\xff\"}", "[]", "{"}) {
+        check(!parse_request(body).ok(), "rpc: not a JSON object");
+    }
+    check(rpc_refuses_method("{\"method\":\"session-stats\",\"tag\":99999999999999999999}"), "rpc: tag overflows");
+    check(rpc_refuses_method("{\"method\":\"torrent-start\",\"arguments\":{\"ids\":[18446744073709551616]}}"),
+          "rpc: id overflows");
+    check(rpc_refuses_method("{\"method\":\"torrent-start\",\"arguments\":{\"ids\":-1}}"), "rpc: negative id");
+    check(rpc_refuses_method("{\"method\":\"session-set\",\"arguments\":{\"speed-limit-down\":1e300}}"),
+          "rpc: a speed that is not an integer");
+    check(rpc_refuses_method("{\"method\":\"torrent-add\",\"arguments\":{\"metainfo\":\"" +
+                             std::string(1u << 20, '!') + "\"}}"),
+          "rpc: a megabyte of bad base64");
+    std::string ids = "{\"method\":\"torrent-stop\",\"arguments\":{\"ids\":[1";
+    for (int i = 0; i < 200'000; ++i) ids += ",1";
+    check(rpc_refuses_method(ids + "]}}"), "rpc: 200,001 ids");
+}
+
 }  // namespace
 
 int main() {
@@ -156,6 +194,7 @@ int main() {
     hostile_torrents();
     hostile_wire();
     hostile_trackers();
+    hostile_rpc();
     rusage usage{};
     getrusage(RUSAGE_SELF, &usage);
     const long max_rss_mib = usage.ru_maxrss / 1024;
