@@ -207,7 +207,7 @@ TEST(RpcIds, AnythingElseIsAClearError) {
         EXPECT_THAT(error, HasSubstr("argument 'ids' must be")) << bad;
     }
     std::string many = "[1";
-    for (int i = 2; i <= 100'001; ++i) many += "," + std::to_string(i);
+    for (int i = 2; i <= 100'001; ++i) many.append(",").append(std::to_string(i));
     many += "]";
     EXPECT_THAT(method_error(args("torrent-get", R"({"fields":["id"],"ids":)" + many + "}")),
                 HasSubstr("at most 100000 elements"));
