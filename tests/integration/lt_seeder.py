@@ -64,8 +64,10 @@ def copy_with_only(info, data_dir, work_dir, keep):
 
 
 def report_alerts(session):
-    for alert in session.pop_alerts():
+    alerts = session.pop_alerts()
+    for alert in alerts:
         print(f"alert {type(alert).__name__}: {alert.message()}", flush=True)
+    return alerts
 
 
 def main():
@@ -111,17 +113,16 @@ def main():
         other.flags &= ~lt.torrent_flags.paused
         others.append((session.add_torrent(other), other.ti.num_pieces()))
 
-    checking = (lt.torrent_status.states.checking_files,
-                lt.torrent_status.states.checking_resume_data)
-
-    def checked(torrent_handle):
-        torrent_status = torrent_handle.status()
-        return torrent_status.has_metadata and torrent_status.state not in checking
-
+    # A torrent's state is not "checking" for a moment after it is added, before its check
+    # starts: only torrent_checked_alert says the check is over.
+    checked = set()
     while True:
-        report_alerts(session)
+        for alert in report_alerts(session):
+            if isinstance(alert, lt.torrent_checked_alert):
+                checked.add(alert.handle)
         status = handle.status()
-        if checked(handle) and all(checked(h) for h, _ in others) and session.listen_port() > 0:
+        if (handle in checked and all(h in checked for h, _ in others)
+                and session.listen_port() > 0):
             break
         time.sleep(0.05)
     expected = info.num_pieces() if keep is None else len(keep)
