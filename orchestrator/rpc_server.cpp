@@ -34,6 +34,7 @@ namespace {
 constexpr const char* kSessionHeader = "X-Transmission-Session-Id";
 constexpr const char* kJson = "application/json; charset=UTF-8";
 constexpr const char* kRealm = "Basic realm=\"piecework\"";
+constexpr int kListenBacklog = 128;
 
 bool is_rpc_path(const std::string& path) { return path == "/transmission/rpc" || path == "/transmission/rpc/"; }
 
@@ -510,9 +511,10 @@ struct RpcServer::Impl {
         // cpp-httplib also sets SO_REUSEPORT by default, which lets a second server bind the
         // same port and take a share of the connections: only SO_REUSEADDR here, so a restart
         // need not wait for TIME_WAIT but a port in use is an error.
-        server.set_socket_options([](socket_t sock) {
+        server.set_socket_options([this](socket_t sock) {
             const int yes = 1;
             ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+            listening_socket = sock;  // the last one tried is the one bound
         });
         server.set_tcp_nodelay(true);
         server.set_read_timeout(options.read_timeout);
@@ -567,6 +569,7 @@ struct RpcServer::Impl {
     bool started = false;
     bool stopped = false;
     std::uint16_t bound_port = 0;
+    int listening_socket = -1;
     httplib::Server server;
     std::thread listener;
 };
@@ -597,6 +600,11 @@ Status RpcServer::start() {
                           " (in use, or not an address of this machine)");
     }
     impl.bound_port = static_cast<std::uint16_t>(port);
+    // Debian's cpp-httplib listens with a backlog of 5: a burst of clients overflows it, and a
+    // connection the kernel dropped and the client sent again may reach a thread after
+    // keep_alive_timeout, which cpp-httplib also waits for a first request, and be closed
+    // unanswered. Calling listen() again on the bound socket raises the backlog.
+    if (impl.listening_socket >= 0) ::listen(impl.listening_socket, kListenBacklog);
     impl.listener = std::thread([&impl] { impl.server.listen_after_bind(); });
     // cpp-httplib's stop() does nothing until the accept loop runs: wait for it, so that a
     // stop() right after start() cannot leave the listener running.

@@ -64,7 +64,9 @@ struct RpcServerOptions {
     rpc::RequestLimits limits;
     std::chrono::seconds read_timeout{10};  // per read of the request (cpp-httplib)
     std::chrono::seconds write_timeout{10};
-    std::chrono::seconds keep_alive_timeout{2};  // an idle kept-alive connection holds a thread
+    // How long a connection may stay idle waiting for its next request, and for its first one
+    // too (cpp-httplib); it holds a thread meanwhile, and stop() may wait that long for it.
+    std::chrono::seconds keep_alive_timeout{5};
     // How long an HTTP thread waits for the loop to answer before replying 503.
     std::chrono::milliseconds answer_timeout{10'000};
     std::size_t threads = 4;                   // HTTP threads (each serves one connection)
