@@ -36,6 +36,18 @@ int main(int argc, char** argv) {
                    "keep the session (its torrents, their settings and totals) in this folder and "
                    "restore it from there at start")
         ->envname("PW_SESSION_DIR");
+    app.add_option("--allow-dir", config.allowed_dirs,
+                   "another folder a torrent added over the RPC may go below (repeatable)")
+        ->allow_extra_args(false);
+    unsigned rpc_port = 0;
+    std::string rpc_bind = "127.0.0.1";
+    std::string rpc_auth;
+    app.add_option("--rpc-port", rpc_port, "serve the Transmission RPC on this port (0: no RPC)")
+        ->envname("PW_RPC_PORT")->check(CLI::Range(0u, 65535u))->capture_default_str();
+    app.add_option("--rpc-bind", rpc_bind, "address the RPC listens on (anything but loopback needs --rpc-auth)")
+        ->envname("PW_RPC_BIND")->capture_default_str();
+    app.add_option("--rpc-auth", rpc_auth, "file holding user:password for the RPC's HTTP basic auth")
+        ->envname("PW_RPC_AUTH");
     app.add_flag("--exit-when-done", config.exit_when_done,
                  "end the run (exit 0) once every torrent is complete, as `piecework download` does");
     app.add_option("--listen-port", listen_port, "Port we announce")
@@ -54,6 +66,21 @@ int main(int argc, char** argv) {
         }
         if (!config.download_dir.empty()) config.download_dir = fs::absolute(config.download_dir).lexically_normal().string();
         if (!config.state_dir.empty()) config.state_dir = fs::absolute(config.state_dir).string();
+        for (auto& dir : config.allowed_dirs) dir = fs::absolute(dir).lexically_normal().string();
+        if (rpc_port != 0) {
+            pw::orchestrator::RpcServerOptions rpc;
+            rpc.bind_address = rpc_bind;
+            rpc.port = static_cast<std::uint16_t>(rpc_port);
+            if (!rpc_auth.empty()) {
+                auto credentials = pw::orchestrator::read_rpc_auth_file(rpc_auth);
+                if (!credentials) throw std::runtime_error("--rpc-auth " + rpc_auth + ": " + credentials.error().describe());
+                rpc.credentials = std::move(*credentials);
+            }
+            if (const auto exposed = pw::orchestrator::check_rpc_exposure(rpc); !exposed.ok()) {
+                throw std::runtime_error(exposed.error().describe());
+            }
+            config.rpc = std::move(rpc);
+        }
         config.control = common.control;
         config.session.name = common.name;
         config.session.metrics = common.metrics;

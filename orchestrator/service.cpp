@@ -46,8 +46,26 @@ OrchestratorService::OrchestratorService(zmq::context_t& context, ServiceConfig 
         store_.emplace(config_.state_dir);
         restore();
     }
+    session_.set_max_peers(settings_.peer_limit_global);
     add_command_line_torrents();
+    if (config_.rpc) {
+        rpc_ = std::make_unique<RpcServer>(*config_.rpc);
+        if (const Status started = rpc_->start(); !started.ok()) {
+            throw std::runtime_error("the RPC cannot start: " + started.error().describe());
+        }
+        RpcContext rpc_context;
+        rpc_context.allowed_dirs = config_.allowed_dirs;
+        rpc_context.peer_port = static_cast<std::uint16_t>(config_.session.listen_port);
+        rpc_context.session_id = rpc_->session_id();
+        rpc_context.state_dir = config_.state_dir;
+        rpc_context.limits = rpc_->limits();
+        rpc_context.started = wall_seconds();
+        rpc_methods_ = std::make_unique<RpcMethods>(session_, settings_, store_ ? &*store_ : nullptr, rpc_context);
+        spdlog::info("RPC on http://{}:{}/transmission/rpc", config_.rpc->bind_address, rpc_->port());
+    }
 }
+
+std::uint16_t OrchestratorService::rpc_port() const { return rpc_ ? rpc_->port() : 0; }
 
 void OrchestratorService::restore() {
     std::string problem;
@@ -69,6 +87,7 @@ void OrchestratorService::restore() {
     }
     for (const auto& line : problems) spdlog::error("not restored: {}", line);
     spdlog::info("session restored from {}: {} torrent(s)", store_->dir(), session_.torrents().size());
+    session_.reserve_ids_below(settings_.next_torrent_id);
     session_.take_changed();  // just read: nothing to write back
 }
 
@@ -125,10 +144,12 @@ void OrchestratorService::save_changes(bool everything) {
     for (const Sha1Digest& gone : session_.take_removed()) store_->forget(gone);
     std::set<TorrentId> changed = session_.take_changed();
     const auto now = Clock::now();
+    if (session_.take_session_changed()) everything = true;
     if (everything || now >= next_save_) {
         next_save_ = now + config_.save_period;
         for (const auto& [id, torrent] : session_.torrents()) changed.insert(id);
         SessionSettings totals = settings_;
+        totals.next_torrent_id = session_.next_id();
         totals.downloaded_ever += session_.downloaded_this_run();
         totals.uploaded_ever += session_.uploaded_this_run();
         totals.seconds_active += static_cast<std::uint64_t>(
@@ -202,14 +223,21 @@ void OrchestratorService::wait_for_messages(bool drained) {
     // have taken that news in (ZeroMQ processes its commands on send), so after a send, or
     // when the last batch stopped short of draining the socket, the socket is asked instead.
     // (Plain poll(2), not zmq::poll: that polls once without waiting before it waits.)
+    // The signals and the RPC's bridge are plain descriptors beside the socket.
+    int extra[2];
+    int extras = 0;
+    if (config_.signal_fd >= 0) extra[extras++] = config_.signal_fd;
+    if (rpc_) extra[extras++] = rpc_->wake_fd();
     if (drained && sends_ == sends_when_drained_) {
-        pollfd waits[2] = {{router_.get(zmq::sockopt::fd), POLLIN, 0}, {config_.signal_fd, POLLIN, 0}};
-        ::poll(waits, config_.signal_fd >= 0 ? 2 : 1, static_cast<int>(kMaxPollWait.count()));  // EINTR: the loop goes on
+        pollfd waits[3] = {{router_.get(zmq::sockopt::fd), POLLIN, 0}, {}, {}};
+        for (int i = 0; i < extras; ++i) waits[1 + i] = pollfd{extra[i], POLLIN, 0};
+        ::poll(waits, static_cast<nfds_t>(1 + extras), static_cast<int>(kMaxPollWait.count()));  // EINTR: the loop goes on
         return;
     }
-    zmq::pollitem_t items[2] = {{router_.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, config_.signal_fd, ZMQ_POLLIN, 0}};
+    zmq::pollitem_t items[3] = {{router_.handle(), 0, ZMQ_POLLIN, 0}, {}, {}};
+    for (int i = 0; i < extras; ++i) items[1 + i] = zmq::pollitem_t{nullptr, extra[i], ZMQ_POLLIN, 0};
     try {
-        zmq::poll(items, config_.signal_fd >= 0 ? 2 : 1, kMaxPollWait);
+        zmq::poll(items, static_cast<std::size_t>(1 + extras), kMaxPollWait);
     } catch (const zmq::error_t& e) {
         if (e.num() != EINTR) throw;
     }
@@ -217,6 +245,7 @@ void OrchestratorService::wait_for_messages(bool drained) {
 
 int OrchestratorService::finish(int code, const std::string& reason) {
     if (progress_shown_ && config_.terminal && code != 0) out_ << "\n" << std::flush;
+    if (rpc_) rpc_->stop();
     session_.shutdown_all(reason);
     flush_outbox();
     show_notices();
@@ -253,6 +282,11 @@ int OrchestratorService::run(const std::function<bool()>& stop_requested) {
                 break;
             }
             if (status == bus::RecvStatus::ok) session_.handle(in, now);
+        }
+        if (rpc_) {
+            rpc_->serve_pending([&](const std::string& body) {
+                return rpc_methods_->handle(body, Clock::now(), wall_seconds());
+            });
         }
         now = Clock::now();
         session_.tick(now, wall_seconds());

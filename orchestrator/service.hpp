@@ -22,6 +22,8 @@
 
 #include "core/bus/bus.hpp"
 #include "orchestrator/peer_directory.hpp"
+#include "orchestrator/rpc_methods.hpp"
+#include "orchestrator/rpc_server.hpp"
 #include "orchestrator/session.hpp"
 #include "orchestrator/session_store.hpp"
 
@@ -40,6 +42,10 @@ struct ServiceConfig {
     std::vector<PeerAddress> peers;
     // Where torrents go; the daemon's default and root for RPC-given folders.
     std::string download_dir;
+    // More folders an RPC-given download folder may lie below.
+    std::vector<std::string> allowed_dirs;
+    // The Transmission RPC (daemon mode); none when unset.
+    std::optional<RpcServerOptions> rpc;
     // The daemon's state folder: the session is loaded from it and saved in it. Empty: the
     // session lives only as long as the process (download mode).
     std::string state_dir;
@@ -64,6 +70,8 @@ public:
     int run(const std::function<bool()>& stop_requested = [] { return false; });
 
     Session& session() { return session_; }
+    // The RPC's port (0 without an RPC): the one really bound, when asked for any.
+    std::uint16_t rpc_port() const;
 
 private:
     using Clock = std::chrono::steady_clock;
@@ -86,6 +94,8 @@ private:
     Session session_;
     std::optional<SessionStore> store_;
     SessionSettings settings_;
+    std::unique_ptr<RpcServer> rpc_;
+    std::unique_ptr<RpcMethods> rpc_methods_;
 
     std::string fatal_error_;
     std::optional<Clock::time_point> completion_deadline_;

@@ -291,6 +291,11 @@ bool Session::all_complete() const {
 
 std::uint32_t Session::peers_connected() const { return stages_.peers_connected(); }
 
+std::string Session::metainfo_path(TorrentId id) const {
+    const auto found = info_.find(id);
+    return found == info_.end() ? std::string{} : found->second.path;
+}
+
 // --- the stages ---
 
 void Session::on_hello(const std::string& identity, const v1::Hello& hello, Clock::time_point now) {
@@ -516,6 +521,7 @@ void Session::on_heartbeat(Stage& stage, const v1::Heartbeat& beat, Clock::time_
         TorrentState* torrent = find(id);
         if (torrent == nullptr) continue;
         torrent->add_transferred(down, up, now);
+        if (down + up > 0) torrent->settings().activity_date = wall_now_;
         std::uint32_t peers = 0;
         for (const auto& [worker, per_torrent] : worker_counters_) {
             const auto found = per_torrent.find(id);

@@ -103,10 +103,20 @@ public:
     TorrentState* find(const Sha1Digest& info_hash);
     const std::map<TorrentId, TorrentState>& torrents() const { return torrents_; }
     bool all_complete() const;
+    // Where the torrent's .torrent file can be read again ("" when nowhere).
+    std::string metainfo_path(TorrentId id) const;
+    void set_max_peers(std::size_t peers) { config_.max_peers = peers; }
+    // The id the next torrent added gets; ids below `id` are never given again.
+    std::uint32_t next_id() const { return next_id_; }
+    void reserve_ids_below(std::uint32_t id) { next_id_ = std::max(next_id_, id); }
 
     // Torrents whose settings changed since the last call (to be saved), and the info-hashes
     // of those removed (whose saved state is to go).
     std::set<TorrentId> take_changed() { return std::exchange(changed_, {}); }
+    void mark_changed(TorrentId id) { changed_.insert(id); }
+    // The session's own settings changed (session-set): to be saved.
+    void mark_session_changed() { session_changed_ = true; }
+    bool take_session_changed() { return std::exchange(session_changed_, false); }
     std::vector<Sha1Digest> take_removed() { return std::exchange(removed_, {}); }
 
     // Totals over every torrent, this run.
@@ -164,6 +174,7 @@ private:
     std::vector<Outgoing> outbox_;
     std::vector<Notice> notices_;
     std::set<TorrentId> changed_;
+    bool session_changed_ = false;
     std::vector<Sha1Digest> removed_;
     std::set<std::string> noticed_;  // warnings and errors: each said once
     std::uint64_t downloaded_this_run_ = 0;

@@ -161,6 +161,7 @@ std::string encode_session_settings(const SessionSettings& s) {
         {"download-dir", Value(s.download_dir)},
         {"downloaded-ever", u64(s.downloaded_ever)},
         {"files-added", u64(s.files_added)},
+        {"next-torrent-id", Value(std::int64_t{s.next_torrent_id})},
         {"peer-limit-global", Value(std::int64_t{s.peer_limit_global})},
         {"peer-limit-per-torrent", Value(std::int64_t{s.peer_limit_per_torrent})},
         {"seconds-active", u64(s.seconds_active)},
@@ -196,6 +197,7 @@ Result<SessionSettings> decode_session_settings(std::string_view bytes) {
     read.integer("files-added", s.files_added, 0, INT64_MAX);
     read.integer("seconds-active", s.seconds_active, 0, INT64_MAX);
     read.integer("session-count", s.session_count, 0, INT64_MAX);
+    read.integer("next-torrent-id", s.next_torrent_id, 1, UINT32_MAX);
     if (!read.problem().empty()) return make_error(read.problem());
     return s;
 }

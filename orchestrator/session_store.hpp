@@ -36,6 +36,9 @@ struct SessionSettings {
     std::uint64_t files_added = 0;
     std::uint64_t seconds_active = 0;
     std::uint64_t session_count = 0;
+    // Ids are never given twice within one state folder: a client holding an old id must not
+    // reach a new torrent with it.
+    std::uint32_t next_torrent_id = 1;
 };
 
 // Pure: the saved forms and back. Decoding refuses what is not exactly such a record.
