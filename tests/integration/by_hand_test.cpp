@@ -68,7 +68,7 @@ TEST(ByHand, FiveStagesOverTcpSurviveAWorkerJoiningAndAnotherDying) {
     const std::string loopback = "tcp://127.0.0.1:";
 
     std::vector<std::string> orchestrator_argv = {
-        bin("orchestrator"), "--control", "tcp://*:" + control, "--torrent", torrent,
+        bin("orchestrator"), "--control", "tcp://*:" + control, "--torrent", torrent, "--exit-when-done",
         "--heartbeat-ms", "200", "--metrics-port", std::to_string(metrics),
         "--metrics-address", "127.0.0.1", "--trace-endpoint", loopback + trace};
     for (auto& seeder : seeders) {

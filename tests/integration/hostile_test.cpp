@@ -174,7 +174,7 @@ TEST_F(HostileTest, ProtocolAbuseBesideAnHonestSeeder) {
         // an unrequested block earns a strike, not a drop.
         if (cases[i].second.empty()) continue;
         const std::string log = client_log();
-        const std::string key = "127.0.0.1:" + std::to_string(peers[i].ports().front()) + ": dropped:";
+        const std::string key = "127.0.0.1:" + std::to_string(peers[i].ports().front()) + " (torrent 1): dropped:";
         const auto at = log.find(key);
         ASSERT_NE(at, std::string::npos) << modes[i] << " was not dropped" << logs;
         const std::string line = log.substr(at, log.find('\n', at) - at);

@@ -2,7 +2,8 @@
 // tracker_svc, verifier, writer and two aria2 seeders on host A, a peer_worker on each of
 // hosts B and C, all over tcp:// with CurveZMQ keys from `piecework keygen`. A worker with a
 // key the deployment does not list is refused; killing one worker host's worker
-// mid-download still ends in a complete download.
+// mid-download still ends in a complete download. A second torrent, added over the RPC while
+// the first downloads and found through an opentracker on host A, completes too.
 //
 // Needs root (ip netns add); skipped, and says so, where namespaces cannot be made. Every
 // address lives only inside the namespaces this test makes and deletes.
@@ -198,11 +199,41 @@ TEST_F(NetnsTest, ThreeHostsWithCurveKeysSurviveAWorkerLossAndRefuseAStranger) {
         argv.insert(argv.end(), more.begin(), more.end());
         return argv;
     };
+    // The second torrent: announced to an opentracker on host A, seeded by a third aria2.
+    const std::string payload2 = make_payload(dir_ / "data", "second.bin", 2u << 20, 0x73656364);
+    const std::string torrent2 =
+        make_torrent(payload2, 64 << 10, {{"http://10.77.1.1:7200/announce"}}, dir_ / "second.torrent");
+    std::filesystem::create_directories(dir_ / "opentracker");
+    ::chmod((dir_ / "opentracker").c_str(), 0755);  // opentracker reads it after dropping to nobody
+    { std::ofstream(dir_ / "opentracker/whitelist") << info_hash_hex(torrent2) << "\n"; }
+    start(a, {"opentracker", "-i", "10.77.1.1", "-p", "7200", "-P", "7200", "-d", dir_ / "opentracker", "-w",
+              "whitelist"},
+          "opentracker.log");
+    {
+        auto argv = aria_common;
+        argv.push_back("--listen-port=6883");
+        argv.push_back(torrent2);
+        Process& seeder = start(a, argv, "aria2-6883.log");
+        ASSERT_TRUE(wait_for_log(seeder, "listening on TCP port 6883", 30s)) << seeder.log_tail();
+        // Announced before we ask: the next announce would be half an hour away.
+        const std::string hex = info_hash_hex(torrent2);
+        std::string query;
+        for (std::size_t i = 0; i < hex.size(); i += 2) query += "%" + hex.substr(i, 2);
+        const auto deadline = std::chrono::steady_clock::now() + 30s;
+        std::string scrape;
+        while (std::chrono::steady_clock::now() < deadline) {
+            run_command(in_host(a, {"curl", "-s", "http://10.77.1.1:7200/scrape?info_hash=" + query}), &scrape);
+            if (scrape.find("8:completei1e") != std::string::npos) break;
+            std::this_thread::sleep_for(200ms);
+        }
+        ASSERT_NE(scrape.find("8:completei1e"), std::string::npos) << scrape;
+    }
+
     Process& orchestrator = start(
         a,
         with({bin("orchestrator"), "--control", "tcp://0.0.0.0:7100", "--torrent", torrent,
               "--peer", "10.77.1.1:6881", "--peer", "10.77.1.1:6882", "--heartbeat-ms", "200",
-              "--quiet"},
+              "--exit-when-done", "--rpc-port", "9191", "--quiet"},
              curve("orchestrator")),
         "orchestrator.log");
     start(a, with({bin("tracker_svc"), "--control", "tcp://127.0.0.1:7100"}, curve("tracker_svc")),
@@ -241,6 +272,8 @@ TEST_F(NetnsTest, ThreeHostsWithCurveKeysSurviveAWorkerLossAndRefuseAStranger) {
         << orchestrator.log_tail();
     ASSERT_TRUE(wait_for_log(orchestrator, "'worker-b' joined", 20s)) << orchestrator.log_tail();
     ASSERT_TRUE(wait_for_log(orchestrator, "'worker-c' joined", 20s)) << orchestrator.log_tail();
+    std::string added;
+    ASSERT_EQ(run_command(in_host(a, {"transmission-remote", "127.0.0.1:9191", "-a", torrent2}), &added), 0) << added;
 
     // Half way (some pieces on disk, the rest to come), host B's worker dies.
     const auto deadline = std::chrono::steady_clock::now() + 60s;
@@ -257,6 +290,7 @@ TEST_F(NetnsTest, ThreeHostsWithCurveKeysSurviveAWorkerLossAndRefuseAStranger) {
     ASSERT_EQ(exit_code, 0) << orchestrator.log_tail();
     std::string why;
     EXPECT_TRUE(same_tree(payload, out_file, &why)) << why;
+    EXPECT_TRUE(same_tree(payload2, dir_ / "out/second.bin", &why)) << why;
     EXPECT_NE(read_text_file(orchestrator.log_path()).find("'worker-b' has been silent"), std::string::npos)
         << orchestrator.log_tail();
 
