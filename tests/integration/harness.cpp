@@ -546,6 +546,7 @@ LibtorrentSeeder LibtorrentSeeder::start(const std::string& torrent, const std::
         argv.insert(argv.end(), {"--pieces-file", pieces_file, "--work-dir",
                                  options.work_dir.empty() ? *seeder.work_ / "data" : options.work_dir});
     }
+    for (const auto& more : options.also) argv.insert(argv.end(), {"--also", more});
     const std::string log =
         options.log_path.empty() ? *seeder.work_ / "lt_seeder.log" : options.log_path;
     seeder.process_ = Process::start(argv, log);

@@ -146,6 +146,8 @@ struct LibtorrentSeederOptions {
     std::uint16_t port = 0;   // 0 = pick a free one
     std::string log_path;     // default: in a TempDir the seeder owns
     std::string work_dir;     // where a subset copy goes; default: in that TempDir
+    // More torrents the same session seeds on the same port, from the same data_dir (whole).
+    std::vector<std::string> also;
 };
 
 // A python3-libtorrent seeder (tests/integration/lt_seeder.py) listening on 127.0.0.1 and
