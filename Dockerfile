@@ -1,5 +1,5 @@
 # piecework's stages in one image: `docker compose` (docker-compose.yml) runs one container
-# per stage from it. Built with the same scripts as the README and .ci/run, so CI exercises
+# per stage from it, or `piecework daemon` runs them all in one. Built with the same scripts as the README and .ci/run, so CI exercises
 # the install and build steps even where no Docker engine runs.
 
 # --- build: the README's two steps, tests and fuzzers left out -------------------------
@@ -24,6 +24,6 @@ COPY --from=build /src/build/bin/ /usr/local/bin/
 USER piecework
 WORKDIR /var/lib/piecework
 VOLUME ["/downloads", "/state"]
-# control, pieces, verified (ZeroMQ), metrics (HTTP, when PW_METRICS_PORT is set).
-EXPOSE 5555 5556 5557 9100
+# control, pieces, verified (ZeroMQ), metrics (HTTP, when PW_METRICS_PORT is set), the RPC.
+EXPOSE 5555 5556 5557 9100 9091
 CMD ["piecework", "--help"]

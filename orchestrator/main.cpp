@@ -5,6 +5,8 @@
 
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
 #include "core/bus/stage_cli.hpp"
 #include "core/bus/welcome.hpp"
 #include "core/metainfo.hpp"
@@ -42,12 +44,16 @@ int main(int argc, char** argv) {
     unsigned rpc_port = 0;
     std::string rpc_bind = "127.0.0.1";
     std::string rpc_auth;
+    bool rpc_auth_generate = false;
     app.add_option("--rpc-port", rpc_port, "serve the Transmission RPC on this port (0: no RPC)")
         ->envname("PW_RPC_PORT")->check(CLI::Range(0u, 65535u))->capture_default_str();
     app.add_option("--rpc-bind", rpc_bind, "address the RPC listens on (anything but loopback needs --rpc-auth)")
         ->envname("PW_RPC_BIND")->capture_default_str();
     app.add_option("--rpc-auth", rpc_auth, "file holding user:password for the RPC's HTTP basic auth")
         ->envname("PW_RPC_AUTH");
+    app.add_flag("--rpc-auth-generate", rpc_auth_generate,
+                 "when the --rpc-auth file does not exist, create it: user 'piecework' and a random password")
+        ->envname("PW_RPC_AUTH_GENERATE");
     app.add_flag("--exit-when-done", config.exit_when_done,
                  "end the run (exit 0) once every torrent is complete, as `piecework download` does");
     app.add_option("--listen-port", listen_port, "Port we announce")
@@ -71,6 +77,11 @@ int main(int argc, char** argv) {
             pw::orchestrator::RpcServerOptions rpc;
             rpc.bind_address = rpc_bind;
             rpc.port = static_cast<std::uint16_t>(rpc_port);
+            if (!rpc_auth.empty() && rpc_auth_generate && !fs::exists(rpc_auth)) {
+                auto made = pw::orchestrator::create_rpc_auth_file(rpc_auth);
+                if (!made) throw std::runtime_error(made.error().describe());
+                spdlog::warn("RPC credentials created in {} (user {}): read the password there", rpc_auth, made->user);
+            }
             if (!rpc_auth.empty()) {
                 auto credentials = pw::orchestrator::read_rpc_auth_file(rpc_auth);
                 if (!credentials) throw std::runtime_error("--rpc-auth " + rpc_auth + ": " + credentials.error().describe());

@@ -257,6 +257,26 @@ private:
 
 // --- Start-up helpers ---
 
+Result<RpcCredentials> create_rpc_auth_file(const std::string& path) {
+    std::array<unsigned char, 18> random{};
+    if (RAND_bytes(random.data(), static_cast<int>(random.size())) != 1) {
+        return make_error("--rpc-auth " + path + ": no random bytes for a password");
+    }
+    RpcCredentials credentials{"piecework", {}};
+    static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for (const unsigned char byte : random) credentials.password += kAlphabet[byte & 63];
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return make_error("--rpc-auth " + path + ": " + std::strerror(errno));
+    const std::string line = credentials.user + ":" + credentials.password + "\n";
+    const bool written = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
+    ::close(fd);
+    if (!written) {
+        ::unlink(path.c_str());
+        return make_error("--rpc-auth " + path + ": cannot write it");
+    }
+    return credentials;
+}
+
 Result<RpcCredentials> read_rpc_auth_file(const std::string& path) {
     const std::string where = "--rpc-auth " + path + ": ";
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);

@@ -84,6 +84,12 @@ struct RpcServerOptions {
 // user or password, more than one line.
 Result<RpcCredentials> read_rpc_auth_file(const std::string& path);
 
+// Creates an --rpc-auth file that does not exist yet (never replacing one): user "piecework"
+// and a random password, mode 0600. For a deployment that must serve the RPC beyond loopback
+// (a container's published port) and has no credentials yet: the password is then read from
+// the file, never a default everyone knows.
+Result<RpcCredentials> create_rpc_auth_file(const std::string& path);
+
 // 127.0.0.0/8, ::1, ::ffff:127.x.y.z (brackets allowed) and "localhost".
 bool is_loopback_address(std::string_view address);
 

@@ -30,7 +30,8 @@ if ! command -v docker-compose >/dev/null 2>&1; then
   exit 77
 fi
 compose="$src/docker-compose.yml"
-export PW_TORRENT=/torrents/example.torrent
+# `docker compose up -d` must work with nothing set: no PW_* variable in the environment.
+for name in $(env | sed -n 's/^\(PW_[A-Za-z0-9_]*\)=.*/\1/p'); do unset "$name"; done
 docker-compose -f "$compose" config -q || fail "docker-compose config rejects docker-compose.yml"
 services=$(docker-compose -f "$compose" config --services | sort | tr '\n' ' ')
 [ "$services" = "orchestrator peer_worker tracker_svc verifier writer " ] ||
@@ -43,8 +44,12 @@ printf '%s\n' "$worker" | grep -q '^    ports:' && fail "peer_worker publishes p
 printf '%s\n' "$worker" | grep -q 'PW_NAME' && fail "peer_worker has a fixed PW_NAME: scaled workers would share it"
 for want in "PW_CONTROL: tcp://\*:5555" "PW_PIECES: tcp://\*:5556" "PW_VERIFIED: tcp://\*:5557" \
             "PW_CONTROL: tcp://orchestrator:5555" "PW_PIECES: tcp://verifier:5556" \
-            "PW_VERIFIED: tcp://writer:5557" "healthcheck:" "restart: on-failure" \
-            "downloads:/downloads" "state:/state"; do
-  printf '%s\n' "$config" | grep -q "$want" || fail "docker-compose.yml lacks '$want'"
+            "PW_VERIFIED: tcp://writer:5557" "healthcheck:" "restart: unless-stopped" \
+            "downloads:/downloads" "state:/state" "- 127.0.0.1:9091:9091/tcp" "--rpc-auth" \
+            "/state/session" "/state/resume"; do
+  printf '%s\n' "$config" | grep -q -- "$want" || fail "docker-compose.yml lacks '$want'"
 done
+# The RPC is published on loopback only: no other ports line anywhere.
+ports=$(printf '%s\n' "$config" | grep -c -- '- .*:[0-9]*/tcp$' || true)
+[ "$ports" = 1 ] || fail "docker-compose.yml publishes $ports ports; only the RPC, on 127.0.0.1, belongs there"
 echo "check_deploy: Dockerfile and docker-compose.yml are consistent"

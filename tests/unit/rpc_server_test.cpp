@@ -614,6 +614,23 @@ TEST_F(RpcAuthFile, RefusesWhatIsUnsafeOrUnclear) {
     EXPECT_THAT(error(write("a:b")), HasSubstr("(accepted)"));
 }
 
+// A deployment without credentials gets a random password in a 0600 file, never a default;
+// an existing file is never replaced.
+TEST_F(RpcAuthFile, AGeneratedFileHoldsARandomPasswordAndIsNeverReplaced) {
+    const auto path = (dir_ / "generated").string();
+    const auto made = create_rpc_auth_file(path);
+    ASSERT_TRUE(made.ok()) << made.error().message;
+    EXPECT_EQ(made->user, "piecework");
+    EXPECT_GE(made->password.size(), 16u);
+    const auto read = read_rpc_auth_file(path);
+    ASSERT_TRUE(read.ok()) << read.error().message;
+    EXPECT_EQ(read->password, made->password);
+    EXPECT_FALSE(create_rpc_auth_file(path).ok());
+    const auto other = create_rpc_auth_file((dir_ / "other").string());
+    ASSERT_TRUE(other.ok());
+    EXPECT_NE(other->password, made->password);
+}
+
 // --- The real transmission-remote against fixed views ---
 
 std::string run(const std::string& command) {
