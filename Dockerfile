@@ -7,7 +7,7 @@ FROM debian:bookworm AS build
 WORKDIR /src
 # The dependency layer is cached until the package list changes.
 COPY scripts/install-deps scripts/install-deps
-RUN ./scripts/install-deps && rm -rf /var/lib/apt/lists/*
+RUN ./scripts/install-deps --build && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN ./scripts/build -DPW_BUILD_TESTS=OFF -DPW_FUZZ=OFF -DPW_INTEGRATION=OFF
 
