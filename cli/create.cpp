@@ -1,4 +1,5 @@
 #include "cli/create.hpp"
+#include "cli/inspect.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -312,20 +313,6 @@ private:
 constexpr std::uint64_t kRunBytes = 4u << 20;
 // Each thread holds one piece: with 64 MiB pieces, fewer threads rather than gigabytes.
 constexpr std::uint64_t kMaxBufferBytes = 512u << 20;
-
-std::string human_size(std::uint64_t bytes) {
-    static constexpr const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-    if (bytes < 1024) return std::to_string(bytes) + " B";
-    double value = static_cast<double>(bytes);
-    std::size_t unit = 0;
-    while (value >= 1024.0 && unit + 1 < std::size(units)) {
-        value /= 1024.0;
-        ++unit;
-    }
-    char text[32];
-    std::snprintf(text, sizeof text, "%.2f %s", value, units[unit]);
-    return text;
-}
 
 Status check_url(const std::string& url, const char* what) {
     const auto scheme_end = url.find("://");

@@ -8,21 +8,6 @@ namespace pw::cli {
 
 namespace {
 
-std::string human_size(std::uint64_t bytes) {
-    static constexpr const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-    if (bytes < 1024) return std::to_string(bytes) + " B";
-    double value = static_cast<double>(bytes);
-    std::size_t unit = 0;
-    while (value >= 1024.0 && unit + 1 < std::size(units)) {
-        value /= 1024.0;
-        ++unit;
-    }
-    std::ostringstream out;
-    out.setf(std::ios::fixed);
-    out.precision(2);
-    out << value << ' ' << units[unit];
-    return out.str();
-}
 
 std::string utc_date(std::int64_t seconds) {
     const auto time = static_cast<std::time_t>(seconds);
@@ -104,6 +89,22 @@ std::string json_string(std::string_view text) {
 }
 
 }  // namespace
+
+std::string human_size(std::uint64_t bytes) {
+    static constexpr const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    if (bytes < 1024) return std::to_string(bytes) + " B";
+    double value = static_cast<double>(bytes);
+    std::size_t unit = 0;
+    while (value >= 1024.0 && unit + 1 < std::size(units)) {
+        value /= 1024.0;
+        ++unit;
+    }
+    std::ostringstream out;
+    out.setf(std::ios::fixed);
+    out.precision(2);
+    out << value << ' ' << units[unit];
+    return out.str();
+}
 
 void print_summary(const Torrent& torrent, std::ostream& out) {
     out << "Name: " << torrent.name() << "\n\nGENERAL\n\n";

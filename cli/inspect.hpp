@@ -17,6 +17,9 @@ void print_summary(const Torrent& torrent, std::ostream& out);
 // trackers (list of tiers), files [{path, length, offset}].
 void print_json(const Torrent& torrent, std::ostream& out);
 
+// "1.50 MiB": sizes as inspect and create print them.
+std::string human_size(std::uint64_t bytes);
+
 // Returns the process exit code; errors go to stderr as one line.
 int run_inspect(const InspectOptions& options);
 

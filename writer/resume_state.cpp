@@ -32,19 +32,6 @@ FileStamp stamp_of(const struct stat& info) {
                          info.st_mtim.tv_nsec};
 }
 
-int write_fully(int fd, std::string_view content) {
-    while (!content.empty()) {
-        const ssize_t written = ::write(fd, content.data(), content.size());
-        if (written < 0) {
-            if (errno == EINTR) continue;
-            return errno;
-        }
-        if (written == 0) return EIO;
-        content.remove_prefix(static_cast<std::size_t>(written));
-    }
-    return 0;
-}
-
 }  // namespace
 
 PieceBits::PieceBits(std::uint32_t piece_count)
@@ -137,30 +124,6 @@ Result<ResumeRecord> decode_resume(std::string_view bytes, const Torrent& torren
         }
     }
     return record;
-}
-
-Status replace_file_atomically(const std::string& dir, const std::string& name,
-                               std::string_view content) {
-    const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir_fd < 0) return make_error(errno_text("cannot open the folder", dir, errno));
-    const UniqueFd dir_guard(dir_fd);
-    // One fixed temp name per record: a crash leaves at most one stale temp, overwritten by
-    // the next save (O_TRUNC), never a growing pile.
-    const std::string temp = name + ".tmp";
-    const int fd = ::openat(dir_fd, temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0) return make_error(errno_text("cannot create", dir + "/" + temp, errno));
-    UniqueFd file(fd);
-    int error = write_fully(fd, content);
-    if (error == 0 && ::fsync(fd) != 0) error = errno;
-    file.reset();
-    if (error == 0 && ::renameat(dir_fd, temp.c_str(), dir_fd, name.c_str()) != 0) error = errno;
-    if (error != 0) {
-        (void)::unlinkat(dir_fd, temp.c_str(), 0);
-        return make_error(errno_text("cannot save", dir + "/" + name, error));
-    }
-    // The rename is durable only once the folder is.
-    if (::fsync(dir_fd) != 0) return make_error(errno_text("cannot sync the folder", dir, errno));
-    return ok_status();
 }
 
 std::vector<FileStamp> stamp_files(int root_fd, const Torrent& torrent) {

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/atomic_file.hpp"
 #include "core/metainfo.hpp"
 #include "core/sha1.hpp"
 #include "core/result.hpp"
@@ -61,10 +62,6 @@ struct ResumeRecord {
 std::string encode_resume(const ResumeRecord& record, const Torrent& torrent);
 // Refuses anything that is not a record of exactly this torrent (hash, piece and file counts).
 Result<ResumeRecord> decode_resume(std::string_view bytes, const Torrent& torrent);
-
-// Replaces dir/name so that a reader, even after a crash, sees the old or the new content.
-Status replace_file_atomically(const std::string& dir, const std::string& name,
-                               std::string_view content);
 
 // The record's file name for a torrent: `<info-hash hex>.resume`.
 std::string record_name(const Sha1Digest& info_hash);

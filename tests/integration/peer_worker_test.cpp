@@ -39,6 +39,7 @@
 #include "core/wire.hpp"
 #include "peer_worker/worker_service.hpp"
 #include "tests/integration/harness.hpp"
+#include "tests/unit/stage_harness.hpp"
 
 namespace pw {
 namespace {
@@ -828,22 +829,19 @@ TEST(PeerWorker, ATerminationSignalOnItsDescriptorEndsTheLoopWithAGoodbye) {
     const TestTorrent a = make_test_torrent(dir, "a.bin", 5 * 65536, 65536, 52);
     FakePipeline pipeline(dir);
     pipeline.add_torrent(kFirst, a.torrent);
-    int pipe_fds[2];
-    ASSERT_EQ(::pipe(pipe_fds), 0);
+    test::FakeSignals signals;
     peer_worker::WorkerOptions options;
     options.control = pipeline.control_endpoint();
     options.pieces = pipeline.pieces_endpoint();
     options.name = "peer_worker-test";
-    options.signal_fd = pipe_fds[0];
+    options.signal_fd = signals.fd();
     auto result = std::async(std::launch::async, [options] {
         peer_worker::WorkerService service(options);
         return service.run();
     });
     ASSERT_TRUE(welcome_worker(pipeline));
     ASSERT_TRUE(pipeline.pump(5s, kIgnore, kIgnore, [&] { return pipeline.heartbeats() > 0; }));
-    signalfd_siginfo info{};
-    info.ssi_signo = SIGTERM;
-    ASSERT_EQ(::write(pipe_fds[1], &info, sizeof info), static_cast<ssize_t>(sizeof info));
+    ASSERT_TRUE(signals.raise(SIGTERM));
     std::optional<std::string> goodbye;
     ASSERT_TRUE(pipeline.pump(10s,
                               [&](bus::Incoming& in) {
@@ -853,8 +851,6 @@ TEST(PeerWorker, ATerminationSignalOnItsDescriptorEndsTheLoopWithAGoodbye) {
     EXPECT_EQ(*goodbye, "SIGTERM");
     ASSERT_EQ(result.wait_for(10s), std::future_status::ready);
     EXPECT_EQ(result.get(), 0);
-    ::close(pipe_fds[0]);
-    ::close(pipe_fds[1]);
 }
 
 TEST(PeerWorker, DropsHostilePeersWithAReason) {

@@ -11,6 +11,12 @@
 #include <string>
 #include <vector>
 
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <stdexcept>
+
 #include <zmq.hpp>
 
 #include "core/bus/bus.hpp"
@@ -30,6 +36,32 @@ inline std::string unique_inproc(const std::string& stem) {
 // The Welcome's period: long enough that a test never races the silence detection, short
 // enough that a stage left behind by a failed test gives up within seconds.
 inline constexpr std::uint32_t kTestHeartbeatMs = 500;
+
+// Stands in for a stage's signalfd (bus::TerminationSignals) when the stage runs on a thread
+// of the test, which cannot block signals for it: a pipe the stage polls, carrying what the
+// signalfd would.
+class FakeSignals {
+public:
+    FakeSignals() {
+        if (::pipe(fds_) != 0) throw std::runtime_error("FakeSignals: no pipe");
+    }
+    ~FakeSignals() {
+        ::close(fds_[0]);
+        ::close(fds_[1]);
+    }
+    FakeSignals(const FakeSignals&) = delete;
+    FakeSignals& operator=(const FakeSignals&) = delete;
+
+    int fd() const { return fds_[0]; }
+    bool raise(int signal_number = SIGTERM) {
+        signalfd_siginfo info{};
+        info.ssi_signo = static_cast<std::uint32_t>(signal_number);
+        return ::write(fds_[1], &info, sizeof info) == static_cast<ssize_t>(sizeof info);
+    }
+
+private:
+    int fds_[2] = {-1, -1};
+};
 
 // The id FakeOrchestrator gives the torrent it is made with.
 inline constexpr TorrentId kTestTorrent{1};
@@ -107,18 +139,7 @@ public:
     // messages (heartbeats...) are skipped. Nothing within `timeout`: nullopt.
     std::optional<bus::Incoming> expect(v1::Envelope::BodyCase body,
                                         std::chrono::milliseconds timeout = 5000ms) {
-        const auto deadline = bus::Clock::now() + timeout;
-        while (bus::Clock::now() < deadline) {
-            beat_if_due();
-            zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
-            zmq::poll(&item, 1, 20ms);
-            bus::Incoming in;
-            while (bus::receive(router_, true, in) == bus::RecvStatus::ok) {
-                if (in.envelope.has_hello()) welcome(in.identity);
-                if (in.envelope.body_case() == body) return in;
-            }
-        }
-        return std::nullopt;
+        return expect_one_of({body}, timeout);
     }
 
     void shutdown_all() {

@@ -724,23 +724,18 @@ TEST(VerifierStage, ForgetsARemovedTorrent) {
 
 TEST(VerifierStage, ATerminationSignalEndsItCleanlyWithAGoodbye) {
     StageRig rig;
-    int pipe_fds[2];
-    ASSERT_EQ(::pipe(pipe_fds), 0);  // stands in for the signalfd: readable = a signal came
-    rig.options.signal_fd = pipe_fds[0];
+    test::FakeSignals signals;
+    rig.options.signal_fd = signals.fd();
     auto result = std::async(std::launch::async, [&context = rig.context, options = rig.options] {
         return run_verifier(context, options);
     });
     ASSERT_TRUE(rig.orchestrator.expect(v1::Envelope::kHeartbeat).has_value());
-    signalfd_siginfo info{};
-    info.ssi_signo = SIGTERM;
-    ASSERT_EQ(::write(pipe_fds[1], &info, sizeof info), static_cast<ssize_t>(sizeof info));
+    ASSERT_TRUE(signals.raise(SIGTERM));
     const auto goodbye = rig.orchestrator.expect(v1::Envelope::kGoodbye);
     ASSERT_TRUE(goodbye.has_value());
     EXPECT_EQ(goodbye->envelope.goodbye().reason(), "SIGTERM");
     ASSERT_EQ(result.wait_for(10s), std::future_status::ready);
     EXPECT_EQ(result.get(), 0);
-    ::close(pipe_fds[0]);
-    ::close(pipe_fds[1]);
 }
 
 TEST(VerifierStage, GivesUpWhenTheOrchestratorFallsSilent) {

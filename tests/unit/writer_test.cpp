@@ -1769,9 +1769,8 @@ TEST(WriterSession, ATerminationSignalSyncsAndSavesEveryRecordThenExitsZero) {
     const TestTorrent a = make_torrent("a.bin", 1024, {}, 4096);
     const TestTorrent b = make_torrent("b", 1024, {{{"x.bin"}, 2000}, {{"y.bin"}, 2000}});
     Session session(dir.path(), 3600s);  // only the end syncs what follows the first sync
-    int pipe_fds[2];
-    ASSERT_EQ(::pipe(pipe_fds), 0);  // stands in for the signalfd: readable = a signal came
-    session.options.signal_fd = pipe_fds[0];
+    test::FakeSignals signals;
+    session.options.signal_fd = signals.fd();
     const TorrentId ida = session.orchestrator.add_torrent(a.bytes);
     const TorrentId idb = session.orchestrator.add_torrent(b.bytes);
     auto result = std::async(std::launch::async, [&session] { return run_writer(session.context, session.options); });
@@ -1790,17 +1789,13 @@ TEST(WriterSession, ATerminationSignalSyncsAndSavesEveryRecordThenExitsZero) {
     }
     ASSERT_TRUE(pending);
 
-    signalfd_siginfo info{};
-    info.ssi_signo = SIGTERM;
-    ASSERT_EQ(::write(pipe_fds[1], &info, sizeof info), static_cast<ssize_t>(sizeof info));
+    ASSERT_TRUE(signals.raise(SIGTERM));
     EXPECT_EQ(session.acknowledged({2, 3, 12}).size(), 3u);
     const auto goodbye = session.orchestrator.expect(v1::Envelope::kGoodbye);
     ASSERT_TRUE(goodbye.has_value());
     EXPECT_EQ(goodbye->envelope.goodbye().reason(), "SIGTERM");
     ASSERT_EQ(result.wait_for(10s), std::future_status::ready);
     EXPECT_EQ(result.get(), 0);
-    ::close(pipe_fds[0]);
-    ::close(pipe_fds[1]);
     EXPECT_EQ(record_of(a.torrent, dir.path() / "dl", dir.path() / "state"), (std::vector<std::uint32_t>{0, 1, 2}));
     EXPECT_EQ(record_of(b.torrent, dir.path() / "dl", dir.path() / "state"), (std::vector<std::uint32_t>{0, 2}));
 }
