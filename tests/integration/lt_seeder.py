@@ -16,6 +16,14 @@ only what it has.
 
 With --also (repeatable) the same session seeds more torrents from DATA_DIR, all on one
 port, as one libtorrent client seeding several torrents does; READY waits for all of them.
+
+With --connect HOST:PORT (repeatable) the seeder also connects to that peer once READY, for
+tests that listen and let libtorrent open the connection.
+
+LT_ENC in the environment sets libtorrent's MSE/PE policy, both ways: "forced" accepts and
+makes only encrypted connections with RC4 (as ../shared/bench does), "plaintext" only MSE
+connections that select the plaintext method; unset (or any other value) leaves libtorrent's
+default (encryption enabled, plain handshakes accepted).
 """
 import argparse
 import os
@@ -37,6 +45,12 @@ def make_session(port, rate_kib):
         | lt.alert.category_t.tracker_notification
         | lt.alert.category_t.status_notification,
     }
+    # libtorrent's enums: pe_forced = 0; pe_plaintext = 1, pe_rc4 = 2.
+    encryption = os.environ.get("LT_ENC")
+    if encryption == "forced":
+        settings.update({"out_enc_policy": 0, "in_enc_policy": 0, "allowed_enc_level": 2})
+    elif encryption == "plaintext":
+        settings.update({"out_enc_policy": 0, "in_enc_policy": 0, "allowed_enc_level": 1})
     session = lt.session(settings)
     if rate_kib:
         # Loopback peers sit in libtorrent's unlimited local class; the cap must apply to them.
@@ -80,6 +94,8 @@ def main():
     parser.add_argument("--work-dir")
     parser.add_argument("--also", action="append", default=[],
                         help="another torrent to seed from DATA_DIR on the same port")
+    parser.add_argument("--connect", action="append", default=[],
+                        help="HOST:PORT of a peer to connect to once ready")
     args = parser.parse_args()
     if args.also and args.pieces_file:
         sys.exit("--also seeds whole torrents only")
@@ -135,6 +151,9 @@ def main():
                   f"good pieces, expected {other_pieces}", flush=True)
             return 1
     print(f"READY {session.listen_port()} {status.num_pieces}", flush=True)
+    for peer in args.connect:
+        host, _, port = peer.rpartition(":")
+        handle.connect_peer((host, int(port)))
     while True:
         report_alerts(session)
         time.sleep(0.5)
