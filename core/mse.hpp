@@ -175,8 +175,9 @@ class MseHandshake {
 public:
     enum class Progress { need_more, done };
 
-    // Fails only when RC4 is unavailable, the initial payload is over kMaxInitialPayload,
-    // or a fixed private key is all zeros.
+    // Fail only on what the caller gave or the platform lacks, never on the peer: RC4
+    // unavailable (rc4_status()), an initial payload over kMaxInitialPayload, a fixed private
+    // key of all zeros or pad length over 512, a responder without find_info_hash.
     static Result<MseHandshake> initiator(InitiatorOptions options);
     static Result<MseHandshake> responder(ResponderOptions options);
 
