@@ -67,7 +67,20 @@ std::vector<StageCommand> stage_commands(const DownloadOptions& options, const S
     stages.workers = options.workers;
     stages.with_tracker = plan.with_tracker;
     stages.orchestrator_args = {"--torrent", plan.torrent_path, "--download-dir", plan.output_dir,
-                                "--exit-when-done"};
+                                "--listen-port", std::to_string(options.listen_port)};
+    // `seed` runs until interrupted; `download` ends once done (and done seeding, when asked).
+    if (!options.seed_only) stages.orchestrator_args.push_back("--exit-when-done");
+    if (options.seed_ratio) {
+        stages.orchestrator_args.insert(stages.orchestrator_args.end(), {"--seed-ratio", std::to_string(*options.seed_ratio)});
+    }
+    if (options.seed_time_minutes) {
+        stages.orchestrator_args.insert(stages.orchestrator_args.end(),
+                                        {"--seed-time", std::to_string(*options.seed_time_minutes)});
+    }
+    for (const auto& [flag, value] : {std::pair{"--max-upload-rate", &options.max_upload_rate},
+                                      std::pair{"--max-download-rate", &options.max_download_rate}}) {
+        if (!value->empty()) stages.orchestrator_args.insert(stages.orchestrator_args.end(), {flag, *value});
+    }
     for (const auto& peer : options.peers) {
         stages.orchestrator_args.insert(stages.orchestrator_args.end(), {"--peer", peer});
     }
@@ -99,6 +112,10 @@ std::vector<StageCommand> daemon_stage_commands(const DaemonOptions& options, co
                                 "--max-peers", std::to_string(options.max_peers)};
     if (!options.rpc_auth.empty()) {
         stages.orchestrator_args.insert(stages.orchestrator_args.end(), {"--rpc-auth", absolute(options.rpc_auth)});
+    }
+    for (const auto& [flag, value] : {std::pair{"--max-upload-rate", &options.max_upload_rate},
+                                      std::pair{"--max-download-rate", &options.max_download_rate}}) {
+        if (!value->empty()) stages.orchestrator_args.insert(stages.orchestrator_args.end(), {flag, *value});
     }
     stages.writer_args = {"--dir", download_dir, "--state-dir", state_dir + "/resume"};
     for (const auto& dir : options.allowed_dirs) {

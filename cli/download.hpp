@@ -26,6 +26,15 @@ struct DownloadOptions {
     std::string state_dir;
     // Where the stage executables are; defaults to the folder of the running piecework.
     std::string bin_dir;
+    // Giving back: the port peers reach us on (0: a free one), rate limits ("500K", "2M"),
+    // and how long to seed once complete (neither: stop at completion).
+    unsigned listen_port = 6881;
+    std::string max_upload_rate;
+    std::string max_download_rate;
+    std::optional<double> seed_ratio;
+    std::optional<unsigned> seed_time_minutes;
+    // `piecework seed`: check the files already in output_dir and seed until interrupted.
+    bool seed_only = false;
 };
 
 // Starts the five stages as local processes over ipc:// in a private runtime folder,
@@ -42,6 +51,8 @@ struct DaemonOptions {
     unsigned workers = 1;
     unsigned listen_port = 6881;
     unsigned max_peers = 200;
+    std::string max_upload_rate;
+    std::string max_download_rate;
     std::string log_level = "info";
     std::string bin_dir;
 };

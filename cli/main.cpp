@@ -54,6 +54,31 @@ int main(int argc, char** argv) {
         ->envname("PW_STATE_DIR");
     download_cmd->add_option("--bin-dir", download.bin_dir,
                              "Folder with the stage executables (default: beside piecework)");
+    // Giving back, for both download and seed.
+    const auto add_giving_back = [](CLI::App* command, pw::cli::DownloadOptions& options) {
+        command->add_option("--listen-port", options.listen_port, "Port peers reach us on (0: a free one)")
+            ->check(CLI::Range(0u, 65535u))->capture_default_str();
+        command->add_option("--max-upload-rate", options.max_upload_rate, "Upload limit, bytes/s with K/M (e.g. 500K)");
+        command->add_option("--max-download-rate", options.max_download_rate, "Download limit, bytes/s with K/M");
+    };
+    add_giving_back(download_cmd, download);
+    download_cmd->add_option("--seed-ratio", download.seed_ratio,
+                             "Once complete, seed until uploaded this many times its size (or --seed-time)")
+        ->check(CLI::Range(0.0, 1e6));
+    download_cmd->add_option("--seed-time", download.seed_time_minutes,
+                             "Once complete, seed this many minutes (or until --seed-ratio)");
+
+    pw::cli::DownloadOptions seed;
+    seed.seed_only = true;
+    auto* seed_cmd = app.add_subcommand("seed", "Check a torrent's files in a folder and seed them until Ctrl-C or SIGTERM");
+    seed_cmd->add_option("torrent", seed.torrent_path, "The .torrent file")->required();
+    seed_cmd->add_option("dir", seed.output_dir, "The folder holding its files (its name, or its folder, inside)")->required();
+    seed_cmd->add_option("--workers", seed.workers, "Peer worker processes")->check(CLI::Range(1u, 64u))->capture_default_str();
+    seed_cmd->add_flag("-q,--quiet", seed.quiet, "No progress output");
+    seed_cmd->add_option("--log-level", seed.log_level, "Stage log level: trace, debug, info, warn, error")->capture_default_str();
+    seed_cmd->add_option("--state-dir", seed.state_dir, "Folder for resume records (default: DIR/.piecework)");
+    seed_cmd->add_option("--bin-dir", seed.bin_dir, "Folder with the stage executables (default: beside piecework)");
+    add_giving_back(seed_cmd, seed);
 
     pw::cli::DaemonOptions daemon;
     auto* daemon_cmd = app.add_subcommand(
@@ -81,6 +106,10 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1u, 65535u))->capture_default_str();
     daemon_cmd->add_option("--max-peers", daemon.max_peers, "Peers connected at once over every torrent")
         ->check(CLI::Range(1u, 100000u))->capture_default_str();
+    daemon_cmd->add_option("--max-upload-rate", daemon.max_upload_rate,
+                           "Upload limit over every torrent, bytes/s with K/M (the RPC's speed-limit-up)");
+    daemon_cmd->add_option("--max-download-rate", daemon.max_download_rate,
+                           "Download limit over every torrent, bytes/s with K/M (the RPC's speed-limit-down)");
     daemon_cmd->add_option("--log-level", daemon.log_level, "Stage log level: trace, debug, info, warn, error")
         ->capture_default_str();
     daemon_cmd->add_option("--bin-dir", daemon.bin_dir,
@@ -110,6 +139,7 @@ int main(int argc, char** argv) {
         if (*inspect_cmd) return pw::cli::run_inspect(inspect);
         if (*create_cmd) return pw::cli::run_create(create, std::cout, std::cerr);
         if (*download_cmd) return pw::cli::run_download(download);
+        if (*seed_cmd) return pw::cli::run_download(seed);
         if (*daemon_cmd) return pw::cli::run_daemon(daemon);
         if (*tap_cmd) {
             tap.timeout = std::chrono::seconds(tap_seconds);

@@ -1,5 +1,7 @@
 #include "core/torrent_builder.hpp"
 
+#include "core/byte_count.hpp"
+
 #include <algorithm>
 #include <limits>
 #include <set>
@@ -219,44 +221,17 @@ Status check_piece_length(std::uint64_t piece_length) {
 }
 
 Result<std::uint32_t> parse_piece_size(std::string_view text) {
-    const auto bad = [&] {
-        return make_error("piece size \"" + std::string(text) +
-                          "\" is not a number of bytes with an optional K, M or G");
-    };
-    std::size_t i = 0;
-    std::uint64_t number = 0;
-    for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
-        // Any piece size we accept is far below this; stop before the arithmetic overflows.
-        if (number > (1ull << 40)) {
-            return make_error("piece size \"" + std::string(text) + "\" is above " +
-                              describe_size(kMaxPieceLength));
-        }
-        number = number * 10 + static_cast<std::uint64_t>(text[i] - '0');
+    auto bytes = parse_byte_count(text);
+    if (!bytes && bytes.error().message.ends_with("too large")) {
+        std::string message = "piece size \"";
+        message += text;
+        message += "\" is above ";
+        message += describe_size(kMaxPieceLength);
+        return make_error(std::move(message));
     }
-    if (i == 0) return bad();
-    std::string suffix;
-    for (; i < text.size(); ++i) {
-        const char c = text[i];
-        suffix += c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c;
-    }
-    unsigned shift = 0;
-    if (!suffix.empty() && suffix != "B") {
-        switch (suffix.front()) {
-            case 'K': shift = 10; break;
-            case 'M': shift = 20; break;
-            case 'G': shift = 30; break;
-            default: return bad();
-        }
-        const std::string_view rest = std::string_view(suffix).substr(1);
-        if (!rest.empty() && rest != "B" && rest != "IB") return bad();
-    }
-    if (number > (std::numeric_limits<std::uint64_t>::max() >> shift)) {
-        return make_error("piece size \"" + std::string(text) + "\" is above " +
-                          describe_size(kMaxPieceLength));
-    }
-    const std::uint64_t bytes = number << shift;
-    if (Status s = check_piece_length(bytes); !s) return s.error();
-    return static_cast<std::uint32_t>(bytes);
+    if (!bytes) return make_error("piece size " + bytes.error().message);
+    if (Status s = check_piece_length(*bytes); !s) return s.error();
+    return static_cast<std::uint32_t>(*bytes);
 }
 
 std::string describe_size(std::uint64_t bytes) {

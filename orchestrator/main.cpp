@@ -9,6 +9,7 @@
 
 #include "core/bus/stage_cli.hpp"
 #include "core/bus/welcome.hpp"
+#include "core/byte_count.hpp"
 #include "core/metainfo.hpp"
 #include "orchestrator/peer_argument.hpp"
 #include "orchestrator/service.hpp"
@@ -56,8 +57,22 @@ int main(int argc, char** argv) {
         ->envname("PW_RPC_AUTH_GENERATE");
     app.add_flag("--exit-when-done", config.exit_when_done,
                  "end the run (exit 0) once every torrent is complete, as `piecework download` does");
-    app.add_option("--listen-port", listen_port, "Port we announce")
-        ->check(CLI::Range(1u, 65535u))->capture_default_str();
+    app.add_option("--listen-port", listen_port,
+                   "port the workers accept peers on, and announce (0: a free one, picked at start)")
+        ->envname("PW_LISTEN_PORT")->check(CLI::Range(0u, 65535u))->capture_default_str();
+    std::string max_upload_rate;
+    std::string max_download_rate;
+    double seed_ratio = 0;
+    unsigned seed_time = 0;
+    app.add_option("--max-upload-rate", max_upload_rate, "upload limit over every torrent, bytes/s with K/M (e.g. 500K)")
+        ->envname("PW_MAX_UPLOAD_RATE");
+    app.add_option("--max-download-rate", max_download_rate, "download limit over every torrent, bytes/s with K/M")
+        ->envname("PW_MAX_DOWNLOAD_RATE");
+    auto* ratio_option = app.add_option("--seed-ratio", seed_ratio,
+                                        "seed each complete torrent until it uploaded this many times its size")
+                             ->check(CLI::Range(0.0, 1e6));
+    auto* time_option = app.add_option("--seed-time", seed_time, "with --exit-when-done: seed this many minutes after completing")
+                            ->check(CLI::Range(0u, 10'000'000u));
     app.add_option("--max-peers", max_peers, "peers connected at once over every torrent")
         ->check(CLI::Range(1u, 100000u))->capture_default_str();
     app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat period")
@@ -95,7 +110,17 @@ int main(int argc, char** argv) {
         config.control = common.control;
         config.session.name = common.name;
         config.session.metrics = common.metrics;
+        if (listen_port == 0) listen_port = pw::orchestrator::pick_free_port();
         config.session.listen_port = listen_port;
+        for (const auto& [text, out] : {std::pair{&max_upload_rate, &config.max_upload_rate},
+                                        std::pair{&max_download_rate, &config.max_download_rate}}) {
+            if (text->empty()) continue;
+            auto bytes = pw::parse_byte_count(*text);
+            if (!bytes) throw std::runtime_error("rate " + bytes.error().describe());
+            *out = *bytes;
+        }
+        if (*ratio_option) config.seed_ratio = seed_ratio;
+        if (*time_option) config.seed_time = std::chrono::minutes(seed_time);
         config.session.heartbeat = std::chrono::milliseconds(heartbeat_ms);
         config.session.max_peers = max_peers;
         config.session.seed = std::random_device{}();

@@ -1,9 +1,12 @@
 #include "orchestrator/peer_argument.hpp"
 
 #include <array>
+#include <stdexcept>
 #include <charconv>
 
 #include <netdb.h>
+#include <netinet/in.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 namespace pw::orchestrator {
@@ -53,6 +56,21 @@ Result<PeerAddress> resolve_peer(const std::string& text) {
     ::freeaddrinfo(found);
     if (name_rc != 0) return make_error("peer '" + text + "': " + ::gai_strerror(name_rc));
     return PeerAddress{numeric.data(), parsed->port};
+}
+
+unsigned pick_free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error("no socket to find a free port with");
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = 0;
+    address.sin_addr.s_addr = htonl(INADDR_ANY);
+    socklen_t length = sizeof address;
+    const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+                       ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
+    ::close(fd);
+    if (!bound) throw std::runtime_error("no free port to listen on");
+    return ntohs(address.sin_port);
 }
 
 }  // namespace pw::orchestrator

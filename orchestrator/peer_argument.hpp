@@ -18,4 +18,8 @@ Result<HostPort> parse_host_port(const std::string& text);
 // Parses, then resolves the host (getaddrinfo; numeric hosts never touch the network).
 Result<PeerAddress> resolve_peer(const std::string& text);
 
+// A TCP port free on every address right now, for --listen-port 0: the workers of this host
+// then bind it (SO_REUSEPORT), and it is what trackers are told. Throws when there is none.
+unsigned pick_free_port();
+
 }  // namespace pw::orchestrator

@@ -22,6 +22,10 @@ std::vector<std::string> PeerDirectory::remove_worker(const std::string& worker)
     for (const auto& key : it->second) {
         const auto entry = peers_.find(key);
         if (entry == peers_.end()) continue;
+        if (entry->second.incoming) {
+            peers_.erase(entry);  // it came to that worker; it may come to another
+            continue;
+        }
         entry->second.worker.clear();
         entry->second.ready_at = {};
     }
@@ -31,6 +35,7 @@ std::vector<std::string> PeerDirectory::remove_worker(const std::string& worker)
 
 void PeerDirectory::release_all() {
     workers_.clear();
+    std::erase_if(peers_, [](const auto& entry) { return entry.second.incoming; });
     for (auto& [key, entry] : peers_) {
         entry.worker.clear();
         entry.ready_at = {};
@@ -83,6 +88,15 @@ void PeerDirectory::connected(const std::string& key) {
     if (it != peers_.end()) it->second.drops = 0;
 }
 
+void PeerDirectory::incoming(const std::string& key, const std::string& worker) {
+    if (peers_.contains(key) || banned(ip_of_key(key))) return;
+    Entry& entry = peers_[key];
+    entry.address.ip = ip_of_key(key);
+    entry.worker = worker;
+    entry.incoming = true;
+    workers_[worker].insert(key);
+}
+
 void PeerDirectory::disconnected(const std::string& key, Clock::time_point now) {
     const auto it = peers_.find(key);
     if (it == peers_.end()) return;
@@ -91,6 +105,10 @@ void PeerDirectory::disconnected(const std::string& key, Clock::time_point now) 
         const auto worker = workers_.find(entry.worker);
         if (worker != workers_.end()) worker->second.erase(key);
         entry.worker.clear();
+    }
+    if (entry.incoming) {
+        peers_.erase(it);
+        return;
     }
     ++entry.drops;
     if (entry.drops > options_.max_retries) {

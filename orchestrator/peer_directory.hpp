@@ -53,6 +53,9 @@ public:
     std::vector<Assignment> assign(Clock::time_point now, WorkerLoad& load, std::size_t room);
 
     void connected(const std::string& key);
+    // A peer that connected to `worker` (incoming): counted like any other while connected,
+    // forgotten when it goes. Ignored when the key is known already, or its ip banned.
+    void incoming(const std::string& key, const std::string& worker);
     // The worker dropped the peer: retried after a growing backoff, up to max_retries.
     void disconnected(const std::string& key, Clock::time_point now);
     // A failed piece and the peers that sent its blocks: returns the ips to ban now. A sole
@@ -78,6 +81,7 @@ private:
         unsigned drops = 0;  // in a row, reset on connect
         Clock::time_point ready_at{};
         bool given_up = false;
+        bool incoming = false;  // it came to us: not ours to dial again
     };
 
     PeerDirectoryOptions options_;

@@ -52,7 +52,8 @@ std::string format_progress(const ProgressSnapshot& snapshot) {
            format_bytes(static_cast<double>(snapshot.done_bytes)) + "/" +
            format_bytes(static_cast<double>(snapshot.total_bytes)) + "  " +
            format_bytes(snapshot.bytes_per_second) + "/s  ETA " + format_duration(eta) +
-           "  peers " + std::to_string(snapshot.peers);
+           "  peers " + std::to_string(snapshot.peers) +
+           (snapshot.upload_bytes_per_second > 0 ? "  up " + format_bytes(snapshot.upload_bytes_per_second) + "/s" : "");
 }
 
 void RateMeter::sample(Clock::time_point now, std::uint64_t total_bytes) {

@@ -147,6 +147,7 @@ Result<json> RpcMethods::dispatch(rpc::Method& method, Clock::time_point now, st
                         ++stats.paused_torrent_count;
                     }
                     stats.download_speed += static_cast<std::int64_t>(torrent.download_rate());
+                    stats.upload_speed += static_cast<std::int64_t>(torrent.upload_rate());
                 }
                 stats.current.downloaded_bytes = as_int(session_.downloaded_this_run());
                 stats.current.uploaded_bytes = as_int(session_.uploaded_this_run());
@@ -161,8 +162,8 @@ Result<json> RpcMethods::dispatch(rpc::Method& method, Clock::time_point now, st
             } else if constexpr (std::is_same_v<M, rpc::SessionClose>) {
                 return make_error("session-close is not supported: stop the daemon with SIGTERM");
             } else if constexpr (std::is_same_v<M, rpc::PortTest>) {
-                // Incoming connections come with seeding: nothing listens on the peer port yet.
-                return rpc::port_test_arguments(false);
+                // Whether the workers listen on it; reachability from outside is the router's.
+                return rpc::port_test_arguments(session_.announced_port() != 0);
             } else if constexpr (std::is_same_v<M, rpc::FreeSpace>) {
                 struct statvfs info {};
                 if (::statvfs(m.path.c_str(), &info) != 0) return make_error("cannot read the free space of " + m.path);
@@ -383,6 +384,9 @@ rpc::TorrentView RpcMethods::view(const TorrentState& torrent, std::int64_t wall
     }
     v.peers_connected = running ? torrent.peers_connected() : 0;
     v.peers_sending_to_us = v.rate_download > 0 ? v.peers_connected : 0;
+    v.rate_upload = running ? static_cast<std::int64_t>(torrent.upload_rate()) : 0;
+    v.peers_getting_from_us = running ? torrent.choker().unchoked() : 0;
+    v.is_finished = torrent.finished();
     v.is_stalled = running && !torrent.complete() && v.rate_download == 0;
     v.added_date = s.added_date;
     v.done_date = s.done_date;

@@ -47,6 +47,18 @@ OrchestratorService::OrchestratorService(zmq::context_t& context, ServiceConfig 
         restore();
     }
     session_.set_max_peers(settings_.peer_limit_global);
+    if (config_.max_upload_rate != 0 || config_.max_download_rate != 0) {
+        // Transmission counts speeds in kB/s (1000 bytes).
+        settings_.speed_limit_up_enabled = config_.max_upload_rate != 0;
+        settings_.speed_limit_up_kbps = static_cast<std::uint32_t>(std::max<std::uint64_t>(1, config_.max_upload_rate / 1000));
+        settings_.speed_limit_down_enabled = config_.max_download_rate != 0;
+        settings_.speed_limit_down_kbps = static_cast<std::uint32_t>(std::max<std::uint64_t>(1, config_.max_download_rate / 1000));
+    }
+    if (config_.seed_ratio) {
+        settings_.seed_ratio_limited = true;
+        settings_.seed_ratio_limit = *config_.seed_ratio;
+    }
+    apply_settings();
     add_command_line_torrents();
     if (config_.rpc) {
         rpc_ = std::make_unique<RpcServer>(*config_.rpc);
@@ -106,6 +118,30 @@ void OrchestratorService::add_command_line_torrents() {
     config_.torrents.clear();
 }
 
+void OrchestratorService::apply_settings() {
+    const auto rate = [](bool enabled, std::uint32_t kbps, std::uint64_t exact) -> std::uint64_t {
+        if (!enabled) return 0;
+        // The command line's exact bytes when it set them; the RPC's kB/s otherwise.
+        return exact != 0 && exact / 1000 == kbps ? exact : std::uint64_t{kbps} * 1000;
+    };
+    session_.set_rate_limits(rate(settings_.speed_limit_up_enabled, settings_.speed_limit_up_kbps, config_.max_upload_rate),
+                             rate(settings_.speed_limit_down_enabled, settings_.speed_limit_down_kbps, config_.max_download_rate));
+    session_.set_seed_ratio(settings_.seed_ratio_limited ? std::optional<double>(settings_.seed_ratio_limit) : std::nullopt);
+    session_.set_max_peers(settings_.peer_limit_global);
+}
+
+bool OrchestratorService::done_seeding(Clock::time_point now) const {
+    if (!session_.all_complete()) return false;
+    if (!config_.seed_ratio && !config_.seed_time) return true;
+    for (const auto& [id, torrent] : session_.torrents()) {
+        if (torrent.finished()) continue;  // its ratio
+        const auto since = torrent.seeding_since();
+        if (config_.seed_time && since && now - *since >= *config_.seed_time) continue;
+        return false;
+    }
+    return true;
+}
+
 void OrchestratorService::flush_outbox() {
     for (Outgoing& message : session_.outbox()) {
         ++sends_;
@@ -122,7 +158,7 @@ void OrchestratorService::flush_outbox() {
 
 void OrchestratorService::show_notices() {
     for (const Notice& notice : session_.take_notices()) {
-        if (!config_.exit_when_done) {
+        if (!config_.state_dir.empty()) {  // a daemon logs; a run of the command line prints
             const TorrentState* torrent = session_.find(notice.torrent);
             const std::string prefix = torrent != nullptr ? "torrent " + std::to_string(notice.torrent.get()) + ": " : "";
             switch (notice.kind) {
@@ -140,11 +176,13 @@ void OrchestratorService::show_notices() {
 }
 
 void OrchestratorService::save_changes(bool everything) {
+    const bool settings_changed = session_.take_session_changed();
+    if (settings_changed) apply_settings();
     if (!store_) return;
     for (const Sha1Digest& gone : session_.take_removed()) store_->forget(gone);
     std::set<TorrentId> changed = session_.take_changed();
     const auto now = Clock::now();
-    if (session_.take_session_changed()) everything = true;
+    if (settings_changed) everything = true;
     if (everything || now >= next_save_) {
         next_save_ = now + config_.save_period;
         for (const auto& [id, torrent] : session_.torrents()) changed.insert(id);
@@ -168,12 +206,14 @@ void OrchestratorService::save_changes(bool everything) {
 }
 
 void OrchestratorService::show_progress(bool final_line) {
-    if (config_.quiet || !config_.exit_when_done) return;
+    // Download and seed runs (torrents from the command line) show it; a daemon logs instead.
+    if (config_.quiet || !config_.state_dir.empty()) return;
     ProgressSnapshot snapshot;
     for (const auto& [id, torrent] : session_.torrents()) {
         snapshot.done_bytes += torrent.done_bytes();
         snapshot.total_bytes += torrent.total_size();
         snapshot.bytes_per_second += torrent.progress_rate();
+        snapshot.upload_bytes_per_second += torrent.upload_rate();
     }
     snapshot.peers = session_.peers_connected();
     const std::string line = format_progress(snapshot);
@@ -306,7 +346,7 @@ int OrchestratorService::run(const std::function<bool()>& stop_requested) {
                 return finish(1, torrent.error());
             }
         }
-        if (!session_.all_complete()) continue;
+        if (!done_seeding(now)) continue;
         bool with_trackers = false;
         bool announced = true;
         for (const auto& [id, torrent] : session_.torrents()) {

@@ -49,8 +49,14 @@ struct ServiceConfig {
     // The daemon's state folder: the session is loaded from it and saved in it. Empty: the
     // session lives only as long as the process (download mode).
     std::string state_dir;
-    // Download mode: the run ends once every torrent is complete.
+    // Download mode: the run ends once every torrent is complete, or, with a seed limit, once
+    // each has seeded up to its ratio or for its time.
     bool exit_when_done = false;
+    std::optional<double> seed_ratio;
+    std::optional<std::chrono::minutes> seed_time;
+    // Rate limits in bytes/s (0: none); in a daemon, they replace the saved session's.
+    std::uint64_t max_upload_rate = 0;
+    std::uint64_t max_download_rate = 0;
     bool quiet = false;
     bool terminal = false;  // stdout is a terminal: one updating progress line
     std::chrono::milliseconds completion_grace{2'000};
@@ -84,6 +90,10 @@ private:
     void save_changes(bool everything);
     void show_progress(bool final_line);
     void export_metrics();
+    // The session's rate limits and seed ratio from the settings (at start, after session-set).
+    void apply_settings();
+    // Download mode: every torrent complete and done seeding as asked.
+    bool done_seeding(Clock::time_point now) const;
     int finish(int code, const std::string& reason);
 
     bus::Gatekeeper gatekeeper_;  // before router_: it must outlive the socket it guards

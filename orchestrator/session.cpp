@@ -74,14 +74,17 @@ void Session::send_cancels(TorrentId torrent, const std::vector<Cancel>& cancels
 
 namespace {
 
-v1::Envelope tracker_stats_message(const TorrentState& torrent, v1::TrackerStats::Event event) {
+// What the trackers are told: this run's totals (BEP 3 counts from the `started` announce).
+v1::Envelope tracker_stats_message(const TorrentState& torrent, v1::TrackerStats::Event event,
+                                   std::uint16_t port) {
     v1::Envelope envelope;
     auto* stats = envelope.mutable_tracker_stats();
     stats->set_torrent(torrent.id().get());
-    stats->set_uploaded(torrent.settings().uploaded_ever);
+    stats->set_uploaded(torrent.uploaded_this_run());
     stats->set_downloaded(torrent.downloaded_this_run());
     stats->set_left(torrent.left());
     stats->set_event(event);
+    stats->set_port(port);
     return envelope;
 }
 
@@ -89,7 +92,114 @@ v1::Envelope tracker_stats_message(const TorrentState& torrent, v1::TrackerStats
 
 void Session::send_tracker_stats(const TorrentState& torrent, v1::TrackerStats::Event event) {
     if (torrent.trackers().empty()) return;
-    send_role(v1::ROLE_TRACKER, tracker_stats_message(torrent, event));
+    send_role(v1::ROLE_TRACKER, tracker_stats_message(torrent, event, announced_port()));
+}
+
+std::uint16_t Session::announced_port() const {
+    // Optimistic until the workers say otherwise: a worker binds right after its Welcome and
+    // says so in its first heartbeat, while a torrent's first announce may already be out.
+    bool any_reported = false;
+    for (const auto& [worker, use] : worker_use_) {
+        if (!use.reported) continue;
+        any_reported = true;
+        if (use.listen_port != 0) return static_cast<std::uint16_t>(use.listen_port);
+    }
+    return any_reported ? 0 : static_cast<std::uint16_t>(config_.listen_port);
+}
+
+v1::Envelope Session::pieces_available_message(const TorrentState& torrent,
+                                               std::vector<zmq::message_t>& frames) const {
+    v1::Envelope envelope;
+    auto* available = envelope.mutable_pieces_available();
+    available->set_torrent(torrent.id().get());
+    if (torrent.complete()) {
+        available->set_have_all(true);
+    } else if (torrent.pieces_done() > 0) {
+        available->set_bitfield(true);
+        frames.emplace_back(torrent.done_bitfield());
+    }
+    return envelope;
+}
+
+void Session::send_pieces_available(const TorrentState& torrent, const std::string* only_worker) {
+    for (const auto& worker : stages_.identities(v1::ROLE_PEER_WORKER)) {
+        if (only_worker != nullptr && worker != *only_worker) continue;
+        std::vector<zmq::message_t> frames;
+        v1::Envelope envelope = pieces_available_message(torrent, frames);
+        send(worker, std::move(envelope), std::move(frames));
+    }
+}
+
+void Session::send_choke_changes(TorrentId torrent, const std::vector<ChokeChange>& changes) {
+    std::map<std::string, v1::Envelope> by_worker;
+    for (const ChokeChange& change : changes) {
+        v1::Envelope& envelope = by_worker[change.worker];
+        auto* decision = envelope.mutable_choke_decision();
+        decision->set_torrent(torrent.get());
+        (change.unchoke ? decision->add_unchoke() : decision->add_choke())->assign(change.peer);
+    }
+    for (auto& [worker, envelope] : by_worker) send(worker, std::move(envelope));
+}
+
+void Session::set_rate_limits(std::uint64_t upload, std::uint64_t download) {
+    max_upload_rate_ = upload;
+    max_download_rate_ = download;
+    next_budget_ = {};
+}
+
+void Session::send_rate_budgets() {
+    const auto workers = stages_.identities(v1::ROLE_PEER_WORKER);
+    if (workers.empty()) return;
+    // Each worker's share follows its recent use, with a floor so that an idle worker can
+    // start: the shares converge on where the traffic is within a few periods.
+    const auto split = [&](std::uint64_t limit, auto use_of, const std::string& worker) -> std::uint64_t {
+        if (limit == 0) return 0;
+        const double floor = static_cast<double>(limit) / (4.0 * static_cast<double>(workers.size()));
+        double total = 0;
+        for (const auto& name : workers) total += use_of(name) + floor;
+        const double share = (use_of(worker) + floor) / total;
+        return std::max<std::uint64_t>(1, static_cast<std::uint64_t>(static_cast<double>(limit) * share));
+    };
+    const auto up = [&](const std::string& name) { return worker_use_[name].upload_rate; };
+    const auto down = [&](const std::string& name) { return worker_use_[name].download_rate; };
+    for (const auto& worker : workers) {
+        v1::Envelope envelope;
+        auto* budget = envelope.mutable_rate_budget();
+        budget->set_upload_bytes_per_s(split(max_upload_rate_, up, worker));
+        budget->set_download_bytes_per_s(split(max_download_rate_, down, worker));
+        for (const auto& [id, torrent] : torrents_) {
+            const TorrentSettings& s = torrent.settings();
+            if (!torrent.active() || (!s.upload_limited && !s.download_limited)) continue;
+            // A torrent's own limit is split evenly: its peers may be on any worker.
+            auto* rate = budget->add_torrents();
+            rate->set_torrent(id.get());
+            const std::uint64_t n = workers.size();
+            if (s.upload_limited) rate->set_upload_bytes_per_s(std::max<std::uint64_t>(1, std::uint64_t{s.upload_limit_kbps} * 1000 / n));
+            if (s.download_limited) rate->set_download_bytes_per_s(std::max<std::uint64_t>(1, std::uint64_t{s.download_limit_kbps} * 1000 / n));
+        }
+        std::string serialized = envelope.SerializeAsString();
+        WorkerUse& use = worker_use_[worker];
+        if (serialized == use.last_budget) continue;
+        use.last_budget = std::move(serialized);
+        send(worker, std::move(envelope));
+    }
+}
+
+void Session::enforce_seed_limits() {
+    for (auto& [id, torrent] : torrents_) {
+        if (torrent.phase() != TorrentPhase::seeding) continue;
+        const TorrentSettings& s = torrent.settings();
+        std::optional<double> limit;
+        if (s.seed_ratio_mode == 1) limit = s.seed_ratio_limit;
+        if (s.seed_ratio_mode == 0) limit = seed_ratio_;
+        if (!limit || torrent.ratio() < *limit) continue;
+        notice(Notice::Kind::info, id,
+               "'" + torrent.name() + "' reached its seed ratio of " + std::to_string(*limit) + ": finished");
+        tell_removed(id, false);
+        torrent.finish();
+        torrent.settings().paused = true;
+        changed_.insert(id);
+    }
 }
 
 bool Session::info_frame(TorrentId id, zmq::message_t& out, Clock::time_point now) {
@@ -136,7 +246,11 @@ void Session::tell_stage(const std::string& identity, v1::Role role, const Torre
         }
     }
     if (role == v1::ROLE_TRACKER && !torrent.trackers().empty()) {
-        send(identity, tracker_stats_message(torrent, v1::TrackerStats::NONE));
+        send(identity, tracker_stats_message(torrent, v1::TrackerStats::NONE, announced_port()));
+    }
+    // What we have, once the writer said: before that it is not known yet.
+    if (role == v1::ROLE_PEER_WORKER && torrent.info() != nullptr && torrent.resumed()) {
+        send_pieces_available(torrent, &identity);
     }
 }
 
@@ -349,8 +463,12 @@ void Session::on_stage_lost(const Stage& stage) {
     }
     switch (stage.role) {
         case v1::ROLE_PEER_WORKER:
-            for (auto& [id, torrent] : torrents_) torrent.on_worker_gone(stage.identity);
+            for (auto& [id, torrent] : torrents_) {
+                torrent.on_worker_gone(stage.identity);
+                torrent.choker().remove_worker(stage.identity);
+            }
             worker_counters_.erase(stage.identity);
+            worker_use_.erase(stage.identity);
             break;
         case v1::ROLE_WRITER: lose_writer(); break;
         case v1::ROLE_VERIFIER: lose_verifier(); break;
@@ -419,13 +537,20 @@ void Session::handle(bus::Incoming& in, Clock::time_point now) {
             break;
         case v1::Envelope::kPeerConnected:
             if (TorrentState* torrent = find(TorrentId{envelope.peer_connected().torrent()})) {
+                if (envelope.peer_connected().incoming()) {
+                    torrent->directory().incoming(envelope.peer_connected().peer(), in.identity);
+                }
                 torrent->on_peer_connected(envelope.peer_connected().peer());
             }
             break;
         case v1::Envelope::kPeerDisconnected:
             if (TorrentState* torrent = find(TorrentId{envelope.peer_disconnected().torrent()})) {
                 torrent->on_peer_gone(envelope.peer_disconnected().peer(), now);
+                torrent->choker().remove(envelope.peer_disconnected().peer());
             }
+            break;
+        case v1::Envelope::kPeerStats:
+            on_peer_stats(in.identity, envelope.peer_stats(), now);
             break;
         case v1::Envelope::kPeerHas: {
             const v1::PeerHas& has = envelope.peer_has();
@@ -466,17 +591,25 @@ void Session::handle(bus::Incoming& in, Clock::time_point now) {
             on_piece_failed(envelope.piece_failed());
             break;
         case v1::Envelope::kPiecesWritten: {
-            TorrentState* last = nullptr;
+            // What became ours, per torrent: the workers may announce and serve it now.
+            std::map<TorrentId, v1::Envelope> available;
             for (const auto& ref : envelope.pieces_written().pieces()) {
                 TorrentState* torrent = find(TorrentId{ref.torrent()});
                 if (torrent == nullptr) continue;
-                if (last != nullptr && last != torrent) after_change(*last, now);
-                last = torrent;
+                const PieceIndex piece{ref.piece()};
+                const bool had = torrent->is_done(piece);
                 cancels.clear();
-                torrent->on_written(PieceIndex{ref.piece()}, cancels);
+                torrent->on_written(piece, cancels, now);
                 send_cancels(torrent->id(), cancels);
+                if (had || !torrent->is_done(piece)) continue;
+                auto* message = available[torrent->id()].mutable_pieces_available();
+                message->set_torrent(ref.torrent());
+                message->add_pieces(ref.piece());
             }
-            if (last != nullptr) after_change(*last, now);
+            for (auto& [id, message] : available) {
+                send_role(v1::ROLE_PEER_WORKER, message);
+                if (TorrentState* torrent = find(id)) after_change(*torrent, now);
+            }
             break;
         }
         case v1::Envelope::kPiecesDropped:
@@ -505,6 +638,24 @@ void Session::handle(bus::Incoming& in, Clock::time_point now) {
 void Session::on_heartbeat(Stage& stage, const v1::Heartbeat& beat, Clock::time_point now) {
     stage.counters = beat;
     if (stage.role != v1::ROLE_PEER_WORKER) return;
+    WorkerUse& use = worker_use_[stage.identity];
+    if (use.reported && now > use.at) {
+        const double seconds = std::chrono::duration<double>(now - use.at).count();
+        const auto grown = [](std::uint64_t value, std::uint64_t before) { return value >= before ? value - before : value; };
+        use.upload_rate = static_cast<double>(grown(beat.bytes_uploaded(), use.uploaded)) / seconds;
+        use.download_rate = static_cast<double>(grown(beat.bytes_downloaded(), use.downloaded)) / seconds;
+    }
+    const bool port_changed = use.reported && use.listen_port != beat.listen_port();
+    use.uploaded = beat.bytes_uploaded();
+    use.downloaded = beat.bytes_downloaded();
+    use.at = now;
+    use.listen_port = beat.listen_port();
+    use.reported = true;
+    if (port_changed) {
+        for (const auto& [id, torrent] : torrents_) {
+            if (torrent.active()) send_tracker_stats(torrent, v1::TrackerStats::NONE);
+        }
+    }
     auto& latest = worker_counters_[stage.identity];
     for (const v1::TorrentCounters& counters : beat.torrents()) {
         const TorrentId id{counters.torrent()};
@@ -619,6 +770,7 @@ void Session::on_resume_state(const v1::ResumeState& resume, std::vector<zmq::me
                "resumed: " + std::to_string(*on_disk) + " of " + std::to_string(torrent->piece_count()) +
                    " pieces already on disk");
     }
+    send_pieces_available(*torrent);
     if (resume.checked_all()) {
         notice(Notice::Kind::info, torrent->id(),
                "verified '" + torrent->name() + "': " + std::to_string(*on_disk) + " of " +
@@ -635,6 +787,24 @@ void Session::on_tracker_status(const v1::TrackerStatus& status) {
     if (status.message().empty()) return;
     notice(status.ok() ? Notice::Kind::info : Notice::Kind::warning, torrent->id(),
            "tracker " + status.tracker() + ": " + status.message());
+}
+
+void Session::on_peer_stats(const std::string& worker, const v1::PeerStats& stats, Clock::time_point now) {
+    TorrentState* torrent = find(TorrentId{stats.torrent()});
+    if (torrent == nullptr || !torrent->active()) return;
+    std::vector<ChokeChange> changes;
+    for (const v1::PeerStat& peer : stats.peers()) {
+        ChokePeer state;
+        state.worker = worker;
+        state.interested = peer.interested();
+        state.snubbed = peer.snubbed();
+        state.seed = peer.seed();
+        state.download_rate = peer.download_rate();
+        state.upload_rate = peer.upload_rate();
+        auto more = torrent->choker().update(peer.peer(), state, now);
+        changes.insert(changes.end(), more.begin(), more.end());
+    }
+    send_choke_changes(torrent->id(), changes);
 }
 
 void Session::after_change(TorrentState& torrent, Clock::time_point /*now*/) {
@@ -711,6 +881,14 @@ void Session::tick(Clock::time_point now, std::int64_t wall_now) {
         if (expiry_due) send_cancels(id, torrent.expire(now));
         if (stats_due && torrent.active()) send_tracker_stats(torrent, v1::TrackerStats::NONE);
         after_change(torrent, now);
+        if (torrent.active()) {
+            send_choke_changes(id, torrent.choker().tick(now, torrent.phase() == TorrentPhase::seeding));
+        }
+    }
+    enforce_seed_limits();
+    if (now >= next_budget_) {
+        next_budget_ = now + std::chrono::seconds(1);
+        send_rate_budgets();
     }
 }
 

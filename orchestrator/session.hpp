@@ -106,6 +106,12 @@ public:
     // Where the torrent's .torrent file can be read again ("" when nowhere).
     std::string metainfo_path(TorrentId id) const;
     void set_max_peers(std::size_t peers) { config_.max_peers = peers; }
+    // The session's rate limits in bytes/s (0: none), split among the workers by use.
+    void set_rate_limits(std::uint64_t upload, std::uint64_t download);
+    // Seeding stops (the torrent is finished) at this ratio unless a torrent says otherwise.
+    void set_seed_ratio(std::optional<double> ratio) { seed_ratio_ = ratio; }
+    // The port trackers are told: the one the workers listen on, 0 when none can.
+    std::uint16_t announced_port() const;
     // The id the next torrent added gets; ids below `id` are never given again.
     std::uint32_t next_id() const { return next_id_; }
     void reserve_ids_below(std::uint32_t id) { next_id_ = std::max(next_id_, id); }
@@ -158,6 +164,13 @@ private:
     void on_resume_state(const bus::v1::ResumeState& resume, std::vector<zmq::message_t>& frames,
                          Clock::time_point now);
     void on_tracker_status(const bus::v1::TrackerStatus& status);
+    void on_peer_stats(const std::string& worker, const bus::v1::PeerStats& stats, Clock::time_point now);
+    void send_choke_changes(TorrentId torrent, const std::vector<ChokeChange>& changes);
+    // The whole set of pieces a worker may announce and serve (after a start or a verify).
+    bus::v1::Envelope pieces_available_message(const TorrentState& torrent, std::vector<zmq::message_t>& frames) const;
+    void send_pieces_available(const TorrentState& torrent, const std::string* only_worker = nullptr);
+    void send_rate_budgets();
+    void enforce_seed_limits();
     void after_change(TorrentState& torrent, Clock::time_point now);
     void assign_peers(Clock::time_point now);
 
@@ -180,6 +193,22 @@ private:
     std::uint64_t downloaded_this_run_ = 0;
     std::uint64_t uploaded_this_run_ = 0;
     std::int64_t wall_now_ = 0;
+    std::optional<double> seed_ratio_;
+    std::uint64_t max_upload_rate_ = 0;
+    std::uint64_t max_download_rate_ = 0;
+    // Per worker: its latest totals and the rates derived from them, for the rate split.
+    struct WorkerUse {
+        std::uint64_t uploaded = 0;
+        std::uint64_t downloaded = 0;
+        Clock::time_point at{};
+        double upload_rate = 0;
+        double download_rate = 0;
+        std::uint32_t listen_port = 0;
+        bool reported = false;
+        std::string last_budget;  // serialized: sent again only when it changes
+    };
+    std::map<std::string, WorkerUse> worker_use_;
+    Clock::time_point next_budget_{};
     Clock::time_point next_heartbeat_{};
     Clock::time_point next_tracker_stats_{};
     Clock::time_point next_expiry_check_{};

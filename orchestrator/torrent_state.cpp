@@ -26,7 +26,8 @@ TorrentState::TorrentState(TorrentId id, const Sha1Digest& info_hash, std::strin
                            std::vector<std::vector<std::string>> trackers,
                            TorrentSettings settings, TorrentOptions options)
     : id_(id), info_hash_(info_hash), name_(std::move(name)), trackers_(std::move(trackers)),
-      settings_(std::move(settings)), options_(options), directory_(options.directory) {
+      settings_(std::move(settings)), options_(options), directory_(options.directory),
+      choker_(options.upload_slots, options.scheduler.seed) {
     std::uint32_t tier = 0;
     for (const auto& urls : trackers_) {
         for (const auto& url : urls) tracker_reports_.push_back(TrackerReport{url, tier, false, false, {}, 0, 0, 0});
@@ -48,6 +49,7 @@ bool TorrentState::is_done(PieceIndex piece) const {
 bool TorrentState::start(Clock::time_point now) {
     if (active() || !info_) return false;
     phase_ = TorrentPhase::checking;
+    finished_ = false;
     error_.clear();
     write_failures_in_a_row_ = 0;
     write_retries_.clear();
@@ -61,13 +63,33 @@ bool TorrentState::start(Clock::time_point now) {
     return true;
 }
 
+std::string TorrentState::done_bitfield() const {
+    std::string bits((done_.size() + 7) / 8, '\0');
+    for (std::size_t piece = 0; piece < done_.size(); ++piece) {
+        if (done_[piece]) bits[piece / 8] = static_cast<char>(bits[piece / 8] | (0x80 >> (piece % 8)));
+    }
+    return bits;
+}
+
+double TorrentState::ratio() const {
+    const std::uint64_t cost = std::max(settings_.downloaded_ever, total_size());
+    return cost == 0 ? 0.0 : static_cast<double>(settings_.uploaded_ever) / static_cast<double>(cost);
+}
+
+void TorrentState::finish() {
+    stop();
+    finished_ = true;
+}
+
 void TorrentState::stop() {
     if (phase_ == TorrentPhase::stopped) return;
     if (phase_ != TorrentPhase::failed) phase_ = TorrentPhase::stopped;
     scheduler_.reset();
     directory_.release_all();
+    choker_.clear();
     peers_connected_ = 0;
     write_retries_.clear();
+    seeding_since_.reset();
 }
 
 bool TorrentState::begin_verify() {
@@ -90,7 +112,7 @@ std::optional<std::uint32_t> TorrentState::on_resume_state(std::span<const std::
         const bool set = ((bits[piece / 8] >> (7 - piece % 8)) & 1u) != 0;
         if (set) {
             ++on_disk;
-            mark_written(PieceIndex{piece}, cancels);
+            mark_written(PieceIndex{piece}, cancels, now);
         } else if (truth && done_[piece]) {
             done_[piece] = false;
             --pieces_done_;
@@ -103,6 +125,7 @@ std::optional<std::uint32_t> TorrentState::on_resume_state(std::span<const std::
     // A verify ends with its own ResumeState (checked_all); the start's may come before it.
     if (phase_ == TorrentPhase::checking || (phase_ == TorrentPhase::verifying && checked_all)) {
         phase_ = complete() ? TorrentPhase::seeding : TorrentPhase::downloading;
+        if (phase_ == TorrentPhase::seeding && !seeding_since_) seeding_since_ = now;
         progress_rate_ = RateMeter{};
         next_rate_sample_ = now;
     }
@@ -111,7 +134,7 @@ std::optional<std::uint32_t> TorrentState::on_resume_state(std::span<const std::
     return on_disk;
 }
 
-void TorrentState::mark_written(PieceIndex piece, std::vector<Cancel>& cancels) {
+void TorrentState::mark_written(PieceIndex piece, std::vector<Cancel>& cancels, Clock::time_point now) {
     if (!info_ || piece.get() >= info_->piece_count()) return;
     if (scheduler_) {
         auto more = scheduler_->written(piece);
@@ -121,21 +144,22 @@ void TorrentState::mark_written(PieceIndex piece, std::vector<Cancel>& cancels) 
     done_[piece.get()] = true;
     ++pieces_done_;
     done_bytes_ += info_->piece_size(piece);
-    become_complete_if_done();
+    become_complete_if_done(now);
 }
 
-void TorrentState::become_complete_if_done() {
+void TorrentState::become_complete_if_done(Clock::time_point now) {
     if (!complete()) return;
     if (phase_ == TorrentPhase::downloading) {
         phase_ = TorrentPhase::seeding;
+        seeding_since_ = now;
         just_completed_ = true;
     }
 }
 
-void TorrentState::on_written(PieceIndex piece, std::vector<Cancel>& cancels) {
+void TorrentState::on_written(PieceIndex piece, std::vector<Cancel>& cancels, Clock::time_point now) {
     if (!active()) return;
     write_failures_in_a_row_ = 0;
-    mark_written(piece, cancels);
+    mark_written(piece, cancels, now);
 }
 
 std::optional<std::string> TorrentState::on_write_failed(PieceIndex piece, const std::string& error,
@@ -234,12 +258,14 @@ void TorrentState::tick(Clock::time_point now) {
         next_rate_sample_ = now + kRateSamplePeriod;
         progress_rate_.sample(now, fetched_this_run());
         wire_rate_.sample(now, downloaded_this_run_);
+        upload_rate_.sample(now, uploaded_this_run_);
     }
 }
 
 void TorrentState::add_transferred(std::uint64_t downloaded, std::uint64_t uploaded,
                                    Clock::time_point /*now*/) {
     downloaded_this_run_ += downloaded;
+    uploaded_this_run_ += uploaded;
     settings_.downloaded_ever += downloaded;
     settings_.uploaded_ever += uploaded;
 }

@@ -22,6 +22,7 @@
 #include "core/metainfo.hpp"
 #include "core/sha1.hpp"
 #include "core/units.hpp"
+#include "orchestrator/choker.hpp"
 #include "orchestrator/peer_directory.hpp"
 #include "orchestrator/progress.hpp"
 #include "orchestrator/scheduler.hpp"
@@ -59,6 +60,7 @@ struct TorrentOptions {
     PeerDirectoryOptions directory;
     GrantCounter* grants = nullptr;  // the session's: lease ids unique across torrents
     unsigned max_write_failures_in_a_row = 10;
+    std::uint32_t upload_slots = 4;  // regular upload slots (the choker adds one optimistic)
     std::chrono::milliseconds write_retry_delay{1'000};
 };
 
@@ -119,7 +121,7 @@ public:
     std::optional<std::uint32_t> on_resume_state(std::span<const std::uint8_t> bits,
                                                  bool checked_all, Clock::time_point now,
                                                  std::vector<Cancel>& cancels);
-    void on_written(PieceIndex piece, std::vector<Cancel>& cancels);
+    void on_written(PieceIndex piece, std::vector<Cancel>& cancels, Clock::time_point now);
     // Returns the error line when this failure is the one that makes the torrent give up.
     std::optional<std::string> on_write_failed(PieceIndex piece, const std::string& error,
                                                Clock::time_point now);
@@ -145,6 +147,24 @@ public:
     void on_worker_gone(const std::string& worker);
     void on_verifier_lost();
     void on_writer_lost();
+
+    // --- uploads ---
+    Choker& choker() { return choker_; }
+    const Choker& choker() const { return choker_; }
+    // The done pieces in the wire's bitfield layout (piece 0 is the high bit of byte 0).
+    std::string done_bitfield() const;
+    // The first ResumeState since the start came: the stages may be told what we have.
+    bool resumed() const { return resumed_since_start_; }
+    double upload_rate() const { return upload_rate_.rate(); }
+    std::uint64_t uploaded_this_run() const { return uploaded_this_run_; }
+    // Shared: uploaded over every run, against what the torrent cost to get (at least its size).
+    double ratio() const;
+    // When it became complete in this run (seeding since), if it did.
+    std::optional<Clock::time_point> seeding_since() const { return seeding_since_; }
+    // Seeding ended by its ratio or time limit (Transmission's "finished"): stopped, and not
+    // to be started again by the session on its own.
+    bool finished() const { return finished_; }
+    void finish();
 
     // --- peers ---
     PeerDirectory& directory() { return directory_; }
@@ -193,8 +213,8 @@ public:
     bool completion_sent() const { return completion_sent_; }
 
 private:
-    void mark_written(PieceIndex piece, std::vector<Cancel>& cancels);
-    void become_complete_if_done();
+    void mark_written(PieceIndex piece, std::vector<Cancel>& cancels, Clock::time_point now);
+    void become_complete_if_done(Clock::time_point now);
 
     TorrentId id_;
     Sha1Digest info_hash_;
@@ -221,6 +241,11 @@ private:
     RateMeter progress_rate_;
     RateMeter wire_rate_;
     std::uint64_t downloaded_this_run_ = 0;
+    std::uint64_t uploaded_this_run_ = 0;
+    RateMeter upload_rate_;
+    Choker choker_;
+    std::optional<Clock::time_point> seeding_since_;
+    bool finished_ = false;
     std::uint32_t peers_connected_ = 0;
     Clock::time_point next_rate_sample_{};
 

@@ -33,7 +33,9 @@ TorrentAnnouncer::TorrentAnnouncer(TorrentId id, AnnounceRequest identity,
     : id_(id), config_(config), identity_(std::move(identity)), tiers_(std::move(tiers), rng) {}
 
 void TorrentAnnouncer::on_stats(std::uint64_t uploaded, std::uint64_t downloaded,
-                                std::uint64_t left, bool completed, Clock::time_point now) {
+                                std::uint64_t left, std::uint16_t port, bool completed,
+                                Clock::time_point now) {
+    identity_.port = port;
     identity_.uploaded = uploaded;
     identity_.downloaded = downloaded;
     identity_.left = left;

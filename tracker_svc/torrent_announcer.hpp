@@ -62,9 +62,10 @@ public:
     const TierList& tiers() const { return tiers_; }
 
     // The orchestrator's numbers (TrackerStats). The first makes `started` due at `now`: only
-    // the orchestrator knows `left`. `completed` asks for the completed announce.
+    // the orchestrator knows `left`, and which port peers can reach us on (0: none).
+    // `completed` asks for the completed announce.
     void on_stats(std::uint64_t uploaded, std::uint64_t downloaded, std::uint64_t left,
-                  bool completed, Clock::time_point now);
+                  std::uint16_t port, bool completed, Clock::time_point now);
     bool has_stats() const { return schedule_.has_value(); }
 
     // The torrent leaves (removal, the stage's end): any round in progress is dropped (the

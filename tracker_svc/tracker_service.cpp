@@ -225,6 +225,7 @@ private:
             return;
         }
         known->second.announcer.on_stats(stats.uploaded(), stats.downloaded(), stats.left(),
+                                         static_cast<std::uint16_t>(std::min<std::uint32_t>(stats.port(), 65535)),
                                          stats.event() == v1::TrackerStats::COMPLETED, now);
     }
 

@@ -184,6 +184,7 @@ private:
         stats->set_torrent(id);
         stats->set_left(left);
         stats->set_downloaded(16384 - left);
+        stats->set_port(6881);
         stats->set_event(event);
         return envelope;
     }

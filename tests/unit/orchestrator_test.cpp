@@ -13,6 +13,7 @@
 
 #include "core/bus/bus.hpp"
 #include "core/metainfo.hpp"
+#include "orchestrator/choker.hpp"
 #include "orchestrator/lease_book.hpp"
 #include "orchestrator/peer_argument.hpp"
 #include "orchestrator/peer_directory.hpp"
@@ -581,6 +582,90 @@ TEST(PeerDirectory, SoleContributorBannedAtOnceOthersAfterThreeStrikes) {
     EXPECT_EQ(directory.record_failure({"10.0.0.1:1", "10.0.0.3:1"}),
               std::vector<std::string>{"10.0.0.1"});
     EXPECT_EQ(ip_of_key("[::1]:6881"), "::1");
+}
+
+// --- Choker ---
+
+ChokePeer interested(const std::string& worker, std::uint32_t down = 0, std::uint32_t up = 0) {
+    ChokePeer peer;
+    peer.worker = worker;
+    peer.interested = true;
+    peer.download_rate = down;
+    peer.upload_rate = up;
+    return peer;
+}
+
+std::set<std::string> unchoked_of(const Choker& choker, std::initializer_list<std::string> peers) {
+    std::set<std::string> out;
+    for (const auto& peer : peers) {
+        if (choker.is_unchoked(peer)) out.insert(peer);
+    }
+    return out;
+}
+
+TEST(Choker, AnInterestedPeerIsUnchokedAtOnceWhileASlotIsFree) {
+    Choker choker(2, 1);
+    const auto now = Choker::Clock::now();
+    EXPECT_EQ(choker.update("a:1", interested("w1"), now), (std::vector<ChokeChange>{{"w1", "a:1", true}}));
+    EXPECT_EQ(choker.update("b:1", interested("w2"), now).size(), 1u);
+    EXPECT_TRUE(choker.update("c:1", interested("w1"), now).empty());  // the slots are taken
+    ChokePeer bored = interested("w1");
+    bored.interested = false;
+    EXPECT_TRUE(choker.update("d:1", bored, now).empty());  // not interested: nothing to give
+    EXPECT_EQ(choker.unchoked(), 2u);
+}
+
+// While downloading: those who give us the most; a snubbing peer gets no regular slot.
+TEST(Choker, DownloadingIsTitForTatAndSnubbersLoseTheirSlot) {
+    Choker choker(2, 7);
+    auto now = Choker::Clock::now();
+    choker.update("slow:1", interested("w1", 10), now);
+    choker.update("fast:1", interested("w1", 5000), now);
+    choker.update("mid:1", interested("w2", 900), now);
+    ChokePeer snub = interested("w2", 100000);
+    snub.snubbed = true;
+    choker.update("snub:1", snub, now);
+    choker.tick(now, false, true);
+    const auto unchoked = unchoked_of(choker, {"slow:1", "fast:1", "mid:1", "snub:1"});
+    EXPECT_TRUE(unchoked.contains("fast:1"));
+    EXPECT_TRUE(unchoked.contains("mid:1"));
+    // Two regular slots and one optimistic among the rest, which may be the snubber.
+    EXPECT_EQ(unchoked.size(), 3u);
+}
+
+// While seeding: the fastest takers, but one that held a slot for 30 s while others wait
+// yields it, so everyone gets a turn.
+TEST(Choker, SeedingRotatesSoEveryoneGetsATurn) {
+    Choker choker(1, 3);
+    auto now = Choker::Clock::now();
+    choker.update("a:1", interested("w1", 0, 9000), now);
+    choker.update("b:1", interested("w1", 0, 0), now);
+    choker.update("c:1", interested("w1", 0, 0), now);
+    std::map<std::string, int> turns;
+    for (int round = 0; round < 30; ++round) {
+        choker.tick(now, true, true);
+        for (const auto* peer : {"a:1", "b:1", "c:1"}) turns[peer] += choker.is_unchoked(peer) ? 1 : 0;
+        now += Choker::kRound;
+    }
+    for (const auto* peer : {"a:1", "b:1", "c:1"}) EXPECT_GE(turns[peer], 3) << peer;
+}
+
+TEST(Choker, TheOptimisticSlotMovesOnAndPeersOfALostWorkerGo) {
+    Choker choker(0, 11);  // no regular slots: only the optimistic one
+    auto now = Choker::Clock::now();
+    for (int i = 0; i < 5; ++i) choker.update("p" + std::to_string(i) + ":1", interested(i < 3 ? "w1" : "w2"), now);
+    std::set<std::string> chosen;
+    for (int round = 0; round < 40; ++round) {
+        choker.tick(now, false, true);
+        EXPECT_EQ(choker.unchoked(), 1u);
+        for (int i = 0; i < 5; ++i) {
+            if (choker.is_unchoked("p" + std::to_string(i) + ":1")) chosen.insert("p" + std::to_string(i));
+        }
+        now += Choker::kOptimisticTurn;
+    }
+    EXPECT_GE(chosen.size(), 3u);
+    choker.remove_worker("w1");
+    EXPECT_EQ(choker.size(), 2u);
 }
 
 // --- progress, peer arguments ---

@@ -584,6 +584,200 @@ TEST(Session, WorkerCountersAreAddedUpByTheirGrowthAcrossRestarts) {
     EXPECT_EQ(rig.session.downloaded_this_run(), 3600u);
 }
 
+// --- giving back ---
+
+TEST(Session, WorkersLearnWhatWeHaveOnceTheWriterSaidAndEachPieceAsItIsWritten) {
+    Rig rig;
+    const TorrentId id = rig.add(two_pieces());
+    rig.hello("writer", v1::ROLE_WRITER);
+    rig.hello("peer_worker-1", v1::ROLE_PEER_WORKER);
+    EXPECT_EQ(Rig::count(rig.take(), v1::Envelope::kPiecesAvailable), 0u);  // not known yet
+    rig.resume(id, bits({1}));
+    auto sent = rig.take();
+    auto available = Rig::of_kind(sent, v1::Envelope::kPiecesAvailable, "peer_worker-1");
+    ASSERT_EQ(available.size(), 1u);
+    EXPECT_TRUE(available[0]->envelope.pieces_available().bitfield());
+    ASSERT_EQ(available[0]->frames.size(), 1u);
+    EXPECT_EQ(available[0]->frames[0].to_string(), bits({1}));
+
+    rig.seeder(id, "peer_worker-1", "127.0.0.1:9000");
+    const auto leases = rig.lease(id, "peer_worker-1", "127.0.0.1:9000");
+    ASSERT_EQ(leases.size(), 1u);
+    rig.report("writer", v1::Envelope::kPiecesWritten, id, leases);
+    rig.report("writer", v1::Envelope::kPiecesWritten, id, leases);  // again: nothing new
+    sent = rig.take();
+    available = Rig::of_kind(sent, v1::Envelope::kPiecesAvailable, "peer_worker-1");
+    ASSERT_EQ(available.size(), 1u);
+    EXPECT_FALSE(available[0]->envelope.pieces_available().have_all());
+    ASSERT_EQ(available[0]->envelope.pieces_available().pieces_size(), 1);
+    EXPECT_EQ(available[0]->envelope.pieces_available().pieces(0), 0u);
+
+    // A worker that joins later hears the whole set, now every piece.
+    rig.hello("peer_worker-2", v1::ROLE_PEER_WORKER);
+    sent = rig.take();
+    available = Rig::of_kind(sent, v1::Envelope::kPiecesAvailable, "peer_worker-2");
+    ASSERT_EQ(available.size(), 1u);
+    EXPECT_TRUE(available[0]->envelope.pieces_available().have_all());
+}
+
+TEST(Session, OneChokerDecidesForPeersOnEveryWorker) {
+    SessionConfig config = Rig::defaults();
+    config.heartbeat = 1h;  // the fake stages never beat, and a round is 10 s
+    Rig rig(config);
+    const TorrentId id = rig.add(two_pieces());
+    rig.stages(id);
+    rig.resume(id, bits({0, 1}));
+    rig.take();
+    const auto stats = [&](const std::string& worker, const std::string& peer, std::uint32_t up) {
+        v1::Envelope envelope;
+        envelope.mutable_peer_stats()->set_torrent(id.get());
+        auto* stat = envelope.mutable_peer_stats()->add_peers();
+        stat->set_peer(peer);
+        stat->set_interested(true);
+        stat->set_upload_rate(up);
+        rig.say(worker, envelope);
+    };
+    for (int i = 1; i <= 6; ++i) stats(i % 2 ? "peer_worker-1" : "peer_worker-2", "10.0.0." + std::to_string(i) + ":1", 100u * i);
+    auto sent = rig.take();
+    std::size_t unchoked = 0;
+    for (const Outgoing* decision : Rig::of_kind(sent, v1::Envelope::kChokeDecision)) {
+        EXPECT_EQ(decision->envelope.choke_decision().torrent(), id.get());
+        unchoked += static_cast<std::size_t>(decision->envelope.choke_decision().unchoke_size());
+    }
+    EXPECT_EQ(unchoked, 4u);  // the four regular slots, filled as peers became interested
+    EXPECT_EQ(rig.session.find(id)->choker().unchoked(), 4u);
+    rig.now += Choker::kRound;
+    rig.session.tick(rig.now, 0);  // the round adds the optimistic one
+    EXPECT_EQ(rig.session.find(id)->choker().unchoked(), 5u);
+    v1::Envelope gone;
+    gone.mutable_peer_disconnected()->set_torrent(id.get());
+    gone.mutable_peer_disconnected()->set_peer("10.0.0.1:1");
+    rig.say("peer_worker-1", gone);
+    EXPECT_EQ(rig.session.find(id)->choker().size(), 5u);
+}
+
+TEST(Session, IncomingPeersCountAgainstTheLimitAndAreNeverDialled) {
+    SessionConfig config = Rig::defaults();
+    config.max_peers = 3;
+    config.heartbeat = 2h;  // the fake stages never beat
+    Rig rig(config);
+    const TorrentId id = rig.add(two_pieces());
+    rig.stages(id);
+    for (int port = 40001; port <= 40002; ++port) {
+        v1::Envelope connected;
+        connected.mutable_peer_connected()->set_torrent(id.get());
+        connected.mutable_peer_connected()->set_peer("10.1.1.1:" + std::to_string(port));
+        connected.mutable_peer_connected()->set_incoming(true);
+        rig.say("peer_worker-1", connected);
+    }
+    for (int i = 1; i <= 4; ++i) rig.session.find(id)->offer_peer(PeerAddress{"10.0.0." + std::to_string(i), 1});
+    rig.session.tick(rig.now, 0);
+    int handed_out = 0;
+    const auto sent = rig.take();
+    for (const Outgoing* add : Rig::of_kind(sent, v1::Envelope::kAddPeers)) handed_out += add->envelope.add_peers().peers_size();
+    EXPECT_EQ(handed_out, 1);  // 3 allowed, 2 came to us
+    v1::Envelope gone;
+    gone.mutable_peer_disconnected()->set_torrent(id.get());
+    gone.mutable_peer_disconnected()->set_peer("10.1.1.1:40001");
+    rig.say("peer_worker-1", gone);
+    rig.now += 1h;
+    rig.session.tick(rig.now, 0);
+    for (const Outgoing& add : rig.take()) {
+        if (!add.envelope.has_add_peers()) continue;
+        for (const auto& peer : add.envelope.add_peers().peers()) EXPECT_NE(peer.ip(), "10.1.1.1");
+    }
+}
+
+TEST(Session, TrackersAreToldThePortReallyListenedOnAndThisRunsTotals) {
+    SessionConfig config = Rig::defaults();
+    config.listen_port = 51413;
+    Rig rig(config);
+    const TorrentId id = rig.add(two_pieces());
+    rig.stages(id);
+    const auto port_told = [&] {
+        rig.session.stop(id);
+        rig.take();
+        rig.session.start(id, rig.now);
+        const auto sent = rig.take();
+        const auto stats = Rig::of_kind(sent, v1::Envelope::kTrackerStats, "tracker_svc");
+        return stats.empty() ? -1 : static_cast<int>(stats[0]->envelope.tracker_stats().port());
+    };
+    EXPECT_EQ(port_told(), 51413);  // before any worker said otherwise
+    v1::Envelope beat;
+    beat.mutable_heartbeat()->set_listen_port(0);  // its bind failed
+    rig.say("peer_worker-1", beat);
+    rig.say("peer_worker-2", beat);
+    EXPECT_EQ(port_told(), 0);
+    beat.mutable_heartbeat()->set_listen_port(51413);
+    auto* counters = beat.mutable_heartbeat()->add_torrents();
+    counters->set_torrent(id.get());
+    counters->set_bytes_uploaded(7000);
+    rig.say("peer_worker-2", beat);
+    const auto sent = rig.take();
+    const auto stats = Rig::of_kind(sent, v1::Envelope::kTrackerStats, "tracker_svc");
+    ASSERT_FALSE(stats.empty());  // a port that changed is told at once
+    EXPECT_EQ(stats.back()->envelope.tracker_stats().port(), 51413u);
+    EXPECT_EQ(rig.session.find(id)->uploaded_this_run(), 7000u);
+    EXPECT_EQ(rig.session.find(id)->settings().uploaded_ever, 7000u);
+}
+
+TEST(Session, RateLimitsAreSharedByUseAndFollowTheTorrentsOwn) {
+    Rig rig;
+    const TorrentId id = rig.add(two_pieces());
+    rig.stages(id);
+    rig.session.find(id)->settings().upload_limited = true;
+    rig.session.find(id)->settings().upload_limit_kbps = 100;
+    rig.session.set_rate_limits(1'000'000, 0);
+    const auto beat = [&](const std::string& worker, std::uint64_t uploaded) {
+        v1::Envelope envelope;
+        envelope.mutable_heartbeat()->set_bytes_uploaded(uploaded);
+        rig.say(worker, envelope);
+    };
+    beat("peer_worker-1", 0);
+    beat("peer_worker-2", 0);
+    rig.now += 1s;
+    beat("peer_worker-1", 900'000);  // worker 1 uploads, worker 2 idles
+    beat("peer_worker-2", 0);
+    rig.session.tick(rig.now, 0);
+    std::map<std::string, std::uint64_t> share;
+    const auto sent = rig.take();
+    for (const Outgoing* budget : Rig::of_kind(sent, v1::Envelope::kRateBudget)) {
+        share[budget->identity] = budget->envelope.rate_budget().upload_bytes_per_s();
+        EXPECT_EQ(budget->envelope.rate_budget().download_bytes_per_s(), 0u);
+        ASSERT_EQ(budget->envelope.rate_budget().torrents_size(), 1);
+        EXPECT_EQ(budget->envelope.rate_budget().torrents(0).upload_bytes_per_s(), 50'000u);  // 100 kB/s over two
+    }
+    ASSERT_EQ(share.size(), 2u);
+    EXPECT_GT(share["peer_worker-1"], share["peer_worker-2"]);
+    EXPECT_GT(share["peer_worker-2"], 0u);  // room to start
+    EXPECT_LE(share["peer_worker-1"] + share["peer_worker-2"], 1'000'000u);
+    rig.now += 1s;
+    rig.session.tick(rig.now, 0);
+    EXPECT_EQ(Rig::count(rig.take(), v1::Envelope::kRateBudget), 0u);  // unchanged: not sent again
+}
+
+TEST(Session, ASeedReachingItsRatioIsFinished) {
+    Rig rig;
+    const TorrentId id = rig.add(two_pieces());
+    rig.stages(id);
+    rig.resume(id, bits({0, 1}));
+    rig.session.set_seed_ratio(1.0);
+    v1::Envelope beat;
+    auto* counters = beat.mutable_heartbeat()->add_torrents();
+    counters->set_torrent(id.get());
+    counters->set_bytes_uploaded(2 * 16384 - 1);
+    rig.say("peer_worker-1", beat);
+    rig.session.tick(rig.now, 0);
+    EXPECT_FALSE(rig.session.find(id)->finished());
+    counters->set_bytes_uploaded(2 * 16384);
+    rig.say("peer_worker-1", beat);
+    rig.take();
+    rig.session.tick(rig.now, 0);
+    EXPECT_TRUE(rig.session.find(id)->finished());
+    EXPECT_EQ(rig.session.find(id)->phase(), TorrentPhase::stopped);
+    EXPECT_EQ(Rig::count(rig.take(), v1::Envelope::kTorrentRemoved), 5u);
+}
+
 // --- what outlives a run ---
 
 TEST(SessionStore, SettingsRoundTripAndBrokenFilesAreRefused) {

@@ -352,7 +352,7 @@ TEST_F(Announcer, NothingGoesOutBeforeTheFirstStats) {
     auto announcer = make({{"http://a/announce"}});
     EXPECT_FALSE(announcer.wants_attempt(t0 + seconds(1000)));
     EXPECT_FALSE(announcer.next_due());
-    announcer.on_stats(0, 0, 16384, false, t0 + seconds(5));
+    announcer.on_stats(0, 0, 16384, 6881, false, t0 + seconds(5));
     EXPECT_TRUE(announcer.wants_attempt(t0 + seconds(5)));
     const Attempt attempt = announcer.begin_attempt();
     EXPECT_EQ(attempt.url, "http://a/announce");
@@ -369,7 +369,7 @@ TEST_F(Announcer, NothingGoesOutBeforeTheFirstStats) {
 
 TEST_F(Announcer, AnAnswerIsReportedWithItsPeersAndTheNextTime) {
     auto announcer = make({{"http://a/announce"}});
-    announcer.on_stats(0, 0, 100, false, t0);
+    announcer.on_stats(0, 0, 100, 6881, false, t0);
     (void)announcer.begin_attempt();
     AnnounceResponse response = answer(120, 2);
     response.tracker_id = "tid-1";
@@ -394,7 +394,7 @@ TEST_F(Announcer, AnAnswerIsReportedWithItsPeersAndTheNextTime) {
 
 TEST_F(Announcer, ARoundGoesThroughTheTiersThenBacksOff) {
     auto announcer = make({{"udp://a:1"}, {"http://b/announce"}});
-    announcer.on_stats(0, 0, 100, false, t0);
+    announcer.on_stats(0, 0, 100, 6881, false, t0);
     EXPECT_EQ(announcer.begin_attempt().url, "udp://a:1");
     Outcome first = announcer.on_failure("timed out", t0 + seconds(5));
     ASSERT_TRUE(first.status);
@@ -422,9 +422,9 @@ TEST_F(Announcer, ARoundGoesThroughTheTiersThenBacksOff) {
 
 TEST_F(Announcer, CompletedFollowsStartedAtOnce) {
     auto announcer = make({{"http://a/announce"}});
-    announcer.on_stats(0, 0, 100, false, t0);
+    announcer.on_stats(0, 0, 100, 6881, false, t0);
     (void)announcer.begin_attempt();
-    announcer.on_stats(0, 100, 0, true, t0);  // completed while started is in flight
+    announcer.on_stats(0, 100, 0, 6881, true, t0);  // completed while started is in flight
     const Outcome outcome = announcer.on_answer(answer(1800), t0 + seconds(1));
     ASSERT_TRUE(outcome.status);
     EXPECT_EQ(outcome.status->next_announce, seconds(0));
@@ -437,7 +437,7 @@ TEST_F(Announcer, CompletedFollowsStartedAtOnce) {
 
 TEST_F(Announcer, StopGoesOnceToTheTrackerThatAnsweredLast) {
     auto announcer = make({{"http://a/announce"}, {"http://b/announce"}});
-    announcer.on_stats(0, 0, 100, false, t0);
+    announcer.on_stats(0, 0, 100, 6881, false, t0);
     (void)announcer.begin_attempt();
     (void)announcer.on_failure("refused", t0);
     (void)announcer.begin_attempt();
@@ -458,13 +458,13 @@ TEST_F(Announcer, StopGoesOnceToTheTrackerThatAnsweredLast) {
     const Outcome outcome = announcer.on_failure("timed out", t0 + seconds(63));
     EXPECT_FALSE(outcome.status);
     EXPECT_TRUE(announcer.finished());
-    announcer.on_stats(0, 100, 0, true, t0 + seconds(64));
+    announcer.on_stats(0, 100, 0, 6881, true, t0 + seconds(64));
     EXPECT_FALSE(announcer.wants_attempt(t0 + seconds(100000)));
 }
 
 TEST_F(Announcer, AnAnsweredStopFinishesWithoutReports) {
     auto announcer = make({{"http://a/announce"}});
-    announcer.on_stats(0, 0, 100, false, t0);
+    announcer.on_stats(0, 0, 100, 6881, false, t0);
     (void)announcer.begin_attempt();
     (void)announcer.on_answer(answer(60, 3), t0);
     ASSERT_TRUE(announcer.stop(t0));
@@ -481,7 +481,7 @@ TEST_F(Announcer, StopBeforeAnyAnswerHasNobodyToTell) {
     EXPECT_TRUE(before_stats.finished());
 
     auto never_answered = make({{"http://a/announce"}});
-    never_answered.on_stats(0, 0, 100, false, t0);
+    never_answered.on_stats(0, 0, 100, 6881, false, t0);
     (void)never_answered.begin_attempt();
     EXPECT_FALSE(never_answered.stop(t0));
     EXPECT_TRUE(never_answered.finished());
@@ -490,7 +490,7 @@ TEST_F(Announcer, StopBeforeAnyAnswerHasNobodyToTell) {
 
 TEST_F(Announcer, NoTrackersNeverWantsToAnnounce) {
     auto announcer = make({});
-    announcer.on_stats(0, 0, 100, false, t0);
+    announcer.on_stats(0, 0, 100, 6881, false, t0);
     EXPECT_FALSE(announcer.wants_attempt(t0));
     EXPECT_FALSE(announcer.next_due());
 }
