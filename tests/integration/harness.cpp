@@ -540,7 +540,10 @@ LibtorrentSeeder LibtorrentSeeder::start(const std::string& torrent, const std::
                                      "--rate-kib",       std::to_string(options.rate_kib)};
     if (options.pieces) {
         std::string list;
-        for (const auto piece : *options.pieces) list += (list.empty() ? "" : ",") + std::to_string(piece);
+        for (const auto piece : *options.pieces) {
+            if (!list.empty()) list += ',';
+            list += std::to_string(piece);
+        }
         const std::string pieces_file = *seeder.work_ / "pieces";
         std::ofstream(pieces_file) << list << "\n";
         argv.insert(argv.end(), {"--pieces-file", pieces_file, "--work-dir",
