@@ -59,8 +59,18 @@ const char* name_of(MessageId id) {
         case MessageId::piece: return "piece";
         case MessageId::cancel: return "cancel";
         case MessageId::port: return "port";
+        case MessageId::suggest_piece: return "suggest piece";
+        case MessageId::have_all: return "have all";
+        case MessageId::have_none: return "have none";
+        case MessageId::reject_request: return "reject request";
+        case MessageId::allowed_fast: return "allowed fast";
     }
     return "unknown";
+}
+
+bool is_fast_id(std::uint8_t id) {
+    return id >= static_cast<std::uint8_t>(MessageId::suggest_piece) &&
+           id <= static_cast<std::uint8_t>(MessageId::allowed_fast);
 }
 
 // Fixed length (id byte included) for ids whose size does not vary; 0 for bitfield and piece.
@@ -69,10 +79,15 @@ std::uint32_t fixed_length(MessageId id) {
         case MessageId::choke:
         case MessageId::unchoke:
         case MessageId::interested:
-        case MessageId::not_interested: return 1;
-        case MessageId::have: return 5;
+        case MessageId::not_interested:
+        case MessageId::have_all:
+        case MessageId::have_none: return 1;
+        case MessageId::have:
+        case MessageId::suggest_piece:
+        case MessageId::allowed_fast: return 5;
         case MessageId::request:
-        case MessageId::cancel: return 13;
+        case MessageId::cancel:
+        case MessageId::reject_request: return 13;
         case MessageId::port: return 3;
         case MessageId::bitfield:
         case MessageId::piece: return 0;
@@ -170,6 +185,18 @@ void encode(const Message& message, std::vector<std::uint8_t>& out) {
                 put_header(out, 2, MessageId::port);
                 out.push_back(static_cast<std::uint8_t>(m.port >> 8));
                 out.push_back(static_cast<std::uint8_t>(m.port));
+            } else if constexpr (std::is_same_v<T, SuggestPiece>) {
+                put_header(out, 4, MessageId::suggest_piece);
+                put_u32(out, m.index.get());
+            } else if constexpr (std::is_same_v<T, HaveAll>) {
+                put_header(out, 0, MessageId::have_all);
+            } else if constexpr (std::is_same_v<T, HaveNone>) {
+                put_header(out, 0, MessageId::have_none);
+            } else if constexpr (std::is_same_v<T, RejectRequest>) {
+                put_block_ref(out, MessageId::reject_request, m.index, m.offset, m.length);
+            } else if constexpr (std::is_same_v<T, AllowedFast>) {
+                put_header(out, 4, MessageId::allowed_fast);
+                put_u32(out, m.index.get());
             }
         },
         message);
@@ -192,6 +219,28 @@ bool valid_bitfield(std::span<const std::uint8_t> bits, std::uint32_t piece_coun
     if (spare == 0) return true;
     const auto spare_mask = static_cast<std::uint8_t>((1u << spare) - 1);
     return (bits.back() & spare_mask) == 0;
+}
+
+std::vector<std::uint32_t> allowed_fast_set(std::uint32_t ipv4, const Sha1Digest& info_hash,
+                                            std::uint32_t piece_count, std::uint32_t k) {
+    std::vector<std::uint32_t> set;
+    k = std::min(k, piece_count);
+    if (k == 0) return set;
+    set.reserve(k);
+    // x = (ip & 0xFFFFFF00) in network order, then the info-hash; each round hashes x again
+    // and takes five big-endian words from it, modulo the piece count, skipping repeats.
+    std::array<std::uint8_t, 24> seed{};
+    put_u32(seed.data(), ipv4 & 0xFFFFFF00u);
+    std::copy(info_hash.begin(), info_hash.end(), seed.begin() + 4);
+    Sha1Digest x = sha1(seed.data(), seed.size());
+    for (;;) {
+        for (std::size_t i = 0; i < 5 && set.size() < k; ++i) {
+            const std::uint32_t index = read_u32(x.data() + i * 4) % piece_count;
+            if (std::find(set.begin(), set.end(), index) == set.end()) set.push_back(index);
+        }
+        if (set.size() == k) return set;
+        x = sha1(x.data(), x.size());
+    }
 }
 
 StreamParser::StreamParser(ParserLimits limits) : limits_(std::move(limits)) {}
@@ -246,10 +295,17 @@ Result<std::optional<Message>> StreamParser::next() {
     }
     if (available < kPrefixSize + 1) return std::optional<Message>{};
     const std::uint8_t raw_id = p[4];
-    if (raw_id > static_cast<std::uint8_t>(MessageId::port)) {
+    if (raw_id > static_cast<std::uint8_t>(MessageId::port) && !is_fast_id(raw_id)) {
         return make_error("unknown message id " + std::to_string(raw_id), at + 4);
     }
     const auto id = static_cast<MessageId>(raw_id);
+    if (is_fast_id(raw_id) && !limits_.fast) {
+        std::string why(name_of(id));
+        why += " (message id ";
+        why += std::to_string(raw_id);
+        why += ") without the fast extension";
+        return make_error(std::move(why), at + 4);
+    }
     const std::uint32_t fixed = fixed_length(id);
     if (fixed != 0 && length != fixed) {
         return make_error(std::string(name_of(id)) + " message of length " +
@@ -315,20 +371,48 @@ Result<std::optional<Message>> StreamParser::next() {
             break;
         }
         case MessageId::request:
-        case MessageId::cancel: {
+        case MessageId::cancel:
+        case MessageId::reject_request: {
             const PieceIndex index{read_u32(body)};
             const BlockOffset offset{read_u32(body + 4)};
             const BlockLength block_length{read_u32(body + 8)};
-            if (auto problem = check_block(limits_, id, index, offset, block_length.get())) {
-                return make_error(std::move(*problem), at);
+            // A reject names one of our own requests: always checked.
+            const bool checked = limits_.check_requests || id == MessageId::reject_request;
+            if (checked) {
+                if (auto problem = check_block(limits_, id, index, offset, block_length.get())) {
+                    return make_error(std::move(*problem), at);
+                }
             }
             if (id == MessageId::request) {
                 message = Request{index, offset, block_length};
-            } else {
+            } else if (id == MessageId::cancel) {
                 message = Cancel{index, offset, block_length};
+            } else {
+                message = RejectRequest{index, offset, block_length};
             }
             break;
         }
+        case MessageId::suggest_piece:
+        case MessageId::allowed_fast: {
+            const PieceIndex index{read_u32(body)};
+            if (limits_.geometry && !limits_.geometry->contains(index)) {
+                std::string why(name_of(id));
+                why += " index ";
+                why += std::to_string(index.get());
+                why += " out of range (";
+                why += std::to_string(limits_.geometry->piece_count());
+                why += " pieces)";
+                return make_error(std::move(why), at);
+            }
+            if (id == MessageId::suggest_piece) {
+                message = SuggestPiece{index};
+            } else {
+                message = AllowedFast{index};
+            }
+            break;
+        }
+        case MessageId::have_all: message = HaveAll{}; break;
+        case MessageId::have_none: message = HaveNone{}; break;
         case MessageId::piece:
             // Checked above as soon as its 13-byte header was in.
             message = Piece{PieceIndex{read_u32(body)}, BlockOffset{read_u32(body + 4)},

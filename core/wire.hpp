@@ -1,6 +1,7 @@
 #pragma once
-// Peer wire protocol (BEP 3) codec: pure functions and an incremental stream parser. No I/O.
-// Reserved handshake bits are kept so BEP 6 (fast) and BEP 10 (extensions) can be added.
+// Peer wire protocol (BEP 3) codec with the fast extension (BEP 6): pure functions and an
+// incremental stream parser. No I/O. Reserved handshake bits are kept so BEP 10 (extensions)
+// and BEP 5 (DHT) can be added.
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -31,6 +32,7 @@ struct Handshake {
     bool supports_extensions() const { return (reserved[5] & 0x10) != 0; }  // BEP 10
     bool supports_fast() const { return (reserved[7] & 0x04) != 0; }        // BEP 6
     bool supports_dht() const { return (reserved[7] & 0x01) != 0; }         // BEP 5
+    void set_fast() { reserved[7] = static_cast<std::uint8_t>(reserved[7] | 0x04); }
 };
 
 std::array<std::uint8_t, kHandshakeSize> encode_handshake(const Handshake& handshake);
@@ -48,6 +50,12 @@ enum class MessageId : std::uint8_t {
     piece = 7,
     cancel = 8,
     port = 9,
+    // BEP 6, only between peers that both set the fast bit.
+    suggest_piece = 0x0D,
+    have_all = 0x0E,
+    have_none = 0x0F,
+    reject_request = 0x10,
+    allowed_fast = 0x11,
 };
 
 struct KeepAlive {};
@@ -62,9 +70,16 @@ struct Request { PieceIndex index; BlockOffset offset; BlockLength length; };
 struct Piece { PieceIndex index; BlockOffset offset; std::span<const std::uint8_t> data; };
 struct Cancel { PieceIndex index; BlockOffset offset; BlockLength length; };
 struct Port { std::uint16_t port; };
+// BEP 6.
+struct SuggestPiece { PieceIndex index; };
+struct HaveAll {};
+struct HaveNone {};
+struct RejectRequest { PieceIndex index; BlockOffset offset; BlockLength length; };
+struct AllowedFast { PieceIndex index; };
 
 using Message = std::variant<KeepAlive, Choke, Unchoke, Interested, NotInterested, Have,
-                             Bitfield, Request, Piece, Cancel, Port>;
+                             Bitfield, Request, Piece, Cancel, Port, SuggestPiece, HaveAll,
+                             HaveNone, RejectRequest, AllowedFast>;
 
 // Appends the encoding of `message` to `out`.
 void encode(const Message& message, std::vector<std::uint8_t>& out);
@@ -75,8 +90,16 @@ std::array<std::uint8_t, 13> encode_piece_header(PieceIndex index, BlockOffset o
 
 struct ParserLimits {
     std::uint32_t max_message = kDefaultMaxMessage;
-    // When set, have/bitfield/request/piece/cancel are checked against it.
+    // When set, have/bitfield/request/piece/cancel (and BEP 6's indices and rejects) are
+    // checked against it.
     std::optional<PieceGeometry> geometry;
+    // BEP 6 messages are accepted only when both sides set the fast bit; from any other peer
+    // they are an error, like an unknown id.
+    bool fast = false;
+    // Request and cancel blocks (length, and the geometry when set) are checked here. False
+    // leaves them to the caller, who answers a bad request with reject_request rather than a
+    // dropped connection; their size is still exact.
+    bool check_requests = true;
 };
 
 // Incremental parser over the byte stream that follows the handshake. Any protocol violation
@@ -96,6 +119,9 @@ public:
     // message stay valid until the next call to any member.
     Result<std::optional<Message>> next();
     std::size_t buffered() const { return end_ - begin_; }
+    // Both sides set the fast bit (known once the handshakes are exchanged).
+    void set_fast(bool on) { limits_.fast = on; }
+    bool fast() const { return limits_.fast; }
 
 private:
     void compact();
@@ -111,5 +137,12 @@ private:
 // True when a bitfield of `bits.size()` bytes is valid for `piece_count` pieces: the right
 // length, and the spare bits at the end all zero.
 bool valid_bitfield(std::span<const std::uint8_t> bits, std::uint32_t piece_count);
+
+// BEP 6's allowed fast set: the `k` pieces (fewer when the torrent has fewer) a peer at IPv4
+// address `ipv4` (host byte order) may request from us while choked, derived from its /24 and
+// the info-hash, in the order BEP 6 generates them. The same address and torrent always get
+// the same set, whichever client computes it.
+std::vector<std::uint32_t> allowed_fast_set(std::uint32_t ipv4, const Sha1Digest& info_hash,
+                                            std::uint32_t piece_count, std::uint32_t k);
 
 }  // namespace pw::wire

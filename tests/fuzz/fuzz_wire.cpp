@@ -1,4 +1,5 @@
-// Input layout: 8 header bytes choose the parser limits (geometry or none, max message),
+// Input layout: 8 header bytes choose the parser limits (geometry or none, max message, the
+// fast extension on or off, requests checked by the parser or left to the session),
 // then chunks, each a size byte followed by that many stream bytes, so the fuzzer explores
 // how messages split across reads. Every message that parses must survive encode -> parse
 // unchanged, and the buffer must stay within one message plus one read.
@@ -27,6 +28,8 @@ pw::wire::ParserLimits limits_from(const std::uint8_t* header) {
         limits.geometry = pw::PieceGeometry(total, piece_length);
     }
     if ((flags & 0x04) != 0) limits.max_message = 1u + header[6] * 64u + header[7];
+    limits.fast = (flags & 0x08) != 0;
+    limits.check_requests = (flags & 0x10) == 0;
     return limits;
 }
 

@@ -1,5 +1,7 @@
 #include "core/wire.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -116,6 +118,28 @@ TEST(Encode, ExactBytes) {
     EXPECT_EQ(encoded(Port{6881}), (Bytes{0, 0, 0, 3, 9, 0x1A, 0xE1}));
 }
 
+TEST(Encode, FastExtensionExactBytes) {
+    // BEP 6: have all 0x0E and have none 0x0F (no payload), suggest piece 0x0D and allowed
+    // fast 0x11 (an index), reject request 0x10 (index, begin, length).
+    EXPECT_EQ(encoded(HaveAll{}), (Bytes{0, 0, 0, 1, 0x0E}));
+    EXPECT_EQ(encoded(HaveNone{}), (Bytes{0, 0, 0, 1, 0x0F}));
+    EXPECT_EQ(encoded(SuggestPiece{PieceIndex{0x01020304}}), (Bytes{0, 0, 0, 5, 0x0D, 1, 2, 3, 4}));
+    EXPECT_EQ(encoded(AllowedFast{PieceIndex{7}}), (Bytes{0, 0, 0, 5, 0x11, 0, 0, 0, 7}));
+    EXPECT_EQ(encoded(RejectRequest{PieceIndex{1}, BlockOffset{0x4000}, BlockLength{0x4000}}),
+              concat({u32(13), {0x10}, u32(1), u32(0x4000), u32(0x4000)}));
+}
+
+TEST(Handshake, OurFastBitIsTheThirdLeastSignificantOfTheLastByte) {
+    Handshake ours;
+    ours.set_fast();
+    EXPECT_EQ(ours.reserved, (std::array<std::uint8_t, 8>{0, 0, 0, 0, 0, 0, 0, 0x04}));
+    auto decoded = decode_handshake(encode_handshake(ours));
+    ASSERT_TRUE(decoded.ok());
+    EXPECT_TRUE(decoded->supports_fast());
+    EXPECT_FALSE(decoded->supports_extensions());
+    EXPECT_FALSE(decoded->supports_dht());
+}
+
 TEST(Encode, PieceHeaderMatchesFullEncoding) {
     const Bytes data(kBlockSize, 0x5A);
     const auto full = encoded(Piece{PieceIndex{7}, BlockOffset{32768}, data});
@@ -147,6 +171,123 @@ TEST(Parse, EveryMessageRoundTrips) {
             EXPECT_EQ(parse_one(bytes, geometry ? with_geometry() : ParserLimits{}), bytes);
         }
     }
+}
+
+ParserLimits fast_limits(bool geometry) {
+    ParserLimits limits = geometry ? with_geometry() : ParserLimits{};
+    limits.fast = true;
+    return limits;
+}
+
+TEST(Parse, FastExtensionMessagesRoundTripWhenBothSidesSetTheBit) {
+    const std::vector<Message> messages = {
+        HaveAll{},
+        HaveNone{},
+        SuggestPiece{PieceIndex{63}},
+        AllowedFast{PieceIndex{0}},
+        RejectRequest{PieceIndex{63}, BlockOffset{kBlockSize}, BlockLength{20000 - kBlockSize}},
+    };
+    for (const bool geometry : {false, true}) {
+        for (const auto& message : messages) {
+            const Bytes bytes = encoded(message);
+            EXPECT_EQ(parse_one(bytes, fast_limits(geometry)), bytes);
+        }
+    }
+    // Fields.
+    StreamParser parser(fast_limits(true));
+    parser.append(encoded(RejectRequest{PieceIndex{3}, BlockOffset{16384}, BlockLength{100}}));
+    parser.append(encoded(AllowedFast{PieceIndex{9}}));
+    parser.append(encoded(SuggestPiece{PieceIndex{10}}));
+    auto reject = parser.next();
+    ASSERT_TRUE(reject.ok() && *reject && std::holds_alternative<RejectRequest>(**reject));
+    EXPECT_EQ(std::get<RejectRequest>(**reject).index, PieceIndex{3});
+    EXPECT_EQ(std::get<RejectRequest>(**reject).offset, BlockOffset{16384});
+    EXPECT_EQ(std::get<RejectRequest>(**reject).length, BlockLength{100});
+    auto allowed = parser.next();
+    ASSERT_TRUE(allowed.ok() && *allowed && std::holds_alternative<AllowedFast>(**allowed));
+    EXPECT_EQ(std::get<AllowedFast>(**allowed).index, PieceIndex{9});
+    auto suggest = parser.next();
+    ASSERT_TRUE(suggest.ok() && *suggest && std::holds_alternative<SuggestPiece>(**suggest));
+    EXPECT_EQ(std::get<SuggestPiece>(**suggest).index, PieceIndex{10});
+}
+
+TEST(Parse, FastExtensionMessagesRefusedFromAPeerWithoutTheBit) {
+    EXPECT_EQ(parse_error(encoded(HaveAll{})), "have all (message id 14) without the fast extension");
+    EXPECT_EQ(parse_error(encoded(HaveNone{})), "have none (message id 15) without the fast extension");
+    EXPECT_EQ(parse_error(encoded(SuggestPiece{PieceIndex{1}})),
+              "suggest piece (message id 13) without the fast extension");
+    EXPECT_EQ(parse_error(encoded(RejectRequest{PieceIndex{1}, BlockOffset{0}, BlockLength{1}})),
+              "reject request (message id 16) without the fast extension");
+    EXPECT_EQ(parse_error(encoded(AllowedFast{PieceIndex{1}})),
+              "allowed fast (message id 17) without the fast extension");
+    // Refused as soon as the id is in, before any body.
+    EXPECT_EQ(parse_error(concat({u32(100), {0x11}})), "allowed fast (message id 17) without the fast extension");
+    // Turned on once the handshakes are exchanged.
+    StreamParser parser({});
+    parser.append(encoded(HaveAll{}));
+    EXPECT_FALSE(parser.fast());
+    parser.set_fast(true);
+    auto result = parser.next();
+    ASSERT_TRUE(result.ok() && *result);
+    EXPECT_TRUE(std::holds_alternative<HaveAll>(**result));
+}
+
+TEST(Parse, FastExtensionMessagesChecked) {
+    EXPECT_EQ(parse_error(concat({u32(2), {0x0E}}), fast_limits(false)), "have all message of length 2, expected 1");
+    EXPECT_EQ(parse_error(concat({u32(4), {0x0D}}), fast_limits(false)),
+              "suggest piece message of length 4, expected 5");
+    EXPECT_EQ(parse_error(concat({u32(12), {0x10}}), fast_limits(false)),
+              "reject request message of length 12, expected 13");
+    EXPECT_EQ(parse_error(encoded(AllowedFast{PieceIndex{64}}), fast_limits(true)),
+              "allowed fast index 64 out of range (64 pieces)");
+    EXPECT_EQ(parse_error(encoded(SuggestPiece{PieceIndex{64}}), fast_limits(true)),
+              "suggest piece index 64 out of range (64 pieces)");
+    // A reject names a request of ours: a block we could never have asked for is an error,
+    // even when requests are left to the caller.
+    ParserLimits lenient = fast_limits(true);
+    lenient.check_requests = false;
+    EXPECT_EQ(parse_error(encoded(RejectRequest{PieceIndex{0}, BlockOffset{0}, BlockLength{32768}}), lenient),
+              "reject request block length 32768 outside 1..16384");
+}
+
+TEST(Parse, RequestsLeftToTheCallerPassUnchecked) {
+    ParserLimits lenient = with_geometry();
+    lenient.check_requests = false;
+    for (const Message& message : std::vector<Message>{
+             Request{PieceIndex{0}, BlockOffset{0}, BlockLength{32768}},
+             Request{PieceIndex{64}, BlockOffset{0}, BlockLength{kBlockSize}},
+             Request{PieceIndex{63}, BlockOffset{19999}, BlockLength{2}},
+             Request{PieceIndex{1}, BlockOffset{0}, BlockLength{0}},
+             Cancel{PieceIndex{99}, BlockOffset{1}, BlockLength{1}}}) {
+        const Bytes bytes = encoded(message);
+        EXPECT_EQ(parse_one(bytes, lenient), bytes);
+    }
+    // Their size is still exact.
+    EXPECT_EQ(parse_error(concat({u32(12), {6}}), lenient), "request message of length 12, expected 13");
+}
+
+// BEP 6's own example: 1313 pieces, an info-hash of twenty 0xAA bytes, a peer at 80.4.4.200.
+TEST(AllowedFast, TheSetOfBep6sExample) {
+    Sha1Digest info_hash{};
+    info_hash.fill(0xAA);
+    const std::uint32_t ip = (80u << 24) | (4u << 16) | (4u << 8) | 200u;
+    EXPECT_EQ(allowed_fast_set(ip, info_hash, 1313, 7),
+              (std::vector<std::uint32_t>{1059, 431, 808, 1217, 287, 376, 1188}));
+    EXPECT_EQ(allowed_fast_set(ip, info_hash, 1313, 9),
+              (std::vector<std::uint32_t>{1059, 431, 808, 1217, 287, 376, 1188, 353, 508}));
+    // The same /24 gets the same set; another does not.
+    EXPECT_EQ(allowed_fast_set(ip ^ 0xFF, info_hash, 1313, 7), allowed_fast_set(ip, info_hash, 1313, 7));
+    EXPECT_NE(allowed_fast_set(ip ^ 0x100, info_hash, 1313, 7), allowed_fast_set(ip, info_hash, 1313, 7));
+}
+
+TEST(AllowedFast, NeverMorePiecesThanTheTorrentHas) {
+    Sha1Digest info_hash{};
+    info_hash.fill(0x11);
+    auto all = allowed_fast_set(0x7F000001, info_hash, 3, 10);
+    std::sort(all.begin(), all.end());
+    EXPECT_EQ(all, (std::vector<std::uint32_t>{0, 1, 2}));
+    EXPECT_TRUE(allowed_fast_set(0x7F000001, info_hash, 0, 10).empty());
+    EXPECT_TRUE(allowed_fast_set(0x7F000001, info_hash, 100, 0).empty());
 }
 
 TEST(Parse, FieldsDecoded) {
@@ -255,9 +396,12 @@ TEST(Parse, ErrorOffsetIsTheStreamPosition) {
 }
 
 TEST(Parse, UnknownIdsRejectedOnceTheIdIsIn) {
-    for (const std::uint8_t id : {10, 13, 20, 255}) {
+    ParserLimits fast;
+    fast.fast = true;
+    for (const std::uint8_t id : {10, 11, 12, 18, 20, 255}) {
         // The length promises a body that never comes: the id alone condemns it.
         EXPECT_EQ(parse_error(concat({u32(100), {id}})), "unknown message id " + std::to_string(id));
+        EXPECT_EQ(parse_error(concat({u32(100), {id}}), fast), "unknown message id " + std::to_string(id));
     }
 }
 
