@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "writer/safe_open.hpp"
+#include "writer/text.hpp"
 
 namespace pw::writer {
 
@@ -105,14 +106,16 @@ PieceStore::PieceStore(const Torrent& torrent, UniqueFd folder, std::string show
     : torrent_(&torrent), download_dir_(std::move(shown)), root_(std::move(folder)),
       open_files_(options.open_files ? std::move(options.open_files)
                                      : std::make_shared<OpenFileCache>(options.max_open_files)),
-      owner_(open_files_->new_owner()), direct_io_(options.direct_io) {}
+      owner_(open_files_->new_owner()), read_owner_(open_files_->new_owner()),
+      direct_io_(options.direct_io) {}
 
 PieceStore::~PieceStore() { release_files(); }
 
 PieceStore::PieceStore(PieceStore&& other) noexcept
     : torrent_(other.torrent_), download_dir_(std::move(other.download_dir_)),
       root_(std::move(other.root_)), open_files_(other.open_files_),
-      owner_(std::exchange(other.owner_, 0)), direct_io_(other.direct_io_) {}
+      owner_(std::exchange(other.owner_, 0)), read_owner_(std::exchange(other.read_owner_, 0)),
+      pieces_read_(other.pieces_read_), direct_io_(other.direct_io_) {}
 
 PieceStore& PieceStore::operator=(PieceStore&& other) noexcept {
     if (this == &other) return *this;
@@ -122,12 +125,15 @@ PieceStore& PieceStore::operator=(PieceStore&& other) noexcept {
     root_ = std::move(other.root_);
     open_files_ = other.open_files_;
     owner_ = std::exchange(other.owner_, 0);
+    read_owner_ = std::exchange(other.read_owner_, 0);
+    pieces_read_ = other.pieces_read_;
     direct_io_ = other.direct_io_;
     return *this;
 }
 
 void PieceStore::release_files() {
     if (owner_ != 0 && open_files_) open_files_->close_all(owner_);
+    if (read_owner_ != 0 && open_files_) open_files_->close_all(read_owner_);
 }
 
 std::string PieceStore::describe(std::size_t file_index, const std::string& what, int error) const {
@@ -145,8 +151,7 @@ Status PieceStore::create_empty_files() {
     return ok_status();
 }
 
-Result<OpenFile*> PieceStore::file_for_writing(std::size_t file_index) {
-    if (OpenFile* open = open_files_->find(owner_, file_index)) return open;
+void PieceStore::make_room() {
     // The budget is the process's: the file closed may be another torrent's.
     if (auto evicted = open_files_->evict_if_full(); evicted && evicted->dirty) {
         // Its pieces are acknowledged only after a sync, which needs the descriptor.
@@ -155,6 +160,11 @@ Result<OpenFile*> PieceStore::file_for_writing(std::size_t file_index) {
                                                               std::strerror(error));
         }
     }
+}
+
+Result<OpenFile*> PieceStore::file_for_writing(std::size_t file_index) {
+    if (OpenFile* open = open_files_->find(owner_, file_index)) return open;
+    make_room();
     auto opened = open_below(root_.get(), torrent_->relative_path(file_index));
     if (!opened) return make_error(opened.error().message + " (in '" + download_dir_ + "')");
     const int fd = opened->fd.get();
@@ -174,6 +184,56 @@ Result<OpenFile*> PieceStore::file_for_writing(std::size_t file_index) {
     name += download_dir_;
     name += '\'';
     return &open_files_->add(owner_, file_index, std::move(opened->fd), std::move(name));
+}
+
+Result<OpenFile*> PieceStore::file_for_reading(std::size_t file_index) {
+    if (OpenFile* open = open_files_->find(read_owner_, file_index)) return open;
+    auto opened = open_existing_below(root_.get(), torrent_->relative_path(file_index), false);
+    if (!opened) return make_error(opened.error().message + " (in '" + download_dir_ + "')");
+    if (!opened->valid()) return static_cast<OpenFile*>(nullptr);
+    make_room();
+    return &open_files_->add(read_owner_, file_index, std::move(opened).value());
+}
+
+ReadResult PieceStore::read_piece(PieceIndex index, std::span<std::uint8_t> out) {
+    if (index.get() >= torrent_->piece_count()) {
+        return {ReadStatus::failed, cat("piece ", index.get(), " does not exist")};
+    }
+    if (out.size() != torrent_->piece_size(index)) {
+        return {ReadStatus::failed, cat("a buffer of ", out.size(), " bytes for piece ", index.get(),
+                                        " of ", torrent_->piece_size(index))};
+    }
+    ++pieces_read_;
+    const auto& files = torrent_->files();
+    std::uint64_t filled = 0;
+    for (const FileSpan& span : torrent_->map_piece(index)) {
+        std::uint8_t* into = out.data() + filled;
+        filled += span.length;
+        if (files[span.file_index].pad) {
+            std::memset(into, 0, span.length);  // BEP 47: padding is zeros, never on disk
+            continue;
+        }
+        auto file = file_for_reading(span.file_index);
+        if (!file) return {ReadStatus::failed, file.error().describe()};
+        if (file.value() == nullptr) {
+            return {ReadStatus::missing, cat("'", torrent_->relative_path(span.file_index), "' is missing")};
+        }
+        std::uint64_t offset = span.file_offset;
+        for (std::uint64_t left = span.length; left > 0;) {
+            const ssize_t got = ::pread(file.value()->fd.get(), into, left, static_cast<off_t>(offset));
+            if (got < 0 && errno == EINTR) continue;
+            if (got < 0) return {ReadStatus::failed, describe(span.file_index, "cannot read", errno)};
+            if (got == 0) {
+                return {ReadStatus::missing, cat("'", torrent_->relative_path(span.file_index),
+                                                 "' is shorter than the torrent says")};
+            }
+            const auto count = static_cast<std::uint64_t>(got);
+            into += count;
+            offset += count;
+            left -= count;
+        }
+    }
+    return {};
 }
 
 Status PieceStore::write_piece(PieceIndex index, std::span<const std::uint8_t> bytes) {

@@ -35,6 +35,20 @@ struct StoreOptions {
 // store then writes through the page cache from there on.
 inline constexpr std::size_t kDirectIoAlignment = 4096;
 
+// How reading a piece back from the files went (PieceStore::read_piece).
+enum class ReadStatus {
+    ok,
+    // A file of the piece is missing or shorter than the torrent says: what was written is
+    // no longer there.
+    missing,
+    failed,  // an I/O error; the bytes may well be there
+};
+
+struct ReadResult {
+    ReadStatus status = ReadStatus::ok;
+    std::string why;  // empty when ok
+};
+
 // One whole piece to write and where its bytes are.
 struct PieceBytes {
     PieceIndex index;
@@ -67,6 +81,14 @@ public:
     // that continue one another in a file go out in one pwritev, so a batch of small pieces
     // costs a few system calls rather than one or more per piece.
     std::vector<Status> write_pieces(std::span<const PieceBytes> pieces);
+    // Reads one whole piece from its files into `out` (exactly the piece's size): several
+    // preads when it spans files, zeros for pad files. Files are opened read-only below the
+    // store's folder (O_NOFOLLOW on every element, nothing created) and kept open within the
+    // same open-file budget as the files being written. Nothing is hashed here.
+    ReadResult read_piece(PieceIndex index, std::span<std::uint8_t> out);
+    // Pieces read so far by read_piece (with at least one pread).
+    std::uint64_t pieces_read() const { return pieces_read_; }
+
     // Makes everything written so far durable (fdatasync of every file touched since the last
     // sync). An error means some written piece may be lost; write it again.
     Status sync();
@@ -103,6 +125,11 @@ private:
     // Puts the file's descriptor in the mode this run can use; false when direct I/O is out.
     void choose_mode(OpenFile& file, bool aligned);
     Result<OpenFile*> file_for_writing(std::size_t file_index);
+    // A read-only descriptor of an existing file (nullptr: it is missing).
+    Result<OpenFile*> file_for_reading(std::size_t file_index);
+    // Closes the least recently used file of the budget when it is full (syncing it first
+    // when it holds unsynced writes).
+    void make_room();
     std::string describe(std::size_t file_index, const std::string& what, int error) const;
 
     const Torrent* torrent_;
@@ -110,6 +137,10 @@ private:
     UniqueFd root_;
     std::shared_ptr<OpenFileCache> open_files_;
     std::uint64_t owner_ = 0;  // this store's files in open_files_; 0 once moved from
+    // Its read-only descriptors (read_piece), a second owner in the same budget: a file
+    // written with O_DIRECT cannot be read into unaligned memory through the same descriptor.
+    std::uint64_t read_owner_ = 0;
+    std::uint64_t pieces_read_ = 0;
     bool direct_io_;
 };
 

@@ -56,6 +56,13 @@ void PieceBits::set(PieceIndex piece) {
     ++count_;
 }
 
+void PieceBits::reset(PieceIndex piece) {
+    if (!test(piece)) return;
+    bytes_[piece.get() / 8] = static_cast<char>(static_cast<std::uint8_t>(bytes_[piece.get() / 8]) &
+                                                ~(0x80u >> (piece.get() % 8)));
+    --count_;
+}
+
 void PieceBits::merge(const PieceBits& other) {
     if (other.piece_count_ != piece_count_) return;
     for (std::uint32_t i = 0; i < piece_count_; ++i) {

@@ -31,6 +31,7 @@ public:
     static std::optional<PieceBits> from_bytes(std::uint32_t piece_count, std::string_view bytes);
 
     void set(PieceIndex piece);
+    void reset(PieceIndex piece);
     bool test(PieceIndex piece) const;
     // Sets every piece `other` has (of the same piece count; others are ignored).
     void merge(const PieceBits& other);
@@ -166,6 +167,9 @@ public:
 
     const PieceBits& done() const { return done_; }
     void mark_done(PieceIndex piece) { done_.set(piece); }
+    // A piece found changed on disk (a read for a peer failed its hash): no longer done, so the
+    // next save, ResumeState and write of it say so.
+    void mark_not_done(PieceIndex piece) { done_.reset(piece); }
     // The pieces a check found (and those written since it began).
     void replace(PieceBits done) { done_ = std::move(done); }
     // Stamps the files as they are now and saves them with the done pieces. Pieces written

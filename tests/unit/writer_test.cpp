@@ -1847,5 +1847,39 @@ TEST(WriterSession, TheOpenFileBudgetHoldsAcrossTorrents) {
     }
 }
 
+
+// --- reads for peers (ReadService, --reads) ---
+
+TEST(PieceStore, ReadsPiecesBackAcrossFilesWithPadFilesAsZeros) {
+    TempDir dir;
+    const TestTorrent t = make_torrent(
+        "padded", 512, {{{"a.bin"}, 100}, {{".pad", "412"}, 412, true}, {{"b.bin"}, 600}});
+    {
+        PieceStore store = open_store(t, dir.path());
+        write_all_pieces(store, t);
+        for (std::uint32_t i = 0; i < t.torrent.piece_count(); ++i) {
+            std::vector<std::uint8_t> out(t.torrent.piece_size(PieceIndex{i}), 0xEE);
+            const ReadResult read = store.read_piece(PieceIndex{i}, out);
+            ASSERT_EQ(read.status, ReadStatus::ok) << read.why;
+            EXPECT_EQ(std::string(out.begin(), out.end()), t.piece(i)) << "piece " << i;
+        }
+        EXPECT_EQ(store.pieces_read(), t.torrent.piece_count());
+        std::vector<std::uint8_t> wrong(10);
+        EXPECT_EQ(store.read_piece(PieceIndex{0}, wrong).status, ReadStatus::failed);
+    }
+    // What was written is gone: a file cut short, a file deleted.
+    fs::resize_file(dir.path() / "padded" / "a.bin", 50);
+    fs::remove(dir.path() / "padded" / "b.bin");
+    PieceStore store = open_store(t, dir.path());
+    std::vector<std::uint8_t> out(512);
+    const ReadResult short_file = store.read_piece(PieceIndex{0}, out);
+    EXPECT_EQ(short_file.status, ReadStatus::missing);
+    EXPECT_NE(short_file.why.find("shorter"), std::string::npos) << short_file.why;
+    const ReadResult gone = store.read_piece(PieceIndex{1}, out);
+    EXPECT_EQ(gone.status, ReadStatus::missing);
+    EXPECT_NE(gone.why.find("b.bin' is missing"), std::string::npos) << gone.why;
+    EXPECT_FALSE(fs::exists(dir.path() / "padded" / "b.bin"));  // reading creates nothing
+}
+
 }  // namespace
 }  // namespace pw::writer
