@@ -7,6 +7,7 @@
 
 #include "core/bus/welcome.hpp"
 #include "writer/reports.hpp"
+#include "writer/text.hpp"
 
 namespace pw::writer {
 
@@ -103,6 +104,41 @@ void TorrentWriter::write(const bus::v1::PieceBatch& batch, std::span<const zmq:
         send_write_failed(link_, id_, failed.piece, failed.why);
     }
     for (const PieceRef& written : outcome.written) add_pending(written);
+}
+
+std::string TorrentWriter::unreadable(PieceIndex piece) const {
+    if (!started_) return cat("torrent ", id_.get(), " is still being checked");
+    if (piece.get() >= torrent_.piece_count()) {
+        return cat("piece ", piece.get(), " is out of range: torrent ", id_.get(), " has ",
+                   torrent_.piece_count(), " pieces");
+    }
+    if (!book_.done().test(piece)) return cat("piece ", piece.get(), " is not on disk yet");
+    return {};
+}
+
+std::string TorrentWriter::read_verified(PieceIndex piece, std::span<std::uint8_t> out, Sha1Hasher& hasher) {
+    if (std::string why = unreadable(piece); !why.empty()) return why;
+    const ReadResult read = store_.read_piece(piece, out);
+    std::string changed;
+    if (read.status == ReadStatus::failed) {
+        spdlog::warn("torrent {}: piece {} could not be read for a peer: {}", id_.get(), piece.get(), read.why);
+        return cat("piece ", piece.get(), " could not be read");
+    }
+    if (read.status == ReadStatus::missing) {
+        changed = read.why;
+    } else if (piece.get() >= hashes_.size() || hasher.digest(out.data(), out.size()) != hashes_[piece]) {
+        changed = "its bytes no longer match the torrent's hash";
+    }
+    if (changed.empty()) return {};
+    // Never sent. The record stops calling it done: no read serves it again, the next save
+    // and start say so, and it is written again when it comes. Only a verify tells the
+    // orchestrator (it leases nothing it counts as done).
+    book_.mark_not_done(piece);
+    recount_pending();
+    spdlog::error("torrent {}: piece {} changed on disk ({}); it is no longer served and no longer "
+                  "counted as on disk here; verify the torrent to fetch it again",
+                  id_.get(), piece.get(), changed);
+    return cat("piece ", piece.get(), " changed on disk");
 }
 
 void TorrentWriter::add_pending(const PieceRef& piece) {

@@ -17,6 +17,7 @@
 #include "core/bus/bus.hpp"
 #include "core/bus/piece_arena.hpp"
 #include "core/metainfo.hpp"
+#include "core/sha1.hpp"
 #include "core/units.hpp"
 #include "writer/batch_writer.hpp"
 #include "writer/piece_store.hpp"
@@ -65,6 +66,21 @@ public:
 
     void write(const bus::v1::PieceBatch& batch, std::span<const zmq::message_t> frames,
                bus::ArenaReader& arenas);
+    // --- reads for peers (ReadService) ---
+    // Why `piece` cannot be read for a peer now; empty when it can: the torrent's first check
+    // is over and the record says the piece is durable.
+    std::string unreadable(PieceIndex piece) const;
+    // Reads a durable piece into `out` (its size, see piece_size) and hashes it against the
+    // torrent's piece hash. Empty: `out` holds exactly the verified piece. Otherwise why not,
+    // and `out` must not be used; a piece whose bytes on disk no longer hash right, or whose
+    // file is gone or short, is "changed on disk": logged as an error and no longer done in the
+    // record, so it is never read again and is written again when it comes (a verify, i.e.
+    // torrent-verify, tells the orchestrator).
+    std::string read_verified(PieceIndex piece, std::span<std::uint8_t> out, Sha1Hasher& hasher);
+    std::uint32_t piece_size(PieceIndex piece) const { return torrent_.piece_size(piece); }
+    // Pieces read back from the files so far.
+    std::uint64_t pieces_read() const { return store_.pieces_read(); }
+
     // Pieces written and waiting for their sync.
     std::size_t pending() const { return pending_.size(); }
     // How long until the pending pieces may be synced (nullopt: none pending). Syncs are at
