@@ -51,6 +51,7 @@ struct CurveConfig {
 inline constexpr std::string_view kControlServer = "orchestrator";
 inline constexpr std::string_view kPiecesServer = "verifier";
 inline constexpr std::string_view kVerifiedServer = "writer";
+inline constexpr std::string_view kReadsServer = "writer";  // the workers' reads (--reads)
 
 // A fresh pair from libzmq (fails when libzmq was built without CURVE).
 Result<CurveKeyPair> make_key_pair();
