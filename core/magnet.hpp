@@ -79,7 +79,8 @@ Result<MagnetLink> parse_magnet(std::string_view uri);
 // The link of `link`: xt with the info-hash in lower-case hex, then dn, each tr, ws, x.pe and
 // so, dn, tr and ws percent-encoded (all but RFC 3986's unreserved characters), x.pe and so as
 // they are (libtorrent does not decode x.pe; neither needs escaping), so
-// parse_magnet(make_magnet(link)) gives `link` back (its warnings aside) for any parsed link.
+// parse_magnet(make_magnet(link)) gives `link` back (its warnings aside) for any parsed link
+// whose link stays within kMaxLength (escaping can make a link up to three times longer).
 std::string make_magnet(const MagnetLink& link);
 
 // Percent-encodes every byte but RFC 3986's unreserved ones (A-Z a-z 0-9 - . _ ~).
