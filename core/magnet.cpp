@@ -189,7 +189,8 @@ Result<Peer> parse_peer(std::string_view text, std::string_view what) {
     if (port == 0 || port > 65535) return malformed("port out of 1..65535");
     Peer peer;
     peer.port = static_cast<std::uint16_t>(port);
-    if (host.empty() || host.size() > 253) return malformed("no host");
+    if (host.empty()) return malformed("no host");
+    if (host.size() > 253) return malformed("a host name is at most 253 bytes");
     const std::string host_string(host);
     unsigned char raw[16] = {};
     if (bracketed) {

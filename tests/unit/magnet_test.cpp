@@ -211,6 +211,9 @@ TEST(Magnet, MalformedPeers) {
     }
     std::string long_label(64, 'a');
     EXPECT_THAT(refusal(with_hash("&x.pe=" + long_label + ".org:80")), HasSubstr(message));
+    std::string long_host;
+    for (int i = 0; i < 64; ++i) long_host += "abc.";
+    EXPECT_THAT(refusal(with_hash("&x.pe=" + long_host + "org:80")), HasSubstr("at most 253 bytes"));
 }
 
 TEST(Magnet, Bounds) {
