@@ -1,4 +1,5 @@
 // writer: puts verified pieces into the torrents' files below their download folders.
+#include <map>
 #include <string>
 
 #include <unistd.h>
@@ -36,7 +37,33 @@ int main(int argc, char** argv) {
                    "write aligned pieces with O_DIRECT, past the page cache (off: everything "
                    "through the page cache)")
         ->envname("PW_DIRECT_IO")->check(CLI::IsMember({"on", "off"}))->capture_default_str();
+    app.add_option("--reads", options.reads,
+                   "endpoint to bind for the workers' reads of verified pieces to upload (none: "
+                   "no reads are served)")
+        ->envname("PW_READS");
+    const std::map<std::string, pw::writer::ReadArena> read_arena_modes{
+        {"auto", pw::writer::ReadArena::automatic},
+        {"on", pw::writer::ReadArena::on},
+        {"off", pw::writer::ReadArena::off}};
+    app.add_option("--read-arena", options.read_arena,
+                   "answer reads in shared-memory arenas the workers map read-only, not as "
+                   "frames (auto: when --reads is ipc://)")
+        ->envname("PW_READ_ARENA")
+        ->transform(CLI::CheckedTransformer(read_arena_modes, CLI::ignore_case).description("on|off|auto"))
+        ->type_name("")
+        ->default_str("auto");
+    std::size_t read_memory_mib = options.read.memory_bytes >> 20;
+    app.add_option("--read-memory-mib", read_memory_mib,
+                   "MiB of pieces read for workers held at once: the read arenas' slots, or the "
+                   "frames not sent yet (at least two pieces)")
+        ->envname("PW_READ_MEMORY_MIB")->check(CLI::Range(1u, 65536u))->capture_default_str();
+    std::size_t read_cache_mib = options.read.cache_bytes >> 20;
+    app.add_option("--read-cache-mib", read_cache_mib,
+                   "MiB of verified pieces kept for their next read (0: none)")
+        ->envname("PW_READ_CACHE_MIB")->check(CLI::Range(0u, 65536u))->capture_default_str();
     return pw::bus::run_stage(app, argc, argv, common, [&] {
+        options.read.memory_bytes = read_memory_mib << 20;
+        options.read.cache_bytes = read_cache_mib << 20;
         options.control = common.control;
         options.name = common.name;
         options.metrics = common.metrics;

@@ -16,7 +16,9 @@
 #include "core/metainfo.hpp"
 #include "writer/download_roots.hpp"
 #include "writer/open_file_cache.hpp"
+#include "writer/read_service.hpp"
 #include "writer/reports.hpp"
+#include "writer/text.hpp"
 #include "writer/torrent_writer.hpp"
 
 namespace pw::writer {
@@ -74,13 +76,33 @@ std::vector<PieceProblem> every_piece(const v1::PieceBatch& batch, const std::st
 
 class WriterBody final : public bus::StageBody {
 public:
-    WriterBody(bus::Stage& stage, const WriterOptions& options, DownloadRoots roots)
+    // `reads`: the bound ROUTER of --reads, or null (no reads served).
+    WriterBody(bus::Stage& stage, const WriterOptions& options, DownloadRoots roots, zmq::socket_t* reads)
         : stage_(stage), roots_(std::move(roots)) {
         settings_.state_dir = state_dir_of(options);
         settings_.sync_interval = options.sync_interval;
         settings_.state_save_interval = options.state_save_interval;
         settings_.store.direct_io = options.direct_io;
         settings_.store.open_files = std::make_shared<OpenFileCache>(options.max_open_files);
+        if (reads != nullptr) {
+            ReadOptions read = options.read;
+            read.arena = read_arena_wanted(options);
+            reads_.emplace(
+                read, [this](TorrentId id) { return read_target(id); },
+                [reads, name = stage.name()](const std::string& identity, v1::Envelope& envelope,
+                                             std::span<zmq::message_t> frames) {
+                    return send_read_answer(*reads, name, identity, envelope, frames);
+                },
+                options.metrics);
+            spdlog::info("serving reads of verified pieces on '{}', {} (memory {} MiB, cache {} MiB)",
+                         options.reads, read.arena ? "in shared-memory arenas" : "as frames",
+                         read.memory_bytes >> 20, read.cache_bytes >> 20);
+        }
+    }
+
+    // One message from the reads socket.
+    void take_read(const bus::Incoming& in) {
+        if (reads_) reads_->take(in);
     }
 
     void on_control(bus::Incoming& message) override {
@@ -165,6 +187,7 @@ public:
                 if (bus::Clock::now() >= deadline) break;
             }
         }
+        if (reads_) reads_->serve();
         for (auto& [id, entry] : torrents_) {
             if (entry.writer) entry.writer->flush_if_due();
         }
@@ -173,6 +196,7 @@ public:
     // No sleep while a check has work; otherwise until the first sync due.
     std::chrono::milliseconds timeout() const {
         auto timeout = kIdle;
+        if (reads_) timeout = std::min(timeout, reads_->timeout());
         for (const auto& [id, entry] : torrents_) {
             if (!entry.writer) continue;
             if (entry.writer->checking()) return std::chrono::milliseconds(0);
@@ -192,6 +216,30 @@ private:
         bool verify_waiting = false;  // a VerifyTorrent came before the TorrentInfo
         std::unique_ptr<TorrentWriter> writer;  // once the TorrentInfo came
     };
+
+    static ReadService::Delivery send_read_answer(zmq::socket_t& socket, const std::string& name,
+                                                  const std::string& identity, v1::Envelope& envelope,
+                                                  std::span<zmq::message_t> frames) {
+        try {
+            return bus::send(socket, name, envelope, frames, &identity, zmq::send_flags::dontwait)
+                       ? ReadService::Delivery::sent
+                       : ReadService::Delivery::would_block;
+        } catch (const zmq::error_t& error) {
+            // ZMQ_ROUTER_MANDATORY: no connection of that identity any more.
+            if (error.num() == EHOSTUNREACH) return ReadService::Delivery::gone;
+            throw;
+        }
+    }
+
+    ReadService::Target read_target(TorrentId id) {
+        const auto found = torrents_.find(id);
+        if (found == torrents_.end()) return {nullptr, cat("torrent ", id.get(), " is not known here")};
+        if (!found->second.refusal.empty()) {
+            return {nullptr, cat("torrent ", id.get(), " is not served here: its download folder is refused")};
+        }
+        if (!found->second.writer) return {nullptr, cat("torrent ", id.get(), " is not open here yet")};
+        return {found->second.writer.get(), {}};
+    }
 
     void added(const v1::TorrentAdded& message) {
         auto torrent = bus::read_torrent_added(message);
@@ -249,6 +297,7 @@ private:
             auto folder = roots_.open_folder(*entry.placement);
             if (!folder) refuse(entry, folder.error().describe());
             if (folder) {
+                if (reads_) reads_->forget(id);  // nothing of an earlier opening is served
                 entry.writer = std::make_unique<TorrentWriter>(id, std::move(torrent).value(),
                                                                std::move(folder).value(),
                                                                entry.placement->shown, settings_,
@@ -282,6 +331,7 @@ private:
                 spdlog::warn("torrent {}: {}", id.get(), removed.error().describe());
             }
         }
+        if (reads_) reads_->forget(id);
         spdlog::info("torrent {} ('{}') removed{}", id.get(), entry.added.name,
                      delete_data ? (entry.writer ? ", its files deleted" : ", its record deleted") : "");
         torrents_.erase(found);
@@ -311,9 +361,19 @@ private:
     bus::ArenaReader arenas_;  // one for the stage's life: an arena is mapped once
     std::map<TorrentId, Entry> torrents_;
     TorrentId last_checked_{0};
+    std::optional<ReadService> reads_;  // with --reads
 };
 
 }  // namespace
+
+bool read_arena_wanted(const WriterOptions& options) {
+    switch (options.read_arena) {
+        case ReadArena::on: return true;
+        case ReadArena::off: return false;
+        case ReadArena::automatic: break;
+    }
+    return std::string_view(options.reads).starts_with("ipc://");
+}
 
 std::string state_dir_of(const WriterOptions& options) {
     return options.state_dir.empty() ? options.dir + "/.piecework" : options.state_dir;
@@ -326,6 +386,16 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
                                                     kVerifiedQueueDepth, 0});
     gatekeeper.secure(from_verifier, "verified");
     from_verifier.bind(options.verified);
+    // The workers' reads: small requests in; answers out without blocking, and an answer to a
+    // worker that is gone fails (ROUTER_MANDATORY) rather than vanish, so its slots come back.
+    std::optional<zmq::socket_t> reads;
+    if (!options.reads.empty()) {
+        reads.emplace(context, zmq::socket_type::router);
+        bus::configure(*reads, bus::SocketLimits{1 << 20, kReadsSendQueue, 1000, 0});
+        reads->set(zmq::sockopt::router_mandatory, 1);
+        gatekeeper.secure(*reads, "reads");
+        reads->bind(options.reads);
+    }
 
     auto roots = DownloadRoots::open(options.dir, options.allow_dirs);
     if (!roots) throw std::runtime_error(roots.error().describe());
@@ -337,7 +407,7 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
                                                options.timing, options.curve, options.metrics,
                                                options.signal_fd});
     if (!stage.handshake()) return 0;
-    WriterBody body(stage, options, std::move(roots).value());
+    WriterBody body(stage, options, std::move(roots).value(), reads ? &*reads : nullptr);
 
     bus::PollLoop loop(stage, body);
     loop.watch(from_verifier, [] { return short{ZMQ_POLLIN}; }, [&](short) {
@@ -348,6 +418,16 @@ int run_writer(zmq::context_t& context, const WriterOptions& options) {
             if (status == bus::RecvStatus::ok) body.take_batch(in);
         }
     });
+    if (reads) {
+        loop.watch(*reads, [] { return short{ZMQ_POLLIN}; }, [&](short) {
+            for (int i = 0; i < kReadMessagesPerTurn; ++i) {
+                bus::Incoming in;
+                const bus::RecvStatus status = bus::receive(*reads, true, in);
+                if (status == bus::RecvStatus::would_block) break;
+                if (status == bus::RecvStatus::ok) body.take_read(in);
+            }
+        });
+    }
     loop.set_timeout([&body] { return body.timeout(); });
     loop.every_turn([&body] { body.work(); });
     return loop.run();

@@ -9,12 +9,26 @@
 
 #include "core/bus/bus.hpp"
 #include "writer/piece_store.hpp"
+#include "writer/read_service.hpp"
 
 namespace pw::writer {
+
+// Where the answers to reads put the pieces: in read arenas (shared memory) or frames.
+enum class ReadArena {
+    automatic,  // arenas when --reads is ipc:// (the workers are on this host)
+    on,
+    off,
+};
 
 struct WriterOptions {
     std::string control;   // orchestrator's ROUTER
     std::string verified;  // bound here (PULL)
+    // Bound here (ROUTER) when set: the workers' reads of pieces to upload (ReadService).
+    // Empty: no reads are served.
+    std::string reads;
+    ReadArena read_arena = ReadArena::automatic;
+    // The reads' bounds; its `arena` is decided by read_arena.
+    ReadOptions read{};
     // The default download root (created when missing): a torrent whose TorrentAdded names no
     // download folder is written here.
     std::string dir;
@@ -45,6 +59,15 @@ inline constexpr int kVerifiedQueueDepth = 4;
 // The most a check of the files on disk hashes in one turn of the loop, over all torrents
 // being checked (round-robin): the rest of the turn writes pieces and answers the control link.
 inline constexpr std::chrono::milliseconds kCheckSlice{20};
+
+// Messages taken from the reads socket per turn of the loop: more wait in ZeroMQ's queue.
+// (Reads themselves are answered a few per turn: ReadOptions::reads_per_turn.)
+inline constexpr int kReadMessagesPerTurn = 256;
+// Answers queued towards one worker, at most (its reads in flight are fewer: ReadOptions).
+inline constexpr int kReadsSendQueue = 256;
+
+// Whether reads are answered in arenas with these options.
+bool read_arena_wanted(const WriterOptions& options);
 
 // The resume records' folder for these options.
 std::string state_dir_of(const WriterOptions& options);

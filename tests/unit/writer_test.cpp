@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <iterator>
 #include <map>
@@ -1879,6 +1880,514 @@ TEST(PieceStore, ReadsPiecesBackAcrossFilesWithPadFilesAsZeros) {
     EXPECT_EQ(gone.status, ReadStatus::missing);
     EXPECT_NE(gone.why.find("b.bin' is missing"), std::string::npos) << gone.why;
     EXPECT_FALSE(fs::exists(dir.path() / "padded" / "b.bin"));  // reading creates nothing
+}
+
+// A torrent whose pieces span files, with a pad file and a short last piece.
+TestTorrent seed_torrent() {
+    return make_torrent("seed", 1024,
+                        {{{"a.bin"}, 1500}, {{".pad", "548"}, 548, true}, {{"b.bin"}, 3000}, {{"c.bin"}, 10}});
+}
+
+// The writer with reads on (--reads), its orchestrator and verifier played by the test, and a
+// worker's DEALER to the reads socket.
+class ReadsUnderTest {
+public:
+    ReadsUnderTest(const TestTorrent& t, const fs::path& dir, bool arena,
+                   const std::function<void(WriterOptions&)>& tune = {})
+        : t_(t), orchestrator(context, t.bytes),
+          options(stage_options(orchestrator.endpoint(), dir / "dl", "writer-reads-test", 20ms, dir / "state")) {
+        options.reads = test::unique_inproc("reads");
+        options.read_arena = arena ? ReadArena::on : ReadArena::off;
+        options.metrics = &metrics;
+        if (tune) tune(options);
+        stage.emplace(orchestrator, [this] { return run_writer(context, options); });
+        bus::configure(verifier);
+        verifier.connect(options.verified);
+        worker = connect_worker("peer_worker-1");
+        if (!orchestrator.expect(v1::Envelope::kResumeState)) ADD_FAILURE() << "no ResumeState from the writer";
+    }
+
+    zmq::socket_t connect_worker(const std::string& name) {
+        zmq::socket_t socket(context, zmq::socket_type::dealer);
+        bus::configure(socket);
+        socket.set(zmq::sockopt::routing_id, name);
+        socket.connect(options.reads);
+        return socket;
+    }
+
+    // Writes these pieces and waits until they are durable (acknowledged).
+    void write(const std::vector<std::uint32_t>& pieces) {
+        std::vector<PieceLease> leases;
+        std::set<std::uint64_t> waiting;
+        for (const std::uint32_t piece : pieces) {
+            leases.push_back({piece, ++lease_});
+            waiting.insert(lease_);
+        }
+        send_frame_batch(verifier, t_, leases);
+        while (!waiting.empty()) {
+            const auto written = orchestrator.expect(v1::Envelope::kPiecesWritten);
+            if (!written) {
+                ADD_FAILURE() << waiting.size() << " pieces not acknowledged";
+                return;
+            }
+            for (const auto& ref : written->envelope.pieces_written().pieces()) waiting.erase(ref.lease_id());
+        }
+    }
+
+    void write_all() {
+        std::vector<std::uint32_t> pieces;
+        for (std::uint32_t i = 0; i < t_.torrent.piece_count(); ++i) pieces.push_back(i);
+        write(pieces);
+    }
+
+    static void ask(zmq::socket_t& socket, std::uint32_t piece, std::uint64_t request,
+                    TorrentId torrent = test::kTestTorrent) {
+        v1::Envelope envelope;
+        envelope.mutable_read_piece()->set_torrent(torrent.get());
+        envelope.mutable_read_piece()->set_piece(piece);
+        envelope.mutable_read_piece()->set_request(request);
+        ASSERT_TRUE(bus::send(socket, "peer_worker-test", envelope));
+    }
+
+    static void done(zmq::socket_t& socket, const std::vector<std::uint64_t>& requests) {
+        v1::Envelope envelope;
+        for (const std::uint64_t request : requests) envelope.mutable_reads_done()->add_requests(request);
+        ASSERT_TRUE(bus::send(socket, "peer_worker-test", envelope));
+    }
+
+    // The next PieceRead on `socket`; the orchestrator keeps beating meanwhile (what it hears
+    // is dropped).
+    std::optional<bus::Incoming> answer(zmq::socket_t& socket, std::chrono::milliseconds timeout = 5000ms) {
+        const auto deadline = bus::Clock::now() + timeout;
+        while (bus::Clock::now() < deadline) {
+            bus::Incoming in;
+            if (bus::receive(socket, false, in) == bus::RecvStatus::ok) {
+                if (in.envelope.has_piece_read()) return in;
+                continue;
+            }
+            keep_orchestrator_alive();
+            zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
+            zmq::poll(&item, 1, 10ms);
+        }
+        return std::nullopt;
+    }
+    std::optional<bus::Incoming> answer(std::chrono::milliseconds timeout = 5000ms) {
+        return answer(worker, timeout);
+    }
+
+    void keep_orchestrator_alive() {
+        if (bus::Clock::now() - last_pump_ < 200ms) return;
+        last_pump_ = bus::Clock::now();
+        (void)orchestrator.expect(v1::Envelope::BODY_NOT_SET, 1ms);
+    }
+
+    std::int64_t from_disk() {
+        return metrics.counter("piecework_read_pieces_from_disk_total", "").value();
+    }
+
+    const TestTorrent& t_;
+    zmq::context_t context;
+    bus::metrics::Registry metrics{"writer"};
+    test::FakeOrchestrator orchestrator;
+    WriterOptions options;
+    std::optional<test::StageThread> stage;
+    zmq::socket_t verifier{context, zmq::socket_type::push};
+    zmq::socket_t worker;
+    std::uint64_t lease_ = 0;
+    bus::Clock::time_point last_pump_{};
+};
+
+std::string error_of(const std::optional<bus::Incoming>& answer) {
+    return answer ? answer->envelope.piece_read().error() : std::string("(no answer)");
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// The bytes of an arena answer, seen as a worker sees them.
+std::optional<std::string> arena_bytes(bus::ArenaReader& reader, const bus::Incoming& answer, std::uint32_t size) {
+    const v1::PieceRead& read = answer.envelope.piece_read();
+    auto view = reader.view(arena_info(read.arena()), read.slot(), size, read.request());
+    if (!view) return std::nullopt;
+    return std::string(view->begin(), view->end());
+}
+
+TEST(Reads, FramesCarryEveryDonePieceByteForByte) {
+    TempDir dir;
+    const TestTorrent t = seed_torrent();
+    ASSERT_EQ(t.torrent.piece_count(), 5u);
+    ReadsUnderTest under(t, dir.path(), false);
+    under.write_all();
+    for (std::uint32_t i = 0; i < t.torrent.piece_count(); ++i) ReadsUnderTest::ask(under.worker, i, 100 + i);
+    std::set<std::uint64_t> answered;
+    for (std::uint32_t n = 0; n < t.torrent.piece_count(); ++n) {
+        const auto answer = under.answer();
+        ASSERT_TRUE(answer.has_value());
+        const v1::PieceRead& read = answer->envelope.piece_read();
+        EXPECT_EQ(read.torrent(), test::kTestTorrent.get());
+        EXPECT_EQ(read.error(), "");
+        EXPECT_FALSE(read.has_arena());
+        EXPECT_EQ(read.request(), 100 + read.piece());
+        ASSERT_EQ(answer->frames.size(), 1u);
+        EXPECT_EQ(answer->frames[0].to_string(), t.piece(read.piece())) << "piece " << read.piece();
+        answered.insert(read.request());
+    }
+    EXPECT_EQ(answered.size(), t.torrent.piece_count());
+    EXPECT_EQ(under.from_disk(), static_cast<std::int64_t>(t.torrent.piece_count()));
+    EXPECT_EQ(under.stage->stop(), 0);
+}
+
+TEST(Reads, ArenaSlotsHoldEveryDonePieceForTheWorkerToMapReadOnly) {
+    TempDir dir;
+    const TestTorrent t = seed_torrent();
+    ReadsUnderTest under(t, dir.path(), true);
+    under.write_all();
+    bus::ArenaReader reader;
+    std::vector<bus::Incoming> answers;
+    for (std::uint32_t i = 0; i < t.torrent.piece_count(); ++i) {
+        ReadsUnderTest::ask(under.worker, i, 100 + i);
+        auto answer = under.answer();
+        ASSERT_TRUE(answer.has_value());
+        const v1::PieceRead& read = answer->envelope.piece_read();
+        ASSERT_EQ(read.error(), "");
+        ASSERT_TRUE(read.has_arena());
+        EXPECT_TRUE(answer->frames.empty());
+        EXPECT_EQ(read.arena().slot_size(), 1024u);
+        EXPECT_EQ(arena_bytes(reader, *answer, t.torrent.piece_size(PieceIndex{i})), t.piece(i)) << "piece " << i;
+        answers.push_back(std::move(*answer));
+    }
+    // One slot each, each tagged with its request while the worker holds it.
+    std::set<std::uint32_t> slots;
+    for (const auto& answer : answers) {
+        const v1::PieceRead& read = answer.envelope.piece_read();
+        slots.insert(read.slot());
+        EXPECT_TRUE(reader.still_holds(arena_info(read.arena()), read.slot(), read.request()));
+    }
+    EXPECT_EQ(slots.size(), answers.size());
+    ReadsUnderTest::done(under.worker, {100, 101, 102, 103, 104});
+    EXPECT_EQ(under.stage->stop(), 0);
+}
+
+TEST(Reads, RefusalsSayWhyAndCarryNoBytes) {
+    TempDir dir;
+    const TestTorrent t = seed_torrent();
+    ReadsUnderTest under(t, dir.path(), true);
+    under.write({0, 1});
+    const auto refused = [&](std::uint32_t piece, std::uint64_t request, TorrentId torrent) {
+        ReadsUnderTest::ask(under.worker, piece, request, torrent);
+        auto answer = under.answer();
+        if (answer) {
+            EXPECT_EQ(answer->envelope.piece_read().request(), request);
+            EXPECT_FALSE(answer->envelope.piece_read().has_arena());
+            EXPECT_TRUE(answer->frames.empty());
+        }
+        return error_of(answer);
+    };
+    EXPECT_EQ(refused(0, 1, TorrentId{9}), "torrent 9 is not known here");
+    EXPECT_EQ(refused(3, 2, test::kTestTorrent), "piece 3 is not on disk yet");
+    const std::string out_of_range = refused(5, 3, test::kTestTorrent);
+    EXPECT_TRUE(contains(out_of_range, "piece 5 is out of range")) << out_of_range;
+    const std::string zero = refused(0, 0, test::kTestTorrent);
+    EXPECT_TRUE(contains(zero, "request 0")) << zero;
+
+    // A torrent whose files are still being checked (512 MiB of zeros to hash).
+    const UniformTorrent big = uniform_torrent("big.bin", 1 << 20, 512);
+    make_sparse(dir.path() / "dl" / "big.bin", big.torrent.total_size());
+    const TorrentId second = under.orchestrator.add_torrent(big.bytes);
+    std::string checking;
+    for (int i = 0; i < 100 && !contains(checking, "being checked"); ++i) {
+        checking = refused(0, 10 + static_cast<std::uint64_t>(i), second);
+        if (contains(checking, "not open here yet") || contains(checking, "not known here")) {
+            std::this_thread::sleep_for(10ms);
+        }
+    }
+    EXPECT_EQ(checking, "torrent 2 is still being checked");
+    // Pieces that are on disk are served all along.
+    ReadsUnderTest::ask(under.worker, 1, 500);
+    const auto served = under.answer();
+    ASSERT_TRUE(served.has_value());
+    EXPECT_EQ(served->envelope.piece_read().error(), "");
+    EXPECT_TRUE(served->envelope.piece_read().has_arena());
+    EXPECT_EQ(under.stage->stop(), 0);
+}
+
+// Never a byte of a piece that no longer hashes right; the record stops calling it done.
+TEST(Reads, APieceChangedOnDiskIsRefusedNeverSentAndNoLongerDone) {
+    TempDir dir;
+    const TestTorrent t = seed_torrent();
+    ReadsUnderTest under(t, dir.path(), true);
+    under.write_all();
+    {
+        std::fstream file(dir.path() / "dl" / "seed" / "b.bin", std::ios::in | std::ios::out | std::ios::binary);
+        file.seekp(100);  // piece 2 starts at b.bin's byte 0
+        file << "rot";
+    }
+    fs::remove(dir.path() / "dl" / "seed" / "c.bin");  // the tail of piece 4
+    ReadsUnderTest::ask(under.worker, 2, 1);
+    auto answer = under.answer();
+    EXPECT_EQ(error_of(answer), "piece 2 changed on disk");
+    ASSERT_TRUE(answer.has_value());
+    EXPECT_FALSE(answer->envelope.piece_read().has_arena());
+    EXPECT_TRUE(answer->frames.empty());
+    ReadsUnderTest::ask(under.worker, 4, 2);
+    EXPECT_EQ(error_of(under.answer()), "piece 4 changed on disk");
+    // From now on they are not on disk as far as the writer knows; the others are served.
+    ReadsUnderTest::ask(under.worker, 2, 3);
+    EXPECT_EQ(error_of(under.answer()), "piece 2 is not on disk yet");
+    ReadsUnderTest::ask(under.worker, 3, 4);
+    EXPECT_EQ(error_of(under.answer()), "");
+    EXPECT_EQ(under.stage->stop(), 0);
+    EXPECT_EQ(saved_done_list(t, under.options), (std::vector<std::uint32_t>{0, 1, 3}));
+}
+
+// The second read of a piece comes from the cache: the file is not read again (a change on
+// disk meanwhile does not show), until the piece has left the cache.
+TEST(Reads, TheCacheAnswersAgainWithoutReadingTheFiles) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("cached.bin", 1024, {}, 4096);
+    ReadsUnderTest under(t, dir.path(), false, [](WriterOptions& options) { options.read.cache_bytes = 1024; });
+    under.write_all();
+    ReadsUnderTest::ask(under.worker, 1, 1);
+    auto first = under.answer();
+    ASSERT_TRUE(first.has_value());
+    ASSERT_EQ(first->frames.size(), 1u);
+    EXPECT_EQ(first->frames[0].to_string(), t.piece(1));
+    EXPECT_EQ(under.from_disk(), 1);
+    {
+        std::fstream file(dir.path() / "dl" / "cached.bin", std::ios::in | std::ios::out | std::ios::binary);
+        file.seekp(1024 + 5);
+        file << "rot";
+    }
+    ReadsUnderTest::ask(under.worker, 1, 2);
+    auto second = under.answer();
+    ASSERT_TRUE(second.has_value());
+    ASSERT_EQ(second->frames.size(), 1u);
+    EXPECT_EQ(second->frames[0].to_string(), t.piece(1));  // the verified bytes, from memory
+    EXPECT_EQ(under.from_disk(), 1);
+    // Piece 0 takes the cache's one place; piece 1 is read again and found changed.
+    ReadsUnderTest::ask(under.worker, 0, 3);
+    EXPECT_EQ(error_of(under.answer()), "");
+    ReadsUnderTest::ask(under.worker, 1, 4);
+    EXPECT_EQ(error_of(under.answer()), "piece 1 changed on disk");
+    EXPECT_EQ(under.from_disk(), 3);
+    EXPECT_EQ(under.stage->stop(), 0);
+}
+
+TEST(Reads, AnArenaSlotGivenBackIsTheCacheForTheNextRead) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("cached.bin", 1024, {}, 4096);
+    ReadsUnderTest under(t, dir.path(), true);
+    under.write_all();
+    bus::ArenaReader reader;
+    ReadsUnderTest::ask(under.worker, 1, 1);
+    const auto first = under.answer();
+    ASSERT_TRUE(first.has_value());
+    ASSERT_TRUE(first->envelope.piece_read().has_arena());
+    ReadsUnderTest::done(under.worker, {1});
+    {
+        std::fstream file(dir.path() / "dl" / "cached.bin", std::ios::in | std::ios::out | std::ios::binary);
+        file.seekp(1024 + 5);
+        file << "rot";
+    }
+    ReadsUnderTest::ask(under.worker, 1, 2);
+    const auto again = under.answer();
+    ASSERT_TRUE(again.has_value());
+    ASSERT_TRUE(again->envelope.piece_read().has_arena());
+    EXPECT_EQ(again->envelope.piece_read().slot(), first->envelope.piece_read().slot());
+    EXPECT_EQ(arena_bytes(reader, *again, 1024), t.piece(1));
+    EXPECT_FALSE(arena_bytes(reader, *first, 1024).has_value());  // the slot's tag moved on
+    EXPECT_EQ(under.from_disk(), 1);
+    // Held by request 2, the piece is copied into a slot of its own for request 3.
+    ReadsUnderTest::ask(under.worker, 1, 3);
+    const auto copy = under.answer();
+    ASSERT_TRUE(copy.has_value());
+    EXPECT_NE(copy->envelope.piece_read().slot(), again->envelope.piece_read().slot());
+    EXPECT_EQ(arena_bytes(reader, *copy, 1024), t.piece(1));
+    EXPECT_EQ(arena_bytes(reader, *again, 1024), t.piece(1));
+    EXPECT_EQ(under.from_disk(), 1);
+    EXPECT_EQ(under.stage->stop(), 0);
+}
+
+// Two slots of read memory: a third read waits until a slot is given back, and gives up with
+// "busy" when none is in time.
+TEST(Reads, ReadsDoneFreesSlotsThatReadsWaitFor) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("two.bin", 1024, {}, 8192);
+    ReadsUnderTest under(t, dir.path(), true, [](WriterOptions& options) {
+        options.read.memory_bytes = 8192;  // two 4 KiB slots
+        options.read.cache_bytes = 0;
+        options.read.queue_wait = 1500ms;
+    });
+    under.write_all();
+    bus::ArenaReader reader;
+    ReadsUnderTest::ask(under.worker, 0, 1);
+    ReadsUnderTest::ask(under.worker, 1, 2);
+    const auto one = under.answer();
+    const auto two = under.answer();
+    ASSERT_TRUE(one && two);
+    ASSERT_EQ(error_of(one), "");
+    ASSERT_EQ(error_of(two), "");
+    ReadsUnderTest::ask(under.worker, 2, 3);
+    EXPECT_FALSE(under.answer(300ms).has_value()) << "answered with every slot held";
+    ReadsUnderTest::done(under.worker, {1});
+    const auto three = under.answer();
+    ASSERT_TRUE(three.has_value());
+    EXPECT_EQ(error_of(three), "");
+    EXPECT_EQ(three->envelope.piece_read().slot(), one->envelope.piece_read().slot());
+    EXPECT_EQ(arena_bytes(reader, *three, 1024), t.piece(2));
+    EXPECT_FALSE(arena_bytes(reader, *one, 1024).has_value());
+    EXPECT_EQ(arena_bytes(reader, *two, 1024), t.piece(1));
+
+    const auto asked = bus::Clock::now();
+    ReadsUnderTest::ask(under.worker, 3, 4);
+    EXPECT_EQ(error_of(under.answer()), "busy: no memory for reads came free in time");
+    EXPECT_GE(bus::Clock::now() - asked, 1400ms);
+    EXPECT_EQ(under.stage->stop(), 0);
+}
+
+// A worker that keeps its slots past the bound loses them; a slot taken back never carries
+// the same tag again while its old holder may still look (not even for another worker).
+TEST(Reads, SlotsHeldTooLongAreTakenBackNeverUnderTheSameTag) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("held.bin", 1024, {}, 8192);
+    ReadsUnderTest under(t, dir.path(), true, [](WriterOptions& options) {
+        options.read.memory_bytes = 8192;
+        options.read.cache_bytes = 0;
+        options.read.hold_timeout = 300ms;
+    });
+    under.write_all();
+    bus::ArenaReader reader;
+    ReadsUnderTest::ask(under.worker, 0, 1);
+    ReadsUnderTest::ask(under.worker, 1, 2);
+    const auto one = under.answer();
+    const auto two = under.answer();
+    ASSERT_TRUE(one && two);
+    ASSERT_TRUE(one->envelope.piece_read().has_arena() && two->envelope.piece_read().has_arena());
+    const auto asked = bus::Clock::now();
+    ReadsUnderTest::ask(under.worker, 2, 3);
+    const auto three = under.answer();
+    ASSERT_TRUE(three.has_value());
+    EXPECT_EQ(error_of(three), "");
+    EXPECT_GE(bus::Clock::now() - asked, 250ms);
+    EXPECT_EQ(arena_bytes(reader, *three, 1024), t.piece(2));
+    EXPECT_FALSE(arena_bytes(reader, *one, 1024).has_value());
+    EXPECT_FALSE(arena_bytes(reader, *two, 1024).has_value());
+
+    // Another worker numbers its requests as the first did: its request 1 may not go into the
+    // slot the first worker's request 1 held (the only one free): it waits for another.
+    const std::uint32_t slot_of_one = one->envelope.piece_read().slot();
+    zmq::socket_t other = under.connect_worker("peer_worker-2");
+    ReadsUnderTest::ask(other, 3, 1);
+    EXPECT_FALSE(under.answer(other, 200ms).has_value());
+    ReadsUnderTest::done(under.worker, {3});
+    const auto theirs = under.answer(other);
+    ASSERT_TRUE(theirs.has_value());
+    EXPECT_EQ(error_of(theirs), "");
+    EXPECT_NE(theirs->envelope.piece_read().slot(), slot_of_one);
+    EXPECT_EQ(arena_bytes(reader, *theirs, 1024), t.piece(3));
+    EXPECT_FALSE(arena_bytes(reader, *one, 1024).has_value());
+    EXPECT_EQ(under.stage->stop(), 0);
+}
+
+TEST(Reads, ReadsInFlightPerWorkerAreBounded) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("bounded.bin", 1024, {}, 4096);
+    ReadsUnderTest under(t, dir.path(), true, [](WriterOptions& options) { options.read.per_worker = 2; });
+    under.write_all();
+    ReadsUnderTest::ask(under.worker, 0, 1);
+    ReadsUnderTest::ask(under.worker, 1, 2);
+    EXPECT_EQ(error_of(under.answer()), "");
+    EXPECT_EQ(error_of(under.answer()), "");
+    ReadsUnderTest::ask(under.worker, 2, 3);
+    EXPECT_EQ(error_of(under.answer()), "busy: 2 reads in flight for this worker");
+    zmq::socket_t other = under.connect_worker("peer_worker-2");
+    ReadsUnderTest::ask(other, 2, 1);
+    EXPECT_EQ(error_of(under.answer(other)), "");
+    ReadsUnderTest::done(under.worker, {1});
+    ReadsUnderTest::ask(under.worker, 2, 4);
+    EXPECT_EQ(error_of(under.answer()), "");
+    EXPECT_EQ(under.stage->stop(), 0);
+}
+
+TEST(Reads, ATorrentRemovedMeanwhileTakesItsCachedPiecesAlongAndItsHeldSlotsWhenGivenBack) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("removed.bin", 1024, {}, 4096);
+    ReadsUnderTest under(t, dir.path(), true);
+    under.write_all();
+    bus::ArenaReader reader;
+    ReadsUnderTest::ask(under.worker, 0, 1);
+    const auto held = under.answer();
+    ReadsUnderTest::ask(under.worker, 1, 2);
+    const auto cached = under.answer();
+    ASSERT_TRUE(held && cached);
+    ReadsUnderTest::done(under.worker, {2});
+    under.orchestrator.remove_torrent(test::kTestTorrent);
+    std::string refused;
+    for (int i = 0; i < 100 && refused != "torrent 1 is not known here"; ++i) {
+        ReadsUnderTest::ask(under.worker, 1, 10 + static_cast<std::uint64_t>(i));
+        refused = error_of(under.answer());
+    }
+    EXPECT_EQ(refused, "torrent 1 is not known here");
+    EXPECT_FALSE(arena_bytes(reader, *cached, 1024).has_value());  // gone with the torrent
+    EXPECT_EQ(arena_bytes(reader, *held, 1024), t.piece(0));       // still the worker's
+    ReadsUnderTest::done(under.worker, {1});
+    bool freed = false;
+    for (int i = 0; i < 100 && !freed; ++i) {
+        freed = !arena_bytes(reader, *held, 1024).has_value();
+        if (!freed) std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_TRUE(freed) << "the slot given back after its torrent went was not freed";
+    EXPECT_EQ(under.stage->stop(), 0);
+}
+
+// Reads are served a few per turn: pieces keep being written (and acknowledged) meanwhile.
+TEST(Reads, WritingGoesOnWhileReadsAreServed) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("hot.bin", 256 << 10, {}, 64ull << 18);  // 64 pieces of 256 KiB
+    const TestTorrent other = make_torrent("other.bin", 1024, {}, 4096);
+    ReadsUnderTest under(t, dir.path(), false, [](WriterOptions& options) { options.read.cache_bytes = 0; });
+    under.write_all();
+    const TorrentId second = under.orchestrator.add_torrent(other.bytes);
+    ASSERT_TRUE(under.orchestrator.expect(v1::Envelope::kResumeState).has_value());
+
+    constexpr std::uint64_t kReads = 2048;  // 512 MiB to read and hash
+    std::uint64_t sent = 0;
+    std::uint64_t answered = 0;
+    std::optional<std::uint64_t> answered_when_written;
+    bool batch_sent = false;
+    auto last_control = bus::Clock::now();
+    const auto deadline = bus::Clock::now() + 120s;
+    while (answered < kReads && bus::Clock::now() < deadline) {
+        while (sent < kReads && sent - answered < 64) {
+            ReadsUnderTest::ask(under.worker, static_cast<std::uint32_t>(sent % 64), sent + 1);
+            ++sent;
+        }
+        zmq::pollitem_t item{under.worker.handle(), 0, ZMQ_POLLIN, 0};
+        zmq::poll(&item, 1, 10ms);
+        bus::Incoming in;
+        while (bus::receive(under.worker, false, in) == bus::RecvStatus::ok) {
+            ASSERT_TRUE(in.envelope.has_piece_read());
+            ASSERT_EQ(in.envelope.piece_read().error(), "");
+            ASSERT_EQ(in.frames.size(), 1u);
+            ++answered;
+        }
+        if (!batch_sent && answered >= 64) {
+            send_frame_batch(under.verifier, other, {{0, 7001}, {1, 7002}}, second);
+            batch_sent = true;
+        }
+        if (batch_sent && !answered_when_written) {
+            if (bus::Clock::now() - last_control > 20ms) {
+                last_control = bus::Clock::now();
+                if (under.orchestrator.expect(v1::Envelope::kPiecesWritten, 1ms)) answered_when_written = answered;
+            }
+        } else {
+            under.keep_orchestrator_alive();  // nothing it says matters here
+        }
+    }
+    EXPECT_EQ(answered, kReads);
+    ASSERT_TRUE(answered_when_written.has_value()) << "nothing was written while reads were served";
+    EXPECT_LT(*answered_when_written, kReads / 2);
+    EXPECT_EQ(under.stage->stop(), 0);
+    EXPECT_EQ(read_file(dir.path() / "dl" / "other.bin").substr(0, 2048), other.content.substr(0, 2048));
 }
 
 }  // namespace
