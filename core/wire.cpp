@@ -376,9 +376,9 @@ Result<std::optional<Message>> StreamParser::next() {
             const PieceIndex index{read_u32(body)};
             const BlockOffset offset{read_u32(body + 4)};
             const BlockLength block_length{read_u32(body + 8)};
-            // A reject names one of our own requests: always checked.
-            const bool checked = limits_.check_requests || id == MessageId::reject_request;
-            if (checked) {
+            // A reject answers one of our requests: whoever judges requests judges rejects
+            // (one that matches none of ours is ignored there, whatever it names).
+            if (limits_.check_requests) {
                 if (auto problem = check_block(limits_, id, index, offset, block_length.get())) {
                     return make_error(std::move(*problem), at);
                 }

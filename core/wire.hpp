@@ -96,9 +96,10 @@ struct ParserLimits {
     // BEP 6 messages are accepted only when both sides set the fast bit; from any other peer
     // they are an error, like an unknown id.
     bool fast = false;
-    // Request and cancel blocks (length, and the geometry when set) are checked here. False
-    // leaves them to the caller, who answers a bad request with reject_request rather than a
-    // dropped connection; their size is still exact.
+    // Request, cancel and reject blocks (length, and the geometry when set) are checked here.
+    // False leaves them to the caller, who answers a bad request with reject_request rather
+    // than a dropped connection, and ignores a reject that names no request of its own; their
+    // size is still exact.
     bool check_requests = true;
 };
 

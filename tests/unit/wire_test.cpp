@@ -242,23 +242,22 @@ TEST(Parse, FastExtensionMessagesChecked) {
               "allowed fast index 64 out of range (64 pieces)");
     EXPECT_EQ(parse_error(encoded(SuggestPiece{PieceIndex{64}}), fast_limits(true)),
               "suggest piece index 64 out of range (64 pieces)");
-    // A reject names a request of ours: a block we could never have asked for is an error,
-    // even when requests are left to the caller.
-    ParserLimits lenient = fast_limits(true);
-    lenient.check_requests = false;
-    EXPECT_EQ(parse_error(encoded(RejectRequest{PieceIndex{0}, BlockOffset{0}, BlockLength{32768}}), lenient),
+    // A reject names a block like a request does, and is judged with requests.
+    EXPECT_EQ(parse_error(encoded(RejectRequest{PieceIndex{0}, BlockOffset{0}, BlockLength{32768}}),
+                          fast_limits(true)),
               "reject request block length 32768 outside 1..16384");
 }
 
 TEST(Parse, RequestsLeftToTheCallerPassUnchecked) {
-    ParserLimits lenient = with_geometry();
+    ParserLimits lenient = fast_limits(true);
     lenient.check_requests = false;
     for (const Message& message : std::vector<Message>{
              Request{PieceIndex{0}, BlockOffset{0}, BlockLength{32768}},
              Request{PieceIndex{64}, BlockOffset{0}, BlockLength{kBlockSize}},
              Request{PieceIndex{63}, BlockOffset{19999}, BlockLength{2}},
              Request{PieceIndex{1}, BlockOffset{0}, BlockLength{0}},
-             Cancel{PieceIndex{99}, BlockOffset{1}, BlockLength{1}}}) {
+             Cancel{PieceIndex{99}, BlockOffset{1}, BlockLength{1}},
+             RejectRequest{PieceIndex{0}, BlockOffset{0}, BlockLength{32768}}}) {
         const Bytes bytes = encoded(message);
         EXPECT_EQ(parse_one(bytes, lenient), bytes);
     }
