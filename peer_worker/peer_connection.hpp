@@ -1,14 +1,18 @@
 #pragma once
-// One TCP connection to a peer on the worker's io_context: connect, exchange handshakes, then
-// read straight into the wire parser's buffer and feed the session; write whatever the
-// session queued. Deadlines (connect, handshake) are checked by the worker's timer.
+// One TCP connection to a peer on the worker's io_context: connect (or take a socket the
+// listener accepted, its handshake already read), exchange handshakes, then read straight into
+// the wire parser's buffer and feed the session; write whatever the session queued, the
+// blocks' bytes gathered from where they lie. Deadlines (connect, handshake, a peer that
+// reads nothing we send) are checked by the worker's timer.
 #include <array>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
+#include <asio/buffer.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 
@@ -23,46 +27,84 @@ public:
         std::function<void(PeerConnection&)> on_handshake;  // the peer is ours to use
         std::function<void(PeerConnection&)> on_activity;  // messages were handled
         std::function<void(PeerConnection&, const std::string& reason)> on_closed;
+        // The connection is done with these blocks: written (`sent`), or dropped unsent (the
+        // connection closed). For blocks written, false means their bytes may have changed
+        // under the write (a read slot taken back): the connection is then closed.
+        std::function<bool(PeerConnection&, std::span<const OutBlock>, bool sent)> on_blocks_done;
+        // `bytes` were read from the socket; false pauses reading until resume_reading().
+        std::function<bool(PeerConnection&, std::size_t bytes)> on_read_bytes;
     };
 
     static constexpr Clock::duration kConnectTimeout = std::chrono::seconds(5);
     static constexpr Clock::duration kHandshakeTimeout = std::chrono::seconds(10);
+    // Bytes queued for the peer beyond a write under way (control messages and block
+    // headers; the blocks' data are bounded apart): a peer that lets this pile up is not
+    // reading, and is dropped at once.
+    static constexpr std::size_t kMaxBacklog = 1u << 20;
 
+    // An outgoing connection, to `endpoint`.
     PeerConnection(asio::io_context& io, std::string key, asio::ip::tcp::endpoint endpoint,
+                   PeerSession session, wire::ParserLimits parser_limits,
+                   const Callbacks& callbacks);
+    // An incoming one: the listener's socket, whose handshake was read already.
+    PeerConnection(asio::ip::tcp::socket socket, std::string key, asio::ip::tcp::endpoint endpoint,
                    PeerSession session, wire::ParserLimits parser_limits,
                    const Callbacks& callbacks);
 
     void start(Clock::time_point now);
+    // Answers the handshake the listener read (`theirs`): ours, then the session's first
+    // messages; then as an outgoing connection after its handshake.
+    void start_incoming(const wire::Handshake& theirs, Clock::time_point now);
     // Writes what the session queued, if no write is under way.
     void flush();
     // Closes the connection (once) and reports `reason` through on_closed.
     void fail(const std::string& reason);
-    // Fails the connection when it is still connecting or handshaking past its deadline.
-    void check_deadline(Clock::time_point now);
+    // Fails the connection when it is still connecting or handshaking past its deadline, or
+    // when a write has made no progress for `write_stall` (the peer reads nothing).
+    void check_deadline(Clock::time_point now, Clock::duration write_stall);
+    // Reading was paused (on_read_bytes said so): read again.
+    void resume_reading();
+    bool reading_paused() const { return read_paused_; }
 
     const std::string& key() const { return key_; }
     asio::ip::address address() const { return endpoint_.address(); }
+    bool incoming() const { return incoming_; }
     PeerSession& session() { return session_; }
     bool closed() const { return closed_; }
 
 private:
     void on_connected(const asio::error_code& error);
     void on_handshake_read(const asio::error_code& error);
+    void handshake_done(const wire::Handshake& theirs, Clock::time_point now);
     void read_more();
     void on_read(const asio::error_code& error, std::size_t bytes);
-    void on_written(const asio::error_code& error);
+    void write_next();
+    void on_write(const asio::error_code& error, std::size_t bytes);
+    void on_written();
+    void release_blocks(std::vector<OutBlock>& blocks, bool sent);
 
     std::string key_;
     asio::ip::tcp::endpoint endpoint_;
     asio::ip::tcp::socket socket_;
+    bool incoming_ = false;
     PeerSession session_;
     wire::StreamParser parser_;
     const Callbacks& callbacks_;
     std::optional<Clock::time_point> deadline_;
     const char* phase_ = "connect";
     std::array<std::uint8_t, wire::kHandshakeSize> handshake_{};
+    bool read_paused_ = false;
+
+    // The write under way: the control bytes and the blocks swapped out of the session, and
+    // the gather list over them (the part not yet written); every vector keeps its capacity,
+    // so the steady state allocates nothing per write.
     std::vector<std::uint8_t> writing_;
+    std::vector<OutBlock> writing_blocks_;
+    std::vector<OutBlock> done_blocks_;
+    std::vector<asio::const_buffer> gather_;
+    std::size_t gather_at_ = 0;
     bool write_pending_ = false;
+    Clock::time_point write_progress_{};
     bool closed_ = false;
 };
 

@@ -6,34 +6,336 @@
 
 namespace pw::peer_worker {
 
+// --- RequestQueue ---
+
+bool RequestQueue::push(const wire::Request& request) {
+    if (size_ == capacity_) return false;
+    if (ring_.empty()) ring_.resize(capacity_);
+    ring_[(head_ + size_) % capacity_] = request;
+    ++size_;
+    return true;
+}
+
+void RequestQueue::pop() {
+    if (size_ == 0) return;
+    head_ = (head_ + 1) % capacity_;
+    --size_;
+}
+
+// --- PeerSession ---
+
 PeerSession::PeerSession(const PieceGeometry& geometry, const Sha1Digest& info_hash,
-                         const wire::PeerId& our_id, Clock::time_point now, SessionLimits limits)
+                         const wire::PeerId& our_id, Clock::time_point now, SessionLimits limits,
+                         const LocalPieces* ours)
     : geometry_(geometry), info_hash_(info_hash), our_id_(our_id), limits_(limits),
-      choked_since_(now), has_(geometry.piece_count(), false),
+      ours_(ours), choked_since_(now), has_(geometry.piece_count(), false),
       leased_(geometry.piece_count(), false), pipeline_(now),
-      last_progress_(now), last_sent_(now) {}
+      last_progress_(now), last_sent_(now), requests_(std::max<std::uint32_t>(1, limits.max_queued_requests)),
+      upload_meter_(now), download_meter_(now) {
+    // A LocalPieces of another torrent (another piece count) would be read out of range.
+    if (ours_ != nullptr && ours_->piece_count() != geometry_.piece_count()) ours_ = nullptr;
+}
 
 void PeerSession::send(const wire::Message& message, Clock::time_point now) {
     wire::encode(message, outgoing_);
     last_sent_ = now;
 }
 
+void PeerSession::send_reject(const wire::Request& request, Clock::time_point now) {
+    send(wire::RejectRequest{request.index, request.offset, request.length}, now);
+    ++rejects_sent_;
+}
+
 void PeerSession::send_handshake(Clock::time_point now) {
     wire::Handshake ours;
     ours.info_hash = info_hash_;
     ours.peer_id = our_id_;
+    ours.set_fast();
     const auto bytes = wire::encode_handshake(ours);
     outgoing_.insert(outgoing_.end(), bytes.begin(), bytes.end());
     last_sent_ = now;
 }
 
+void PeerSession::offer_allowed_fast(std::vector<std::uint32_t> pieces) {
+    offered_.clear();
+    for (const std::uint32_t piece : pieces) {
+        if (geometry_.contains(PieceIndex{piece})) offered_.push_back(Offer{piece, false});
+    }
+}
+
 Status PeerSession::on_handshake(const wire::Handshake& theirs, Clock::time_point now) {
     if (theirs.info_hash != info_hash_) return make_error("handshake for another torrent");
-    if (theirs.peer_id == our_id_) return make_error("connected to ourselves");
+    if (theirs.peer_id == our_id_) {
+        found_ourselves_ = true;
+        return make_error("connected to ourselves");
+    }
     peer_id_ = theirs.peer_id;
     handshake_done_ = true;
+    fast_ = theirs.supports_fast();
     choked_since_ = now;
     last_progress_ = now;
+    send_availability(now);
+    return ok_status();
+}
+
+void PeerSession::send_availability(Clock::time_point now) {
+    const std::uint32_t count = ours_ != nullptr ? ours_->count() : 0;
+    const std::uint32_t pieces = geometry_.piece_count();
+    if (fast_ && count == pieces) {
+        send(wire::HaveAll{}, now);
+    } else if (fast_ && count == 0) {
+        send(wire::HaveNone{}, now);
+    } else if (count > 0) {
+        send(wire::Bitfield{ours_->bitfield()}, now);
+    }
+    // Without the extension and with nothing to say, BEP 3 lets the bitfield be left out.
+    announced_.assign(pieces, false);
+    if (count > 0) {
+        for (std::uint32_t i = 0; i < pieces; ++i) announced_[i] = ours_->has(PieceIndex{i});
+    }
+    if (!fast_) {
+        offered_.clear();
+        return;
+    }
+    for (Offer& offer : offered_) {
+        if (ours_has(PieceIndex{offer.piece})) {
+            send(wire::AllowedFast{PieceIndex{offer.piece}}, now);
+            offer.sent = true;
+        }
+    }
+}
+
+bool PeerSession::offered_to_peer(PieceIndex piece) const {
+    return std::any_of(offered_.begin(), offered_.end(),
+                       [&](const Offer& offer) { return offer.sent && offer.piece == piece.get(); });
+}
+
+void PeerSession::announce(PieceIndex piece, Clock::time_point now) {
+    // Nothing is said before our first message (the bitfield holds what we have then).
+    if (!handshake_done_ || announced_.empty()) return;
+    if (announced_[piece.get()]) return;
+    for (Offer& offer : offered_) {
+        if (offer.piece == piece.get() && !offer.sent) {
+            send(wire::AllowedFast{piece}, now);
+            offer.sent = true;
+        }
+    }
+    if (peer_has(piece)) {
+        // It has the piece already: BEP 3 allows leaving the have out (it cannot want it).
+        announced_[piece.get()] = true;
+        return;
+    }
+    if (haves_held_back_ || outgoing_.size() >= limits_.have_backlog) {
+        haves_held_back_ = true;
+        return;
+    }
+    send(wire::Have{piece}, now);
+    announced_[piece.get()] = true;
+}
+
+void PeerSession::send_held_back_haves(Clock::time_point now) {
+    if (!haves_held_back_ || !handshake_done_) return;
+    const std::uint32_t pieces = geometry_.piece_count();
+    while (have_cursor_ < pieces) {
+        if (outgoing_.size() >= limits_.have_backlog) return;
+        const PieceIndex piece{have_cursor_++};
+        if (announced_[piece.get()] || !ours_has(piece)) continue;
+        announced_[piece.get()] = true;
+        if (!peer_has(piece)) send(wire::Have{piece}, now);
+    }
+    haves_held_back_ = false;
+    have_cursor_ = 0;
+}
+
+void PeerSession::on_local_piece(PieceIndex piece, Clock::time_point now) {
+    if (!geometry_.contains(piece)) return;
+    if (has_[piece.get()] && lacking_ > 0) --lacking_;
+    announce(piece, now);
+    update_interest(now);
+}
+
+void PeerSession::on_local_reset(Clock::time_point now) {
+    recount_lacking();
+    if (handshake_done_ && !announced_.empty()) {
+        for (std::uint32_t i = 0; i < geometry_.piece_count(); ++i) {
+            if (!announced_[i] && ours_has(PieceIndex{i})) announce(PieceIndex{i}, now);
+        }
+    }
+    update_interest(now);
+}
+
+void PeerSession::recount_lacking() {
+    lacking_ = 0;
+    for (std::uint32_t i = 0; i < has_.size(); ++i) {
+        if (has_[i] && !ours_has(PieceIndex{i})) ++lacking_;
+    }
+}
+
+void PeerSession::update_interest(Clock::time_point now) {
+    // Interested exactly while it has a piece we lack (the orchestrator leases only those).
+    const bool want = lacking_ > 0;
+    if (want == am_interested_ || !handshake_done_) return;
+    am_interested_ = want;
+    if (want) {
+        send(wire::Interested{}, now);
+    } else {
+        send(wire::NotInterested{}, now);
+    }
+}
+
+void PeerSession::set_choking(bool choke, Clock::time_point now) {
+    if (!handshake_done_ || choke == am_choking_) return;
+    am_choking_ = choke;
+    if (!choke) {
+        send(wire::Unchoke{}, now);
+        return;
+    }
+    send(wire::Choke{}, now);
+    // The requests we hold go (BEP 6: each rejected), but those of the pieces it may have
+    // while choked; blocks already queued for the socket still leave.
+    requests_.remove_if([&](const wire::Request& request) { return !offered_to_peer(request.index); },
+                        [&](const wire::Request& request) {
+                            if (fast_) send_reject(request, now);
+                        });
+}
+
+// --- its requests ---
+
+Status PeerSession::refuse(const wire::Request& request, Clock::time_point now, const std::string& why) {
+    if (fast_) {
+        send_reject(request, now);
+        return ok_status();
+    }
+    return make_error(why);
+}
+
+Status PeerSession::on_request(const wire::Request& request, Clock::time_point now) {
+    // What we answer (BEP 6 peers get reject_request; others, see docs/architecture.md):
+    // a block that is not one (index, offset, length outside the piece or over 16 KiB) and
+    // a piece we never announced are dropped; requests while we choke it are ignored; a
+    // piece we announced and no longer have (changed on disk) is ignored.
+    if (!geometry_.valid_block(request.index, request.offset, request.length)) {
+        std::string why = "requested an invalid block: index ";
+        why += std::to_string(request.index.get());
+        why += " offset ";
+        why += std::to_string(request.offset.get());
+        why += " length ";
+        why += std::to_string(request.length.get());
+        return refuse(request, now, why);
+    }
+    if (!ours_has(request.index)) {
+        const bool announced = !announced_.empty() && announced_[request.index.get()];
+        if (fast_ || announced) {
+            if (fast_) send_reject(request, now);
+            return ok_status();
+        }
+        std::string why = "requested piece ";
+        why += std::to_string(request.index.get());
+        why += ", which we do not have";
+        return make_error(why);
+    }
+    if (am_choking_ && !offered_to_peer(request.index)) {
+        if (fast_) send_reject(request, now);
+        return ok_status();
+    }
+    if (!requests_.push(request)) {
+        std::string why = "flooded us with requests: more than ";
+        why += std::to_string(requests_.capacity());
+        why += " outstanding";
+        return make_error(why);
+    }
+    return ok_status();
+}
+
+void PeerSession::on_cancel(const wire::Cancel& cancel, Clock::time_point now) {
+    // Only the first match goes; BEP 6 asks for a reject in answer to a cancel (a block
+    // already queued for the socket is the other possible answer, the piece).
+    bool done = false;
+    requests_.remove_if(
+        [&](const wire::Request& request) {
+            if (done || request.index != cancel.index || request.offset != cancel.offset ||
+                request.length != cancel.length) {
+                return false;
+            }
+            done = true;
+            return true;
+        },
+        [&](const wire::Request& request) {
+            if (fast_) send_reject(request, now);
+        });
+}
+
+void PeerSession::refuse_request(Clock::time_point now) {
+    if (requests_.empty()) return;
+    if (fast_) send_reject(requests_.front(), now);
+    requests_.pop();
+}
+
+void PeerSession::refuse_requests_for(PieceIndex piece, Clock::time_point now) {
+    requests_.remove_if([&](const wire::Request& request) { return request.index == piece; },
+                        [&](const wire::Request& request) {
+                            if (fast_) send_reject(request, now);
+                        });
+}
+
+void PeerSession::queue_block(const wire::Request& request, std::span<const std::uint8_t> data,
+                              CacheEntry* entry, Clock::time_point now) {
+    const auto header = wire::encode_piece_header(request.index, request.offset,
+                                                  static_cast<std::uint32_t>(data.size()));
+    outgoing_.insert(outgoing_.end(), header.begin(), header.end());
+    out_blocks_.push_back(OutBlock{outgoing_.size(), data, entry});
+    ++blocks_queued_;
+    block_bytes_queued_ += data.size();
+    last_sent_ = now;
+}
+
+void PeerSession::blocks_done(std::uint32_t count, std::uint64_t bytes, bool sent) {
+    blocks_queued_ -= std::min(count, blocks_queued_);
+    block_bytes_queued_ -= std::min(bytes, block_bytes_queued_);
+    if (sent) uploaded_ += bytes;
+}
+
+bool PeerSession::snubbed(Clock::time_point now) const {
+    return handshake_done_ && !peer_choking_ && outstanding_ > 0 &&
+           now - last_progress_ >= limits_.snub_after;
+}
+
+PeerFigures PeerSession::figures(Clock::time_point now) const {
+    PeerFigures figures;
+    figures.interested = peer_interested_;
+    figures.choked = am_choking_;
+    figures.download_rate = download_meter_.rate();
+    figures.upload_rate = upload_meter_.rate();
+    figures.snubbed = snubbed(now);
+    figures.seed = peer_is_seed();
+    figures.uploaded = uploaded_;
+    return figures;
+}
+
+// --- what it says of its pieces ---
+
+Status PeerSession::on_availability_message(Clock::time_point) {
+    if (heard_availability_) return make_error("bitfield, have all or have none after have or bitfield");
+    heard_availability_ = true;
+    return ok_status();
+}
+
+Status PeerSession::on_reject(const wire::RejectRequest& reject, Clock::time_point now) {
+    const auto lease = std::find_if(leases_.begin(), leases_.end(),
+                                    [&](const PieceAssembly& a) { return a.piece() == reject.index; });
+    // Not one of ours outstanding: a request a choke or a cancel of ours voided already.
+    if (lease == leases_.end() || !lease->unrequest(reject.offset, reject.length)) return ok_status();
+    --outstanding_;
+    ++unrequested_blocks_;
+    request_cursor_ = std::min<std::size_t>(request_cursor_, static_cast<std::size_t>(lease - leases_.begin()));
+    if (peer_choking_) {
+        // Choked, it served only allowed-fast pieces, and not this one after all.
+        std::erase(allowed_by_peer_, reject.index.get());
+        return ok_status();
+    }
+    // Unchoked and refused: it will not send this piece. The lease goes back to the
+    // orchestrator (its other requests are cancelled) rather than be asked for again here.
+    if (const auto lease_id = cancel_piece(reject.index, now)) rejected_leases_.push_back(*lease_id);
     return ok_status();
 }
 
@@ -46,21 +348,35 @@ Status PeerSession::on_message(const wire::Message& message, Clock::time_point n
     std::visit(
         [&](const auto& m) {
             using T = std::decay_t<decltype(m)>;
-            if constexpr (std::is_same_v<T, wire::Choke>) {
+            if constexpr (std::is_same_v<T, wire::Piece>) {
+                status = on_block(m, now);
+            } else if constexpr (std::is_same_v<T, wire::Request>) {
+                status = on_request(m, now);
+            } else if constexpr (std::is_same_v<T, wire::Choke>) {
                 if (!peer_choking_) choked_since_ = now;
                 peer_choking_ = true;
+                // BEP 3: our requests are void. With BEP 6 a choke voids nothing and each
+                // request gets its reject or its piece, but those of pieces it allows us while
+                // choked are the only ones worth waiting for: the others are asked for again
+                // after an unchoke, and a late piece or reject for them is forgiven.
                 std::uint32_t voided = 0;
-                for (auto& lease : leases_) voided += lease.void_requests();
+                for (auto& lease : leases_) {
+                    const bool allowed = fast_ && std::find(allowed_by_peer_.begin(), allowed_by_peer_.end(),
+                                                            lease.piece().get()) != allowed_by_peer_.end();
+                    if (!allowed) voided += lease.void_requests();
+                }
                 forgiven_ += voided;
                 unrequested_blocks_ += voided;
                 request_cursor_ = 0;
-                outstanding_ = 0;
+                outstanding_ -= std::min(voided, outstanding_);
             } else if constexpr (std::is_same_v<T, wire::Unchoke>) {
                 if (peer_choking_) last_progress_ = now;
                 peer_choking_ = false;
             } else if constexpr (std::is_same_v<T, wire::Interested>) {
+                if (!peer_interested_) interest_changed_ = true;
                 peer_interested_ = true;
             } else if constexpr (std::is_same_v<T, wire::NotInterested>) {
+                if (peer_interested_) interest_changed_ = true;
                 peer_interested_ = false;
             } else if constexpr (std::is_same_v<T, wire::Have>) {
                 heard_availability_ = true;
@@ -72,6 +388,7 @@ Status PeerSession::on_message(const wire::Message& message, Clock::time_point n
                 if (has_[m.index.get()]) return;
                 has_[m.index.get()] = true;
                 ++have_count_;
+                if (!ours_has(m.index)) ++lacking_;
                 pending_haves_.push_back(m.index.get());
                 have_since_answer_ = true;
             } else if constexpr (std::is_same_v<T, wire::Bitfield>) {
@@ -91,20 +408,36 @@ Status PeerSession::on_message(const wire::Message& message, Clock::time_point n
                         ++have_count_;
                     }
                 }
+                recount_lacking();
                 bitfield_unreported_ = true;
                 have_since_answer_ = true;
-            } else if constexpr (std::is_same_v<T, wire::Piece>) {
-                status = on_block(m, now);
+            } else if constexpr (std::is_same_v<T, wire::Cancel>) {
+                on_cancel(m, now);
+            } else if constexpr (std::is_same_v<T, wire::HaveAll>) {
+                if (status = on_availability_message(now); !status) return;
+                std::fill(has_.begin(), has_.end(), true);
+                have_count_ = geometry_.piece_count();
+                recount_lacking();
+                bitfield_unreported_ = true;
+                have_since_answer_ = true;
+            } else if constexpr (std::is_same_v<T, wire::HaveNone>) {
+                status = on_availability_message(now);
+            } else if constexpr (std::is_same_v<T, wire::RejectRequest>) {
+                status = on_reject(m, now);
+            } else if constexpr (std::is_same_v<T, wire::AllowedFast>) {
+                // Pieces we may request while it chokes us: kept (a few), used for leases we
+                // hold when a choke comes.
+                if (allowed_by_peer_.size() < limits_.max_allowed_fast_kept &&
+                    std::find(allowed_by_peer_.begin(), allowed_by_peer_.end(), m.index.get()) ==
+                        allowed_by_peer_.end()) {
+                    allowed_by_peer_.push_back(m.index.get());
+                }
             } else {
-                // KeepAlive, Port, and Request/Cancel: we keep the peer choked and do not
-                // seed yet, so its requests are ignored. Seeding answers them here.
+                // KeepAlive, Port, SuggestPiece (accepted; the orchestrator picks pieces).
             }
         },
         message);
-    if (status.ok() && !am_interested_ && have_count_ > 0) {
-        am_interested_ = true;
-        send(wire::Interested{}, now);
-    }
+    if (status.ok()) update_interest(now);
     return status;
 }
 
@@ -174,7 +507,7 @@ std::optional<HasReport> PeerSession::take_has_report(bool include_haves) {
 }
 
 std::uint32_t PeerSession::pieces_wanted(Clock::time_point now) const {
-    if (!handshake_done_ || peer_choking_ || have_count_ == 0) return 0;
+    if (!handshake_done_ || peer_choking_ || lacking_ == 0) return 0;
     if (awaiting_work_ && now - work_requested_at_ < limits_.work_answer_timeout) return 0;
     if (!have_since_answer_ && now < work_retry_at_) return 0;
     // Asked for once less than half a pipeline is queued behind the blocks in flight, and then
@@ -255,7 +588,28 @@ std::uint64_t PeerSession::leased_bytes() const {
 }
 
 void PeerSession::fill_requests(Clock::time_point now, bool allowed) {
-    if (!handshake_done_ || peer_choking_ || !allowed) return;
+    if (!handshake_done_ || !allowed) return;
+    if (peer_choking_) {
+        // BEP 6: the pieces it allows us while choked may still be asked for.
+        if (!fast_ || allowed_by_peer_.empty()) return;
+        const std::uint32_t depth = pipeline_.depth();
+        for (PieceAssembly& lease : leases_) {
+            if (outstanding_ >= depth) break;
+            if (std::find(allowed_by_peer_.begin(), allowed_by_peer_.end(), lease.piece().get()) ==
+                allowed_by_peer_.end()) {
+                continue;
+            }
+            while (outstanding_ < depth) {
+                const auto block = lease.request_next(now);
+                if (!block) break;
+                if (outstanding_ == 0) last_progress_ = now;
+                send(wire::Request{lease.piece(), block->offset, block->length}, now);
+                ++outstanding_;
+                --unrequested_blocks_;
+            }
+        }
+        return;
+    }
     const std::uint32_t depth = pipeline_.depth();
     // Every turn that queues requests costs a write to the socket: topping the pipeline up
     // once a quarter of it is free sends requests a handful at a time instead of one or two
@@ -276,11 +630,15 @@ void PeerSession::fill_requests(Clock::time_point now, bool allowed) {
 }
 
 std::uint64_t PeerSession::take_downloaded() {
+    downloaded_total_ += downloaded_;
     return std::exchange(downloaded_, 0);
 }
 
 void PeerSession::on_tick(Clock::time_point now) {
     pipeline_.update(now);
+    upload_meter_.sample(uploaded_, now);
+    download_meter_.sample(downloaded_total_ + downloaded_, now);
+    send_held_back_haves(now);
     if (handshake_done_ && now - last_sent_ >= limits_.keep_alive) send(wire::KeepAlive{}, now);
 }
 
@@ -289,7 +647,9 @@ bool PeerSession::stalled(Clock::time_point now) const {
 }
 
 bool PeerSession::choked_too_long(Clock::time_point now) const {
-    return peer_choking_ && !leases_.empty() && now - choked_since_ >= limits_.choked_release;
+    if (!peer_choking_ || leases_.empty() || now - choked_since_ < limits_.choked_release) return false;
+    // Blocks of allowed-fast pieces still coming: not idle.
+    return outstanding_ == 0 || now - last_progress_ >= limits_.choked_release;
 }
 
 }  // namespace pw::peer_worker

@@ -1,22 +1,30 @@
 #pragma once
 // The state of one peer connection after TCP is up, without any I/O: handshake checks,
-// choke/interest, what the peer has, the pieces leased to it, the requests in flight and the
-// pieces it completed. The connection feeds it parsed messages and writes out `outgoing()`;
-// the worker service moves work and reports between it and the orchestrator.
+// choke/interest both ways, what the peer has, the pieces leased to it, the requests in
+// flight and the pieces it completed; and the upload side: what we told it we have, whether
+// we choke it, the requests it made of us that we accepted, and the blocks queued for it.
+// The connection feeds it parsed messages and writes out `outgoing()` (with the blocks'
+// bytes gathered in, see OutBlock); the worker service moves work and reports between it
+// and the orchestrator, and piece bytes between it and the upload cache.
 //
 // Every method is safe on any remote input: a violation comes back as an Error, which means
 // "drop this peer, with this reason".
 #include <cstdint>
 #include <deque>
 #include <optional>
+#include <span>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "core/geometry.hpp"
 #include "core/result.hpp"
 #include "core/sha1.hpp"
 #include "core/wire.hpp"
+#include "peer_worker/local_pieces.hpp"
 #include "peer_worker/piece_assembly.hpp"
 #include "peer_worker/pipeline.hpp"
+#include "peer_worker/rate_limit.hpp"
 
 namespace pw::peer_worker {
 
@@ -36,6 +44,19 @@ struct SessionLimits {
     std::uint32_t unrequested_allowance = 8;
     // Most pieces asked for in one WorkRequest (the orchestrator grants up to 256).
     std::uint32_t max_pieces_per_request = 256;
+
+    // --- uploads ---
+    // Requests of the peer's we hold (accepted, not yet turned into blocks); one more and the
+    // peer is dropped as a flood. libtorrent keeps at most 500 outstanding to a peer.
+    std::uint32_t max_queued_requests = 500;
+    // It unchoked us, we had requests out, and no block came for this long: snubbed.
+    Clock::duration snub_after = std::chrono::seconds(60);
+    // Haves wait (and go later, oldest piece first) while this many bytes are already queued
+    // for the peer and not written: a peer connected before our pieces were known would
+    // otherwise be sent a have per piece at once (2.4 MB for 262,144 pieces).
+    std::size_t have_backlog = 256 * 1024;
+    // Their allowed-fast pieces we remember (BEP 6 suggests 10; more are ignored).
+    std::uint32_t max_allowed_fast_kept = 64;
 };
 
 // What a peer has, as reported to the orchestrator: the whole bitfield once (or have_all),
@@ -53,22 +74,93 @@ struct CompletedPiece {
     PieceBuffer data;  // empty when the piece was assembled in borrowed memory (a slot)
 };
 
+// The peer's requests we accepted and have not yet turned into blocks, oldest first: a ring
+// over one allocation made at the first request, none per request after it.
+class RequestQueue {
+public:
+    explicit RequestQueue(std::uint32_t capacity) : capacity_(capacity) {}
+    bool empty() const { return size_ == 0; }
+    std::uint32_t size() const { return size_; }
+    std::uint32_t capacity() const { return capacity_; }
+    const wire::Request& front() const { return ring_[head_]; }
+    const wire::Request& at(std::uint32_t i) const { return ring_[(head_ + i) % capacity_]; }
+    // False when full.
+    bool push(const wire::Request& request);
+    void pop();
+    // Removes every request `drop(request)` says, keeping the others in order; calls
+    // `removed(request)` for each one removed.
+    template <class Drop, class Removed>
+    void remove_if(Drop&& drop, Removed&& removed) {
+        std::uint32_t kept = 0;
+        for (std::uint32_t i = 0; i < size_; ++i) {
+            const wire::Request request = at(i);
+            if (drop(request)) {
+                removed(request);
+            } else {
+                ring_[(head_ + kept++) % capacity_] = request;
+            }
+        }
+        size_ = kept;
+    }
+
+private:
+    std::uint32_t capacity_;
+    std::vector<wire::Request> ring_;
+    std::uint32_t head_ = 0;
+    std::uint32_t size_ = 0;
+};
+
+// A piece whose bytes blocks point into, pinned while they do (the upload cache's).
+struct CacheEntry;
+
+// A block queued for the peer: its 13-byte header is in the control bytes (`outgoing()`),
+// and its data, where it lies (a cached piece, never copied), goes on the wire right after
+// that header, at offset `at` of the control bytes.
+struct OutBlock {
+    std::size_t at = 0;
+    std::span<const std::uint8_t> data;
+    CacheEntry* entry = nullptr;
+};
+
+// What the choker needs to know of a peer (PeerStat).
+struct PeerFigures {
+    bool interested = false;  // in us
+    bool choked = true;       // by us
+    std::uint32_t download_rate = 0;
+    std::uint32_t upload_rate = 0;
+    bool snubbed = false;
+    bool seed = false;
+    std::uint64_t uploaded = 0;
+};
+
 class PeerSession {
 public:
     // A WorkRequest asks for at least this many blocks' worth of pieces: 1 MiB, one piece of
     // the common size.
     static constexpr std::uint32_t kMinRequestBlocks = 64;
 
+    // `ours` (the torrent's, outliving the session; null: we have nothing) says what we may
+    // announce and serve.
     PeerSession(const PieceGeometry& geometry, const Sha1Digest& info_hash,
-                const wire::PeerId& our_id, Clock::time_point now, SessionLimits limits = {});
+                const wire::PeerId& our_id, Clock::time_point now, SessionLimits limits = {},
+                const LocalPieces* ours = nullptr);
 
     // --- handshake ---
-    // Queues our handshake. Reserved bits stay zero until BEP 6/10 are implemented.
+    // Queues our handshake, with the fast bit (BEP 6) set.
     void send_handshake(Clock::time_point now);
-    // Checks the peer's handshake: same torrent, and not ourselves.
+    // Checks the peer's handshake: same torrent, and not ourselves. Then queues what we have
+    // (bitfield, or have_all/have_none with the fast extension; nothing when we have nothing
+    // and it lacks the extension) and the allowed-fast pieces offered (see offer_allowed_fast).
     Status on_handshake(const wire::Handshake& theirs, Clock::time_point now);
     bool handshake_done() const { return handshake_done_; }
     const wire::PeerId& peer_id() const { return peer_id_; }
+    // The peer was ourselves (our own peer id came back).
+    bool found_ourselves() const { return found_ourselves_; }
+    // Both sides set the fast bit.
+    bool fast() const { return fast_; }
+    // The pieces it may request while we choke it (BEP 6's set for its address), offered
+    // with allowed_fast once we have them. Call before on_handshake.
+    void offer_allowed_fast(std::vector<std::uint32_t> pieces);
 
     // --- the peer's messages ---
     Status on_message(const wire::Message& message, Clock::time_point now);
@@ -77,6 +169,51 @@ public:
     bool am_interested() const { return am_interested_; }
     bool peer_has(PieceIndex index) const;
     std::uint32_t pieces_peer_has() const { return have_count_; }
+    bool peer_is_seed() const { return have_count_ == geometry_.piece_count(); }
+    // Its interest in us changed since the last call (the choker wants to know at once).
+    bool take_interest_changed() { return std::exchange(interest_changed_, false); }
+    // Pieces it allowed us to request while it chokes us (BEP 6), as far as we keep them.
+    const std::vector<std::uint32_t>& allowed_by_peer() const { return allowed_by_peer_; }
+    // Leases given up because the peer rejected our request while unchoking us (it will not
+    // send that piece): the caller releases them to the orchestrator.
+    std::vector<std::uint64_t>& rejected_leases() { return rejected_leases_; }
+
+    // --- what we have, and whom we choke ---
+    // A piece became ours: a have (unless the peer has it), and our interest follows.
+    void on_local_piece(PieceIndex piece, Clock::time_point now);
+    // Our whole set was replaced: haves for what is new, interest recomputed.
+    void on_local_reset(Clock::time_point now);
+    bool am_choking() const { return am_choking_; }
+    // The choker's decision. Choking drops the requests we hold (but those of allowed-fast
+    // pieces), each answered with reject_request under the fast extension.
+    void set_choking(bool choke, Clock::time_point now);
+
+    // --- its requests of us ---
+    // Accepted requests, oldest first: the uploader turns them into blocks.
+    bool has_requests() const { return !requests_.empty(); }
+    const wire::Request& next_request() const { return requests_.front(); }
+    std::uint32_t requests_queued() const { return requests_.size(); }
+    void pop_request() { requests_.pop(); }
+    // The oldest request cannot be served (no longer ours, the read failed, we read nothing):
+    // reject_request under the fast extension, else dropped without a word.
+    void refuse_request(Clock::time_point now);
+    // The same for every request of `piece`.
+    void refuse_requests_for(PieceIndex piece, Clock::time_point now);
+    // Queues the block answering `request` (its header among the control bytes, its data
+    // where it lies) and counts it against the send queue.
+    void queue_block(const wire::Request& request, std::span<const std::uint8_t> data,
+                     CacheEntry* entry, Clock::time_point now);
+    std::vector<OutBlock>& out_blocks() { return out_blocks_; }
+    // Blocks queued and not yet written (the connection's writes included), and their bytes.
+    std::uint32_t blocks_queued() const { return blocks_queued_; }
+    std::uint64_t block_bytes_queued() const { return block_bytes_queued_; }
+    // The connection is done with `count` blocks of `bytes` (written when `sent`).
+    void blocks_done(std::uint32_t count, std::uint64_t bytes, bool sent);
+    // Payload bytes sent to it since it connected.
+    std::uint64_t uploaded() const { return uploaded_; }
+    std::uint64_t rejects_sent() const { return rejects_sent_; }
+    PeerFigures figures(Clock::time_point now) const;
+    bool snubbed(Clock::time_point now) const;
     // The bitfield if not yet reported, else the haves since the last report; nullopt when
     // there is nothing new. `include_haves` false holds back haves (they are batched).
     std::optional<HasReport> take_has_report(bool include_haves);
@@ -112,7 +249,8 @@ public:
     std::uint64_t take_downloaded();
 
     // --- time ---
-    // Re-sizes the pipeline and sends a keep-alive when we have been quiet.
+    // Re-sizes the pipeline, samples the rates, sends haves held back and a keep-alive when
+    // we have been quiet.
     void on_tick(Clock::time_point now);
     bool stalled(Clock::time_point now) const;
     bool choked_too_long(Clock::time_point now) const;
@@ -122,6 +260,19 @@ public:
 
 private:
     void send(const wire::Message& message, Clock::time_point now);
+    void send_reject(const wire::Request& request, Clock::time_point now);
+    bool ours_has(PieceIndex piece) const { return ours_ != nullptr && ours_->has(piece); }
+    void send_availability(Clock::time_point now);
+    void announce(PieceIndex piece, Clock::time_point now);
+    void send_held_back_haves(Clock::time_point now);
+    void update_interest(Clock::time_point now);
+    void recount_lacking();
+    bool offered_to_peer(PieceIndex piece) const;
+    Status on_request(const wire::Request& request, Clock::time_point now);
+    Status refuse(const wire::Request& request, Clock::time_point now, const std::string& why);
+    void on_cancel(const wire::Cancel& cancel, Clock::time_point now);
+    Status on_reject(const wire::RejectRequest& reject, Clock::time_point now);
+    Status on_availability_message(Clock::time_point now);
     Status on_block(const wire::Piece& block, Clock::time_point now);
     Status reject_block(const char* why);
     bool is_leased(PieceIndex piece) const;
@@ -134,6 +285,9 @@ private:
     SessionLimits limits_;
     wire::PeerId peer_id_{};
     bool handshake_done_ = false;
+    bool found_ourselves_ = false;
+    bool fast_ = false;
+    const LocalPieces* ours_ = nullptr;
 
     bool peer_choking_ = true;
     bool peer_interested_ = false;
@@ -171,6 +325,30 @@ private:
 
     std::vector<std::uint8_t> outgoing_;
     Clock::time_point last_sent_;
+
+    // --- uploads ---
+    bool am_choking_ = true;
+    bool interest_changed_ = false;
+    std::uint32_t lacking_ = 0;       // pieces it has that we do not
+    std::vector<bool> announced_;     // pieces we told it we have (by piece)
+    bool haves_held_back_ = false;    // some piece of ours is not announced yet
+    std::uint32_t have_cursor_ = 0;   // where the held-back haves resume
+    struct Offer {
+        std::uint32_t piece;
+        bool sent;
+    };
+    std::vector<Offer> offered_;      // our allowed-fast set for it
+    std::vector<std::uint32_t> allowed_by_peer_;
+    std::vector<std::uint64_t> rejected_leases_;
+    RequestQueue requests_;
+    std::vector<OutBlock> out_blocks_;
+    std::uint32_t blocks_queued_ = 0;
+    std::uint64_t block_bytes_queued_ = 0;
+    std::uint64_t uploaded_ = 0;
+    std::uint64_t downloaded_total_ = 0;
+    std::uint64_t rejects_sent_ = 0;
+    RateMeter upload_meter_;
+    RateMeter download_meter_;
 };
 
 }  // namespace pw::peer_worker

@@ -92,6 +92,19 @@ std::uint32_t PieceAssembly::void_requests() {
     return voided;
 }
 
+bool PieceAssembly::unrequest(BlockOffset offset, BlockLength length) {
+    if (offset.get() % kBlockSize != 0 || offset.get() >= size()) return false;
+    const std::uint32_t block = offset.get() / kBlockSize;
+    if (length.get() != block_length(block)) return false;
+    Block& state = blocks()[block];
+    if (state.state != BlockState::requested) return false;
+    state.state = BlockState::needed;
+    --requested_;
+    ++unrequested_;
+    cursor_ = std::min(cursor_, block);
+    return true;
+}
+
 std::vector<BlockRequest> PieceAssembly::requested_blocks() const {
     std::vector<BlockRequest> out;
     const Block* const all = blocks();

@@ -117,6 +117,9 @@ public:
     // The peer choked us: our requests are void (BEP 3 without the fast extension) and the
     // blocks go back to be asked for again. Returns how many were voided.
     std::uint32_t void_requests();
+    // One request of ours was rejected (BEP 6): that block goes back to be asked for again.
+    // False when it is not one we have outstanding.
+    bool unrequest(BlockOffset offset, BlockLength length);
     // The outstanding requests, e.g. to cancel them.
     std::vector<BlockRequest> requested_blocks() const;
 

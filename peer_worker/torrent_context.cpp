@@ -8,6 +8,8 @@ void TorrentContext::learn_info(const Torrent& torrent) {
     geometry = PieceGeometry(torrent.total_size(), torrent.piece_length());
     parser_limits.max_message = std::max(kBlockSize + 9, geometry->bitfield_bytes() + 1);
     parser_limits.geometry = geometry;
+    parser_limits.check_requests = false;
+    ours = LocalPieces(geometry->piece_count());
     if (name.empty()) name = torrent.name();
 }
 

@@ -14,8 +14,10 @@
 #include "core/metainfo.hpp"
 #include "core/units.hpp"
 #include "core/wire.hpp"
+#include "peer_worker/local_pieces.hpp"
 #include "peer_worker/peer_connection.hpp"
 #include "peer_worker/piece_batches.hpp"
+#include "peer_worker/rate_limit.hpp"
 
 namespace pw::peer_worker {
 
@@ -26,7 +28,8 @@ struct TorrentContext {
     TorrentContext& operator=(const TorrentContext&) = delete;
 
     // What the info dictionary tells a worker: the pieces' geometry and how large a peer's
-    // messages may be.
+    // messages may be (requests are left to the sessions, which answer bad ones with
+    // reject_request where they can).
     void learn_info(const Torrent& torrent);
     bool has_info() const { return geometry.has_value(); }
     std::uint32_t piece_length() const { return geometry ? geometry->piece_length() : 0; }
@@ -44,6 +47,12 @@ struct TorrentContext {
     // Where its finished pieces gather: one arena per piece length, so one lane per torrent.
     PieceBatches::Lane* lane = nullptr;
     std::uint64_t bytes_downloaded = 0;  // since the worker started
+    std::uint64_t bytes_uploaded = 0;    // payload, since the worker started
+    // The pieces we may announce and serve (PiecesAvailable); sized with the info.
+    LocalPieces ours;
+    // The torrent's own share of the rate limits (RateBudget.torrents; unlimited when absent).
+    TokenBucket upload_limit;
+    TokenBucket download_limit;
     // TorrentRemoved: the orchestrator forgot the torrent, so its peers close unreported.
     bool leaving = false;
 };

@@ -2,11 +2,14 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <asio/post.hpp>
+#include <asio/write.hpp>
 #include <spdlog/spdlog.h>
 
 #include "core/bus/welcome.hpp"
@@ -23,6 +26,13 @@ constexpr std::uint64_t kVerifierQueueBytes = 8ull << 20;
 constexpr int kArenaBatchesQueued = 16;
 // Long enough for the batches flushed at the end to reach the verifier.
 constexpr int kPiecesLingerMs = 1000;
+// The choker hears of every peer this often (and at once of a change of interest).
+constexpr auto kPeerStatsPeriod = std::chrono::seconds(5);
+// Allowed-fast pieces offered to each peer (BEP 6's example size).
+constexpr std::uint32_t kAllowedFastOffered = 10;
+// ReadPiece messages ZeroMQ may queue toward the writer (they are small; reads in flight
+// are bounded by the uploader).
+constexpr int kReadsSendHwm = 256;
 
 // The high-water mark toward the verifier: it counts messages, so batches of frames (each
 // at most kMaxBatchFrameBytes, or one larger piece) are counted to stay near
@@ -63,10 +73,12 @@ WorkerService::WorkerService(WorkerOptions options)
                                             bus::v1::ROLE_PEER_WORKER, options_.timing,
                                             options_.curve, options_.metrics, options_.signal_fd}),
       pieces_(zmq_context_, zmq::socket_type::push),
-      timer_(io_) {}
+      timer_(io_),
+      reads_(zmq_context_, zmq::socket_type::dealer) {}
 
 WorkerService::~WorkerService() {
     stopping_ = true;
+    if (listener_) listener_->close();
     for (const auto& [torrent, connection] : all_connections()) connection->fail("worker stopping");
     // The descriptor is the stage's (the signalfd run_stage made): never ours to close.
     if (signals_) signals_->release();
@@ -77,8 +89,10 @@ int WorkerService::run() {
     if (!welcome) return stage_.exit_code();  // a signal came first
     our_id_ = welcome->peer_id;
     set_up_pieces();
+    set_up_reads();
     control_watch_ = std::make_unique<ZmqWatch>(io_, stage_.link().socket());
     pieces_watch_ = std::make_unique<ZmqWatch>(io_, pieces_);
+    if (!options_.reads.empty()) reads_watch_ = std::make_unique<ZmqWatch>(io_, reads_);
     if (stage_.signal_fd() >= 0) {
         signals_ = std::make_unique<asio::posix::stream_descriptor>(io_, stage_.signal_fd());
         watch_signals();
@@ -87,9 +101,11 @@ int WorkerService::run() {
                  options_.max_piece_bytes >> 20,
                  memory_->kind() == PieceMemory::Kind::arenas ? "in shared-memory arenas"
                                                               : "as frames");
+    open_listener(welcome->listen_port);
     // The torrents follow the Welcome and may be queued already; the descriptor will not
     // signal for them.
     drain_control();
+    if (reads_watch_) drain_reads();
     schedule_timer();
     if (!stage_.finished()) io_.run();
     return stage_.exit_code();
@@ -108,6 +124,46 @@ void WorkerService::set_up_pieces() {
     bus::configure(pieces_, limits);
     bus::secure_client(pieces_, options_.curve, bus::kPiecesServer);
     pieces_.connect(options_.pieces);
+}
+
+void WorkerService::set_up_reads() {
+    UploadOptions upload;
+    upload.reads = !options_.reads.empty();
+    upload.cache.bytes = options_.upload_cache_bytes;
+    uploader_ = std::make_unique<Uploader>(upload, [this](bus::v1::Envelope& envelope) {
+        return send_read(envelope);
+    });
+    if (options_.reads.empty()) {
+        spdlog::info("no --reads endpoint: pieces are announced, requests refused");
+        return;
+    }
+    bus::SocketLimits limits;
+    limits.send_hwm = kReadsSendHwm;
+    bus::configure(reads_, limits);
+    // The writer's read service tells its workers apart by this.
+    reads_.set(zmq::sockopt::routing_id, options_.name);
+    bus::secure_client(reads_, options_.curve, bus::kReadsServer);
+    reads_.connect(options_.reads);
+}
+
+void WorkerService::open_listener(std::uint16_t port) {
+    if (port == 0) {
+        spdlog::info("the Welcome names no listen port: not accepting peers");
+        return;
+    }
+    listener_ = std::make_unique<Listener>(
+        io_, [this](asio::ip::tcp::socket& socket, const asio::ip::tcp::endpoint& remote,
+                    const wire::Handshake& theirs) { on_incoming(socket, remote, theirs); });
+    auto opened = listener_->open(port);
+    if (!opened) {
+        // Said once, clearly; the heartbeat's port 0 tells the orchestrator, which then
+        // announces no port.
+        spdlog::error("cannot listen for peers on port {}: {}; no incoming peers for this worker",
+                      port, opened.error().describe());
+        listener_.reset();
+        return;
+    }
+    spdlog::info("listening for peers on port {}", *opened);
 }
 
 void WorkerService::stop_if_finished() {
@@ -130,7 +186,9 @@ void WorkerService::on_terminate(const std::string& reason) {
         pieces_.set(zmq::sockopt::linger, kPiecesLingerMs);
     }
     stopping_ = true;
+    if (listener_) listener_->close();
     for (const auto& [torrent, connection] : all_connections()) connection->fail("worker stopping");
+    if (uploader_) uploader_->send_released();  // the writer's slots, given back at once
     timer_.cancel();
 }
 
@@ -143,13 +201,18 @@ bus::v1::Heartbeat WorkerService::heartbeat() {
             if (connection->session().handshake_done()) ++connected;
         }
         connected_total += connected;
-        if (torrent->peers.empty() && torrent->bytes_downloaded == 0) continue;
+        if (torrent->peers.empty() && torrent->bytes_downloaded == 0 && torrent->bytes_uploaded == 0) {
+            continue;
+        }
         auto* counters = beat.add_torrents();
         counters->set_torrent(id.get());
         counters->set_bytes_downloaded(torrent->bytes_downloaded);
+        counters->set_bytes_uploaded(torrent->bytes_uploaded);
         counters->set_peers_connected(connected);
     }
     beat.set_bytes_downloaded(bytes_downloaded_);
+    beat.set_bytes_uploaded(bytes_uploaded_);
+    beat.set_listen_port(listener_ && listener_->is_open() ? listener_->port() : 0);
     beat.set_peers_connected(connected_total);
     beat.set_queue_depth(batches_ ? static_cast<std::uint32_t>(batches_->waiting()) : 0);
     return beat;
@@ -209,6 +272,9 @@ void WorkerService::on_control(bus::Incoming& message) {
             ban(envelope.ban_peer().ip(), envelope.ban_peer().reason());
             break;
         case bus::v1::Envelope::kSlotsFreed: free_slots(envelope.slots_freed()); break;
+        case bus::v1::Envelope::kPiecesAvailable: pieces_available(message); break;
+        case bus::v1::Envelope::kChokeDecision: choke_decision(envelope.choke_decision()); break;
+        case bus::v1::Envelope::kRateBudget: rate_budget(envelope.rate_budget()); break;
         default: spdlog::debug("ignored a {} message", bus::body_name(envelope)); break;
     }
 }
@@ -239,6 +305,13 @@ void WorkerService::add_torrent(const bus::v1::TorrentAdded& message) {
     torrent->callbacks.on_activity = [this, torrent](PeerConnection& c) { on_activity(*torrent, c); };
     torrent->callbacks.on_closed = [this, torrent](PeerConnection& c, const std::string& reason) {
         on_closed(*torrent, c, reason);
+    };
+    torrent->callbacks.on_blocks_done = [this, torrent](PeerConnection& c, std::span<const OutBlock> blocks,
+                                                        bool sent) {
+        return on_blocks_done(*torrent, c, blocks, sent);
+    };
+    torrent->callbacks.on_read_bytes = [this, torrent](PeerConnection&, std::size_t bytes) {
+        return on_read_bytes(*torrent, bytes);
     };
     spdlog::debug("torrent {} '{}' added", added->id.get(), added->name);
 }
@@ -276,6 +349,9 @@ void WorkerService::remove_torrent(TorrentId id) {
     for (const auto& [key, connection] : torrent.peers) connections.push_back(connection);
     for (const auto& connection : connections) connection->fail("torrent removed");
     batches_->drop_torrent(id, [this](std::uint64_t lease_id) { memory_->release(lease_id); });
+    uploader_->drop_torrent(id);
+    schedule_released();
+    stats_due_.erase(id);
     const std::uint32_t length = torrent.piece_length();
     spdlog::info("torrent {} removed ({} peers closed)", id.get(), connections.size());
     torrents_.erase(found);
@@ -311,14 +387,17 @@ void WorkerService::add_peers(const bus::v1::AddPeers& add) {
             report_disconnected(id, key, "banned");
             continue;
         }
+        if (self_endpoints_.count(key) != 0) {
+            report_disconnected(id, key, "connected to ourselves");
+            continue;
+        }
         if (peer_count_ >= options_.max_peers) {
             report_disconnected(id, key, "worker already has --max-peers peers");
             continue;
         }
-        PeerSession session(*torrent->geometry, torrent->info_hash, our_id_, now);
         auto connection = std::make_shared<PeerConnection>(
             io_, key, asio::ip::tcp::endpoint(address, static_cast<std::uint16_t>(peer.port())),
-            std::move(session), torrent->parser_limits, torrent->callbacks);
+            make_session(*torrent, address, now), torrent->parser_limits, torrent->callbacks);
         torrent->peers.emplace(key, connection);
         ++peer_count_;
         connection->start(now);
@@ -410,13 +489,15 @@ std::vector<std::pair<TorrentContext*, WorkerService::ConnectionPtr>> WorkerServ
 }
 
 void WorkerService::on_handshake(TorrentContext& torrent, PeerConnection& connection) {
-    spdlog::info("{} (torrent {}): connected", connection.key(), torrent.id.get());
+    const auto& id = connection.session().peer_id();
+    spdlog::info("{} (torrent {}): connected{}{}", connection.key(), torrent.id.get(),
+                 connection.incoming() ? ", incoming" : "", connection.session().fast() ? ", fast" : "");
     bus::v1::Envelope envelope;
     auto* connected = envelope.mutable_peer_connected();
     connected->set_peer(connection.key());
     connected->set_torrent(torrent.id.get());
-    const auto& id = connection.session().peer_id();
     connected->set_peer_id(std::string(id.begin(), id.end()));
+    connected->set_incoming(connection.incoming());
     send_control(envelope);
 }
 
@@ -428,8 +509,14 @@ void WorkerService::on_activity(TorrentContext& torrent, PeerConnection& connect
     bytes_downloaded_ += downloaded;
     collect_completed(torrent, connection);
     report_has(torrent, connection, false);  // a bitfield goes out at once; haves are batched
+    if (!session.rejected_leases().empty()) {
+        release(torrent.id, connection.key(), session.rejected_leases(), "the peer rejected our request");
+        session.rejected_leases().clear();
+    }
     request_work(torrent, connection, now);
     session.fill_requests(now, !backpressured());
+    if (session.take_interest_changed()) schedule_peer_stats(torrent);
+    if (session.has_requests()) serve(torrent, connection, now);
 }
 
 void WorkerService::on_closed(TorrentContext& torrent, PeerConnection& connection,
@@ -452,8 +539,9 @@ void WorkerService::on_closed(TorrentContext& torrent, PeerConnection& connectio
         if (!lease_ids.empty()) release(torrent.id, key, lease_ids, "peer gone: " + reason);
         report_disconnected(torrent.id, key, reason);
     }
-    // Our own address: connecting again would only find ourselves again.
-    if (session.peer_id() == our_id_) banned_.insert(connection.address());
+    // Our own listening address: dialling it again would only find ourselves again (another
+    // worker of ours, perhaps: they share the peer id).
+    if (session.found_ourselves() && !connection.incoming()) self_endpoints_.insert(key);
     // Every caller of fail() holds its own reference, so erasing here is safe.
     torrent.peers.erase(key);
     --peer_count_;
@@ -592,6 +680,273 @@ void WorkerService::watch_pieces_socket() {
     });
 }
 
+// --- what we have, whom we unchoke, how fast ---
+
+void WorkerService::pieces_available(const bus::Incoming& message) {
+    const auto& available = message.envelope.pieces_available();
+    TorrentContext* torrent = find_torrent(available.torrent());
+    if (torrent == nullptr || !torrent->has_info()) {
+        spdlog::debug("ignored the pieces of torrent {}: not known here, or without its info",
+                      available.torrent());
+        return;
+    }
+    const auto now = Clock::now();
+    // The whole set (after a start): have_all, a bitfield frame, or neither and no pieces.
+    const bool whole = available.have_all() || available.bitfield() || available.pieces_size() == 0;
+    if (whole) {
+        if (available.have_all()) {
+            torrent->ours.set_all();
+        } else if (available.bitfield()) {
+            const bool valid = message.frames.size() == 1 &&
+                               torrent->ours.set_bitfield(std::span<const std::uint8_t>(
+                                   static_cast<const std::uint8_t*>(message.frames.front().data()),
+                                   message.frames.front().size()));
+            if (!valid) {
+                spdlog::warn("torrent {}: ignored pieces available: not a bitfield of its {} pieces",
+                             available.torrent(), torrent->ours.piece_count());
+                return;
+            }
+        } else {
+            torrent->ours.set_none();
+        }
+        spdlog::debug("torrent {}: {} of {} pieces ours", available.torrent(), torrent->ours.count(),
+                      torrent->ours.piece_count());
+    }
+    // Each new piece: a have to every peer of the torrent (but those that have it).
+    std::vector<PieceIndex> added;
+    for (const std::uint32_t piece : available.pieces()) {
+        if (torrent->ours.add(PieceIndex{piece})) added.push_back(PieceIndex{piece});
+    }
+    for (const auto& [key, connection] : torrent->peers) {
+        if (connection->closed() || !connection->session().handshake_done()) continue;
+        PeerSession& session = connection->session();
+        if (whole) session.on_local_reset(now);
+        for (const PieceIndex piece : added) session.on_local_piece(piece, now);
+        connection->flush();
+    }
+}
+
+void WorkerService::choke_decision(const bus::v1::ChokeDecision& decision) {
+    TorrentContext* torrent = find_torrent(decision.torrent());
+    if (torrent == nullptr) return;
+    const auto now = Clock::now();
+    const auto apply = [&](const std::string& key, bool choke) {
+        const auto found = torrent->peers.find(key);
+        if (found == torrent->peers.end()) return;  // gone meanwhile
+        PeerConnection& connection = *found->second;
+        if (connection.closed() || !connection.session().handshake_done()) return;
+        connection.session().set_choking(choke, now);
+        if (!choke && connection.session().has_requests()) serve(*torrent, connection, now);
+        connection.flush();
+    };
+    for (const auto& key : decision.unchoke()) apply(key, false);
+    for (const auto& key : decision.choke()) apply(key, true);
+}
+
+void WorkerService::rate_budget(const bus::v1::RateBudget& budget) {
+    const auto now = Clock::now();
+    upload_limit_.set_rate(budget.upload_bytes_per_s(), now);
+    download_limit_.set_rate(budget.download_bytes_per_s(), now);
+    std::unordered_map<std::uint32_t, const bus::v1::TorrentRate*> rates;
+    for (const auto& rate : budget.torrents()) rates[rate.torrent()] = &rate;
+    for (const auto& [id, torrent] : torrents_) {
+        const auto found = rates.find(id.get());
+        // A torrent not named has no limit of its own.
+        torrent->upload_limit.set_rate(found == rates.end() ? 0 : found->second->upload_bytes_per_s(), now);
+        torrent->download_limit.set_rate(found == rates.end() ? 0 : found->second->download_bytes_per_s(), now);
+    }
+}
+
+// --- incoming peers ---
+
+TorrentContext* WorkerService::torrent_by_info_hash(const Sha1Digest& info_hash) {
+    for (const auto& [id, torrent] : torrents_) {
+        if (torrent->info_hash == info_hash) return torrent->has_info() && !torrent->leaving ? torrent.get() : nullptr;
+    }
+    return nullptr;
+}
+
+PeerSession WorkerService::make_session(TorrentContext& torrent, const asio::ip::address& address,
+                                        Clock::time_point now) {
+    PeerSession session(*torrent.geometry, torrent.info_hash, our_id_, now, SessionLimits{}, &torrent.ours);
+    // BEP 6's set is defined for IPv4 (an IPv4-mapped address is one).
+    std::optional<std::uint32_t> ipv4;
+    if (address.is_v4()) {
+        ipv4 = address.to_v4().to_uint();
+    } else if (address.to_v6().is_v4_mapped()) {
+        ipv4 = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).to_uint();
+    }
+    if (ipv4) {
+        session.offer_allowed_fast(
+            wire::allowed_fast_set(*ipv4, torrent.info_hash, torrent.geometry->piece_count(), kAllowedFastOffered));
+    }
+    return session;
+}
+
+void WorkerService::on_incoming(asio::ip::tcp::socket& socket, const asio::ip::tcp::endpoint& remote,
+                                const wire::Handshake& theirs) {
+    if (stopping_) return;
+    const std::string key = bus::peer_key(remote.address().to_string(), remote.port());
+    const auto refuse = [&](const std::string& why) {
+        spdlog::debug("incoming {}: refused: {}", key, why);  // the listener closes it
+    };
+    TorrentContext* torrent = torrent_by_info_hash(theirs.info_hash);
+    if (torrent == nullptr) return refuse("torrent " + to_hex(theirs.info_hash) + " not served here");
+    if (theirs.peer_id == our_id_) {
+        // Ourselves (another worker of ours, or this one, dialled our own address): our
+        // handshake back tells the dialler so, and it will not dial this address again.
+        wire::Handshake ours;
+        ours.info_hash = theirs.info_hash;
+        ours.peer_id = our_id_;
+        ours.set_fast();
+        const auto bytes = wire::encode_handshake(ours);
+        asio::error_code ignored;
+        socket.non_blocking(true, ignored);
+        socket.send(asio::buffer(bytes), 0, ignored);
+        return refuse("ourselves");
+    }
+    if (banned_.count(remote.address()) != 0) return refuse("banned");
+    if (peer_count_ >= options_.max_peers) return refuse("the worker already has --max-peers peers");
+    for (const auto& [other_key, other] : torrent->peers) {
+        if (other->session().handshake_done() && other->session().peer_id() == theirs.peer_id) {
+            return refuse("already connected to this peer as " + other_key);
+        }
+    }
+    if (torrent->peers.count(key) != 0) return refuse("already connected");
+    const auto now = Clock::now();
+    auto connection = std::make_shared<PeerConnection>(std::move(socket), key, remote,
+                                                       make_session(*torrent, remote.address(), now),
+                                                       torrent->parser_limits, torrent->callbacks);
+    torrent->peers.emplace(key, connection);
+    ++peer_count_;
+    connection->start_incoming(theirs, now);
+}
+
+// --- uploads ---
+
+bool WorkerService::send_read(bus::v1::Envelope& envelope) {
+    if (options_.reads.empty() || stopping_) return false;
+    if (!bus::send(reads_, options_.name, envelope, {}, nullptr, zmq::send_flags::dontwait)) return false;
+    // As with the control socket: a send may eat the descriptor's edge.
+    if (!reads_drain_posted_) {
+        reads_drain_posted_ = true;
+        asio::post(io_, [this] {
+            reads_drain_posted_ = false;
+            drain_reads();
+        });
+    }
+    return true;
+}
+
+void WorkerService::drain_reads() {
+    if (draining_reads_ || stopping_ || !reads_watch_) return;
+    draining_reads_ = true;
+    const auto now = Clock::now();
+    bool answered = false;
+    for (;;) {
+        bus::Incoming message;
+        const auto status = bus::receive(reads_, false, message);
+        if (status == bus::RecvStatus::would_block) break;
+        if (status != bus::RecvStatus::ok) continue;
+        answered = uploader_->on_read(message, [this](TorrentId id) { return find_torrent(id.get()); }, now) ||
+                   answered;
+    }
+    draining_reads_ = false;
+    if (answered) serve_all(now);
+    schedule_released();
+    if (!stopping_) reads_watch_->arm([this] { drain_reads(); });
+}
+
+void WorkerService::serve(TorrentContext& torrent, PeerConnection& connection, Clock::time_point now) {
+    if (stopping_ || connection.closed()) return;
+    uploader_->serve(torrent, connection, upload_limit_, now);
+}
+
+void WorkerService::serve_all(Clock::time_point now) {
+    for (const auto& [id, torrent] : torrents_) {
+        std::vector<ConnectionPtr> waiting;
+        for (const auto& [key, connection] : torrent->peers) {
+            if (!connection->closed() && connection->session().has_requests()) waiting.push_back(connection);
+        }
+        for (const auto& connection : waiting) serve(*torrent, *connection, now);
+    }
+}
+
+bool WorkerService::on_blocks_done(TorrentContext& torrent, PeerConnection& connection,
+                                   std::span<const OutBlock> blocks, bool sent) {
+    const auto now = Clock::now();
+    const bool intact = uploader_->blocks_done(blocks, sent, now);
+    if (sent) {
+        std::uint64_t bytes = 0;
+        for (const OutBlock& block : blocks) bytes += block.data.size();
+        torrent.bytes_uploaded += bytes;
+        bytes_uploaded_ += bytes;
+    }
+    schedule_released();
+    // Room in its send queue again.
+    if (sent && intact && !connection.closed() && connection.session().has_requests()) {
+        serve(torrent, connection, now);
+    }
+    return intact;
+}
+
+bool WorkerService::download_allowed(TorrentContext& torrent, Clock::time_point now) {
+    return download_limit_.available(now) && torrent.download_limit.available(now);
+}
+
+bool WorkerService::on_read_bytes(TorrentContext& torrent, std::size_t bytes) {
+    if (!download_limit_.limited() && !torrent.download_limit.limited()) return true;
+    // Over the budget, the connection stops reading until the timer's refill: TCP then
+    // slows the peer down.
+    download_limit_.take(bytes);
+    torrent.download_limit.take(bytes);
+    return download_allowed(torrent, Clock::now());
+}
+
+void WorkerService::schedule_released() {
+    if (released_posted_ || !uploader_ || !uploader_->has_released()) return;
+    released_posted_ = true;
+    asio::post(io_, [this] {
+        released_posted_ = false;
+        if (!stopping_) uploader_->send_released();
+    });
+}
+
+void WorkerService::schedule_peer_stats(TorrentContext& torrent) {
+    stats_due_.insert(torrent.id);
+    if (stats_posted_) return;
+    stats_posted_ = true;
+    asio::post(io_, [this] {
+        stats_posted_ = false;
+        if (stopping_) return;
+        const auto now = Clock::now();
+        for (const TorrentId id : std::exchange(stats_due_, {})) {
+            if (TorrentContext* due = find_torrent(id.get())) send_peer_stats(*due, now);
+        }
+    });
+}
+
+void WorkerService::send_peer_stats(TorrentContext& torrent, Clock::time_point now) {
+    bus::v1::Envelope envelope;
+    auto* stats = envelope.mutable_peer_stats();
+    stats->set_torrent(torrent.id.get());
+    for (const auto& [key, connection] : torrent.peers) {
+        if (connection->closed() || !connection->session().handshake_done()) continue;
+        const PeerFigures figures = connection->session().figures(now);
+        auto* peer = stats->add_peers();
+        peer->set_peer(key);
+        peer->set_interested(figures.interested);
+        peer->set_choked(figures.choked);
+        peer->set_download_rate(figures.download_rate);
+        peer->set_upload_rate(figures.upload_rate);
+        peer->set_snubbed(figures.snubbed);
+        peer->set_seed(figures.seed);
+        peer->set_incoming(connection->incoming());
+        peer->set_uploaded(figures.uploaded);
+    }
+    if (stats->peers_size() > 0) send_control(envelope);
+}
+
 // --- time ---
 
 void WorkerService::schedule_timer() {
@@ -610,9 +965,20 @@ void WorkerService::on_timer() {
 
     const auto now = Clock::now();
     batches_->flush();
+    if (listener_) listener_->check_deadlines(now);
+    uploader_->on_tick(now);
+    upload_limit_.refill(now);
+    download_limit_.refill(now);
+    const bool stats_due = now >= next_stats_;
+    if (stats_due) next_stats_ = now + kPeerStatsPeriod;
+    for (const auto& [id, torrent] : torrents_) {
+        torrent->upload_limit.refill(now);
+        torrent->download_limit.refill(now);
+        if (stats_due && !torrent->peers.empty()) send_peer_stats(*torrent, now);
+    }
     for (const auto& [torrent, connection] : all_connections()) {
         if (connection->closed()) continue;
-        connection->check_deadline(now);
+        connection->check_deadline(now, options_.upload_stall);
         PeerSession& session = connection->session();
         if (connection->closed() || !session.handshake_done()) continue;
         if (session.stalled(now)) {
@@ -626,8 +992,12 @@ void WorkerService::on_timer() {
         report_has(*torrent, *connection, true);
         request_work(*torrent, *connection, now);
         session.fill_requests(now, !backpressured());
+        if (connection->reading_paused() && download_allowed(*torrent, now)) connection->resume_reading();
+        // Refilled buckets, reads answered or given up: the requests waiting may go now.
+        if (session.has_requests() && !connection->closed()) serve(*torrent, *connection, now);
         connection->flush();
     }
+    uploader_->send_released();
     if (!stopping_) schedule_timer();
 }
 

@@ -1,8 +1,9 @@
 #pragma once
 // The peer_worker process: one io_context on one thread owns the control link, the PUSH
-// socket to the verifier and every peer connection of every torrent, and drives the stage
-// skeleton (core/bus/stage.hpp) from it. It turns orchestrator commands into torrents,
-// connections and leases, and sessions' progress into reports and PieceBatches.
+// socket to the verifier, the DEALER to the writer's reads, the listening socket and every
+// peer connection of every torrent, and drives the stage skeleton (core/bus/stage.hpp) from
+// it. It turns orchestrator commands into torrents, connections, leases, choke decisions and
+// rate limits, and sessions' progress into reports, PieceBatches and uploads.
 #include <cstdint>
 #include <memory>
 #include <set>
@@ -19,10 +20,13 @@
 #include "core/bus/stage.hpp"
 #include "core/units.hpp"
 #include "core/wire.hpp"
+#include "peer_worker/listener.hpp"
 #include "peer_worker/peer_connection.hpp"
 #include "peer_worker/piece_batches.hpp"
 #include "peer_worker/piece_memory.hpp"
+#include "peer_worker/rate_limit.hpp"
 #include "peer_worker/torrent_context.hpp"
+#include "peer_worker/uploader.hpp"
 #include "peer_worker/zmq_watch.hpp"
 
 namespace pw::peer_worker {
@@ -34,6 +38,7 @@ enum class SharedMemory { automatic, on, off };
 struct WorkerOptions {
     std::string control;  // orchestrator's ROUTER
     std::string pieces;   // verifier's PULL
+    std::string reads;    // writer's ROUTER for ReadPiece; empty: no uploads (requests refused)
     std::string name;
     // Connections at once, over every torrent.
     std::uint32_t max_peers = 60;
@@ -44,6 +49,10 @@ struct WorkerOptions {
     std::uint64_t max_piece_bytes = 32ull << 20;
     // automatic: arenas when the verifier is reached over ipc:// (the same machine).
     SharedMemory shared_memory = SharedMemory::automatic;
+    // Whole pieces kept for uploading, over every torrent (the upload cache).
+    std::uint64_t upload_cache_bytes = 16ull << 20;
+    // A peer that has read nothing of what we send for this long is dropped.
+    std::chrono::seconds upload_stall{60};
     bus::Timing timing{};
     bus::CurveConfig curve{};  // CurveZMQ keys; disabled in local mode
     bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none
@@ -88,6 +97,36 @@ private:
     void cancel_piece(TorrentId id, PieceIndex piece);
     void ban(const std::string& ip, const std::string& reason);
     void free_slots(const bus::v1::SlotsFreed& freed);
+    void pieces_available(const bus::Incoming& message);
+    void choke_decision(const bus::v1::ChokeDecision& decision);
+    void rate_budget(const bus::v1::RateBudget& budget);
+
+    // incoming peers
+    void open_listener(std::uint16_t port);
+    void on_incoming(asio::ip::tcp::socket& socket, const asio::ip::tcp::endpoint& remote,
+                     const wire::Handshake& theirs);
+    TorrentContext* torrent_by_info_hash(const Sha1Digest& info_hash);
+    // The session of a new connection of `torrent` to `address`, our allowed-fast set offered.
+    PeerSession make_session(TorrentContext& torrent, const asio::ip::address& address,
+                             Clock::time_point now);
+
+    // uploads
+    void set_up_reads();
+    void drain_reads();
+    bool send_read(bus::v1::Envelope& envelope);
+    void serve(TorrentContext& torrent, PeerConnection& connection, Clock::time_point now);
+    // Every peer with requests waiting: a read came, the buckets refilled.
+    void serve_all(Clock::time_point now);
+    bool on_blocks_done(TorrentContext& torrent, PeerConnection& connection,
+                        std::span<const OutBlock> blocks, bool sent);
+    bool on_read_bytes(TorrentContext& torrent, std::size_t bytes);
+    bool download_allowed(TorrentContext& torrent, Clock::time_point now);
+    // ReadsDone for slots given back, once per turn of the loop.
+    void schedule_released();
+    // PeerStats for the choker: every few seconds, and once per turn for torrents whose
+    // peers' interest changed.
+    void schedule_peer_stats(TorrentContext& torrent);
+    void send_peer_stats(TorrentContext& torrent, Clock::time_point now);
 
     // peers
     void on_handshake(TorrentContext& torrent, PeerConnection& connection);
@@ -131,6 +170,8 @@ private:
     bool drain_posted_ = false;
     bool stopping_ = false;
 
+    // Declared before the torrents: their connections give their blocks back to it.
+    std::unique_ptr<Uploader> uploader_;
     std::unordered_map<TorrentId, std::unique_ptr<TorrentContext>> torrents_;
     std::size_t peer_count_ = 0;  // connections over every torrent, for --max-peers
     std::set<asio::ip::address> banned_;  // in every torrent
@@ -138,6 +179,23 @@ private:
     std::unique_ptr<PieceBatches> batches_;
     bus::v1::Envelope delivered_report_;  // body: pieces_delivered
     std::uint64_t bytes_downloaded_ = 0;
+    std::uint64_t bytes_uploaded_ = 0;
+
+    // --- giving back ---
+    std::unique_ptr<Listener> listener_;
+    // Where a connection of ours found ourselves ("ip:port"): never dialled again.
+    std::set<std::string> self_endpoints_;
+    zmq::socket_t reads_;
+    std::unique_ptr<ZmqWatch> reads_watch_;
+    bool draining_reads_ = false;
+    bool reads_drain_posted_ = false;
+    // The worker's share of the session's limits (RateBudget); the torrents' are theirs.
+    TokenBucket upload_limit_;
+    TokenBucket download_limit_;
+    bool released_posted_ = false;
+    std::set<TorrentId> stats_due_;
+    bool stats_posted_ = false;
+    Clock::time_point next_stats_{};
 };
 
 }  // namespace pw::peer_worker

@@ -1,13 +1,17 @@
-// peer_worker against real libtorrent seeders and against hostile peers on 127.0.0.1. The
-// test plays the orchestrator (control ROUTER: Welcome, the session's torrents, heartbeats,
-// AddPeers, leases) and the verifier (PULL: reads each PieceBatch, from its frames or from
-// the worker's arena, and checks every piece's SHA-1 against its own torrent), and frees
-// arena slots as the verifier and writer would.
+// peer_worker against real libtorrent seeders and leechers and against hostile peers on
+// 127.0.0.1. The test plays the orchestrator (control ROUTER: Welcome with the listen port,
+// the session's torrents and the pieces we have, heartbeats, AddPeers, leases, choke
+// decisions, rate budgets), the verifier (PULL: reads each PieceBatch, from its frames or from
+// the worker's arena, and checks every piece's SHA-1 against its own torrent), and the
+// writer: it frees arena slots as the writer would, and answers the worker's reads (ROUTER:
+// ReadPiece -> PieceRead, as a frame or in a read arena of its own, ReadsDone).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstring>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <future>
@@ -18,6 +22,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -60,6 +65,7 @@ constexpr TorrentId kSecond{2};
 struct TestTorrent {
     std::string path;  // the .torrent
     Torrent torrent;
+    std::string payload;  // the content (one file)
 };
 
 TestTorrent make_test_torrent(const TempDir& dir, const std::string& name, std::uint64_t size,
@@ -68,7 +74,7 @@ TestTorrent make_test_torrent(const TempDir& dir, const std::string& name, std::
     const std::string path = test::make_torrent(payload, piece_bytes, {}, dir / (name + ".torrent"));
     auto torrent = Torrent::parse(test::read_text_file(path));
     if (!torrent) throw std::runtime_error(name + ": " + torrent.error().describe());
-    return TestTorrent{path, std::move(torrent).value()};
+    return TestTorrent{path, std::move(torrent).value(), payload};
 }
 
 // The torrent an envelope from the worker is about; nullopt for those about none.
@@ -82,6 +88,7 @@ std::optional<TorrentId> torrent_of(const v1::Envelope& e) {
         case v1::Envelope::kPiecesDelivered:
             if (e.pieces_delivered().pieces_size() == 0) return std::nullopt;
             return TorrentId{e.pieces_delivered().pieces(0).torrent()};
+        case v1::Envelope::kPeerStats: return TorrentId{e.peer_stats().torrent()};
         default: return std::nullopt;
     }
 }
@@ -89,14 +96,33 @@ std::optional<TorrentId> torrent_of(const v1::Envelope& e) {
 // The orchestrator and the verifier, as far as one worker can tell.
 class FakePipeline {
 public:
-    explicit FakePipeline(const TempDir& dir)
-        : control_endpoint_("ipc://" + dir / "control"),
-          pieces_endpoint_("ipc://" + dir / "pieces"),
-          router_(context_, zmq::socket_type::router), pull_(context_, zmq::socket_type::pull) {
+    // `tag` tells apart the endpoints of several pipelines in one folder.
+    explicit FakePipeline(const TempDir& dir, const std::string& tag = "")
+        : control_endpoint_("ipc://" + dir / ("control" + tag)),
+          pieces_endpoint_("ipc://" + dir / ("pieces" + tag)),
+          reads_endpoint_("ipc://" + dir / ("reads" + tag)),
+          router_(context_, zmq::socket_type::router), pull_(context_, zmq::socket_type::pull),
+          reads_(context_, zmq::socket_type::router) {
         bus::configure(router_);
         bus::configure(pull_);
+        bus::configure(reads_);
         router_.bind(control_endpoint_);
         pull_.bind(pieces_endpoint_);
+        reads_.bind(reads_endpoint_);
+    }
+
+    // The writer's read service (--reads): every message on it goes to `on_read`, which
+    // answers through reads_socket().
+    const std::string& reads_endpoint() const { return reads_endpoint_; }
+    zmq::socket_t& reads_socket() { return reads_; }
+    void on_reads(std::function<void(bus::Incoming&)> handler) { on_read_ = std::move(handler); }
+    // The port the Welcome tells the worker to listen on (0: none).
+    void set_listen_port(std::uint16_t port) { listen_port_ = port; }
+    // What the worker may serve of a torrent, told after its info: every piece, or a bitfield.
+    void set_pieces_available(TorrentId id, std::optional<std::string> bitfield = std::nullopt) {
+        for (Known& known : known_) {
+            if (known.id == id) known.ours = bitfield.value_or(kHaveAll);
+        }
     }
 
     const std::string& control_endpoint() const { return control_endpoint_; }
@@ -110,7 +136,7 @@ public:
     // TorrentInfo unless `with_info` is false), or at once when it was welcomed already.
     void add_torrent(TorrentId id, const Torrent& torrent, bool with_info = true) {
         known_.push_back(Known{id, torrent.info_hash(), torrent.name(),
-                               with_info ? torrent.info_bytes() : std::string()});
+                               with_info ? torrent.info_bytes() : std::string(), std::string()});
         if (welcomed()) tell(known_.back());
     }
 
@@ -135,8 +161,9 @@ public:
             if (done()) return true;
             heartbeat();
             zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
-                                       {pull_.handle(), 0, ZMQ_POLLIN, 0}};
-            zmq::poll(items, 2, 50ms);
+                                       {pull_.handle(), 0, ZMQ_POLLIN, 0},
+                                       {reads_.handle(), 0, ZMQ_POLLIN, 0}};
+            zmq::poll(items, 3, 20ms);
             bus::Incoming in;
             while (bus::receive(router_, true, in) == bus::RecvStatus::ok) {
                 if (in.envelope.has_hello()) {
@@ -152,22 +179,28 @@ public:
                 on_control(in);
             }
             while (bus::receive(pull_, false, in) == bus::RecvStatus::ok) on_piece(in);
+            while (bus::receive(reads_, true, in) == bus::RecvStatus::ok) {
+                if (on_read_) on_read_(in);
+            }
         }
         return done();
     }
 
 private:
+    inline static const std::string kHaveAll = "all";
     struct Known {
         TorrentId id;
         Sha1Digest info_hash;
         std::string name;
         std::string info;  // the info dictionary; empty: not told
+        std::string ours;  // kHaveAll, a bitfield, or empty: no PiecesAvailable
     };
 
     void welcome() {
         v1::Envelope envelope;
         envelope.mutable_welcome()->set_peer_id(kOurPeerId);
         envelope.mutable_welcome()->set_heartbeat_ms(kHeartbeatMs);
+        envelope.mutable_welcome()->set_listen_port(listen_port_);
         send(envelope);
         for (const Known& known : known_) tell(known);
     }
@@ -183,6 +216,17 @@ private:
         v1::Envelope info = bus::torrent_info_message(known.id);
         zmq::message_t frame(known.info.data(), known.info.size());
         send(info, std::span<zmq::message_t>(&frame, 1));
+        if (known.ours.empty()) return;
+        v1::Envelope available;
+        available.mutable_pieces_available()->set_torrent(known.id.get());
+        if (known.ours == kHaveAll) {
+            available.mutable_pieces_available()->set_have_all(true);
+            send(available);
+        } else {
+            available.mutable_pieces_available()->set_bitfield(true);
+            zmq::message_t bits(known.ours.data(), known.ours.size());
+            send(available, std::span<zmq::message_t>(&bits, 1));
+        }
     }
 
     void heartbeat() {
@@ -196,9 +240,13 @@ private:
 
     std::string control_endpoint_;
     std::string pieces_endpoint_;
+    std::string reads_endpoint_;
     zmq::context_t context_;
     zmq::socket_t router_;
     zmq::socket_t pull_;
+    zmq::socket_t reads_;
+    std::function<void(bus::Incoming&)> on_read_;
+    std::uint16_t listen_port_ = 0;
     std::string identity_;
     std::vector<Known> known_;
     v1::Heartbeat last_heartbeat_;
@@ -992,6 +1040,709 @@ TEST(PeerWorker, LeasesCancelsAndBansAgainstAPeerThatNeverSendsBlocks) {
         << worker.log_tail();
     EXPECT_EQ(disconnects[2].second, "banned");
     EXPECT_EQ(disconnects[3].second, "banned");
+    shut_down(pipeline, worker);
+}
+
+// --- uploads ---
+
+Process start_named_worker(const TempDir& dir, const FakePipeline& pipeline, const std::string& name,
+                           std::vector<std::string> extra_args = {}) {
+    std::vector<std::string> argv{test::bin("peer_worker"), "--control", pipeline.control_endpoint(),
+                                  "--pieces", pipeline.pieces_endpoint(), "--name", name,
+                                  "--log-level", "debug"};
+    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+    return Process::start(argv, dir / (name + ".log"));
+}
+
+// The writer's read service as a worker sees it: answers ReadPiece from the torrents' payload
+// files, as a frame, or in a read arena of its own (a slot per read, tagged with the request,
+// given back by ReadsDone). Reads of the pieces in `held` wait until release_held(); those in
+// `failing` get an error, as a piece changed on disk would.
+class FakeReads {
+public:
+    FakeReads(FakePipeline& pipeline, bool arena_mode) : pipeline_(pipeline), arena_mode_(arena_mode) {
+        pipeline.on_reads([this](bus::Incoming& in) { on_message(in); });
+    }
+    void add(TorrentId id, const TestTorrent& t) {
+        torrents_.emplace(id.get(), Served{&t.torrent, test::read_text_file(t.payload)});
+        if (arena_mode_ && arenas_.count(t.torrent.piece_length()) == 0) {
+            arenas_.emplace(t.torrent.piece_length(),
+                            std::make_unique<bus::PieceArena>(t.torrent.piece_length(), kSlots));
+        }
+    }
+    void release_held() {
+        held.clear();
+        for (auto& waiting : waiting_) answer(waiting);
+        waiting_.clear();
+    }
+
+    std::set<std::uint32_t> held;
+    std::set<std::uint32_t> failing;
+    std::size_t reads = 0;       // ReadPiece received
+    std::size_t slots_lent = 0;  // answered in an arena slot
+    std::size_t given_back = 0;  // arena slots given back
+    std::size_t slots_held() const { return holds_.size(); }
+    std::vector<std::string> problems;
+
+private:
+    // As many as the writer lets one worker hold (ReadOptions::per_worker).
+    static constexpr std::uint32_t kSlots = 64;
+    struct Served {
+        const Torrent* torrent;
+        std::string payload;
+    };
+    struct Waiting {
+        std::string identity;
+        v1::ReadPiece read;
+    };
+
+    void on_message(bus::Incoming& in) {
+        const auto& e = in.envelope;
+        if (e.has_reads_done()) {
+            for (const auto request : e.reads_done().requests()) {
+                const auto held_slot = holds_.find(request);
+                if (held_slot == holds_.end()) {
+                    problems.push_back("ReadsDone for request " + std::to_string(request) + ", not held");
+                    continue;
+                }
+                held_slot->second.first->release(held_slot->second.second);
+                holds_.erase(held_slot);
+                ++given_back;
+            }
+            return;
+        }
+        if (!e.has_read_piece()) {
+            problems.push_back("a " + bus::body_name(e) + " on the reads socket");
+            return;
+        }
+        ++reads;
+        Waiting waiting{in.identity, e.read_piece()};
+        if (held.count(e.read_piece().piece()) != 0) {
+            waiting_.push_back(std::move(waiting));
+            return;
+        }
+        answer(waiting);
+    }
+
+    void answer(const Waiting& waiting) {
+        const auto& read = waiting.read;
+        v1::Envelope envelope;
+        auto* out = envelope.mutable_piece_read();
+        out->set_torrent(read.torrent());
+        out->set_piece(read.piece());
+        out->set_request(read.request());
+        const auto served = torrents_.find(read.torrent());
+        if (served == torrents_.end() || read.piece() >= served->second.torrent->piece_count()) {
+            out->set_error("unknown piece");
+            return send(waiting.identity, envelope);
+        }
+        if (failing.count(read.piece()) != 0) {
+            out->set_error("piece " + std::to_string(read.piece()) + " changed on disk");
+            return send(waiting.identity, envelope);
+        }
+        const Torrent& torrent = *served->second.torrent;
+        const PieceIndex piece{read.piece()};
+        const std::uint64_t offset = std::uint64_t{piece.get()} * torrent.piece_length();
+        const std::string_view bytes =
+            std::string_view(served->second.payload).substr(offset, torrent.piece_size(piece));
+        if (!arena_mode_) {
+            zmq::message_t frame(bytes.data(), bytes.size());
+            return send(waiting.identity, envelope, std::span<zmq::message_t>(&frame, 1));
+        }
+        bus::PieceArena& arena = *arenas_.at(torrent.piece_length());
+        const auto slot = arena.acquire(read.request());
+        if (!slot) {
+            out->set_error("busy");
+            return send(waiting.identity, envelope);
+        }
+        std::memcpy(arena.bytes(*slot).data(), bytes.data(), bytes.size());
+        holds_[read.request()] = {&arena, *slot};
+        ++slots_lent;
+        out->mutable_arena()->set_path(arena.info().path);
+        out->mutable_arena()->set_id(arena.info().id);
+        out->mutable_arena()->set_slot_size(arena.info().slot_size);
+        out->mutable_arena()->set_slot_count(arena.info().slot_count);
+        out->set_slot(*slot);
+        send(waiting.identity, envelope);
+    }
+
+    void send(const std::string& identity, v1::Envelope& envelope, std::span<zmq::message_t> frames = {}) {
+        bus::send(pipeline_.reads_socket(), "writer", envelope, frames, &identity);
+    }
+
+    FakePipeline& pipeline_;
+    bool arena_mode_;
+    std::map<std::uint32_t, Served> torrents_;
+    std::map<std::uint32_t, std::unique_ptr<bus::PieceArena>> arenas_;  // by piece length
+    std::map<std::uint64_t, std::pair<bus::PieceArena*, std::uint32_t>> holds_;  // request -> slot
+    std::vector<Waiting> waiting_;
+};
+
+// A libtorrent session downloading one torrent from the workers' port (lt_leecher.py).
+class LtLeecher {
+public:
+    LtLeecher(const TempDir& dir, const TestTorrent& t, std::uint16_t port, const std::string& tag = "leech")
+        : save_dir_(dir / tag) {
+        std::filesystem::create_directories(save_dir_);
+        process_ = Process::start({"/usr/bin/python3", test::helper("lt_leecher.py"), t.path, save_dir_,
+                                   "--peer", "127.0.0.1:" + std::to_string(port), "--timeout", "150"},
+                                  dir / (tag + ".log"));
+    }
+    // True once it exited (see exit_code).
+    bool done() {
+        if (!exit_code_) {
+            const int code = process_.wait_for_exit(0ms);
+            if (code != -1) exit_code_ = code;
+        }
+        return exit_code_.has_value();
+    }
+    int exit_code() const { return exit_code_.value_or(-1); }
+    std::string file(const std::string& name) const { return save_dir_ + "/" + name; }
+    std::string log() const { return process_.log_tail(30); }
+
+private:
+    std::string save_dir_;
+    Process process_;
+    std::optional<int> exit_code_;
+};
+
+// A scripted peer that connects to the worker's port: sends a handshake (fast or not), then
+// whatever the test says, and reads what comes back. Blocking socket, polled with timeouts.
+class RawLeecher {
+public:
+    RawLeecher(std::uint16_t port, const Sha1Digest& info_hash, const std::string& peer_id, bool fast,
+               int receive_buffer = 0) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        if (receive_buffer > 0) {
+            ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+        }
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_port = htons(port);
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (::connect(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+            closed_ = true;
+            return;
+        }
+        sockaddr_in local{};
+        socklen_t length = sizeof local;
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &length);
+        local_port_ = ntohs(local.sin_port);
+        wire::Handshake ours;
+        ours.info_hash = info_hash;
+        std::copy_n(peer_id.begin(), std::min<std::size_t>(20, peer_id.size()), ours.peer_id.begin());
+        if (fast) ours.set_fast();
+        const auto bytes = wire::encode_handshake(ours);
+        send_bytes(std::vector<std::uint8_t>(bytes.begin(), bytes.end()));
+        wire::ParserLimits limits;
+        limits.fast = fast;
+        limits.check_requests = false;  // the worker's rejects echo whatever was asked
+        parser_ = std::make_unique<wire::StreamParser>(limits);
+    }
+    ~RawLeecher() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    RawLeecher(const RawLeecher&) = delete;
+    RawLeecher& operator=(const RawLeecher&) = delete;
+
+    std::string key() const { return bus::peer_key("127.0.0.1", local_port_); }
+    bool closed() const { return closed_; }
+    const std::optional<wire::Handshake>& theirs() const { return theirs_; }
+
+    void send(const wire::Message& message) {
+        std::vector<std::uint8_t> bytes;
+        wire::encode(message, bytes);
+        send_bytes(bytes);
+    }
+    void send_bytes(const std::vector<std::uint8_t>& bytes) {
+        std::size_t sent = 0;
+        while (sent < bytes.size() && !closed_) {
+            const auto n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+            if (n <= 0) {
+                closed_ = true;
+                break;
+            }
+            sent += static_cast<std::size_t>(n);
+        }
+    }
+
+    // Reads until the worker's handshake is in; false when it closed first or time ran out.
+    bool read_handshake(std::chrono::milliseconds timeout) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (!theirs_ && !closed_ && std::chrono::steady_clock::now() < deadline) read_some();
+        return theirs_.has_value();
+    }
+    // Hands each message to `on` until it says true (true), the worker closes (false) or the
+    // time runs out (false).
+    bool read_until(const std::function<bool(const wire::Message&)>& on, std::chrono::milliseconds timeout) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        for (;;) {
+            while (parser_) {
+                auto next = parser_->next();
+                if (!next.ok()) {
+                    problem = next.error().describe();
+                    closed_ = true;
+                    return false;
+                }
+                if (!*next) break;
+                if (on(**next)) return true;
+            }
+            if (closed_ || std::chrono::steady_clock::now() >= deadline) return false;
+            read_some();
+        }
+    }
+    // Reads (and drops) what comes until the worker closes the connection.
+    bool wait_closed(std::chrono::milliseconds timeout) {
+        read_until([](const wire::Message&) { return false; }, timeout);
+        return closed_;
+    }
+
+    std::string problem;
+    // Called while waiting for bytes (instead of sleeping): the test keeps the worker's
+    // orchestrator alive meanwhile.
+    std::function<void()> idle;
+
+private:
+    void read_some() {
+        pollfd item{fd_, POLLIN, 0};
+        if (idle) {
+            if (::poll(&item, 1, 0) <= 0) {
+                idle();
+                if (::poll(&item, 1, 0) <= 0) return;
+            }
+        } else if (::poll(&item, 1, 50) <= 0) {
+            return;
+        }
+        std::uint8_t buffer[65536];
+        const auto n = ::read(fd_, buffer, sizeof buffer);
+        if (n <= 0) {
+            closed_ = true;
+            return;
+        }
+        std::size_t used = 0;
+        while (!theirs_ && used < static_cast<std::size_t>(n)) {
+            handshake_.push_back(buffer[used++]);
+            if (handshake_.size() == wire::kHandshakeSize) {
+                std::array<std::uint8_t, wire::kHandshakeSize> bytes{};
+                std::copy(handshake_.begin(), handshake_.end(), bytes.begin());
+                auto decoded = wire::decode_handshake(bytes);
+                if (!decoded.ok()) {
+                    problem = decoded.error().describe();
+                    closed_ = true;
+                    return;
+                }
+                theirs_ = *decoded;
+            }
+        }
+        if (used < static_cast<std::size_t>(n)) {
+            parser_->append(std::span<const std::uint8_t>(buffer + used, static_cast<std::size_t>(n) - used));
+        }
+    }
+
+    int fd_ = -1;
+    std::uint16_t local_port_ = 0;
+    bool closed_ = false;
+    std::vector<std::uint8_t> handshake_;
+    std::optional<wire::Handshake> theirs_;
+    std::unique_ptr<wire::StreamParser> parser_;
+};
+
+std::string peer_id_for(int n) {
+    std::string id = "-XX0001-lch";
+    id += std::to_string(100000 + n);
+    id.resize(20, 'x');
+    return id;
+}
+
+// Resident memory of a process, from /proc.
+std::uint64_t resident_kib(pid_t pid) {
+    std::istringstream status(test::read_text_file("/proc/" + std::to_string(pid) + "/status"));
+    std::string line;
+    while (std::getline(status, line)) {
+        if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
+    }
+    return 0;
+}
+
+// Waits (pumping) until the worker says it listens on `port`.
+bool wait_listening(FakePipeline& pipeline, std::uint16_t port) {
+    return pipeline.pump(10s, kIgnore, kIgnore,
+                         [&] { return pipeline.last_heartbeat().listen_port() == port; });
+}
+
+// The choker's part, as the tests play it: every incoming peer is unchoked at once, but those
+// named in `keep_choked`.
+struct FakeChoker {
+    explicit FakeChoker(FakePipeline& to) : pipeline(to) {}
+    FakePipeline& pipeline;
+    std::set<std::string> keep_choked;
+    std::set<std::string> incoming;
+    std::map<std::string, std::string> disconnected;  // peer -> reason
+    std::set<std::string> interested;                 // peers PeerStats said are interested
+    std::vector<std::string> problems;
+
+    void operator()(bus::Incoming& in) {
+        const auto& e = in.envelope;
+        if (e.has_peer_connected()) {
+            const auto& connected = e.peer_connected();
+            if (!connected.incoming()) problems.push_back("an outgoing peer: " + connected.peer());
+            incoming.insert(connected.peer());
+            if (keep_choked.count(connected.peer()) == 0) {
+                v1::Envelope decision;
+                decision.mutable_choke_decision()->set_torrent(connected.torrent());
+                decision.mutable_choke_decision()->add_unchoke(connected.peer());
+                pipeline.send(decision);
+            }
+        } else if (e.has_peer_disconnected()) {
+            disconnected[e.peer_disconnected().peer()] = e.peer_disconnected().reason();
+        } else if (e.has_peer_stats()) {
+            for (const auto& peer : e.peer_stats().peers()) {
+                if (peer.interested()) interested.insert(peer.peer());
+            }
+        }
+    }
+};
+
+// How the writer answers reads: "off" as frames, "on" in its read arena.
+class PeerWorkerUpload : public ::testing::TestWithParam<std::string> {};
+
+// A real libtorrent leecher connects to the worker's port and downloads a whole torrent from
+// the worker alone; every byte is the payload's.
+TEST_P(PeerWorkerUpload, ALibtorrentLeecherGetsEveryByteFromTheWorker) {
+    const bool arena_mode = GetParam() == "on";
+    TempDir dir;
+    const TestTorrent t = make_test_torrent(dir, "payload.bin", 40 * 65536 + 12345, 65536, 61);
+    FakePipeline pipeline(dir);
+    const std::uint16_t port = test::free_port();
+    pipeline.set_listen_port(port);
+    pipeline.add_torrent(kFirst, t.torrent);
+    pipeline.set_pieces_available(kFirst);
+    FakeReads reads(pipeline, arena_mode);
+    reads.add(kFirst, t);
+    Process worker = start_worker(dir, pipeline, {"--reads", pipeline.reads_endpoint()});
+    ASSERT_TRUE(welcome_worker(pipeline)) << worker.log_tail();
+    ASSERT_TRUE(wait_listening(pipeline, port)) << worker.log_tail();
+
+    LtLeecher leecher(dir, t, port);
+    FakeChoker choker(pipeline);
+    ASSERT_TRUE(pipeline.pump(150s, std::ref(choker), kIgnore, [&] { return leecher.done(); }))
+        << worker.log_tail() << "\n" << leecher.log();
+    EXPECT_EQ(leecher.exit_code(), 0) << leecher.log() << "\n" << worker.log_tail();
+    EXPECT_TRUE(test::read_text_file(leecher.file("payload.bin")) == test::read_text_file(t.payload))
+        << "the leecher's file differs from the payload";
+    EXPECT_EQ(choker.incoming.size(), 1u);
+    EXPECT_EQ(choker.interested, choker.incoming) << "PeerStats never said the leecher was interested";
+    EXPECT_TRUE(choker.problems.empty()) << choker.problems.front();
+    EXPECT_TRUE(reads.problems.empty()) << reads.problems.front();
+    EXPECT_GT(reads.reads, 0u);
+    // Every payload byte was counted as uploaded, for the torrent and the worker.
+    ASSERT_TRUE(pipeline.pump(5s, std::ref(choker), kIgnore, [&] {
+        const auto& beat = pipeline.last_heartbeat();
+        return beat.bytes_uploaded() >= t.torrent.total_size() && beat.torrents_size() == 1 &&
+               beat.torrents(0).bytes_uploaded() >= t.torrent.total_size();
+    })) << pipeline.last_heartbeat().DebugString();
+    if (arena_mode) {
+        // Each slot goes back once no block uses it (after a short linger).
+        ASSERT_TRUE(pipeline.pump(15s, std::ref(choker), kIgnore, [&] { return reads.slots_held() == 0; }))
+            << reads.slots_held() << " read slots still held\n" << worker.log_tail();
+        EXPECT_EQ(reads.given_back, reads.slots_lent);
+        EXPECT_GT(reads.slots_lent, 0u);
+    }
+    shut_down(pipeline, worker);
+}
+
+INSTANTIATE_TEST_SUITE_P(PeerWorker, PeerWorkerUpload, ::testing::Values("off", "on"),
+                         [](const ::testing::TestParamInfo<std::string>& mode) {
+                             return std::string(mode.param == "on" ? "FromReadArena" : "FromFrames");
+                         });
+
+// Two workers of one host bind the same port (SO_REUSEPORT) and both take connections.
+TEST(PeerWorker, TwoWorkersShareOneListenPort) {
+    TempDir dir;
+    const TestTorrent t = make_test_torrent(dir, "payload.bin", 8 * 65536, 65536, 62);
+    const std::uint16_t port = test::free_port();
+    FakePipeline a(dir, "-a");
+    FakePipeline b(dir, "-b");
+    for (FakePipeline* pipeline : {&a, &b}) {
+        pipeline->set_listen_port(port);
+        pipeline->add_torrent(kFirst, t.torrent);
+        pipeline->set_pieces_available(kFirst);
+    }
+    Process worker_a = start_named_worker(dir, a, "peer_worker-a");
+    Process worker_b = start_named_worker(dir, b, "peer_worker-b");
+    ASSERT_TRUE(welcome_worker(a)) << worker_a.log_tail();
+    ASSERT_TRUE(welcome_worker(b)) << worker_b.log_tail();
+    ASSERT_TRUE(wait_listening(a, port)) << worker_a.log_tail();
+    ASSERT_TRUE(wait_listening(b, port)) << worker_b.log_tail();
+
+    constexpr int kPeers = 24;
+    std::set<std::string> on_a, on_b;
+    const auto count = [](std::set<std::string>& into) {
+        return [&into](bus::Incoming& in) {
+            if (in.envelope.has_peer_connected() && in.envelope.peer_connected().incoming()) {
+                into.insert(in.envelope.peer_connected().peer());
+            }
+        };
+    };
+    std::vector<std::unique_ptr<RawLeecher>> leechers;
+    for (int i = 0; i < kPeers; ++i) {
+        leechers.push_back(std::make_unique<RawLeecher>(port, t.torrent.info_hash(), peer_id_for(i), true));
+        // Pump both while they accept (each answers from its own loop).
+        a.pump(20ms, count(on_a), kIgnore, [] { return false; });
+        b.pump(20ms, count(on_b), kIgnore, [] { return false; });
+    }
+    for (auto& leecher : leechers) {
+        ASSERT_TRUE(leecher->read_handshake(5s)) << leecher->problem << "\n" << worker_a.log_tail() << "\n"
+                                                 << worker_b.log_tail();
+    }
+    for (auto deadline = std::chrono::steady_clock::now() + 10s;
+         on_a.size() + on_b.size() < kPeers && std::chrono::steady_clock::now() < deadline;) {
+        a.pump(50ms, count(on_a), kIgnore, [] { return false; });
+        b.pump(50ms, count(on_b), kIgnore, [] { return false; });
+    }
+    EXPECT_EQ(on_a.size() + on_b.size(), static_cast<std::size_t>(kPeers));
+    EXPECT_GE(on_a.size(), 1u) << "worker a took none of " << kPeers;
+    EXPECT_GE(on_b.size(), 1u) << "worker b took none of " << kPeers;
+    leechers.clear();
+    shut_down(a, worker_a);
+    shut_down(b, worker_b);
+}
+
+// An incoming handshake is matched to its torrent by info-hash; an unknown torrent, our own
+// peer id, a peer id already connected, and a peer over --max-peers are refused (closed).
+TEST(PeerWorker, IncomingHandshakesAreMatchedOrRefused) {
+    TempDir dir;
+    const TestTorrent t = make_test_torrent(dir, "payload.bin", 8 * 65536, 65536, 63);
+    const TestTorrent unknown = make_test_torrent(dir, "other.bin", 8 * 65536, 65536, 64);
+    FakePipeline pipeline(dir);
+    const std::uint16_t port = test::free_port();
+    pipeline.set_listen_port(port);
+    pipeline.add_torrent(kFirst, t.torrent);
+    pipeline.set_pieces_available(kFirst);
+    Process worker = start_worker(dir, pipeline, {"--max-peers", "2"});
+    ASSERT_TRUE(welcome_worker(pipeline)) << worker.log_tail();
+    ASSERT_TRUE(wait_listening(pipeline, port)) << worker.log_tail();
+    FakeChoker choker(pipeline);
+    const auto settle = [&] { pipeline.pump(300ms, std::ref(choker), kIgnore, [] { return false; }); };
+    const auto keep_alive = [&] { pipeline.pump(20ms, std::ref(choker), kIgnore, [] { return false; }); };
+
+    // A torrent not served here.
+    RawLeecher stranger(port, unknown.torrent.info_hash(), peer_id_for(1), true);
+    stranger.idle = keep_alive;
+    EXPECT_FALSE(stranger.read_handshake(5s));
+    EXPECT_TRUE(stranger.closed());
+
+    // Ourselves: our handshake comes back (so a dialling worker of ours learns it), then the end.
+    RawLeecher self(port, t.torrent.info_hash(), kOurPeerId, true);
+    self.idle = keep_alive;
+    ASSERT_TRUE(self.read_handshake(5s));
+    EXPECT_EQ(std::string(self.theirs()->peer_id.begin(), self.theirs()->peer_id.end()), kOurPeerId);
+    EXPECT_TRUE(self.wait_closed(5s));
+
+    // A good one: our handshake (fast bit) and have_all.
+    RawLeecher first(port, t.torrent.info_hash(), peer_id_for(2), true);
+    first.idle = keep_alive;
+    ASSERT_TRUE(first.read_handshake(5s)) << first.problem;
+    EXPECT_TRUE(first.theirs()->supports_fast());
+    EXPECT_TRUE(first.read_until([](const wire::Message& m) { return std::holds_alternative<wire::HaveAll>(m); }, 5s));
+    settle();
+    EXPECT_EQ(choker.incoming, std::set<std::string>{first.key()});
+
+    // The same peer id again.
+    RawLeecher twin(port, t.torrent.info_hash(), peer_id_for(2), true);
+    twin.idle = keep_alive;
+    EXPECT_FALSE(twin.read_handshake(5s));
+    EXPECT_TRUE(twin.closed());
+
+    // A second peer fills --max-peers 2; a third is refused.
+    RawLeecher second(port, t.torrent.info_hash(), peer_id_for(3), false);
+    second.idle = keep_alive;
+    ASSERT_TRUE(second.read_handshake(5s)) << worker.log_tail();
+    EXPECT_TRUE(second.read_until([](const wire::Message& m) { return std::holds_alternative<wire::Bitfield>(m); }, 5s))
+        << "a peer without the fast extension gets a bitfield";
+    RawLeecher third(port, t.torrent.info_hash(), peer_id_for(4), true);
+    third.idle = keep_alive;
+    EXPECT_FALSE(third.read_handshake(5s));
+    EXPECT_TRUE(third.closed());
+    settle();
+    EXPECT_EQ(choker.incoming.size(), 2u);
+    EXPECT_TRUE(worker.running());
+    shut_down(pipeline, worker);
+}
+
+// Hostile leechers, each rejected or dropped as docs/architecture.md says, while an honest
+// libtorrent leecher downloads the whole torrent; the worker's memory stays flat.
+TEST(PeerWorker, HostileLeechersAreRejectedOrDroppedAndTheHonestOneCompletes) {
+    TempDir dir;
+    const TestTorrent a = make_test_torrent(dir, "a.bin", 48 * 65536, 65536, 65);
+    const TestTorrent b = make_test_torrent(dir, "b.bin", 8 * 65536, 65536, 66);
+    FakePipeline pipeline(dir);
+    const std::uint16_t port = test::free_port();
+    pipeline.set_listen_port(port);
+    pipeline.add_torrent(kFirst, a.torrent);
+    pipeline.add_torrent(kSecond, b.torrent);
+    pipeline.set_pieces_available(kFirst);
+    pipeline.set_pieces_available(kSecond, std::string("\xEF", 1));  // all of B but piece 3
+    FakeReads reads(pipeline, false);
+    reads.add(kFirst, a);
+    reads.add(kSecond, b);
+    Process worker = start_worker(dir, pipeline, {"--reads", pipeline.reads_endpoint(), "--upload-cache-mib", "4",
+                                                  "--upload-stall-seconds", "3"});
+    ASSERT_TRUE(welcome_worker(pipeline)) << worker.log_tail();
+    ASSERT_TRUE(wait_listening(pipeline, port)) << worker.log_tail();
+    FakeChoker choker(pipeline);
+    const auto settle = [&](std::chrono::milliseconds time) {
+        pipeline.pump(time, std::ref(choker), kIgnore, [] { return false; });
+    };
+    const std::uint64_t rss_before = resident_kib(worker.pid());
+    const auto unchoked = [](const wire::Message& m) { return std::holds_alternative<wire::Unchoke>(m); };
+    const auto rejected = [](const wire::Message& m) { return std::holds_alternative<wire::RejectRequest>(m); };
+    const auto request = [](std::uint32_t piece, std::uint32_t offset, std::uint32_t length = kBlockSize) {
+        return wire::Request{PieceIndex{piece}, BlockOffset{offset}, BlockLength{length}};
+    };
+    // Connects and waits for the choker's unchoke (pumped meanwhile).
+    const auto connect = [&](const TestTorrent& t, int n, bool fast, bool unchoke = true, int receive_buffer = 0) {
+        auto leecher = std::make_unique<RawLeecher>(port, t.torrent.info_hash(), peer_id_for(n), fast, receive_buffer);
+        leecher->idle = [&] { settle(20ms); };
+        if (!unchoke) choker.keep_choked.insert(leecher->key());
+        EXPECT_TRUE(leecher->read_handshake(5s)) << leecher->problem;
+        leecher->send(wire::Interested{});
+        settle(200ms);
+        if (unchoke) {
+            EXPECT_TRUE(leecher->read_until(unchoked, 5s)) << "no unchoke for " << leecher->key();
+        }
+        return leecher;
+    };
+    const auto dropped_with = [&](const RawLeecher& leecher, const std::string& words) {
+        EXPECT_TRUE(pipeline.pump(10s, std::ref(choker), kIgnore,
+                                  [&] { return choker.disconnected.count(leecher.key()) != 0; }))
+            << leecher.key() << " not dropped\n" << worker.log_tail();
+        EXPECT_NE(choker.disconnected[leecher.key()].find(words), std::string::npos)
+            << choker.disconnected[leecher.key()];
+    };
+
+    LtLeecher honest(dir, a, port);
+
+    // A flood: 501 requests held (their piece's read does not come back yet) drop the peer.
+    reads.held.insert(7);
+    {
+        auto flood = connect(a, 1, true);
+        for (std::uint32_t i = 0; i < 501; ++i) flood->send(request(7, (i % 4) * kBlockSize));
+        dropped_with(*flood, "more than 500");
+        EXPECT_TRUE(flood->wait_closed(5s));
+    }
+    reads.release_held();
+
+    // Pieces we do not have: rejected under the fast extension, dropped without it.
+    {
+        auto missing = connect(b, 2, true);
+        missing->send(request(3, 0));
+        EXPECT_TRUE(missing->read_until(rejected, 5s));
+        auto plain = connect(b, 3, false);
+        plain->send(request(3, 0));
+        dropped_with(*plain, "which we do not have");
+    }
+    // A block outside its piece, and one of 32 KiB: likewise.
+    {
+        auto outside = connect(a, 4, true);
+        outside->send(request(0, 65536 - 100));
+        outside->send(request(0, 0, 32768));
+        int rejects = 0;
+        EXPECT_TRUE(outside->read_until([&](const wire::Message& m) { return rejected(m) && ++rejects == 2; }, 5s));
+        auto plain_outside = connect(a, 5, false);
+        plain_outside->send(request(0, 65536 - 100));
+        dropped_with(*plain_outside, "invalid block");
+        auto plain_long = connect(a, 6, false);
+        plain_long->send(request(0, 0, 32768));
+        dropped_with(*plain_long, "invalid block");
+    }
+    // While choked: rejected, or ignored without the extension (no answer, not dropped); but
+    // the pieces of BEP 6's allowed-fast set for its address are served.
+    {
+        const auto allowed = wire::allowed_fast_set(0x7F000001, a.torrent.info_hash(), a.torrent.piece_count(), 10);
+        std::uint32_t not_allowed = 0;
+        while (std::find(allowed.begin(), allowed.end(), not_allowed) != allowed.end()) ++not_allowed;
+        auto choked = connect(a, 7, true, false);
+        choked->send(request(not_allowed, 0));
+        EXPECT_TRUE(choked->read_until(rejected, 5s));
+        choked->send(request(allowed.front(), kBlockSize));
+        EXPECT_TRUE(choked->read_until([&](const wire::Message& m) {
+            const auto* piece = std::get_if<wire::Piece>(&m);
+            return piece != nullptr && piece->index.get() == allowed.front() && piece->data.size() == kBlockSize;
+        }, 5s)) << "no block of allowed-fast piece " << allowed.front();
+        auto plain_choked = connect(a, 8, false, false);
+        plain_choked->send(request(allowed.front(), 0));
+        bool answered = false;
+        plain_choked->read_until([&](const wire::Message& m) {
+            answered = answered || std::holds_alternative<wire::Piece>(m);
+            return false;
+        }, 1s);
+        EXPECT_FALSE(answered);
+        EXPECT_FALSE(plain_choked->closed());
+        EXPECT_EQ(choker.disconnected.count(plain_choked->key()), 0u);
+    }
+    // One that never reads what we send: dropped once nothing is written for 3 s.
+    {
+        auto deaf = connect(a, 9, true, true, 4096);
+        for (std::uint32_t i = 0; i < 480; ++i) deaf->send(request(i % 48, (i / 48 % 4) * kBlockSize));
+        dropped_with(*deaf, "not reading what we send");
+    }
+    // The honest one completes, byte for byte.
+    ASSERT_TRUE(pipeline.pump(150s, std::ref(choker), kIgnore, [&] { return honest.done(); }))
+        << worker.log_tail() << "\n" << honest.log();
+    EXPECT_EQ(honest.exit_code(), 0) << honest.log();
+    EXPECT_TRUE(test::read_text_file(honest.file("a.bin")) == test::read_text_file(a.payload));
+    EXPECT_TRUE(reads.problems.empty()) << reads.problems.front();
+    // Memory stayed flat: the upload cache (4 MiB) and per-peer queues are bounded.
+    const std::uint64_t rss_after = resident_kib(worker.pid());
+    EXPECT_LT(rss_after, rss_before + 16 * 1024) << rss_before << " KiB before, " << rss_after << " after";
+    EXPECT_TRUE(worker.running());
+    shut_down(pipeline, worker);
+}
+
+// RateBudget: an upload share of 512 KiB/s holds within 10% over the download, measured from
+// the worker's own counters (its heartbeats), not from the client's speed.
+TEST(PeerWorker, AnUploadBudgetHoldsTheRate) {
+    TempDir dir;
+    const TestTorrent t = make_test_torrent(dir, "payload.bin", 128 * 65536, 65536, 67);
+    FakePipeline pipeline(dir);
+    const std::uint16_t port = test::free_port();
+    pipeline.set_listen_port(port);
+    pipeline.add_torrent(kFirst, t.torrent);
+    pipeline.set_pieces_available(kFirst);
+    FakeReads reads(pipeline, false);
+    reads.add(kFirst, t);
+    Process worker = start_worker(dir, pipeline, {"--reads", pipeline.reads_endpoint()});
+    ASSERT_TRUE(welcome_worker(pipeline)) << worker.log_tail();
+    ASSERT_TRUE(wait_listening(pipeline, port)) << worker.log_tail();
+    constexpr std::uint64_t kRate = 512 * 1024;
+    v1::Envelope budget;
+    budget.mutable_rate_budget()->set_upload_bytes_per_s(kRate);
+    pipeline.send(budget);
+
+    LtLeecher leecher(dir, t, port);
+    FakeChoker choker(pipeline);
+    std::vector<std::pair<std::chrono::steady_clock::time_point, std::uint64_t>> samples;
+    std::size_t beats = 0;
+    ASSERT_TRUE(pipeline.pump(150s, std::ref(choker), kIgnore, [&] {
+        if (pipeline.heartbeats() != beats) {
+            beats = pipeline.heartbeats();
+            samples.emplace_back(std::chrono::steady_clock::now(), pipeline.last_heartbeat().bytes_uploaded());
+        }
+        return leecher.done();
+    })) << worker.log_tail() << "\n" << leecher.log();
+    EXPECT_EQ(leecher.exit_code(), 0) << leecher.log();
+    // From the first MiB to the seventh: past the bucket's initial burst, before the end.
+    const auto first_past = [&](std::uint64_t bytes) {
+        return std::find_if(samples.begin(), samples.end(), [&](const auto& s) { return s.second >= bytes; });
+    };
+    const auto from = first_past(1u << 20);
+    const auto to = first_past(7u << 20);
+    ASSERT_TRUE(from != samples.end() && to != samples.end());
+    const double seconds = std::chrono::duration<double>(to->first - from->first).count();
+    const double rate = static_cast<double>(to->second - from->second) / seconds;
+    EXPECT_GE(rate, 0.9 * kRate) << rate << " B/s over " << seconds << " s";
+    EXPECT_LE(rate, 1.1 * kRate) << rate << " B/s over " << seconds << " s";
     shut_down(pipeline, worker);
 }
 

@@ -1,5 +1,6 @@
-// The peer worker's parts without peers or sockets: the session state machine, piece
-// assembly, where pieces live (arena slots or buffers), batching and pipeline sizing.
+// The peer worker's parts without peers or sockets: the session state machine (downloading
+// and uploading, the fast extension), piece assembly, where pieces live (arena slots or
+// buffers), batching, pipeline sizing, the upload cache and the rate limits.
 #include <sys/stat.h>
 
 #include <gtest/gtest.h>
@@ -8,11 +9,15 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "core/wire.hpp"
+#include "peer_worker/local_pieces.hpp"
 #include "peer_worker/peer_session.hpp"
+#include "peer_worker/rate_limit.hpp"
+#include "peer_worker/upload_cache.hpp"
 #include "peer_worker/piece_assembly.hpp"
 #include "peer_worker/piece_batches.hpp"
 #include "peer_worker/piece_memory.hpp"
@@ -35,11 +40,36 @@ wire::PeerId id_of(std::uint8_t fill) {
     return id;
 }
 
-// Decodes everything a session queued for the peer.
-std::vector<wire::Message> sent_messages(PeerSession& session) {
-    wire::StreamParser parser(wire::ParserLimits{});
-    parser.append(session.outgoing());
+// The bytes a connection would write: the control bytes with each queued block's data
+// gathered in after its header. Both queues are emptied (the blocks count as sent).
+std::vector<std::uint8_t> take_wire_bytes(PeerSession& session) {
+    std::vector<std::uint8_t> stream;
+    const auto& control = session.outgoing();
+    std::size_t from = 0;
+    std::uint64_t bytes = 0;
+    for (const OutBlock& block : session.out_blocks()) {
+        stream.insert(stream.end(), control.begin() + static_cast<std::ptrdiff_t>(from),
+                      control.begin() + static_cast<std::ptrdiff_t>(block.at));
+        stream.insert(stream.end(), block.data.begin(), block.data.end());
+        bytes += block.data.size();
+        from = block.at;
+    }
+    stream.insert(stream.end(), control.begin() + static_cast<std::ptrdiff_t>(from), control.end());
+    session.blocks_done(static_cast<std::uint32_t>(session.out_blocks().size()), bytes, true);
+    session.out_blocks().clear();
     session.outgoing().clear();
+    return stream;
+}
+
+// Decodes everything a session queued for the peer. Bitfield and piece views stay valid
+// until the next call.
+std::vector<wire::Message> sent_messages(PeerSession& session) {
+    wire::ParserLimits limits;
+    limits.fast = true;  // BEP 6 messages are ours to send when the peer set the bit
+    static std::unique_ptr<wire::StreamParser> kept;
+    kept = std::make_unique<wire::StreamParser>(limits);
+    wire::StreamParser& parser = *kept;
+    parser.append(take_wire_bytes(session));
     std::vector<wire::Message> out;
     for (;;) {
         auto next = parser.next();
@@ -88,7 +118,7 @@ protected:
     }
 };
 
-TEST_F(SessionTest, HandshakeSendsOursWithZeroReservedBits) {
+TEST_F(SessionTest, HandshakeSendsOursWithTheFastBitOnly) {
     session.send_handshake(t0);
     ASSERT_EQ(session.outgoing().size(), wire::kHandshakeSize);
     std::array<std::uint8_t, wire::kHandshakeSize> bytes{};
@@ -97,7 +127,8 @@ TEST_F(SessionTest, HandshakeSendsOursWithZeroReservedBits) {
     ASSERT_TRUE(decoded.ok());
     EXPECT_EQ(decoded->info_hash, digest_of(0xAB));
     EXPECT_EQ(decoded->peer_id, id_of(1));
-    EXPECT_EQ(decoded->reserved, (std::array<std::uint8_t, 8>{}));
+    // BEP 6 only; the DHT and extension-protocol bits wait for their own issues.
+    EXPECT_EQ(decoded->reserved, (std::array<std::uint8_t, 8>{0, 0, 0, 0, 0, 0, 0, 0x04}));
 }
 
 TEST_F(SessionTest, HandshakeRejectsOtherTorrentAndOurselves) {
@@ -424,12 +455,593 @@ TEST_F(SessionTest, StallAndKeepAlive) {
     EXPECT_EQ(only<wire::KeepAlive>(sent_messages(session)).size(), 1u);
 }
 
-TEST_F(SessionTest, RequestsFromPeersAreIgnoredWhileWeDoNotSeed) {
+TEST_F(SessionTest, APeerWithoutTheFastExtensionAskingForWhatWeNeverHadIsDropped) {
     handshake();
     ASSERT_TRUE(deliver(wire::Interested{}, t0).ok());
     EXPECT_TRUE(session.peer_interested());
-    ASSERT_TRUE(deliver(wire::Request{PieceIndex{0}, BlockOffset{0}, BlockLength{kBlockSize}}, t0).ok());
+    auto dropped = deliver(wire::Request{PieceIndex{0}, BlockOffset{0}, BlockLength{kBlockSize}}, t0);
+    ASSERT_FALSE(dropped.ok());
+    EXPECT_NE(dropped.error().message.find("which we do not have"), std::string::npos);
     EXPECT_TRUE(session.outgoing().empty());
+}
+
+// --- uploading ---
+
+// 10 pieces of 64 KiB (the last 40 000 bytes); `ours` is what the orchestrator says we have.
+class UploadTest : public ::testing::Test {
+protected:
+    static constexpr std::uint64_t kTotal = 9ull * 65536 + 40000;
+    PieceGeometry geometry{kTotal, 65536};
+    LocalPieces ours{10};
+    Clock::time_point t0 = Clock::now();
+    std::unique_ptr<PeerSession> session;
+
+    void connect(bool fast, std::vector<std::uint32_t> offered = {}, SessionLimits limits = {}) {
+        session = std::make_unique<PeerSession>(geometry, digest_of(0xAB), id_of(1), t0, limits, &ours);
+        if (!offered.empty()) session->offer_allowed_fast(std::move(offered));
+        wire::Handshake theirs;
+        theirs.info_hash = digest_of(0xAB);
+        theirs.peer_id = id_of(2);
+        if (fast) theirs.set_fast();
+        ASSERT_TRUE(session->on_handshake(theirs, t0).ok());
+    }
+    std::vector<wire::Message> sent() { return sent_messages(*session); }
+    Status deliver(const wire::Message& m) { return session->on_message(m, t0); }
+    static wire::Request block(std::uint32_t piece, std::uint32_t offset = 0,
+                               std::uint32_t length = kBlockSize) {
+        return wire::Request{PieceIndex{piece}, BlockOffset{offset}, BlockLength{length}};
+    }
+    void own(std::initializer_list<std::uint32_t> pieces) {
+        for (const auto piece : pieces) ours.add(PieceIndex{piece});
+    }
+};
+
+TEST_F(UploadTest, TheFirstMessageSaysWhatWeHave) {
+    connect(true);  // nothing yet
+    auto first = sent();
+    ASSERT_EQ(first.size(), 1u);
+    EXPECT_TRUE(std::holds_alternative<wire::HaveNone>(first[0]));
+
+    connect(false);  // BEP 3 lets a bitfield of nothing be left out
+    EXPECT_TRUE(sent().empty());
+
+    own({0, 9});
+    connect(true);
+    auto some = only<wire::Bitfield>(sent());
+    ASSERT_EQ(some.size(), 1u);
+    EXPECT_EQ(std::vector<std::uint8_t>(some[0].bits.begin(), some[0].bits.end()),
+              (std::vector<std::uint8_t>{0x80, 0x40}));
+
+    ours.set_all();
+    connect(true);
+    auto all = sent();
+    ASSERT_EQ(all.size(), 1u);
+    EXPECT_TRUE(std::holds_alternative<wire::HaveAll>(all[0]));
+    connect(false);
+    auto all_as_bits = only<wire::Bitfield>(sent());
+    ASSERT_EQ(all_as_bits.size(), 1u);
+    EXPECT_EQ(std::vector<std::uint8_t>(all_as_bits[0].bits.begin(), all_as_bits[0].bits.end()),
+              (std::vector<std::uint8_t>{0xFF, 0xC0}));
+}
+
+TEST_F(UploadTest, EveryNewPieceIsAHaveButForPeersThatHaveIt) {
+    connect(false);
+    ASSERT_TRUE(deliver(wire::Have{PieceIndex{3}}).ok());
+    sent();
+    own({2, 3});
+    session->on_local_piece(PieceIndex{2}, t0);
+    session->on_local_piece(PieceIndex{3}, t0);  // it has it: no have
+    session->on_local_piece(PieceIndex{2}, t0);  // told once
+    auto haves = only<wire::Have>(sent());
+    ASSERT_EQ(haves.size(), 1u);
+    EXPECT_EQ(haves[0].index, PieceIndex{2});
+}
+
+TEST_F(UploadTest, HavesHeldBackWhileTheQueueIsFullGoLaterOnce) {
+    SessionLimits limits;
+    limits.have_backlog = 20;  // two haves and a bit
+    connect(false, {}, limits);
+    for (std::uint32_t piece = 0; piece < 10; ++piece) {
+        ours.add(PieceIndex{piece});
+        session->on_local_piece(PieceIndex{piece}, t0);
+    }
+    auto first = only<wire::Have>(sent());
+    EXPECT_EQ(first.size(), 3u);
+    std::set<std::uint32_t> told;
+    for (const auto& have : first) told.insert(have.index.get());
+    for (int tick = 0; tick < 10 && told.size() < 10; ++tick) {
+        session->on_tick(t0 + std::chrono::milliseconds(100 * (tick + 1)));
+        for (const auto& have : only<wire::Have>(sent())) {
+            EXPECT_TRUE(told.insert(have.index.get()).second) << "piece " << have.index.get() << " twice";
+        }
+    }
+    EXPECT_EQ(told.size(), 10u);
+}
+
+TEST_F(UploadTest, InterestIsTruthfulBothWays) {
+    connect(true);
+    sent();
+    std::vector<std::uint8_t> bits{0b1100'0000, 0};
+    ASSERT_TRUE(deliver(wire::Bitfield{bits}).ok());
+    EXPECT_EQ(only<wire::Interested>(sent()).size(), 1u);
+    own({0});
+    session->on_local_piece(PieceIndex{0}, t0);
+    EXPECT_TRUE(session->am_interested());  // it still has piece 1
+    own({1});
+    session->on_local_piece(PieceIndex{1}, t0);
+    EXPECT_FALSE(session->am_interested());
+    EXPECT_EQ(only<wire::NotInterested>(sent()).size(), 1u);
+    EXPECT_EQ(session->pieces_wanted(t0), 0u);  // nothing to ask the orchestrator for
+    ASSERT_TRUE(deliver(wire::Have{PieceIndex{5}}).ok());
+    EXPECT_TRUE(session->am_interested());
+    EXPECT_EQ(only<wire::Interested>(sent()).size(), 1u);
+
+    // Its interest in us, and whether it changed since the choker last heard.
+    EXPECT_FALSE(session->take_interest_changed());
+    ASSERT_TRUE(deliver(wire::Interested{}).ok());
+    EXPECT_TRUE(session->peer_interested());
+    EXPECT_TRUE(session->take_interest_changed());
+    ASSERT_TRUE(deliver(wire::Interested{}).ok());
+    EXPECT_FALSE(session->take_interest_changed());
+    ASSERT_TRUE(deliver(wire::NotInterested{}).ok());
+    EXPECT_TRUE(session->take_interest_changed());
+    EXPECT_FALSE(session->figures(t0).interested);
+}
+
+TEST_F(UploadTest, ItStartsChokedAndTheChokerDecides) {
+    own({0, 1});
+    connect(true);
+    sent();
+    EXPECT_TRUE(session->am_choking());
+    session->set_choking(false, t0);
+    EXPECT_EQ(only<wire::Unchoke>(sent()).size(), 1u);
+    session->set_choking(false, t0);
+    EXPECT_TRUE(sent().empty());
+    ASSERT_TRUE(deliver(block(0)).ok());
+    ASSERT_TRUE(deliver(block(1, kBlockSize)).ok());
+    EXPECT_EQ(session->requests_queued(), 2u);
+    // Choked: its requests go, each rejected (BEP 6).
+    session->set_choking(true, t0);
+    const auto messages = sent();
+    ASSERT_EQ(messages.size(), 3u);
+    EXPECT_TRUE(std::holds_alternative<wire::Choke>(messages[0]));
+    const auto rejects = only<wire::RejectRequest>(messages);
+    ASSERT_EQ(rejects.size(), 2u);
+    EXPECT_EQ(rejects[1].index, PieceIndex{1});
+    EXPECT_EQ(rejects[1].offset, BlockOffset{kBlockSize});
+    EXPECT_EQ(session->requests_queued(), 0u);
+    EXPECT_TRUE(session->figures(t0).choked);
+
+    // Without the extension they go without a word.
+    connect(false);
+    session->set_choking(false, t0);
+    ASSERT_TRUE(deliver(block(0)).ok());
+    sent();
+    session->set_choking(true, t0);
+    EXPECT_EQ(sent().size(), 1u);  // the choke
+    EXPECT_EQ(session->requests_queued(), 0u);
+}
+
+TEST_F(UploadTest, OnlyPiecesWeHaveAreServedAndOnlyToUnchokedPeers) {
+    own({0, 1, 2});
+    connect(true);
+    session->set_choking(false, t0);
+    sent();
+    ASSERT_TRUE(deliver(block(1, kBlockSize)).ok());
+    ASSERT_TRUE(deliver(block(9, 0, 40000 - 2 * kBlockSize)).ok());  // not ours: rejected
+    ASSERT_EQ(session->requests_queued(), 1u);
+    EXPECT_EQ(session->next_request().index, PieceIndex{1});
+    EXPECT_EQ(session->next_request().offset, BlockOffset{kBlockSize});
+    const auto rejects = only<wire::RejectRequest>(sent());
+    ASSERT_EQ(rejects.size(), 1u);
+    EXPECT_EQ(rejects[0].index, PieceIndex{9});
+
+    // The block answering it goes between the control bytes, from where its data lies.
+    const std::vector<std::uint8_t> piece(65536, 0x5A);
+    const auto request = session->next_request();
+    session->queue_block(request, std::span(piece).subspan(request.offset.get(), request.length.get()),
+                         nullptr, t0);
+    session->pop_request();
+    session->set_choking(true, t0);  // after the block: the block still leaves first
+    EXPECT_EQ(session->blocks_queued(), 1u);
+    EXPECT_EQ(session->block_bytes_queued(), kBlockSize);
+    const auto messages = sent();
+    ASSERT_EQ(messages.size(), 2u);
+    const auto* data = std::get_if<wire::Piece>(&messages[0]);
+    ASSERT_NE(data, nullptr);
+    EXPECT_EQ(data->index, PieceIndex{1});
+    EXPECT_EQ(data->offset, BlockOffset{kBlockSize});
+    EXPECT_EQ(data->data.size(), kBlockSize);
+    EXPECT_TRUE(std::holds_alternative<wire::Choke>(messages[1]));
+    EXPECT_EQ(session->uploaded(), kBlockSize);
+    EXPECT_EQ(session->blocks_queued(), 0u);
+    EXPECT_EQ(session->block_bytes_queued(), 0u);
+}
+
+TEST_F(UploadTest, BadRequestsAreRejectedUnderTheFastExtension) {
+    own({0, 9});
+    connect(true);
+    session->set_choking(false, t0);
+    sent();
+    const std::vector<wire::Request> bad{
+        block(0, 65536 - 100),               // runs past the piece
+        block(9, kBlockSize * 2, kBlockSize),  // past the short last piece
+        block(0, 0, 32768),                  // longer than 16 KiB
+        block(0, 0, 0),                      // empty
+        block(10),                           // no such piece
+        block(4),                            // not ours
+    };
+    for (const auto& request : bad) ASSERT_TRUE(deliver(request).ok());
+    EXPECT_EQ(session->requests_queued(), 0u);
+    // Each answered with a reject naming it as asked (our own parser would refuse rejects of
+    // blocks that cannot be, so the bytes are read here by hand).
+    const auto bytes = take_wire_bytes(*session);
+    ASSERT_EQ(bytes.size(), bad.size() * 17);
+    for (std::size_t i = 0; i < bad.size(); ++i) {
+        EXPECT_EQ(bytes[i * 17 + 3], 13);
+        EXPECT_EQ(bytes[i * 17 + 4], 0x10);
+        EXPECT_EQ(bytes[i * 17 + 8], static_cast<std::uint8_t>(bad[i].index.get()));
+    }
+    EXPECT_EQ(session->rejects_sent(), bad.size());
+}
+
+TEST_F(UploadTest, BadRequestsDropAPeerWithoutIt) {
+    own({0, 9});
+    for (const auto& [request, reason] : std::vector<std::pair<wire::Request, std::string>>{
+             {block(0, 65536 - 100), "invalid block"},
+             {block(0, 0, 32768), "invalid block"},
+             {block(10), "invalid block"},
+             {block(4), "which we do not have"}}) {
+        connect(false);
+        session->set_choking(false, t0);
+        auto dropped = deliver(request);
+        ASSERT_FALSE(dropped.ok());
+        EXPECT_NE(dropped.error().message.find(reason), std::string::npos) << dropped.error().message;
+    }
+}
+
+TEST_F(UploadTest, RequestsWhileChokedAreRejectedOrIgnored) {
+    own({0});
+    connect(true);
+    sent();
+    ASSERT_TRUE(deliver(block(0)).ok());
+    EXPECT_EQ(session->requests_queued(), 0u);
+    EXPECT_EQ(only<wire::RejectRequest>(sent()).size(), 1u);
+
+    connect(false);
+    sent();
+    ASSERT_TRUE(deliver(block(0)).ok());  // BEP 3: a request racing our choke is no offence
+    EXPECT_EQ(session->requests_queued(), 0u);
+    EXPECT_TRUE(sent().empty());
+}
+
+TEST_F(UploadTest, OurAllowedFastSetIsOfferedAndHonoured) {
+    own({2});
+    connect(true, {2, 5});
+    auto first = sent();
+    auto offered = only<wire::AllowedFast>(first);
+    ASSERT_EQ(offered.size(), 1u);  // only what we have
+    EXPECT_EQ(offered[0].index, PieceIndex{2});
+    own({5});
+    session->on_local_piece(PieceIndex{5}, t0);
+    auto later = sent();
+    ASSERT_EQ(only<wire::AllowedFast>(later).size(), 1u);
+    EXPECT_EQ(only<wire::AllowedFast>(later)[0].index, PieceIndex{5});
+    EXPECT_EQ(only<wire::Have>(later).size(), 1u);
+
+    // Choked, it may still have those two.
+    ASSERT_TRUE(deliver(block(2)).ok());
+    ASSERT_TRUE(deliver(block(5)).ok());
+    own({3});
+    session->on_local_piece(PieceIndex{3}, t0);
+    ASSERT_TRUE(deliver(block(3)).ok());
+    EXPECT_EQ(session->requests_queued(), 2u);
+    EXPECT_EQ(only<wire::RejectRequest>(sent()).size(), 1u);
+    // A choke keeps them too.
+    session->set_choking(false, t0);
+    ASSERT_TRUE(deliver(block(3)).ok());
+    session->set_choking(true, t0);
+    EXPECT_EQ(session->requests_queued(), 2u);
+    const auto rejects = only<wire::RejectRequest>(sent());
+    ASSERT_EQ(rejects.size(), 1u);
+    EXPECT_EQ(rejects[0].index, PieceIndex{3});
+
+    // No set for a peer without the extension.
+    connect(false, {2, 5});
+    EXPECT_TRUE(only<wire::AllowedFast>(sent()).empty());
+}
+
+TEST_F(UploadTest, AFloodOfRequestsDropsThePeer) {
+    ours.set_all();
+    connect(true);
+    session->set_choking(false, t0);
+    for (std::uint32_t i = 0; i < 500; ++i) {
+        ASSERT_TRUE(deliver(block(i % 9, (i / 9 % 4) * kBlockSize)).ok()) << i;
+    }
+    EXPECT_EQ(session->requests_queued(), 500u);
+    auto dropped = deliver(block(0));
+    ASSERT_FALSE(dropped.ok());
+    EXPECT_NE(dropped.error().message.find("more than 500"), std::string::npos) << dropped.error().message;
+    // Served ones make room again.
+    session->pop_request();
+    EXPECT_TRUE(deliver(block(0)).ok());
+}
+
+TEST_F(UploadTest, CancelTakesAQueuedRequestBack) {
+    ours.set_all();
+    connect(true);
+    session->set_choking(false, t0);
+    sent();
+    ASSERT_TRUE(deliver(block(0)).ok());
+    ASSERT_TRUE(deliver(block(1)).ok());
+    ASSERT_TRUE(deliver(block(2)).ok());
+    ASSERT_TRUE(deliver(wire::Cancel{PieceIndex{1}, BlockOffset{0}, BlockLength{kBlockSize}}).ok());
+    ASSERT_TRUE(deliver(wire::Cancel{PieceIndex{7}, BlockOffset{0}, BlockLength{kBlockSize}}).ok());  // not queued
+    ASSERT_EQ(session->requests_queued(), 2u);
+    EXPECT_EQ(session->next_request().index, PieceIndex{0});
+    session->pop_request();
+    EXPECT_EQ(session->next_request().index, PieceIndex{2});
+    // BEP 6: a cancelled request is answered, with a reject.
+    const auto rejects = only<wire::RejectRequest>(sent());
+    ASSERT_EQ(rejects.size(), 1u);
+    EXPECT_EQ(rejects[0].index, PieceIndex{1});
+}
+
+TEST_F(UploadTest, ReadFailuresAndLostPiecesRefuseTheirRequests) {
+    own({0, 1});
+    connect(true);
+    session->set_choking(false, t0);
+    sent();
+    ASSERT_TRUE(deliver(block(0)).ok());
+    ASSERT_TRUE(deliver(block(1)).ok());
+    ASSERT_TRUE(deliver(block(0, kBlockSize)).ok());
+    session->refuse_requests_for(PieceIndex{0}, t0);
+    EXPECT_EQ(session->requests_queued(), 1u);
+    EXPECT_EQ(only<wire::RejectRequest>(sent()).size(), 2u);
+    session->refuse_request(t0);
+    EXPECT_EQ(session->requests_queued(), 0u);
+    EXPECT_EQ(only<wire::RejectRequest>(sent()).size(), 1u);
+
+    // Without the extension a piece announced and lost since is no offence: ignored.
+    connect(false);
+    session->set_choking(false, t0);
+    ours.set_none();
+    session->on_local_reset(t0);
+    ASSERT_TRUE(deliver(block(0)).ok());
+    EXPECT_EQ(session->requests_queued(), 0u);
+}
+
+TEST_F(UploadTest, SnubbedWhenItUnchokedUsAndSentNothingForAMinute) {
+    SessionLimits limits;
+    limits.stall_timeout = std::chrono::hours(1);  // the worker would drop it sooner
+    connect(true, {}, limits);
+    ASSERT_TRUE(deliver(wire::HaveAll{}).ok());
+    ASSERT_TRUE(deliver(wire::Unchoke{}).ok());
+    ASSERT_TRUE(session->add_lease(PieceIndex{0}, 1, PieceDestination::owned(65536)));
+    session->fill_requests(t0, true);
+    EXPECT_FALSE(session->snubbed(t0 + 59s));
+    EXPECT_TRUE(session->snubbed(t0 + 61s));
+    EXPECT_TRUE(session->figures(t0 + 61s).snubbed);
+    EXPECT_TRUE(session->figures(t0).seed);
+    ASSERT_TRUE(session->on_message(wire::Choke{}, t0 + 62s).ok());
+    EXPECT_FALSE(session->snubbed(t0 + 62s));
+}
+
+TEST_F(UploadTest, HaveAllAndHaveNoneFromThePeer) {
+    connect(true);
+    ASSERT_TRUE(deliver(wire::HaveAll{}).ok());
+    EXPECT_TRUE(session->peer_is_seed());
+    EXPECT_TRUE(session->am_interested());
+    auto report = session->take_has_report(true);
+    ASSERT_TRUE(report.has_value());
+    EXPECT_TRUE(report->have_all);
+    EXPECT_FALSE(deliver(wire::HaveNone{}).ok());  // a second availability message
+
+    connect(true);
+    ASSERT_TRUE(deliver(wire::HaveNone{}).ok());
+    EXPECT_FALSE(session->am_interested());
+    ASSERT_TRUE(deliver(wire::Have{PieceIndex{4}}).ok());
+    EXPECT_TRUE(session->am_interested());
+    std::vector<std::uint8_t> bits{0xFF, 0xC0};
+    EXPECT_FALSE(deliver(wire::Bitfield{bits}).ok());
+}
+
+// Downloading from a fast peer: what it allows us while choked, and its rejects.
+TEST_F(UploadTest, TheirAllowedFastPiecesAndTheirRejects) {
+    connect(true);
+    ASSERT_TRUE(deliver(wire::HaveAll{}).ok());
+    ASSERT_TRUE(deliver(wire::AllowedFast{PieceIndex{0}}).ok());
+    ASSERT_TRUE(deliver(wire::SuggestPiece{PieceIndex{3}}).ok());  // taken, and ignored
+    ASSERT_TRUE(deliver(wire::Unchoke{}).ok());
+    ASSERT_TRUE(session->add_lease(PieceIndex{0}, 10, PieceDestination::owned(65536)));
+    ASSERT_TRUE(session->add_lease(PieceIndex{1}, 11, PieceDestination::owned(65536)));
+    session->fill_requests(t0, true);
+    sent();
+    EXPECT_EQ(session->requests_outstanding(), 8u);
+    // Choked: piece 1's requests are void, piece 0's stand.
+    ASSERT_TRUE(deliver(wire::Choke{}).ok());
+    EXPECT_EQ(session->requests_outstanding(), 4u);
+    session->fill_requests(t0, true);
+    EXPECT_TRUE(only<wire::Request>(sent()).empty());  // nothing of piece 1 while choked
+    // It rejects one of piece 0 after all: not asked again while choked.
+    ASSERT_TRUE(deliver(wire::RejectRequest{PieceIndex{0}, BlockOffset{0}, BlockLength{kBlockSize}}).ok());
+    EXPECT_EQ(session->requests_outstanding(), 3u);
+    EXPECT_TRUE(session->allowed_by_peer().empty());
+    // A reject for something not outstanding changes nothing.
+    ASSERT_TRUE(deliver(wire::RejectRequest{PieceIndex{1}, BlockOffset{0}, BlockLength{kBlockSize}}).ok());
+    EXPECT_EQ(session->requests_outstanding(), 3u);
+    // Unchoked, piece 1 is asked for again; a reject now gives its lease back.
+    ASSERT_TRUE(deliver(wire::Unchoke{}).ok());
+    session->fill_requests(t0, true);
+    const auto requests = only<wire::Request>(sent());
+    EXPECT_EQ(requests.size(), 5u);  // piece 0's first block and piece 1's four
+    ASSERT_TRUE(deliver(wire::RejectRequest{PieceIndex{1}, BlockOffset{kBlockSize}, BlockLength{kBlockSize}}).ok());
+    EXPECT_EQ(session->rejected_leases(), (std::vector<std::uint64_t>{11}));
+    EXPECT_EQ(only<wire::Cancel>(sent()).size(), 3u);  // its other requests
+    EXPECT_EQ(session->lease_count(), 1u);
+    EXPECT_EQ(session->requests_outstanding(), 4u);
+}
+
+TEST(RequestQueueTest, ARingThatKeepsOrderWhenItemsLeaveFromTheMiddle) {
+    RequestQueue queue(4);
+    const auto request = [](std::uint32_t piece) {
+        return wire::Request{PieceIndex{piece}, BlockOffset{0}, BlockLength{1}};
+    };
+    for (std::uint32_t i = 0; i < 4; ++i) EXPECT_TRUE(queue.push(request(i)));
+    EXPECT_FALSE(queue.push(request(9)));
+    queue.pop();
+    queue.pop();
+    EXPECT_TRUE(queue.push(request(4)));
+    EXPECT_TRUE(queue.push(request(5)));  // wrapped around
+    std::vector<std::uint32_t> removed;
+    queue.remove_if([](const wire::Request& r) { return r.index.get() % 2 == 1; },
+                    [&](const wire::Request& r) { removed.push_back(r.index.get()); });
+    EXPECT_EQ(removed, (std::vector<std::uint32_t>{3, 5}));
+    ASSERT_EQ(queue.size(), 2u);
+    EXPECT_EQ(queue.at(0).index, PieceIndex{2});
+    EXPECT_EQ(queue.at(1).index, PieceIndex{4});
+}
+
+// --- the upload cache ---
+
+zmq::message_t frame_of(std::size_t size, std::uint8_t fill) {
+    zmq::message_t frame(size);
+    std::memset(frame.data(), fill, size);
+    return frame;
+}
+
+TEST(UploadCacheTest, LeastRecentlyUsedGoFirstButNeverWhilePinned) {
+    UploadCacheLimits limits;
+    limits.bytes = 3 * 1000;
+    UploadCache cache(limits);
+    const auto t0 = Clock::now();
+    const TorrentId torrent{1};
+    CacheEntry* a = cache.add_frame(torrent, PieceIndex{0}, frame_of(1000, 1), t0);
+    CacheEntry* b = cache.add_frame(torrent, PieceIndex{1}, frame_of(1000, 2), t0);
+    cache.add_frame(torrent, PieceIndex{2}, frame_of(1000, 3), t0);
+    EXPECT_EQ(a->bytes.size(), 1000u);
+    EXPECT_EQ(a->bytes[999], 1);
+    cache.pin(a);
+    ASSERT_EQ(cache.find(torrent, PieceIndex{1}, t0), b);  // used: now the most recent
+    // Room for one more: piece 0 is the oldest but pinned, so piece 2 goes.
+    EXPECT_TRUE(cache.make_room(1000, 0));
+    EXPECT_EQ(cache.find(torrent, PieceIndex{2}, t0), nullptr);
+    EXPECT_NE(cache.find(torrent, PieceIndex{0}, t0), nullptr);
+    // Nothing unpinned left to free beyond what fits.
+    cache.pin(b);
+    EXPECT_FALSE(cache.make_room(2000, 0));
+    EXPECT_FALSE(cache.make_room(1000, 1000));
+    EXPECT_EQ(cache.bytes(), 2000u);
+    EXPECT_EQ(cache.pinned_bytes(), 2000u);
+    // Dropped while pinned: never found again, freed with its last pin.
+    cache.drop(a);
+    EXPECT_EQ(cache.find(torrent, PieceIndex{0}, t0), nullptr);
+    EXPECT_EQ(cache.bytes(), 2000u);
+    cache.unpin(a, t0);
+    EXPECT_EQ(cache.bytes(), 1000u);
+    cache.drop_torrent(torrent);
+    EXPECT_EQ(cache.bytes(), 1000u);  // b is pinned still
+    cache.unpin(b, t0);
+    EXPECT_EQ(cache.bytes(), 0u);
+    EXPECT_EQ(cache.entries(), 0u);
+}
+
+TEST(UploadCacheTest, ArenaSlotsGoBackSoonAfterTheirLastBlock) {
+    UploadCacheLimits limits;
+    limits.max_arena_entries = 2;
+    limits.arena_linger = 5s;
+    UploadCache cache(limits);
+    const auto t0 = Clock::now();
+    const std::vector<std::uint8_t> bytes(4096, 7);
+    const bus::ArenaInfo arena{"/proc/1/fd/3", 42, 4096, 8};
+    CacheEntry* a = cache.add_arena(TorrentId{1}, PieceIndex{0}, bytes, arena, 0, 100, t0);
+    cache.add_arena(TorrentId{1}, PieceIndex{1}, bytes, arena, 1, 101, t0 + 1s);
+    cache.pin(a);
+    cache.expire(t0 + 5500ms);
+    EXPECT_TRUE(cache.released().empty());  // piece 0 is pinned, piece 1 young
+    cache.unpin(a, t0 + 6s);
+    cache.expire(t0 + 6500ms);
+    EXPECT_EQ(cache.released(), (std::vector<std::uint64_t>{101}));
+    cache.released().clear();
+    // Over the cap, the least recently used unpinned go at once.
+    cache.add_arena(TorrentId{1}, PieceIndex{2}, bytes, arena, 2, 102, t0 + 7s);
+    cache.add_arena(TorrentId{1}, PieceIndex{3}, bytes, arena, 3, 103, t0 + 7s);
+    cache.expire(t0 + 7s);
+    EXPECT_EQ(cache.released(), (std::vector<std::uint64_t>{100}));
+    EXPECT_EQ(cache.entries(), 2u);
+}
+
+// --- rates ---
+
+TEST(TokenBucketTest, HoldsARateWithinAPercentOverThirtySeconds) {
+    const auto t0 = Clock::now();
+    TokenBucket bucket;
+    constexpr std::uint64_t kRate = 512 * 1024;
+    bucket.set_rate(kRate, t0);
+    std::uint64_t sent = 0;
+    // Blocks go whenever the bucket has tokens, checked every 10 ms.
+    for (auto now = t0; now < t0 + 30s; now += 10ms) {
+        while (bucket.available(now)) {
+            bucket.take(kBlockSize + 13);
+            sent += kBlockSize + 13;
+        }
+    }
+    const double expected = 30.0 * kRate;
+    EXPECT_LE(static_cast<double>(sent), expected * 1.01 + static_cast<double>(bucket.burst()));
+    EXPECT_GE(static_cast<double>(sent), expected * 0.99);
+}
+
+TEST(TokenBucketTest, UnlimitedNeverStopsAndANewRateKeepsItsDebt) {
+    const auto t0 = Clock::now();
+    TokenBucket bucket;
+    EXPECT_FALSE(bucket.limited());
+    bucket.take(1u << 30);
+    EXPECT_TRUE(bucket.available(t0));
+    bucket.set_rate(100 * 1024, t0);
+    EXPECT_TRUE(bucket.available(t0));  // starts with a burst
+    bucket.take(static_cast<std::uint64_t>(bucket.burst()) + 50 * 1024);
+    EXPECT_FALSE(bucket.available(t0));
+    bucket.set_rate(200 * 1024, t0);  // the next period's share: the debt stays
+    EXPECT_FALSE(bucket.available(t0 + 100ms));
+    EXPECT_TRUE(bucket.available(t0 + 300ms));
+    bucket.set_rate(0, t0 + 300ms);
+    EXPECT_TRUE(bucket.available(t0 + 300ms));
+}
+
+TEST(RateMeterTest, BytesPerSecondOverTheLastFewSeconds) {
+    const auto t0 = Clock::now();
+    RateMeter meter(t0);
+    std::uint64_t total = 0;
+    for (int second = 0; second <= 10; ++second) {
+        meter.sample(total, t0 + std::chrono::seconds(second));
+        total += 100'000;
+    }
+    EXPECT_EQ(meter.rate(), 100'000u);
+    for (int second = 11; second <= 20; ++second) meter.sample(total, t0 + std::chrono::seconds(second));
+    EXPECT_EQ(meter.rate(), 0u);  // idle for longer than the window
+}
+
+TEST(LocalPiecesTest, WhatWeHaveInTheWiresLayout) {
+    LocalPieces ours(10);
+    EXPECT_TRUE(ours.none());
+    EXPECT_TRUE(ours.add(PieceIndex{0}));
+    EXPECT_FALSE(ours.add(PieceIndex{0}));
+    EXPECT_FALSE(ours.add(PieceIndex{10}));
+    EXPECT_TRUE(ours.add(PieceIndex{9}));
+    EXPECT_EQ(std::vector<std::uint8_t>(ours.bitfield().begin(), ours.bitfield().end()),
+              (std::vector<std::uint8_t>{0x80, 0x40}));
+    ours.set_all();
+    EXPECT_TRUE(ours.all());
+    EXPECT_EQ(std::vector<std::uint8_t>(ours.bitfield().begin(), ours.bitfield().end()),
+              (std::vector<std::uint8_t>{0xFF, 0xC0}));
+    EXPECT_FALSE(ours.set_bitfield(std::vector<std::uint8_t>{0xFF, 0xE0}));  // spare bit set
+    EXPECT_TRUE(ours.all());
+    EXPECT_TRUE(ours.set_bitfield(std::vector<std::uint8_t>{0x01, 0x80}));
+    EXPECT_EQ(ours.count(), 2u);
+    EXPECT_TRUE(ours.has(PieceIndex{7}));
+    EXPECT_TRUE(ours.has(PieceIndex{8}));
+    ours.set_none();
+    EXPECT_EQ(ours.count(), 0u);
 }
 
 TEST(PieceAssembly, ShortLastBlockDuplicatesAndCompletion) {

@@ -1,0 +1,78 @@
+#!/usr/bin/python3
+"""A libtorrent leecher for the integration tests: downloads one torrent from the peers given.
+
+  lt_leecher.py TORRENT SAVE_DIR --peer HOST:PORT [--peer ...] [--port P] [--timeout S]
+
+No trackers, DHT, LSD or UPnP: only the peers named (allow_multiple_connections_per_ip, so
+several workers on 127.0.0.1 are all used). Prints "READY <port>" once listening, a progress
+line per second ("progress <pieces>/<total> <bytes> <peers>"), and "COMPLETE <pieces>" once
+every piece is in and checked by libtorrent (exit 0); exits 1 on timeout or an error.
+"""
+import argparse
+import sys
+import time
+
+import libtorrent as lt
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("torrent")
+    parser.add_argument("save_dir")
+    parser.add_argument("--peer", action="append", default=[], required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=120)
+    args = parser.parse_args()
+
+    settings = {
+        "listen_interfaces": f"127.0.0.1:{args.port}",
+        "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
+        "enable_natpmp": False, "enable_outgoing_utp": False, "enable_incoming_utp": False,
+        "allow_multiple_connections_per_ip": True,
+        "alert_mask": lt.alert.category_t.error_notification
+        | lt.alert.category_t.status_notification
+        | lt.alert.category_t.peer_notification,
+    }
+    session = lt.session(settings)
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(args.torrent)
+    params.save_path = args.save_dir
+    params.flags &= ~lt.torrent_flags.auto_managed
+    params.flags &= ~lt.torrent_flags.paused
+    handle = session.add_torrent(params)
+    while session.listen_port() == 0:
+        time.sleep(0.05)
+    print(f"READY {session.listen_port()}", flush=True)
+
+    peers = []
+    for peer in args.peer:
+        host, port = peer.rsplit(":", 1)
+        peers.append((host, int(port)))
+    deadline = time.monotonic() + args.timeout
+    next_line = 0.0
+    next_connect = 0.0
+    total = params.ti.num_pieces()
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        status = handle.status()
+        if now >= next_connect:
+            # Again now and then: a peer that dropped us (or was not listening yet) is retried.
+            for peer in peers:
+                handle.connect_peer(peer)
+            next_connect = now + 2
+        for alert in session.pop_alerts():
+            print(f"alert {type(alert).__name__}: {alert.message()}", flush=True)
+        if now >= next_line:
+            print(f"progress {status.num_pieces}/{total} {status.total_wanted_done} {status.num_peers}",
+                  flush=True)
+            next_line = now + 1
+        if status.is_seeding or status.num_pieces == total:
+            print(f"COMPLETE {status.num_pieces}", flush=True)
+            return 0
+        time.sleep(0.05)
+    print(f"TIMEOUT {handle.status().num_pieces}/{total}", flush=True)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
