@@ -126,6 +126,8 @@ void PeerSession::announce(PieceIndex piece, Clock::time_point now) {
         return;
     }
     if (haves_held_back_ || outgoing_.size() >= limits_.have_backlog) {
+        // The scan of held-back haves may be past this piece already: it goes back for it.
+        if (!haves_held_back_ || piece.get() < have_cursor_) have_cursor_ = piece.get();
         haves_held_back_ = true;
         return;
     }

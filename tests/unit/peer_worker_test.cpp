@@ -558,6 +558,34 @@ TEST_F(UploadTest, HavesHeldBackWhileTheQueueIsFullGoLaterOnce) {
     EXPECT_EQ(told.size(), 10u);
 }
 
+// A piece that arrives while held-back haves are being sent, below where that scan has got to,
+// is told too (a leecher that is never told of a piece never asks for it).
+TEST_F(UploadTest, APieceHeldBackBehindTheScanIsStillTold) {
+    SessionLimits limits;
+    limits.have_backlog = 20;
+    connect(false, {}, limits);
+    std::set<std::uint32_t> told;
+    const auto take = [&] {
+        for (const auto& have : only<wire::Have>(sent())) {
+            EXPECT_TRUE(told.insert(have.index.get()).second) << "piece " << have.index.get() << " twice";
+        }
+    };
+    for (const std::uint32_t piece : {0u, 1u, 3u, 4u, 5u, 6u, 8u}) {
+        ours.add(PieceIndex{piece});
+        session->on_local_piece(PieceIndex{piece}, t0);
+    }
+    take();  // 0, 1, 3; the rest held back
+    session->on_tick(t0 + 100ms);
+    take();  // 4, 5, 6: the scan stops past them
+    ours.add(PieceIndex{2});
+    session->on_local_piece(PieceIndex{2}, t0 + 150ms);
+    for (int tick = 2; tick < 10; ++tick) {
+        session->on_tick(t0 + std::chrono::milliseconds(100 * tick));
+        take();
+    }
+    EXPECT_EQ(told, (std::set<std::uint32_t>{0, 1, 2, 3, 4, 5, 6, 8}));
+}
+
 TEST_F(UploadTest, InterestIsTruthfulBothWays) {
     connect(true);
     sent();
