@@ -24,6 +24,7 @@ COPY --from=build /src/build/bin/ /usr/local/bin/
 USER piecework
 WORKDIR /var/lib/piecework
 VOLUME ["/downloads", "/state"]
-# control, pieces, verified (ZeroMQ), metrics (HTTP, when PW_METRICS_PORT is set), the RPC.
-EXPOSE 5555 5556 5557 9100 9091
+# control, pieces, verified, reads (ZeroMQ), metrics (HTTP, when PW_METRICS_PORT is set),
+# the RPC, and the port peers reach the workers on.
+EXPOSE 5555 5556 5557 5558 9100 9091 6881
 CMD ["piecework", "--help"]

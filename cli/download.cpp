@@ -22,7 +22,7 @@ using Clock = std::chrono::steady_clock;
 
 Endpoints endpoints_in(const std::string& runtime_dir) {
     return Endpoints{"ipc://" + runtime_dir + "/control", "ipc://" + runtime_dir + "/pieces",
-                     "ipc://" + runtime_dir + "/verified"};
+                     "ipc://" + runtime_dir + "/verified", "ipc://" + runtime_dir + "/reads"};
 }
 
 std::vector<StageCommand> session_stage_commands(const SessionStages& stages, const Endpoints& endpoints) {
@@ -44,7 +44,7 @@ std::vector<StageCommand> session_stage_commands(const SessionStages& stages, co
     commands.push_back(std::move(verifier));
 
     StageCommand writer{"writer", exe("writer"), common("writer")};
-    writer.args.insert(writer.args.end(), {"--verified", endpoints.verified});
+    writer.args.insert(writer.args.end(), {"--verified", endpoints.verified, "--reads", endpoints.reads});
     writer.args.insert(writer.args.end(), stages.writer_args.begin(), stages.writer_args.end());
     commands.push_back(std::move(writer));
 
@@ -53,7 +53,7 @@ std::vector<StageCommand> session_stage_commands(const SessionStages& stages, co
     for (unsigned i = 1; i <= stages.workers; ++i) {
         const std::string name = "peer_worker-" + std::to_string(i);
         StageCommand worker{name, exe("peer_worker"), common(name)};
-        worker.args.insert(worker.args.end(), {"--pieces", endpoints.pieces});
+        worker.args.insert(worker.args.end(), {"--pieces", endpoints.pieces, "--reads", endpoints.reads});
         commands.push_back(std::move(worker));
     }
     return commands;

@@ -67,6 +67,7 @@ struct Endpoints {
     std::string control;
     std::string pieces;
     std::string verified;
+    std::string reads;  // the writer serves verified pieces to the workers here
 };
 
 // ipc:// endpoints inside a runtime folder.

@@ -44,7 +44,7 @@ printf '%s\n' "$worker" | grep -q '^    ports:' && fail "peer_worker publishes p
 printf '%s\n' "$worker" | grep -q 'PW_NAME' && fail "peer_worker has a fixed PW_NAME: scaled workers would share it"
 for want in "PW_CONTROL: tcp://\*:5555" "PW_PIECES: tcp://\*:5556" "PW_VERIFIED: tcp://\*:5557" \
             "PW_CONTROL: tcp://orchestrator:5555" "PW_PIECES: tcp://verifier:5556" \
-            "PW_VERIFIED: tcp://writer:5557" "healthcheck:" "restart: unless-stopped" \
+            "PW_VERIFIED: tcp://writer:5557" "PW_READS: tcp://\*:5558" "PW_READS: tcp://writer:5558" "healthcheck:" "restart: unless-stopped" \
             "downloads:/downloads" "state:/state" "- 127.0.0.1:9091:9091/tcp" "--rpc-auth" \
             "/state/session" "/state/resume"; do
   printf '%s\n' "$config" | grep -q -- "$want" || fail "docker-compose.yml lacks '$want'"

@@ -22,6 +22,7 @@ TEST(Download, EndpointsLiveInTheRuntimeFolder) {
     EXPECT_EQ(endpoints.control, "ipc:///run/user/1/piecework-abc/control");
     EXPECT_EQ(endpoints.pieces, "ipc:///run/user/1/piecework-abc/pieces");
     EXPECT_EQ(endpoints.verified, "ipc:///run/user/1/piecework-abc/verified");
+    EXPECT_EQ(endpoints.reads, "ipc:///run/user/1/piecework-abc/reads");
 }
 
 TEST(Download, StageCommandLines) {
@@ -59,6 +60,8 @@ TEST(Download, StageCommandLines) {
     EXPECT_TRUE(has_pair(commands[2].args, "--dir", "/out"));
     EXPECT_EQ(commands[5].executable, "/bin-dir/peer_worker");
     EXPECT_TRUE(has_pair(commands[5].args, "--pieces", "ipc:///r/pieces"));
+    EXPECT_TRUE(has_pair(commands[5].args, "--reads", "ipc:///r/reads"));
+    EXPECT_TRUE(has_pair(commands[2].args, "--reads", "ipc:///r/reads"));
 }
 
 TEST(Download, NoTrackerStageWithoutTrackers) {
