@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include <asio/read.hpp>
+#include <asio/write.hpp>
 #include <spdlog/spdlog.h>
 
 namespace pw::peer_worker {
@@ -15,6 +15,9 @@ constexpr int kBacklog = 128;
 // After an accept error (out of descriptors, say), the next accept waits this long rather
 // than spin.
 constexpr auto kAcceptRetry = std::chrono::milliseconds(200);
+// A handshake's reads: MSE's messages are at most a few hundred bytes each; a plain peer's
+// handshake and whatever it sends right after (its bitfield), handed on to the connection.
+constexpr std::size_t kHandshakeReadChunk = 4096;
 }  // namespace
 
 Listener::Listener(asio::io_context& io, OnHandshake on_handshake)
@@ -82,38 +85,47 @@ void Listener::on_accept(const asio::error_code& error, asio::ip::tcp::socket so
         socket.close(ignored);
         return;
     }
-    auto pending = std::make_shared<Pending>(std::move(socket));
+    auto pending = std::make_shared<Pending>(std::move(socket), encryption_, lookup_);
     pending->remote = pending->socket.remote_endpoint(ignored);
     pending->deadline = Clock::now() + kHandshakeTimeout;
     pending_.push_back(pending);
-    // Exactly the handshake: nothing else is read before the worker took the connection.
-    asio::async_read(pending->socket, asio::buffer(pending->handshake),
-                     [this, pending](const asio::error_code& read_error, std::size_t) {
-                         on_handshake_read(pending, read_error);
-                     });
+    read_handshake(pending);
+}
+
+void Listener::read_handshake(const std::shared_ptr<Pending>& pending) {
+    pending->in.resize(kHandshakeReadChunk);
+    pending->socket.async_read_some(asio::buffer(pending->in),
+                                    [this, pending](const asio::error_code& read_error, std::size_t bytes) {
+                                        on_handshake_read(pending, read_error, bytes);
+                                    });
 }
 
 void Listener::forget(const std::shared_ptr<Pending>& pending) {
     std::erase(pending_, pending);
 }
 
-void Listener::on_handshake_read(const std::shared_ptr<Pending>& pending, const asio::error_code& error) {
+void Listener::on_handshake_read(const std::shared_ptr<Pending>& pending, const asio::error_code& error,
+                                 std::size_t bytes) {
     if (error == asio::error::operation_aborted) return;  // closed: the listener may be gone
-    forget(pending);
     asio::error_code ignored;
-    if (error) {
-        spdlog::debug("incoming {}: no handshake: {}", pending->remote.address().to_string(), error.message());
+    const auto drop = [&](const std::string& why) {
+        spdlog::debug("incoming {}: {}", pending->remote.address().to_string(), why);
+        forget(pending);
         pending->socket.close(ignored);
-        return;
+    };
+    if (error) return drop("no handshake: " + error.message());
+    pending->out.clear();
+    auto done = pending->handshake.feed(std::span(pending->in.data(), bytes), pending->out);
+    if (!done) return drop(done.error().describe());
+    if (!pending->out.empty()) {
+        // MSE's answers: a few hundred bytes into a fresh socket's empty send buffer.
+        asio::write(pending->socket, asio::buffer(pending->out), ignored);
+        if (ignored) return drop("write failed: " + ignored.message());
     }
-    const auto handshake = wire::decode_handshake(pending->handshake);
-    if (!handshake) {
-        spdlog::debug("incoming {}: bad handshake: {}", pending->remote.address().to_string(),
-                      handshake.error().describe());
-        pending->socket.close(ignored);
-        return;
-    }
-    on_handshake_(pending->socket, pending->remote, *handshake);
+    if (!*done) return read_handshake(pending);
+    forget(pending);
+    Handshaken handshaken = pending->handshake.take();
+    on_handshake_(pending->socket, pending->remote, handshaken);
     // Taken (moved from) or refused: either way this one is done.
     if (pending->socket.is_open()) pending->socket.close(ignored);
 }

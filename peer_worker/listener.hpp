@@ -2,8 +2,13 @@
 // Incoming peers: the worker's listening socket and the handshakes of the connections it
 // accepts. Every worker of a host binds the same port (SO_REUSEADDR and SO_REUSEPORT, set
 // before bind), and the kernel spreads new connections among them. Nothing is read from an
-// accepted connection but its 68-byte handshake, within a deadline; then the worker decides
-// (which torrent, whether it wants the peer) and either takes the socket or closes it.
+// accepted connection but its handshake, within a deadline: a plain BitTorrent one, or MSE's
+// exchange (told apart by the first bytes, taken or refused by --encryption) and the
+// handshake it carries, the torrent found by its SKEY hash among those the worker knows
+// (peer_handshake.hpp); then the worker decides (which torrent, whether it wants the peer)
+// and either takes the socket, with the stream's cipher and the bytes read past the
+// handshake, or closes it. A peer that stalls or sends garbage costs one pending slot until
+// its deadline, and at most the MSE codec's bounded buffer.
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -15,8 +20,10 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
 
+#include "core/encryption.hpp"
 #include "core/result.hpp"
 #include "core/wire.hpp"
+#include "peer_worker/peer_handshake.hpp"
 #include "peer_worker/pipeline.hpp"
 
 namespace pw::peer_worker {
@@ -27,7 +34,7 @@ public:
     // it close.
     using OnHandshake = std::function<void(asio::ip::tcp::socket& socket,
                                            const asio::ip::tcp::endpoint& remote,
-                                           const wire::Handshake& theirs)>;
+                                           Handshaken& handshaken)>;
 
     static constexpr Clock::duration kHandshakeTimeout = std::chrono::seconds(10);
     // Connections still owing their handshake; more are closed as they come.
@@ -41,6 +48,11 @@ public:
     // Binds 0.0.0.0:port (0: any free port) and starts accepting; the port listened on, or
     // why not.
     Result<std::uint16_t> open(std::uint16_t port);
+    // Which incoming connections are taken (plain, MSE) and how MSE is answered; for
+    // connections accepted from now on.
+    void set_encryption(Encryption encryption) { encryption_ = encryption; }
+    // MSE's way to the torrent: the info-hash whose HASH('req2', ·) the peer sent.
+    void set_lookup(mse::InfoHashLookup lookup) { lookup_ = std::move(lookup); }
     void close();
     bool is_open() const { return acceptor_.is_open(); }
     std::uint16_t port() const { return port_; }
@@ -50,15 +62,20 @@ public:
 
 private:
     struct Pending {
-        explicit Pending(asio::ip::tcp::socket s) : socket(std::move(s)) {}
+        Pending(asio::ip::tcp::socket s, Encryption encryption, mse::InfoHashLookup lookup)
+            : socket(std::move(s)), handshake(encryption, std::move(lookup)) {}
         asio::ip::tcp::socket socket;
         asio::ip::tcp::endpoint remote;
-        std::array<std::uint8_t, wire::kHandshakeSize> handshake{};
+        IncomingHandshake handshake;
+        std::vector<std::uint8_t> in;
+        std::vector<std::uint8_t> out;
         Clock::time_point deadline{};
     };
     void accept_next();
     void on_accept(const asio::error_code& error, asio::ip::tcp::socket socket);
-    void on_handshake_read(const std::shared_ptr<Pending>& pending, const asio::error_code& error);
+    void read_handshake(const std::shared_ptr<Pending>& pending);
+    void on_handshake_read(const std::shared_ptr<Pending>& pending, const asio::error_code& error,
+                           std::size_t bytes);
     void forget(const std::shared_ptr<Pending>& pending);
 
     OnHandshake on_handshake_;
@@ -66,6 +83,8 @@ private:
     asio::steady_timer retry_;
     std::uint16_t port_ = 0;
     std::vector<std::shared_ptr<Pending>> pending_;
+    Encryption encryption_ = Encryption::prefer;
+    mse::InfoHashLookup lookup_;
 };
 
 }  // namespace pw::peer_worker

@@ -4,6 +4,12 @@
 // the wire parser's buffer and feed the session; write whatever the session queued, the
 // blocks' bytes gathered from where they lie. Deadlines (connect, handshake, a peer that
 // reads nothing we send) are checked by the worker's timer.
+//
+// Encryption (--encryption): an outgoing connection starts with the MSE handshake unless it
+// is off, our BitTorrent handshake riding in its initial payload (peer_handshake.hpp); under
+// `prefer` a peer that will not speak MSE is dialled again in plaintext. When RC4 was
+// negotiated, every byte read is decrypted in place before the parser sees it, and every
+// write is copied into one buffer and encrypted (the blocks' bytes are shared and read-only).
 #include <array>
 #include <functional>
 #include <memory>
@@ -16,7 +22,9 @@
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 
+#include "core/encryption.hpp"
 #include "core/wire.hpp"
+#include "peer_worker/peer_handshake.hpp"
 #include "peer_worker/peer_session.hpp"
 
 namespace pw::peer_worker {
@@ -51,10 +59,15 @@ public:
                    PeerSession session, wire::ParserLimits parser_limits,
                    const Callbacks& callbacks);
 
+    // Before start(): how an outgoing connection begins (default: plaintext only).
+    void set_encryption(Encryption encryption) { encryption_ = encryption; }
     void start(Clock::time_point now);
-    // Answers the handshake the listener read (`theirs`): ours, then the session's first
-    // messages; then as an outgoing connection after its handshake.
-    void start_incoming(const wire::Handshake& theirs, Clock::time_point now);
+    // Answers the handshake the listener read (plain or after MSE, with the stream's cipher
+    // and the bytes read past it): ours, then the session's first messages; then as an
+    // outgoing connection after its handshake.
+    void start_incoming(Handshaken handshaken, Clock::time_point now);
+    // Whether the stream is RC4 (MSE negotiated it).
+    bool encrypted() const { return cipher_.has_value(); }
     // Writes what the session queued, if no write is under way.
     void flush();
     // Closes the connection (once) and reports `reason` through on_closed.
@@ -73,11 +86,18 @@ public:
     bool closed() const { return closed_; }
 
 private:
+    void connect(Clock::time_point now);
     void on_connected(const asio::error_code& error);
-    void on_handshake_read(const asio::error_code& error);
-    void handshake_done(const wire::Handshake& theirs, Clock::time_point now);
+    void send_handshake_bytes();
+    void read_handshake();
+    void on_handshake_read(const asio::error_code& error, std::size_t bytes);
+    // The outgoing handshake failed: dialled again in plaintext when the policy allows,
+    // closed with a reason that says what the peer and our policy disagree on otherwise.
+    void handshake_failed(const std::string& reason);
+    void handshake_done(Handshaken handshaken, Clock::time_point now);
     void read_more();
     void on_read(const asio::error_code& error, std::size_t bytes);
+    void consume(std::size_t bytes);
     void write_next();
     void on_write(const asio::error_code& error, std::size_t bytes);
     void on_written();
@@ -92,8 +112,18 @@ private:
     const Callbacks& callbacks_;
     std::optional<Clock::time_point> deadline_;
     const char* phase_ = "connect";
-    std::array<std::uint8_t, wire::kHandshakeSize> handshake_{};
     bool read_paused_ = false;
+
+    Encryption encryption_ = Encryption::off;
+    std::optional<OutgoingHandshake> handshake_;
+    bool plain_retry_ = false;    // the MSE attempt failed; this is the plaintext one
+    std::uint32_t attempt_ = 0;   // handlers of an abandoned socket find it changed
+    std::vector<std::uint8_t> handshake_in_;
+    std::vector<std::uint8_t> handshake_out_;
+    std::optional<mse::StreamCipher> cipher_;
+    std::uint8_t* read_at_ = nullptr;  // the parser's room the read under way fills
+    std::vector<std::uint8_t> encrypted_;  // the write under way, RC4
+    bool streaming_ = false;  // the handshakes are through: the session's bytes may go
 
     // The write under way: the control bytes and the blocks swapped out of the session, and
     // the gather list over them (the part not yet written); every vector keeps its capacity,

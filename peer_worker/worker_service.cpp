@@ -88,6 +88,7 @@ int WorkerService::run() {
     const auto welcome = stage_.handshake();
     if (!welcome) return stage_.exit_code();  // a signal came first
     our_id_ = welcome->peer_id;
+    encryption_ = welcome->encryption;
     set_up_pieces();
     set_up_reads();
     control_watch_ = std::make_unique<ZmqWatch>(io_, stage_.link().socket());
@@ -97,10 +98,11 @@ int WorkerService::run() {
         signals_ = std::make_unique<asio::posix::stream_descriptor>(io_, stage_.signal_fd());
         watch_signals();
     }
-    spdlog::info("welcomed: up to {} peers, {} MiB of pieces {}", options_.max_peers,
+    spdlog::info("welcomed: up to {} peers, {} MiB of pieces {}, encryption {}", options_.max_peers,
                  options_.max_piece_bytes >> 20,
                  memory_->kind() == PieceMemory::Kind::arenas ? "in shared-memory arenas"
-                                                              : "as frames");
+                                                              : "as frames",
+                 to_string(encryption_));
     open_listener(welcome->listen_port);
     // The torrents follow the Welcome and may be queued already; the descriptor will not
     // signal for them.
@@ -153,7 +155,15 @@ void WorkerService::open_listener(std::uint16_t port) {
     }
     listener_ = std::make_unique<Listener>(
         io_, [this](asio::ip::tcp::socket& socket, const asio::ip::tcp::endpoint& remote,
-                    const wire::Handshake& theirs) { on_incoming(socket, remote, theirs); });
+                    Handshaken& handshaken) { on_incoming(socket, remote, handshaken); });
+    listener_->set_encryption(encryption_);
+    // MSE's SKEY: among the torrents this worker knows now (a handful of SHA-1s per peer).
+    listener_->set_lookup([this](const Sha1Digest& req2) -> std::optional<Sha1Digest> {
+        for (const auto& [id, torrent] : torrents_) {
+            if (torrent->has_info() && mse::req2_hash(torrent->info_hash) == req2) return torrent->info_hash;
+        }
+        return std::nullopt;
+    });
     auto opened = listener_->open(port);
     if (!opened) {
         // Said once, clearly; the heartbeat's port 0 tells the orchestrator, which then
@@ -275,6 +285,9 @@ void WorkerService::on_control(bus::Incoming& message) {
         case bus::v1::Envelope::kPiecesAvailable: pieces_available(message); break;
         case bus::v1::Envelope::kChokeDecision: choke_decision(envelope.choke_decision()); break;
         case bus::v1::Envelope::kRateBudget: rate_budget(envelope.rate_budget()); break;
+        case bus::v1::Envelope::kEncryptionPolicy:
+            set_encryption(bus::from_proto(envelope.encryption_policy().encryption()));
+            break;
         default: spdlog::debug("ignored a {} message", bus::body_name(envelope)); break;
     }
 }
@@ -400,8 +413,17 @@ void WorkerService::add_peers(const bus::v1::AddPeers& add) {
             make_session(*torrent, address, now), torrent->parser_limits, torrent->callbacks);
         torrent->peers.emplace(key, connection);
         ++peer_count_;
+        connection->set_encryption(encryption_);
         connection->start(now);
     }
+}
+
+void WorkerService::set_encryption(Encryption encryption) {
+    if (encryption == encryption_) return;
+    spdlog::info("encryption {} (was {}): for connections from now on", to_string(encryption),
+                 to_string(encryption_));
+    encryption_ = encryption;
+    if (listener_) listener_->set_encryption(encryption);
 }
 
 void WorkerService::grant_leases(const bus::v1::Leases& leases) {
@@ -784,8 +806,9 @@ PeerSession WorkerService::make_session(TorrentContext& torrent, const asio::ip:
 }
 
 void WorkerService::on_incoming(asio::ip::tcp::socket& socket, const asio::ip::tcp::endpoint& remote,
-                                const wire::Handshake& theirs) {
+                                Handshaken& handshaken) {
     if (stopping_) return;
+    const wire::Handshake& theirs = handshaken.theirs;
     const std::string key = bus::peer_key(remote.address().to_string(), remote.port());
     const auto refuse = [&](const std::string& why) {
         spdlog::debug("incoming {}: refused: {}", key, why);  // the listener closes it
@@ -799,7 +822,8 @@ void WorkerService::on_incoming(asio::ip::tcp::socket& socket, const asio::ip::t
         ours.info_hash = theirs.info_hash;
         ours.peer_id = our_id_;
         ours.set_fast();
-        const auto bytes = wire::encode_handshake(ours);
+        auto bytes = wire::encode_handshake(ours);
+        if (handshaken.cipher) handshaken.cipher->encrypt(bytes);  // it dialled us with MSE
         asio::error_code ignored;
         socket.non_blocking(true, ignored);
         socket.send(asio::buffer(bytes), 0, ignored);
@@ -819,7 +843,7 @@ void WorkerService::on_incoming(asio::ip::tcp::socket& socket, const asio::ip::t
                                                        torrent->parser_limits, torrent->callbacks);
     torrent->peers.emplace(key, connection);
     ++peer_count_;
-    connection->start_incoming(theirs, now);
+    connection->start_incoming(std::move(handshaken), now);
 }
 
 // --- uploads ---
@@ -983,6 +1007,10 @@ void WorkerService::on_timer() {
         if (connection->closed() || !session.handshake_done()) continue;
         if (session.stalled(now)) {
             connection->fail("stalled: requests outstanding and no block for 25 s");
+            continue;
+        }
+        if (session.both_seeds()) {
+            connection->fail("both seeds: nothing to trade");
             continue;
         }
         if (session.choked_too_long(now)) {

@@ -104,7 +104,9 @@ private:
     // incoming peers
     void open_listener(std::uint16_t port);
     void on_incoming(asio::ip::tcp::socket& socket, const asio::ip::tcp::endpoint& remote,
-                     const wire::Handshake& theirs);
+                     Handshaken& handshaken);
+    // The orchestrator's EncryptionPolicy: new connections and the listener follow it.
+    void set_encryption(Encryption encryption);
     TorrentContext* torrent_by_info_hash(const Sha1Digest& info_hash);
     // The session of a new connection of `torrent` to `address`, our allowed-fast set offered.
     PeerSession make_session(TorrentContext& torrent, const asio::ip::address& address,
@@ -159,6 +161,7 @@ private:
     bus::Stage stage_;
     zmq::socket_t pieces_;
     wire::PeerId our_id_{};
+    Encryption encryption_ = Encryption::prefer;  // the Welcome's, then EncryptionPolicy's
 
     asio::io_context io_;
     std::unique_ptr<ZmqWatch> control_watch_;

@@ -20,8 +20,26 @@ WelcomeInfo read_welcome(const Incoming& welcome) {
     }
     WelcomeInfo info;
     info.listen_port = static_cast<std::uint16_t>(body.listen_port());
+    info.encryption = from_proto(body.encryption());
     std::copy(body.peer_id().begin(), body.peer_id().end(), info.peer_id.begin());
     return info;
+}
+
+Encryption from_proto(v1::Encryption encryption) {
+    switch (encryption) {
+        case v1::ENCRYPTION_REQUIRE: return Encryption::require;
+        case v1::ENCRYPTION_OFF: return Encryption::off;
+        default: return Encryption::prefer;
+    }
+}
+
+v1::Encryption to_proto(Encryption encryption) {
+    switch (encryption) {
+        case Encryption::require: return v1::ENCRYPTION_REQUIRE;
+        case Encryption::off: return v1::ENCRYPTION_OFF;
+        case Encryption::prefer: break;
+    }
+    return v1::ENCRYPTION_PREFER;
 }
 
 Result<AddedTorrent> read_torrent_added(const v1::TorrentAdded& added) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/bus/bus.hpp"
+#include "core/encryption.hpp"
 #include "core/metainfo.hpp"
 #include "core/result.hpp"
 #include "core/units.hpp"
@@ -17,7 +18,12 @@ namespace pw::bus {
 struct WelcomeInfo {
     std::array<std::uint8_t, 20> peer_id{};
     std::uint16_t listen_port = 0;
+    Encryption encryption = Encryption::prefer;
 };
+
+// The wire's encryption policy and ours; a value this build does not know reads as prefer.
+Encryption from_proto(v1::Encryption encryption);
+v1::Encryption to_proto(Encryption encryption);
 
 // Reads the Welcome. Throws std::runtime_error (a start-up failure) when the peer id is not
 // 20 bytes or the port is out of range.
