@@ -67,7 +67,8 @@ std::vector<StageCommand> stage_commands(const DownloadOptions& options, const S
     stages.workers = options.workers;
     stages.with_tracker = plan.with_tracker;
     stages.orchestrator_args = {"--torrent", plan.torrent_path, "--download-dir", plan.output_dir,
-                                "--listen-port", std::to_string(options.listen_port)};
+                                "--listen-port", std::to_string(options.listen_port),
+                                "--encryption", options.encryption};
     // `seed` runs until interrupted; `download` ends once done (and done seeding, when asked).
     if (!options.seed_only) stages.orchestrator_args.push_back("--exit-when-done");
     if (options.seed_ratio) {
@@ -109,7 +110,8 @@ std::vector<StageCommand> daemon_stage_commands(const DaemonOptions& options, co
                                 "--rpc-bind", options.rpc_bind,
                                 "--rpc-port", std::to_string(options.rpc_port),
                                 "--listen-port", std::to_string(options.listen_port),
-                                "--max-peers", std::to_string(options.max_peers)};
+                                "--max-peers", std::to_string(options.max_peers),
+                                "--encryption", options.encryption};
     if (!options.rpc_auth.empty()) {
         stages.orchestrator_args.insert(stages.orchestrator_args.end(), {"--rpc-auth", absolute(options.rpc_auth)});
     }

@@ -29,6 +29,7 @@ struct DownloadOptions {
     // Giving back: the port peers reach us on (0: a free one), rate limits ("500K", "2M"),
     // and how long to seed once complete (neither: stop at completion).
     unsigned listen_port = 6881;
+    std::string encryption = "prefer";  // peer connections: prefer, require or off
     std::string max_upload_rate;
     std::string max_download_rate;
     std::optional<double> seed_ratio;
@@ -54,6 +55,7 @@ struct DaemonOptions {
     std::string max_upload_rate;
     std::string max_download_rate;
     std::string log_level = "info";
+    std::string encryption = "prefer";  // the RPC's session-set may change it
     std::string bin_dir;
 };
 

@@ -58,6 +58,10 @@ int main(int argc, char** argv) {
     const auto add_giving_back = [](CLI::App* command, pw::cli::DownloadOptions& options) {
         command->add_option("--listen-port", options.listen_port, "Port peers reach us on (0: a free one)")
             ->check(CLI::Range(0u, 65535u))->capture_default_str();
+        command->add_option("--encryption", options.encryption,
+                            "Peer connections: prefer (encrypted first, plaintext where a peer will not), "
+                            "require (encrypted only) or off (plaintext only)")
+            ->check(CLI::IsMember({"prefer", "require", "off"}))->capture_default_str();
         command->add_option("--max-upload-rate", options.max_upload_rate, "Upload limit, bytes/s with K/M (e.g. 500K)");
         command->add_option("--max-download-rate", options.max_download_rate, "Download limit, bytes/s with K/M");
     };
@@ -110,6 +114,9 @@ int main(int argc, char** argv) {
                            "Upload limit over every torrent, bytes/s with K/M (the RPC's speed-limit-up)");
     daemon_cmd->add_option("--max-download-rate", daemon.max_download_rate,
                            "Download limit over every torrent, bytes/s with K/M (the RPC's speed-limit-down)");
+    daemon_cmd->add_option("--encryption", daemon.encryption,
+                           "Peer connections: prefer, require or off (the RPC's encryption field)")
+        ->check(CLI::IsMember({"prefer", "require", "off"}))->capture_default_str();
     daemon_cmd->add_option("--log-level", daemon.log_level, "Stage log level: trace, debug, info, warn, error")
         ->capture_default_str();
     daemon_cmd->add_option("--bin-dir", daemon.bin_dir,

@@ -66,6 +66,11 @@ int main(int argc, char** argv) {
     unsigned seed_time = 0;
     app.add_option("--max-upload-rate", max_upload_rate, "upload limit over every torrent, bytes/s with K/M (e.g. 500K)")
         ->envname("PW_MAX_UPLOAD_RATE");
+    std::string encryption = "prefer";
+    app.add_option("--encryption", encryption,
+                   "peer connections: prefer (MSE first, plaintext where a peer will not), require "
+                   "(encrypted only, both ways) or off (plaintext only)")
+        ->envname("PW_ENCRYPTION")->check(CLI::IsMember({"prefer", "require", "off"}))->capture_default_str();
     app.add_option("--max-download-rate", max_download_rate, "download limit over every torrent, bytes/s with K/M")
         ->envname("PW_MAX_DOWNLOAD_RATE");
     auto* ratio_option = app.add_option("--seed-ratio", seed_ratio,
@@ -118,6 +123,7 @@ int main(int argc, char** argv) {
             auto bytes = pw::parse_byte_count(*text);
             if (!bytes) throw std::runtime_error("rate " + bytes.error().describe());
             *out = *bytes;
+        config.session.encryption = pw::parse_encryption(encryption).value_or(pw::Encryption::prefer);
         }
         if (*ratio_option) config.seed_ratio = seed_ratio;
         if (*time_option) config.seed_time = std::chrono::minutes(seed_time);

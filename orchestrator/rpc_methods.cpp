@@ -297,8 +297,13 @@ Result<json> RpcMethods::session_set(const rpc::SessionSet& set) {
                               " is outside the folders torrents may go to (start the daemon with --allow-dir)");
         }
     }
-    if (set.encryption && *set.encryption == rpc::Encryption::required) {
-        return make_error("encryption is not supported yet: 'required' would refuse every peer");
+    if (set.encryption) {
+        // Transmission's words: "tolerated" takes plaintext first; ours, off, plaintext only.
+        switch (*set.encryption) {
+            case rpc::Encryption::required: session_.set_encryption(Encryption::require); break;
+            case rpc::Encryption::preferred: session_.set_encryption(Encryption::prefer); break;
+            case rpc::Encryption::tolerated: session_.set_encryption(Encryption::off); break;
+        }
     }
     if (set.download_dir) settings_.download_dir = fs::path(*set.download_dir).lexically_normal().string();
     if (set.speed_limit_down_kbps) settings_.speed_limit_down_kbps = clamp_u32(*set.speed_limit_down_kbps, 0, UINT32_MAX);
@@ -327,7 +332,11 @@ rpc::SessionView RpcMethods::session_view() const {
         view.download_dir_free_space = static_cast<std::int64_t>(info.f_bavail) * static_cast<std::int64_t>(info.f_frsize);
     }
     view.peer_port = context_.peer_port;
-    view.encryption = rpc::Encryption::tolerated;  // plaintext only, for now
+    switch (session_.encryption()) {
+        case Encryption::require: view.encryption = rpc::Encryption::required; break;
+        case Encryption::prefer: view.encryption = rpc::Encryption::preferred; break;
+        case Encryption::off: view.encryption = rpc::Encryption::tolerated; break;
+    }
     view.speed_limit_down_kbps = settings_.speed_limit_down_kbps;
     view.speed_limit_down_enabled = settings_.speed_limit_down_enabled;
     view.speed_limit_up_kbps = settings_.speed_limit_up_kbps;

@@ -516,12 +516,21 @@ void Session::handle(bus::Incoming& in, Clock::time_point now) {
     stage->last_heard = now;
     std::vector<Cancel> cancels;
     switch (envelope.body_case()) {
+    welcome->set_encryption(bus::to_proto(config_.encryption));
         case v1::Envelope::kHeartbeat:
             on_heartbeat(*stage, envelope.heartbeat(), now);
             break;
         case v1::Envelope::kGoodbye: {
             spdlog::info("'{}' is leaving: {}", in.identity, envelope.goodbye().reason());
             if (auto gone = stages_.remove(in.identity)) on_stage_lost(*gone);
+void Session::set_encryption(Encryption encryption) {
+    if (encryption == config_.encryption) return;
+    config_.encryption = encryption;
+    v1::Envelope envelope;
+    envelope.mutable_encryption_policy()->set_encryption(bus::to_proto(encryption));
+    send_role(v1::ROLE_PEER_WORKER, envelope);
+}
+
             break;
         }
         case v1::Envelope::kPeersFound:

@@ -15,6 +15,7 @@
 #include <zmq.hpp>
 
 #include "core/bus/bus.hpp"
+#include "core/encryption.hpp"
 #include "core/result.hpp"
 #include "core/units.hpp"
 #include "orchestrator/stage_registry.hpp"
@@ -26,6 +27,7 @@ struct SessionConfig {
     std::string name = "orchestrator";
     std::string peer_id;  // 20 bytes; made at random when empty
     std::uint32_t listen_port = 6881;
+    Encryption encryption = Encryption::prefer;  // peer connections (--encryption)
     std::chrono::milliseconds heartbeat{1000};
     int missed_heartbeats = 5;
     std::chrono::milliseconds tracker_stats_period{30'000};
@@ -109,6 +111,10 @@ public:
     // The session's rate limits in bytes/s (0: none), split among the workers by use.
     void set_rate_limits(std::uint64_t upload, std::uint64_t download);
     // Seeding stops (the torrent is finished) at this ratio unless a torrent says otherwise.
+    // --encryption, and the RPC's session-set: the workers that join later have it in their
+    // Welcome, the ones running now an EncryptionPolicy (for their new connections).
+    void set_encryption(Encryption encryption);
+    Encryption encryption() const { return config_.encryption; }
     void set_seed_ratio(std::optional<double> ratio) { seed_ratio_ = ratio; }
     // The port trackers are told: the one the workers listen on, 0 when none can.
     std::uint16_t announced_port() const;
