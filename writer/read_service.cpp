@@ -134,6 +134,7 @@ void ReadService::unloaded(const std::string& identity) {
 void ReadService::serve() {
     const auto now = bus::Clock::now();
     reclaim(now);
+    if (spares_until_ && now >= *spares_until_) give_back_spares();
     blocked_ = false;
     const auto deadline = now + options_.turn_budget;
     std::size_t answered = 0;
@@ -168,6 +169,7 @@ std::chrono::milliseconds ReadService::timeout() const {
         timeout = std::min(timeout, until(queue_.front().received + options_.queue_wait, now));
     }
     if (next_reclaim_) timeout = std::min(timeout, until(*next_reclaim_, now));
+    if (spares_until_) timeout = std::min(timeout, until(*spares_until_, now));
     return timeout;
 }
 
@@ -338,7 +340,7 @@ ReadService::Outcome ReadService::serve_from_arena(const Request& request, Torre
     const auto taken = take_slot(length, request.id);
     if (!taken) return Outcome::wait;
     const std::span<std::uint8_t> into = arena.arena->bytes(*taken).first(size);
-    bus::fault_in_for_write(into);
+    if (!arena.arena->resident(*taken)) bus::fault_in_for_write(into);
     if (source) {
         // Held by another request, whose tag this one cannot share: a copy, but no read and no
         // hash (the bytes were verified when they came in).
@@ -413,7 +415,13 @@ std::optional<std::uint32_t> ReadService::acquire_fresh(Arena& arena, std::uint6
 std::optional<std::uint32_t> ReadService::take_slot(std::uint32_t length, std::uint64_t tag) {
     Arena& arena = arenas_.at(length);
     for (;;) {
-        if (used_bytes_ + arena.stride <= limit_for(arena.stride) && arena.arena->free_slots() > 0) {
+        const std::size_t limit = limit_for(arena.stride);
+        // A spare slot of this arena (acquired first) is counted already: nothing grows. Any
+        // other slot takes room, which other arenas' spare pages give up first.
+        const std::size_t grows = arena.arena->free_resident_slots() > 0 ? 0 : arena.stride;
+        while (used_bytes_ + spare_bytes() + grows > limit && used_bytes_ + grows <= limit && give_back_spare()) {
+        }
+        if (used_bytes_ + spare_bytes() + grows <= limit && arena.arena->free_slots() > 0) {
             if (const auto slot = acquire_fresh(arena, tag)) {
                 Slot& taken = arena.slots.at(*slot);
                 taken.filled = true;  // counted from now on; fill() names its piece
@@ -482,7 +490,7 @@ void ReadService::lru_remove(Slot& slot) {
     slot.lru.reset();
 }
 
-void ReadService::free_slot(std::uint32_t length, std::uint32_t slot_index) {
+void ReadService::free_slot(std::uint32_t length, std::uint32_t slot_index, bus::PieceArena::Pages pages) {
     Arena& arena = arenas_.at(length);
     Slot& slot = arena.slots.at(slot_index);
     if (!slot.filled) return;
@@ -491,7 +499,29 @@ void ReadService::free_slot(std::uint32_t length, std::uint32_t slot_index) {
     slot.filled = false;
     slot.orphan = false;
     used_bytes_ -= arena.stride;
-    arena.arena->release(slot_index, bus::PieceArena::Pages::give_back);
+    arena.arena->release(slot_index, pages);
+}
+
+std::size_t ReadService::spare_bytes() const {
+    std::size_t bytes = 0;
+    for (const auto& [length, arena] : arenas_) {
+        if (arena.arena) bytes += arena.arena->free_resident_slots() * arena.stride;
+    }
+    return bytes;
+}
+
+bool ReadService::give_back_spare() {
+    for (auto& [length, arena] : arenas_) {
+        if (arena.arena && arena.arena->give_back_free(1) > 0) return true;
+    }
+    return false;
+}
+
+void ReadService::give_back_spares() {
+    for (auto& [length, arena] : arenas_) {
+        if (arena.arena) arena.arena->give_back_free(arena.arena->free_resident_slots());
+    }
+    spares_until_.reset();
 }
 
 void ReadService::unhold(std::uint32_t length, std::uint32_t slot_index) {
@@ -513,8 +543,9 @@ void ReadService::unhold(std::uint32_t length, std::uint32_t slot_index) {
 void ReadService::trim_arena_cache() {
     while (cached_bytes_ > options_.cache_bytes && !lru_.empty()) {
         const SlotRef oldest = lru_.front();
-        free_slot(oldest.length, oldest.slot);
+        free_slot(oldest.length, oldest.slot, bus::PieceArena::Pages::keep);
     }
+    if (spare_bytes() > 0) spares_until_ = bus::Clock::now() + options_.spare_linger;
 }
 
 void ReadService::give_back(const std::string& identity, std::uint64_t request) {
@@ -632,6 +663,7 @@ ReadService::Stats ReadService::stats() const {
     stats.held = holds_.size();
     stats.memory = used_bytes_ + in_zeromq_->load(std::memory_order_relaxed);
     stats.cached = cached_bytes_ + buffer_bytes_;
+    stats.spare = spare_bytes();
     return stats;
 }
 

@@ -58,6 +58,12 @@ struct ReadOptions {
     // Verified pieces kept for their next read: slots no worker holds (arena mode), buffers
     // (frames mode). Least recently used go first.
     std::size_t cache_bytes = 16u << 20;
+    // Arena mode: a cached piece evicted for cache_bytes leaves its slot's pages in place for
+    // the next read, which then takes no page faults (a fresh page is a fault, on a VM that
+    // hands freed memory back to its host a host fault too: a third of the writer's CPU while
+    // seeding at full speed). Such spare pages count against memory_bytes, and go back to the
+    // kernel once no piece was given back for this long.
+    std::chrono::milliseconds spare_linger{2'000};
     // Reads queued or holding a slot, per worker identity; more are answered "busy".
     std::size_t per_worker = 64;
     // Reads queued over every worker; more are answered "busy".
@@ -114,6 +120,7 @@ public:
         std::size_t held = 0;          // slots held by workers
         std::size_t memory = 0;        // bytes in use (see ReadOptions::memory_bytes)
         std::size_t cached = 0;        // bytes of cached pieces
+        std::size_t spare = 0;         // bytes of free slots that kept their pages (arena mode)
     };
     Stats stats() const;
 
@@ -189,8 +196,15 @@ private:
     // Gives a cached (unheld) slot the tag `tag`; false when it may not carry it (stale).
     bool retag(std::uint32_t length, std::uint32_t slot, std::uint64_t tag);
     void fill(std::uint32_t length, std::uint32_t slot, TorrentId torrent, PieceIndex piece);
-    // The slot holds nothing any more: its pages go back, it leaves the cache and the memory.
-    void free_slot(std::uint32_t length, std::uint32_t slot);
+    // The slot holds nothing any more: it leaves the cache and the memory; its pages go back,
+    // or stay as a spare (counted by spare_bytes) for the next read.
+    void free_slot(std::uint32_t length, std::uint32_t slot,
+                   bus::PieceArena::Pages pages = bus::PieceArena::Pages::give_back);
+    // Bytes of free slots that kept their pages, over every arena.
+    std::size_t spare_bytes() const;
+    // Gives the pages of one spare slot back; false when none is left.
+    bool give_back_spare();
+    void give_back_spares();
     void unindex(std::uint32_t length, std::uint32_t slot);
     void lru_add(std::uint32_t length, std::uint32_t slot);
     void lru_remove(Slot& slot);
@@ -230,6 +244,8 @@ private:
     std::size_t used_bytes_ = 0;
     std::size_t cached_bytes_ = 0;
     std::optional<bus::Clock::time_point> next_reclaim_;
+    // When the spare pages go back (see ReadOptions::spare_linger).
+    std::optional<bus::Clock::time_point> spares_until_;
 
     // Frames mode.
     std::list<CachedBuffer> buffers_;  // least recently used first

@@ -2207,6 +2207,46 @@ TEST(Reads, AnArenaSlotGivenBackIsTheCacheForTheNextRead) {
     EXPECT_EQ(under.stage->stop(), 0);
 }
 
+// A piece evicted from the cache leaves its slot's pages for the next read (no page faults on
+// the way), until reads pause for spare_linger: then they go back to the kernel.
+TEST(Reads, AnEvictedPieceLeavesItsPagesForTheNextReadUntilReadsPause) {
+    TempDir dir;
+    const TestTorrent t = make_torrent("spare.bin", 1024, {}, 4096);
+    ReadsUnderTest under(t, dir.path(), true, [](WriterOptions& options) {
+        options.read.memory_bytes = 8192;  // two 4 KiB slots
+        options.read.cache_bytes = 0;      // every piece given back is evicted at once
+        options.read.spare_linger = 700ms;
+    });
+    under.write_all();
+    bus::ArenaReader reader;
+    ReadsUnderTest::ask(under.worker, 0, 1);
+    const auto one = under.answer();
+    ASSERT_TRUE(one.has_value());
+    ASSERT_TRUE(one->envelope.piece_read().has_arena()) << error_of(one);
+    const std::string arena = one->envelope.piece_read().arena().path();
+    const std::size_t held = cached_pages(arena);
+    ReadsUnderTest::done(under.worker, {1});
+    std::this_thread::sleep_for(200ms);
+    EXPECT_EQ(cached_pages(arena), held) << "the evicted piece's slot gave its pages back at once";
+    ReadsUnderTest::ask(under.worker, 1, 2);
+    const auto two = under.answer();
+    ASSERT_TRUE(two.has_value());
+    EXPECT_EQ(error_of(two), "");
+    EXPECT_EQ(two->envelope.piece_read().slot(), one->envelope.piece_read().slot());
+    EXPECT_EQ(arena_bytes(reader, *two, 1024), t.piece(1));
+    EXPECT_FALSE(arena_bytes(reader, *one, 1024).has_value());
+    EXPECT_EQ(cached_pages(arena), held) << "the second read took pages of its own";
+    EXPECT_EQ(under.from_disk(), 2);
+    ReadsUnderTest::done(under.worker, {2});
+    const auto deadline = bus::Clock::now() + 5s;
+    while (cached_pages(arena) >= held && bus::Clock::now() < deadline) {
+        under.keep_orchestrator_alive();
+        std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_LT(cached_pages(arena), held) << "the spare pages stayed after reads paused";
+    EXPECT_EQ(under.stage->stop(), 0);
+}
+
 // Two slots of read memory: a third read waits until a slot is given back, and gives up with
 // "busy" when none is in time.
 TEST(Reads, ReadsDoneFreesSlotsThatReadsWaitFor) {
