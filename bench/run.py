@@ -96,6 +96,26 @@ def make_torrent(path, piece_kib, announce, dst):
         f.write(lt.bencode(torrent.generate()))
 
 
+def cached_torrent(cache, path, size_mib, piece_kib):
+    """torrent_of(announce, dst): writes the payload's torrent with that announce URL to dst.
+    Hashing 4 GiB takes a while: the pieces are kept in `cache`, only the URL is swapped."""
+    torrent_cache = os.path.join(cache, f"torrent-{size_mib}m-{piece_kib}k")
+    placeholder = "http://127.0.0.1:1/announce"
+
+    def torrent_of(announce, dst):
+        if not os.path.exists(torrent_cache):
+            make_torrent(path, piece_kib, placeholder, torrent_cache + ".tmp")
+            os.rename(torrent_cache + ".tmp", torrent_cache)
+        with open(torrent_cache, "rb") as f:
+            body = f.read()
+
+        def bencoded(text):
+            return f"{len(text)}:{text}".encode()
+        with open(dst, "wb") as f:
+            f.write(body.replace(bencoded(placeholder), bencoded(announce), 1))
+    return torrent_of
+
+
 def lt_torrent_info(torrent):
     import libtorrent as lt
     # Scenario 3's .torrent (262,144 piece hashes) is over libtorrent's default 10 MB limit.
@@ -410,21 +430,7 @@ def bench(args):
     folder, path, digest = payload(args.cache, size_mib)
     work = tempfile.mkdtemp(prefix="pw-bench-", dir=args.scratch)
     piece_kib = setup["piece_kib"]
-    torrent_cache = os.path.join(args.cache, f"torrent-{size_mib}m-{piece_kib}k")
-
-    def torrent_of(announce, dst):
-        # Hashing 4 GiB takes a while: keep the pieces and only swap the announce URL.
-        placeholder = "http://127.0.0.1:1/announce"
-        if not os.path.exists(torrent_cache):
-            make_torrent(path, piece_kib, placeholder, torrent_cache + ".tmp")
-            os.rename(torrent_cache + ".tmp", torrent_cache)
-        with open(torrent_cache, "rb") as f:
-            body = f.read()
-        def bencoded(text):
-            return f"{len(text)}:{text}".encode()
-        with open(dst, "wb") as f:
-            f.write(body.replace(bencoded(placeholder), bencoded(announce), 1))
-
+    torrent_of = cached_torrent(args.cache, path, size_mib, piece_kib)
     swarm = Swarm(work, torrent_of, folder, setup["seeders"], setup["rate_kib"])
     results = {}
     try:
