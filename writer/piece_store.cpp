@@ -115,7 +115,9 @@ PieceStore::PieceStore(PieceStore&& other) noexcept
     : torrent_(other.torrent_), download_dir_(std::move(other.download_dir_)),
       root_(std::move(other.root_)), open_files_(other.open_files_),
       owner_(std::exchange(other.owner_, 0)), read_owner_(std::exchange(other.read_owner_, 0)),
-      pieces_read_(other.pieces_read_), direct_io_(other.direct_io_) {}
+      pieces_read_(other.pieces_read_), direct_io_(other.direct_io_),
+      parts_path_(std::move(other.parts_path_)), parts_(std::move(other.parts_)),
+      parts_dirty_(other.parts_dirty_), in_parts_(std::move(other.in_parts_)) {}
 
 PieceStore& PieceStore::operator=(PieceStore&& other) noexcept {
     if (this == &other) return *this;
@@ -128,6 +130,10 @@ PieceStore& PieceStore::operator=(PieceStore&& other) noexcept {
     read_owner_ = std::exchange(other.read_owner_, 0);
     pieces_read_ = other.pieces_read_;
     direct_io_ = other.direct_io_;
+    parts_path_ = std::move(other.parts_path_);
+    parts_ = std::move(other.parts_);
+    parts_dirty_ = other.parts_dirty_;
+    in_parts_ = std::move(other.in_parts_);
     return *this;
 }
 
@@ -144,10 +150,93 @@ std::string PieceStore::describe(std::size_t file_index, const std::string& what
 Status PieceStore::create_empty_files() {
     const auto& files = torrent_->files();
     for (std::size_t i = 0; i < files.size(); ++i) {
-        if (files[i].length != 0 || files[i].pad) continue;
+        if (files[i].length != 0 || files[i].pad || in_parts(i)) continue;
         auto opened = open_below(root_.get(), torrent_->relative_path(i));
         if (!opened) return make_error(opened.error().message + " (in '" + download_dir_ + "')");
     }
+    return ok_status();
+}
+
+Result<int> PieceStore::open_parts() {
+    if (parts_.valid()) return parts_.get();
+    if (parts_path_.empty()) return make_error("no parts file for the files not wanted");
+    const int fd = ::open(parts_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return make_error(cat("cannot open the parts file '", parts_path_, "': ", std::strerror(errno)));
+    parts_ = UniqueFd(fd);
+    return fd;
+}
+
+int PieceStore::parts_fd() {
+    if (!parts_.valid() && !parts_path_.empty()) {
+        // Only an existing one: a check has nothing to read from a parts file never written.
+        const int fd = ::open(parts_path_.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (fd >= 0) parts_ = UniqueFd(fd);
+    }
+    return parts_.valid() ? parts_.get() : -1;
+}
+
+Result<bool> PieceStore::read_parts(std::uint64_t offset, std::uint8_t* out, std::uint64_t length) {
+    const int fd = parts_fd();
+    if (fd < 0) return false;
+    while (length > 0) {
+        const ssize_t got = ::pread(fd, out, length, static_cast<off_t>(offset));
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return make_error(cat("cannot read the parts file '", parts_path_, "': ", std::strerror(errno)));
+        if (got == 0) return false;
+        const auto count = static_cast<std::uint64_t>(got);
+        out += count;
+        offset += count;
+        length -= count;
+    }
+    return true;
+}
+
+Status PieceStore::set_unwanted(const std::vector<bool>& unwanted, const std::function<bool(PieceIndex)>& have) {
+    const auto& files = torrent_->files();
+    in_parts_.resize(files.size(), false);
+    std::string errors;
+    std::vector<std::uint8_t> buffer;
+    for (std::size_t i = 0; i < files.size(); ++i) {
+        if (files[i].pad) continue;
+        const bool not_wanted = i < unwanted.size() && unwanted[i];
+        bool to_parts = false;
+        if (not_wanted) {
+            // A file on disk already (wanted before) stays where its bytes are.
+            auto opened = open_existing_below(root_.get(), torrent_->relative_path(i), false);
+            to_parts = opened && !opened->valid();
+        }
+        const bool was = in_parts_[i];
+        in_parts_[i] = to_parts;
+        if (!was || to_parts || files[i].length == 0) continue;
+        // Wanted again: its bytes of the pieces we have come out of the parts file.
+        const std::uint64_t piece_length = torrent_->piece_length();
+        const auto first = static_cast<std::uint32_t>(files[i].offset / piece_length);
+        const auto last = static_cast<std::uint32_t>((files[i].offset + files[i].length - 1) / piece_length);
+        for (std::uint32_t piece = first; piece <= last; ++piece) {
+            if (!have(PieceIndex{piece})) continue;
+            for (const FileSpan& span : torrent_->map_piece(PieceIndex{piece})) {
+                if (span.file_index != i || span.length == 0) continue;
+                buffer.resize(span.length);
+                auto read = read_parts(files[i].offset + span.file_offset, buffer.data(), span.length);
+                if (!read || !*read) {
+                    if (!errors.empty()) errors += "; ";
+                    errors += read ? cat("piece ", piece, " of '", torrent_->relative_path(i), "' is not in the parts file")
+                                   : read.error().describe();
+                    continue;
+                }
+                const Chunk chunk{i, span.file_offset, std::span<const std::uint8_t>(buffer), 0};
+                if (const Status written = write_run(std::span(&chunk, 1)); !written.ok()) {
+                    if (!errors.empty()) errors += "; ";
+                    errors += written.error().describe();
+                }
+            }
+        }
+    }
+    if (const Status made = create_empty_files(); !made.ok()) {
+        if (!errors.empty()) errors += "; ";
+        errors += made.error().describe();
+    }
+    if (!errors.empty()) return make_error(std::move(errors));
     return ok_status();
 }
 
@@ -211,6 +300,15 @@ ReadResult PieceStore::read_piece(PieceIndex index, std::span<std::uint8_t> out)
         filled += span.length;
         if (files[span.file_index].pad) {
             std::memset(into, 0, span.length);  // BEP 47: padding is zeros, never on disk
+            continue;
+        }
+        if (in_parts(span.file_index)) {
+            auto read = read_parts(files[span.file_index].offset + span.file_offset, into, span.length);
+            if (!read) return {ReadStatus::failed, read.error().describe()};
+            if (!*read) {
+                return {ReadStatus::missing, cat("the parts file lacks bytes of '",
+                                                 torrent_->relative_path(span.file_index), "'")};
+            }
             continue;
         }
         auto file = file_for_reading(span.file_index);
@@ -295,12 +393,35 @@ void PieceStore::add_chunks(const PieceBytes& piece, std::size_t position,
         // BEP 47: padding is never written. Nothing to write makes no iovec either: an empty
         // one at the end would read as a write that made no progress.
         if (files[span.file_index].pad || span.length == 0) continue;
+        if (in_parts(span.file_index)) {
+            // The parts file: one virtual file past the last, at the torrent offset.
+            chunks.push_back(Chunk{files.size(), files[span.file_index].offset + span.file_offset, bytes, position});
+            continue;
+        }
         chunks.push_back(Chunk{span.file_index, span.file_offset, bytes, position});
     }
 }
 
+Status PieceStore::write_parts_run(std::span<const Chunk> run) {
+    auto fd = open_parts();
+    if (!fd) return fd.error();
+    std::vector<iovec> parts;
+    parts.reserve(run.size());
+    for (const Chunk& chunk : run) {
+        parts.push_back(iovec{const_cast<std::uint8_t*>(chunk.bytes.data()), chunk.bytes.size()});
+    }
+    std::uint64_t offset = run.front().file_offset;
+    std::span<iovec> left(parts);
+    parts_dirty_ = true;
+    if (const int error = write_all(*fd, left, offset); error != 0) {
+        return make_error(cat("cannot write the parts file '", parts_path_, "': ", std::strerror(error)));
+    }
+    return ok_status();
+}
+
 Status PieceStore::write_run(std::span<const Chunk> run) {
     const std::size_t file_index = run.front().file_index;
+    if (file_index >= torrent_->files().size()) return write_parts_run(run);
     auto file = file_for_writing(file_index);
     if (!file) return file.error();
     OpenFile& open = *file.value();
@@ -345,6 +466,12 @@ void PieceStore::choose_mode(OpenFile& file, bool direct) {
 
 Status PieceStore::sync() {
     std::string errors = open_files_->take_sync_errors(owner_);
+    if (parts_dirty_ && parts_.valid()) {
+        parts_dirty_ = false;
+        if (const int error = sync_data(parts_.get()); error != 0) {
+            errors = cat("cannot sync the parts file '", parts_path_, "': ", std::strerror(error));
+        }
+    }
     for (OpenFile* file : open_files_->files_of(owner_)) {
         if (!file->dirty) continue;
         file->dirty = false;
@@ -364,6 +491,10 @@ Status PieceStore::delete_files() {
         if (!errors.empty()) errors += "; ";
         errors += error.describe();
     };
+    parts_.reset();
+    if (!parts_path_.empty() && ::unlink(parts_path_.c_str()) != 0 && errno != ENOENT) {
+        note(make_error(cat("cannot delete the parts file '", parts_path_, "': ", std::strerror(errno))));
+    }
     // The folders below the store's folder that the layout implies: every folder on the way
     // to each file ("name", "name/sub", ...), never "" (the store's folder itself).
     std::set<std::string> folders;

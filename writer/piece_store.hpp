@@ -1,6 +1,7 @@
 #pragma once
 // Writes verified pieces into the torrent's files below the download directory.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -71,8 +72,30 @@ public:
     PieceStore(const PieceStore&) = delete;
     PieceStore& operator=(const PieceStore&) = delete;
 
-    // Zero-length files get no piece, so they are made here, once (existing ones are kept).
+    // Zero-length files get no piece, so they are made here, once (existing ones are kept);
+    // files that go to the parts file are not.
     Status create_empty_files();
+
+    // --- files not wanted ---
+    // Where the bytes of files nobody wants go: one sparse file outside the download folder
+    // (in the writer's state folder), each byte at its offset in the torrent, so a piece that
+    // straddles a wanted and an unwanted file is written whole and read back whole, and the
+    // unwanted file is never created. Set before the first write; opened on first use.
+    void set_parts_path(std::string path) { parts_path_ = std::move(path); }
+    const std::string& parts_path() const { return parts_path_; }
+    // The files not wanted, by the torrent's file index (shorter: the rest wanted). A file that
+    // is not wanted and not on disk goes to the parts file from now on; one on disk already
+    // (wanted before) keeps being written in place. A file wanted again that went to the parts
+    // file is created and gets its bytes of the pieces `have` names from the parts file (the
+    // pieces that are durable or waiting for their sync), so wanting it costs no download.
+    Status set_unwanted(const std::vector<bool>& unwanted, const std::function<bool(PieceIndex)>& have);
+    // Whether file `file_index`'s bytes go to the parts file.
+    bool in_parts(std::size_t file_index) const {
+        return file_index < in_parts_.size() && in_parts_[file_index];
+    }
+    // The parts file's descriptor (-1 when there is none); for the check's reads.
+    int parts_fd();
+    const std::vector<bool>& parts_files() const { return in_parts_; }
     // Writes one whole piece into its files (pad files skipped). Files are created on first
     // use at their full length, preallocated where the file system can (sparse where not).
     // The bytes are not durable until sync().
@@ -95,7 +118,7 @@ public:
 
     // Closes the store's open files (without syncing them; the folder stays open).
     void close_files() { release_files(); }
-    // Closes the store's files, then deletes exactly the torrent's files (pad files are never
+    // Closes the store's files, then deletes the parts file and exactly the torrent's files (pad files are never
     // there) and then the folders the torrent's layout implies (a multi-file torrent's own
     // folder and its subfolders), each only when empty, deepest first. Everything is opened
     // below the store's folder with O_NOFOLLOW; the store's folder itself and what lies above
@@ -122,6 +145,12 @@ private:
     void add_chunks(const PieceBytes& piece, std::size_t position, std::vector<Chunk>& chunks) const;
     // Chunks that continue one another in one file, at most IOV_MAX of them.
     Status write_run(std::span<const Chunk> run);
+    // The same into the parts file (chunk.file_offset is then the torrent offset).
+    Status write_parts_run(std::span<const Chunk> run);
+    Result<int> open_parts();
+    // Reads `length` bytes at torrent offset `offset` from the parts file; false when they
+    // are not there (no parts file, or it ends before them).
+    Result<bool> read_parts(std::uint64_t offset, std::uint8_t* out, std::uint64_t length);
     // Puts the file's descriptor in the mode this run can use; false when direct I/O is out.
     void choose_mode(OpenFile& file, bool aligned);
     Result<OpenFile*> file_for_writing(std::size_t file_index);
@@ -142,6 +171,10 @@ private:
     std::uint64_t read_owner_ = 0;
     std::uint64_t pieces_read_ = 0;
     bool direct_io_;
+    std::string parts_path_;
+    UniqueFd parts_;
+    bool parts_dirty_ = false;
+    std::vector<bool> in_parts_;  // by file index
 };
 
 }  // namespace pw::writer

@@ -177,6 +177,20 @@ PieceChecker::PieceChecker(const Torrent& torrent, const PieceDigests& hashes, i
 
 bool PieceChecker::read_span(std::size_t file_index, std::uint64_t offset, std::uint8_t* out,
                              std::uint64_t length) {
+    if (file_index < in_parts_.size() && in_parts_[file_index]) {
+        if (parts_fd_ < 0) return false;
+        offset += torrent_->files()[file_index].offset;
+        while (length > 0) {
+            const ssize_t got = ::pread(parts_fd_, out, length, static_cast<off_t>(offset));
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0) return false;
+            const auto count = static_cast<std::uint64_t>(got);
+            out += count;
+            offset += count;
+            length -= count;
+        }
+        return true;
+    }
     if (open_index_ != file_index) {
         open_index_ = file_index;
         auto opened = open_existing_below(root_fd_, torrent_->relative_path(file_index), false);

@@ -98,6 +98,12 @@ public:
     // pieces), and stops the check when false.
     std::optional<PieceBits> check_all(const std::function<bool()>& keep_going);
     bool check(PieceIndex piece);
+    // The files whose bytes are in the parts file `parts_fd` (at their torrent offsets; see
+    // PieceStore::set_unwanted) rather than below root_fd. The descriptor stays the caller's.
+    void use_parts(int parts_fd, std::vector<bool> in_parts) {
+        parts_fd_ = parts_fd;
+        in_parts_ = std::move(in_parts);
+    }
     // Closes the file read last (reopened when needed again).
     void release() {
         open_fd_.reset();
@@ -116,6 +122,8 @@ private:
     // The file read last: pieces come in order, so this is nearly always the one needed next.
     std::optional<std::size_t> open_index_;
     UniqueFd open_fd_;
+    int parts_fd_ = -1;
+    std::vector<bool> in_parts_;
 };
 
 // Every piece of a torrent hashed, a slice at a time: the writer's loop gives each check it
@@ -132,6 +140,7 @@ public:
     // The pieces that verified so far.
     const PieceBits& verified() const { return verified_; }
     std::uint32_t checked() const { return next_; }
+    PieceChecker& checker() { return checker_; }
 
 private:
     PieceChecker checker_;

@@ -19,6 +19,22 @@ TorrentWriter::TorrentWriter(TorrentId id, Torrent torrent, UniqueFd folder, std
       book_(torrent_, store_.root_fd(), settings_.state_dir),
       pending_pieces_(torrent_.piece_count(), false) {
     torrent_.forget_piece_hashes();
+    store_.set_parts_path(settings_.state_dir + "/" + to_hex(torrent_.info_hash()) + ".parts");
+}
+
+void TorrentWriter::set_unwanted(const std::vector<bool>& unwanted) {
+    std::vector<bool> file_unwanted(torrent_.files().size(), false);
+    std::size_t count = 0;
+    for (std::size_t i = 0; i < file_unwanted.size() && i < unwanted.size(); ++i) {
+        file_unwanted[i] = unwanted[i] && !torrent_.files()[i].pad;
+        count += file_unwanted[i] ? 1 : 0;
+    }
+    const Status set = store_.set_unwanted(file_unwanted, [this](PieceIndex piece) {
+        return book_.done().test(piece) || pending_pieces_[piece.get()];
+    });
+    if (!set.ok()) spdlog::error("torrent {}: {}", id_.get(), set.error().describe());
+    spdlog::info("torrent {}: {} of {} files not wanted{}", id_.get(), count, torrent_.files().size(),
+                 count > 0 ? cat(" (their bytes of shared pieces in '", store_.parts_path(), "')") : std::string());
 }
 
 void TorrentWriter::start() {
@@ -46,6 +62,7 @@ void TorrentWriter::start() {
 
 void TorrentWriter::begin_check(bool verify) {
     check_.emplace(torrent_, hashes_, store_.root_fd());
+    check_->checker().use_parts(store_.parts_fd(), store_.parts_files());
     check_is_verify_ = verify;
     check_began_ = bus::Clock::now();
     acked_since_check_.emplace(torrent_.piece_count());

@@ -64,6 +64,11 @@ public:
     // written meanwhile. A request during a check runs once that check is done.
     void verify();
 
+    // The files not wanted, by file index (FilesWanted): see PieceStore::set_unwanted. Before
+    // start() it only says where the bytes are; later a file wanted again gets its bytes from
+    // the parts file at once.
+    void set_unwanted(const std::vector<bool>& unwanted);
+
     void write(const bus::v1::PieceBatch& batch, std::span<const zmq::message_t> frames,
                bus::ArenaReader& arenas);
     // --- reads for peers (ReadService) ---

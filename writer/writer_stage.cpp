@@ -115,6 +115,8 @@ public:
             removed(TorrentId{envelope.torrent_removed().torrent()}, envelope.torrent_removed().delete_data());
         } else if (envelope.has_verify_torrent()) {
             verify(TorrentId{envelope.verify_torrent().torrent()});
+        } else if (envelope.has_files_wanted()) {
+            files_wanted(message);
         } else {
             spdlog::debug("ignored a {} message", bus::body_name(envelope));
         }
@@ -214,6 +216,7 @@ private:
         bool answered = false;  // a TorrentInfo was answered (refused torrents)
         std::uint32_t piece_count = 0;  // of a refused torrent, once answered
         bool verify_waiting = false;  // a VerifyTorrent came before the TorrentInfo
+        std::string unwanted_files;   // FilesWanted's bitfield (by file index; set: not wanted)
         std::unique_ptr<TorrentWriter> writer;  // once the TorrentInfo came
     };
 
@@ -302,6 +305,7 @@ private:
                                                                std::move(folder).value(),
                                                                entry.placement->shown, settings_,
                                                                stage_.link());
+                entry.writer->set_unwanted(unwanted_of(entry));
                 entry.writer->start();
                 if (entry.verify_waiting) entry.writer->verify();
                 bus::release_start_up_memory();  // the frame and the parser's copies
@@ -313,6 +317,33 @@ private:
         entry.piece_count = torrent->piece_count();
         send_resume_state(stage_.link(), id, PieceBits(torrent->piece_count()), entry.verify_waiting);
         entry.verify_waiting = false;
+    }
+
+    static std::vector<bool> unwanted_of(const Entry& entry) {
+        std::vector<bool> unwanted(entry.unwanted_files.size() * 8, false);
+        for (std::size_t i = 0; i < unwanted.size(); ++i) {
+            unwanted[i] = ((static_cast<unsigned char>(entry.unwanted_files[i / 8]) >> (7 - i % 8)) & 1u) != 0;
+        }
+        return unwanted;
+    }
+
+    void files_wanted(const bus::Incoming& message) {
+        const TorrentId id{message.envelope.files_wanted().torrent()};
+        const auto found = torrents_.find(id);
+        if (found == torrents_.end()) {
+            spdlog::warn("ignored the files wanted of torrent {}: it was never added", id.get());
+            return;
+        }
+        Entry& entry = found->second;
+        // A bitfield of at most one bit a file; a longer one is cut (a file past the torrent's
+        // last is no file).
+        constexpr std::size_t kMaxBytes = (1u << 20) / 8;
+        entry.unwanted_files.clear();
+        if (!message.frames.empty()) {
+            const auto& frame = message.frames.front();
+            entry.unwanted_files.assign(static_cast<const char*>(frame.data()), std::min(frame.size(), kMaxBytes));
+        }
+        if (entry.writer) entry.writer->set_unwanted(unwanted_of(entry));
     }
 
     void removed(TorrentId id, bool delete_data) {
