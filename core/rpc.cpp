@@ -493,6 +493,8 @@ Result<Method> parse_torrent_add(Arguments& args) {
                       add.priority_low);
     args.read("peer-limit", add.peer_limit, 0, kMaxPeers);
     args.read("bandwidthPriority", add.bandwidth_priority);
+    args.read("sequentialDownload", add.sequential_download);
+    args.read("sequential_download", add.sequential_download);
     args.read("labels", add.labels);
     args.read("cookies", add.cookies);
     add.ignored_keys = args.ignored_keys();
@@ -553,6 +555,8 @@ Result<Method> parse_torrent_set(Arguments& args) {
     args.read("queuePosition", set.queue_position, 0, std::numeric_limits<std::int32_t>::max());
     read_file_choices(args, set.files_wanted, set.files_unwanted, set.priority_high, set.priority_normal,
                       set.priority_low);
+    args.read("sequentialDownload", set.sequential_download);
+    args.read("sequential_download", set.sequential_download);
     args.read("labels", set.labels);
     args.read_path("location", set.location);
     args.read("trackerAdd", set.tracker_add);
@@ -788,6 +792,8 @@ const std::array kTorrentFields = std::to_array<TorrentField>({
     {"seedIdleMode", [](const TorrentView& t) -> json { return static_cast<int>(t.seed_idle_mode); }},
     {"seedRatioLimit", [](const TorrentView& t) -> json { return fraction(t.seed_ratio_limit); }},
     {"seedRatioMode", [](const TorrentView& t) -> json { return static_cast<int>(t.seed_ratio_mode); }},
+    {"sequentialDownload", [](const TorrentView& t) -> json { return t.sequential_download; }},
+    {"sequential_download", [](const TorrentView& t) -> json { return t.sequential_download; }},
     {"sizeWhenDone", [](const TorrentView& t) -> json { return t.size_when_done; }},
     {"startDate", [](const TorrentView& t) -> json { return t.start_date; }},
     {"status", [](const TorrentView& t) -> json { return static_cast<int>(t.status); }},

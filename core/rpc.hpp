@@ -129,6 +129,8 @@ struct TorrentAdd {
     FileIndices priority_low;
     std::optional<std::int64_t> peer_limit;
     std::optional<Priority> bandwidth_priority;
+    // sequentialDownload (Transmission 4.1: sequential_download): pieces in order.
+    std::optional<bool> sequential_download;
     std::optional<std::vector<std::string>> labels;
     std::optional<std::string> cookies;
     std::vector<std::string> ignored_keys;
@@ -172,6 +174,7 @@ struct TorrentSet {
     FileIndices priority_high;
     FileIndices priority_normal;
     FileIndices priority_low;
+    std::optional<bool> sequential_download;  // sequentialDownload / sequential_download
     std::optional<std::vector<std::string>> labels;
     std::optional<std::string> location;  // an absolute path
     std::optional<std::vector<std::string>> tracker_add;
@@ -359,6 +362,7 @@ struct TorrentView {
     std::vector<std::string> labels;            // labels
     std::vector<std::string> webseeds;          // webseeds
     std::vector<FileView> files;                // files, fileStats, priorities, wanted, file-count
+    bool sequential_download = false;           // sequentialDownload, sequential_download
     std::vector<TrackerView> trackers;          // trackers, trackerStats
     std::vector<PeerView> peers;                // peers
     PeersFromView peers_from;                   // peersFrom

@@ -23,6 +23,20 @@
 // over the torrent as before, but the pieces of one extent arrive together and reach the
 // disk as one write instead of one per piece (libtorrent's piece_extent_affinity does the
 // same). With 16 KiB pieces that is 256 pieces per pwritev instead of one.
+//
+// Priorities (the user's choice of files): every piece has a level, 0 for a piece no wanted
+// file touches (parked: never picked, not counted free), then low, normal and high, each with
+// an "edge" step above it for the first and last piece of a wanted file (media players read
+// a file's index there). Each level has buckets of its own: a pick empties the higher levels
+// before it looks at a lower one, rarest first within a level. Pieces that were leased once
+// (the retry list) still go first whatever their level: they are the ones half fetched.
+//
+// Sequential order: edge pieces first, then the free pieces of the readahead window (the
+// `window` pieces from the first wanted piece not done yet, in order, whatever their level:
+// a player reading the file from its start is fed first), then the rest by level and in
+// order. Endgame (the scheduler's duplicates of pieces in flight) finishes the last pieces
+// from whichever peers have them. A sequential pick scans the pieces: linear in the torrent.
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <random>
@@ -66,12 +80,26 @@ public:
     // A done piece is not on disk after all (a verify found it wrong): free again.
     void mark_missing(PieceIndex piece);
     bool is_free(PieceIndex piece) const;
+
+    // --- what to fetch first ---
+    static constexpr std::uint8_t kNotWanted = 0;
+    static constexpr std::uint8_t kLow = 1;
+    static constexpr std::uint8_t kNormal = 3;
+    static constexpr std::uint8_t kHigh = 5;
+    static constexpr std::uint8_t kLevels = 7;  // kHigh + 1 (its edge step) + 1
+    // One level per piece (0: not wanted, up to kLevels - 1); a missing tail means kNormal.
+    // Takes effect for the next pick; busy and done pieces keep their state.
+    void set_levels(std::span<const std::uint8_t> levels);
+    std::uint8_t level(PieceIndex piece) const { return level_.at(piece.get()); }
+    // `window`: the readahead in pieces (at least 1).
+    void set_sequential(bool on, std::uint32_t window);
+    bool sequential() const { return sequential_; }
     bool is_done(PieceIndex piece) const;
     std::uint32_t done_count() const { return done_count_; }
     std::uint32_t free_count() const { return free_count_; }
 
 private:
-    enum class State : std::uint8_t { in_bucket, in_retry, busy, done };
+    enum class State : std::uint8_t { in_bucket, in_retry, busy, done, parked };
     struct PeerHaves {
         bool all = false;
         std::vector<bool> bits;
@@ -87,11 +115,18 @@ private:
     void raise(std::uint32_t piece);
     void lower(std::uint32_t piece);
     bool has(const PeerHaves& haves, std::uint32_t piece) const;
-    // Takes the free pieces of `extent` in bucket `level` that the peer has, in order, up to
+    // Takes the free pieces of `extent` in bucket `level` of `priority` that the peer has, in order, up to
     // `count` chosen in all.
-    void take_run(std::uint32_t extent, std::uint32_t level, const PeerHaves& haves,
+    void take_run(std::uint32_t extent, std::uint8_t priority, std::uint32_t level, const PeerHaves& haves,
                   std::size_t count, std::vector<std::uint32_t>& chosen);
     std::uint32_t extent_of(std::uint32_t piece) const { return piece / pieces_per_extent_; }
+    void set_level(std::uint32_t piece, std::uint8_t level);
+    void pick_rarest(PeerHaves& haves, std::uint8_t level, std::size_t count,
+                     std::vector<std::uint32_t>& chosen);
+    void pick_sequential(const PeerHaves& haves, std::size_t count, std::vector<std::uint32_t>& chosen);
+    void take_in_order(const PeerHaves& haves, std::uint32_t begin, std::uint32_t end, int level,
+                       std::size_t count, std::vector<std::uint32_t>& chosen);
+    std::vector<std::vector<std::uint32_t>>& bucket_of(std::uint32_t piece) { return buckets_[level_[piece]]; }
 
     std::uint32_t piece_count_;
     std::uint32_t pieces_per_extent_;
@@ -99,7 +134,12 @@ private:
     std::vector<State> state_;
     std::vector<std::uint32_t> slot_;      // position in its bucket or in retry_
     std::vector<std::uint32_t> partial_;   // partial peers having each piece
-    std::vector<std::vector<std::uint32_t>> buckets_;
+    std::vector<std::uint8_t> level_;
+    // By level, then by the number of partial peers having the piece.
+    std::array<std::vector<std::vector<std::uint32_t>>, kLevels> buckets_;
+    bool sequential_ = false;
+    std::uint32_t window_ = 1;
+    std::uint32_t cursor_ = 0;  // no wanted piece below it is free or parked-undone
     std::vector<std::uint32_t> retry_;
     std::uint32_t seeders_ = 0;
     std::uint32_t done_count_ = 0;

@@ -71,6 +71,37 @@ std::uint32_t clamp_u32(std::int64_t value, std::int64_t low, std::int64_t high)
     return static_cast<std::uint32_t>(std::clamp(value, low, high));
 }
 
+// Applies an RPC request's file choices to `settings` (for `listed` files): false, and an
+// error naming the number, when one is past the files. An empty list means every file.
+Status choose(TorrentSettings& settings, std::size_t listed, const rpc::FileIndices& wanted,
+              const rpc::FileIndices& unwanted, const rpc::FileIndices& high, const rpc::FileIndices& normal,
+              const rpc::FileIndices& low) {
+    for (const auto* list : {&wanted, &unwanted, &high, &normal, &low}) {
+        if (!*list) continue;
+        for (const auto index : **list) {
+            if (index >= listed) {
+                return make_error("file " + std::to_string(index) + " is past the torrent's " +
+                                  std::to_string(listed) + " files");
+            }
+        }
+    }
+    settings.file_unwanted.resize(listed, false);
+    settings.file_priority.resize(listed, 0);
+    const auto each = [&](const rpc::FileIndices& list, auto&& apply) {
+        if (!list) return;
+        if (list->empty()) {
+            for (std::size_t i = 0; i < listed; ++i) apply(i);
+        }
+        for (const auto index : *list) apply(index);
+    };
+    each(wanted, [&](std::size_t i) { settings.file_unwanted[i] = false; });
+    each(unwanted, [&](std::size_t i) { settings.file_unwanted[i] = true; });
+    each(high, [&](std::size_t i) { settings.file_priority[i] = 1; });
+    each(normal, [&](std::size_t i) { settings.file_priority[i] = 0; });
+    each(low, [&](std::size_t i) { settings.file_priority[i] = -1; });
+    return ok_status();
+}
+
 }  // namespace
 
 bool lies_below(const std::string& path, const std::vector<std::string>& roots) {
@@ -196,7 +227,7 @@ Result<json> RpcMethods::dispatch(rpc::Method& method, Clock::time_point now, st
                 while (!removed_.empty() && wall_now - removed_.front().second > kRecentSeconds) removed_.pop_front();
                 return json::object();
             } else if constexpr (std::is_same_v<M, rpc::TorrentSet>) {
-                return torrent_set(m);
+                return torrent_set(m, now);
             } else {
                 return make_error("method name not recognized");
             }
@@ -217,9 +248,6 @@ Result<json> RpcMethods::torrent_add(rpc::TorrentAdd& add, Clock::time_point now
         case rpc::TorrentAdd::Source::magnet: return make_error("magnet links are not supported yet: add the .torrent file");
         case rpc::TorrentAdd::Source::url: return make_error("adding a torrent by URL is not supported: add the .torrent file");
     }
-    if (add.files_wanted || add.files_unwanted || add.priority_high || add.priority_low) {
-        return make_error("choosing files is not supported yet");
-    }
     auto parsed = Torrent::parse(bytes, {}, PieceHashes::forget);
     if (!parsed) return make_error(parsed.error().describe());
     if (TorrentState* known = session_.find(parsed->info_hash())) {
@@ -238,6 +266,16 @@ Result<json> RpcMethods::torrent_add(rpc::TorrentAdd& add, Clock::time_point now
     request.settings.peer_limit = settings_.peer_limit_per_torrent;
     if (add.peer_limit) request.settings.peer_limit = clamp_u32(*add.peer_limit, 1, 10'000);
     if (add.bandwidth_priority) request.settings.bandwidth_priority = static_cast<int>(*add.bandwidth_priority);
+    if (add.sequential_download) request.settings.sequential = *add.sequential_download;
+    {
+        // The choice goes in the settings the torrent starts with: no byte of an unwanted
+        // file is ever asked for.
+        std::size_t listed = 0;
+        for (const FileEntry& file : parsed->files()) listed += file.pad ? 0 : 1;
+        auto choice = choose(request.settings, listed, add.files_wanted, add.files_unwanted, add.priority_high,
+                             add.priority_normal, add.priority_low);
+        if (!choice.ok()) return choice.error();
+    }
     if (store_ != nullptr) {
         if (const Status saved = store_->save_metainfo(parsed->info_hash(), bytes); !saved.ok()) {
             return make_error("cannot keep the .torrent: " + saved.error().describe());
@@ -265,10 +303,7 @@ Result<json> RpcMethods::torrent_get(const rpc::TorrentGet& get, std::int64_t wa
     return rpc::torrent_get_arguments(get, views, &removed);
 }
 
-Result<json> RpcMethods::torrent_set(const rpc::TorrentSet& set) {
-    if (set.files_wanted || set.files_unwanted || set.priority_high || set.priority_normal || set.priority_low) {
-        return make_error("choosing files is not supported yet");
-    }
+Result<json> RpcMethods::torrent_set(const rpc::TorrentSet& set, Clock::time_point now) {
     if (set.location) return make_error("moving a torrent's data is not supported");
     if (set.tracker_add || set.tracker_remove) return make_error("editing trackers is not supported");
     auto ids = select(set.ids, 0);
@@ -285,6 +320,34 @@ Result<json> RpcMethods::torrent_set(const rpc::TorrentSet& set) {
         if (set.peer_limit) s.peer_limit = clamp_u32(*set.peer_limit, 1, 10'000);
         if (set.bandwidth_priority) s.bandwidth_priority = static_cast<int>(*set.bandwidth_priority);
         session_.mark_changed(id);
+    }
+    const bool chooses = set.files_wanted || set.files_unwanted || set.priority_high || set.priority_normal ||
+                         set.priority_low || set.sequential_download;
+    if (!chooses) return json::object();
+    for (const TorrentId id : *ids) {
+        TorrentState& torrent = *session_.find(id);
+        if (torrent.info() == nullptr && (set.files_wanted || set.files_unwanted || set.priority_high ||
+                                          set.priority_normal || set.priority_low)) {
+            return make_error("torrent " + std::to_string(id.get()) + " has no file list yet");
+        }
+        // Checked first, then applied: a bad number changes nothing.
+        TorrentSettings chosen = torrent.settings();
+        auto choice = choose(chosen, torrent.listed_file_count(), set.files_wanted, set.files_unwanted,
+                             set.priority_high, set.priority_normal, set.priority_low);
+        if (!choice.ok()) return choice.error();
+    }
+    for (const TorrentId id : *ids) {
+        TorrentState& torrent = *session_.find(id);
+        const auto apply = [&](const rpc::FileIndices& files, std::optional<bool> wanted, std::optional<int> priority) {
+            if (files) torrent.choose_files(*files, wanted, priority, now);
+        };
+        apply(set.files_wanted, true, std::nullopt);
+        apply(set.files_unwanted, false, std::nullopt);
+        apply(set.priority_high, std::nullopt, 1);
+        apply(set.priority_normal, std::nullopt, 0);
+        apply(set.priority_low, std::nullopt, -1);
+        if (set.sequential_download) torrent.set_sequential(*set.sequential_download);
+        session_.files_chosen(id, now);
     }
     return json::object();
 }
@@ -370,12 +433,15 @@ rpc::TorrentView RpcMethods::view(const TorrentState& torrent, std::int64_t wall
     }
     const std::uint64_t total = torrent.total_size();
     const std::uint64_t done = torrent.done_bytes();
+    const std::uint64_t wanted = torrent.size_when_done();
     v.total_size = as_int(total);
-    v.size_when_done = as_int(total);
-    v.left_until_done = as_int(total - done);
+    v.size_when_done = as_int(wanted);
+    v.left_until_done = as_int(torrent.left());
     v.have_valid = as_int(done);
-    v.percent_done = total == 0 ? 0.0 : static_cast<double>(done) / static_cast<double>(total);
-    v.percent_complete = v.percent_done;
+    v.percent_done = wanted == 0 ? (torrent.info() != nullptr ? 1.0 : 0.0)
+                                 : static_cast<double>(torrent.wanted_done_bytes()) / static_cast<double>(wanted);
+    v.percent_complete = total == 0 ? 0.0 : static_cast<double>(done) / static_cast<double>(total);
+    v.sequential_download = s.sequential;
     v.is_finished = false;
     v.corrupt_ever = as_int(s.corrupt_ever);
     v.downloaded_ever = as_int(s.downloaded_ever);
@@ -431,11 +497,12 @@ rpc::TorrentView RpcMethods::view(const TorrentState& torrent, std::int64_t wall
             }
         }
         v.pieces = std::move(bits);
-        for (std::size_t i = 0; i < info->files().size(); ++i) {
+        for (std::size_t listed = 0; listed < torrent.listed_file_count(); ++listed) {
+            const std::size_t i = torrent.info_file_index(listed);
             const FileEntry& file = info->files()[i];
-            if (file.pad) continue;
-            v.files.push_back(rpc::FileView{info->relative_path(i), as_int(file.length), completed[i], true,
-                                            rpc::Priority::normal});
+            v.files.push_back(rpc::FileView{info->relative_path(i), as_int(file.length), completed[i],
+                                            torrent.file_wanted(listed),
+                                            static_cast<rpc::Priority>(torrent.file_priority(listed))});
         }
     }
     std::int64_t tracker_id = 0;

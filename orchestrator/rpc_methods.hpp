@@ -49,7 +49,7 @@ private:
     Result<nlohmann::json> dispatch(rpc::Method& method, Clock::time_point now, std::int64_t wall_now);
     Result<nlohmann::json> torrent_add(rpc::TorrentAdd& add, Clock::time_point now, std::int64_t wall_now);
     Result<nlohmann::json> torrent_get(const rpc::TorrentGet& get, std::int64_t wall_now);
-    Result<nlohmann::json> torrent_set(const rpc::TorrentSet& set);
+    Result<nlohmann::json> torrent_set(const rpc::TorrentSet& set, Clock::time_point now);
     Result<nlohmann::json> session_set(const rpc::SessionSet& set);
     // The torrents a request names; an explicitly listed id the session does not have is an
     // error (the message names it).

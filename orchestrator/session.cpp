@@ -112,7 +112,7 @@ v1::Envelope Session::pieces_available_message(const TorrentState& torrent,
     v1::Envelope envelope;
     auto* available = envelope.mutable_pieces_available();
     available->set_torrent(torrent.id().get());
-    if (torrent.complete()) {
+    if (torrent.has_all()) {
         available->set_have_all(true);
     } else if (torrent.pieces_done() > 0) {
         available->set_bitfield(true);
@@ -239,6 +239,9 @@ void Session::tell_stage(const std::string& identity, v1::Role role, const Torre
     added.trackers = torrent.trackers();
     added.download_dir = torrent.settings().download_dir;
     send(identity, bus::torrent_added_message(added));
+    if (role == v1::ROLE_WRITER && torrent.info() != nullptr) {
+        send(identity, files_wanted_message(torrent), files_wanted_frames(torrent));
+    }
     if (needs_info(role) && torrent.info() != nullptr) {
         std::vector<zmq::message_t> frames(1);
         if (info_frame(torrent.id(), frames.front(), now)) {
@@ -252,6 +255,31 @@ void Session::tell_stage(const std::string& identity, v1::Role role, const Torre
     if (role == v1::ROLE_PEER_WORKER && torrent.info() != nullptr && torrent.resumed()) {
         send_pieces_available(torrent, &identity);
     }
+}
+
+v1::Envelope Session::files_wanted_message(const TorrentState& torrent) {
+    v1::Envelope envelope;
+    envelope.mutable_files_wanted()->set_torrent(torrent.id().get());
+    return envelope;
+}
+
+std::vector<zmq::message_t> Session::files_wanted_frames(const TorrentState& torrent) {
+    std::vector<zmq::message_t> frames;
+    const std::string bits = torrent.unwanted_files_bits();
+    frames.emplace_back(bits.data(), bits.size());
+    return frames;
+}
+
+void Session::files_chosen(TorrentId id, Clock::time_point now) {
+    TorrentState* torrent = find(id);
+    if (torrent == nullptr) return;
+    changed_.insert(id);
+    if (torrent->info() != nullptr) {
+        for (const auto& identity : stages_.identities(v1::ROLE_WRITER)) {
+            send(identity, files_wanted_message(*torrent), files_wanted_frames(*torrent));
+        }
+    }
+    after_change(*torrent, now);
 }
 
 void Session::tell_all(const TorrentState& torrent, Clock::time_point now) {

@@ -99,6 +99,9 @@ public:
     // With delete_data the writer deletes its files (even while it was stopped).
     bool remove(TorrentId id, bool delete_data);
     bool verify(TorrentId id);
+    // The torrent's choice of files or their order changed (TorrentState::choose_files):
+    // the writer is told which files are wanted, and the choice is saved.
+    void files_chosen(TorrentId id, Clock::time_point now);
 
     TorrentState* find(TorrentId id);
     const TorrentState* find(TorrentId id) const;
@@ -152,6 +155,8 @@ private:
     void tell_stage(const std::string& identity, bus::v1::Role role, const TorrentState& torrent,
                     Clock::time_point now);
     void tell_all(const TorrentState& torrent, Clock::time_point now);
+    static bus::v1::Envelope files_wanted_message(const TorrentState& torrent);
+    static std::vector<zmq::message_t> files_wanted_frames(const TorrentState& torrent);
     void tell_removed(TorrentId id, bool delete_data);
     bool info_frame(TorrentId id, zmq::message_t& out, Clock::time_point now);
     void notice(Notice::Kind kind, TorrentId torrent, std::string text);

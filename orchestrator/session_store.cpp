@@ -98,8 +98,31 @@ Result<Value> decode_dict(std::string_view bytes) {
 
 }  // namespace
 
+namespace {
+
+// The choice of files as text, one character a file: '1' unwanted / '0' wanted, and 'l',
+// 'n', 'h' for the priorities. At most one per file the metainfo can list (kMaxFiles).
+constexpr std::size_t kMaxChoices = 1u << 20;
+
+std::string unwanted_text(const std::vector<bool>& unwanted) {
+    std::string text;
+    for (const bool u : unwanted) text += u ? '1' : '0';
+    return text;
+}
+
+std::string priority_text(const std::vector<std::int8_t>& priorities) {
+    std::string text;
+    for (const auto p : priorities) text += p < 0 ? 'l' : p > 0 ? 'h' : 'n';
+    return text;
+}
+
+}  // namespace
+
 std::string encode_torrent_state(TorrentId id, std::string_view name, const TorrentSettings& s) {
     Dict dict{
+        {"file-priorities", Value(priority_text(s.file_priority))},
+        {"files-unwanted", Value(unwanted_text(s.file_unwanted))},
+        {"sequential", Value(std::int64_t{s.sequential})},
         {"activity-date", Value(s.activity_date)},
         {"added-date", Value(s.added_date)},
         {"bandwidth-priority", Value(std::int64_t{s.bandwidth_priority})},
@@ -152,7 +175,19 @@ Result<SavedTorrentState> decode_torrent_state(std::string_view bytes) {
     read.integer("seed-ratio-mode", s.seed_ratio_mode, 0, 2);
     read.integer("peer-limit", s.peer_limit, 1, 10'000);
     read.integer("bandwidth-priority", s.bandwidth_priority, -1, 1);
+    read.flag("sequential", s.sequential);
+    std::string unwanted, priorities;
+    read.text("files-unwanted", unwanted);
+    read.text("file-priorities", priorities);
     if (!read.problem().empty()) return make_error(read.problem());
+    if (unwanted.size() > kMaxChoices || unwanted.find_first_not_of("01") != std::string::npos) {
+        return make_error("'files-unwanted' is not what it should be");
+    }
+    if (priorities.size() > kMaxChoices || priorities.find_first_not_of("lnh") != std::string::npos) {
+        return make_error("'file-priorities' is not what it should be");
+    }
+    for (const char c : unwanted) s.file_unwanted.push_back(c == '1');
+    for (const char c : priorities) s.file_priority.push_back(static_cast<std::int8_t>(c == 'l' ? -1 : c == 'h' ? 1 : 0));
     if (!s.download_dir.empty() && s.download_dir.front() != '/') {
         return make_error("the download folder is not an absolute path");
     }

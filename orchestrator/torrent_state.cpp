@@ -7,8 +7,45 @@ namespace pw::orchestrator {
 namespace {
 
 constexpr auto kRateSamplePeriod = std::chrono::milliseconds(250);
+// Sequential order's readahead: what a player reading from the front wants in hand.
+constexpr std::uint64_t kReadaheadBytes = 16ull << 20;
+constexpr std::uint32_t kMinReadaheadPieces = 4;
 
 }  // namespace
+
+Result<std::vector<bool>> parse_file_selection(std::string_view spec, std::size_t files) {
+    std::vector<bool> unwanted(files, true);
+    const auto number = [&](std::string_view text) -> Result<std::size_t> {
+        std::size_t value = 0;
+        if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string_view::npos) {
+            return make_error("'" + std::string(text) + "' is not a file number");
+        }
+        for (const char c : text) value = value * 10 + static_cast<std::size_t>(c - '0');
+        if (value == 0 || value > files) {
+            return make_error("there is no file " + std::string(text) + " (the torrent has " +
+                              std::to_string(files) + "; see piecework inspect)");
+        }
+        return value;
+    };
+    if (spec.empty()) return make_error("no file numbers");
+    while (!spec.empty()) {
+        const auto comma = spec.find(',');
+        const std::string_view item = spec.substr(0, comma);
+        spec = comma == std::string_view::npos ? std::string_view{} : spec.substr(comma + 1);
+        const auto dash = item.find('-');
+        auto first = number(item.substr(0, dash));
+        if (!first) return first.error();
+        std::size_t last = *first;
+        if (dash != std::string_view::npos) {
+            auto end = number(item.substr(dash + 1));
+            if (!end) return end.error();
+            if (*end < *first) return make_error("'" + std::string(item) + "' is a range backwards");
+            last = *end;
+        }
+        for (std::size_t i = *first; i <= last; ++i) unwanted[i - 1] = false;
+    }
+    return unwanted;
+}
 
 const char* phase_name(TorrentPhase phase) {
     switch (phase) {
@@ -40,6 +77,120 @@ void TorrentState::set_info(Torrent info) {
     name_ = info.name();
     done_.assign(info.piece_count(), false);
     info_.emplace(std::move(info));
+    listed_.clear();
+    for (std::size_t i = 0; i < info_->files().size(); ++i) {
+        if (!info_->files()[i].pad) listed_.push_back(i);
+    }
+    apply_selection(Clock::time_point{});
+}
+
+bool TorrentState::file_wanted(std::size_t listed) const {
+    return listed >= settings_.file_unwanted.size() || !settings_.file_unwanted[listed];
+}
+
+int TorrentState::file_priority(std::size_t listed) const {
+    return listed < settings_.file_priority.size() ? std::clamp<int>(settings_.file_priority[listed], -1, 1) : 0;
+}
+
+bool TorrentState::piece_wanted(PieceIndex piece) const {
+    return piece.get() < levels_.size() && levels_[piece.get()] != PiecePicker::kNotWanted;
+}
+
+bool TorrentState::choose_files(const std::vector<std::uint32_t>& listed, std::optional<bool> wanted,
+                                std::optional<int> priority, Clock::time_point now) {
+    if (!info_) return false;
+    for (const auto index : listed) {
+        if (index >= listed_.size()) return false;
+    }
+    std::vector<std::uint32_t> all;
+    if (listed.empty()) {
+        for (std::uint32_t i = 0; i < listed_.size(); ++i) all.push_back(i);
+    }
+    settings_.file_unwanted.resize(listed_.size(), false);
+    settings_.file_priority.resize(listed_.size(), 0);
+    for (const auto index : listed.empty() ? all : listed) {
+        if (wanted) settings_.file_unwanted[index] = !*wanted;
+        if (priority) settings_.file_priority[index] = static_cast<std::int8_t>(std::clamp(*priority, -1, 1));
+    }
+    apply_selection(now);
+    return true;
+}
+
+void TorrentState::set_sequential(bool on) {
+    settings_.sequential = on;
+    apply_selection(Clock::time_point{});
+}
+
+std::string TorrentState::unwanted_files_bits() const {
+    if (!info_) return {};
+    std::string bits((info_->files().size() + 7) / 8, '\0');
+    for (std::size_t i = 0; i < listed_.size(); ++i) {
+        if (file_wanted(i)) continue;
+        const std::size_t file = listed_[i];
+        bits[file / 8] = static_cast<char>(bits[file / 8] | (0x80 >> (file % 8)));
+    }
+    return bits;
+}
+
+void TorrentState::apply_selection(Clock::time_point now) {
+    if (!info_) return;
+    const std::uint32_t count = info_->piece_count();
+    const std::uint64_t piece_length = info_->piece_length();
+    levels_.assign(count, PiecePicker::kNotWanted);
+    for (std::size_t i = 0; i < listed_.size(); ++i) {
+        const FileEntry& file = info_->files()[listed_[i]];
+        if (!file_wanted(i) || file.length == 0) continue;
+        const int priority = file_priority(i);
+        const std::uint8_t base = priority < 0 ? PiecePicker::kLow : priority > 0 ? PiecePicker::kHigh : PiecePicker::kNormal;
+        const auto first = static_cast<std::uint32_t>(file.offset / piece_length);
+        const auto last = static_cast<std::uint32_t>((file.offset + file.length - 1) / piece_length);
+        for (std::uint32_t piece = first; piece <= last && piece < count; ++piece) {
+            levels_[piece] = std::max(levels_[piece], base);
+        }
+        // First and last piece first: a player reads a file's index there.
+        const auto edge = static_cast<std::uint8_t>(base + 1);
+        levels_[first] = std::max(levels_[first], edge);
+        if (last < count) levels_[last] = std::max(levels_[last], edge);
+    }
+    wanted_pieces_ = wanted_done_pieces_ = 0;
+    wanted_bytes_ = wanted_done_bytes_ = 0;
+    for (std::uint32_t piece = 0; piece < count; ++piece) {
+        if (levels_[piece] == PiecePicker::kNotWanted) continue;
+        const std::uint64_t size = info_->piece_size(PieceIndex{piece});
+        ++wanted_pieces_;
+        wanted_bytes_ += size;
+        if (done_[piece]) {
+            ++wanted_done_pieces_;
+            wanted_done_bytes_ += size;
+        }
+    }
+    if (scheduler_) {
+        scheduler_->pieces().set_levels(levels_);
+        const auto window = static_cast<std::uint32_t>(
+            std::max<std::uint64_t>(kMinReadaheadPieces, kReadaheadBytes / std::max<std::uint64_t>(piece_length, 1)));
+        scheduler_->pieces().set_sequential(settings_.sequential, window);
+    }
+    if (phase_ == TorrentPhase::seeding && !complete()) {
+        phase_ = TorrentPhase::downloading;  // more is wanted now
+        seeding_since_.reset();
+    }
+    become_complete_if_done(now);
+}
+
+void TorrentState::count_done(std::uint32_t piece, bool done) {
+    if (done_[piece] == done) return;
+    done_[piece] = done;
+    const std::uint64_t size = info_->piece_size(PieceIndex{piece});
+    const bool wanted = levels_[piece] != PiecePicker::kNotWanted;
+    if (done) {
+        ++pieces_done_;
+        done_bytes_ += size;
+        if (wanted) ++wanted_done_pieces_, wanted_done_bytes_ += size;
+    } else {
+        --pieces_done_;
+        done_bytes_ -= size;
+        if (wanted) --wanted_done_pieces_, wanted_done_bytes_ -= size;
+    }
 }
 
 bool TorrentState::is_done(PieceIndex piece) const {
@@ -58,6 +209,7 @@ bool TorrentState::start(Clock::time_point now) {
     for (std::uint32_t piece = 0; piece < info_->piece_count(); ++piece) {
         if (done_[piece]) scheduler_->written(PieceIndex{piece});
     }
+    apply_selection(now);
     resumed_bytes_ = done_bytes_;
     next_rate_sample_ = now;
     return true;
@@ -114,9 +266,7 @@ std::optional<std::uint32_t> TorrentState::on_resume_state(std::span<const std::
             ++on_disk;
             mark_written(PieceIndex{piece}, cancels, now);
         } else if (truth && done_[piece]) {
-            done_[piece] = false;
-            --pieces_done_;
-            done_bytes_ -= info_->piece_size(PieceIndex{piece});
+            count_done(piece, false);
             scheduler_->missing(PieceIndex{piece});
         }
     }
@@ -141,9 +291,7 @@ void TorrentState::mark_written(PieceIndex piece, std::vector<Cancel>& cancels, 
         cancels.insert(cancels.end(), more.begin(), more.end());
     }
     if (done_[piece.get()]) return;
-    done_[piece.get()] = true;
-    ++pieces_done_;
-    done_bytes_ += info_->piece_size(piece);
+    count_done(piece.get(), true);
     become_complete_if_done(now);
 }
 

@@ -16,10 +16,12 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "core/metainfo.hpp"
+#include "core/result.hpp"
 #include "core/sha1.hpp"
 #include "core/units.hpp"
 #include "orchestrator/choker.hpp"
@@ -53,6 +55,12 @@ struct TorrentSettings {
     int seed_ratio_mode = 0;  // 0: the session's, 1: this torrent's, 2: unlimited
     std::uint32_t peer_limit = 50;
     int bandwidth_priority = 0;
+    // The user's choice of files, by their number as `inspect` and the RPC list them (pad
+    // files left out). Empty: every file wanted; a shorter list: the rest are wanted.
+    std::vector<bool> file_unwanted;
+    // -1 low, 0 normal, 1 high, by the same numbers; empty or shorter: normal.
+    std::vector<std::int8_t> file_priority;
+    bool sequential = false;  // pieces in order, with a readahead window (piece_picker.hpp)
 };
 
 struct TorrentOptions {
@@ -76,6 +84,10 @@ struct TrackerReport {
     std::uint32_t last_peers = 0;
 };
 
+// `--select-file`'s list ("1,3-5": numbers from 1 as `inspect` lists the files, ranges
+// inclusive, like aria2c's) to the unwanted flag of each of `files` files.
+Result<std::vector<bool>> parse_file_selection(std::string_view spec, std::size_t files);
+
 class TorrentState {
 public:
     using Clock = std::chrono::steady_clock;
@@ -97,6 +109,26 @@ public:
     void set_info(Torrent info);
     TorrentSettings& settings() { return settings_; }
     const TorrentSettings& settings() const { return settings_; }
+
+    // --- which files, in which order ---
+    // The files as the user numbers them (from 0): pad files left out. 0 until the info is known.
+    std::size_t listed_file_count() const { return listed_.size(); }
+    // The info dictionary's index of listed file `listed`.
+    std::size_t info_file_index(std::size_t listed) const { return listed_.at(listed); }
+    bool file_wanted(std::size_t listed) const;
+    int file_priority(std::size_t listed) const;  // -1, 0, 1
+    // Wants (or not) and/or prioritizes the listed files (an empty list: every file). False,
+    // and nothing changed, when a number is past the files. Takes effect at once: the picker
+    // is told, and a torrent whose wanted pieces are all on disk becomes seeding (or
+    // downloading again when more is wanted); the session tells the writer (unwanted_files).
+    bool choose_files(const std::vector<std::uint32_t>& listed, std::optional<bool> wanted,
+                      std::optional<int> priority, Clock::time_point now);
+    void set_sequential(bool on);
+    // By the info dictionary's file index: 1 for a file nobody wants (pad files 0). For the
+    // writer's FilesWanted.
+    std::string unwanted_files_bits() const;
+    // Whether any piece touches a wanted file.
+    bool piece_wanted(PieceIndex piece) const;
 
     // --- lifecycle ---
     TorrentPhase phase() const { return phase_; }
@@ -183,10 +215,18 @@ public:
     std::uint32_t piece_count() const { return info_ ? info_->piece_count() : 0; }
     std::uint64_t total_size() const { return info_ ? info_->total_size() : 0; }
     std::uint64_t done_bytes() const { return done_bytes_; }
-    std::uint64_t left() const { return total_size() - done_bytes_; }
+    // The pieces that touch a wanted file (a piece straddling a wanted and an unwanted file
+    // counts whole: it is fetched whole): Transmission's sizeWhenDone, and what is done of it.
+    std::uint64_t size_when_done() const { return wanted_bytes_; }
+    std::uint64_t wanted_done_bytes() const { return wanted_done_bytes_; }
+    // Wanted bytes still missing: the tracker's `left`, leftUntilDone, the ETA.
+    std::uint64_t left() const { return wanted_bytes_ - wanted_done_bytes_; }
     std::uint32_t pieces_done() const { return pieces_done_; }
     bool is_done(PieceIndex piece) const;
-    bool complete() const { return info_ && pieces_done_ == info_->piece_count(); }
+    // Every wanted piece on disk: "done" (seeding what it has).
+    bool complete() const { return info_ && wanted_done_pieces_ == wanted_pieces_; }
+    // Every piece on disk, wanted or not.
+    bool has_all() const { return info_ && pieces_done_ == info_->piece_count(); }
     // True once after the torrent became complete (every piece on disk): the session dates
     // it and tells the trackers.
     bool take_completed() { return std::exchange(just_completed_, false); }
@@ -215,6 +255,9 @@ public:
 private:
     void mark_written(PieceIndex piece, std::vector<Cancel>& cancels, Clock::time_point now);
     void become_complete_if_done(Clock::time_point now);
+    // Levels and wanted counts from the settings' choice; the picker told when running.
+    void apply_selection(Clock::time_point now);
+    void count_done(std::uint32_t piece, bool done);
 
     TorrentId id_;
     Sha1Digest info_hash_;
@@ -235,6 +278,12 @@ private:
     std::uint32_t pieces_done_ = 0;
     std::uint64_t done_bytes_ = 0;
     std::uint64_t resumed_bytes_ = 0;
+    std::vector<std::size_t> listed_;       // listed file -> info file index
+    std::vector<std::uint8_t> levels_;      // per piece, PiecePicker's levels (0: not wanted)
+    std::uint32_t wanted_pieces_ = 0;
+    std::uint32_t wanted_done_pieces_ = 0;
+    std::uint64_t wanted_bytes_ = 0;
+    std::uint64_t wanted_done_bytes_ = 0;
     unsigned write_failures_in_a_row_ = 0;
     std::vector<std::pair<Clock::time_point, PieceIndex>> write_retries_;
 
