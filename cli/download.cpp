@@ -86,6 +86,10 @@ std::vector<StageCommand> stage_commands(const DownloadOptions& options, const S
         stages.orchestrator_args.insert(stages.orchestrator_args.end(), {"--peer", peer});
     }
     if (options.quiet) stages.orchestrator_args.push_back("--quiet");
+    if (!options.select_files.empty()) {
+        stages.orchestrator_args.insert(stages.orchestrator_args.end(), {"--select-file", options.select_files});
+    }
+    if (options.sequential) stages.orchestrator_args.push_back("--sequential");
     stages.writer_args = {"--dir", plan.output_dir};
     if (!options.state_dir.empty()) {
         stages.writer_args.insert(stages.writer_args.end(),

@@ -34,6 +34,9 @@ struct DownloadOptions {
     std::string max_download_rate;
     std::optional<double> seed_ratio;
     std::optional<unsigned> seed_time_minutes;
+    // Only these files ("1,3-5", as `inspect` numbers them; empty: all), and in order.
+    std::string select_files;
+    bool sequential = false;
     // `piecework seed`: check the files already in output_dir and seed until interrupted.
     bool seed_only = false;
 };

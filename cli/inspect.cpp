@@ -129,10 +129,14 @@ void print_summary(const Torrent& torrent, std::ostream& out) {
         for (const auto& url : torrent.trackers()[tier]) out << "  " << url << "\n";
     }
 
+    // Numbered from 1, pad files left out: the numbers `download --select-file` takes (and,
+    // less one, the RPC's file indices).
     out << "\nFILES\n\n";
+    std::size_t number = 0;
     for (std::size_t i = 0; i < torrent.files().size(); ++i) {
         const FileEntry& file = torrent.files()[i];
-        out << "  " << torrent.relative_path(i) << " (" << human_size(file.length) << ")"
+        out << "  " << (file.pad ? std::string("-") : std::to_string(++number)) << "  "
+            << torrent.relative_path(i) << " (" << human_size(file.length) << ")"
             << (file.pad ? " [padding]" : "") << "\n";
     }
 

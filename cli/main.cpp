@@ -66,6 +66,10 @@ int main(int argc, char** argv) {
         command->add_option("--max-download-rate", options.max_download_rate, "Download limit, bytes/s with K/M");
     };
     add_giving_back(download_cmd, download);
+    download_cmd->add_option("--select-file", download.select_files,
+                             "Only these files, numbered as `piecework inspect` lists them (e.g. 1,3-5)");
+    download_cmd->add_flag("--sequential", download.sequential,
+                           "Fetch pieces in order (a readahead window first), to play a file as it comes");
     download_cmd->add_option("--seed-ratio", download.seed_ratio,
                              "Once complete, seed until uploaded this many times its size (or --seed-time)")
         ->check(CLI::Range(0.0, 1e6));

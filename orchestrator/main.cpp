@@ -55,6 +55,12 @@ int main(int argc, char** argv) {
     app.add_flag("--rpc-auth-generate", rpc_auth_generate,
                  "when the --rpc-auth file does not exist, create it: user 'piecework' and a random password")
         ->envname("PW_RPC_AUTH_GENERATE");
+    app.add_option("--select-file", config.select_files,
+                   "download only these files of the --torrent files: numbers as `piecework inspect` "
+                   "lists them, e.g. 1,3-5");
+    app.add_flag("--sequential", config.sequential,
+                 "fetch the --torrent files' pieces in order (with a readahead window), to play them "
+                 "while they download");
     app.add_flag("--exit-when-done", config.exit_when_done,
                  "end the run (exit 0) once every torrent is complete, as `piecework download` does");
     app.add_option("--listen-port", listen_port,

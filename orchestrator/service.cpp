@@ -108,6 +108,16 @@ void OrchestratorService::add_command_line_torrents() {
     for (auto& file : config_.torrents) {
         TorrentSettings settings;
         settings.download_dir = config_.download_dir;
+        settings.sequential = config_.sequential;
+        if (!config_.select_files.empty()) {
+            auto parsed = Torrent::parse(file.bytes, {}, PieceHashes::forget);
+            if (!parsed) throw std::runtime_error(file.path + ": " + parsed.error().describe());
+            std::size_t listed = 0;
+            for (const FileEntry& entry : parsed->files()) listed += entry.pad ? 0 : 1;
+            auto unwanted = parse_file_selection(config_.select_files, listed);
+            if (!unwanted) throw std::runtime_error("--select-file: " + unwanted.error().describe());
+            settings.file_unwanted = std::move(*unwanted);
+        }
         auto added = session_.add(Session::AddRequest{std::move(file.bytes), file.path, settings, {}},
                                   now, wall_seconds());
         if (!added) throw std::runtime_error(file.path + ": " + added.error().describe());
@@ -210,8 +220,8 @@ void OrchestratorService::show_progress(bool final_line) {
     if (config_.quiet || !config_.state_dir.empty()) return;
     ProgressSnapshot snapshot;
     for (const auto& [id, torrent] : session_.torrents()) {
-        snapshot.done_bytes += torrent.done_bytes();
-        snapshot.total_bytes += torrent.total_size();
+        snapshot.done_bytes += torrent.wanted_done_bytes();  // the files chosen only
+        snapshot.total_bytes += torrent.size_when_done();
         snapshot.bytes_per_second += torrent.progress_rate();
         snapshot.upload_bytes_per_second += torrent.upload_rate();
     }

@@ -52,6 +52,10 @@ struct ServiceConfig {
     // Download mode: the run ends once every torrent is complete, or, with a seed limit, once
     // each has seeded up to its ratio or for its time.
     bool exit_when_done = false;
+    // Download mode: the files of the --torrent files to fetch (`--select-file`, "1,3-5";
+    // empty: all), and whether in order (`--sequential`).
+    std::string select_files;
+    bool sequential = false;
     std::optional<double> seed_ratio;
     std::optional<std::chrono::minutes> seed_time;
     // Rate limits in bytes/s (0: none); in a daemon, they replace the saved session's.
