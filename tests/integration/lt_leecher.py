@@ -2,11 +2,14 @@
 """A libtorrent leecher for the integration tests: downloads one torrent from the peers given.
 
   lt_leecher.py TORRENT SAVE_DIR --peer HOST:PORT [--peer ...] [--port P] [--timeout S]
+                [--encryption forced|disabled]
 
 No trackers, DHT, LSD or UPnP: only the peers named (allow_multiple_connections_per_ip, so
 several workers on 127.0.0.1 are all used). Prints "READY <port>" once listening, a progress
 line per second ("progress <pieces>/<total> <bytes> <peers>"), and "COMPLETE <pieces>" once
 every piece is in and checked by libtorrent (exit 0); exits 1 on timeout or an error.
+--encryption forced makes and accepts only MSE connections with RC4; disabled, plain
+BitTorrent only; by default libtorrent's own (MSE offered, plain accepted).
 """
 import argparse
 import sys
@@ -22,6 +25,7 @@ def main():
     parser.add_argument("--peer", action="append", default=[], required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--encryption", choices=["forced", "disabled"])
     args = parser.parse_args()
 
     settings = {
@@ -33,6 +37,11 @@ def main():
         | lt.alert.category_t.status_notification
         | lt.alert.category_t.peer_notification,
     }
+    # libtorrent's enums: pe_forced = 0, pe_disabled = 2; allowed_enc_level pe_rc4 = 2.
+    if args.encryption == "forced":
+        settings.update({"out_enc_policy": 0, "in_enc_policy": 0, "allowed_enc_level": 2})
+    elif args.encryption == "disabled":
+        settings.update({"out_enc_policy": 2, "in_enc_policy": 2})
     session = lt.session(settings)
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(args.torrent)

@@ -22,7 +22,8 @@ tests that listen and let libtorrent open the connection.
 
 LT_ENC in the environment sets libtorrent's MSE/PE policy, both ways: "forced" accepts and
 makes only encrypted connections with RC4 (as ../shared/bench does), "plaintext" only MSE
-connections that select the plaintext method; unset (or any other value) leaves libtorrent's
+connections that select the plaintext method, "disabled" plain BitTorrent only (MSE
+refused); unset (or any other value) leaves libtorrent's
 default (encryption enabled, plain handshakes accepted).
 """
 import argparse
@@ -51,6 +52,9 @@ def make_session(port, rate_kib):
         settings.update({"out_enc_policy": 0, "in_enc_policy": 0, "allowed_enc_level": 2})
     elif encryption == "plaintext":
         settings.update({"out_enc_policy": 0, "in_enc_policy": 0, "allowed_enc_level": 1})
+    elif encryption == "disabled":
+        # pe_disabled = 2: plain BitTorrent only, MSE refused both ways.
+        settings.update({"out_enc_policy": 2, "in_enc_policy": 2})
     session = lt.session(settings)
     if rate_kib:
         # Loopback peers sit in libtorrent's unlimited local class; the cap must apply to them.
