@@ -1,13 +1,17 @@
 #!/usr/bin/python3
-"""A libtorrent leecher for the integration tests: downloads one torrent from the peers given.
+"""A libtorrent leecher for the integration tests: downloads one torrent from the peers given,
+or from those the torrent's trackers name when no --peer is given.
 
-  lt_leecher.py TORRENT SAVE_DIR --peer HOST:PORT [--peer ...] [--port P] [--timeout S]
-                [--encryption forced|disabled]
+  lt_leecher.py TORRENT SAVE_DIR [--peer HOST:PORT ...] [--listen HOST] [--port P]
+                [--timeout S] [--encryption forced|disabled]
 
-No trackers, DHT, LSD or UPnP: only the peers named (allow_multiple_connections_per_ip, so
-several workers on 127.0.0.1 are all used). Prints "READY <port>" once listening, a progress
-line per second ("progress <pieces>/<total> <bytes> <peers>"), and "COMPLETE <pieces>" once
-every piece is in and checked by libtorrent (exit 0); exits 1 on timeout or an error.
+No DHT, LSD or UPnP: the peers named and the torrent's trackers, if it has any
+(allow_multiple_connections_per_ip, so several workers on one address are all used).
+--listen is the address listened on (127.0.0.1 by default; 0.0.0.0 where peers are on other
+hosts). Prints "READY <port>" once listening, a progress line per second ("progress
+<pieces>/<total> <bytes> <peers>"), and once every piece is in and checked by libtorrent, a
+line "FROM <ip>:<port> <bytes>" per peer it got payload from, then "COMPLETE <pieces>" (exit
+0); exits 1 on timeout or an error.
 --encryption forced makes and accepts only MSE connections with RC4; disabled, plain
 BitTorrent only; by default libtorrent's own (MSE offered, plain accepted).
 """
@@ -22,14 +26,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("torrent")
     parser.add_argument("save_dir")
-    parser.add_argument("--peer", action="append", default=[], required=True)
+    parser.add_argument("--peer", action="append", default=[])
+    parser.add_argument("--listen", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--encryption", choices=["forced", "disabled"])
     args = parser.parse_args()
 
     settings = {
-        "listen_interfaces": f"127.0.0.1:{args.port}",
+        "listen_interfaces": f"{args.listen}:{args.port}",
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
         "enable_natpmp": False, "enable_outgoing_utp": False, "enable_incoming_utp": False,
         "allow_multiple_connections_per_ip": True,
@@ -61,6 +66,7 @@ def main():
     next_line = 0.0
     next_connect = 0.0
     total = params.ti.num_pieces()
+    got_from = {}  # "ip:port" -> payload bytes downloaded from it (most seen)
     while time.monotonic() < deadline:
         now = time.monotonic()
         status = handle.status()
@@ -69,6 +75,9 @@ def main():
             for peer in peers:
                 handle.connect_peer(peer)
             next_connect = now + 2
+        for info in handle.get_peer_info():
+            source = f"{info.ip[0]}:{info.ip[1]}"
+            got_from[source] = max(got_from.get(source, 0), info.total_download)
         for alert in session.pop_alerts():
             print(f"alert {type(alert).__name__}: {alert.message()}", flush=True)
         if now >= next_line:
@@ -76,6 +85,9 @@ def main():
                   flush=True)
             next_line = now + 1
         if status.is_seeding or status.num_pieces == total:
+            for source, count in sorted(got_from.items()):
+                if count > 0:
+                    print(f"FROM {source} {count}", flush=True)
             print(f"COMPLETE {status.num_pieces}", flush=True)
             return 0
         time.sleep(0.05)
