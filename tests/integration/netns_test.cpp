@@ -3,7 +3,9 @@
 // hosts B and C, all over tcp:// with CurveZMQ keys from `piecework keygen`. A worker with a
 // key the deployment does not list is refused; killing one worker host's worker
 // mid-download still ends in a complete download. A second torrent, added over the RPC while
-// the first downloads and found through an opentracker on host A, completes too.
+// the first downloads and found through an opentracker on host A, completes too. And the other
+// way round, a seed whose workers are on hosts B and C (reading the pieces from the writer on
+// host A over tcp://) serves a libtorrent leecher on host A every byte.
 //
 // Needs root (ip netns add); skipped, and says so, where namespaces cannot be made. Every
 // address lives only inside the namespaces this test makes and deletes.
@@ -15,9 +17,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <regex>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -300,6 +305,89 @@ TEST_F(NetnsTest, ThreeHostsWithCurveKeysSurviveAWorkerLossAndRefuseAStranger) {
     EXPECT_NE(intruder.wait_for_exit(30s), 0) << intruder.log_tail();
     EXPECT_NE(read_text_file(intruder.log_path()).find("no answer from the orchestrator"), std::string::npos)
         << intruder.log_tail();
+}
+
+// Seeding from three hosts: the orchestrator, verifier and writer on host A over files already
+// there, a peer_worker on each of B and C that reads the pieces it uploads from the writer
+// over tcp:// (--reads, CURVE), and a libtorrent leecher on host A that knows only the two
+// workers. Every byte is checked, and every byte came from the workers' hosts. (Which of them:
+// the workers hand out the session's one peer id, and libtorrent keeps one connection per peer
+// id, dropping the other as a duplicate; so it downloads from whichever it kept.)
+TEST_F(NetnsTest, ASeedWhoseWorkersAreOnOtherHostsServesALibtorrentLeecher) {
+    std::filesystem::create_directories(dir_ / "keys");
+    std::filesystem::create_directories(dir_ / "data");
+    std::string allow = "# the deployment's stages\n";
+    for (const char* name : {"orchestrator", "tracker_svc", "verifier", "writer", "peer_worker"}) {
+        allow += keygen(name) + "\n";
+    }
+    { std::ofstream(dir_ / "keys/allow") << allow; }
+    const std::string payload = make_payload(dir_ / "data", "seeded.bin", 8u << 20, 0x73656564);
+    const std::string torrent = make_torrent(payload, 64 << 10, {}, dir_ / "seeded.torrent");
+    const std::uint32_t pieces = piece_count(torrent);
+
+    const std::string a = hosts_->a();
+    auto with = [](std::vector<std::string> argv, const std::vector<std::string>& more) {
+        argv.insert(argv.end(), more.begin(), more.end());
+        return argv;
+    };
+    // No --exit-when-done: with every piece on disk it seeds until stopped.
+    Process& orchestrator = start(
+        a,
+        with({bin("orchestrator"), "--control", "tcp://0.0.0.0:7100", "--torrent", torrent, "--download-dir",
+              dir_ / "data", "--listen-port", "6881", "--heartbeat-ms", "200", "--log-level", "info"},
+             curve("orchestrator")),
+        "orchestrator.log");
+    start(a, with({bin("tracker_svc"), "--control", "tcp://127.0.0.1:7100"}, curve("tracker_svc")), "tracker_svc.log");
+    start(a,
+          with({bin("verifier"), "--control", "tcp://127.0.0.1:7100", "--pieces", "tcp://0.0.0.0:7101",
+                "--verified", "tcp://127.0.0.1:7102"},
+               curve("verifier")),
+          "verifier.log");
+    Process& writer = start(a,
+                            with({bin("writer"), "--control", "tcp://127.0.0.1:7100", "--verified",
+                                  "tcp://127.0.0.1:7102", "--dir", dir_ / "data", "--reads", "tcp://0.0.0.0:7103",
+                                  "--log-level", "info"},
+                                 curve("writer")),
+                            "writer.log");
+    std::map<std::string, Process*> workers;
+    for (const auto& [ns, name, near] : {std::tuple{hosts_->b(), "worker-b", "10.77.1.1"},
+                                         std::tuple{hosts_->c(), "worker-c", "10.77.2.1"}}) {
+        const std::string server = std::string("tcp://") + near;
+        workers[name] = &start(ns,
+                               with({bin("peer_worker"), "--name", name, "--control", server + ":7100", "--pieces",
+                                     server + ":7101", "--reads", server + ":7103", "--log-level", "info"},
+                                    curve("peer_worker")),
+                               std::string(name) + ".log");
+    }
+    ASSERT_TRUE(wait_for_log(orchestrator, "'worker-b' joined", 30s)) << orchestrator.log_tail();
+    ASSERT_TRUE(wait_for_log(orchestrator, "'worker-c' joined", 30s)) << orchestrator.log_tail();
+    const std::string checked = "resumed: " + std::to_string(pieces) + " of " + std::to_string(pieces);
+    ASSERT_TRUE(wait_for_log(orchestrator, checked, 60s)) << orchestrator.log_tail() << writer.log_tail();
+
+    // Each worker listens on 6881 on its own host; the leecher is told those two and no other.
+    std::filesystem::create_directories(dir_ / "lt");
+    Process& leecher = start(a,
+                             {"/usr/bin/python3", helper("lt_leecher.py"), torrent, dir_ / "lt", "--listen", "0.0.0.0",
+                              "--peer", "10.77.1.2:6881", "--peer", "10.77.2.2:6881", "--timeout", "200"},
+                             "leecher.log");
+    ASSERT_EQ(leecher.wait_for_exit(240s), 0)
+        << leecher.log_tail() << "\n--- orchestrator ---\n" << orchestrator.log_tail() << "\n--- worker-b ---\n"
+        << workers["worker-b"]->log_tail() << "\n--- worker-c ---\n" << workers["worker-c"]->log_tail();
+    std::string why;
+    EXPECT_TRUE(same_tree(payload, dir_ / "lt/seeded.bin", &why)) << why;
+    // Only the workers' hosts uploaded: every byte came over tcp from the writer on host A.
+    const std::string log = read_text_file(leecher.log_path());
+    std::uint64_t from_workers = 0;
+    const std::regex line("FROM ([0-9.]+):([0-9]+) ([0-9]+)");
+    for (auto it = std::sregex_iterator(log.begin(), log.end(), line); it != std::sregex_iterator(); ++it) {
+        const std::string host = (*it)[1].str();
+        EXPECT_TRUE(host == "10.77.1.2" || host == "10.77.2.2") << host << " served bytes\n" << log;
+        EXPECT_EQ((*it)[2].str(), "6881") << log;
+        from_workers += std::stoull((*it)[3].str());
+    }
+    // Counted from libtorrent's peer list, polled: the last blocks may be missing.
+    EXPECT_GE(from_workers, std::uint64_t{7} << 20) << log;
+    EXPECT_TRUE(orchestrator.running()) << orchestrator.log_tail();
 }
 
 }  // namespace
