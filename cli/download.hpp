@@ -55,10 +55,10 @@ struct DaemonOptions {
     unsigned workers = 1;
     unsigned listen_port = 6881;
     unsigned max_peers = 200;
+    std::string encryption = "prefer";  // the RPC's session-set may change it
     std::string max_upload_rate;
     std::string max_download_rate;
     std::string log_level = "info";
-    std::string encryption = "prefer";  // the RPC's session-set may change it
     std::string bin_dir;
 };
 

@@ -114,13 +114,13 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1u, 65535u))->capture_default_str();
     daemon_cmd->add_option("--max-peers", daemon.max_peers, "Peers connected at once over every torrent")
         ->check(CLI::Range(1u, 100000u))->capture_default_str();
+    daemon_cmd->add_option("--encryption", daemon.encryption,
+                           "Peer connections: prefer, require or off (the RPC's encryption field)")
+        ->check(CLI::IsMember({"prefer", "require", "off"}))->capture_default_str();
     daemon_cmd->add_option("--max-upload-rate", daemon.max_upload_rate,
                            "Upload limit over every torrent, bytes/s with K/M (the RPC's speed-limit-up)");
     daemon_cmd->add_option("--max-download-rate", daemon.max_download_rate,
                            "Download limit over every torrent, bytes/s with K/M (the RPC's speed-limit-down)");
-    daemon_cmd->add_option("--encryption", daemon.encryption,
-                           "Peer connections: prefer, require or off (the RPC's encryption field)")
-        ->check(CLI::IsMember({"prefer", "require", "off"}))->capture_default_str();
     daemon_cmd->add_option("--log-level", daemon.log_level, "Stage log level: trace, debug, info, warn, error")
         ->capture_default_str();
     daemon_cmd->add_option("--bin-dir", daemon.bin_dir,

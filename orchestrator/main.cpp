@@ -66,17 +66,17 @@ int main(int argc, char** argv) {
     app.add_option("--listen-port", listen_port,
                    "port the workers accept peers on, and announce (0: a free one, picked at start)")
         ->envname("PW_LISTEN_PORT")->check(CLI::Range(0u, 65535u))->capture_default_str();
+    std::string encryption = "prefer";
+    app.add_option("--encryption", encryption,
+                   "peer connections: prefer (MSE first, plaintext where a peer will not), require "
+                   "(encrypted only, both ways) or off (plaintext only)")
+        ->envname("PW_ENCRYPTION")->check(CLI::IsMember({"prefer", "require", "off"}))->capture_default_str();
     std::string max_upload_rate;
     std::string max_download_rate;
     double seed_ratio = 0;
     unsigned seed_time = 0;
     app.add_option("--max-upload-rate", max_upload_rate, "upload limit over every torrent, bytes/s with K/M (e.g. 500K)")
         ->envname("PW_MAX_UPLOAD_RATE");
-    std::string encryption = "prefer";
-    app.add_option("--encryption", encryption,
-                   "peer connections: prefer (MSE first, plaintext where a peer will not), require "
-                   "(encrypted only, both ways) or off (plaintext only)")
-        ->envname("PW_ENCRYPTION")->check(CLI::IsMember({"prefer", "require", "off"}))->capture_default_str();
     app.add_option("--max-download-rate", max_download_rate, "download limit over every torrent, bytes/s with K/M")
         ->envname("PW_MAX_DOWNLOAD_RATE");
     auto* ratio_option = app.add_option("--seed-ratio", seed_ratio,
@@ -123,13 +123,13 @@ int main(int argc, char** argv) {
         config.session.metrics = common.metrics;
         if (listen_port == 0) listen_port = pw::orchestrator::pick_free_port();
         config.session.listen_port = listen_port;
+        config.session.encryption = pw::parse_encryption(encryption).value_or(pw::Encryption::prefer);
         for (const auto& [text, out] : {std::pair{&max_upload_rate, &config.max_upload_rate},
                                         std::pair{&max_download_rate, &config.max_download_rate}}) {
             if (text->empty()) continue;
             auto bytes = pw::parse_byte_count(*text);
             if (!bytes) throw std::runtime_error("rate " + bytes.error().describe());
             *out = *bytes;
-        config.session.encryption = pw::parse_encryption(encryption).value_or(pw::Encryption::prefer);
         }
         if (*ratio_option) config.seed_ratio = seed_ratio;
         if (*time_option) config.seed_time = std::chrono::minutes(seed_time);

@@ -476,10 +476,19 @@ void Session::on_hello(const std::string& identity, const v1::Hello& hello, Cloc
     welcome->set_peer_id(config_.peer_id);
     welcome->set_heartbeat_ms(static_cast<std::uint32_t>(config_.heartbeat.count()));
     welcome->set_listen_port(config_.listen_port);
+    welcome->set_encryption(bus::to_proto(config_.encryption));
     send(identity, std::move(envelope));
     for (const auto& [id, torrent] : torrents_) {
         if (torrent.active()) tell_stage(identity, hello.role(), torrent, now);
     }
+}
+
+void Session::set_encryption(Encryption encryption) {
+    if (encryption == config_.encryption) return;
+    config_.encryption = encryption;
+    v1::Envelope envelope;
+    envelope.mutable_encryption_policy()->set_encryption(bus::to_proto(encryption));
+    send_role(v1::ROLE_PEER_WORKER, envelope);
 }
 
 void Session::on_stage_lost(const Stage& stage) {
@@ -544,20 +553,12 @@ void Session::handle(bus::Incoming& in, Clock::time_point now) {
     stage->last_heard = now;
     std::vector<Cancel> cancels;
     switch (envelope.body_case()) {
-    welcome->set_encryption(bus::to_proto(config_.encryption));
         case v1::Envelope::kHeartbeat:
             on_heartbeat(*stage, envelope.heartbeat(), now);
             break;
         case v1::Envelope::kGoodbye: {
             spdlog::info("'{}' is leaving: {}", in.identity, envelope.goodbye().reason());
             if (auto gone = stages_.remove(in.identity)) on_stage_lost(*gone);
-void Session::set_encryption(Encryption encryption) {
-    if (encryption == config_.encryption) return;
-    config_.encryption = encryption;
-    v1::Envelope envelope;
-    envelope.mutable_encryption_policy()->set_encryption(bus::to_proto(encryption));
-    send_role(v1::ROLE_PEER_WORKER, envelope);
-}
 
             break;
         }
