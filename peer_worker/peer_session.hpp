@@ -170,6 +170,13 @@ public:
     bool peer_has(PieceIndex index) const;
     std::uint32_t pieces_peer_has() const { return have_count_; }
     bool peer_is_seed() const { return have_count_ == geometry_.piece_count(); }
+    // We have every piece and so does the peer: neither has anything for the other, and the
+    // connection only holds one of the worker's peer slots (libtorrent and Transmission drop
+    // such connections too). A daemon seeding hundreds of torrents it fetched from seeds
+    // would otherwise keep a slot per torrent, and the torrents still downloading get none.
+    bool both_seeds() const {
+        return handshake_done_ && ours_ != nullptr && ours_->all() && peer_is_seed();
+    }
     // Its interest in us changed since the last call (the choker wants to know at once).
     bool take_interest_changed() { return std::exchange(interest_changed_, false); }
     // Pieces it allowed us to request while it chokes us (BEP 6), as far as we keep them.

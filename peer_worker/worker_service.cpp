@@ -1009,6 +1009,14 @@ void WorkerService::on_timer() {
             connection->fail("stalled: requests outstanding and no block for 25 s");
             continue;
         }
+        if (session.both_seeds()) {
+            connection->fail("both seeds: nothing to trade");
+            continue;
+        }
+        if (session.both_seeds()) {
+            connection->fail("both seeds: nothing to trade");
+            continue;
+        }
         if (session.choked_too_long(now)) {
             release(torrent->id, connection->key(), session.release_leases(), "choked us for 30 s");
         }

@@ -874,6 +874,27 @@ TEST_F(UploadTest, HaveAllAndHaveNoneFromThePeer) {
     EXPECT_FALSE(deliver(wire::Bitfield{bits}).ok());
 }
 
+TEST_F(UploadTest, BothSeedsOnlyOnceWeAndThePeerHaveEverything) {
+    connect(true);
+    ASSERT_TRUE(deliver(wire::HaveAll{}).ok());
+    EXPECT_FALSE(session->both_seeds());  // we have nothing yet
+    for (std::uint32_t piece = 0; piece < 9; ++piece) {
+        ours.add(PieceIndex{piece});
+        session->on_local_piece(PieceIndex{piece}, t0);
+    }
+    EXPECT_FALSE(session->both_seeds());
+    ours.add(PieceIndex{9});
+    session->on_local_piece(PieceIndex{9}, t0);
+    EXPECT_TRUE(session->both_seeds());
+
+    connect(true);  // we are a seed; the peer lacks piece 2 until its have
+    std::vector<std::uint8_t> bits{0xDF, 0xC0};
+    ASSERT_TRUE(deliver(wire::Bitfield{bits}).ok());
+    EXPECT_FALSE(session->both_seeds());
+    ASSERT_TRUE(deliver(wire::Have{PieceIndex{2}}).ok());
+    EXPECT_TRUE(session->both_seeds());
+}
+
 // Downloading from a fast peer: what it allows us while choked, and its rejects.
 TEST_F(UploadTest, TheirAllowedFastPiecesAndTheirRejects) {
     connect(true);
