@@ -1013,10 +1013,6 @@ void WorkerService::on_timer() {
             connection->fail("both seeds: nothing to trade");
             continue;
         }
-        if (session.both_seeds()) {
-            connection->fail("both seeds: nothing to trade");
-            continue;
-        }
         if (session.choked_too_long(now)) {
             release(torrent->id, connection->key(), session.release_leases(), "choked us for 30 s");
         }
