@@ -13,6 +13,7 @@
 #include "core/bus/stage.hpp"
 #include "core/bus/welcome.hpp"
 #include "orchestrator/progress.hpp"
+#include "orchestrator/web_page.hpp"
 
 namespace pw::orchestrator {
 
@@ -62,6 +63,7 @@ OrchestratorService::OrchestratorService(zmq::context_t& context, ServiceConfig 
     add_command_line_torrents();
     if (config_.rpc) {
         rpc_ = std::make_unique<RpcServer>(*config_.rpc);
+        add_web_page(*rpc_);
         if (const Status started = rpc_->start(); !started.ok()) {
             throw std::runtime_error("the RPC cannot start: " + started.error().describe());
         }
@@ -73,7 +75,7 @@ OrchestratorService::OrchestratorService(zmq::context_t& context, ServiceConfig 
         rpc_context.limits = rpc_->limits();
         rpc_context.started = wall_seconds();
         rpc_methods_ = std::make_unique<RpcMethods>(session_, settings_, store_ ? &*store_ : nullptr, rpc_context);
-        spdlog::info("RPC on http://{}:{}/transmission/rpc", config_.rpc->bind_address, rpc_->port());
+        spdlog::info("RPC on http://{0}:{1}/transmission/rpc, the web page on http://{0}:{1}/", config_.rpc->bind_address, rpc_->port());
     }
 }
 
