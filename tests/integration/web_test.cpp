@@ -125,6 +125,17 @@ TEST_F(WebTest, SpeedLimitsAreSetAndThePageFitsAPhone) {
     drive({"phone"});
 }
 
+// A torrent's files chosen from its detail: the session (transmission-remote -f) agrees.
+TEST_F(WebTest, AFileUntickedInTheDetailIsNotWanted) {
+    const std::string tree = make_payload_tree(dir_ / "data", "chosen", {{"a.bin", 300'000}, {"b.bin", 300'000}}, 76);
+    const std::string torrent = make_torrent(tree, 32 << 10, {}, dir_ / "chosen.torrent");
+    start_daemon();
+    remote({"-a", torrent});
+    drive({"wanted", "chosen", "1"});
+    const std::string files = remote({"-t", "1", "-f"});
+    EXPECT_NE(files.find("No"), std::string::npos) << files;
+}
+
 // Served with a policy that runs no script but the page's own, behind the RPC's credentials,
 // and the RPC it drives still wants the session id (cross-site requests cannot change anything).
 TEST_F(WebTest, ThePageIsServedSafely) {
