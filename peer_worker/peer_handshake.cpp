@@ -51,6 +51,15 @@ void OutgoingHandshake::start(std::vector<std::uint8_t>& out) {
 
 Result<bool> OutgoingHandshake::feed(std::span<const std::uint8_t> in, std::vector<std::uint8_t>& out) {
     if (in_mse()) {
+        // A peer that answers Ya with a plain handshake speaks no MSE: said at once, rather
+        // than waiting out the deadline for a Yb that never comes (19 "BitTorrent protocol"
+        // as the start of a real Yb has odds of 2^-160).
+        const std::size_t take = std::min(in.size(), head_.size() - head_bytes_);
+        std::copy_n(in.begin(), take, head_.begin() + static_cast<std::ptrdiff_t>(head_bytes_));
+        head_bytes_ += take;
+        if (take > 0 && head_bytes_ == head_.size() && mse::looks_like_plain_handshake(head_)) {
+            return make_error("the peer answered with a plaintext BitTorrent handshake");
+        }
         auto progress = mse_->feed(in, out);
         if (!progress) return progress.error();
         if (*progress == mse::MseHandshake::Progress::need_more) return false;

@@ -67,6 +67,8 @@ private:
     std::optional<mse::MseHandshake> mse_;
     std::optional<mse::StreamCipher> cipher_;
     HandshakeCollector collector_;
+    std::array<std::uint8_t, mse::kDetectBytes> head_{};  // the peer's first bytes
+    std::size_t head_bytes_ = 0;
 };
 
 // An incoming connection: plain or MSE told from the first bytes, by the policy taken or

@@ -181,6 +181,20 @@ TEST(PeerHandshake, GarbageFromAnOutgoingPeerFailsInMse) {
     EXPECT_TRUE(made->in_mse());
 }
 
+TEST(PeerHandshake, APlainAnswerToMseFailsAtOnce) {
+    auto made = OutgoingHandshake::make(handshake_bytes(digest(1), 'a'), digest(1), mse::Policy::prefer_rc4);
+    ASSERT_TRUE(made);
+    std::vector<std::uint8_t> out;
+    made->start(out);
+    const auto plain = handshake_bytes(digest(1), 'b');
+    auto first = made->feed(std::span(plain).first(10), out);
+    ASSERT_TRUE(first);
+    auto fed = made->feed(std::span(plain).subspan(10), out);
+    ASSERT_FALSE(fed);
+    EXPECT_NE(fed.error().describe().find("plaintext"), std::string::npos);
+    EXPECT_TRUE(made->in_mse());  // so prefer dials again in plaintext
+}
+
 TEST(PeerHandshake, IncomingBytesStayBounded) {
     IncomingHandshake in(Encryption::prefer, mse::lookup_among({digest(1)}));
     std::vector<std::uint8_t> out;
