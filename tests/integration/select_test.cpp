@@ -192,7 +192,7 @@ TEST_F(SelectTest, HighPriorityFilesComeFirst) {
 
     start_daemon();
     EXPECT_NE(tr({"-a", torrent, "--start-paused"}).find("success"), std::string::npos);
-    tr({"-t", "1", "-pl", "0", "-ph", "1"});
+    tr({"-t", "1", "-pl", "1", "-ph", "0"});  // files are listed by name: high.bin is 0
     auto rows = files("1");
     EXPECT_EQ(rows.at("prio/low.bin").priority, "Low");
     EXPECT_EQ(rows.at("prio/high.bin").priority, "High");
