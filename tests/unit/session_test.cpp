@@ -388,12 +388,14 @@ TEST(Session, RemovingAStoppedTorrentWithItsDataTellsTheWriterWhatToDelete) {
     rig.take();
     ASSERT_TRUE(rig.session.remove(id, true));
     const auto sent = rig.take();
-    ASSERT_EQ(sent.size(), 3u);
+    // Told of the torrent (and of its files wanted) so that it knows what to delete.
+    ASSERT_EQ(sent.size(), 4u);
     EXPECT_EQ(sent[0].identity, "writer");
     EXPECT_TRUE(sent[0].envelope.has_torrent_added());
-    EXPECT_TRUE(sent[1].envelope.has_torrent_info());
-    ASSERT_TRUE(sent[2].envelope.has_torrent_removed());
-    EXPECT_TRUE(sent[2].envelope.torrent_removed().delete_data());
+    EXPECT_TRUE(sent[1].envelope.has_files_wanted());
+    EXPECT_TRUE(sent[2].envelope.has_torrent_info());
+    ASSERT_TRUE(sent[3].envelope.has_torrent_removed());
+    EXPECT_TRUE(sent[3].envelope.torrent_removed().delete_data());
     EXPECT_EQ(rig.session.find(id), nullptr);
     const auto removed = rig.session.take_removed();
     ASSERT_EQ(removed.size(), 1u);
