@@ -18,12 +18,16 @@ Result<std::vector<bool>> parse_file_selection(std::string_view spec, std::size_
     const auto number = [&](std::string_view text) -> Result<std::size_t> {
         std::size_t value = 0;
         if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string_view::npos) {
-            return make_error("'" + std::string(text) + "' is not a file number");
+            std::string message = "'";
+            message.append(text).append("' is not a file number");
+            return make_error(std::move(message));
         }
         for (const char c : text) value = value * 10 + static_cast<std::size_t>(c - '0');
         if (value == 0 || value > files) {
-            return make_error("there is no file " + std::string(text) + " (the torrent has " +
-                              std::to_string(files) + "; see piecework inspect)");
+            std::string message = "there is no file ";
+            message.append(text).append(" (the torrent has ").append(std::to_string(files));
+            message.append("; see piecework inspect)");
+            return make_error(std::move(message));
         }
         return value;
     };
@@ -39,7 +43,11 @@ Result<std::vector<bool>> parse_file_selection(std::string_view spec, std::size_
         if (dash != std::string_view::npos) {
             auto end = number(item.substr(dash + 1));
             if (!end) return end.error();
-            if (*end < *first) return make_error("'" + std::string(item) + "' is a range backwards");
+            if (*end < *first) {
+                std::string message = "'";
+                message.append(item).append("' is a range backwards");
+                return make_error(std::move(message));
+            }
             last = *end;
         }
         for (std::size_t i = *first; i <= last; ++i) unwanted[i - 1] = false;
