@@ -122,6 +122,9 @@ public:
     void on_reads(std::function<void(bus::Incoming&)> handler) { on_read_ = std::move(handler); }
     // The port the Welcome tells the worker to listen on (0: none).
     void set_listen_port(std::uint16_t port) { listen_port_ = port; }
+    // The Welcome's encryption policy: off by default, as the scripted peers here take one
+    // connection each and speak plaintext (encryption_itest proves MSE against libtorrent).
+    void set_encryption(v1::Encryption encryption) { encryption_ = encryption; }
     // What the worker may serve of a torrent, told after its info: every piece, or a bitfield.
     void set_pieces_available(TorrentId id, std::optional<std::string> bitfield = std::nullopt) {
         for (Known& known : known_) {
@@ -199,12 +202,14 @@ private:
         std::string info;  // the info dictionary; empty: not told
         std::string ours;  // kHaveAll, a bitfield, or empty: no PiecesAvailable
     };
+    v1::Encryption encryption_ = v1::ENCRYPTION_OFF;
 
     void welcome() {
         v1::Envelope envelope;
         envelope.mutable_welcome()->set_peer_id(kOurPeerId);
         envelope.mutable_welcome()->set_heartbeat_ms(kHeartbeatMs);
         envelope.mutable_welcome()->set_listen_port(listen_port_);
+        envelope.mutable_welcome()->set_encryption(encryption_);
         send(envelope);
         for (const Known& known : known_) tell(known);
     }
