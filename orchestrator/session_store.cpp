@@ -261,19 +261,32 @@ Status SessionStore::save_metainfo(const Sha1Digest& info_hash, std::string_view
     return replace_file_atomically(torrents_dir_, name, bytes);
 }
 
-Status SessionStore::save_state(const TorrentState& torrent) const {
-    return replace_file_atomically(torrents_dir_, to_hex(torrent.info_hash()) + std::string(kStateSuffix),
-                                   encode_torrent_state(torrent.id(), torrent.name(), torrent.settings()));
+Status SessionStore::save_state(const TorrentState& torrent) {
+    std::string name = to_hex(torrent.info_hash());
+    name += kStateSuffix;
+    std::string bytes = encode_torrent_state(torrent.id(), torrent.name(), torrent.settings());
+    const auto known = written_.find(name);
+    if (known != written_.end() && known->second == bytes) return ok_status();
+    Status saved = replace_file_atomically(torrents_dir_, name, bytes);
+    if (saved.ok()) {
+        written_[name] = std::move(bytes);
+    } else {
+        written_.erase(name);  // unknown on disk now: the next save writes
+    }
+    return saved;
 }
 
-void SessionStore::forget(const Sha1Digest& info_hash) const {
+void SessionStore::forget(const Sha1Digest& info_hash) {
     std::error_code ignored;
+    std::string name = to_hex(info_hash);
+    name += kStateSuffix;
+    written_.erase(name);
     const std::string stem = torrents_dir_ + "/" + to_hex(info_hash);
     fs::remove(stem + std::string(kStateSuffix), ignored);
     fs::remove(stem + std::string(kTorrentSuffix), ignored);
 }
 
-std::vector<SessionStore::Saved> SessionStore::load(std::vector<std::string>& problems) const {
+std::vector<SessionStore::Saved> SessionStore::load(std::vector<std::string>& problems) {
     std::vector<Saved> saved;
     std::error_code error;
     for (const auto& entry : fs::directory_iterator(torrents_dir_, error)) {
@@ -292,6 +305,7 @@ std::vector<SessionStore::Saved> SessionStore::load(std::vector<std::string>& pr
             problems.push_back(entry.path().string() + ": " + state.error().describe());
             continue;
         }
+        written_[file] = std::string(*state_bytes);  // what is on disk: no need to write it again
         const std::string path = metainfo_path(*hash);
         auto metainfo = read_torrent_bytes(path);
         if (!metainfo) {

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "core/result.hpp"
@@ -68,15 +69,19 @@ public:
     };
     // Every saved torrent, by id. An entry that cannot be read is skipped, with a line in
     // `problems` (never the whole list lost for one bad file).
-    std::vector<Saved> load(std::vector<std::string>& problems) const;
+    std::vector<Saved> load(std::vector<std::string>& problems);
 
     // The path the metainfo of `info_hash` is (or would be) saved at.
     std::string metainfo_path(const Sha1Digest& info_hash) const;
     // Saves the metainfo bytes (once: they never change for an info-hash).
     Status save_metainfo(const Sha1Digest& info_hash, std::string_view bytes) const;
-    Status save_state(const TorrentState& torrent) const;
+    // Writes (and syncs) the torrent's state file only when its bytes differ from what this
+    // store last wrote or read for it: a session of hundreds of idle torrents saves each
+    // every period, and a rewrite and fsync of each unchanged file is what kept an idle
+    // daemon off its floor of CPU.
+    Status save_state(const TorrentState& torrent);
     // Deletes what was saved for the torrent.
-    void forget(const Sha1Digest& info_hash) const;
+    void forget(const Sha1Digest& info_hash);
 
     std::optional<SessionSettings> load_session(std::string& problem) const;
     Status save_session(const SessionSettings& settings) const;
@@ -84,6 +89,7 @@ public:
 private:
     std::string dir_;
     std::string torrents_dir_;
+    std::unordered_map<std::string, std::string> written_;  // state file name -> its bytes
 };
 
 }  // namespace pw::orchestrator

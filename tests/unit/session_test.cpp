@@ -850,5 +850,39 @@ TEST(SessionStore, SavedTorrentsComeBackWithTheirIdsAndABrokenOneIsSkipped) {
     EXPECT_EQ(store.load(problems).size(), 1u);
 }
 
+// An idle session saves every torrent each period: a state file whose bytes did not change is
+// neither rewritten nor synced (its modification time stays), one that changed is.
+TEST(SessionStore, UnchangedStateIsNotWrittenAgain) {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / ("pw-store-same-" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    struct Remover {
+        fs::path path;
+        ~Remover() { fs::remove_all(path); }
+    } remover{dir};
+    SessionStore store(dir.string());
+    Rig rig;
+    const TestTorrent a = two_pieces("a.bin");
+    const TorrentId id = rig.add(a);
+    ASSERT_TRUE(store.save_state(*rig.session.find(id)).ok());
+    const fs::path file = dir / "torrents" / (to_hex(a.torrent.info_hash()) + ".state");
+    const auto old_time = fs::file_time_type::clock::now() - std::chrono::hours(1);
+    fs::last_write_time(file, old_time);
+
+    ASSERT_TRUE(store.save_state(*rig.session.find(id)).ok());
+    EXPECT_EQ(fs::last_write_time(file), old_time) << "an unchanged state was written again";
+
+    SessionStore reopened(dir.string());  // what it read is what is on disk
+    std::vector<std::string> problems;
+    ASSERT_TRUE(store.save_metainfo(a.torrent.info_hash(), a.bytes).ok());
+    ASSERT_EQ(reopened.load(problems).size(), 1u);
+    ASSERT_TRUE(reopened.save_state(*rig.session.find(id)).ok());
+    EXPECT_EQ(fs::last_write_time(file), old_time) << "a state just read was written again";
+
+    rig.session.find(id)->settings().paused = true;
+    ASSERT_TRUE(reopened.save_state(*rig.session.find(id)).ok());
+    EXPECT_NE(fs::last_write_time(file), old_time) << "a changed state was not written";
+}
+
 }  // namespace
 }  // namespace pw::orchestrator
