@@ -228,6 +228,7 @@ void OrchestratorService::show_progress(bool final_line) {
         snapshot.upload_bytes_per_second += torrent.upload_rate();
     }
     snapshot.peers = session_.peers_connected();
+    snapshot.note = session_.stall_note();
     const std::string line = format_progress(snapshot);
     if (config_.terminal) {
         out_ << "\r" << line << "\x1b[K";

@@ -50,6 +50,7 @@ std::string make_peer_id() {
 Session::Session(SessionConfig config) : config_(std::move(config)) {
     if (config_.peer_id.size() != 20) config_.peer_id = make_peer_id();
     config_.torrent.grants = &grants_;
+    config_.torrent.directory.judge = &judge_;
 }
 
 // --- sending ---
@@ -76,7 +77,7 @@ namespace {
 
 // What the trackers are told: this run's totals (BEP 3 counts from the `started` announce).
 v1::Envelope tracker_stats_message(const TorrentState& torrent, v1::TrackerStats::Event event,
-                                   std::uint16_t port) {
+                                   std::uint16_t port, bool announce_now = false) {
     v1::Envelope envelope;
     auto* stats = envelope.mutable_tracker_stats();
     stats->set_torrent(torrent.id().get());
@@ -85,6 +86,7 @@ v1::Envelope tracker_stats_message(const TorrentState& torrent, v1::TrackerStats
     stats->set_left(torrent.left());
     stats->set_event(event);
     stats->set_port(port);
+    stats->set_announce_now(announce_now);
     return envelope;
 }
 
@@ -433,6 +435,44 @@ bool Session::all_complete() const {
 
 std::uint32_t Session::peers_connected() const { return stages_.peers_connected(); }
 
+std::string Session::stall_note() const {
+    std::string note;
+    std::size_t running = 0;
+    for (const auto& [id, torrent] : torrents_) running += torrent.active() ? 1 : 0;
+    for (const auto& [id, torrent] : torrents_) {
+        if (!torrent.active() || torrent.stall().reason().empty()) continue;
+        if (!note.empty()) note += " | ";
+        if (running > 1) note += "'" + torrent.name() + "': ";
+        note += torrent.stall().reason();
+    }
+    return note;
+}
+
+void Session::check_stalls(Clock::time_point now) {
+    // Counting a torrent's peers is linear in them: once a second is often enough.
+    if (now < next_stall_check_) return;
+    next_stall_check_ = now + std::chrono::seconds(1);
+    for (auto& [id, torrent] : torrents_) {
+        const std::string before = torrent.stall().summary();
+        const bool due = torrent.update_stall(now);
+        const std::string& after = torrent.stall().summary();
+        if (after != before && !after.empty()) {
+            notice(Notice::Kind::info, id, "'" + torrent.name() + "': " + torrent.stall().reason());
+        } else if (after.empty() && !before.empty() && torrent.active()) {
+            spdlog::info("torrent {}: peers again", id.get());
+        }
+        if (!due) continue;
+        if (const std::size_t revived = torrent.directory().revive_given_up(now); revived > 0) {
+            spdlog::info("torrent {}: trying {} peer(s) given up on again", id.get(), revived);
+        }
+        if (!torrent.trackers().empty()) {
+            spdlog::info("torrent {}: no peers: asking the trackers for more now", id.get());
+            send_role(v1::ROLE_TRACKER,
+                      tracker_stats_message(torrent, v1::TrackerStats::NONE, announced_port(), true));
+        }
+    }
+}
+
 std::string Session::metainfo_path(TorrentId id) const {
     const auto found = info_.find(id);
     return found == info_.end() ? std::string{} : found->second.path;
@@ -559,7 +599,6 @@ void Session::handle(bus::Incoming& in, Clock::time_point now) {
         case v1::Envelope::kGoodbye: {
             spdlog::info("'{}' is leaving: {}", in.identity, envelope.goodbye().reason());
             if (auto gone = stages_.remove(in.identity)) on_stage_lost(*gone);
-
             break;
         }
         case v1::Envelope::kPeersFound:
@@ -578,7 +617,8 @@ void Session::handle(bus::Incoming& in, Clock::time_point now) {
                 if (envelope.peer_connected().incoming()) {
                     torrent->directory().incoming(envelope.peer_connected().peer(), in.identity);
                 }
-                torrent->on_peer_connected(envelope.peer_connected().peer());
+                torrent->on_peer_connected(envelope.peer_connected().peer(),
+                                           envelope.peer_connected().peer_id());
             }
             break;
         case v1::Envelope::kPeerDisconnected:
@@ -626,7 +666,7 @@ void Session::handle(bus::Incoming& in, Clock::time_point now) {
             }
             break;
         case v1::Envelope::kPieceFailed:
-            on_piece_failed(envelope.piece_failed());
+            on_piece_failed(envelope.piece_failed(), now);
             break;
         case v1::Envelope::kPiecesWritten: {
             // What became ours, per torrent: the workers may announce and serve it now.
@@ -760,21 +800,49 @@ void Session::on_slots_freed(const Stage& from, v1::Envelope& envelope) {
     send(identity, std::move(envelope));
 }
 
-void Session::on_piece_failed(const v1::PieceFailed& failed) {
+namespace {
+
+// A peer id for a log line: its printable bytes (clients put their name and version first),
+// the others as '.'.
+std::string printable_peer_id(const std::string& id) {
+    std::string text;
+    for (const char c : id) text.push_back(c >= 0x20 && c < 0x7f ? c : '.');
+    return text;
+}
+
+std::string describe_ban(const Ban& ban) {
+    if (ban.whole_address()) return "address " + ban.ip;
+    std::string text = "peer " + bus::peer_key(ban.ip, ban.port);
+    if (!ban.peer_id.empty()) text += " (" + printable_peer_id(ban.peer_id) + ")";
+    return text;
+}
+
+}  // namespace
+
+void Session::on_piece_failed(const v1::PieceFailed& failed, Clock::time_point now) {
     TorrentState* torrent = find(TorrentId{failed.torrent()});
     if (torrent == nullptr) return;
     const std::vector<std::string> contributors(failed.contributors().begin(), failed.contributors().end());
-    for (const auto& ip : torrent->on_failed(PieceIndex{failed.piece()}, failed.lease_id(), contributors)) {
-        notice(Notice::Kind::warning, torrent->id(), "banning " + ip + ": sent data that failed its hash check");
-        if (config_.metrics != nullptr) {
-            config_.metrics->counter("piecework_peers_banned_total", "Peers banned for bad data").add();
-        }
-        for (auto& [id, other] : torrents_) other.ban(ip);
-        v1::Envelope envelope;
-        envelope.mutable_ban_peer()->set_ip(ip);
-        envelope.mutable_ban_peer()->set_reason("sent data that failed its hash check");
-        send_role(v1::ROLE_PEER_WORKER, envelope);
+    const auto peers = torrent->on_failed(PieceIndex{failed.piece()}, failed.lease_id(), contributors);
+    for (const Ban& ban : judge_.piece_failed(peers, now)) apply_ban(ban, torrent->id());
+}
+
+void Session::apply_ban(const Ban& ban, TorrentId found_in) {
+    notice(Notice::Kind::warning, found_in, "banning " + describe_ban(ban) + ": " + ban.reason);
+    if (config_.metrics != nullptr) {
+        config_.metrics
+            ->counter("piecework_peers_banned_total", "Peers (or whole addresses) banned for bad data",
+                      {{"scope", ban.whole_address() ? "address" : "peer"}})
+            .add();
     }
+    for (auto& [id, torrent] : torrents_) torrent.ban(ban);
+    v1::Envelope envelope;
+    auto* message = envelope.mutable_ban_peer();
+    message->set_ip(ban.ip);
+    message->set_port(ban.port);
+    message->set_peer_id(ban.peer_id);
+    message->set_reason(ban.reason);
+    send_role(v1::ROLE_PEER_WORKER, envelope);
 }
 
 void Session::on_write_failed(const v1::WriteFailed& failed, Clock::time_point now) {
@@ -924,6 +992,7 @@ void Session::tick(Clock::time_point now, std::int64_t wall_now) {
         }
     }
     enforce_seed_limits();
+    check_stalls(now);
     if (now >= next_budget_) {
         next_budget_ = now + std::chrono::seconds(1);
         send_rate_budgets();

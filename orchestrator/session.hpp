@@ -111,13 +111,13 @@ public:
     // Where the torrent's .torrent file can be read again ("" when nowhere).
     std::string metainfo_path(TorrentId id) const;
     void set_max_peers(std::size_t peers) { config_.max_peers = peers; }
-    // The session's rate limits in bytes/s (0: none), split among the workers by use.
-    void set_rate_limits(std::uint64_t upload, std::uint64_t download);
-    // Seeding stops (the torrent is finished) at this ratio unless a torrent says otherwise.
     // --encryption, and the RPC's session-set: the workers that join later have it in their
     // Welcome, the ones running now an EncryptionPolicy (for their new connections).
     void set_encryption(Encryption encryption);
     Encryption encryption() const { return config_.encryption; }
+    // The session's rate limits in bytes/s (0: none), split among the workers by use.
+    void set_rate_limits(std::uint64_t upload, std::uint64_t download);
+    // Seeding stops (the torrent is finished) at this ratio unless a torrent says otherwise.
     void set_seed_ratio(std::optional<double> ratio) { seed_ratio_ = ratio; }
     // The port trackers are told: the one the workers listen on, 0 when none can.
     std::uint16_t announced_port() const;
@@ -138,6 +138,10 @@ public:
     std::uint64_t downloaded_this_run() const { return downloaded_this_run_; }
     std::uint64_t uploaded_this_run() const { return uploaded_this_run_; }
     std::uint32_t peers_connected() const;
+    // Why the running torrents that want pieces are not moving, and what is being tried ("" when
+    // every one has peers): for the progress line.
+    std::string stall_note() const;
+    const PeerJudge& judge() const { return judge_; }
 
 private:
     struct InfoBytes {
@@ -170,7 +174,9 @@ private:
     void on_work_request(const std::string& identity, const bus::v1::WorkRequest& request,
                          Clock::time_point now);
     void on_slots_freed(const Stage& from, bus::v1::Envelope& envelope);
-    void on_piece_failed(const bus::v1::PieceFailed& failed);
+    void on_piece_failed(const bus::v1::PieceFailed& failed, Clock::time_point now);
+    void apply_ban(const Ban& ban, TorrentId found_in);
+    void check_stalls(Clock::time_point now);
     void on_write_failed(const bus::v1::WriteFailed& failed, Clock::time_point now);
     void on_resume_state(const bus::v1::ResumeState& resume, std::vector<zmq::message_t>& frames,
                          Clock::time_point now);
@@ -187,6 +193,7 @@ private:
 
     SessionConfig config_;
     GrantCounter grants_;
+    PeerJudge judge_;
     StageRegistry stages_;
     std::map<TorrentId, TorrentState> torrents_;
     std::map<TorrentId, InfoBytes> info_;
@@ -223,6 +230,7 @@ private:
     Clock::time_point next_heartbeat_{};
     Clock::time_point next_tracker_stats_{};
     Clock::time_point next_expiry_check_{};
+    Clock::time_point next_stall_check_{};
 };
 
 }  // namespace pw::orchestrator

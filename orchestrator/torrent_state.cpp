@@ -336,12 +336,14 @@ void TorrentState::on_verified(PieceIndex piece, std::uint64_t lease_id, std::ve
     cancels.insert(cancels.end(), more.begin(), more.end());
 }
 
-std::vector<std::string> TorrentState::on_failed(PieceIndex piece, std::uint64_t lease_id,
-                                                 const std::vector<std::string>& contributors) {
+std::vector<PeerIdentity> TorrentState::on_failed(PieceIndex piece, std::uint64_t lease_id,
+                                                  const std::vector<std::string>& contributors) {
     if (!scheduler_) return {};
     scheduler_->failed(piece, lease_id);
     if (info_ && piece.get() < info_->piece_count()) settings_.corrupt_ever += info_->piece_size(piece);
-    return directory_.record_failure(contributors);
+    std::vector<PeerIdentity> peers;
+    for (const auto& key : contributors) peers.push_back(directory_.identity(key));
+    return peers;
 }
 
 void TorrentState::on_dropped(PieceIndex piece, std::uint64_t lease_id) {
@@ -356,7 +358,24 @@ void TorrentState::on_released(std::uint64_t lease_id) {
     if (scheduler_) scheduler_->release(lease_id);
 }
 
-void TorrentState::on_peer_connected(const std::string& peer) { directory_.connected(peer); }
+void TorrentState::on_peer_connected(const std::string& peer, const std::string& peer_id) {
+    directory_.connected(peer, peer_id);
+}
+
+bool TorrentState::update_stall(Clock::time_point now) {
+    StallInputs in;
+    in.downloading = phase_ == TorrentPhase::downloading && !complete();
+    if (in.downloading) in.peers = directory_.counts(now);
+    in.has_trackers = !trackers_.empty();
+    bool any_ok = false;
+    for (const TrackerReport& report : tracker_reports_) {
+        in.tracker_answered = in.tracker_answered || report.answered;
+        any_ok = any_ok || report.last_ok;
+        if (!report.last_ok && report.last_time != 0 && in.tracker_error.empty()) in.tracker_error = report.last_result;
+    }
+    if (any_ok) in.tracker_error.clear();
+    return stall_.update(in, now);
+}
 
 void TorrentState::on_peer_gone(const std::string& peer, Clock::time_point now) {
     directory_.disconnected(peer, now);

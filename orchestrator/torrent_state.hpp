@@ -160,15 +160,15 @@ public:
 
     // --- what the verifier says ---
     void on_verified(PieceIndex piece, std::uint64_t lease_id, std::vector<Cancel>& cancels);
-    // Returns the ips to ban (see PeerDirectory::record_failure).
-    std::vector<std::string> on_failed(PieceIndex piece, std::uint64_t lease_id,
-                                       const std::vector<std::string>& contributors);
+    // Returns who sent it, for the judge (see PeerJudge::piece_failed).
+    std::vector<PeerIdentity> on_failed(PieceIndex piece, std::uint64_t lease_id,
+                                        const std::vector<std::string>& contributors);
     void on_dropped(PieceIndex piece, std::uint64_t lease_id);
 
     // --- what the workers say ---
     void on_delivered(std::uint64_t lease_id);
     void on_released(std::uint64_t lease_id);
-    void on_peer_connected(const std::string& peer);
+    void on_peer_connected(const std::string& peer, const std::string& peer_id = {});
     void on_peer_gone(const std::string& peer, Clock::time_point now);
     // False for a malformed bitfield or out-of-range haves (logged by the caller).
     bool on_peer_has(const std::string& peer, bool have_all, std::span<const std::uint8_t> bitfield,
@@ -202,7 +202,10 @@ public:
     PeerDirectory& directory() { return directory_; }
     const PeerDirectory& directory() const { return directory_; }
     void offer_peer(const PeerAddress& peer) { directory_.offer(peer); }
-    void ban(const std::string& ip) { directory_.ban(ip); }
+    std::size_t ban(const Ban& ban) { return directory_.ban(ban); }
+    // Why it is not moving, if it is not (see StallWatch); true when an early announce is due.
+    bool update_stall(Clock::time_point now);
+    const StallWatch& stall() const { return stall_; }
 
     // --- time ---
     // Write retries and rates; call every turn of the loop.
@@ -299,6 +302,7 @@ private:
     Clock::time_point next_rate_sample_{};
 
     std::vector<TrackerReport> tracker_reports_;
+    StallWatch stall_;
     bool just_completed_ = false;
     bool completion_sent_ = false;
     bool completion_announced_ = false;

@@ -81,6 +81,7 @@ public:
 
     const std::string& key() const { return key_; }
     asio::ip::address address() const { return endpoint_.address(); }
+    std::uint16_t port() const { return endpoint_.port(); }
     bool incoming() const { return incoming_; }
     PeerSession& session() { return session_; }
     bool closed() const { return closed_; }

@@ -279,7 +279,7 @@ void WorkerService::on_control(bus::Incoming& message) {
                          PieceIndex{envelope.cancel_piece().piece()});
             break;
         case bus::v1::Envelope::kBanPeer:
-            ban(envelope.ban_peer().ip(), envelope.ban_peer().reason());
+            ban(envelope.ban_peer());
             break;
         case bus::v1::Envelope::kSlotsFreed: free_slots(envelope.slots_freed()); break;
         case bus::v1::Envelope::kPiecesAvailable: pieces_available(message); break;
@@ -396,7 +396,7 @@ void WorkerService::add_peers(const bus::v1::AddPeers& add) {
             report_disconnected(id, key, "invalid address");
             continue;
         }
-        if (banned_.count(address) != 0) {
+        if (banned_.refuses(address, static_cast<std::uint16_t>(peer.port()))) {
             report_disconnected(id, key, "banned");
             continue;
         }
@@ -485,17 +485,26 @@ void WorkerService::free_slots(const bus::v1::SlotsFreed& freed) {
     if (count > 0) resume_peers();
 }
 
-void WorkerService::ban(const std::string& ip, const std::string& reason) {
+void WorkerService::ban(const bus::v1::BanPeer& ban) {
     asio::error_code error;
-    const auto address = asio::ip::make_address(ip, error);
-    if (error) {
-        spdlog::warn("ignored a ban of '{}': not an address", ip);
+    const auto address = asio::ip::make_address(ban.ip(), error);
+    if (error || ban.port() > 65535) {
+        spdlog::warn("ignored a ban of '{}' port {}: not an address", ban.ip(), ban.port());
         return;
     }
-    banned_.insert(address);
-    spdlog::info("banned {}: {}", ip, reason);
+    const auto port = static_cast<std::uint16_t>(ban.port());
+    banned_.add(address, port, ban.peer_id());
+    if (port == 0 && ban.peer_id().empty()) {
+        spdlog::info("banned address {}: {}", ban.ip(), ban.reason());
+    } else {
+        spdlog::info("banned peer {}: {}", bus::peer_key(ban.ip(), port), ban.reason());
+    }
     for (const auto& [torrent, connection] : all_connections()) {
-        if (connection->address() == address) connection->fail("banned: " + reason);
+        const auto& id = connection->session().peer_id();
+        const std::string peer_id = connection->session().handshake_done() ? std::string(id.begin(), id.end()) : std::string{};
+        if (BanList::names(address, port, ban.peer_id(), connection->address(), connection->port(), peer_id)) {
+            connection->fail("banned: " + ban.reason());
+        }
     }
 }
 
@@ -512,6 +521,10 @@ std::vector<std::pair<TorrentContext*, WorkerService::ConnectionPtr>> WorkerServ
 
 void WorkerService::on_handshake(TorrentContext& torrent, PeerConnection& connection) {
     const auto& id = connection.session().peer_id();
+    // A banned peer dialled at a new port, or come back from one, is known by its peer id.
+    if (banned_.refuses(connection.address(), connection.port(), std::string(id.begin(), id.end()))) {
+        return connection.fail("banned");
+    }
     spdlog::info("{} (torrent {}): connected{}{}", connection.key(), torrent.id.get(),
                  connection.incoming() ? ", incoming" : "", connection.session().fast() ? ", fast" : "");
     bus::v1::Envelope envelope;
@@ -829,7 +842,10 @@ void WorkerService::on_incoming(asio::ip::tcp::socket& socket, const asio::ip::t
         socket.send(asio::buffer(bytes), 0, ignored);
         return refuse("ourselves");
     }
-    if (banned_.count(remote.address()) != 0) return refuse("banned");
+    if (banned_.refuses(remote.address(), remote.port(),
+                        std::string(theirs.peer_id.begin(), theirs.peer_id.end()))) {
+        return refuse("banned");
+    }
     if (peer_count_ >= options_.max_peers) return refuse("the worker already has --max-peers peers");
     for (const auto& [other_key, other] : torrent->peers) {
         if (other->session().handshake_done() && other->session().peer_id() == theirs.peer_id) {

@@ -20,6 +20,7 @@
 #include "core/bus/stage.hpp"
 #include "core/units.hpp"
 #include "core/wire.hpp"
+#include "peer_worker/ban_list.hpp"
 #include "peer_worker/listener.hpp"
 #include "peer_worker/peer_connection.hpp"
 #include "peer_worker/piece_batches.hpp"
@@ -95,7 +96,7 @@ private:
     void add_peers(const bus::v1::AddPeers& add);
     void grant_leases(const bus::v1::Leases& leases);
     void cancel_piece(TorrentId id, PieceIndex piece);
-    void ban(const std::string& ip, const std::string& reason);
+    void ban(const bus::v1::BanPeer& ban);
     void free_slots(const bus::v1::SlotsFreed& freed);
     void pieces_available(const bus::Incoming& message);
     void choke_decision(const bus::v1::ChokeDecision& decision);
@@ -177,7 +178,7 @@ private:
     std::unique_ptr<Uploader> uploader_;
     std::unordered_map<TorrentId, std::unique_ptr<TorrentContext>> torrents_;
     std::size_t peer_count_ = 0;  // connections over every torrent, for --max-peers
-    std::set<asio::ip::address> banned_;  // in every torrent
+    BanList banned_;  // in every torrent
     std::unique_ptr<PieceMemory> memory_;
     std::unique_ptr<PieceBatches> batches_;
     bus::v1::Envelope delivered_report_;  // body: pieces_delivered

@@ -33,6 +33,7 @@ void AnnounceSchedule::on_success(Clock::time_point now, Event sent,
                                   std::chrono::seconds interval) {
     answered_once_ = true;
     failures_ = 0;
+    last_round_end_ = now;
     advance_after(sent);
     // An event still waiting (completed, stopped) goes out at once; otherwise wait.
     next_due_ = event_ == Event::none ? now + interval : now;
@@ -45,6 +46,7 @@ std::chrono::seconds AnnounceSchedule::on_all_failed(Clock::time_point now, Even
         return std::chrono::seconds{0};
     }
     ++failures_;
+    last_round_end_ = now;
     auto delay = config_.retry_first;
     for (int i = 1; i < failures_ && delay < config_.retry_cap; ++i) delay *= 2;
     delay = std::min(delay, config_.retry_cap);
@@ -61,6 +63,11 @@ void AnnounceSchedule::request_completed(Clock::time_point now) {
     }
     event_ = Event::completed;
     next_due_ = now;
+}
+
+void AnnounceSchedule::request_early(Clock::time_point now, std::chrono::seconds min_gap) {
+    if (finished_ || event_ == Event::stopped) return;
+    next_due_ = std::min(next_due_, std::max(now, last_round_end_ + min_gap));
 }
 
 void AnnounceSchedule::request_stopped(Clock::time_point now) {

@@ -42,6 +42,10 @@ public:
     // The orchestrator says we completed: announce `completed` now, or right after `started`
     // got through if it has not yet (a tracker must see started first).
     void request_completed(Clock::time_point now);
+    // The orchestrator ran out of peers: the next announce comes now rather than at the end
+    // of the interval, but never sooner than `min_gap` after the last round ended (trackers
+    // ignore or ban clients that announce more often than they ask).
+    void request_early(Clock::time_point now, std::chrono::seconds min_gap);
     // The orchestrator says we stop: `stopped` is due now and is tried once; after it nothing
     // more is announced.
     void request_stopped(Clock::time_point now);
@@ -60,6 +64,7 @@ private:
     bool finished_ = false;
     int failures_ = 0;
     Clock::time_point next_due_;
+    Clock::time_point last_round_end_{};
 };
 
 }  // namespace pw::tracker

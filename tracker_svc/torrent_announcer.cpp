@@ -34,7 +34,7 @@ TorrentAnnouncer::TorrentAnnouncer(TorrentId id, AnnounceRequest identity,
 
 void TorrentAnnouncer::on_stats(std::uint64_t uploaded, std::uint64_t downloaded,
                                 std::uint64_t left, std::uint16_t port, bool completed,
-                                Clock::time_point now) {
+                                Clock::time_point now, bool announce_now) {
     identity_.port = port;
     identity_.uploaded = uploaded;
     identity_.downloaded = downloaded;
@@ -42,6 +42,7 @@ void TorrentAnnouncer::on_stats(std::uint64_t uploaded, std::uint64_t downloaded
     if (stopping_) return;
     if (!schedule_) schedule_.emplace(config_.schedule, now);
     if (completed) schedule_->request_completed(now);
+    if (announce_now) schedule_->request_early(now, config_.min_interval);
 }
 
 std::optional<TierList::Position> TorrentAnnouncer::find(const std::string& url) const {

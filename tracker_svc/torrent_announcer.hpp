@@ -63,9 +63,11 @@ public:
 
     // The orchestrator's numbers (TrackerStats). The first makes `started` due at `now`: only
     // the orchestrator knows `left`, and which port peers can reach us on (0: none).
-    // `completed` asks for the completed announce.
+    // `completed` asks for the completed announce; `announce_now` for an early one (the
+    // torrent ran out of peers), at least `min_interval` after the last.
     void on_stats(std::uint64_t uploaded, std::uint64_t downloaded, std::uint64_t left,
-                  std::uint16_t port, bool completed, Clock::time_point now);
+                  std::uint16_t port, bool completed, Clock::time_point now,
+                  bool announce_now = false);
     bool has_stats() const { return schedule_.has_value(); }
 
     // The torrent leaves (removal, the stage's end): any round in progress is dropped (the

@@ -226,7 +226,11 @@ private:
         }
         known->second.announcer.on_stats(stats.uploaded(), stats.downloaded(), stats.left(),
                                          static_cast<std::uint16_t>(std::min<std::uint32_t>(stats.port(), 65535)),
-                                         stats.event() == v1::TrackerStats::COMPLETED, now);
+                                         stats.event() == v1::TrackerStats::COMPLETED, now,
+                                         stats.announce_now());
+        if (stats.announce_now()) {
+            spdlog::info("torrent {}: the orchestrator ran out of peers: announcing early", stats.torrent());
+        }
     }
 
     void on_removed(TorrentId id, Clock::time_point now) {

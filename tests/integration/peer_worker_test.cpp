@@ -964,7 +964,8 @@ TEST(PeerWorker, DropsHostilePeersWithAReason) {
     shut_down(pipeline, worker);
 }
 
-// Leases, cancels and bans name their torrent; a ban is by address and holds in every torrent.
+// Leases, cancels and bans name their torrent; a ban holds in every torrent. A ban of a peer
+// (address and port) drops that peer only; a ban without port or peer id, the whole address.
 TEST(PeerWorker, LeasesCancelsAndBansAgainstAPeerThatNeverSendsBlocks) {
     TempDir dir;
     const TestTorrent t = make_test_torrent(dir, "payload.bin", 5 * 65536, 65536, 4);
@@ -1030,9 +1031,22 @@ TEST(PeerWorker, LeasesCancelsAndBansAgainstAPeerThatNeverSendsBlocks) {
     ASSERT_TRUE(pipeline.pump(10s, on_control, kIgnore, [&] { return cancelled; }))
         << worker.log_tail();
 
+    // The peer of the first torrent alone: its neighbour on 127.0.0.1 stays.
+    v1::Envelope peer_ban;
+    peer_ban.mutable_ban_peer()->set_ip("127.0.0.1");
+    peer_ban.mutable_ban_peer()->set_port(silent.port());
+    peer_ban.mutable_ban_peer()->set_peer_id("-XX0001-silentpeer01");
+    peer_ban.mutable_ban_peer()->set_reason("sent a bad piece");
+    pipeline.send(peer_ban);
+    ASSERT_TRUE(pipeline.pump(10s, on_control, kIgnore, [&] { return disconnects.size() == 1; }))
+        << worker.log_tail();
+    EXPECT_EQ(disconnects[0].first, kFirst.get());
+    pipeline.pump(1s, on_control, kIgnore, [] { return false; });
+    EXPECT_EQ(disconnects.size(), 1u) << worker.log_tail();
+    // The whole address: the other goes too.
     v1::Envelope ban;
     ban.mutable_ban_peer()->set_ip("127.0.0.1");
-    ban.mutable_ban_peer()->set_reason("sent a bad piece");
+    ban.mutable_ban_peer()->set_reason("three liars");
     pipeline.send(ban);
     ASSERT_TRUE(pipeline.pump(10s, on_control, kIgnore, [&] { return disconnects.size() == 2; }))
         << worker.log_tail();
