@@ -69,6 +69,13 @@ CacheEntry* UploadCache::add_arena(TorrentId torrent, PieceIndex piece,
     entry.request = request;
     bytes_ += bytes.size();
     ++arena_entries_;
+    // Over the cap now, not at the next tick: a burst of answers would otherwise hold more of
+    // the writer's slots than it grants a worker, and it answers the next reads "busy".
+    for (auto it = entries_.begin(); arena_entries_ > limits_.max_arena_entries && it != entries_.end();) {
+        const auto next = std::next(it);
+        if (&*it != &entry && it->arena && it->pins == 0) erase(it);
+        it = next;
+    }
     return &entry;
 }
 

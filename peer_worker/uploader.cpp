@@ -44,7 +44,9 @@ void Uploader::serve(TorrentContext& torrent, PeerConnection& connection, TokenB
         }
         CacheEntry* entry = cache_.find(torrent.id, request.index, now);
         if (entry == nullptr) {
-            if (failed_recently(torrent.id, request.index, now)) {
+            const Note note = note_on(torrent.id, request.index, now);
+            if (note == Note::busy) break;  // the writer is busy: asked again on a later tick
+            if (note == Note::failed) {
                 session.refuse_request(now);
                 continue;
             }
@@ -111,12 +113,12 @@ void Uploader::request_read(TorrentContext& torrent, PieceIndex piece, Clock::ti
     ++stats_.reads;
 }
 
-bool Uploader::failed_recently(TorrentId torrent, PieceIndex piece, Clock::time_point now) {
+Uploader::Note Uploader::note_on(TorrentId torrent, PieceIndex piece, Clock::time_point now) {
     const auto found = failed_.find(Key{torrent.get(), piece.get()});
-    if (found == failed_.end()) return false;
-    if (now < found->second) return true;
+    if (found == failed_.end()) return Note::none;
+    if (now < found->second.until) return found->second.busy ? Note::busy : Note::failed;
     failed_.erase(found);
-    return false;
+    return Note::none;
 }
 
 void Uploader::read_failed(TorrentId torrent, PieceIndex piece, const std::string& why,
@@ -125,7 +127,8 @@ void Uploader::read_failed(TorrentId torrent, PieceIndex piece, const std::strin
     const bool busy = why.find("busy") != std::string::npos;
     spdlog::debug("torrent {}: piece {} not read for peers: {}", torrent.get(), piece.get(), why);
     if (failed_.size() >= kMaxFailedNotes) failed_.erase(failed_.begin());
-    failed_[Key{torrent.get(), piece.get()}] = now + (busy ? options_.busy_backoff : options_.failed_backoff);
+    failed_[Key{torrent.get(), piece.get()}] =
+        FailedNote{now + (busy ? options_.busy_backoff : options_.failed_backoff), busy};
 }
 
 void Uploader::give_back_unwanted(const bus::v1::PieceRead& read) {

@@ -29,7 +29,8 @@ struct UploadOptions {
     std::uint32_t max_reads = 16;
     // A read not answered in this long is given up (the writer is gone or stuck).
     Clock::duration read_timeout = std::chrono::seconds(30);
-    // After a read failed, the piece is not asked for again for this long ("busy": briefly).
+    // After a read failed, the piece is not asked for again for this long; after "busy",
+    // briefly, and the requests for it wait rather than being refused.
     Clock::duration failed_backoff = std::chrono::seconds(10);
     Clock::duration busy_backoff = std::chrono::seconds(1);
     // A peer's send queue: blocks queued and not yet written, and their bytes.
@@ -90,7 +91,11 @@ private:
         Clock::time_point sent{};
     };
     void request_read(TorrentContext& torrent, PieceIndex piece, Clock::time_point now);
-    bool failed_recently(TorrentId torrent, PieceIndex piece, Clock::time_point now);
+    // What an earlier read of the piece left: nothing, "busy" (the writer had too many reads
+    // of ours: the peer's requests wait, since a peer without the fast extension cannot be
+    // told no and would wait for those blocks for ever), or a failure (refused for a while).
+    enum class Note { none, busy, failed };
+    Note note_on(TorrentId torrent, PieceIndex piece, Clock::time_point now);
     void read_failed(TorrentId torrent, PieceIndex piece, const std::string& why, Clock::time_point now);
     void give_back_unwanted(const bus::v1::PieceRead& read);
 
@@ -102,7 +107,11 @@ private:
     std::map<Key, std::uint64_t> reading_;           // piece -> request id
     std::size_t in_flight_bytes_ = 0;
     std::uint64_t next_request_ = 0;
-    std::map<Key, Clock::time_point> failed_;  // piece -> not before
+    struct FailedNote {
+        Clock::time_point until;  // not asked for again before
+        bool busy = false;
+    };
+    std::map<Key, FailedNote> failed_;
     bool said_no_reads_ = false;
     Stats stats_;
 };

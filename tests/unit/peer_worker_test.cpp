@@ -1012,9 +1012,11 @@ TEST(UploadCacheTest, ArenaSlotsGoBackSoonAfterTheirLastBlock) {
     cache.expire(t0 + 6500ms);
     EXPECT_EQ(cache.released(), (std::vector<std::uint64_t>{101}));
     cache.released().clear();
-    // Over the cap, the least recently used unpinned go at once.
+    // Over the cap, the least recently used unpinned go at once: as the answer comes, not at
+    // the next tick (a burst of answers must not hold more slots than the writer grants).
     cache.add_arena(TorrentId{1}, PieceIndex{2}, bytes, arena, 2, 102, t0 + 7s);
     cache.add_arena(TorrentId{1}, PieceIndex{3}, bytes, arena, 3, 103, t0 + 7s);
+    EXPECT_EQ(cache.released(), (std::vector<std::uint64_t>{100}));
     cache.expire(t0 + 7s);
     EXPECT_EQ(cache.released(), (std::vector<std::uint64_t>{100}));
     EXPECT_EQ(cache.entries(), 2u);
