@@ -17,10 +17,15 @@ why" and exits 1):
   limits
       the speed limits dialog sets the session's limits (checked over the RPC).
   phone
-      at 390x800 the list fits the screen's width and its buttons are on screen.
+      at 390x844 the list (and a torrent's detail) fits the screen's width and its buttons
+      are on screen.
   wanted TORRENT_NAME FILE_INDEX
       unticks a file in the detail and checks the session says it is unwanted.
+
+With PW_WEB_SCREENSHOTS=DIR in the environment, `list` and `phone` keep screenshots of the page
+(desktop-*.png, phone-*.png) in DIR.
 """
+import base64
 import json
 import os
 import signal
@@ -169,6 +174,19 @@ class Browser:
             time.sleep(0.2)
         raise Failure(f"timed out waiting for {what} (last: {last!r}); page says: {self.page_message()}")
 
+    def screenshot(self, name):
+        """Keeps a PNG of the viewport as $PW_WEB_SCREENSHOTS/name (nothing without it)."""
+        folder = os.environ.get("PW_WEB_SCREENSHOTS")
+        if not folder:
+            return
+        png = base64.b64decode(self.command("GET", "/screenshot"))
+        if not png.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise Failure(f"the screenshot {name} is not a PNG")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, name), "wb") as out:
+            out.write(png)
+        step(f"screenshot {name}: {len(png)} bytes")
+
     def page_message(self):
         try:
             return self.js("const m = document.getElementById('message'); return m.hidden ? '' : m.textContent;")
@@ -213,6 +231,7 @@ def scenario_list(browser, base, rpc, count, hostile, seeded, file_count):
     browser.wait("the seeded torrent at 100% without a reload",
                  f"return document.querySelector('{seeded_row} .pct').textContent === '100.0%';", timeout=180)
     step("progress reached 100% live")
+    browser.screenshot("desktop-list.png")
     browser.click(f"{seeded_row} td.name button")
     browser.wait("the detail with its files",
                  "return !document.getElementById('detail').hidden && "
@@ -225,6 +244,7 @@ def scenario_list(browser, base, rpc, count, hostile, seeded, file_count):
         raise Failure(f"files not shown done: {done}")
     browser.wait("its tracker", "return document.querySelectorAll('#trackers tbody tr').length >= 1;")
     step("detail shows files and trackers")
+    browser.screenshot("desktop-detail.png")
     browser.click("#detail-close")
     browser.wait("the detail closed", "return document.getElementById('detail').hidden;")
 
@@ -316,12 +336,17 @@ def scenario_limits(browser, base, rpc):
     step("limits set")
 
 
+def expect_fits(browser, what):
+    fits = browser.js("return [document.documentElement.scrollWidth, window.innerWidth];")
+    if fits[0] > fits[1]:
+        raise Failure(f"{what}: the page is {fits[0]} px wide on a {fits[1]} px screen")
+    return fits[1]
+
+
 def scenario_phone(browser, base, rpc):
     browser.go(base + "/")
     browser.wait("rows", "return document.querySelectorAll('#torrents tbody tr').length > 0;")
-    fits = browser.js("return [document.documentElement.scrollWidth, window.innerWidth];")
-    if fits[0] > fits[1]:
-        raise Failure(f"the page is {fits[0]} px wide on a {fits[1]} px screen")
+    width = expect_fits(browser, "the list")
     off = browser.js("""
         const out = [];
         for (const b of document.querySelectorAll('#torrents button')) {
@@ -331,7 +356,15 @@ def scenario_phone(browser, base, rpc):
         return out;""")
     if off:
         raise Failure(f"buttons off the screen: {off}")
-    step(f"fits a {fits[1]} px screen")
+    step(f"the list fits a {width} px screen")
+    browser.screenshot("phone-list.png")
+    browser.click("#torrents tbody tr td.name button")
+    browser.wait("the detail with its files",
+                 "return !document.getElementById('detail').hidden && "
+                 "document.querySelectorAll('#files tbody tr').length > 0;")
+    expect_fits(browser, "the detail")
+    step(f"the detail fits a {width} px screen")
+    browser.screenshot("phone-detail.png")
 
 
 def scenario_wanted(browser, base, rpc, name, index):
@@ -353,9 +386,9 @@ def scenario_wanted(browser, base, rpc, name, index):
     step(f"file {index} unwanted")
 
 
-SCENARIOS = {"list": (scenario_list, (1200, 800)), "manage": (scenario_manage, (1200, 800)),
+SCENARIOS = {"list": (scenario_list, (1280, 800)), "manage": (scenario_manage, (1200, 800)),
              "add-path": (scenario_add_path, (1200, 800)), "limits": (scenario_limits, (1200, 800)),
-             "phone": (scenario_phone, (390, 800)), "wanted": (scenario_wanted, (1200, 800))}
+             "phone": (scenario_phone, (390, 844)), "wanted": (scenario_wanted, (1200, 800))}
 
 
 def main():

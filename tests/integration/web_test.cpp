@@ -2,8 +2,12 @@
 // tests/integration/web_driver.py and chromedriver), against a real opentracker and a real
 // libtorrent seeder on 127.0.0.1: what it shows, what its buttons do to the session (checked
 // over the RPC), a hostile torrent name, a phone's screen, and how the page is served.
+// Screenshots at desktop and phone width are kept in PW_TEST_ARTIFACTS_DIR/web (the build
+// folder's test-artifacts/web), for a person to look at.
 #include <unistd.h>
 
+#include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -24,6 +28,30 @@ constexpr auto kReadyTimeout = 120s;
 constexpr auto kBrowserTimeout = 300s;
 const std::string kHostileName = "<img src=x onerror=alert(1)>";
 
+fs::path artifacts() { return fs::path(PW_TEST_ARTIFACTS_DIR) / "web"; }
+
+// The screenshot the driver just kept: a PNG (signature and IHDR) of a real page, not a blank
+// one, wider than tall on a desktop and taller than wide on a phone.
+void expect_screenshot(const std::string& name, bool landscape) {
+    const fs::path path = artifacts() / name;
+    ASSERT_TRUE(fs::exists(path)) << path << " was not kept";
+    const std::string png = read_text_file(path);
+    ASSERT_GT(png.size(), 24u) << path;
+    EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8)) << path << " is not a PNG";
+    EXPECT_EQ(png.substr(12, 4), "IHDR") << path;
+    const auto be32 = [&](std::size_t at) {
+        std::uint32_t value = 0;
+        for (std::size_t i = 0; i < 4; ++i) value = (value << 8) | static_cast<unsigned char>(png[at + i]);
+        return value;
+    };
+    const std::uint32_t width = be32(16), height = be32(20);
+    EXPECT_GT(width, 0u) << path;
+    EXPECT_GT(height, 0u) << path;
+    EXPECT_EQ(width > height, landscape) << path << " is " << width << "x" << height;
+    // A blank viewport compresses to a few hundred bytes; text, bars and buttons do not.
+    EXPECT_GT(png.size(), 10'000u) << path << " is " << png.size() << " bytes: a blank page?";
+}
+
 class WebTest : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -32,6 +60,8 @@ protected:
             if (::access(tool, X_OK) != 0) GTEST_SKIP() << tool << " is missing (scripts/install-deps)";
         }
         fs::create_directories(dir_ / "data");
+        fs::create_directories(artifacts());
+        ::setenv("PW_WEB_SCREENSHOTS", artifacts().c_str(), 1);  // web_driver.py keeps them there
     }
 
     void start_daemon(std::vector<std::string> more = {}) {
@@ -94,9 +124,12 @@ TEST_F(WebTest, TheListShowsNamesAsTextAndFollowsADownloadLive) {
     start_daemon();
     remote({"-a", hostile_torrent});
     remote({"-a", tree_torrent});
+    for (const char* name : {"desktop-list.png", "desktop-detail.png"}) fs::remove(artifacts() / name);
     drive({"list", "2", kHostileName, "tree", "2"});
     std::string why;
     EXPECT_TRUE(same_tree(tree, dir_ / "downloads/tree", &why)) << why;
+    expect_screenshot("desktop-list.png", true);
+    expect_screenshot("desktop-detail.png", true);
 }
 
 // The buttons: add by upload and by path, stop, start, remove (cancelled, then confirmed
@@ -122,7 +155,10 @@ TEST_F(WebTest, SpeedLimitsAreSetAndThePageFitsAPhone) {
     drive({"limits"});
     const std::string info = remote({"-si"});
     EXPECT_NE(info.find("500"), std::string::npos) << info;
+    for (const char* name : {"phone-list.png", "phone-detail.png"}) fs::remove(artifacts() / name);
     drive({"phone"});
+    expect_screenshot("phone-list.png", false);
+    expect_screenshot("phone-detail.png", false);
 }
 
 // A torrent's files chosen from its detail: the session (transmission-remote -f) agrees.
