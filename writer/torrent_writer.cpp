@@ -120,7 +120,11 @@ void TorrentWriter::write(const bus::v1::PieceBatch& batch, std::span<const zmq:
         spdlog::error("torrent {}: piece {} not written: {}", id_.get(), failed.piece.piece.get(), failed.why);
         send_write_failed(link_, id_, failed.piece, failed.why);
     }
-    for (const PieceRef& written : outcome.written) add_pending(written);
+    for (const PieceRef& written : outcome.written) {
+        // In the order the pieces reach the disk: how a test sees what --sequential did.
+        spdlog::debug("torrent {}: piece {} written", id_.get(), written.piece.get());
+        add_pending(written);
+    }
 }
 
 std::string TorrentWriter::unreadable(PieceIndex piece) const {
