@@ -121,8 +121,10 @@ void TorrentWriter::write(const bus::v1::PieceBatch& batch, std::span<const zmq:
         send_write_failed(link_, id_, failed.piece, failed.why);
     }
     for (const PieceRef& written : outcome.written) {
-        // In the order the pieces reach the disk: how a test sees what --sequential did.
-        spdlog::debug("torrent {}: piece {} written", id_.get(), written.piece.get());
+        // In the order pieces reach the disk (how a test sees what --sequential did). Another
+        // copy of a piece on disk or in this batch already (the endgame's) is only acknowledged.
+        spdlog::debug("torrent {}: piece {} {}", id_.get(), written.piece.get(),
+                      already_written(written.piece) ? "on disk already (another copy)" : "written");
         add_pending(written);
     }
 }
