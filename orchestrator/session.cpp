@@ -938,7 +938,13 @@ void Session::assign_peers(Clock::time_point now) {
     std::size_t room = config_.max_peers > assigned ? config_.max_peers - assigned : 0;
     for (auto& [id, torrent] : torrents_) {
         if (room == 0) break;
-        if (torrent.phase() != TorrentPhase::checking && torrent.phase() != TorrentPhase::downloading) continue;
+        // Seeds dial too: a leecher that cannot or will not dial us (behind a NAT, or
+        // Transmission refusing loopback addresses) is reached only this way. Two seeds that
+        // meet part at once (nothing to trade), and the directory's back-off keeps them apart.
+        if (torrent.phase() != TorrentPhase::checking && torrent.phase() != TorrentPhase::downloading &&
+            torrent.phase() != TorrentPhase::seeding) {
+            continue;
+        }
         const std::size_t held = torrent.directory().assigned();
         const std::size_t limit = torrent.settings().peer_limit;
         const std::size_t own_room = limit > held ? limit - held : 0;
