@@ -525,8 +525,9 @@ void WorkerService::on_handshake(TorrentContext& torrent, PeerConnection& connec
     if (banned_.refuses(connection.address(), connection.port(), std::string(id.begin(), id.end()))) {
         return connection.fail("banned");
     }
-    spdlog::info("{} (torrent {}): connected{}{}", connection.key(), torrent.id.get(),
-                 connection.incoming() ? ", incoming" : "", connection.session().fast() ? ", fast" : "");
+    spdlog::info("{} (torrent {}): connected{}{}{}", connection.key(), torrent.id.get(),
+                 connection.incoming() ? ", incoming" : "", connection.session().fast() ? ", fast" : "",
+                 connection.encrypted() ? ", RC4-encrypted" : "");
     bus::v1::Envelope envelope;
     auto* connected = envelope.mutable_peer_connected();
     connected->set_peer(connection.key());

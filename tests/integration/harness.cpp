@@ -552,7 +552,9 @@ LibtorrentSeeder LibtorrentSeeder::start(const std::string& torrent, const std::
     for (const auto& more : options.also) argv.insert(argv.end(), {"--also", more});
     const std::string log =
         options.log_path.empty() ? *seeder.work_ / "lt_seeder.log" : options.log_path;
-    seeder.process_ = Process::start(argv, log);
+    std::vector<std::pair<std::string, std::string>> env;
+    if (!options.encryption.empty()) env.emplace_back("LT_ENC", options.encryption);
+    seeder.process_ = Process::start(argv, log, env);
     seeder.port_ = port;
     return seeder;
 }
@@ -575,19 +577,21 @@ bool LibtorrentSeeder::wait_ready(std::chrono::milliseconds timeout) {
 }
 
 Aria2Seeder Aria2Seeder::start(const std::string& torrent, const std::string& data_dir,
-                               std::string log_path) {
+                               std::string log_path, std::vector<std::string> extra_args) {
     Aria2Seeder seeder;
     seeder.work_.emplace("pw-aria2-seeder-");
     seeder.port_ = free_port();
     if (log_path.empty()) log_path = *seeder.work_ / "aria2.log";
-    seeder.process_ = Process::start(
-        {"aria2c", "-V", "--seed-ratio=0.0", "--seed-time=600", "-d", data_dir,
-         "--listen-port=" + std::to_string(seeder.port_), "--enable-dht=false",
-         "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
-         "--disable-ipv6=true", "--file-allocation=none", "--allow-overwrite=false",
-         "--auto-file-renaming=false", "--bt-external-ip=127.0.0.1", "--summary-interval=0",
-         "--console-log-level=notice", "--no-conf=true", torrent},
-        log_path);
+    std::vector<std::string> argv = {
+        "aria2c", "-V", "--seed-ratio=0.0", "--seed-time=600", "-d", data_dir,
+        "--listen-port=" + std::to_string(seeder.port_), "--enable-dht=false",
+        "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
+        "--disable-ipv6=true", "--file-allocation=none", "--allow-overwrite=false",
+        "--auto-file-renaming=false", "--bt-external-ip=127.0.0.1", "--summary-interval=0",
+        "--console-log-level=notice", "--no-conf=true"};
+    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+    argv.push_back(torrent);
+    seeder.process_ = Process::start(argv, log_path);
     return seeder;
 }
 

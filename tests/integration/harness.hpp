@@ -148,6 +148,9 @@ struct LibtorrentSeederOptions {
     std::string work_dir;     // where a subset copy goes; default: in that TempDir
     // More torrents the same session seeds on the same port, from the same data_dir (whole).
     std::vector<std::string> also;
+    // lt_seeder.py's LT_ENC: "forced" (RC4 only, both ways), "disabled" (no MSE), or ""
+    // (libtorrent's default: either).
+    std::string encryption;
 };
 
 // A python3-libtorrent seeder (tests/integration/lt_seeder.py) listening on 127.0.0.1 and
@@ -174,7 +177,7 @@ private:
 class Aria2Seeder {
 public:
     static Aria2Seeder start(const std::string& torrent, const std::string& data_dir,
-                             std::string log_path = {});
+                             std::string log_path = {}, std::vector<std::string> extra_args = {});
     std::uint16_t port() const { return port_; }
     // True once it accepts connections on its port.
     bool wait_ready(std::chrono::milliseconds timeout);
