@@ -138,6 +138,41 @@ TEST_P(EncryptedLeecherTest, AForcedLibtorrentLeecherDownloadsFromAPieceworkSeed
     EXPECT_EQ(seed.wait_for_exit(30s), 0) << seed.log_tail(60);
 }
 
+// Hostile MSE initiators dial the seed all at once (tests/integration/hostile_mse.py): one
+// stalls after its key, one sends garbage, one a synchronisation hash made with the wrong
+// secret, one 1000 bytes of padding, one a right hash for a torrent not served, one trickles a
+// byte a second. Each is dropped within the handshake's deadline, and a libtorrent leecher
+// that requires encryption downloads meanwhile as if they were not there.
+TEST_F(EncryptionTest, HostileHandshakesAreDroppedWithoutCostToAnHonestLeecher) {
+    const std::uint16_t seed_port = free_port();
+    Process seed = Process::start({bin("piecework"), "seed", torrent_, dir_ / "data", "--listen-port",
+                                   std::to_string(seed_port), "--log-level", "debug"},
+                                  dir_ / "seed.log");
+    const std::string pieces = std::to_string(piece_count(torrent_));
+    ASSERT_TRUE(wait_for_log(seed, "resumed: " + pieces + " of " + pieces, kReadyTimeout)) << seed.log_tail();
+    Process hostile = Process::start({"/usr/bin/python3", helper("hostile_mse.py"), "--port", std::to_string(seed_port),
+                                      "--info-hash", info_hash_hex(torrent_), "--wait", "40"},
+                                     dir_ / "hostile.log");
+    fs::create_directories(dir_ / "lt");
+    Process leecher = Process::start({"/usr/bin/python3", helper("lt_leecher.py"), torrent_, dir_ / "lt", "--peer",
+                                      "127.0.0.1:" + std::to_string(seed_port), "--timeout", "240",
+                                      "--encryption", "forced"},
+                                     dir_ / "leecher.log");
+    ASSERT_EQ(leecher.wait_for_exit(kDoneTimeout), 0) << leecher.log_tail() << "\n--- seed ---\n" << seed.log_tail(60);
+    std::string why;
+    EXPECT_TRUE(same_tree(payload_, dir_ / "lt/secret.bin", &why)) << why;
+
+    ASSERT_TRUE(wait_for_log(hostile, "DONE", 90s)) << hostile.log_tail();
+    const std::string report = read_text_file(hostile.log_path());
+    for (const char* name : {"stall", "garbage", "wrong_hash", "oversized_padding", "unknown_torrent", "trickle"}) {
+        EXPECT_NE(report.find(std::string(name) + " closed"), std::string::npos)
+            << name << " was not dropped:\n" << report << "\n--- seed ---\n" << seed.log_tail(80);
+    }
+    EXPECT_TRUE(seed.running()) << seed.log_tail(60);
+    ::kill(seed.pid(), SIGINT);
+    EXPECT_EQ(seed.wait_for_exit(30s), 0) << seed.log_tail(60);
+}
+
 INSTANTIATE_TEST_SUITE_P(Policies, EncryptedLeecherTest, ::testing::Values(std::string{}, std::string{"require"}),
                          [](const auto& policy) { return policy.param.empty() ? std::string{"Default"} : policy.param; });
 
