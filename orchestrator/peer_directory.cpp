@@ -176,13 +176,15 @@ void PeerDirectory::offer(const PeerAddress& peer) {
 }
 
 std::vector<Assignment> PeerDirectory::assign(Clock::time_point now, WorkerLoad& load,
-                                              std::size_t room) {
+                                              std::size_t room, bool we_seed) {
     std::vector<Assignment> out;
     if (load.empty() || room == 0) return out;
     std::map<std::string, std::size_t> batch_index;
     std::vector<std::string> ready;
     for (const auto& [key, entry] : peers_) {
-        if (entry.worker.empty() && !entry.given_up && entry.ready_at <= now) ready.push_back(key);
+        if (entry.worker.empty() && !entry.given_up && entry.ready_at <= now && !(we_seed && entry.seed)) {
+            ready.push_back(key);
+        }
     }
     std::sort(ready.begin(), ready.end());
     if (ready.size() > room) ready.resize(room);
@@ -219,10 +221,11 @@ void PeerDirectory::incoming(const std::string& key, const std::string& worker) 
     workers_[worker].insert(key);
 }
 
-void PeerDirectory::disconnected(const std::string& key, Clock::time_point now) {
+void PeerDirectory::disconnected(const std::string& key, Clock::time_point now, bool seed) {
     const auto it = peers_.find(key);
     if (it == peers_.end()) return;
     Entry& entry = it->second;
+    entry.seed = entry.seed || seed;
     if (!entry.worker.empty()) {
         const auto worker = workers_.find(entry.worker);
         if (worker != workers_.end()) worker->second.erase(key);

@@ -140,8 +140,10 @@ public:
     // A new peer (tracker or --peer). Known, banned and given-up peers are ignored.
     void offer(const PeerAddress& peer);
     // Hands out up to `room` peers that are ready, each to the worker of `load` with the
-    // fewest peers, counting each one handed out.
-    std::vector<Assignment> assign(Clock::time_point now, WorkerLoad& load, std::size_t room);
+    // fewest peers, counting each one handed out. While `we_seed`, peers known to be seeds are
+    // left alone.
+    std::vector<Assignment> assign(Clock::time_point now, WorkerLoad& load, std::size_t room,
+                                   bool we_seed = false);
 
     // The handshake went through; `peer_id` is the one it gave.
     void connected(const std::string& key, const std::string& peer_id = {});
@@ -149,7 +151,8 @@ public:
     // forgotten when it goes. Ignored when the key is known already, or it is banned.
     void incoming(const std::string& key, const std::string& worker);
     // The worker dropped the peer: retried after a growing backoff, up to max_retries.
-    void disconnected(const std::string& key, Clock::time_point now);
+    // `seed`: it had every piece (remembered, for assign's `we_seed`).
+    void disconnected(const std::string& key, Clock::time_point now, bool seed = false);
     // The peers the ban names are forgotten (the judge keeps them from coming back); returns
     // how many.
     std::size_t ban(const Ban& ban);
@@ -177,6 +180,7 @@ private:
         bool given_up = false;
         bool incoming = false;  // it came to us: not ours to dial again
         bool connected = false;
+        bool seed = false;    // it had every piece when it went
         std::string peer_id;  // from its handshake
     };
     bool judged_banned(const std::string& ip, std::uint16_t port) const {

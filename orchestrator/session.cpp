@@ -623,7 +623,8 @@ void Session::handle(bus::Incoming& in, Clock::time_point now) {
             break;
         case v1::Envelope::kPeerDisconnected:
             if (TorrentState* torrent = find(TorrentId{envelope.peer_disconnected().torrent()})) {
-                torrent->on_peer_gone(envelope.peer_disconnected().peer(), now);
+                torrent->on_peer_gone(envelope.peer_disconnected().peer(), now,
+                                      envelope.peer_disconnected().seed());
                 torrent->choker().remove(envelope.peer_disconnected().peer());
             }
             break;
@@ -940,7 +941,7 @@ void Session::assign_peers(Clock::time_point now) {
         if (room == 0) break;
         // Seeds dial too: a leecher that cannot or will not dial us (behind a NAT, or
         // Transmission refusing loopback addresses) is reached only this way. Two seeds that
-        // meet part at once (nothing to trade), and the directory's back-off keeps them apart.
+        // meet part at once (nothing to trade), and a seed is not dialled again while we seed.
         if (torrent.phase() != TorrentPhase::checking && torrent.phase() != TorrentPhase::downloading &&
             torrent.phase() != TorrentPhase::seeding) {
             continue;
@@ -948,7 +949,8 @@ void Session::assign_peers(Clock::time_point now) {
         const std::size_t held = torrent.directory().assigned();
         const std::size_t limit = torrent.settings().peer_limit;
         const std::size_t own_room = limit > held ? limit - held : 0;
-        for (auto& assignment : torrent.directory().assign(now, load, std::min(room, own_room))) {
+        const bool we_seed = torrent.phase() == TorrentPhase::seeding;
+        for (auto& assignment : torrent.directory().assign(now, load, std::min(room, own_room), we_seed)) {
             v1::Envelope envelope;
             auto* add = envelope.mutable_add_peers();
             add->set_torrent(id.get());

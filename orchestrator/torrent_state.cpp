@@ -377,8 +377,8 @@ bool TorrentState::update_stall(Clock::time_point now) {
     return stall_.update(in, now);
 }
 
-void TorrentState::on_peer_gone(const std::string& peer, Clock::time_point now) {
-    directory_.disconnected(peer, now);
+void TorrentState::on_peer_gone(const std::string& peer, Clock::time_point now, bool seed) {
+    directory_.disconnected(peer, now, seed);
     if (scheduler_) scheduler_->peer_gone(peer);
 }
 

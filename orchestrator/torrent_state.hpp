@@ -169,7 +169,7 @@ public:
     void on_delivered(std::uint64_t lease_id);
     void on_released(std::uint64_t lease_id);
     void on_peer_connected(const std::string& peer, const std::string& peer_id = {});
-    void on_peer_gone(const std::string& peer, Clock::time_point now);
+    void on_peer_gone(const std::string& peer, Clock::time_point now, bool seed = false);
     // False for a malformed bitfield or out-of-range haves (logged by the caller).
     bool on_peer_has(const std::string& peer, bool have_all, std::span<const std::uint8_t> bitfield,
                      bool has_bitfield, std::span<const std::uint32_t> haves);

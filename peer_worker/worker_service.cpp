@@ -573,7 +573,7 @@ void WorkerService::on_closed(TorrentContext& torrent, PeerConnection& connectio
         collect_completed(torrent, connection);  // whole pieces are still worth verifying
         const auto lease_ids = session.release_leases();
         if (!lease_ids.empty()) release(torrent.id, key, lease_ids, "peer gone: " + reason);
-        report_disconnected(torrent.id, key, reason);
+        report_disconnected(torrent.id, key, reason, session.handshake_done() && session.peer_is_seed());
     }
     // Our own listening address: dialling it again would only find ourselves again (another
     // worker of ours, perhaps: they share the peer id).
@@ -643,11 +643,12 @@ void WorkerService::report_released(TorrentId torrent, const std::string& key,
 }
 
 void WorkerService::report_disconnected(TorrentId torrent, const std::string& key,
-                                        const std::string& reason) {
+                                        const std::string& reason, bool seed) {
     bus::v1::Envelope envelope;
     auto* disconnected = envelope.mutable_peer_disconnected();
     disconnected->set_peer(key);
     disconnected->set_reason(reason);
+    disconnected->set_seed(seed);
     disconnected->set_torrent(torrent.get());
     send_control(envelope);
 }

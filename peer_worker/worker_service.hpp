@@ -142,7 +142,8 @@ private:
                  const std::vector<std::uint64_t>& lease_ids, const std::string& reason);
     void report_released(TorrentId torrent, const std::string& key,
                          const std::vector<std::uint64_t>& lease_ids, const std::string& reason);
-    void report_disconnected(TorrentId torrent, const std::string& key, const std::string& reason);
+    void report_disconnected(TorrentId torrent, const std::string& key, const std::string& reason,
+                             bool seed = false);
     // Asks for work and sends requests for every peer: room for pieces came back.
     void resume_peers();
     std::vector<std::pair<TorrentContext*, ConnectionPtr>> all_connections() const;

@@ -571,6 +571,27 @@ TEST(PeerDirectory, DroppedPeersRetryWithBackoffThenGiveUp) {
     EXPECT_TRUE(directory.assign(now + 1h, load, 100).empty());
 }
 
+// A peer that went with every piece is a seed: while we seed it is not dialled again (two
+// seeds have nothing to trade, and a daemon seeding hundreds of torrents would otherwise dial
+// every seed of each again and again); once we download again, it is.
+TEST(PeerDirectory, SeedsAreNotDialledWhileWeSeed) {
+    PeerDirectory directory(PeerDirectoryOptions{10s, 4, nullptr});
+    auto now = PeerDirectory::Clock::now();
+    WorkerLoad load{{"w1", 0}};
+    directory.offer({"10.0.0.1", 1});
+    directory.offer({"10.0.0.2", 2});
+    ASSERT_EQ(directory.assign(now, load, 100, true).at(0).peers.size(), 2u);
+    directory.disconnected("10.0.0.1:1", now, true);
+    directory.disconnected("10.0.0.2:2", now, false);
+    const auto seeding = directory.assign(now + 11s, load, 100, true);
+    ASSERT_EQ(seeding.size(), 1u);
+    ASSERT_EQ(seeding[0].peers.size(), 1u);
+    EXPECT_EQ(seeding[0].peers[0].ip, "10.0.0.2");
+    const auto downloading = directory.assign(now + 11s, load, 100, false);
+    ASSERT_EQ(downloading.size(), 1u);
+    EXPECT_EQ(downloading[0].peers[0].ip, "10.0.0.1");
+}
+
 // A sole contributor is banned at once, as a peer (address and port): its neighbours on the
 // address stay; contributors of a shared failure are banned after two strikes (more in
 // tests/unit/ban_test.cpp).
