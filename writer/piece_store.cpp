@@ -402,14 +402,26 @@ void PieceStore::add_chunks(const PieceBytes& piece, std::size_t position,
     }
 }
 
+namespace {
+
+// One iovec per chunk of a run, for pwritev. pwritev only reads through iov_base; the cast is
+// what its C signature asks for.
+template <typename Run>
+std::vector<iovec> iovecs_of(const Run& run) {
+    std::vector<iovec> parts;
+    parts.reserve(run.size());
+    for (const auto& chunk : run) {
+        parts.push_back(iovec{const_cast<std::uint8_t*>(chunk.bytes.data()), chunk.bytes.size()});
+    }
+    return parts;
+}
+
+}  // namespace
+
 Status PieceStore::write_parts_run(std::span<const Chunk> run) {
     auto fd = open_parts();
     if (!fd) return fd.error();
-    std::vector<iovec> parts;
-    parts.reserve(run.size());
-    for (const Chunk& chunk : run) {
-        parts.push_back(iovec{const_cast<std::uint8_t*>(chunk.bytes.data()), chunk.bytes.size()});
-    }
+    std::vector<iovec> parts = iovecs_of(run);
     std::uint64_t offset = run.front().file_offset;
     std::span<iovec> left(parts);
     parts_dirty_ = true;
@@ -426,12 +438,7 @@ Status PieceStore::write_run(std::span<const Chunk> run) {
     if (!file) return file.error();
     OpenFile& open = *file.value();
     open.dirty = true;
-    std::vector<iovec> parts;
-    parts.reserve(run.size());
-    for (const Chunk& chunk : run) {
-        // pwritev only reads through iov_base; the cast is what its C signature asks for.
-        parts.push_back(iovec{const_cast<std::uint8_t*>(chunk.bytes.data()), chunk.bytes.size()});
-    }
+    std::vector<iovec> parts = iovecs_of(run);
     std::uint64_t offset = run.front().file_offset;
     std::span<iovec> left(parts);
     int error = 0;
