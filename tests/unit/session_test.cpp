@@ -817,14 +817,22 @@ TEST(SessionStore, SettingsRoundTripAndBrokenFilesAreRefused) {
     EXPECT_EQ(session_back->speed_limit_down_kbps, 1024u);
 }
 
+// A state folder of the test's own, empty at the start and removed at the end.
+struct StoreDir {
+    explicit StoreDir(const std::string& prefix)
+        : path(std::filesystem::temp_directory_path() / (prefix + std::to_string(::getpid()))) {
+        std::filesystem::remove_all(path);
+    }
+    ~StoreDir() { std::filesystem::remove_all(path); }
+    StoreDir(const StoreDir&) = delete;
+    StoreDir& operator=(const StoreDir&) = delete;
+    std::filesystem::path path;
+};
+
 TEST(SessionStore, SavedTorrentsComeBackWithTheirIdsAndABrokenOneIsSkipped) {
     namespace fs = std::filesystem;
-    const fs::path dir = fs::temp_directory_path() / ("pw-store-" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    struct Remover {
-        fs::path path;
-        ~Remover() { fs::remove_all(path); }
-    } remover{dir};
+    const StoreDir scratch("pw-store-");
+    const fs::path& dir = scratch.path;
     SessionStore store(dir.string());
     Rig rig;
     const TestTorrent a = two_pieces("a.bin");
@@ -854,12 +862,8 @@ TEST(SessionStore, SavedTorrentsComeBackWithTheirIdsAndABrokenOneIsSkipped) {
 // neither rewritten nor synced (its modification time stays), one that changed is.
 TEST(SessionStore, UnchangedStateIsNotWrittenAgain) {
     namespace fs = std::filesystem;
-    const fs::path dir = fs::temp_directory_path() / ("pw-store-same-" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    struct Remover {
-        fs::path path;
-        ~Remover() { fs::remove_all(path); }
-    } remover{dir};
+    const StoreDir scratch("pw-store-same-");
+    const fs::path& dir = scratch.path;
     SessionStore store(dir.string());
     Rig rig;
     const TestTorrent a = two_pieces("a.bin");
