@@ -519,6 +519,23 @@ pw::Torrent load_torrent(const std::string& torrent_path) {
 }
 }  // namespace
 
+std::vector<std::string> transmission_remote(std::uint16_t rpc_port, std::vector<std::string> args) {
+    std::vector<std::string> argv{"transmission-remote", "127.0.0.1:" + std::to_string(rpc_port)};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+}
+
+std::string wait_for_rpc(Process& daemon, std::uint16_t rpc_port, std::chrono::seconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::string output;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (run_command(transmission_remote(rpc_port, {"-l"}), &output, std::chrono::seconds(10)) == 0) return {};
+        if (!daemon.running()) return "the daemon exited:\n" + daemon.log_tail();
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return "the RPC never answered: " + output + daemon.log_tail();
+}
+
 std::string info_hash_hex(const std::string& torrent_path) {
     return pw::to_hex(load_torrent(torrent_path).info_hash());
 }

@@ -134,6 +134,12 @@ std::string make_torrent(const std::string& content_path, std::uint32_t piece_by
                          const std::vector<std::vector<std::string>>& tiers,
                          const std::string& out_path);
 std::string info_hash_hex(const std::string& torrent_path);
+
+// `transmission-remote 127.0.0.1:PORT ARGS...`: the RPC client users drive the daemon with.
+std::vector<std::string> transmission_remote(std::uint16_t rpc_port, std::vector<std::string> args);
+// Waits until the daemon's RPC answers `transmission-remote -l`; "" then, else why not (the
+// daemon exited, or the timeout passed, with its last output).
+std::string wait_for_rpc(Process& daemon, std::uint16_t rpc_port, std::chrono::seconds timeout);
 std::uint32_t piece_count(const std::string& torrent_path);
 
 struct LibtorrentSeederOptions {

@@ -64,20 +64,12 @@ protected:
                                         "--state-dir", dir_ / "state", "--rpc-port", std::to_string(rpc_port_),
                                         "--log-level", "info"},
                                        dir_ / ("daemon-" + std::to_string(++runs_) + ".log")));
-        const auto deadline = std::chrono::steady_clock::now() + 30s;
-        std::string output;
-        while (std::chrono::steady_clock::now() < deadline) {
-            if (run_command(remote({"-l"}), &output, 10s) == 0) return;
-            ASSERT_TRUE(daemon_->running()) << daemon_->log_tail();
-            std::this_thread::sleep_for(100ms);
-        }
-        FAIL() << "the RPC never answered: " << output << daemon_->log_tail();
+        const std::string problem = wait_for_rpc(*daemon_, rpc_port_, 30s);
+        ASSERT_TRUE(problem.empty()) << problem;
     }
 
     std::vector<std::string> remote(std::vector<std::string> args) const {
-        std::vector<std::string> argv{"transmission-remote", "127.0.0.1:" + std::to_string(rpc_port_)};
-        argv.insert(argv.end(), args.begin(), args.end());
-        return argv;
+        return transmission_remote(rpc_port_, std::move(args));
     }
 
     std::string tr(std::vector<std::string> args) {
