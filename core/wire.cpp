@@ -64,6 +64,7 @@ const char* name_of(MessageId id) {
         case MessageId::have_none: return "have none";
         case MessageId::reject_request: return "reject request";
         case MessageId::allowed_fast: return "allowed fast";
+        case MessageId::extended: return "extended";
     }
     return "unknown";
 }
@@ -90,7 +91,8 @@ std::uint32_t fixed_length(MessageId id) {
         case MessageId::reject_request: return 13;
         case MessageId::port: return 3;
         case MessageId::bitfield:
-        case MessageId::piece: return 0;
+        case MessageId::piece:
+        case MessageId::extended: return 0;
     }
     return 0;
 }
@@ -197,6 +199,9 @@ void encode(const Message& message, std::vector<std::uint8_t>& out) {
             } else if constexpr (std::is_same_v<T, AllowedFast>) {
                 put_header(out, 4, MessageId::allowed_fast);
                 put_u32(out, m.index.get());
+            } else if constexpr (std::is_same_v<T, Extended>) {
+                put_header(out, static_cast<std::uint32_t>(m.body.size()), MessageId::extended);
+                out.insert(out.end(), m.body.begin(), m.body.end());
             }
         },
         message);
@@ -295,10 +300,19 @@ Result<std::optional<Message>> StreamParser::next() {
     }
     if (available < kPrefixSize + 1) return std::optional<Message>{};
     const std::uint8_t raw_id = p[4];
-    if (raw_id > static_cast<std::uint8_t>(MessageId::port) && !is_fast_id(raw_id)) {
+    const bool extended = raw_id == static_cast<std::uint8_t>(MessageId::extended);
+    if (raw_id > static_cast<std::uint8_t>(MessageId::port) && !is_fast_id(raw_id) && !extended) {
         return make_error("unknown message id " + std::to_string(raw_id), at + 4);
     }
     const auto id = static_cast<MessageId>(raw_id);
+    if (extended && !limits_.extended) {
+        return make_error("extended message (id 20) without the extension protocol", at + 4);
+    }
+    if (extended && (length < 2 || length - 1 > kMaxExtendedBody)) {
+        return make_error("extended message of length " + std::to_string(length) + ", expected 2.." +
+                              std::to_string(kMaxExtendedBody + 1),
+                          at);
+    }
     if (is_fast_id(raw_id) && !limits_.fast) {
         std::string why(name_of(id));
         why += " (message id ";
@@ -419,6 +433,7 @@ Result<std::optional<Message>> StreamParser::next() {
                             std::span<const std::uint8_t>{body + 8, body_size - 8}};
             break;
         case MessageId::port: message = Port{read_u16(body)}; break;
+        case MessageId::extended: message = Extended{std::span<const std::uint8_t>{body, body_size}}; break;
     }
     begin_ += kPrefixSize + length;
     consumed_ += kPrefixSize + length;

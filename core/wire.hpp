@@ -1,7 +1,7 @@
 #pragma once
-// Peer wire protocol (BEP 3) codec with the fast extension (BEP 6): pure functions and an
-// incremental stream parser. No I/O. Reserved handshake bits are kept so BEP 10 (extensions)
-// and BEP 5 (DHT) can be added.
+// Peer wire protocol (BEP 3) codec with the fast extension (BEP 6) and the framing of the
+// extension protocol (BEP 10, message id 20; what it carries is core/extension.hpp's): pure
+// functions and an incremental stream parser. No I/O.
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -56,7 +56,14 @@ enum class MessageId : std::uint8_t {
     have_none = 0x0F,
     reject_request = 0x10,
     allowed_fast = 0x11,
+    // BEP 10, only between peers that both set the extension bit.
+    extended = 20,
 };
+
+// An extended message's body is bounded apart from max_message: what it carries (BEP 9's
+// 16 KiB pieces, a 64 KiB extended handshake, PEX) is small, and a peer must not make us
+// buffer a megabyte of it.
+inline constexpr std::uint32_t kMaxExtendedBody = 128 * 1024;
 
 struct KeepAlive {};
 struct Choke {};
@@ -76,10 +83,13 @@ struct HaveAll {};
 struct HaveNone {};
 struct RejectRequest { PieceIndex index; BlockOffset offset; BlockLength length; };
 struct AllowedFast { PieceIndex index; };
+// BEP 10: the extended id and its payload (ext::decode_incoming reads it); a view into the
+// parser's buffer.
+struct Extended { std::span<const std::uint8_t> body; };
 
 using Message = std::variant<KeepAlive, Choke, Unchoke, Interested, NotInterested, Have,
                              Bitfield, Request, Piece, Cancel, Port, SuggestPiece, HaveAll,
-                             HaveNone, RejectRequest, AllowedFast>;
+                             HaveNone, RejectRequest, AllowedFast, Extended>;
 
 // Appends the encoding of `message` to `out`.
 void encode(const Message& message, std::vector<std::uint8_t>& out);
@@ -96,6 +106,8 @@ struct ParserLimits {
     // BEP 6 messages are accepted only when both sides set the fast bit; from any other peer
     // they are an error, like an unknown id.
     bool fast = false;
+    // Extended messages (id 20) likewise, only when both sides set the BEP 10 bit.
+    bool extended = false;
     // Request, cancel and reject blocks (length, and the geometry when set) are checked here.
     // False leaves them to the caller, who answers a bad request with reject_request rather
     // than a dropped connection, and ignores a reject that names no request of its own; their
@@ -123,6 +135,15 @@ public:
     // Both sides set the fast bit (known once the handshakes are exchanged).
     void set_fast(bool on) { limits_.fast = on; }
     bool fast() const { return limits_.fast; }
+    void set_extended(bool on) { limits_.extended = on; }
+    // A torrent known by its info-hash alone learns its geometry later (BEP 9): from then on
+    // indices and bitfields are checked against the new limits (fast and extended stay as
+    // the handshakes made them).
+    void set_limits(ParserLimits limits) {
+        limits.fast = limits_.fast;
+        limits.extended = limits_.extended;
+        limits_ = std::move(limits);
+    }
 
 private:
     void compact();

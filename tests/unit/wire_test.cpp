@@ -397,11 +397,34 @@ TEST(Parse, ErrorOffsetIsTheStreamPosition) {
 TEST(Parse, UnknownIdsRejectedOnceTheIdIsIn) {
     ParserLimits fast;
     fast.fast = true;
-    for (const std::uint8_t id : {10, 11, 12, 18, 20, 255}) {
+    for (const std::uint8_t id : {10, 11, 12, 18, 21, 255}) {
         // The length promises a body that never comes: the id alone condemns it.
         EXPECT_EQ(parse_error(concat({u32(100), {id}})), "unknown message id " + std::to_string(id));
         EXPECT_EQ(parse_error(concat({u32(100), {id}}), fast), "unknown message id " + std::to_string(id));
     }
+}
+
+TEST(Parse, ExtendedOnlyWithTheExtensionProtocolAndBounded) {
+    // Without BEP 10 on both sides, id 20 is refused as soon as it is seen.
+    EXPECT_EQ(parse_error(concat({u32(100), {20}})), "extended message (id 20) without the extension protocol");
+    ParserLimits extended;
+    extended.extended = true;
+    // An empty body has no extended id; one over the bound is refused before it is buffered.
+    EXPECT_EQ(parse_error(concat({u32(1), {20}}), extended), "extended message of length 1, expected 2..131073");
+    EXPECT_EQ(parse_error(concat({u32(kMaxExtendedBody + 2), {20}}), extended),
+              "extended message of length 131074, expected 2..131073");
+    StreamParser parser(extended);
+    std::vector<std::uint8_t> bytes;
+    const std::vector<std::uint8_t> body{0, 'd', 'e'};
+    encode(Extended{body}, bytes);
+    EXPECT_EQ(bytes, concat({u32(4), {20, 0, 'd', 'e'}}));
+    parser.append(bytes);
+    auto next = parser.next();
+    ASSERT_TRUE(next.ok());
+    ASSERT_TRUE(next->has_value());
+    const auto* message = std::get_if<Extended>(&**next);
+    ASSERT_NE(message, nullptr);
+    EXPECT_EQ(std::vector<std::uint8_t>(message->body.begin(), message->body.end()), body);
 }
 
 TEST(Parse, WrongSizesRejected) {
