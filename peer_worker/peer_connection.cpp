@@ -201,8 +201,9 @@ void PeerConnection::handshake_done(Handshaken handshaken, Clock::time_point now
     if (auto status = session_.on_handshake(handshaken.theirs, now); !status) {
         return fail(status.error().describe());
     }
-    // BEP 6's messages are part of the stream only when both sides said so.
+    // BEP 6's and BEP 10's messages are part of the stream only when both sides said so.
     parser_.set_fast(session_.fast());
+    parser_.set_extended(session_.extended());
     deadline_.reset();
     callbacks_.on_handshake(*this);
     if (closed_) return;
@@ -214,6 +215,16 @@ void PeerConnection::handshake_done(Handshaken handshaken, Clock::time_point now
         return consume(handshaken.leftover.size());
     }
     read_more();
+}
+
+void PeerConnection::learn_info(const PieceGeometry& geometry, const LocalPieces* ours,
+                                const wire::ParserLimits& limits, Clock::time_point now) {
+    if (closed_ || !session_.awaiting_info()) return;
+    parser_.set_limits(limits);
+    if (auto status = session_.learn_info(geometry, ours, now); !status) {
+        return fail("protocol error: " + status.error().describe());
+    }
+    flush();
 }
 
 void PeerConnection::read_more() {

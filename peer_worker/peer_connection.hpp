@@ -85,6 +85,10 @@ public:
     bool incoming() const { return incoming_; }
     PeerSession& session() { return session_; }
     bool closed() const { return closed_; }
+    // The torrent's info dictionary came (see PeerSession::learn_info): the session and the
+    // parser take its geometry. The connection fails when what the peer said does not fit.
+    void learn_info(const PieceGeometry& geometry, const LocalPieces* ours,
+                    const wire::ParserLimits& limits, Clock::time_point now);
 
 private:
     void connect(Clock::time_point now);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 #include <type_traits>
+#include <variant>
 
 namespace pw::peer_worker {
 
@@ -51,6 +52,7 @@ void PeerSession::send_handshake(Clock::time_point now) {
     ours.info_hash = info_hash_;
     ours.peer_id = our_id_;
     ours.set_fast();
+    ext::advertise_extension_protocol(ours.reserved);
     const auto bytes = wire::encode_handshake(ours);
     outgoing_.insert(outgoing_.end(), bytes.begin(), bytes.end());
     last_sent_ = now;
@@ -72,13 +74,199 @@ Status PeerSession::on_handshake(const wire::Handshake& theirs, Clock::time_poin
     peer_id_ = theirs.peer_id;
     handshake_done_ = true;
     fast_ = theirs.supports_fast();
+    extended_ = theirs.supports_extensions();
     choked_since_ = now;
     last_progress_ = now;
     send_availability(now);
+    if (extended_) {
+        const bool have_metadata = offer_.metadata != nullptr && !offer_.metadata->empty();
+        auto ours = ext::our_handshake(
+            "piecework 0.1", limits_.max_queued_requests, offer_.listen_port,
+            offer_.their_ip.empty() ? std::nullopt : std::optional<std::string>(offer_.their_ip),
+            have_metadata ? std::optional<std::uint32_t>(static_cast<std::uint32_t>(offer_.metadata->size()))
+                          : std::nullopt);
+        if (!offer_.pex) ours.extensions.erase(std::string(ext::kUtPex));
+        send_extended(ext::kHandshakeId, ext::encode_handshake(ours), now);
+    }
     return ok_status();
 }
 
+void PeerSession::send_extended(std::uint8_t id, std::string_view payload, Clock::time_point now) {
+    ext::frame_extended(id, payload, outgoing_);
+    last_sent_ = now;
+}
+
+std::optional<std::uint32_t> PeerSession::metadata_size_offered() const {
+    if (!their_extensions_ || their_extensions_->id_of(ext::kUtMetadata) == 0) return std::nullopt;
+    return their_extensions_->metadata_size;
+}
+
+bool PeerSession::request_metadata(std::uint32_t piece, Clock::time_point now) {
+    if (!their_extensions_) return false;
+    const std::uint8_t id = their_extensions_->id_of(ext::kUtMetadata);
+    if (id == 0) return false;
+    if (std::find(metadata_requested_.begin(), metadata_requested_.end(), piece) != metadata_requested_.end()) {
+        return true;
+    }
+    // The oldest, long given up by the fetch, is forgotten: its late answer is ignored.
+    if (metadata_requested_.size() >= limits_.max_metadata_requests) metadata_requested_.erase(metadata_requested_.begin());
+    metadata_requested_.push_back(piece);
+    send_extended(id, ext::encode_metadata_request(piece), now);
+    return true;
+}
+
+bool PeerSession::send_pex(const ext::PexMessage& message, Clock::time_point now) {
+    if (!their_extensions_ || !offer_.pex) return false;
+    const std::uint8_t id = their_extensions_->id_of(ext::kUtPex);
+    if (id == 0) return false;
+    auto payload = ext::encode_pex(message);
+    if (!payload) return false;
+    send_extended(id, *payload, now);
+    return true;
+}
+
+Status PeerSession::on_extended(const wire::Extended& message, Clock::time_point now) {
+    const std::string_view body(reinterpret_cast<const char*>(message.body.data()), message.body.size());
+    auto incoming = ext::decode_incoming(body);
+    if (!incoming) return make_error("bad extended message: " + incoming.error().describe());
+    Status status = ok_status();
+    std::visit(
+        [&](auto& m) {
+            using T = std::decay_t<decltype(m)>;
+            if constexpr (std::is_same_v<T, ext::ExtendedHandshake>) {
+                their_extensions_ = std::move(m);
+            } else if constexpr (std::is_same_v<T, ext::MetadataMessage>) {
+                const std::uint8_t their_id = their_extensions_ ? their_extensions_->id_of(ext::kUtMetadata) : 0;
+                if (m.type == ext::MetadataType::request) {
+                    // Answered at once: a 16 KiB piece each, and no more than a few times the
+                    // whole per connection.
+                    if (their_id == 0) return;  // it cannot read an answer
+                    const std::string_view ours =
+                        offer_.metadata != nullptr ? std::string_view(*offer_.metadata) : std::string_view{};
+                    const std::uint32_t cap =
+                        limits_.metadata_serve_factor * std::max<std::uint32_t>(1, ext::metadata_piece_count(
+                                                                                       static_cast<std::uint32_t>(ours.size())));
+                    if (ours.empty() || metadata_served_ >= cap) {
+                        send_extended(their_id, ext::encode_metadata_reject(m.piece), now);
+                        return;
+                    }
+                    ++metadata_served_;
+                    send_extended(their_id, ext::answer_metadata_request(ours, m.piece), now);
+                } else if (m.type == ext::MetadataType::data || m.type == ext::MetadataType::reject) {
+                    // Only answers to our own requests count; anything else is ignored.
+                    const auto asked = std::find(metadata_requested_.begin(), metadata_requested_.end(), m.piece);
+                    if (asked == metadata_requested_.end()) return;
+                    metadata_requested_.erase(asked);
+                    MetadataReply reply;
+                    reply.rejected = m.type == ext::MetadataType::reject;
+                    reply.piece = m.piece;
+                    reply.total_size = m.total_size;
+                    if (!reply.rejected) reply.data.assign(m.data);
+                    metadata_replies_.push_back(std::move(reply));
+                }
+                // Unknown msg_type: BEP 9 says ignore.
+            } else if constexpr (std::is_same_v<T, ext::PexMessage>) {
+                // One message's worth is kept until the worker takes it; BEP 11 peers send
+                // one a minute, so a newer one replacing an untaken one loses little.
+                if (offer_.pex) pex_in_ = std::move(m);
+            }
+            // UnknownExtension: ignored (BEP 10).
+        },
+        *incoming);
+    return status;
+}
+
+Status PeerSession::learn_info(const PieceGeometry& geometry, const LocalPieces* ours, Clock::time_point now) {
+    if (!awaiting_info()) return ok_status();
+    geometry_ = geometry;
+    const std::uint32_t pieces = geometry_.piece_count();
+    ours_ = ours != nullptr && ours->piece_count() == pieces ? ours : nullptr;
+    has_.assign(pieces, false);
+    leased_.assign(pieces, false);
+    // We said nothing of our pieces (or have_none): each is announced by a have from now on.
+    announced_.assign(pieces, false);
+    have_count_ = 0;
+    if (early_have_all_) {
+        std::fill(has_.begin(), has_.end(), true);
+        have_count_ = pieces;
+    } else if (early_bitfield_) {
+        if (!wire::valid_bitfield(*early_bitfield_, pieces)) return make_error("invalid bitfield");
+        for (std::uint32_t i = 0; i < pieces; ++i) {
+            if ((((*early_bitfield_)[i / 8] >> (7 - i % 8)) & 1) != 0) {
+                has_[i] = true;
+                ++have_count_;
+            }
+        }
+    }
+    for (const std::uint32_t piece : early_haves_) {
+        if (piece >= pieces) return make_error("have for piece " + std::to_string(piece) + " out of range");
+        if (!has_[piece]) {
+            has_[piece] = true;
+            ++have_count_;
+        }
+    }
+    early_bitfield_.reset();
+    early_haves_ = {};
+    if (have_count_ > 0) {
+        bitfield_unreported_ = true;
+        have_since_answer_ = true;
+    }
+    recount_lacking();
+    update_interest(now);
+    return ok_status();
+}
+
+Status PeerSession::on_message_awaiting_info(const wire::Message& message, Clock::time_point now) {
+    Status status = ok_status();
+    std::visit(
+        [&](const auto& m) {
+            using T = std::decay_t<decltype(m)>;
+            if constexpr (std::is_same_v<T, wire::Have>) {
+                heard_availability_ = true;
+                if (early_haves_.size() < limits_.max_early_haves) early_haves_.push_back(m.index.get());
+            } else if constexpr (std::is_same_v<T, wire::Bitfield>) {
+                if (heard_availability_) {
+                    status = make_error("bitfield after have or bitfield");
+                    return;
+                }
+                heard_availability_ = true;
+                early_bitfield_.emplace(m.bits.begin(), m.bits.end());
+            } else if constexpr (std::is_same_v<T, wire::HaveAll>) {
+                if (status = on_availability_message(now); !status) return;
+                early_have_all_ = true;
+            } else if constexpr (std::is_same_v<T, wire::HaveNone>) {
+                status = on_availability_message(now);
+            } else if constexpr (std::is_same_v<T, wire::Request>) {
+                // We announced nothing: nothing to serve.
+                if (fast_) send_reject(m, now);
+            } else if constexpr (std::is_same_v<T, wire::Piece>) {
+                status = reject_block("we asked for no block yet");
+            } else if constexpr (std::is_same_v<T, wire::Choke>) {
+                peer_choking_ = true;
+                choked_since_ = now;
+            } else if constexpr (std::is_same_v<T, wire::Unchoke>) {
+                peer_choking_ = false;
+            } else if constexpr (std::is_same_v<T, wire::Interested>) {
+                peer_interested_ = true;
+            } else if constexpr (std::is_same_v<T, wire::NotInterested>) {
+                peer_interested_ = false;
+            } else if constexpr (std::is_same_v<T, wire::Extended>) {
+                status = on_extended(m, now);
+            } else if constexpr (std::is_same_v<T, wire::Port>) {
+                if (m.port != 0) dht_port_ = m.port;
+            }
+            // Cancel, reject, allowed fast, suggest: nothing of ours they could name yet.
+        },
+        message);
+    return status;
+}
+
 void PeerSession::send_availability(Clock::time_point now) {
+    if (awaiting_info()) {
+        // We have nothing, and do not know how much there is: BEP 6 has have_none for that.
+        if (fast_) send(wire::HaveNone{}, now);
+        return;
+    }
     const std::uint32_t count = ours_ != nullptr ? ours_->count() : 0;
     const std::uint32_t pieces = geometry_.piece_count();
     if (fast_ && count == pieces) {
@@ -346,6 +534,7 @@ bool PeerSession::peer_has(PieceIndex index) const {
 }
 
 Status PeerSession::on_message(const wire::Message& message, Clock::time_point now) {
+    if (awaiting_info()) return on_message_awaiting_info(message, now);
     Status status = ok_status();
     std::visit(
         [&](const auto& m) {
@@ -434,8 +623,12 @@ Status PeerSession::on_message(const wire::Message& message, Clock::time_point n
                         allowed_by_peer_.end()) {
                     allowed_by_peer_.push_back(m.index.get());
                 }
+            } else if constexpr (std::is_same_v<T, wire::Extended>) {
+                status = on_extended(m, now);
+            } else if constexpr (std::is_same_v<T, wire::Port>) {
+                if (m.port != 0) dht_port_ = m.port;
             } else {
-                // KeepAlive, Port, SuggestPiece (accepted; the orchestrator picks pieces).
+                // KeepAlive, SuggestPiece (accepted; the orchestrator picks pieces).
             }
         },
         message);

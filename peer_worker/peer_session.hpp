@@ -7,6 +7,11 @@
 // bytes gathered in, see OutBlock); the worker service moves work and reports between it
 // and the orchestrator, and piece bytes between it and the upload cache.
 //
+// A torrent known only by its info-hash (a magnet) has no geometry yet: its sessions are made
+// with an empty one and speak only the extension protocol (BEP 10) to fetch the info
+// dictionary (BEP 9). What the peer says of its pieces meanwhile is kept, bounded, and
+// replayed by learn_info() once the dictionary is here.
+//
 // Every method is safe on any remote input: a violation comes back as an Error, which means
 // "drop this peer, with this reason".
 #include <cstdint>
@@ -17,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/extension.hpp"
 #include "core/geometry.hpp"
 #include "core/result.hpp"
 #include "core/sha1.hpp"
@@ -57,6 +63,36 @@ struct SessionLimits {
     std::size_t have_backlog = 256 * 1024;
     // Their allowed-fast pieces we remember (BEP 6 suggests 10; more are ignored).
     std::uint32_t max_allowed_fast_kept = 64;
+
+    // --- before the info dictionary (magnets) ---
+    // Haves kept until the geometry is known; more are left out (a peer that has that many
+    // pieces sends a bitfield anyway).
+    std::uint32_t max_early_haves = 65536;
+    // BEP 9 requests of ours remembered per peer (answers to others are ignored); the
+    // worker's fetch asks for fewer at once.
+    std::uint32_t max_metadata_requests = 8;
+    // Pieces of our metadata we serve one peer per connection before we reject its requests:
+    // enough to fetch it a few times over, not a way to make us send megabytes forever.
+    std::uint32_t metadata_serve_factor = 4;
+};
+
+// What a connection tells peers in its extended handshake (BEP 10), set by the worker.
+struct ExtensionOffer {
+    std::uint16_t listen_port = 0;  // 0: left out
+    std::string their_ip;           // "yourip": the peer's address as we see it
+    // The torrent's info dictionary once known (the worker's, outliving the session): its
+    // size goes in the handshake and its pieces are served (BEP 9). Null or empty: none.
+    const std::string* metadata = nullptr;
+    // ut_pex offered (never for a private torrent, BEP 27).
+    bool pex = true;
+};
+
+// A BEP 9 answer to one of our requests, for the worker's metadata fetch.
+struct MetadataReply {
+    bool rejected = false;
+    std::uint32_t piece = 0;
+    std::uint32_t total_size = 0;  // data only
+    std::string data;              // data only
 };
 
 // What a peer has, as reported to the orchestrator: the whole bitfield once (or have_all),
@@ -146,8 +182,10 @@ public:
                 const LocalPieces* ours = nullptr);
 
     // --- handshake ---
-    // Queues our handshake, with the fast bit (BEP 6) set.
+    // Queues our handshake, with the fast (BEP 6) and extension protocol (BEP 10) bits set.
     void send_handshake(Clock::time_point now);
+    // What our extended handshake says; before on_handshake.
+    void set_extension_offer(ExtensionOffer offer) { offer_ = std::move(offer); }
     // Checks the peer's handshake: same torrent, and not ourselves. Then queues what we have
     // (bitfield, or have_all/have_none with the fast extension; nothing when we have nothing
     // and it lacks the extension) and the allowed-fast pieces offered (see offer_allowed_fast).
@@ -158,9 +196,37 @@ public:
     bool found_ourselves() const { return found_ourselves_; }
     // Both sides set the fast bit.
     bool fast() const { return fast_; }
+    // Both sides set the extension protocol bit: extended messages (id 20) are part of the
+    // stream.
+    bool extended() const { return extended_; }
     // The pieces it may request while we choke it (BEP 6's set for its address), offered
     // with allowed_fast once we have them. Call before on_handshake.
     void offer_allowed_fast(std::vector<std::uint32_t> pieces);
+
+    // --- the extension protocol (BEP 10) and metadata (BEP 9) ---
+    // Its extended handshake, once it came (a later one replaces it).
+    const std::optional<ext::ExtendedHandshake>& their_extensions() const { return their_extensions_; }
+    // It takes BEP 9 requests and has metadata of this size to give.
+    std::optional<std::uint32_t> metadata_size_offered() const;
+    // Asks it for a piece of the metadata; false when it takes no ut_metadata.
+    bool request_metadata(std::uint32_t piece, Clock::time_point now);
+    // Its answers to our requests, in order; the worker drains them.
+    std::vector<MetadataReply>& metadata_replies() { return metadata_replies_; }
+    std::uint32_t metadata_pieces_served() const { return metadata_served_; }
+    // Peers it told us of (BEP 11) since the last call: at most one message's worth.
+    std::optional<ext::PexMessage> take_pex() { return std::exchange(pex_in_, std::nullopt); }
+    // Sends a ut_pex message, when it takes them.
+    bool send_pex(const ext::PexMessage& message, Clock::time_point now);
+    // The UDP port of its DHT node (BEP 5's port message), once it said.
+    std::optional<std::uint16_t> dht_port() const { return dht_port_; }
+
+    // --- before the info dictionary ---
+    // Made with an empty geometry: the torrent is known by its info-hash alone.
+    bool awaiting_info() const { return geometry_.piece_count() == 0; }
+    // The info dictionary came: the session takes the torrent's geometry and what we have,
+    // then replays what the peer said of its pieces. An Error (a bitfield of the wrong size,
+    // a have out of range) means drop it.
+    Status learn_info(const PieceGeometry& geometry, const LocalPieces* ours, Clock::time_point now);
 
     // --- the peer's messages ---
     Status on_message(const wire::Message& message, Clock::time_point now);
@@ -169,7 +235,7 @@ public:
     bool am_interested() const { return am_interested_; }
     bool peer_has(PieceIndex index) const;
     std::uint32_t pieces_peer_has() const { return have_count_; }
-    bool peer_is_seed() const { return have_count_ == geometry_.piece_count(); }
+    bool peer_is_seed() const { return !awaiting_info() && have_count_ == geometry_.piece_count(); }
     // We have every piece and so does the peer: neither has anything for the other, and the
     // connection only holds one of the worker's peer slots (libtorrent and Transmission drop
     // such connections too). A daemon seeding hundreds of torrents it fetched from seeds
@@ -282,6 +348,10 @@ private:
     Status on_availability_message(Clock::time_point now);
     Status on_block(const wire::Piece& block, Clock::time_point now);
     Status reject_block(const char* why);
+    Status on_extended(const wire::Extended& message, Clock::time_point now);
+    void send_extended(std::uint8_t id, std::string_view payload, Clock::time_point now);
+    // Before the info: what it says of its pieces is kept for learn_info.
+    Status on_message_awaiting_info(const wire::Message& message, Clock::time_point now);
     bool is_leased(PieceIndex piece) const;
     // Every lease leaves through here, which keeps the counts below in step.
     void drop_lease(std::deque<PieceAssembly>::iterator lease);
@@ -294,7 +364,20 @@ private:
     bool handshake_done_ = false;
     bool found_ourselves_ = false;
     bool fast_ = false;
+    bool extended_ = false;
     const LocalPieces* ours_ = nullptr;
+
+    ExtensionOffer offer_;
+    std::optional<ext::ExtendedHandshake> their_extensions_;
+    std::vector<std::uint32_t> metadata_requested_;
+    std::vector<MetadataReply> metadata_replies_;
+    std::uint32_t metadata_served_ = 0;
+    std::optional<ext::PexMessage> pex_in_;
+    std::optional<std::uint16_t> dht_port_;
+    // Before the info: the peer's availability, replayed by learn_info.
+    std::optional<std::vector<std::uint8_t>> early_bitfield_;
+    bool early_have_all_ = false;
+    std::vector<std::uint32_t> early_haves_;
 
     bool peer_choking_ = true;
     bool peer_interested_ = false;

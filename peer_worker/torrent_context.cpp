@@ -10,7 +10,9 @@ void TorrentContext::learn_info(const Torrent& torrent) {
     parser_limits.geometry = geometry;
     parser_limits.check_requests = false;
     ours = LocalPieces(geometry->piece_count());
-    if (name.empty()) name = torrent.name();
+    is_private = torrent.is_private();
+    fetch.reset();
+    name = torrent.name();
 }
 
 }  // namespace pw::peer_worker

@@ -1,7 +1,7 @@
 #pragma once
-// One torrent as a worker serves it. It exists from TorrentAdded (known by its info-hash)
-// and can take peers once TorrentInfo gave its geometry; TorrentRemoved drops it with its
-// peers. Its peers are keyed by "ip:port" within it: the same address serving two torrents
+// One torrent as a worker serves it. It exists from TorrentAdded (known by its info-hash) and
+// takes peers from then on: until TorrentInfo gives its geometry they only fetch the info
+// dictionary (BEP 9, MetadataFetch); TorrentRemoved drops it with its peers. Its peers are keyed by "ip:port" within it: the same address serving two torrents
 // is two connections, one in each context. The worker's global limits (peers, piece memory,
 // the batches' backpressure) live in the worker, not here.
 #include <cstdint>
@@ -15,6 +15,7 @@
 #include "core/units.hpp"
 #include "core/wire.hpp"
 #include "peer_worker/local_pieces.hpp"
+#include "peer_worker/metadata_fetch.hpp"
 #include "peer_worker/peer_connection.hpp"
 #include "peer_worker/piece_batches.hpp"
 #include "peer_worker/rate_limit.hpp"
@@ -39,6 +40,13 @@ struct TorrentContext {
     std::string name;
     std::optional<PieceGeometry> geometry;  // with the info
     wire::ParserLimits parser_limits;
+    // The info dictionary's bytes, served to peers that ask (BEP 9); empty before the info.
+    std::string metadata;
+    bool is_private = false;  // BEP 27: no peer exchange
+    // Before the info: the dictionary being fetched from the peers, and whether the
+    // orchestrator was handed it (it answers with TorrentInfo).
+    std::optional<MetadataFetch> fetch;
+    bool metadata_reported = false;
 
     // Bound to this context by the worker; every connection of the torrent holds a reference,
     // used only while the connection is open (the context closes them all before it goes).

@@ -160,7 +160,7 @@ void WorkerService::open_listener(std::uint16_t port) {
     // MSE's SKEY: among the torrents this worker knows now (a handful of SHA-1s per peer).
     listener_->set_lookup([this](const Sha1Digest& req2) -> std::optional<Sha1Digest> {
         for (const auto& [id, torrent] : torrents_) {
-            if (torrent->has_info() && mse::req2_hash(torrent->info_hash) == req2) return torrent->info_hash;
+            if (!torrent->leaving && mse::req2_hash(torrent->info_hash) == req2) return torrent->info_hash;
         }
         return std::nullopt;
     });
@@ -326,6 +326,8 @@ void WorkerService::add_torrent(const bus::v1::TorrentAdded& message) {
     torrent->callbacks.on_read_bytes = [this, torrent](PeerConnection&, std::size_t bytes) {
         return on_read_bytes(*torrent, bytes);
     };
+    // Until a TorrentInfo says otherwise, its peers fetch the info dictionary.
+    torrent->fetch.emplace(torrent->info_hash);
     spdlog::debug("torrent {} '{}' added", added->id.get(), added->name);
 }
 
@@ -345,9 +347,18 @@ void WorkerService::learn_torrent_info(const bus::Incoming& message) {
             return;
         }
         torrent->learn_info(*parsed);
+        torrent->metadata.assign(message.frames.front().to_string_view());
     }
     spdlog::info("torrent {} '{}': {} pieces of {} bytes", id, torrent->name,
                  torrent->geometry->piece_count(), torrent->geometry->piece_length());
+    // Peers that came before the info (a magnet's) take its geometry and go on as any other.
+    const auto now = Clock::now();
+    std::vector<ConnectionPtr> waiting;
+    for (const auto& [key, connection] : torrent->peers) waiting.push_back(connection);
+    for (const auto& connection : waiting) {
+        connection->learn_info(*torrent->geometry, &torrent->ours, torrent->parser_limits, now);
+        if (!connection->closed() && connection->session().handshake_done()) on_activity(*torrent, *connection);
+    }
     bus::release_start_up_memory();
 }
 
@@ -380,7 +391,7 @@ void WorkerService::remove_torrent(TorrentId id) {
 void WorkerService::add_peers(const bus::v1::AddPeers& add) {
     const TorrentId id{add.torrent()};
     TorrentContext* torrent = find_torrent(add.torrent());
-    if (torrent == nullptr || !torrent->has_info()) {
+    if (torrent == nullptr || torrent->leaving) {
         for (const auto& peer : add.peers()) {
             report_disconnected(id, bus::peer_key(peer.ip(), peer.port()), "torrent not known here");
         }
@@ -540,6 +551,8 @@ void WorkerService::on_handshake(TorrentContext& torrent, PeerConnection& connec
 void WorkerService::on_activity(TorrentContext& torrent, PeerConnection& connection) {
     const auto now = Clock::now();
     PeerSession& session = connection.session();
+    forward_learned_peers(torrent, connection);
+    if (session.awaiting_info()) return fetch_metadata(torrent, connection, now);
     const std::uint64_t downloaded = session.take_downloaded();
     torrent.bytes_downloaded += downloaded;
     bytes_downloaded_ += downloaded;
@@ -563,6 +576,7 @@ void WorkerService::on_closed(TorrentContext& torrent, PeerConnection& connectio
     const std::uint64_t downloaded = session.take_downloaded();
     torrent.bytes_downloaded += downloaded;
     bytes_downloaded_ += downloaded;
+    if (torrent.fetch) torrent.fetch->peer_gone(key);
     if (torrent.leaving) {
         // Nobody wants its pieces now: their room comes back, unreported.
         for (const auto& piece : session.completed()) memory_->release(piece.lease_id);
@@ -581,6 +595,76 @@ void WorkerService::on_closed(TorrentContext& torrent, PeerConnection& connectio
     // Every caller of fail() holds its own reference, so erasing here is safe.
     torrent.peers.erase(key);
     --peer_count_;
+}
+
+void WorkerService::fetch_metadata(TorrentContext& torrent, PeerConnection& connection, Clock::time_point now) {
+    if (!torrent.fetch || connection.closed()) return;
+    MetadataFetch& fetch = *torrent.fetch;
+    PeerSession& session = connection.session();
+    for (const MetadataReply& reply : std::exchange(session.metadata_replies(), {})) {
+        if (reply.rejected) {
+            fetch.on_reject(connection.key(), reply.piece);
+            continue;
+        }
+        if (auto status = fetch.on_data(connection.key(), reply.piece, reply.total_size, reply.data); !status) {
+            return connection.fail("bad metadata: " + status.error().describe());
+        }
+    }
+    for (const auto& liar : fetch.take_liars()) {
+        spdlog::warn("{} (torrent {}): sent metadata that does not match the info-hash", liar, torrent.id.get());
+        if (const auto found = torrent.peers.find(liar); found != torrent.peers.end()) {
+            const ConnectionPtr keep = found->second;
+            keep->fail("sent metadata that does not match the info-hash");
+        }
+    }
+    if (connection.closed()) return;
+    if (fetch.done()) return report_metadata(torrent);
+    if (const auto size = session.metadata_size_offered()) {
+        const std::uint32_t held_before = fetch.pieces_held();
+        for (const std::uint32_t piece : fetch.pieces_for(connection.key(), *size, now)) {
+            session.request_metadata(piece, now);
+        }
+        if (held_before == 0 && fetch.piece_count() > 0 && fetch.pieces_held() == 0) {
+            spdlog::debug("torrent {}: fetching {} bytes of metadata", torrent.id.get(), *size);
+        }
+    } else if (!session.extended()) {
+        return connection.fail("does not speak the extension protocol: it cannot give the info dictionary");
+    } else if (session.their_extensions() && session.their_extensions()->id_of(ext::kUtMetadata) == 0) {
+        // It cannot give the info dictionary, and we have nothing else to do with it yet. A
+        // peer that said nothing of ut_metadata may still send its handshake: it stays.
+        return connection.fail("has no metadata to give (no ut_metadata), and we have no info yet");
+    }
+    connection.flush();
+}
+
+void WorkerService::report_metadata(TorrentContext& torrent) {
+    if (torrent.metadata_reported || !torrent.fetch) return;
+    auto metadata = torrent.fetch->take_metadata();
+    if (!metadata) return;
+    torrent.metadata_reported = true;
+    spdlog::info("torrent {}: metadata fetched from {} peer(s) ({} bytes)", torrent.id.get(),
+                 torrent.fetch->sources().size(), metadata->size());
+    bus::v1::Envelope envelope;
+    auto* found = envelope.mutable_metadata_found();
+    found->set_torrent(torrent.id.get());
+    for (const auto& source : torrent.fetch->sources()) found->add_sources(source);
+    zmq::message_t frame(metadata->data(), metadata->size());
+    send_control(envelope, std::span<zmq::message_t>(&frame, 1));
+}
+
+void WorkerService::forward_learned_peers(TorrentContext& torrent, PeerConnection& connection) {
+    auto pex = connection.session().take_pex();
+    if (!pex || pex->added.empty() || torrent.is_private) return;
+    bus::v1::Envelope envelope;
+    auto* found = envelope.mutable_peers_found();
+    found->set_tracker("pex");
+    found->set_torrent(torrent.id.get());
+    for (const auto& peer : pex->added) {
+        auto* added = found->add_peers();
+        added->set_ip(peer.address.ip);
+        added->set_port(peer.address.port);
+    }
+    send_control(envelope);
 }
 
 void WorkerService::report_has(TorrentContext& torrent, PeerConnection& connection,
@@ -798,14 +882,22 @@ void WorkerService::rate_budget(const bus::v1::RateBudget& budget) {
 
 TorrentContext* WorkerService::torrent_by_info_hash(const Sha1Digest& info_hash) {
     for (const auto& [id, torrent] : torrents_) {
-        if (torrent->info_hash == info_hash) return torrent->has_info() && !torrent->leaving ? torrent.get() : nullptr;
+        if (torrent->info_hash == info_hash) return !torrent->leaving ? torrent.get() : nullptr;
     }
     return nullptr;
 }
 
 PeerSession WorkerService::make_session(TorrentContext& torrent, const asio::ip::address& address,
                                         Clock::time_point now) {
-    PeerSession session(*torrent.geometry, torrent.info_hash, our_id_, now, SessionLimits{}, &torrent.ours);
+    PeerSession session(torrent.geometry ? *torrent.geometry : PieceGeometry{}, torrent.info_hash, our_id_, now,
+                        SessionLimits{}, torrent.geometry ? &torrent.ours : nullptr);
+    ExtensionOffer offer;
+    offer.listen_port = listener_ ? listener_->port() : 0;
+    offer.their_ip = address.to_string();
+    offer.metadata = &torrent.metadata;
+    offer.pex = !torrent.is_private;
+    session.set_extension_offer(std::move(offer));
+    if (!torrent.geometry) return session;
     // BEP 6's set is defined for IPv4 (an IPv4-mapped address is one).
     std::optional<std::uint32_t> ipv4;
     if (address.is_v4()) {
@@ -1014,6 +1106,7 @@ void WorkerService::on_timer() {
     const bool stats_due = now >= next_stats_;
     if (stats_due) next_stats_ = now + kPeerStatsPeriod;
     for (const auto& [id, torrent] : torrents_) {
+        if (torrent->fetch) torrent->fetch->expire(now);
         torrent->upload_limit.refill(now);
         torrent->download_limit.refill(now);
         if (stats_due && !torrent->peers.empty()) send_peer_stats(*torrent, now);
@@ -1023,6 +1116,12 @@ void WorkerService::on_timer() {
         connection->check_deadline(now, options_.upload_stall);
         PeerSession& session = connection->session();
         if (connection->closed() || !session.handshake_done()) continue;
+        if (session.awaiting_info()) {
+            // Requests given up on go to other peers.
+            session.on_tick(now);
+            fetch_metadata(*torrent, *connection, now);
+            continue;
+        }
         if (session.stalled(now)) {
             connection->fail("stalled: requests outstanding and no block for 25 s");
             continue;

@@ -135,6 +135,12 @@ private:
     void on_handshake(TorrentContext& torrent, PeerConnection& connection);
     void on_activity(TorrentContext& torrent, PeerConnection& connection);
     void on_closed(TorrentContext& torrent, PeerConnection& connection, const std::string& reason);
+    // Before the info: what the peer answered to our BEP 9 requests goes to the torrent's
+    // fetch, and it is asked for more; the verified dictionary goes to the orchestrator.
+    void fetch_metadata(TorrentContext& torrent, PeerConnection& connection, Clock::time_point now);
+    void report_metadata(TorrentContext& torrent);
+    // Peers and DHT nodes the peer told us of (BEP 11, BEP 5's port message).
+    void forward_learned_peers(TorrentContext& torrent, PeerConnection& connection);
     void report_has(TorrentContext& torrent, PeerConnection& connection, bool include_haves);
     void request_work(TorrentContext& torrent, PeerConnection& connection, Clock::time_point now);
     // Leases that end here before delivery: their room is freed and they are reported.

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/extension.hpp"
 #include "core/wire.hpp"
 #include "peer_worker/local_pieces.hpp"
 #include "peer_worker/peer_session.hpp"
@@ -66,6 +67,7 @@ std::vector<std::uint8_t> take_wire_bytes(PeerSession& session) {
 std::vector<wire::Message> sent_messages(PeerSession& session) {
     wire::ParserLimits limits;
     limits.fast = true;  // BEP 6 messages are ours to send when the peer set the bit
+    limits.extended = true;
     static std::unique_ptr<wire::StreamParser> kept;
     kept = std::make_unique<wire::StreamParser>(limits);
     wire::StreamParser& parser = *kept;
@@ -118,7 +120,7 @@ protected:
     }
 };
 
-TEST_F(SessionTest, HandshakeSendsOursWithTheFastBitOnly) {
+TEST_F(SessionTest, HandshakeSendsOursWithTheFastAndExtensionBits) {
     session.send_handshake(t0);
     ASSERT_EQ(session.outgoing().size(), wire::kHandshakeSize);
     std::array<std::uint8_t, wire::kHandshakeSize> bytes{};
@@ -127,8 +129,8 @@ TEST_F(SessionTest, HandshakeSendsOursWithTheFastBitOnly) {
     ASSERT_TRUE(decoded.ok());
     EXPECT_EQ(decoded->info_hash, digest_of(0xAB));
     EXPECT_EQ(decoded->peer_id, id_of(1));
-    // BEP 6 only; the DHT and extension-protocol bits wait for their own issues.
-    EXPECT_EQ(decoded->reserved, (std::array<std::uint8_t, 8>{0, 0, 0, 0, 0, 0, 0, 0x04}));
+    // BEP 6 and BEP 10.
+    EXPECT_EQ(decoded->reserved, (std::array<std::uint8_t, 8>{0, 0, 0, 0, 0, 0x10, 0, 0x04}));
 }
 
 TEST_F(SessionTest, HandshakeRejectsOtherTorrentAndOurselves) {
@@ -1764,6 +1766,168 @@ TEST(Pipeline, MeasuredRateMovesTheDepthGradually) {
         sizer.update(now);
     }
     EXPECT_EQ(sizer.depth(), PipelineSizer::kMinDepth);
+}
+
+
+// --- a torrent known by its info-hash alone (magnets): BEP 10 and BEP 9 ---
+
+class MagnetSessionTest : public ::testing::Test {
+protected:
+    Clock::time_point t0 = Clock::now();
+    std::string metadata = std::string(40'000, 'm');
+    PeerSession session{PieceGeometry{}, digest_of(0xAB), id_of(1), t0};
+
+    void handshake(bool extended = true) {
+        wire::Handshake theirs;
+        theirs.info_hash = digest_of(0xAB);
+        theirs.peer_id = id_of(2);
+        theirs.set_fast();
+        if (extended) ext::advertise_extension_protocol(theirs.reserved);
+        ASSERT_TRUE(session.on_handshake(theirs, t0).ok());
+    }
+
+    // Their extended handshake: ut_metadata under id 3, and metadata_size when given.
+    Status their_handshake(std::optional<std::uint32_t> size) {
+        ext::ExtendedHandshake theirs;
+        theirs.extensions["ut_metadata"] = 3;
+        theirs.extensions["ut_pex"] = 4;
+        theirs.metadata_size = size;
+        return extended(0, ext::encode_handshake(theirs));
+    }
+
+    Status extended(std::uint8_t id, const std::string& payload) {
+        std::vector<std::uint8_t> body{id};
+        body.insert(body.end(), payload.begin(), payload.end());
+        return session.on_message(wire::Extended{body}, t0);
+    }
+
+    // The extended messages queued for the peer, decoded by their id as the peer reads them.
+    std::vector<std::pair<std::uint8_t, std::string>> sent_extended() {
+        std::vector<std::pair<std::uint8_t, std::string>> out;
+        for (const auto& m : only<wire::Extended>(sent_messages(session))) {
+            out.emplace_back(m.body[0], std::string(m.body.begin() + 1, m.body.end()));
+        }
+        return out;
+    }
+};
+
+TEST_F(MagnetSessionTest, SaysHaveNoneAndItsExtensionsThenAsksForMetadata) {
+    handshake();
+    EXPECT_TRUE(session.awaiting_info());
+    EXPECT_TRUE(session.extended());
+    const auto messages = sent_messages(session);
+    EXPECT_EQ(only<wire::HaveNone>(messages).size(), 1u);
+    const auto ours = only<wire::Extended>(messages);
+    ASSERT_EQ(ours.size(), 1u);
+    ASSERT_EQ(ours[0].body[0], 0);  // the extended handshake
+    const std::string payload(ours[0].body.begin() + 1, ours[0].body.end());
+    auto decoded = ext::decode_handshake(payload);
+    ASSERT_TRUE(decoded.ok());
+    EXPECT_EQ(decoded->id_of("ut_metadata"), ext::kOurUtMetadataId);
+    EXPECT_FALSE(decoded->metadata_size.has_value());  // we have none to give
+    EXPECT_FALSE(session.metadata_size_offered().has_value());
+    ASSERT_TRUE(their_handshake(40'000).ok());
+    EXPECT_EQ(session.metadata_size_offered(), 40'000u);
+    EXPECT_TRUE(session.request_metadata(1, t0));
+    const auto requests = sent_extended();
+    ASSERT_EQ(requests.size(), 1u);
+    EXPECT_EQ(requests[0].first, 3);  // under the id it asked for
+    EXPECT_EQ(requests[0].second, ext::encode_metadata_request(1));
+    // Its answer is kept for the worker; an answer to a piece we never asked for is not.
+    ASSERT_TRUE(extended(ext::kOurUtMetadataId, ext::encode_metadata_data(1, 40'000, std::string(16384, 'x'))).ok());
+    ASSERT_TRUE(extended(ext::kOurUtMetadataId, ext::encode_metadata_data(2, 40'000, std::string(7232, 'x'))).ok());
+    ASSERT_EQ(session.metadata_replies().size(), 1u);
+    EXPECT_EQ(session.metadata_replies()[0].piece, 1u);
+    EXPECT_EQ(session.metadata_replies()[0].data.size(), 16384u);
+}
+
+TEST_F(MagnetSessionTest, WhatThePeerHasIsKeptUntilTheInfoThenReplayed) {
+    handshake();
+    (void)sent_messages(session);
+    const std::vector<std::uint8_t> bits{0b1010'0000, 0b0100'0000};  // pieces 0, 2, 9
+    ASSERT_TRUE(session.on_message(wire::Bitfield{bits}, t0).ok());
+    ASSERT_TRUE(session.on_message(wire::Have{PieceIndex{5}}, t0).ok());
+    EXPECT_FALSE(session.peer_is_seed());
+    EXPECT_FALSE(session.take_has_report(true).has_value());  // nothing to say before the info
+    // A request before we announced anything is rejected, not an error.
+    ASSERT_TRUE(session.on_message(wire::Request{PieceIndex{0}, BlockOffset{0}, BlockLength{16384}}, t0).ok());
+    EXPECT_EQ(only<wire::RejectRequest>(sent_messages(session)).size(), 1u);
+    const PieceGeometry geometry{9ull * 65536 + 40000, 65536};  // 10 pieces
+    LocalPieces ours(geometry.piece_count());
+    ASSERT_TRUE(session.learn_info(geometry, &ours, t0).ok());
+    EXPECT_FALSE(session.awaiting_info());
+    EXPECT_TRUE(session.peer_has(PieceIndex{0}));
+    EXPECT_TRUE(session.peer_has(PieceIndex{5}));
+    EXPECT_TRUE(session.peer_has(PieceIndex{9}));
+    EXPECT_FALSE(session.peer_has(PieceIndex{1}));
+    EXPECT_TRUE(session.am_interested());
+    EXPECT_EQ(only<wire::Interested>(sent_messages(session)).size(), 1u);
+    const auto report = session.take_has_report(true);
+    ASSERT_TRUE(report.has_value());
+    ASSERT_TRUE(report->bitfield.has_value());
+    EXPECT_EQ(*report->bitfield, (std::vector<std::uint8_t>{0b1010'0100, 0b0100'0000}));
+}
+
+TEST_F(MagnetSessionTest, ABitfieldThatDoesNotFitTheInfoDropsThePeer) {
+    handshake();
+    const std::vector<std::uint8_t> bits{0xFF, 0xFF, 0xFF};
+    ASSERT_TRUE(session.on_message(wire::Bitfield{bits}, t0).ok());
+    LocalPieces ours(10);
+    EXPECT_FALSE(session.learn_info(PieceGeometry{9ull * 65536 + 40000, 65536}, &ours, t0).ok());
+}
+
+TEST_F(MagnetSessionTest, APeerWithoutTheExtensionProtocolSpeaksNone) {
+    handshake(false);
+    EXPECT_FALSE(session.extended());
+    EXPECT_TRUE(only<wire::Extended>(sent_messages(session)).empty());
+    EXPECT_FALSE(session.request_metadata(0, t0));
+}
+
+TEST_F(MagnetSessionTest, OurMetadataIsServedBoundedAndRefusedWhenWeHaveNone) {
+    PieceGeometry geometry{9ull * 65536 + 40000, 65536};
+    LocalPieces ours(geometry.piece_count());
+    PeerSession seeding{geometry, digest_of(0xAB), id_of(1), t0, SessionLimits{}, &ours};
+    ExtensionOffer offer;
+    offer.metadata = &metadata;
+    offer.listen_port = 6881;
+    seeding.set_extension_offer(offer);
+    wire::Handshake theirs;
+    theirs.info_hash = digest_of(0xAB);
+    theirs.peer_id = id_of(2);
+    ext::advertise_extension_protocol(theirs.reserved);
+    ASSERT_TRUE(seeding.on_handshake(theirs, t0).ok());
+    const auto first = only<wire::Extended>(sent_messages(seeding));
+    ASSERT_EQ(first.size(), 1u);
+    auto decoded = ext::decode_handshake(std::string(first[0].body.begin() + 1, first[0].body.end()));
+    ASSERT_TRUE(decoded.ok());
+    EXPECT_EQ(decoded->metadata_size, 40'000u);
+    EXPECT_EQ(decoded->listen_port, 6881);
+    const auto send = [&](std::uint8_t id, const std::string& payload) {
+        std::vector<std::uint8_t> body{id};
+        body.insert(body.end(), payload.begin(), payload.end());
+        return seeding.on_message(wire::Extended{body}, t0);
+    };
+    ext::ExtendedHandshake handshake;
+    handshake.extensions["ut_metadata"] = 7;
+    ASSERT_TRUE(send(0, ext::encode_handshake(handshake)).ok());
+    ASSERT_TRUE(send(ext::kOurUtMetadataId, ext::encode_metadata_request(2)).ok());
+    ASSERT_TRUE(send(ext::kOurUtMetadataId, ext::encode_metadata_request(3)).ok());  // beyond the end
+    auto answers = only<wire::Extended>(sent_messages(seeding));
+    ASSERT_EQ(answers.size(), 2u);
+    EXPECT_EQ(answers[0].body[0], 7);
+    EXPECT_EQ(std::string(answers[0].body.begin() + 1, answers[0].body.end()),
+              ext::answer_metadata_request(metadata, 2));
+    EXPECT_EQ(std::string(answers[1].body.begin() + 1, answers[1].body.end()), ext::encode_metadata_reject(3));
+    // A peer asking again and again is refused past a few times the whole.
+    for (int i = 0; i < 40; ++i) ASSERT_TRUE(send(ext::kOurUtMetadataId, ext::encode_metadata_request(0)).ok());
+    answers = only<wire::Extended>(sent_messages(seeding));
+    const auto rejects = std::count_if(answers.begin(), answers.end(), [](const wire::Extended& m) {
+        return std::string(m.body.begin() + 1, m.body.end()) == ext::encode_metadata_reject(0);
+    });
+    EXPECT_GT(rejects, 25);
+    EXPECT_LE(seeding.metadata_pieces_served(), 12u);
+    // A malformed extended message drops the peer.
+    EXPECT_FALSE(send(ext::kOurUtMetadataId, "not bencode").ok());
 }
 
 }  // namespace
