@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/magnet.hpp"
 #include "core/metainfo.hpp"
 
 namespace pw::cli {
@@ -66,7 +67,9 @@ std::vector<StageCommand> stage_commands(const DownloadOptions& options, const S
     stages.log_level = options.log_level;
     stages.workers = options.workers;
     stages.with_tracker = plan.with_tracker;
-    stages.orchestrator_args = {"--torrent", plan.torrent_path, "--download-dir", plan.output_dir,
+    stages.orchestrator_args = {plan.magnet.empty() ? "--torrent" : "--magnet",
+                                plan.magnet.empty() ? plan.torrent_path : plan.magnet,
+                                "--download-dir", plan.output_dir,
                                 "--listen-port", std::to_string(options.listen_port),
                                 "--encryption", options.encryption};
     // `seed` runs until interrupted; `download` ends once done (and done seeding, when asked).
@@ -381,7 +384,16 @@ bool is_loopback(const std::string& address) {
 
 int run_download(const DownloadOptions& options) {
     StagePlan plan;
-    {
+    if (options.torrent_path.rfind("magnet:", 0) == 0 || options.torrent_path.rfind("MAGNET:", 0) == 0) {
+        auto link = magnet::parse_magnet(options.torrent_path);
+        if (!link) {
+            std::cerr << "piecework: bad magnet link: " << link.error().describe() << "\n";
+            return 1;
+        }
+        for (const auto& warning : link->warnings) std::cerr << "piecework: magnet: " << warning << "\n";
+        plan.with_tracker = !link->trackers.empty();
+        plan.magnet = options.torrent_path;
+    } else {
         // Checked here for a clear error before any stage starts, then dropped: the
         // supervisor runs for the whole download and the stages parse their own copy.
         auto torrent = read_torrent_file(options.torrent_path);
@@ -390,8 +402,8 @@ int run_download(const DownloadOptions& options) {
             return 1;
         }
         plan.with_tracker = !torrent->trackers().empty();
+        plan.torrent_path = fs::absolute(options.torrent_path).string();
     }
-    plan.torrent_path = fs::absolute(options.torrent_path).string();
     plan.bin_dir = options.bin_dir.empty() ? own_folder() : options.bin_dir;
     if (const std::string missing = missing_stage(plan.bin_dir); !missing.empty()) {
         std::cerr << "piecework: " << missing << "\n";

@@ -86,10 +86,11 @@ struct StageCommand {
 };
 
 struct StagePlan {
-    std::string torrent_path;  // absolute
+    std::string torrent_path;  // absolute; empty for a magnet
     std::string output_dir;    // absolute
     std::string bin_dir;
     bool with_tracker = true;  // the torrent names at least one tracker
+    std::string magnet;        // the magnet link, when that is what was given
 };
 
 // The stages of one session: what every mode shares, and the options each mode adds.

@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
 
     pw::cli::DownloadOptions download;
     auto* download_cmd = app.add_subcommand("download", "Download a torrent into a folder");
-    download_cmd->add_option("torrent", download.torrent_path, "The .torrent file")->required();
+    download_cmd->add_option("torrent", download.torrent_path, "The .torrent file, or a magnet link")->required();
     download_cmd->add_option("-o,--output", download.output_dir, "Download folder")
         ->capture_default_str();
     download_cmd->add_option("--peer", download.peers,

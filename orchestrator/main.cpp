@@ -28,6 +28,9 @@ int main(int argc, char** argv) {
     app.add_option("--torrent", torrent_paths,
                    "a .torrent file to download at once (repeatable; comma-separated in PW_TORRENT)")
         ->envname("PW_TORRENT")->delimiter(',');
+    std::vector<std::string> magnets;
+    app.add_option("--magnet", magnets,
+                   "a magnet link to download at once (repeatable): its metadata is fetched from peers first");
     app.add_option("--peer", peer_args,
                    "HOST:PORT of a peer for the --torrent files, without a tracker (repeatable; "
                    "comma-separated in PW_PEERS)")
@@ -96,6 +99,7 @@ int main(int argc, char** argv) {
             if (!bytes) throw std::runtime_error(path + ": " + bytes.error().describe());
             config.torrents.push_back({fs::absolute(path).string(), std::move(*bytes)});
         }
+        for (auto& link : magnets) config.torrents.push_back({{}, std::move(link)});
         if (!config.download_dir.empty()) config.download_dir = fs::absolute(config.download_dir).lexically_normal().string();
         if (!config.state_dir.empty()) config.state_dir = fs::absolute(config.state_dir).string();
         for (auto& dir : config.allowed_dirs) dir = fs::absolute(dir).lexically_normal().string();

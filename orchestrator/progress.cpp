@@ -36,12 +36,15 @@ std::string format_duration(std::optional<std::chrono::seconds> duration) {
 }
 
 std::string format_progress(const ProgressSnapshot& snapshot) {
-    const double fraction = snapshot.total_bytes == 0
+    const double fraction = snapshot.size_unknown ? 0.0
+                            : snapshot.total_bytes == 0
                                 ? 1.0
                                 : static_cast<double>(snapshot.done_bytes) /
                                       static_cast<double>(snapshot.total_bytes);
     std::optional<std::chrono::seconds> eta;
-    if (snapshot.done_bytes >= snapshot.total_bytes) {
+    if (snapshot.size_unknown) {
+        // Left unknown.
+    } else if (snapshot.done_bytes >= snapshot.total_bytes) {
         eta = std::chrono::seconds(0);
     } else if (snapshot.bytes_per_second > 0) {
         const double left = static_cast<double>(snapshot.total_bytes - snapshot.done_bytes);

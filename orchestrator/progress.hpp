@@ -18,6 +18,8 @@ struct ProgressSnapshot {
     std::uint32_t peers = 0;
     double upload_bytes_per_second = 0;  // shown when uploading
     std::string note = {};  // why nothing moves, and what is being tried ("" when all is well)
+    // A torrent's size is not known yet (a magnet awaiting its metadata): no share, no ETA.
+    bool size_unknown = false;
 };
 
 // "431.0 MiB", "1.0 GiB", "512 B".

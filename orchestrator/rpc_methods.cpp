@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "core/magnet.hpp"
 #include "core/metainfo.hpp"
 
 namespace pw::orchestrator {
@@ -59,6 +60,7 @@ rpc::TorrentStatus status_of(TorrentPhase phase) {
         case TorrentPhase::failed: return rpc::TorrentStatus::stopped;
         case TorrentPhase::checking:
         case TorrentPhase::verifying: return rpc::TorrentStatus::checking;
+        case TorrentPhase::metadata:
         case TorrentPhase::downloading: return rpc::TorrentStatus::downloading;
         case TorrentPhase::seeding: return rpc::TorrentStatus::seeding;
     }
@@ -235,6 +237,40 @@ Result<json> RpcMethods::dispatch(rpc::Method& method, Clock::time_point now, st
         method);
 }
 
+Result<json> RpcMethods::add_magnet(rpc::TorrentAdd& add, Clock::time_point now, std::int64_t wall_now) {
+    auto link = magnet::parse_magnet(add.data);
+    if (!link) return make_error("bad magnet link: " + link.error().describe());
+    if (TorrentState* known = session_.find(link->info_hash)) {
+        return rpc::torrent_added_arguments(view(*known, wall_now), true);
+    }
+    Session::AddRequest request;
+    request.settings.download_dir = settings_.download_dir;
+    if (add.download_dir) {
+        if (!lies_below(*add.download_dir, roots())) {
+            return make_error("download-dir " + *add.download_dir +
+                              " is outside the folders torrents may go to (the download folder and --allow-dir)");
+        }
+        request.settings.download_dir = fs::path(*add.download_dir).lexically_normal().string();
+    }
+    request.settings.paused = add.paused.value_or(false);
+    request.settings.peer_limit = settings_.peer_limit_per_torrent;
+    if (add.peer_limit) request.settings.peer_limit = clamp_u32(*add.peer_limit, 1, 10'000);
+    if (add.bandwidth_priority) request.settings.bandwidth_priority = static_cast<int>(*add.bandwidth_priority);
+    if (add.sequential_download) request.settings.sequential = *add.sequential_download;
+    // files-wanted and priorities name files the torrent's metadata has not told us of yet.
+    if (store_ != nullptr) {
+        if (const Status saved = store_->save_magnet(link->info_hash, add.data); !saved.ok()) {
+            return make_error("cannot keep the magnet link: " + saved.error().describe());
+        }
+        request.metainfo_path = store_->magnet_path(link->info_hash);
+    }
+    request.metainfo = std::move(add.data);
+    auto added = session_.add(std::move(request), now, wall_now);
+    if (!added) return added.error();
+    ++settings_.files_added;
+    return rpc::torrent_added_arguments(view(*session_.find(added->id), wall_now), added->duplicate);
+}
+
 Result<json> RpcMethods::torrent_add(rpc::TorrentAdd& add, Clock::time_point now, std::int64_t wall_now) {
     std::string bytes;
     switch (add.source) {
@@ -245,7 +281,7 @@ Result<json> RpcMethods::torrent_add(rpc::TorrentAdd& add, Clock::time_point now
             bytes = std::move(*read);
             break;
         }
-        case rpc::TorrentAdd::Source::magnet: return make_error("magnet links are not supported yet: add the .torrent file");
+        case rpc::TorrentAdd::Source::magnet: return add_magnet(add, now, wall_now);
         case rpc::TorrentAdd::Source::url: return make_error("adding a torrent by URL is not supported: add the .torrent file");
     }
     auto parsed = Torrent::parse(bytes, {}, PieceHashes::forget);

@@ -111,7 +111,12 @@ void OrchestratorService::add_command_line_torrents() {
         TorrentSettings settings;
         settings.download_dir = config_.download_dir;
         settings.sequential = config_.sequential;
-        if (!config_.select_files.empty()) {
+        const bool magnet = is_magnet(file.bytes);
+        const std::string shown = magnet ? std::string("the magnet link") : file.path;
+        if (!config_.select_files.empty() && magnet) {
+            // Its files are not known before its metadata.
+            spdlog::warn("--select-file is not applied to a magnet link: every file is fetched");
+        } else if (!config_.select_files.empty()) {
             auto parsed = Torrent::parse(file.bytes, {}, PieceHashes::forget);
             if (!parsed) throw std::runtime_error(file.path + ": " + parsed.error().describe());
             std::size_t listed = 0;
@@ -122,7 +127,7 @@ void OrchestratorService::add_command_line_torrents() {
         }
         auto added = session_.add(Session::AddRequest{std::move(file.bytes), file.path, settings, {}},
                                   now, wall_seconds());
-        if (!added) throw std::runtime_error(file.path + ": " + added.error().describe());
+        if (!added) throw std::runtime_error(shown + ": " + added.error().describe());
         if (TorrentState* torrent = session_.find(added->id)) {
             for (const auto& peer : config_.peers) torrent->offer_peer(peer);
         }
@@ -190,6 +195,17 @@ void OrchestratorService::show_notices() {
 void OrchestratorService::save_changes(bool everything) {
     const bool settings_changed = session_.take_session_changed();
     if (settings_changed) apply_settings();
+    // A magnet's fetched info dictionary is kept as its .torrent (without a state folder, the
+    // session holds it in memory for the run).
+    for (const auto& fetched : session_.take_fetched()) {
+        if (!store_) continue;
+        if (const Status saved = store_->save_metainfo(fetched.info_hash, fetched.metainfo); !saved.ok()) {
+            spdlog::error("the fetched metadata of torrent {} was not saved: {}", fetched.id.get(),
+                          saved.error().describe());
+            continue;
+        }
+        session_.set_metainfo_path(fetched.id, store_->metainfo_path(fetched.info_hash));
+    }
     if (!store_) return;
     for (const Sha1Digest& gone : session_.take_removed()) store_->forget(gone);
     std::set<TorrentId> changed = session_.take_changed();
@@ -226,6 +242,7 @@ void OrchestratorService::show_progress(bool final_line) {
         snapshot.total_bytes += torrent.size_when_done();
         snapshot.bytes_per_second += torrent.progress_rate();
         snapshot.upload_bytes_per_second += torrent.upload_rate();
+        snapshot.size_unknown = snapshot.size_unknown || torrent.phase() == TorrentPhase::metadata;
     }
     snapshot.peers = session_.peers_connected();
     snapshot.note = session_.stall_note();

@@ -7,6 +7,7 @@
 
 #include "core/bus/metrics.hpp"
 #include "core/bus/welcome.hpp"
+#include "core/magnet.hpp"
 
 namespace pw::orchestrator {
 
@@ -83,7 +84,9 @@ v1::Envelope tracker_stats_message(const TorrentState& torrent, v1::TrackerStats
     stats->set_torrent(torrent.id().get());
     stats->set_uploaded(torrent.uploaded_this_run());
     stats->set_downloaded(torrent.downloaded_this_run());
-    stats->set_left(torrent.left());
+    // Before the info dictionary nothing says how much is left, but it is not nothing: a
+    // tracker told 0 takes us for a seed and may give us no seeds.
+    stats->set_left(torrent.info() != nullptr ? torrent.left() : 16 * 1024);
     stats->set_event(event);
     stats->set_port(port);
     stats->set_announce_now(announce_now);
@@ -315,7 +318,124 @@ void Session::shutdown_all(const std::string& reason) {
 
 // --- torrents ---
 
+bool is_magnet(std::string_view text) {  // declared in session.hpp
+    constexpr std::string_view kScheme = "magnet:";
+    if (text.size() < kScheme.size()) return false;
+    for (std::size_t i = 0; i < kScheme.size(); ++i) {
+        if (std::tolower(static_cast<unsigned char>(text[i])) != kScheme[i]) return false;
+    }
+    return true;
+}
+
+Result<Session::Added> Session::add_magnet(AddRequest request, Clock::time_point now, std::int64_t wall_now) {
+    auto link = magnet::parse_magnet(request.metainfo);
+    if (!link) return link.error();
+    if (TorrentState* known = find(link->info_hash)) return Added{known->id(), true};
+    if (!request.settings.download_dir.empty() && request.settings.download_dir.front() != '/') {
+        return make_error("the download folder must be an absolute path");
+    }
+    TorrentId id{next_id_};
+    if (request.id) {
+        if (request.id->get() == 0 || torrents_.contains(*request.id)) {
+            return make_error("torrent id " + std::to_string(request.id->get()) + " is taken");
+        }
+        id = *request.id;
+    }
+    next_id_ = std::max(next_id_, id.get() + 1);
+    wall_now_ = wall_now;
+    if (request.settings.added_date == 0) request.settings.added_date = wall_now;
+    TorrentOptions options = config_.torrent;
+    options.scheduler.seed = config_.seed ^ (std::uint64_t{id.get()} * 0x9e3779b97f4a7c15ull);
+    const bool paused = request.settings.paused;
+    std::string name = link->display_name.empty() ? to_hex(link->info_hash) : link->display_name;
+    auto [it, inserted] = torrents_.try_emplace(id, id, link->info_hash, std::move(name), link->tracker_tiers(),
+                                                std::move(request.settings), options);
+    for (const std::string& warning : link->warnings) notice(Notice::Kind::warning, id, "magnet: " + warning);
+    for (const magnet::Peer& peer : link->peers) {
+        // x.pe names an address; a host name would need a resolver the session does not have.
+        if (!peer.host.empty() && (std::isdigit(static_cast<unsigned char>(peer.host.front())) != 0 ||
+                                   peer.host.find(':') != std::string::npos)) {
+            it->second.offer_peer(PeerAddress{peer.host, peer.port});
+        } else {
+            notice(Notice::Kind::warning, id, "magnet: x.pe host name " + peer.host + " left out (give an address)");
+        }
+    }
+    changed_.insert(id);
+    spdlog::info("torrent {} added from a magnet: '{}' ({}), {} tracker(s), {} peer(s)", id.get(),
+                 it->second.name(), to_hex(it->second.info_hash()), link->trackers.size(), link->peers.size());
+    if (!paused) start(id, now);
+    return Added{id, false};
+}
+
+void Session::on_metadata_found(const v1::MetadataFound& found, std::vector<zmq::message_t>& frames,
+                                Clock::time_point now) {
+    const TorrentId id{found.torrent()};
+    TorrentState* torrent = find(id);
+    if (torrent == nullptr || torrent->info() != nullptr || frames.empty()) return;
+    const std::string_view bytes = frames.front().to_string_view();
+    // The worker checked it; the orchestrator owns what the stages are told, so again.
+    if (sha1(bytes) != torrent->info_hash()) {
+        spdlog::warn("torrent {}: ignored metadata that does not match the info-hash", id.get());
+        return;
+    }
+    // The .torrent it becomes: the trackers we know, and the info dictionary as it came
+    // (keys in order: announce, announce-list, info).
+    std::string metainfo = "d";
+    if (!torrent->trackers().empty() && !torrent->trackers().front().empty()) {
+        const std::string& first = torrent->trackers().front().front();
+        metainfo += "8:announce" + std::to_string(first.size()) + ":" + first;
+        metainfo += "13:announce-listl";
+        for (const auto& tier : torrent->trackers()) {
+            metainfo += "l";
+            for (const auto& url : tier) metainfo += std::to_string(url.size()) + ":" + url;
+            metainfo += "e";
+        }
+        metainfo += "e";
+    }
+    metainfo += "4:info";
+    metainfo.append(bytes);
+    metainfo += "e";
+    auto parsed = Torrent::parse(metainfo);
+    std::string problem;
+    if (!parsed) {
+        problem = parsed.error().describe();
+    } else if (parsed->piece_length() > bus::kMaxPieceBytes) {
+        problem = "pieces of " + std::to_string(parsed->piece_length()) + " bytes are larger than the stages can pass on";
+    }
+    if (!problem.empty()) {
+        // The hash matches, so this is the torrent's own dictionary: fetching it again would
+        // give the same. The torrent fails with the reason.
+        torrent->stop();
+        notice(Notice::Kind::error, id, "'" + torrent->name() + "': its info dictionary is unusable: " + problem);
+        tell_removed(id, false);
+        return;
+    }
+    InfoBytes info;
+    info.frame = frame_of(parsed->info_bytes());
+    info.release_at = now + config_.keep_info_after_send;
+    info_.insert_or_assign(id, std::move(info));
+    fetched_.push_back(Fetched{id, torrent->info_hash(), metainfo});
+    parsed->forget_piece_hashes();
+    const std::uint64_t size = parsed->total_size();
+    const std::size_t files = parsed->files().size();
+    const bool is_private = parsed->is_private();
+    torrent->got_info(std::move(parsed).value(), now);
+    changed_.insert(id);
+    notice(Notice::Kind::info, id,
+           "'" + torrent->name() + "': metadata received from " + std::to_string(found.sources_size()) +
+               " peer(s): " + std::to_string(files) + " file(s), " + std::to_string(size) + " bytes");
+    for (const auto& identity : stages_.identities()) {
+        const v1::Role role = stages_.find(identity)->role;
+        if (role == v1::ROLE_DHT && is_private) {
+            send(identity, bus::torrent_removed_message(id, false));  // BEP 27
+        } else if (needs_info(role) || role == v1::ROLE_TRACKER) {
+            tell_stage(identity, role, *torrent, now);
+        }
+    }
+}
+
 Result<Session::Added> Session::add(AddRequest request, Clock::time_point now, std::int64_t wall_now) {
+    if (is_magnet(request.metainfo)) return add_magnet(std::move(request), now, wall_now);
     auto parsed = Torrent::parse(request.metainfo);
     if (!parsed) return parsed.error();
     if (parsed->piece_length() > bus::kMaxPieceBytes) {
@@ -440,9 +560,18 @@ std::string Session::stall_note() const {
     std::size_t running = 0;
     for (const auto& [id, torrent] : torrents_) running += torrent.active() ? 1 : 0;
     for (const auto& [id, torrent] : torrents_) {
-        if (!torrent.active() || torrent.stall().reason().empty()) continue;
+        const bool fetching = torrent.phase() == TorrentPhase::metadata;
+        if (!torrent.active() || (torrent.stall().reason().empty() && !fetching)) continue;
         if (!note.empty()) note += " | ";
         if (running > 1) note += "'" + torrent.name() + "': ";
+        if (fetching) {
+            note += "fetching metadata";
+            if (torrent.stall().reason().empty()) {
+                note += " from " + std::to_string(torrent.peers_connected()) + " peer(s)";
+                continue;
+            }
+            note += ": ";
+        }
         note += torrent.stall().reason();
     }
     return note;
@@ -471,6 +600,11 @@ void Session::check_stalls(Clock::time_point now) {
                       tracker_stats_message(torrent, v1::TrackerStats::NONE, announced_port(), true));
         }
     }
+}
+
+void Session::set_metainfo_path(TorrentId id, std::string path) {
+    const auto found = info_.find(id);
+    if (found != info_.end()) found->second.path = std::move(path);
 }
 
 std::string Session::metainfo_path(TorrentId id) const {
@@ -611,6 +745,9 @@ void Session::handle(bus::Incoming& in, Clock::time_point now) {
             break;
         case v1::Envelope::kTrackerStatus:
             on_tracker_status(envelope.tracker_status());
+            break;
+        case v1::Envelope::kMetadataFound:
+            if (stage->role == v1::ROLE_PEER_WORKER) on_metadata_found(envelope.metadata_found(), in.frames, now);
             break;
         case v1::Envelope::kPeerConnected:
             if (TorrentState* torrent = find(TorrentId{envelope.peer_connected().torrent()})) {
@@ -942,8 +1079,8 @@ void Session::assign_peers(Clock::time_point now) {
         // Seeds dial too: a leecher that cannot or will not dial us (behind a NAT, or
         // Transmission refusing loopback addresses) is reached only this way. Two seeds that
         // meet part at once (nothing to trade), and a seed is not dialled again while we seed.
-        if (torrent.phase() != TorrentPhase::checking && torrent.phase() != TorrentPhase::downloading &&
-            torrent.phase() != TorrentPhase::seeding) {
+        if (torrent.phase() != TorrentPhase::metadata && torrent.phase() != TorrentPhase::checking &&
+            torrent.phase() != TorrentPhase::downloading && torrent.phase() != TorrentPhase::seeding) {
             continue;
         }
         const std::size_t held = torrent.directory().assigned();

@@ -60,6 +60,9 @@ struct Notice {
     std::string text;
 };
 
+// Whether `text` is a magnet link rather than a .torrent file's bytes ("magnet:" in any case).
+bool is_magnet(std::string_view text);
+
 // "-PW0001-" and 12 random bytes.
 std::string make_peer_id();
 
@@ -82,7 +85,7 @@ public:
 
     // --- the torrents ---
     struct AddRequest {
-        std::string metainfo;        // the .torrent file's bytes
+        std::string metainfo;        // the .torrent file's bytes, or a magnet link
         std::string metainfo_path;   // where those bytes can be read again (may be empty)
         TorrentSettings settings;    // download_dir must be set (absolute)
         std::optional<TorrentId> id; // a restored torrent keeps its id
@@ -92,7 +95,8 @@ public:
         bool duplicate = false;  // the session had it already: nothing changed
     };
     // Parses and checks the metainfo (the same messages `inspect` gives), then adds the
-    // torrent and, unless paused, starts it.
+    // torrent and, unless paused, starts it. A magnet link adds it by info-hash: started, its
+    // peers fetch the info dictionary first (see take_fetched).
     Result<Added> add(AddRequest request, Clock::time_point now, std::int64_t wall_now);
     bool start(TorrentId id, Clock::time_point now);
     bool stop(TorrentId id);
@@ -133,6 +137,16 @@ public:
     void mark_session_changed() { session_changed_ = true; }
     bool take_session_changed() { return std::exchange(session_changed_, false); }
     std::vector<Sha1Digest> take_removed() { return std::exchange(removed_, {}); }
+    // Info dictionaries fetched from peers since the last call, as .torrent files: the
+    // caller saves each (and then says where with set_metainfo_path).
+    struct Fetched {
+        TorrentId id;
+        Sha1Digest info_hash{};
+        std::string metainfo;
+    };
+    std::vector<Fetched> take_fetched() { return std::exchange(fetched_, {}); }
+    // Its info dictionary can be read again from `path`: the bytes held may be let go.
+    void set_metainfo_path(TorrentId id, std::string path);
 
     // Totals over every torrent, this run.
     std::uint64_t downloaded_this_run() const { return downloaded_this_run_; }
@@ -165,6 +179,9 @@ private:
     bool info_frame(TorrentId id, zmq::message_t& out, Clock::time_point now);
     void notice(Notice::Kind kind, TorrentId torrent, std::string text);
 
+    Result<Added> add_magnet(AddRequest request, Clock::time_point now, std::int64_t wall_now);
+    void on_metadata_found(const bus::v1::MetadataFound& found, std::vector<zmq::message_t>& frames,
+                           Clock::time_point now);
     void on_hello(const std::string& identity, const bus::v1::Hello& hello, Clock::time_point now);
     void on_stage_lost(const Stage& stage);
     void lose_verifier();
@@ -207,6 +224,7 @@ private:
     std::set<TorrentId> changed_;
     bool session_changed_ = false;
     std::vector<Sha1Digest> removed_;
+    std::vector<Fetched> fetched_;
     std::set<std::string> noticed_;  // warnings and errors: each said once
     std::uint64_t downloaded_this_run_ = 0;
     std::uint64_t uploaded_this_run_ = 0;

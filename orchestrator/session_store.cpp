@@ -24,6 +24,7 @@ namespace {
 constexpr std::int64_t kVersion = 1;
 constexpr std::string_view kTorrentSuffix = ".torrent";
 constexpr std::string_view kStateSuffix = ".state";
+constexpr std::string_view kMagnetSuffix = ".magnet";
 
 // Ratios are kept in thousandths: bencode has no fractions.
 std::int64_t ratio_to_int(double ratio) {
@@ -258,7 +259,18 @@ Status SessionStore::save_metainfo(const Sha1Digest& info_hash, std::string_view
     const std::string name = to_hex(info_hash) + std::string(kTorrentSuffix);
     std::error_code error;
     if (fs::exists(torrents_dir_ + "/" + name, error)) return ok_status();
-    return replace_file_atomically(torrents_dir_, name, bytes);
+    Status saved = replace_file_atomically(torrents_dir_, name, bytes);
+    // The magnet it came from is no longer needed to restore it.
+    if (saved.ok()) fs::remove(magnet_path(info_hash), error);
+    return saved;
+}
+
+std::string SessionStore::magnet_path(const Sha1Digest& info_hash) const {
+    return torrents_dir_ + "/" + to_hex(info_hash) + std::string(kMagnetSuffix);
+}
+
+Status SessionStore::save_magnet(const Sha1Digest& info_hash, std::string_view uri) const {
+    return replace_file_atomically(torrents_dir_, to_hex(info_hash) + std::string(kMagnetSuffix), uri);
 }
 
 Status SessionStore::save_state(const TorrentState& torrent) {
@@ -284,6 +296,7 @@ void SessionStore::forget(const Sha1Digest& info_hash) {
     const std::string stem = torrents_dir_ + "/" + to_hex(info_hash);
     fs::remove(stem + std::string(kStateSuffix), ignored);
     fs::remove(stem + std::string(kTorrentSuffix), ignored);
+    fs::remove(stem + std::string(kMagnetSuffix), ignored);
 }
 
 std::vector<SessionStore::Saved> SessionStore::load(std::vector<std::string>& problems) {
@@ -306,7 +319,10 @@ std::vector<SessionStore::Saved> SessionStore::load(std::vector<std::string>& pr
             continue;
         }
         written_[file] = std::string(*state_bytes);  // what is on disk: no need to write it again
-        const std::string path = metainfo_path(*hash);
+        std::string path = metainfo_path(*hash);
+        std::error_code missing;
+        // A magnet whose metadata never came is restored from its link.
+        if (!fs::exists(path, missing) && fs::exists(magnet_path(*hash), missing)) path = magnet_path(*hash);
         auto metainfo = read_torrent_bytes(path);
         if (!metainfo) {
             problems.push_back(path + ": " + metainfo.error().describe());

@@ -2,6 +2,8 @@
 // The session's torrents as they outlive a run, in the state folder:
 //   torrents/<info-hash hex>.torrent   the metainfo as added (read again by the session when a
 //                                      stage must be told a torrent's info dictionary)
+//   torrents/<info-hash hex>.magnet    a magnet link added, until its metadata is fetched and
+//                                      saved as the .torrent (BEP 9)
 //   torrents/<info-hash hex>.state     its id, settings and totals (bencoded)
 //   session.state                      the session's own settings and totals
 // Every file is replaced atomically, so after SIGTERM or kill -9 the same daemon command finds
@@ -63,7 +65,7 @@ public:
 
     struct Saved {
         TorrentId id;
-        std::string metainfo;       // the .torrent's bytes
+        std::string metainfo;       // the .torrent's bytes, or the magnet link
         std::string metainfo_path;
         TorrentSettings settings;
     };
@@ -73,8 +75,11 @@ public:
 
     // The path the metainfo of `info_hash` is (or would be) saved at.
     std::string metainfo_path(const Sha1Digest& info_hash) const;
-    // Saves the metainfo bytes (once: they never change for an info-hash).
+    // Saves the metainfo bytes (once: they never change for an info-hash), and deletes the
+    // magnet saved for it.
     Status save_metainfo(const Sha1Digest& info_hash, std::string_view bytes) const;
+    std::string magnet_path(const Sha1Digest& info_hash) const;
+    Status save_magnet(const Sha1Digest& info_hash, std::string_view uri) const;
     // Writes (and syncs) the torrent's state file only when its bytes differ from what this
     // store last wrote or read for it: a session of hundreds of idle torrents saves each
     // every period, and a rewrite and fsync of each unchanged file is what kept an idle

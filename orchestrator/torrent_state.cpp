@@ -58,6 +58,7 @@ Result<std::vector<bool>> parse_file_selection(std::string_view spec, std::size_
 const char* phase_name(TorrentPhase phase) {
     switch (phase) {
         case TorrentPhase::stopped: return "stopped";
+        case TorrentPhase::metadata: return "fetching metadata";
         case TorrentPhase::checking: return "checking";
         case TorrentPhase::verifying: return "verifying";
         case TorrentPhase::downloading: return "downloading";
@@ -206,7 +207,13 @@ bool TorrentState::is_done(PieceIndex piece) const {
 }
 
 bool TorrentState::start(Clock::time_point now) {
-    if (active() || !info_) return false;
+    if (active()) return false;
+    if (!info_) {
+        phase_ = TorrentPhase::metadata;
+        finished_ = false;
+        error_.clear();
+        return true;
+    }
     phase_ = TorrentPhase::checking;
     finished_ = false;
     error_.clear();
@@ -221,6 +228,15 @@ bool TorrentState::start(Clock::time_point now) {
     resumed_bytes_ = done_bytes_;
     next_rate_sample_ = now;
     return true;
+}
+
+bool TorrentState::got_info(Torrent info, Clock::time_point now) {
+    if (info_) return false;
+    set_info(std::move(info));
+    if (phase_ != TorrentPhase::metadata) return true;
+    // start() from stopped, without stop(): the peers found so far stay assigned.
+    phase_ = TorrentPhase::stopped;
+    return start(now);
 }
 
 std::string TorrentState::done_bitfield() const {
@@ -364,7 +380,7 @@ void TorrentState::on_peer_connected(const std::string& peer, const std::string&
 
 bool TorrentState::update_stall(Clock::time_point now) {
     StallInputs in;
-    in.downloading = phase_ == TorrentPhase::downloading && !complete();
+    in.downloading = (phase_ == TorrentPhase::downloading || phase_ == TorrentPhase::metadata) && !complete();
     if (in.downloading) in.peers = directory_.counts(now);
     in.has_trackers = !trackers_.empty();
     bool any_ok = false;

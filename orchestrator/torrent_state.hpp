@@ -6,6 +6,8 @@
 //
 // Phases:
 //   stopped  -- the stages know nothing of it; nothing moves.
+//   metadata -- started while known by its info-hash alone (a magnet): its peers fetch the
+//               info dictionary (BEP 9); then it goes on to checking, its peers kept.
 //   checking -- started: the stages were told, and the writer's ResumeState (what is on disk)
 //               is awaited before any piece is leased, so a piece on disk is never fetched.
 //   verifying -- the writer hashes every piece again (torrent-verify); nothing is leased.
@@ -31,7 +33,7 @@
 
 namespace pw::orchestrator {
 
-enum class TorrentPhase { stopped, checking, verifying, downloading, seeding, failed };
+enum class TorrentPhase { stopped, metadata, checking, verifying, downloading, seeding, failed };
 
 const char* phase_name(TorrentPhase phase);
 
@@ -132,9 +134,13 @@ public:
 
     // --- lifecycle ---
     TorrentPhase phase() const { return phase_; }
-    // The stages are being told about it: wait for the writer's ResumeState. False (and
-    // nothing changes) when it is running already or has no info dictionary yet.
+    // The stages are being told about it: wait for the writer's ResumeState, or, without an
+    // info dictionary, for its peers to fetch one. False (and nothing changes) when it is
+    // running already.
     bool start(Clock::time_point now);
+    // The info dictionary fetched from peers (the session checked its hash): a torrent in
+    // the metadata phase goes on to checking with the peers it has. False when it had one.
+    bool got_info(Torrent info, Clock::time_point now);
     // The stages forget it: every lease and peer assignment goes, what is on disk stays.
     void stop();
     // Hash everything on disk again; false when not running.

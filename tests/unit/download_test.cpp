@@ -31,7 +31,7 @@ TEST(Download, StageCommandLines) {
     options.workers = 2;
     options.quiet = true;
     options.log_level = "debug";
-    const StagePlan plan{"/t/x.torrent", "/out", "/bin-dir", true};
+    const StagePlan plan{"/t/x.torrent", "/out", "/bin-dir", true, {}};
     const Endpoints endpoints = endpoints_in("/r");
     const auto commands = stage_commands(options, plan, endpoints);
 
@@ -66,7 +66,7 @@ TEST(Download, StageCommandLines) {
 
 TEST(Download, NoTrackerStageWithoutTrackers) {
     DownloadOptions options;
-    const auto commands = stage_commands(options, StagePlan{"/t", "/o", "/b", false}, endpoints_in("/r"));
+    const auto commands = stage_commands(options, StagePlan{"/t", "/o", "/b", false, {}}, endpoints_in("/r"));
     for (const auto& command : commands) EXPECT_NE(command.name, "tracker_svc");
     EXPECT_EQ(commands.size(), 4u);
 }
