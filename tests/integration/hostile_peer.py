@@ -46,6 +46,16 @@ def bdecode(data, i=0):
     return data[colon + 1:colon + 1 + n], colon + 1 + n
 
 
+def bencode(value):
+    if isinstance(value, int):
+        return b'i%de' % value
+    if isinstance(value, bytes):
+        return b'%d:' % len(value) + value
+    if isinstance(value, dict):
+        return b'd' + b''.join(bencode(k) + bencode(value[k]) for k in sorted(value)) + b'e'
+    return b'l' + b''.join(bencode(v) for v in value) + b'e'
+
+
 def log(*args):
     print(*args, flush=True)
 
@@ -56,7 +66,8 @@ class Torrent:
         meta, _ = bdecode(raw)
         info = meta[b'info']
         start, end = info[b'__span__']
-        self.info_hash = hashlib.sha1(raw[start:end]).digest()
+        self.info = raw[start:end]
+        self.info_hash = hashlib.sha1(self.info).digest()
         self.piece_length = info[b'piece length']
         self.piece_count = len(info[b'pieces']) // 20
         self.payload = payload
@@ -92,7 +103,10 @@ class Peer:
 
     def handshake(self, conn, info_hash=None):
         pstr = b'BitTorrent protocol'
-        hs = bytes([len(pstr)]) + pstr + bytes(8) + (info_hash or self.t.info_hash) + \
+        reserved = bytearray(8)
+        if self.mode.startswith('metadata_'):
+            reserved[5] = 0x10  # BEP 10
+        hs = bytes([len(pstr)]) + pstr + bytes(reserved) + (info_hash or self.t.info_hash) + \
             b'-HP0001-' + os.urandom(12)
         if self.mode == 'trickle':
             for b in hs:
@@ -121,6 +135,8 @@ class Peer:
                 pass
             raise EOFError('closed by the client')
         self.handshake(conn)
+        if mode.startswith('metadata_'):
+            return self.serve_metadata(conn)
         if mode == 'huge_length':
             conn.sendall(struct.pack('>I', 0xFFFFFFFF))
             while True:
@@ -168,6 +184,41 @@ class Peer:
             if mode == 'corrupt' and begin == BLOCK:
                 block = bytes(b ^ 0x5a for b in block)
             conn.sendall(message(7, struct.pack('>II', index, begin) + block))
+
+
+    def serve_metadata(self, conn):
+        """BEP 9 gone wrong: bad bytes of the right length (metadata_wrong), a size over any
+        sane cap (metadata_oversized), or pieces cut short (metadata_truncated)."""
+        mode = self.mode
+        size = 64 << 20 if mode == 'metadata_oversized' else len(self.t.info)
+        conn.sendall(message(20, b'\x00' + bencode({b'm': {b'ut_metadata': 3}, b'metadata_size': size})))
+        conn.sendall(message(5, self.bitfield()))
+        theirs = 0
+        while True:
+            length = struct.unpack('>I', recv_exact(conn, 4))[0]
+            if length == 0:
+                continue
+            if length > 1 << 20:
+                raise EOFError('client sent a huge message')
+            body = recv_exact(conn, length)
+            if body[0] != 20:
+                continue
+            if body[1] == 0:
+                handshake, _ = bdecode(body[2:])
+                theirs = handshake.get(b'm', {}).get(b'ut_metadata', 0)
+                continue
+            if body[1] != 3 or theirs == 0:
+                continue
+            request, _ = bdecode(body[2:])
+            piece = request[b'piece']
+            data = self.t.info[piece * BLOCK:(piece + 1) * BLOCK]
+            if mode == 'metadata_wrong':
+                data = bytes(b ^ 0x5a for b in data)
+            elif mode == 'metadata_truncated':
+                data = data[:len(data) // 2]
+            log(f'{mode}: answering metadata piece {piece}')
+            reply = bencode({b'msg_type': 1, b'piece': piece, b'total_size': size}) + data
+            conn.sendall(message(20, bytes([theirs]) + reply))
 
 
 def handle(peer, conn, address, port):

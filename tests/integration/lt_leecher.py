@@ -5,6 +5,9 @@ or from those the torrent's trackers name when no --peer is given.
   lt_leecher.py TORRENT SAVE_DIR [--peer HOST:PORT ...] [--listen HOST] [--port P]
                 [--timeout S] [--encryption forced|disabled]
 
+TORRENT may be a magnet link: libtorrent then fetches the metadata from the peers first
+(BEP 9) and prints "METADATA <pieces>" once it has it.
+
 No DHT, LSD or UPnP: the peers named and the torrent's trackers, if it has any
 (allow_multiple_connections_per_ip, so several workers on one address are all used).
 --listen is the address listened on (127.0.0.1 by default; 0.0.0.0 where peers are on other
@@ -48,8 +51,12 @@ def main():
     elif args.encryption == "disabled":
         settings.update({"out_enc_policy": 2, "in_enc_policy": 2})
     session = lt.session(settings)
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(args.torrent)
+    magnet = args.torrent.startswith("magnet:")
+    if magnet:
+        params = lt.parse_magnet_uri(args.torrent)
+    else:
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(args.torrent)
     params.save_path = args.save_dir
     params.flags &= ~lt.torrent_flags.auto_managed
     params.flags &= ~lt.torrent_flags.paused
@@ -65,11 +72,14 @@ def main():
     deadline = time.monotonic() + args.timeout
     next_line = 0.0
     next_connect = 0.0
-    total = params.ti.num_pieces()
+    total = None if magnet else params.ti.num_pieces()
     got_from = {}  # "ip:port" -> payload bytes downloaded from it (most seen)
     while time.monotonic() < deadline:
         now = time.monotonic()
         status = handle.status()
+        if total is None and status.has_metadata:
+            total = handle.torrent_file().num_pieces()
+            print(f"METADATA {total}", flush=True)
         if now >= next_connect:
             # Again now and then: a peer that dropped us (or was not listening yet) is retried.
             for peer in peers:
@@ -84,14 +94,14 @@ def main():
             print(f"progress {status.num_pieces}/{total} {status.total_wanted_done} {status.num_peers}",
                   flush=True)
             next_line = now + 1
-        if status.is_seeding or status.num_pieces == total:
+        if total is not None and (status.is_seeding or status.num_pieces == total):
             for source, count in sorted(got_from.items()):
                 if count > 0:
                     print(f"FROM {source} {count}", flush=True)
             print(f"COMPLETE {status.num_pieces}", flush=True)
             return 0
         time.sleep(0.05)
-    print(f"TIMEOUT {handle.status().num_pieces}/{total}", flush=True)
+    print(f"TIMEOUT {handle.status().num_pieces}/{total if total is not None else '?'}", flush=True)
     return 1
 
 
