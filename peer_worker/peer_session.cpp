@@ -1,6 +1,8 @@
 #include "peer_worker/peer_session.hpp"
 
 #include <algorithm>
+#include <iterator>
+#include <tuple>
 #include <string>
 #include <type_traits>
 #include <variant>
@@ -115,13 +117,44 @@ bool PeerSession::request_metadata(std::uint32_t piece, Clock::time_point now) {
     return true;
 }
 
-bool PeerSession::send_pex(const ext::PexMessage& message, Clock::time_point now) {
-    if (!their_extensions_ || !offer_.pex) return false;
-    const std::uint8_t id = their_extensions_->id_of(ext::kUtPex);
-    if (id == 0) return false;
+bool PeerSession::pex_due(Clock::time_point now) const {
+    return handshake_done_ && offer_.pex && their_extensions_ && their_extensions_->id_of(ext::kUtPex) != 0 &&
+           now >= next_pex_;
+}
+
+namespace {
+bool address_less(const ext::PexPeer& a, const ext::PexPeer& b) {
+    return std::tie(a.address.ip, a.address.port) < std::tie(b.address.ip, b.address.port);
+}
+}  // namespace
+
+bool PeerSession::tell_pex(const std::vector<ext::PexPeer>& current, Clock::time_point now) {
+    if (!pex_due(now)) return false;
+    next_pex_ = now + limits_.pex_interval;
+    std::vector<ext::PexPeer> sorted = current;
+    std::sort(sorted.begin(), sorted.end(), address_less);
+    ext::PexMessage message;
+    std::set_difference(sorted.begin(), sorted.end(), pex_told_.begin(), pex_told_.end(),
+                        std::back_inserter(message.added), address_less);
+    std::vector<ext::PexPeer> gone;
+    std::set_difference(pex_told_.begin(), pex_told_.end(), sorted.begin(), sorted.end(),
+                        std::back_inserter(gone), address_less);
+    if (message.added.size() > ext::kMaxPexSent) message.added.resize(ext::kMaxPexSent);
+    if (gone.size() > ext::kMaxPexSent) gone.resize(ext::kMaxPexSent);
+    if (message.added.empty() && gone.empty()) return false;
+    for (const auto& peer : gone) message.dropped.push_back(peer.address);
     auto payload = ext::encode_pex(message);
     if (!payload) return false;
-    send_extended(id, *payload, now);
+    send_extended(their_extensions_->id_of(ext::kUtPex), *payload, now);
+    // What it was told: the old list without the dropped, with the added.
+    std::vector<ext::PexPeer> kept;
+    std::set_difference(pex_told_.begin(), pex_told_.end(), gone.begin(), gone.end(), std::back_inserter(kept),
+                        address_less);
+    std::vector<ext::PexPeer> merged;
+    std::merge(kept.begin(), kept.end(), message.added.begin(), message.added.end(), std::back_inserter(merged),
+               address_less);
+    if (merged.size() > limits_.max_pex_told) merged.resize(limits_.max_pex_told);
+    pex_told_ = std::move(merged);
     return true;
 }
 
@@ -168,7 +201,9 @@ Status PeerSession::on_extended(const wire::Extended& message, Clock::time_point
             } else if constexpr (std::is_same_v<T, ext::PexMessage>) {
                 // One message's worth is kept until the worker takes it; BEP 11 peers send
                 // one a minute, so a newer one replacing an untaken one loses little.
-                if (offer_.pex) pex_in_ = std::move(m);
+                if (!offer_.pex || (pex_taken_at_ && now - *pex_taken_at_ < limits_.pex_min_gap)) return;
+                pex_taken_at_ = now;
+                pex_in_ = std::move(m);
             }
             // UnknownExtension: ignored (BEP 10).
         },

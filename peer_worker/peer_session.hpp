@@ -64,6 +64,11 @@ struct SessionLimits {
     // Their allowed-fast pieces we remember (BEP 6 suggests 10; more are ignored).
     std::uint32_t max_allowed_fast_kept = 64;
 
+    // --- peer exchange (BEP 11) ---
+    Clock::duration pex_interval = std::chrono::seconds(60);  // ours to it
+    Clock::duration pex_min_gap = std::chrono::seconds(30);   // its to us, taken at most
+    std::size_t max_pex_told = 1000;  // peers remembered as told to it
+
     // --- before the info dictionary (magnets) ---
     // Haves kept until the geometry is known; more are left out (a peer that has that many
     // pieces sends a bitfield anyway).
@@ -213,10 +218,16 @@ public:
     // Its answers to our requests, in order; the worker drains them.
     std::vector<MetadataReply>& metadata_replies() { return metadata_replies_; }
     std::uint32_t metadata_pieces_served() const { return metadata_served_; }
-    // Peers it told us of (BEP 11) since the last call: at most one message's worth.
+    // Peers it told us of (BEP 11) since the last call: at most one message's worth, and one
+    // message per pex_min_gap taken (a peer that sends more often is not listened to more).
     std::optional<ext::PexMessage> take_pex() { return std::exchange(pex_in_, std::nullopt); }
-    // Sends a ut_pex message, when it takes them.
-    bool send_pex(const ext::PexMessage& message, Clock::time_point now);
+    // Peer exchange the other way: `current` is every peer of the torrent we could name now
+    // (listen addresses). Once a minute at most (BEP 11's pace), the peer is told who is new
+    // and who left since the last message, 50 of each at most; nothing when it takes no
+    // ut_pex, or nothing changed. Returns whether a message went out.
+    bool tell_pex(const std::vector<ext::PexPeer>& current, Clock::time_point now);
+    // Whether tell_pex would consider sending now (the worker gathers `current` only then).
+    bool pex_due(Clock::time_point now) const;
     // The UDP port of its DHT node (BEP 5's port message), once it said.
     std::optional<std::uint16_t> dht_port() const { return dht_port_; }
 
@@ -373,6 +384,9 @@ private:
     std::vector<MetadataReply> metadata_replies_;
     std::uint32_t metadata_served_ = 0;
     std::optional<ext::PexMessage> pex_in_;
+    std::optional<Clock::time_point> pex_taken_at_;
+    std::vector<ext::PexPeer> pex_told_;  // sorted by address
+    Clock::time_point next_pex_{};
     std::optional<std::uint16_t> dht_port_;
     // Before the info: the peer's availability, replayed by learn_info.
     std::optional<std::vector<std::uint8_t>> early_bitfield_;

@@ -667,6 +667,48 @@ void WorkerService::forward_learned_peers(TorrentContext& torrent, PeerConnectio
     send_control(envelope);
 }
 
+void WorkerService::exchange_peers(TorrentContext& torrent, Clock::time_point now) {
+    if (torrent.is_private) return;
+    std::vector<PeerConnection*> due;
+    for (const auto& [key, connection] : torrent.peers) {
+        if (!connection->closed() && connection->session().pex_due(now)) due.push_back(connection.get());
+    }
+    if (due.empty()) return;
+    // Every peer of the torrent we can name by an address it listens on: those we dialled,
+    // and those that dialled us and said their port ("p").
+    std::vector<ext::PexPeer> current;
+    for (const auto& [key, connection] : torrent.peers) {
+        PeerSession& session = connection->session();
+        if (connection->closed() || !session.handshake_done()) continue;
+        ext::PexPeer peer;
+        peer.address.ip = connection->address().to_string();
+        if (!connection->incoming()) {
+            peer.address.port = connection->port();
+            peer.flags |= ext::kPexReachable;
+        } else if (session.their_extensions() && session.their_extensions()->listen_port) {
+            peer.address.port = *session.their_extensions()->listen_port;
+        } else {
+            continue;
+        }
+        if (session.peer_is_seed()) peer.flags |= ext::kPexSeed;
+        if (connection->encrypted()) peer.flags |= ext::kPexPrefersEncryption;
+        current.push_back(std::move(peer));
+    }
+    for (PeerConnection* connection : due) {
+        std::vector<ext::PexPeer> others;
+        for (const auto& peer : current) {
+            if (peer.address.ip == connection->address().to_string() &&
+                (peer.address.port == connection->port() ||
+                 (connection->session().their_extensions() &&
+                  connection->session().their_extensions()->listen_port == peer.address.port))) {
+                continue;  // itself
+            }
+            others.push_back(peer);
+        }
+        if (connection->session().tell_pex(others, now)) connection->flush();
+    }
+}
+
 void WorkerService::report_has(TorrentContext& torrent, PeerConnection& connection,
                                bool include_haves) {
     auto report = connection.session().take_has_report(include_haves);
@@ -1110,6 +1152,7 @@ void WorkerService::on_timer() {
         torrent->upload_limit.refill(now);
         torrent->download_limit.refill(now);
         if (stats_due && !torrent->peers.empty()) send_peer_stats(*torrent, now);
+        exchange_peers(*torrent, now);
     }
     for (const auto& [torrent, connection] : all_connections()) {
         if (connection->closed()) continue;

@@ -141,6 +141,8 @@ private:
     void report_metadata(TorrentContext& torrent);
     // Peers and DHT nodes the peer told us of (BEP 11, BEP 5's port message).
     void forward_learned_peers(TorrentContext& torrent, PeerConnection& connection);
+    // Tells the torrent's peers that are due (BEP 11's minute) which of its peers came and went.
+    void exchange_peers(TorrentContext& torrent, Clock::time_point now);
     void report_has(TorrentContext& torrent, PeerConnection& connection, bool include_haves);
     void request_work(TorrentContext& torrent, PeerConnection& connection, Clock::time_point now);
     // Leases that end here before delivery: their room is freed and they are reported.

@@ -15,6 +15,8 @@ hosts). Prints "READY <port>" once listening, a progress line per second ("progr
 <pieces>/<total> <bytes> <peers>"), and once every piece is in and checked by libtorrent, a
 line "FROM <ip>:<port> <bytes>" per peer it got payload from, then "COMPLETE <pieces>" (exit
 0); exits 1 on timeout or an error.
+--download-kib caps what it downloads (loopback included), for a peer that must stay
+without most pieces while it tells others (by peer exchange) of the peers it knows.
 --encryption forced makes and accepts only MSE connections with RC4; disabled, plain
 BitTorrent only; by default libtorrent's own (MSE offered, plain accepted).
 """
@@ -34,6 +36,7 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--encryption", choices=["forced", "disabled"])
+    parser.add_argument("--download-kib", type=int, default=0)
     args = parser.parse_args()
 
     settings = {
@@ -50,7 +53,14 @@ def main():
         settings.update({"out_enc_policy": 0, "in_enc_policy": 0, "allowed_enc_level": 2})
     elif args.encryption == "disabled":
         settings.update({"out_enc_policy": 2, "in_enc_policy": 2})
+    if args.download_kib:
+        settings["download_rate_limit"] = args.download_kib * 1024
     session = lt.session(settings)
+    if args.download_kib:
+        # Loopback peers sit in libtorrent's unlimited local class; the cap must apply to them.
+        ip_filter = lt.ip_filter()
+        ip_filter.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+        session.set_peer_class_filter(ip_filter)
     magnet = args.torrent.startswith("magnet:")
     if magnet:
         params = lt.parse_magnet_uri(args.torrent)

@@ -1,9 +1,11 @@
-// Magnet links (#15), against libtorrent on 127.0.0.1: piecework fetches the info dictionary
+// Magnet links and peer exchange (#15), against libtorrent on 127.0.0.1: piecework fetches the info dictionary
 // from peers (BEP 9 over BEP 10) and then the pieces, whether the link names only peers
 // (x.pe) or only a tracker (hex and base32 info-hashes); a libtorrent client fetches our
 // metadata from a piecework seed; the daemon keeps what it fetched as a .torrent in its
 // state folder; peers that send wrong, oversized or truncated metadata are refused while an
-// honest one serves. Every byte is checked; nothing asserts on speed.
+// honest one serves; a link naming one libtorrent peer that has next to nothing completes
+// from the seeders that peer names by peer exchange (BEP 11). Every byte is checked; nothing
+// asserts on speed.
 #include <unistd.h>
 
 #include <array>
@@ -218,6 +220,63 @@ TEST_F(MagnetTest, HostileMetadataIsRefusedAndTheHonestSeederServes) {
     // Whichever liars were asked before the honest seeder answered are named; the oversized
     // offer is refused as soon as it is made.
     EXPECT_NE(last_log_.find("metadata_size"), std::string::npos) << last_log_;
+}
+
+// The link names one libtorrent peer that downloads at 4 KiB/s and knows two seeders; piecework
+// knows them only from that peer's ut_pex messages, and completes from them.
+TEST_F(MagnetTest, PeersLearnedByPeerExchangeServeTheDownload) {
+    make_torrent_of(4u << 20, 32 << 10);
+    std::vector<LibtorrentSeeder> seeders;
+    for (int i = 0; i < 2; ++i) {
+        LibtorrentSeederOptions options;
+        options.log_path = dir_ / ("seeder-" + std::to_string(i) + ".log");
+        seeders.push_back(LibtorrentSeeder::start(torrent_, dir_ / "data", options));
+    }
+    for (auto& seeder : seeders) ASSERT_TRUE(seeder.wait_ready(kReadyTimeout)) << seeder.log();
+    fs::create_directories(dir_ / "middle");
+    std::vector<std::string> argv{"/usr/bin/python3", helper("lt_leecher.py"), torrent_, dir_ / "middle",
+                                  "--download-kib", "4", "--timeout", "240"};
+    for (auto& seeder : seeders) argv.insert(argv.end(), {"--peer", "127.0.0.1:" + std::to_string(seeder.port())});
+    Process middle = Process::start(argv, dir_ / "middle.log");
+    std::smatch ready;
+    std::string log;
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (std::chrono::steady_clock::now() < deadline &&
+           !std::regex_search(log = read_text_file(middle.log_path()), ready, std::regex("READY (\\d+)"))) {
+        std::this_thread::sleep_for(50ms);
+    }
+    ASSERT_FALSE(ready.empty()) << log;
+    const std::uint16_t middle_port = static_cast<std::uint16_t>(std::stoi(ready[1]));
+    download("magnet:?xt=urn:btih:" + hash_ + x_pe(middle_port), dir_ / "out");
+    bool met_a_seeder = false;
+    for (auto& seeder : seeders) {
+        const std::string connected = "127.0.0.1:" + std::to_string(seeder.port()) + " (torrent 1): connected";
+        met_a_seeder = met_a_seeder || last_log_.find(connected) != std::string::npos;
+    }
+    EXPECT_TRUE(met_a_seeder) << last_log_ << "\n--- middle ---\n" << middle.log_tail();
+}
+
+// The other way: a libtorrent leecher that knows only piecework (downloading slowly from a
+// libtorrent seeder) learns that seeder from our ut_pex and downloads from it too.
+TEST_F(MagnetTest, LibtorrentLearnsPeersFromOurPeerExchange) {
+    make_torrent_of(4u << 20, 32 << 10);
+    start_seeder();
+    const std::uint16_t our_port = free_port();
+    Process ours = Process::start({bin("piecework"), "download", torrent_, "-o", dir_ / "out", "--peer",
+                                   "127.0.0.1:" + std::to_string(seeder_->port()), "--listen-port",
+                                   std::to_string(our_port), "--max-download-rate", "256K", "--log-level", "info"},
+                                  dir_ / "ours.log");
+    ASSERT_TRUE(wait_for_listen(our_port, 60s)) << ours.log_tail();
+    fs::create_directories(dir_ / "lt");
+    Process leecher = Process::start({"/usr/bin/python3", helper("lt_leecher.py"), torrent_, dir_ / "lt", "--peer",
+                                      "127.0.0.1:" + std::to_string(our_port), "--timeout", "150"},
+                                     dir_ / "leecher.log");
+    ASSERT_EQ(leecher.wait_for_exit(kDoneTimeout), 0) << leecher.log_tail() << "\n--- ours ---\n" << ours.log_tail();
+    std::string why;
+    EXPECT_TRUE(same_tree(payload_, dir_ / "lt/payload.bin", &why)) << why;
+    EXPECT_TRUE(std::regex_search(read_text_file(leecher.log_path()),
+                                  std::regex("FROM 127\\.0\\.0\\.1:" + std::to_string(seeder_->port()) + " [1-9]")))
+        << leecher.log_tail() << "\n--- ours ---\n" << ours.log_tail();
 }
 
 }  // namespace

@@ -1930,5 +1930,50 @@ TEST_F(MagnetSessionTest, OurMetadataIsServedBoundedAndRefusedWhenWeHaveNone) {
     EXPECT_FALSE(send(ext::kOurUtMetadataId, "not bencode").ok());
 }
 
+TEST_F(MagnetSessionTest, PeerExchangeOnceAMinuteWithWhoCameAndWhoLeft) {
+    handshake();
+    (void)sent_messages(session);
+    const auto pex_peer = [](const std::string& ip, std::uint16_t port) {
+        ext::PexPeer peer;
+        peer.address = {ip, port};
+        return peer;
+    };
+    EXPECT_FALSE(session.pex_due(t0));  // it has not said it takes ut_pex
+    ASSERT_TRUE(their_handshake(std::nullopt).ok());
+    ASSERT_TRUE(session.pex_due(t0));
+    ASSERT_TRUE(session.tell_pex({pex_peer("10.0.0.1", 1000), pex_peer("10.0.0.2", 2000)}, t0));
+    auto sent = sent_extended();
+    ASSERT_EQ(sent.size(), 1u);
+    EXPECT_EQ(sent[0].first, 4);  // its ut_pex id
+    auto first = ext::decode_pex(sent[0].second);
+    ASSERT_TRUE(first.ok());
+    EXPECT_EQ(first->added.size(), 2u);
+    EXPECT_TRUE(first->dropped.empty());
+    // Not again within the minute.
+    EXPECT_FALSE(session.tell_pex({pex_peer("10.0.0.3", 3000)}, t0 + 30s));
+    // Then only the change: one came, one left.
+    ASSERT_TRUE(session.tell_pex({pex_peer("10.0.0.2", 2000), pex_peer("10.0.0.3", 3000)}, t0 + 61s));
+    auto second = ext::decode_pex(sent_extended().at(0).second);
+    ASSERT_TRUE(second.ok());
+    ASSERT_EQ(second->added.size(), 1u);
+    EXPECT_EQ(second->added[0].address, (tracker::PeerAddress{"10.0.0.3", 3000}));
+    ASSERT_EQ(second->dropped.size(), 1u);
+    EXPECT_EQ(second->dropped[0], (tracker::PeerAddress{"10.0.0.1", 1000}));
+    // Nothing changed: nothing sent.
+    EXPECT_FALSE(session.tell_pex({pex_peer("10.0.0.2", 2000), pex_peer("10.0.0.3", 3000)}, t0 + 130s));
+}
+
+TEST_F(MagnetSessionTest, ItsPeerExchangeIsTakenAtMostTwiceAMinute) {
+    handshake();
+    ext::PexMessage message;
+    message.added.push_back(ext::PexPeer{{"10.0.0.9", 9000}, 0});
+    auto payload = ext::encode_pex(message);
+    ASSERT_TRUE(payload.ok());
+    ASSERT_TRUE(extended(ext::kOurUtPexId, *payload).ok());
+    EXPECT_TRUE(session.take_pex().has_value());
+    ASSERT_TRUE(extended(ext::kOurUtPexId, *payload).ok());  // again at once: not taken
+    EXPECT_FALSE(session.take_pex().has_value());
+}
+
 }  // namespace
 }  // namespace pw::peer_worker
