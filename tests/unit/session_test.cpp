@@ -888,5 +888,117 @@ TEST(SessionStore, UnchangedStateIsNotWrittenAgain) {
     EXPECT_NE(fs::last_write_time(file), old_time) << "a changed state was not written";
 }
 
+// --- magnets: known by info-hash first ---
+
+TEST(Session, AMagnetFetchesItsMetadataThroughTheWorkersThenGoesOn) {
+    Rig rig;
+    const TestTorrent t = two_pieces();
+    const std::string hex = to_hex(t.torrent.info_hash());
+    Session::AddRequest request;
+    request.metainfo = "magnet:?xt=urn:btih:" + hex + "&dn=Fetched&x.pe=127.0.0.1:9000&tr=http%3A%2F%2Ft%2Fa";
+    request.settings.download_dir = "/downloads";
+    auto added = rig.session.add(std::move(request), rig.now, 0);
+    ASSERT_TRUE(added.ok()) << added.error().describe();
+    TorrentState* torrent = rig.session.find(added->id);
+    ASSERT_NE(torrent, nullptr);
+    EXPECT_EQ(torrent->phase(), TorrentPhase::metadata);
+    EXPECT_EQ(torrent->name(), "Fetched");
+    EXPECT_EQ(torrent->trackers(), (std::vector<std::vector<std::string>>{{"http://t/a"}}));
+    EXPECT_EQ(rig.session.stall_note().rfind("fetching metadata", 0), 0u) << rig.session.stall_note();
+    rig.hello("writer", v1::ROLE_WRITER);
+    rig.hello("peer_worker-1", v1::ROLE_PEER_WORKER);
+    rig.hello("tracker_svc", v1::ROLE_TRACKER);
+    rig.session.tick(rig.now, 0);
+    auto sent = rig.take();
+    // Known by info-hash: added everywhere, no info yet; the x.pe peer goes to the worker;
+    // the tracker is told something is left.
+    EXPECT_EQ(Rig::count(sent, v1::Envelope::kTorrentAdded, "peer_worker-1"), 1u);
+    EXPECT_EQ(Rig::count(sent, v1::Envelope::kTorrentInfo), 0u);
+    const auto peers = Rig::of_kind(sent, v1::Envelope::kAddPeers, "peer_worker-1");
+    ASSERT_EQ(peers.size(), 1u);
+    EXPECT_EQ(peers[0]->envelope.add_peers().peers(0).port(), 9000u);
+    const auto stats = Rig::of_kind(sent, v1::Envelope::kTrackerStats, "tracker_svc");
+    ASSERT_EQ(stats.size(), 1u);
+    EXPECT_GT(stats[0]->envelope.tracker_stats().left(), 0u);
+
+    // Metadata that is not the torrent's is ignored.
+    const auto found = [&](const std::string& bytes) {
+        v1::Envelope envelope;
+        envelope.mutable_metadata_found()->set_torrent(added->id.get());
+        envelope.mutable_metadata_found()->add_sources("127.0.0.1:9000");
+        std::vector<zmq::message_t> frames;
+        frames.emplace_back(bytes.data(), bytes.size());
+        rig.say("peer_worker-1", envelope, std::move(frames));
+    };
+    found("d4:name1:xe");
+    EXPECT_EQ(torrent->info(), nullptr);
+    EXPECT_TRUE(rig.session.take_fetched().empty());
+
+    // The real one: every stage that needs it is told, the .torrent is handed over to be
+    // saved, and the torrent waits for the writer like any other.
+    found(t.torrent.info_bytes());
+    ASSERT_NE(torrent->info(), nullptr);
+    EXPECT_EQ(torrent->name(), "a.bin");
+    EXPECT_EQ(torrent->phase(), TorrentPhase::checking);
+    sent = rig.take();
+    EXPECT_EQ(Rig::count(sent, v1::Envelope::kTorrentInfo, "peer_worker-1"), 1u);
+    EXPECT_EQ(Rig::count(sent, v1::Envelope::kTorrentInfo, "writer"), 1u);
+    EXPECT_EQ(Rig::count(sent, v1::Envelope::kFilesWanted, "writer"), 1u);
+    const auto fetched = rig.session.take_fetched();
+    ASSERT_EQ(fetched.size(), 1u);
+    auto saved = Torrent::parse(fetched[0].metainfo);
+    ASSERT_TRUE(saved.ok());
+    EXPECT_EQ(saved->info_hash(), t.torrent.info_hash());
+    EXPECT_EQ(saved->trackers(), torrent->trackers());
+    rig.resume(added->id, bits({}));
+    EXPECT_EQ(torrent->phase(), TorrentPhase::downloading);
+
+    // Added again, by link or by file: the same torrent.
+    Session::AddRequest again;
+    again.metainfo = t.bytes;
+    again.settings.download_dir = "/downloads";
+    auto duplicate = rig.session.add(std::move(again), rig.now, 0);
+    ASSERT_TRUE(duplicate.ok());
+    EXPECT_TRUE(duplicate->duplicate);
+}
+
+TEST(Session, AMalformedMagnetSaysWhy) {
+    Rig rig;
+    Session::AddRequest request;
+    request.metainfo = "magnet:?xt=urn:btih:1234&dn=x";
+    request.settings.download_dir = "/downloads";
+    auto refused = rig.session.add(std::move(request), rig.now, 0);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.error().describe().find("40 hex or 32 base32"), std::string::npos) << refused.error().describe();
+}
+
+TEST(SessionStore, AMagnetIsKeptUntilItsTorrentIsSaved) {
+    const std::string dir = ::testing::TempDir() + "pw-store-magnet-" + std::to_string(::getpid());
+    std::filesystem::remove_all(dir);
+    {
+        SessionStore store(dir);
+        Sha1Digest hash{};
+        hash.fill(0x42);
+        const std::string link = "magnet:?xt=urn:btih:" + to_hex(hash);
+        ASSERT_TRUE(store.save_magnet(hash, link).ok());
+        TorrentSettings settings;
+        settings.download_dir = "/downloads";
+        TorrentState state(TorrentId{3}, hash, "x", {}, settings, TorrentOptions{});
+        ASSERT_TRUE(store.save_state(state).ok());
+        std::vector<std::string> problems;
+        auto loaded = store.load(problems);
+        ASSERT_EQ(loaded.size(), 1u) << (problems.empty() ? "" : problems.front());
+        EXPECT_EQ(loaded[0].metainfo, link);
+        EXPECT_EQ(loaded[0].metainfo_path, store.magnet_path(hash));
+        ASSERT_TRUE(store.save_metainfo(hash, "d4:infodee").ok());
+        EXPECT_FALSE(std::filesystem::exists(store.magnet_path(hash)));
+        problems.clear();
+        loaded = store.load(problems);
+        ASSERT_EQ(loaded.size(), 1u);
+        EXPECT_EQ(loaded[0].metainfo, "d4:infodee");
+    }
+    std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace pw::orchestrator
