@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <iterator>
 #include <random>
 #include <stdexcept>
@@ -81,8 +82,14 @@ private:
 
 class DhtBody final : public bus::StageBody {
 public:
-    DhtBody(bus::Stage& stage, const ServiceOptions& options, UdpSocket& socket, DhtNode& node)
-        : stage_(stage), options_(options), socket_(socket), node_(node) {}
+    DhtBody(bus::Stage& stage, const ServiceOptions& options, UdpSocket& socket, DhtNode& node,
+            std::vector<PeerAddress> routers, std::future<std::vector<PeerAddress>> resolving)
+        : stage_(stage),
+          options_(options),
+          socket_(socket),
+          node_(node),
+          routers_(std::move(routers)),
+          resolving_(std::move(resolving)) {}
 
     void on_control(bus::Incoming& message) override {
         const v1::Envelope& envelope = message.envelope;
@@ -147,6 +154,16 @@ public:
 
     void drive() {
         const auto now = Clock::now();
+        if (resolving_.valid() && resolving_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+            const auto resolved = resolving_.get();
+            routers_.insert(routers_.end(), resolved.begin(), resolved.end());
+            if (routers_.empty() && node_.table().size() == 0) {
+                spdlog::warn("no bootstrap node could be resolved and no saved nodes: the DHT waits for nodes peers name");
+            } else {
+                spdlog::info("{} bootstrap address(es)", routers_.size());
+            }
+            node_.set_bootstrap(routers_);
+        }
         node_.tick(now);
         flush();
         for (const std::string& line : node_.take_log()) {
@@ -172,6 +189,7 @@ public:
     milliseconds timeout() const {
         const auto now = Clock::now();
         auto wake = std::min(node_.next_wakeup(now), last_status_ + options_.status_every);
+        if (resolving_.valid()) wake = std::min(wake, now + milliseconds(200));  // until the names are in
         return std::max(milliseconds(1), std::chrono::ceil<milliseconds>(wake - now));
     }
 
@@ -205,6 +223,8 @@ private:
     const ServiceOptions& options_;
     UdpSocket& socket_;
     DhtNode& node_;
+    std::vector<PeerAddress> routers_;
+    std::future<std::vector<PeerAddress>> resolving_;
     Clock::time_point last_status_ = Clock::now();
     Clock::time_point last_save_ = Clock::now();
     std::size_t logged_ = 0;
@@ -278,25 +298,48 @@ int run_dht(zmq::context_t& context, const ServiceOptions& options) {
     } else {
         spdlog::info("node id {} (new)", to_hex(std::string_view(reinterpret_cast<const char*>(id.data()), id.size())));
     }
+    // Literal addresses now; names on a thread of their own, since a resolver that cannot
+    // reach its server blocks for seconds and the loop must keep answering heartbeats.
     std::vector<PeerAddress> routers;
+    std::vector<std::string> names;
     for (const std::string& entry : options.bootstrap) {
-        auto resolved = resolve_host_port(entry);
-        if (!resolved) {
-            spdlog::warn("bootstrap node {}: {}", entry, resolved.error().describe());
-            continue;
+        const auto colon = entry.rfind(':');
+        in_addr literal{};
+        if (colon != std::string::npos && inet_pton(AF_INET, entry.substr(0, colon).c_str(), &literal) == 1) {
+            auto resolved = resolve_host_port(entry);
+            if (resolved) {
+                routers.insert(routers.end(), resolved->begin(), resolved->end());
+            } else {
+                spdlog::warn("bootstrap node {}: {}", entry, resolved.error().describe());
+            }
+        } else {
+            names.push_back(entry);
         }
-        routers.insert(routers.end(), resolved->begin(), resolved->end());
     }
-    if (routers.empty() && node.table().size() == 0) {
-        spdlog::warn("no bootstrap node could be resolved and no saved nodes: the DHT waits for nodes peers name");
+    node.set_bootstrap(routers);
+    std::future<std::vector<PeerAddress>> resolving;
+    if (!names.empty()) {
+        resolving = std::async(std::launch::async, [names] {
+            std::vector<PeerAddress> out;
+            for (const std::string& entry : names) {
+                auto resolved = resolve_host_port(entry);
+                if (!resolved) {
+                    spdlog::warn("bootstrap node {}: {}", entry, resolved.error().describe());
+                    continue;
+                }
+                out.insert(out.end(), resolved->begin(), resolved->end());
+            }
+            return out;
+        });
+    } else if (routers.empty() && node.table().size() == 0) {
+        spdlog::warn("no bootstrap node and no saved nodes: the DHT waits for nodes peers name");
     }
-    node.set_bootstrap(std::move(routers));
 
     bus::Stage stage(context, bus::StageConfig{options.control, options.name, v1::ROLE_DHT, options.timing,
                                                options.curve, options.metrics, options.signal_fd});
     const auto welcome = stage.handshake();
     if (!welcome) return 0;
-    DhtBody body(stage, options, socket, node);
+    DhtBody body(stage, options, socket, node, std::move(routers), std::move(resolving));
     bus::PollLoop loop(stage, body);
     loop.watch_fd(socket.fd(), [] { return static_cast<short>(ZMQ_POLLIN); }, [&body](short) { body.on_readable(); });
     loop.set_timeout([&body] { return body.timeout(); });

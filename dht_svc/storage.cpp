@@ -107,6 +107,9 @@ bool RateLimiter::allow(const std::string& ip, Time now) {
     auto found = per_ip_.find(ip);
     if (found == per_ip_.end()) {
         if (per_ip_.size() >= config_.max_addresses) {
+            // Sweeping is a pass over every address: at most once a second, not per datagram.
+            if (last_sweep_ != Time{} && now - last_sweep_ < std::chrono::seconds(1)) return false;
+            last_sweep_ = now;
             for (auto it = per_ip_.begin(); it != per_ip_.end();) {
                 refill(it->second, config_.per_ip_rate, config_.per_ip_burst, now);
                 it = it->second.tokens >= config_.per_ip_burst ? per_ip_.erase(it) : std::next(it);

@@ -73,8 +73,8 @@ private:
 
 // Token buckets: one per source IP (rate per second, burst), and one for all of them, so a
 // flood from one address or from many gets a bounded number of answers. The per-IP table is
-// bounded too: when full, addresses whose bucket is full again (idle ones) are forgotten, and
-// if none is, newcomers are refused until some are.
+// bounded too: when full, addresses whose bucket is full again (idle ones) are forgotten (at
+// most one such sweep a second), and if none is, newcomers are refused until some are.
 class RateLimiter {
 public:
     struct Config {
@@ -99,6 +99,7 @@ private:
     Config config_;
     Bucket global_;
     std::map<std::string, Bucket> per_ip_;
+    Time last_sweep_{};
 };
 
 }  // namespace pw::dht
