@@ -131,7 +131,6 @@ public:
     v1::Heartbeat heartbeat() override {
         v1::Heartbeat beat;
         beat.set_queue_depth(static_cast<std::uint32_t>(node_.active_lookups()));
-        beat.set_peers_connected(static_cast<std::uint32_t>(node_.table().size()));
         return beat;
     }
 

@@ -43,7 +43,9 @@ bool RoutingTable::has_room_for(const NodeId& id) const {
     const std::size_t index = bucket_index(id);
     const Bucket& bucket = buckets_[index];
     if (bucket.nodes.size() < config_.bucket_size) return true;
-    if (std::any_of(bucket.nodes.begin(), bucket.nodes.end(), [&](const Node& n) { return bad(n); })) return true;
+    if (std::any_of(bucket.nodes.begin(), bucket.nodes.end(), [&](const Node& n) { return bad(n) || !n.answered; })) {
+        return true;
+    }
     return index == buckets_.size() - 1 && buckets_.size() < 160;
 }
 
@@ -85,9 +87,13 @@ RoutingTable::Added RoutingTable::heard_from(const NodeInfo& info, Time now, boo
             bucket.nodes.push_back(fresh);
             return Added::added;
         }
-        // Only a node that answered us displaces anyone.
+        // Only a node that answered us displaces anyone: a bad node, or one that only queried
+        // us (a flood of made-up queriers must not hold the slots of real nodes).
         if (answered) {
-            const auto worst = std::find_if(bucket.nodes.begin(), bucket.nodes.end(), [&](const Node& n) { return bad(n); });
+            auto worst = std::find_if(bucket.nodes.begin(), bucket.nodes.end(), [&](const Node& n) { return bad(n); });
+            if (worst == bucket.nodes.end()) {
+                worst = std::find_if(bucket.nodes.begin(), bucket.nodes.end(), [](const Node& n) { return !n.answered; });
+            }
             if (worst != bucket.nodes.end()) {
                 *worst = fresh;
                 return Added::added;

@@ -4,8 +4,9 @@
 // passed in; the node (dht_node.hpp) decides whom to ping.
 //
 // A node is good while it answered us within the last 15 minutes, questionable after that,
-// bad once it failed to answer max_failures queries in a row. A full bucket takes a newcomer
-// only in place of a bad node; otherwise the newcomer waits in the bucket's small replacement
+// bad once it failed to answer max_failures queries in a row. A node that only queried us takes
+// a free slot until it answers a ping (or fails). A full bucket takes a newcomer that answered
+// in place of a bad node or of one that never answered; otherwise the newcomer waits in the bucket's small replacement
 // list and takes the place of the first node that goes bad.
 #include <chrono>
 #include <cstddef>

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <string>
@@ -116,7 +117,7 @@ private:
 };
 
 Process start_stage(const TempDir& dir, const FakeOrchestrator& orchestrator, std::uint16_t port,
-                    const std::vector<std::string>& bootstrap) {
+                    const std::vector<std::string>& bootstrap, const std::string& log = "dht_svc.log") {
     std::filesystem::create_directories(dir / "state");
     std::vector<std::string> argv{test::bin("dht_svc"), "--control", orchestrator.endpoint(), "--name", "dht_svc",
                                   "--dht-port", std::to_string(port), "--bind", "127.0.0.1",
@@ -125,7 +126,7 @@ Process start_stage(const TempDir& dir, const FakeOrchestrator& orchestrator, st
         argv.push_back("--dht-bootstrap");
         argv.push_back(node);
     }
-    return Process::start(argv, dir / "dht_svc.log");
+    return Process::start(argv, dir / log);
 }
 
 bool wait_for_text(const std::string& path, const std::string& text, std::chrono::milliseconds timeout,
@@ -258,12 +259,30 @@ TEST(DhtStage, FindsALibtorrentSeederAndIsFoundByLibtorrent) {
     auto saved = dht::RoutingTable::load(test::read_text_file(dir / "state/dht.dat"));
     ASSERT_TRUE(saved.ok()) << saved.error().describe();
     EXPECT_GE(saved->nodes.size(), 1u);
+
+    // A restart comes back with the same node id and those nodes.
+    Process again = start_stage(dir, orchestrator, stage_port, {"127.0.0.1:" + std::to_string(lt_ports[1])},
+                                "dht_svc.again.log");
+    EXPECT_TRUE(wait_for_text(dir / "dht_svc.again.log", " node(s) from ", 20s, &orchestrator)) << again.log_tail();
+    const std::string first_log = test::read_text_file(dir / "dht_svc.log");
+    const auto at = first_log.find("node id ");
+    ASSERT_NE(at, std::string::npos);
+    EXPECT_NE(test::read_text_file(dir / "dht_svc.again.log").find(first_log.substr(at, 48)), std::string::npos);
+    orchestrator.shutdown();
+    orchestrator.pump(500ms);
+    EXPECT_EQ(again.wait_for_exit(10s), 0) << again.log_tail();
 }
 
 TEST(DhtStage, HostileKrpcIsRefusedAndTheNodeStaysUp) {
     TempDir dir("pw-dht-");
     const std::uint16_t stage_port = test::free_port();
     const std::uint16_t dead = test::free_port();  // a bootstrap node nobody answers on
+    // A state file that is not ours: a warning, a fresh id, not a failure.
+    std::filesystem::create_directories(dir / "state");
+    {
+        std::ofstream out(dir / "state/dht.dat", std::ios::binary);
+        out << "d2:id5:short5:nodes7:garbagee";
+    }
     FakeOrchestrator orchestrator(dir);
     Process stage = start_stage(dir, orchestrator, stage_port, {"127.0.0.1:" + std::to_string(dead)});
     orchestrator.wait_for([](const v1::Envelope& e) { return e.has_hello(); }, 20s);
@@ -325,6 +344,7 @@ TEST(DhtStage, HostileKrpcIsRefusedAndTheNodeStaysUp) {
     EXPECT_EQ(stage.wait_for_exit(10s), 0) << stage.log_tail();
     const std::string log = test::read_text_file(dir / "dht_svc.log");
     EXPECT_NE(log.find("malformed"), std::string::npos);
+    EXPECT_NE(log.find("starting with a new node id"), std::string::npos);
     EXPECT_NE(log.find("bad token"), std::string::npos);
     EXPECT_LT(std::count(log.begin(), log.end(), '\n'), 400) << "the log is not bounded";
 }

@@ -92,6 +92,22 @@ TEST(DhtRoutingTable, BadNodeIsDisplacedByANewcomerThatAnswered) {
     EXPECT_EQ(table.find(addr(0)), nullptr);
 }
 
+TEST(DhtRoutingTable, QueriersThatNeverAnsweredGiveWayToNodesThatDid) {
+    RoutingTable table(id_with(0x00));
+    for (int i = 0; i < 8; ++i) table.heard_from({id_with(0x80, static_cast<std::uint8_t>(i)), addr(i)}, kStart, true);
+    table.heard_from({id_with(0x01), addr(50)}, kStart, true);  // split: bucket 0 is the far side
+    // A flood of made-up queriers on the near side fills free slots only...
+    for (int i = 0; i < 100; ++i) table.heard_from({id_with(0x02, static_cast<std::uint8_t>(i)), addr(200 + i)}, kStart, false);
+    const std::size_t before = table.size();
+    EXPECT_LE(before, 160u * kBucketSize);
+    // ...and a real node takes the place of one of them.
+    EXPECT_TRUE(table.has_room_for(id_with(0x03)));
+    EXPECT_EQ(table.heard_from({id_with(0x03), addr(400)}, kStart, true), RoutingTable::Added::added);
+    EXPECT_NE(table.find(addr(400)), nullptr);
+    // Queriers never displace anyone.
+    EXPECT_EQ(table.heard_from({id_with(0x81, 1), addr(401)}, kStart, false), RoutingTable::Added::refused);
+}
+
 TEST(DhtRoutingTable, RefusesOurIdAndTakeOvers) {
     RoutingTable table(id_with(0x00));
     EXPECT_EQ(table.heard_from({id_with(0x00), addr(1)}, kStart, true), RoutingTable::Added::refused);
