@@ -241,9 +241,9 @@ TEST(DhtRateLimiter, PerAddressAndGlobal) {
 
 // --- the node answering ---
 
-class NodeAnswers : public ::testing::Test {
+class DhtNodeAnswers : public ::testing::Test {
 protected:
-    NodeAnswers() : node_(id_with(0x10), config(), 5, kStart) {}
+    DhtNodeAnswers() : node_(id_with(0x10), config(), 5, kStart) {}
 
     static NodeConfig config() {
         NodeConfig c;
@@ -272,13 +272,13 @@ protected:
     DhtNode node_;
 };
 
-TEST_F(NodeAnswers, Ping) {
+TEST_F(DhtNodeAnswers, Ping) {
     const auto reply = ask(krpc::Query{{}, krpc::Ping{}, false});
     ASSERT_TRUE(std::holds_alternative<krpc::Response>(reply.body));
     EXPECT_EQ(std::get<krpc::Response>(reply.body).id, id_with(0x10));
 }
 
-TEST_F(NodeAnswers, FindNodeGivesClosestNodes) {
+TEST_F(DhtNodeAnswers, FindNodeGivesClosestNodes) {
     for (int i = 0; i < 20; ++i) {
         // They answer our pings: good nodes.
         ask(krpc::Query{{}, krpc::Ping{}, false}, addr(i, static_cast<std::uint16_t>(1000 + i)));
@@ -290,7 +290,7 @@ TEST_F(NodeAnswers, FindNodeGivesClosestNodes) {
     EXPECT_GE(node_.table().size(), 1u);
 }
 
-TEST_F(NodeAnswers, GetPeersThenAnnounceThenValues) {
+TEST_F(DhtNodeAnswers, GetPeersThenAnnounceThenValues) {
     const Sha1Digest hash{7, 7, 7};
     auto reply = ask(krpc::Query{{}, krpc::GetPeers{hash}, false});
     ASSERT_TRUE(std::holds_alternative<krpc::Response>(reply.body));
@@ -314,7 +314,7 @@ TEST_F(NodeAnswers, GetPeersThenAnnounceThenValues) {
     EXPECT_EQ(node_.stats().announces_stored, 2u);
 }
 
-TEST_F(NodeAnswers, ForgedOrForeignTokenIsRefused) {
+TEST_F(DhtNodeAnswers, ForgedOrForeignTokenIsRefused) {
     const Sha1Digest hash{7};
     auto token = std::get<krpc::Response>(ask(krpc::Query{{}, krpc::GetPeers{hash}, false}).body).token;
     auto reply = ask(krpc::Query{{}, krpc::AnnouncePeer{hash, 7000, false, "forged"}, false});
@@ -330,13 +330,13 @@ TEST_F(NodeAnswers, ForgedOrForeignTokenIsRefused) {
     EXPECT_EQ(node_.stats().announces_stored, 0u);
 }
 
-TEST_F(NodeAnswers, UnknownMethodIs204) {
+TEST_F(DhtNodeAnswers, UnknownMethodIs204) {
     const auto reply = ask(krpc::Query{{}, krpc::UnknownMethod{"vote"}, false});
     ASSERT_TRUE(std::holds_alternative<krpc::ErrorReply>(reply.body));
     EXPECT_EQ(std::get<krpc::ErrorReply>(reply.body).code, krpc::kMethodUnknown);
 }
 
-TEST_F(NodeAnswers, MalformedInputIsDroppedAndCounted) {
+TEST_F(DhtNodeAnswers, MalformedInputIsDroppedAndCounted) {
     for (const std::string& bad : {std::string("garbage"), std::string(5000, 'x'), std::string("d1:t2:aa1:y1:qe"),
                                   std::string("d1:ad2:id3:abce1:q4:ping1:t2:aa1:y1:qe"), std::string()}) {
         node_.on_datagram(bad, addr(1), kStart);
