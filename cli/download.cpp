@@ -49,7 +49,14 @@ std::vector<StageCommand> session_stage_commands(const SessionStages& stages, co
     writer.args.insert(writer.args.end(), stages.writer_args.begin(), stages.writer_args.end());
     commands.push_back(std::move(writer));
 
-    if (stages.with_tracker) commands.push_back({"tracker_svc", exe("tracker_svc"), common("tracker_svc")});
+    if (stages.with_tracker || !stages.discovery.no_lsd) {
+        StageCommand tracker{"tracker_svc", exe("tracker_svc"), common("tracker_svc")};
+        if (stages.discovery.no_lsd) tracker.args.push_back("--no-lsd");
+        if (!stages.discovery.lsd_interface.empty()) {
+            tracker.args.insert(tracker.args.end(), {"--lsd-interface", stages.discovery.lsd_interface});
+        }
+        commands.push_back(std::move(tracker));
+    }
 
     for (unsigned i = 1; i <= stages.workers; ++i) {
         const std::string name = "peer_worker-" + std::to_string(i);
@@ -67,6 +74,7 @@ std::vector<StageCommand> stage_commands(const DownloadOptions& options, const S
     stages.log_level = options.log_level;
     stages.workers = options.workers;
     stages.with_tracker = plan.with_tracker;
+    stages.discovery = options.discovery;
     stages.orchestrator_args = {plan.magnet.empty() ? "--torrent" : "--magnet",
                                 plan.magnet.empty() ? plan.torrent_path : plan.magnet,
                                 "--download-dir", plan.output_dir,
@@ -126,6 +134,7 @@ std::vector<StageCommand> daemon_stage_commands(const DaemonOptions& options, co
                                       std::pair{"--max-download-rate", &options.max_download_rate}}) {
         if (!value->empty()) stages.orchestrator_args.insert(stages.orchestrator_args.end(), {flag, *value});
     }
+    stages.discovery = options.discovery;
     stages.writer_args = {"--dir", download_dir, "--state-dir", state_dir + "/resume"};
     for (const auto& dir : options.allowed_dirs) {
         stages.orchestrator_args.insert(stages.orchestrator_args.end(), {"--allow-dir", absolute(dir)});

@@ -15,6 +15,13 @@
 
 namespace pw::cli {
 
+// How peers are found besides trackers (#15): local service discovery (BEP 14). The DHT's
+// options join these.
+struct DiscoveryOptions {
+    bool no_lsd = false;        // --no-lsd, or PW_NO_LSD=1 (the test suite's)
+    std::string lsd_interface;  // IPv4 address of the interface to multicast on; "": default
+};
+
 struct DownloadOptions {
     std::string torrent_path;
     std::string output_dir = ".";
@@ -39,6 +46,7 @@ struct DownloadOptions {
     bool sequential = false;
     // `piecework seed`: check the files already in output_dir and seed until interrupted.
     bool seed_only = false;
+    DiscoveryOptions discovery;
 };
 
 // Starts the five stages as local processes over ipc:// in a private runtime folder,
@@ -60,6 +68,7 @@ struct DaemonOptions {
     std::string max_download_rate;
     std::string log_level = "info";
     std::string bin_dir;
+    DiscoveryOptions discovery;
 };
 
 // Runs the session in the foreground until SIGTERM or SIGINT, restarting any stage that dies
@@ -99,6 +108,7 @@ struct SessionStages {
     std::string log_level;
     unsigned workers = 1;
     bool with_tracker = true;
+    DiscoveryOptions discovery;  // the tracker stage also runs for LSD alone
     std::vector<std::string> orchestrator_args;
     std::vector<std::string> writer_args;
 };

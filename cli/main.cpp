@@ -34,6 +34,13 @@ int main(int argc, char** argv) {
     create_cmd->add_flag("--force", create.force, "Replace an existing output file");
     create_cmd->footer(pw::cli::kCreateHelp);
 
+    // Finding peers without a tracker, for download, seed and daemon.
+    const auto add_discovery = [](CLI::App* command, pw::cli::DiscoveryOptions& options) {
+        command->add_flag("--no-lsd", options.no_lsd, "No local service discovery (BEP 14 multicast on the LAN)")
+            ->envname("PW_NO_LSD");
+        command->add_option("--lsd-interface", options.lsd_interface,
+                            "IPv4 address of the interface LSD announces go out on (default: the system's)");
+    };
     pw::cli::DownloadOptions download;
     auto* download_cmd = app.add_subcommand("download", "Download a torrent into a folder");
     download_cmd->add_option("torrent", download.torrent_path, "The .torrent file, or a magnet link")->required();
@@ -55,7 +62,7 @@ int main(int argc, char** argv) {
     download_cmd->add_option("--bin-dir", download.bin_dir,
                              "Folder with the stage executables (default: beside piecework)");
     // Giving back, for both download and seed.
-    const auto add_giving_back = [](CLI::App* command, pw::cli::DownloadOptions& options) {
+    const auto add_giving_back = [&add_discovery](CLI::App* command, pw::cli::DownloadOptions& options) {
         command->add_option("--listen-port", options.listen_port, "Port peers reach us on (0: a free one)")
             ->check(CLI::Range(0u, 65535u))->capture_default_str();
         command->add_option("--encryption", options.encryption,
@@ -64,6 +71,7 @@ int main(int argc, char** argv) {
             ->check(CLI::IsMember({"prefer", "require", "off"}))->capture_default_str();
         command->add_option("--max-upload-rate", options.max_upload_rate, "Upload limit, bytes/s with K/M (e.g. 500K)");
         command->add_option("--max-download-rate", options.max_download_rate, "Download limit, bytes/s with K/M");
+        add_discovery(command, options.discovery);
     };
     add_giving_back(download_cmd, download);
     download_cmd->add_option("--select-file", download.select_files,
@@ -125,6 +133,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     daemon_cmd->add_option("--bin-dir", daemon.bin_dir,
                            "Folder with the stage executables (default: beside piecework)");
+    add_discovery(daemon_cmd, daemon.discovery);
 
     pw::cli::KeygenOptions keygen;
     auto* keygen_cmd = app.add_subcommand(

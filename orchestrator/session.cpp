@@ -96,7 +96,7 @@ v1::Envelope tracker_stats_message(const TorrentState& torrent, v1::TrackerStats
 }  // namespace
 
 void Session::send_tracker_stats(const TorrentState& torrent, v1::TrackerStats::Event event) {
-    if (torrent.trackers().empty()) return;
+    // Without trackers too: the tracker stage announces on the LAN (BEP 14) with its port.
     send_role(v1::ROLE_TRACKER, tracker_stats_message(torrent, event, announced_port()));
 }
 
@@ -243,6 +243,7 @@ void Session::tell_stage(const std::string& identity, v1::Role role, const Torre
     added.name = torrent.name();
     added.trackers = torrent.trackers();
     added.download_dir = torrent.settings().download_dir;
+    added.private_torrent = torrent.info() != nullptr && torrent.info()->is_private();
     send(identity, bus::torrent_added_message(added));
     if (role == v1::ROLE_WRITER && torrent.info() != nullptr) {
         send(identity, files_wanted_message(torrent), files_wanted_frames(torrent));
@@ -253,7 +254,7 @@ void Session::tell_stage(const std::string& identity, v1::Role role, const Torre
             send(identity, bus::torrent_info_message(torrent.id()), std::move(frames));
         }
     }
-    if (role == v1::ROLE_TRACKER && !torrent.trackers().empty()) {
+    if (role == v1::ROLE_TRACKER) {
         send(identity, tracker_stats_message(torrent, v1::TrackerStats::NONE, announced_port()));
     }
     // What we have, once the writer said: before that it is not known yet.

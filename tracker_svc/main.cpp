@@ -22,7 +22,12 @@ int main(int argc, char** argv) {
     app.add_option("--max-announces", max_in_flight,
                    "announces in flight at once, over all torrents; the rest wait their turn")
         ->check(CLI::Range(1, 1000))->capture_default_str();
+    bool no_lsd = false;
+    app.add_flag("--no-lsd", no_lsd, "no local service discovery (BEP 14) on the LAN")->envname("PW_NO_LSD");
+    app.add_option("--lsd-interface", options.lsd_interface,
+                   "the IPv4 address of the interface to multicast LSD announces on (default: the system's)");
     return pw::bus::run_stage(app, argc, argv, common, [&] {
+        options.lsd = !no_lsd;
         options.control = common.control;
         options.name = common.name;
         options.metrics = common.metrics;

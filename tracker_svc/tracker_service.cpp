@@ -20,6 +20,7 @@
 #include "tracker_svc/announce_queue.hpp"
 #include "tracker_svc/http_announcer.hpp"
 #include "tracker_svc/torrent_announcer.hpp"
+#include "tracker_svc/local_discovery.hpp"
 #include "tracker_svc/udp_announcer.hpp"
 
 namespace pw::tracker {
@@ -50,7 +51,19 @@ public:
           welcome_(welcome),
           rng_(std::random_device{}()),
           queue_(options.max_in_flight),
-          http_(static_cast<long>(options.max_in_flight)) {}
+          http_(static_cast<long>(options.max_in_flight)) {
+        if (!options.lsd) return;
+        auto socket = LsdSocket::open(options.lsd_interface);
+        if (!socket) {
+            spdlog::warn("local service discovery is off: {}", socket.error().describe());
+            return;
+        }
+        lsd_socket_.emplace(std::move(socket).value());
+        // Our own announces come back (multicast loop): the cookie tells them apart.
+        lsd_.emplace(to_hex(std::to_string(rng_())).substr(0, 12));
+        spdlog::info("local service discovery on {}:{}{}", lsd::kGroupV4, lsd::kPort,
+                     options.lsd_interface.empty() ? std::string{} : " via " + options.lsd_interface);
+    }
 
     void on_control(bus::Incoming& message) override {
         const v1::Envelope& envelope = message.envelope;
@@ -114,6 +127,7 @@ public:
 
     void add_poll_items(std::vector<zmq::pollitem_t>& items) const {
         http_.add_poll_items(items);
+        if (lsd_socket_) items.push_back(zmq::pollitem_t{nullptr, lsd_socket_->fd(), ZMQ_POLLIN, 0});
         for (const auto& [id, entry] : torrents_) {
             if (entry.transfer && entry.transfer->udp) entry.transfer->udp->add_poll_items(items);
         }
@@ -121,6 +135,9 @@ public:
 
     milliseconds poll_timeout(Clock::time_point now) const {
         milliseconds timeout = http_.poll_timeout();
+        if (lsd_) {
+            if (const auto due = lsd_->next_due()) timeout = std::min(timeout, until(*due, now));
+        }
         for (const auto& [id, entry] : torrents_) {
             if (entry.transfer && entry.transfer->udp) {
                 timeout = std::min(timeout, entry.transfer->udp->poll_timeout(now));
@@ -137,6 +154,7 @@ public:
     // Every turn: the outcomes of the transfers, the stopped announces out of time, then the
     // torrents due join the queue and the queue starts what the cap allows.
     void drive(Clock::time_point now) {
+        discover(now);
         for (auto& [transfer, reply] : http_.drive()) {
             const auto owner = http_owner_.find(transfer);
             if (owner == http_owner_.end()) continue;
@@ -182,6 +200,34 @@ private:
         bool gave_up = false;                            // the stopped announce ran out of time
     };
 
+    // LSD: announces due go out, and what the LAN says comes in (a bounded number a turn).
+    void discover(Clock::time_point now) {
+        if (!lsd_ || !lsd_socket_) return;
+        for (const auto& datagram : lsd_->due(now)) {
+            if (auto sent = lsd_socket_->send(datagram); !sent.ok()) {
+                spdlog::debug("{}", sent.error().describe());
+            }
+        }
+        std::map<TorrentId, std::vector<PeerAddress>> found;
+        for (int read = 0; read < 64; ++read) {
+            auto datagram = lsd_socket_->receive();
+            if (!datagram) break;
+            auto peers = lsd_->on_datagram(datagram->first, datagram->second, now);
+            if (!peers) {
+                spdlog::debug("ignored an LSD datagram from {}: {}", datagram->second, peers.error().describe());
+                continue;
+            }
+            for (auto& peer : *peers) found[peer.torrent].push_back(std::move(peer.peer));
+        }
+        for (auto& [id, peers] : found) {
+            spdlog::info("torrent {}: {} peer(s) found on the local network", id.get(), peers.size());
+            Outcome outcome;
+            outcome.peers = std::move(peers);
+            outcome.peers_tracker = "lsd";
+            report(id, outcome);
+        }
+    }
+
     void on_added(const v1::TorrentAdded& message) {
         auto added = bus::read_torrent_added(message);
         if (!added) {
@@ -189,6 +235,14 @@ private:
             return;
         }
         const TorrentId id = added->id;
+        if (lsd_) {
+            // BEP 27: a private torrent's peers come from its tracker only.
+            if (added->private_torrent) {
+                lsd_->remove(id);
+            } else {
+                lsd_->add(id, added->info_hash, Clock::now());
+            }
+        }
         if (const auto known = torrents_.find(id); known != torrents_.end()) {
             if (!known->second.announcer.stopping()) return;  // a repeat, after another Welcome
             // Added again while still saying stopped: it starts over, the goodbye is moot.
@@ -209,8 +263,9 @@ private:
             torrents_.try_emplace(id, TorrentAnnouncer(id, identity, std::move(added->trackers), rng_, config))
                 .first->second;
         if (entry.announcer.tiers().empty()) {
-            spdlog::warn("torrent {} ('{}') lists no trackers: nothing to announce to", id.get(),
-                         added->name);
+            spdlog::log(lsd_ ? spdlog::level::info : spdlog::level::warn,
+                        "torrent {} ('{}') lists no trackers: {}", id.get(), added->name,
+                        lsd_ ? "announced on the local network only" : "nothing to announce to");
         } else {
             spdlog::info("torrent {} ('{}', {}): {} tier(s), announcing once its stats come",
                          id.get(), added->name, to_hex(added->info_hash),
@@ -219,6 +274,8 @@ private:
     }
 
     void on_stats(const v1::TrackerStats& stats, Clock::time_point now) {
+        const auto port = static_cast<std::uint16_t>(std::min<std::uint32_t>(stats.port(), 65535));
+        if (lsd_) lsd_->set_port(TorrentId{stats.torrent()}, port);
         const auto known = torrents_.find(TorrentId{stats.torrent()});
         if (known == torrents_.end()) {
             spdlog::debug("ignored the stats of torrent {}: not known here", stats.torrent());
@@ -234,6 +291,7 @@ private:
     }
 
     void on_removed(TorrentId id, Clock::time_point now) {
+        if (lsd_) lsd_->remove(id);
         const auto known = torrents_.find(id);
         if (known == torrents_.end() || known->second.announcer.stopping()) return;
         Entry& entry = known->second;
@@ -373,6 +431,8 @@ private:
     std::map<HttpAnnouncer::TransferId, TorrentId> http_owner_;
     UdpConnections udp_connections_;
     HttpAnnouncer::TransferId next_transfer_ = 1;
+    std::optional<LocalDiscovery> lsd_;
+    std::optional<LsdSocket> lsd_socket_;
 };
 
 }  // namespace

@@ -6,6 +6,8 @@
 // Every outcome is reported (TrackerStatus, and PeersFound when a tracker gave peers). A
 // torrent removed says `stopped` to the tracker that answered last, within `stop_timeout`;
 // at the stage's end every torrent does, concurrently, within `stop_timeout` altogether.
+// With local discovery (BEP 14, local_discovery.hpp) public torrents are also announced to
+// the LAN, and peers announced there are reported as PeersFound from "lsd".
 #include <chrono>
 #include <cstddef>
 #include <string>
@@ -27,6 +29,10 @@ struct ServiceOptions {
     std::chrono::milliseconds stop_timeout{3000};
     // Announces in flight at once, over all torrents (each one is a socket).
     std::size_t max_in_flight = 32;
+    // Local Service Discovery (BEP 14) for public torrents, on this interface's address
+    // (empty: the system's default multicast interface).
+    bool lsd = true;
+    std::string lsd_interface;
     bus::Timing timing{};
     bus::CurveConfig curve{};  // CurveZMQ keys; disabled in local mode
     bus::metrics::Registry* metrics = nullptr;  // the stage's counters (--metrics-port); null: none

@@ -60,6 +60,7 @@ Result<AddedTorrent> read_torrent_added(const v1::TorrentAdded& added) {
         if (!urls.empty()) torrent.trackers.push_back(std::move(urls));
     }
     torrent.download_dir = added.download_dir();
+    torrent.private_torrent = added.private_torrent();
     return torrent;
 }
 
@@ -90,6 +91,7 @@ v1::Envelope torrent_added_message(const AddedTorrent& torrent) {
         for (const auto& url : tier) out->add_urls(url);
     }
     added->set_download_dir(torrent.download_dir);
+    added->set_private_torrent(torrent.private_torrent);
     return envelope;
 }
 

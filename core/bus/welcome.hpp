@@ -36,6 +36,7 @@ struct AddedTorrent {
     std::string name;
     std::vector<std::vector<std::string>> trackers;  // BEP 12 tiers, empty ones left out
     std::string download_dir;
+    bool private_torrent = false;  // BEP 27
 };
 
 // Refuses an id of 0 and an info-hash that is not 20 bytes.

@@ -27,6 +27,16 @@
 #include <thread>
 
 namespace pw::test {
+
+namespace {
+// Nothing a test starts may reach past 127.0.0.1 or the namespaces it made: local service
+// discovery multicasts to the LAN, so it is off in every process the tests start unless a
+// test turns it on for its own namespaces (extra_env PW_NO_LSD=0). A developer's own value wins.
+[[maybe_unused]] const bool kQuietOnTheLan = [] {
+    ::setenv("PW_NO_LSD", "1", 0);
+    return true;
+}();
+}  // namespace
 namespace fs = std::filesystem;
 
 namespace {

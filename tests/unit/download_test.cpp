@@ -64,11 +64,20 @@ TEST(Download, StageCommandLines) {
     EXPECT_TRUE(has_pair(commands[2].args, "--reads", "ipc:///r/reads"));
 }
 
-TEST(Download, NoTrackerStageWithoutTrackers) {
+TEST(Download, NoTrackerStageWithoutTrackersOrLocalDiscovery) {
     DownloadOptions options;
+    options.discovery.no_lsd = true;
     const auto commands = stage_commands(options, StagePlan{"/t", "/o", "/b", false, {}}, endpoints_in("/r"));
     for (const auto& command : commands) EXPECT_NE(command.name, "tracker_svc");
     EXPECT_EQ(commands.size(), 4u);
+    // Local discovery alone runs the tracker stage, which announces on the LAN.
+    options.discovery.no_lsd = false;
+    options.discovery.lsd_interface = "10.1.2.3";
+    const auto with_lsd = stage_commands(options, StagePlan{"/t", "/o", "/b", false, {}}, endpoints_in("/r"));
+    const auto tracker = std::find_if(with_lsd.begin(), with_lsd.end(),
+                                      [](const StageCommand& command) { return command.name == "tracker_svc"; });
+    ASSERT_NE(tracker, with_lsd.end());
+    EXPECT_TRUE(has_pair(tracker->args, "--lsd-interface", "10.1.2.3"));
 }
 
 TEST(Daemon, StageCommandLinesKeepTheSessionInTheStateFolder) {

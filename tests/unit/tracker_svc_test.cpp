@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "tracker_svc/announce_queue.hpp"
+#include "tracker_svc/local_discovery.hpp"
 #include "tracker_svc/announce_schedule.hpp"
 #include "tracker_svc/tier_list.hpp"
 #include "tracker_svc/torrent_announcer.hpp"
@@ -493,6 +494,72 @@ TEST_F(Announcer, NoTrackersNeverWantsToAnnounce) {
     announcer.on_stats(0, 0, 100, 6881, false, t0);
     EXPECT_FALSE(announcer.wants_attempt(t0));
     EXPECT_FALSE(announcer.next_due());
+}
+
+// --- local service discovery (BEP 14) ---
+
+Sha1Digest lsd_hash(std::uint8_t fill) {
+    Sha1Digest d{};
+    d.fill(fill);
+    return d;
+}
+
+TEST(LocalDiscovery, AnnouncesOncePortIsKnownThenEveryFiveMinutesGroupedByPort) {
+    const auto t0 = LocalDiscovery::Clock::now();
+    LocalDiscovery lsd("ours");
+    lsd.add(TorrentId{1}, lsd_hash(1), t0);
+    lsd.add(TorrentId{2}, lsd_hash(2), t0);
+    EXPECT_TRUE(lsd.due(t0 + std::chrono::seconds(2)).empty());  // no port yet
+    EXPECT_FALSE(lsd.next_due());
+    lsd.set_port(TorrentId{1}, 6881);
+    lsd.set_port(TorrentId{2}, 6881);
+    const auto sent = lsd.due(t0 + std::chrono::seconds(2));
+    ASSERT_EQ(sent.size(), 1u);
+    auto decoded = lsd::decode_announce(sent[0]);
+    ASSERT_TRUE(decoded.ok());
+    EXPECT_EQ(decoded->port, 6881);
+    EXPECT_EQ(decoded->info_hashes.size(), 2u);
+    EXPECT_EQ(decoded->cookie, "ours");
+    EXPECT_TRUE(lsd.due(t0 + std::chrono::minutes(4)).empty());
+    EXPECT_EQ(lsd.due(t0 + std::chrono::minutes(6)).size(), 1u);
+    lsd.remove(TorrentId{1});
+    lsd.remove(TorrentId{2});
+    EXPECT_TRUE(lsd.due(t0 + std::chrono::minutes(20)).empty());
+}
+
+TEST(LocalDiscovery, PeersOfOurTorrentsOnceEachNotOurOwnNotAFlood) {
+    const auto t0 = LocalDiscovery::Clock::now();
+    LocalDiscovery::Options options;
+    options.max_datagrams_per_second = 3;
+    LocalDiscovery lsd("ours", options);
+    lsd.add(TorrentId{7}, lsd_hash(7), t0);
+    const std::string theirs = lsd::encode_announce(lsd::Announce{51413, {lsd_hash(7), lsd_hash(9)}, "theirs"});
+    auto found = lsd.on_datagram(theirs, "10.0.0.5", t0);
+    ASSERT_TRUE(found.ok());
+    ASSERT_EQ(found->size(), 1u);  // the other hash is not ours
+    EXPECT_EQ((*found)[0].torrent, TorrentId{7});
+    EXPECT_EQ((*found)[0].peer, (PeerAddress{"10.0.0.5", 51413}));
+    found = lsd.on_datagram(theirs, "10.0.0.5", t0);  // again: already reported
+    ASSERT_TRUE(found.ok());
+    EXPECT_TRUE(found->empty());
+    EXPECT_FALSE(lsd.on_datagram("garbage", "10.0.0.6", t0).ok());
+    // Over three datagrams a second, the rest are not even read.
+    const std::string other = lsd::encode_announce(lsd::Announce{1, {lsd_hash(7)}, ""});
+    found = lsd.on_datagram(other, "10.0.0.8", t0);
+    ASSERT_TRUE(found.ok());
+    EXPECT_TRUE(found->empty());
+    found = lsd.on_datagram(other, "10.0.0.8", t0 + std::chrono::seconds(2));
+    ASSERT_TRUE(found.ok());
+    EXPECT_EQ(found->size(), 1u);
+    // Our own announce, looped back: nothing.
+    found = lsd.on_datagram(lsd::encode_announce(lsd::Announce{6881, {lsd_hash(7)}, "ours"}), "10.0.0.1",
+                            t0 + std::chrono::seconds(2));
+    ASSERT_TRUE(found.ok());
+    EXPECT_TRUE(found->empty());
+    // After the memory, the same peer is reported again (it may have come back).
+    found = lsd.on_datagram(theirs, "10.0.0.5", t0 + std::chrono::minutes(6));
+    ASSERT_TRUE(found.ok());
+    EXPECT_EQ(found->size(), 1u);
 }
 
 }  // namespace
