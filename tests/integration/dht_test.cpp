@@ -149,6 +149,24 @@ public:
     explicit KrpcClient(std::uint16_t stage_port) : port_(stage_port) {
         const test::LoopbackSocket socket = test::open_loopback_socket(SOCK_DGRAM);
         fd_ = socket.fd;
+        own_port_ = socket.port;
+    }
+    std::uint16_t own_port() const { return own_port_; }
+
+    // The next query the stage sends us, other datagrams skipped.
+    std::optional<krpc::Message> receive_query(std::chrono::milliseconds timeout, FakeOrchestrator& orchestrator) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            orchestrator.pump(50ms);
+            pollfd item{fd_, POLLIN, 0};
+            if (::poll(&item, 1, 50) <= 0) continue;
+            char buffer[4096];
+            const ssize_t got = ::recv(fd_, buffer, sizeof buffer, 0);
+            if (got <= 0) continue;
+            auto decoded = krpc::decode(std::string_view(buffer, static_cast<std::size_t>(got)));
+            if (decoded.ok() && std::holds_alternative<krpc::Query>(decoded->body)) return decoded.value();
+        }
+        return std::nullopt;
     }
     ~KrpcClient() { ::close(fd_); }
 
@@ -188,6 +206,7 @@ public:
 
 private:
     int fd_ = -1;
+    std::uint16_t own_port_ = 0;
     std::uint16_t port_;
 };
 
@@ -292,6 +311,16 @@ TEST(DhtStage, HostileKrpcIsRefusedAndTheNodeStaysUp) {
     KrpcClient client(stage_port);
     auto pong = client.ask(krpc::Query{client_id(), krpc::Ping{}, false}, "p0");
     ASSERT_TRUE(pong.has_value()) << stage.log_tail();
+
+    // DhtNodes from the orchestrator (a peer named this node): the stage pings it.
+    v1::Envelope nodes;
+    auto* named = nodes.mutable_dht_nodes()->add_nodes();
+    named->set_ip("127.0.0.1");
+    named->set_port(client.own_port());
+    orchestrator.send(nodes);
+    const auto asked = client.receive_query(10s, orchestrator);
+    ASSERT_TRUE(asked.has_value()) << stage.log_tail();
+    EXPECT_TRUE(std::holds_alternative<krpc::Ping>(std::get<krpc::Query>(asked->body).arguments));
 
     // Malformed, huge, deeply nested, truncated.
     client.send_raw("garbage");
