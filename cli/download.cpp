@@ -58,6 +58,16 @@ std::vector<StageCommand> session_stage_commands(const SessionStages& stages, co
         commands.push_back(std::move(tracker));
     }
 
+    if (!stages.discovery.no_dht) {
+        StageCommand dht{"dht_svc", exe("dht_svc"), common("dht_svc")};
+        dht.args.insert(dht.args.end(), {"--dht-port", std::to_string(stages.discovery.dht_port)});
+        for (const auto& node : stages.discovery.dht_bootstrap) dht.args.insert(dht.args.end(), {"--dht-bootstrap", node});
+        if (!stages.discovery.dht_state_dir.empty()) {
+            dht.args.insert(dht.args.end(), {"--state-dir", stages.discovery.dht_state_dir});
+        }
+        commands.push_back(std::move(dht));
+    }
+
     for (unsigned i = 1; i <= stages.workers; ++i) {
         const std::string name = "peer_worker-" + std::to_string(i);
         StageCommand worker{name, exe("peer_worker"), common(name)};
@@ -135,6 +145,7 @@ std::vector<StageCommand> daemon_stage_commands(const DaemonOptions& options, co
         if (!value->empty()) stages.orchestrator_args.insert(stages.orchestrator_args.end(), {flag, *value});
     }
     stages.discovery = options.discovery;
+    if (stages.discovery.dht_state_dir.empty()) stages.discovery.dht_state_dir = state_dir;
     stages.writer_args = {"--dir", download_dir, "--state-dir", state_dir + "/resume"};
     for (const auto& dir : options.allowed_dirs) {
         stages.orchestrator_args.insert(stages.orchestrator_args.end(), {"--allow-dir", absolute(dir)});
@@ -335,7 +346,7 @@ namespace {
 
 // The stage executables beside us (or in --bin-dir); "" when all are there, else the error.
 std::string missing_stage(const std::string& bin_dir) {
-    for (const char* stage : {"orchestrator", "verifier", "writer", "tracker_svc", "peer_worker"}) {
+    for (const char* stage : {"orchestrator", "verifier", "writer", "tracker_svc", "peer_worker", "dht_svc"}) {
         const auto path = fs::path(bin_dir) / stage;
         if (::access(path.c_str(), X_OK) != 0) return "missing stage executable " + path.string();
     }

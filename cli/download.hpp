@@ -15,11 +15,15 @@
 
 namespace pw::cli {
 
-// How peers are found besides trackers (#15): local service discovery (BEP 14). The DHT's
-// options join these.
+// How peers are found besides trackers (#15): local service discovery (BEP 14) in the
+// tracker stage, and the DHT (BEP 5) in a stage of its own.
 struct DiscoveryOptions {
     bool no_lsd = false;        // --no-lsd, or PW_NO_LSD=1 (the test suite's)
     std::string lsd_interface;  // IPv4 address of the interface to multicast on; "": default
+    bool no_dht = false;        // --no-dht, or PW_NO_DHT=1 (the test suite's)
+    unsigned dht_port = 6881;   // UDP
+    std::vector<std::string> dht_bootstrap;  // HOST:PORT; empty: the well-known routers
+    std::string dht_state_dir;  // where the routing table is kept; "": not kept
 };
 
 struct DownloadOptions {

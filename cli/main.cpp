@@ -40,6 +40,13 @@ int main(int argc, char** argv) {
             ->envname("PW_NO_LSD");
         command->add_option("--lsd-interface", options.lsd_interface,
                             "IPv4 address of the interface LSD announces go out on (default: the system's)");
+        command->add_flag("--no-dht", options.no_dht, "No DHT (BEP 5): peers from trackers, peer exchange and LSD only")
+            ->envname("PW_NO_DHT");
+        command->add_option("--dht-port", options.dht_port, "UDP port of our DHT node (0: a free one)")
+            ->check(CLI::Range(0u, 65535u))->capture_default_str();
+        command->add_option("--dht-bootstrap", options.dht_bootstrap,
+                            "HOST:PORT of a DHT node to join through (repeatable; default: the well-known routers)")
+            ->allow_extra_args(false);
     };
     pw::cli::DownloadOptions download;
     auto* download_cmd = app.add_subcommand("download", "Download a torrent into a folder");

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <future>
 #include <iterator>
+#include <optional>
 #include <random>
 #include <stdexcept>
 
@@ -283,7 +284,17 @@ Result<std::vector<PeerAddress>> resolve_host_port(const std::string& host_port)
 }
 
 int run_dht(zmq::context_t& context, const ServiceOptions& options) {
-    UdpSocket socket(options.bind, options.port);  // a port in use is a start-up failure
+    // Another client on the machine may hold the usual port: a node on any port still finds
+    // peers (others learn it from our queries), so that is a warning, not the end of the DHT.
+    std::optional<UdpSocket> bound;
+    try {
+        bound.emplace(options.bind, options.port);
+    } catch (const std::runtime_error& error) {
+        if (options.port == 0) throw;
+        spdlog::warn("{}: the DHT node takes a port the system picks", error.what());
+        bound.emplace(options.bind, 0);
+    }
+    UdpSocket& socket = *bound;
     spdlog::info("DHT node listening on UDP {}:{}", options.bind, socket.port());
 
     std::mt19937_64 rng(std::random_device{}());

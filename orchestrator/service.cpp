@@ -280,7 +280,7 @@ void OrchestratorService::export_metrics() {
     registry->gauge("piecework_peers_known", "Peers known from trackers and --peer").set(as_int(known));
     registry->gauge("piecework_peers_connected", "Peers connected across all workers")
         .set(session_.peers_connected());
-    for (const auto role : {v1::ROLE_TRACKER, v1::ROLE_PEER_WORKER, v1::ROLE_VERIFIER, v1::ROLE_WRITER}) {
+    for (const auto role : {v1::ROLE_TRACKER, v1::ROLE_PEER_WORKER, v1::ROLE_VERIFIER, v1::ROLE_WRITER, v1::ROLE_DHT}) {
         registry->gauge("piecework_stages", "Stages registered now", {{"role", v1::Role_Name(role)}})
             .set(as_int(session_.stages().identities(role).size()));
     }

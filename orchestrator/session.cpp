@@ -96,8 +96,11 @@ v1::Envelope tracker_stats_message(const TorrentState& torrent, v1::TrackerStats
 }  // namespace
 
 void Session::send_tracker_stats(const TorrentState& torrent, v1::TrackerStats::Event event) {
-    // Without trackers too: the tracker stage announces on the LAN (BEP 14) with its port.
-    send_role(v1::ROLE_TRACKER, tracker_stats_message(torrent, event, announced_port()));
+    // Without trackers too: the tracker stage announces on the LAN (BEP 14) with its port,
+    // and the DHT node announces to the DHT with it.
+    const auto message = tracker_stats_message(torrent, event, announced_port());
+    send_role(v1::ROLE_TRACKER, message);
+    if (torrent.info() == nullptr || !torrent.info()->is_private()) send_role(v1::ROLE_DHT, message);
 }
 
 std::uint16_t Session::announced_port() const {
@@ -237,13 +240,15 @@ bool Session::info_frame(TorrentId id, zmq::message_t& out, Clock::time_point no
 
 void Session::tell_stage(const std::string& identity, v1::Role role, const TorrentState& torrent,
                          Clock::time_point now) {
+    const bool is_private = torrent.info() != nullptr && torrent.info()->is_private();
+    if (role == v1::ROLE_DHT && is_private) return;  // BEP 27: its peers come from its trackers
     bus::AddedTorrent added;
     added.id = torrent.id();
     added.info_hash = torrent.info_hash();
     added.name = torrent.name();
     added.trackers = torrent.trackers();
     added.download_dir = torrent.settings().download_dir;
-    added.private_torrent = torrent.info() != nullptr && torrent.info()->is_private();
+    added.private_torrent = is_private;
     send(identity, bus::torrent_added_message(added));
     if (role == v1::ROLE_WRITER && torrent.info() != nullptr) {
         send(identity, files_wanted_message(torrent), files_wanted_frames(torrent));
@@ -254,7 +259,7 @@ void Session::tell_stage(const std::string& identity, v1::Role role, const Torre
             send(identity, bus::torrent_info_message(torrent.id()), std::move(frames));
         }
     }
-    if (role == v1::ROLE_TRACKER) {
+    if (role == v1::ROLE_TRACKER || role == v1::ROLE_DHT) {
         send(identity, tracker_stats_message(torrent, v1::TrackerStats::NONE, announced_port()));
     }
     // What we have, once the writer said: before that it is not known yet.
@@ -595,11 +600,12 @@ void Session::check_stalls(Clock::time_point now) {
         if (const std::size_t revived = torrent.directory().revive_given_up(now); revived > 0) {
             spdlog::info("torrent {}: trying {} peer(s) given up on again", id.get(), revived);
         }
+        const auto ask = tracker_stats_message(torrent, v1::TrackerStats::NONE, announced_port(), true);
         if (!torrent.trackers().empty()) {
             spdlog::info("torrent {}: no peers: asking the trackers for more now", id.get());
-            send_role(v1::ROLE_TRACKER,
-                      tracker_stats_message(torrent, v1::TrackerStats::NONE, announced_port(), true));
+            send_role(v1::ROLE_TRACKER, ask);
         }
+        if (torrent.info() == nullptr || !torrent.info()->is_private()) send_role(v1::ROLE_DHT, ask);
     }
 }
 
@@ -746,6 +752,10 @@ void Session::handle(bus::Incoming& in, Clock::time_point now) {
             break;
         case v1::Envelope::kTrackerStatus:
             on_tracker_status(envelope.tracker_status());
+            break;
+        case v1::Envelope::kDhtNodes:
+            // Nodes peers named (BEP 5's port message): the DHT node pings them.
+            if (stage->role == v1::ROLE_PEER_WORKER) send_role(v1::ROLE_DHT, envelope);
             break;
         case v1::Envelope::kMetadataFound:
             if (stage->role == v1::ROLE_PEER_WORKER) on_metadata_found(envelope.metadata_found(), in.frames, now);

@@ -288,7 +288,7 @@ Status PeerSession::on_message_awaiting_info(const wire::Message& message, Clock
             } else if constexpr (std::is_same_v<T, wire::Extended>) {
                 status = on_extended(m, now);
             } else if constexpr (std::is_same_v<T, wire::Port>) {
-                if (m.port != 0) dht_port_ = m.port;
+                if (m.port != 0 && !std::exchange(dht_port_heard_, true)) dht_port_ = m.port;
             }
             // Cancel, reject, allowed fast, suggest: nothing of ours they could name yet.
         },
@@ -661,7 +661,7 @@ Status PeerSession::on_message(const wire::Message& message, Clock::time_point n
             } else if constexpr (std::is_same_v<T, wire::Extended>) {
                 status = on_extended(m, now);
             } else if constexpr (std::is_same_v<T, wire::Port>) {
-                if (m.port != 0) dht_port_ = m.port;
+                if (m.port != 0 && !std::exchange(dht_port_heard_, true)) dht_port_ = m.port;
             } else {
                 // KeepAlive, SuggestPiece (accepted; the orchestrator picks pieces).
             }

@@ -228,8 +228,8 @@ public:
     bool tell_pex(const std::vector<ext::PexPeer>& current, Clock::time_point now);
     // Whether tell_pex would consider sending now (the worker gathers `current` only then).
     bool pex_due(Clock::time_point now) const;
-    // The UDP port of its DHT node (BEP 5's port message), once it said.
-    std::optional<std::uint16_t> dht_port() const { return dht_port_; }
+    // The UDP port of its DHT node (BEP 5's port message): once, the first time it says.
+    std::optional<std::uint16_t> take_dht_port() { return std::exchange(dht_port_, std::nullopt); }
 
     // --- before the info dictionary ---
     // Made with an empty geometry: the torrent is known by its info-hash alone.
@@ -388,6 +388,7 @@ private:
     std::vector<ext::PexPeer> pex_told_;  // sorted by address
     Clock::time_point next_pex_{};
     std::optional<std::uint16_t> dht_port_;
+    bool dht_port_heard_ = false;  // later port messages are not forwarded again
     // Before the info: the peer's availability, replayed by learn_info.
     std::optional<std::vector<std::uint8_t>> early_bitfield_;
     bool early_have_all_ = false;

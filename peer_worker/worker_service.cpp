@@ -653,6 +653,13 @@ void WorkerService::report_metadata(TorrentContext& torrent) {
 }
 
 void WorkerService::forward_learned_peers(TorrentContext& torrent, PeerConnection& connection) {
+    if (const auto port = connection.session().take_dht_port(); port && !torrent.is_private) {
+        bus::v1::Envelope nodes;
+        auto* node = nodes.mutable_dht_nodes()->add_nodes();
+        node->set_ip(connection.address().to_string());
+        node->set_port(*port);
+        send_control(nodes);
+    }
     auto pex = connection.session().take_pex();
     if (!pex || pex->added.empty() || torrent.is_private) return;
     bus::v1::Envelope envelope;

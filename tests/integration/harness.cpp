@@ -30,10 +30,13 @@ namespace pw::test {
 
 namespace {
 // Nothing a test starts may reach past 127.0.0.1 or the namespaces it made: local service
-// discovery multicasts to the LAN, so it is off in every process the tests start unless a
-// test turns it on for its own namespaces (extra_env PW_NO_LSD=0). A developer's own value wins.
-[[maybe_unused]] const bool kQuietOnTheLan = [] {
+// discovery multicasts to the LAN and the DHT bootstraps from routers on the internet, so both
+// are off in every process the tests start unless a test turns one on for itself (extra_env
+// PW_NO_LSD=0 in its namespaces, PW_NO_DHT=0 with --dht-bootstrap on 127.0.0.1). A
+// developer's own value wins.
+[[maybe_unused]] const bool kQuietOnTheNetwork = [] {
     ::setenv("PW_NO_LSD", "1", 0);
+    ::setenv("PW_NO_DHT", "1", 0);
     return true;
 }();
 }  // namespace
@@ -577,6 +580,7 @@ LibtorrentSeeder LibtorrentSeeder::start(const std::string& torrent, const std::
                                  options.work_dir.empty() ? *seeder.work_ / "data" : options.work_dir});
     }
     for (const auto& more : options.also) argv.insert(argv.end(), {"--also", more});
+    for (const auto& node : options.dht_nodes) argv.insert(argv.end(), {"--dht-node", node});
     const std::string log =
         options.log_path.empty() ? *seeder.work_ / "lt_seeder.log" : options.log_path;
     std::vector<std::pair<std::string, std::string>> env;

@@ -157,6 +157,9 @@ struct LibtorrentSeederOptions {
     // lt_seeder.py's LT_ENC: "forced" (RC4 only, both ways), "disabled" (no MSE), or ""
     // (libtorrent's default: either).
     std::string encryption;
+    // DHT nodes (HOST:PORT on 127.0.0.1) the seeder joins a DHT through and announces to;
+    // none: no DHT.
+    std::vector<std::string> dht_nodes;
 };
 
 // A python3-libtorrent seeder (tests/integration/lt_seeder.py) listening on 127.0.0.1 and

@@ -20,6 +20,9 @@ port, as one libtorrent client seeding several torrents does; READY waits for al
 With --connect HOST:PORT (repeatable) the seeder also connects to that peer once READY, for
 tests that listen and let libtorrent open the connection.
 
+With --dht-node HOST:PORT (repeatable) the seeder joins a DHT through those nodes only (no
+routers, loopback-friendly settings) and announces its torrents there.
+
 LT_ENC in the environment sets libtorrent's MSE/PE policy, both ways: "forced" accepts and
 makes only encrypted connections with RC4 (as ../shared/bench does), "plaintext" only MSE
 connections that select the plaintext method, "disabled" plain BitTorrent only (MSE
@@ -100,6 +103,8 @@ def main():
                         help="another torrent to seed from DATA_DIR on the same port")
     parser.add_argument("--connect", action="append", default=[],
                         help="HOST:PORT of a peer to connect to once ready")
+    parser.add_argument("--dht-node", action="append", default=[],
+                        help="HOST:PORT of a DHT node to join through (the only ones used)")
     args = parser.parse_args()
     if args.also and args.pieces_file:
         sys.exit("--also seeds whole torrents only")
@@ -116,6 +121,18 @@ def main():
         save_path = args.work_dir
 
     session = make_session(args.port, args.rate_kib)
+    if args.dht_node:
+        # Every node is on 127.0.0.1: libtorrent would keep one node per address otherwise.
+        session.apply_settings({
+            "enable_dht": True, "dht_bootstrap_nodes": "",
+            "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+            "dht_enforce_node_id": False, "dht_prefer_verified_node_ids": False,
+            "dht_ignore_dark_internet": False, "dht_block_ratelimit": 100000,
+            "dht_announce_interval": 5,
+        })
+        for node in args.dht_node:
+            host, _, port = node.rpartition(":")
+            session.add_dht_node((host, int(port)))
     params = lt.add_torrent_params()
     params.ti = info
     params.save_path = save_path

@@ -4,7 +4,8 @@
 // metadata from a piecework seed; the daemon keeps what it fetched as a .torrent in its
 // state folder; peers that send wrong, oversized or truncated metadata are refused while an
 // honest one serves; a link naming one libtorrent peer that has next to nothing completes
-// from the seeders that peer names by peer exchange (BEP 11). Every byte is checked; nothing
+// from the seeders that peer names by peer exchange (BEP 11); a link with only the info-hash
+// is found through a DHT of libtorrent sessions on 127.0.0.1. Every byte is checked; nothing
 // asserts on speed.
 #include <unistd.h>
 
@@ -277,6 +278,41 @@ TEST_F(MagnetTest, LibtorrentLearnsPeersFromOurPeerExchange) {
     EXPECT_TRUE(std::regex_search(read_text_file(leecher.log_path()),
                                   std::regex("FROM 127\\.0\\.0\\.1:" + std::to_string(seeder_->port()) + " [1-9]")))
         << leecher.log_tail() << "\n--- ours ---\n" << ours.log_tail();
+}
+
+// A link with nothing but the info-hash: piecework's DHT node, bootstrapped from a small DHT
+// of libtorrent sessions on 127.0.0.1 (and nothing else), finds a libtorrent seeder that
+// announced itself there, fetches the metadata from it and then the pieces.
+TEST_F(MagnetTest, ALinkWithOnlyTheInfoHashIsFoundThroughTheDht) {
+    make_torrent_of(2u << 20, 32 << 10);
+    std::vector<std::uint16_t> ports;
+    std::string ports_text;
+    for (int i = 0; i < 4; ++i) {
+        ports.push_back(free_port());
+        ports_text += (i ? "," : "") + std::to_string(ports.back());
+    }
+    Process dht = Process::start({"/usr/bin/python3", helper("lt_dht.py"), "--ports", ports_text, "--seconds", "200"},
+                                 dir_ / "lt_dht.log");
+    const auto ready_by = std::chrono::steady_clock::now() + 40s;
+    while (read_text_file(dir_ / "lt_dht.log").find("READY") == std::string::npos &&
+           std::chrono::steady_clock::now() < ready_by) {
+        std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_NE(read_text_file(dir_ / "lt_dht.log").find("READY"), std::string::npos) << dht.log_tail();
+    LibtorrentSeederOptions options;
+    options.dht_nodes = {"127.0.0.1:" + std::to_string(ports[0]), "127.0.0.1:" + std::to_string(ports[1])};
+    seeder_.emplace(LibtorrentSeeder::start(torrent_, dir_ / "data", options));
+    ASSERT_TRUE(seeder_->wait_ready(kReadyTimeout)) << seeder_->log();
+    const std::string out = dir_ / "out";
+    Process client = Process::start({bin("piecework"), "download", "magnet:?xt=urn:btih:" + hash_, "-o", out,
+                                     "--log-level", "info", "--listen-port", std::to_string(free_port()),
+                                     "--dht-port", "0", "--dht-bootstrap", "127.0.0.1:" + std::to_string(ports[2]),
+                                     "--dht-bootstrap", "127.0.0.1:" + std::to_string(ports[3])},
+                                    out + ".log", {{"PW_NO_DHT", "0"}});
+    ASSERT_EQ(client.wait_for_exit(kDoneTimeout), 0) << client.log_tail(60) << seeder_log();
+    std::string why;
+    EXPECT_TRUE(same_tree(payload_, out + "/payload.bin", &why)) << why;
+    EXPECT_NE(read_text_file(out + ".log").find("metadata received"), std::string::npos);
 }
 
 }  // namespace
