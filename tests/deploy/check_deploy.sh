@@ -34,8 +34,8 @@ compose="$src/docker-compose.yml"
 for name in $(env | sed -n 's/^\(PW_[A-Za-z0-9_]*\)=.*/\1/p'); do unset "$name"; done
 docker-compose -f "$compose" config -q || fail "docker-compose config rejects docker-compose.yml"
 services=$(docker-compose -f "$compose" config --services | sort | tr '\n' ' ')
-[ "$services" = "orchestrator peer_worker tracker_svc verifier writer " ] ||
-  fail "services are '$services', want the five stages"
+[ "$services" = "dht_svc orchestrator peer_worker tracker_svc verifier writer " ] ||
+  fail "services are '$services', want the six stages"
 config=$(docker-compose -f "$compose" config)
 # The worker section runs from "  peer_worker:" to the next service.
 worker=$(printf '%s\n' "$config" | awk '/^  [a-z_]+:$/ {inside = ($1 == "peer_worker:")} inside')
