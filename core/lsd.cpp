@@ -2,10 +2,18 @@
 
 #include <algorithm>
 #include <cctype>
+#include <initializer_list>
 
 namespace pw::lsd {
 
 namespace {
+
+// Joined piecewise: g++ 12 at -O3 sees a false -Wrestrict in `"literal" + std::string`.
+std::string cat(std::initializer_list<std::string_view> parts) {
+    std::string out;
+    for (const auto part : parts) out.append(part);
+    return out;
+}
 
 bool printable_token(std::string_view text) {
     return std::all_of(text.begin(), text.end(), [](char c) { return c > ' ' && c < 0x7f; });
@@ -26,20 +34,19 @@ bool equals_nocase(std::string_view a, std::string_view b) {
 }  // namespace
 
 std::string encode_announce(const Announce& announce) {
-    std::string out = "BT-SEARCH * HTTP/1.1\r\nHost: ";
-    out += kGroupV4;
-    out += ":" + std::to_string(kPort) + "\r\nPort: " + std::to_string(announce.port) + "\r\n";
+    std::string out = cat({"BT-SEARCH * HTTP/1.1\r\nHost: ", kGroupV4, ":", std::to_string(kPort), "\r\nPort: ",
+                           std::to_string(announce.port), "\r\n"});
     const std::size_t count = std::min(announce.info_hashes.size(), kMaxInfoHashes);
-    for (std::size_t i = 0; i < count; ++i) out += "Infohash: " + to_hex(announce.info_hashes[i]) + "\r\n";
+    for (std::size_t i = 0; i < count; ++i) out += cat({"Infohash: ", to_hex(announce.info_hashes[i]), "\r\n"});
     if (!announce.cookie.empty() && announce.cookie.size() <= kMaxCookie && printable_token(announce.cookie)) {
-        out += "cookie: " + announce.cookie + "\r\n";
+        out += cat({"cookie: ", announce.cookie, "\r\n"});
     }
     out += "\r\n\r\n";
     return out;
 }
 
 Result<Announce> decode_announce(std::string_view datagram) {
-    if (datagram.size() > kMaxDatagram) return make_error("LSD announce over " + std::to_string(kMaxDatagram) + " bytes");
+    if (datagram.size() > kMaxDatagram) return make_error(cat({"LSD announce over ", std::to_string(kMaxDatagram), " bytes"}));
     const auto first_end = datagram.find('\n');
     if (first_end == std::string_view::npos || trim(datagram.substr(0, first_end)) != "BT-SEARCH * HTTP/1.1") {
         return make_error("not an LSD announce (no BT-SEARCH * HTTP/1.1 line)");
@@ -63,12 +70,12 @@ Result<Announce> decode_announce(std::string_view datagram) {
                 return make_error("LSD announce port is not a number");
             }
             const int port = std::stoi(std::string(value));
-            if (port < 1 || port > 65535) return make_error("LSD announce port " + std::to_string(port) + " out of range");
+            if (port < 1 || port > 65535) return make_error(cat({"LSD announce port ", std::to_string(port), " out of range"}));
             announce.port = static_cast<std::uint16_t>(port);
             have_port = true;
         } else if (equals_nocase(name, "infohash")) {
             if (announce.info_hashes.size() >= kMaxInfoHashes) {
-                return make_error("LSD announce with more than " + std::to_string(kMaxInfoHashes) + " info-hashes");
+                return make_error(cat({"LSD announce with more than ", std::to_string(kMaxInfoHashes), " info-hashes"}));
             }
             auto hash = value.size() == 40 ? sha1_from_hex(value) : std::nullopt;
             if (!hash) return make_error("LSD announce info-hash is not 40 hex characters");
