@@ -31,14 +31,18 @@ TEST(Download, StageCommandLines) {
     options.workers = 2;
     options.quiet = true;
     options.log_level = "debug";
+    options.discovery.dht_bootstrap = {"10.0.0.9:6881"};
+    options.discovery.dht_port = 7000;
     const StagePlan plan{"/t/x.torrent", "/out", "/bin-dir", true, {}};
     const Endpoints endpoints = endpoints_in("/r");
     const auto commands = stage_commands(options, plan, endpoints);
 
     std::vector<std::string> names;
     for (const auto& command : commands) names.push_back(command.name);
-    EXPECT_EQ(names, (std::vector<std::string>{"orchestrator", "verifier", "writer", "tracker_svc",
+    EXPECT_EQ(names, (std::vector<std::string>{"orchestrator", "verifier", "writer", "tracker_svc", "dht_svc",
                                                "peer_worker-1", "peer_worker-2"}));
+    EXPECT_TRUE(has_pair(commands[4].args, "--dht-bootstrap", "10.0.0.9:6881"));
+    EXPECT_TRUE(has_pair(commands[4].args, "--dht-port", "7000"));
     for (const auto& command : commands) {
         EXPECT_TRUE(has_pair(command.args, "--control", "ipc:///r/control")) << command.name;
         EXPECT_TRUE(has_pair(command.args, "--name", command.name)) << command.name;
@@ -58,15 +62,16 @@ TEST(Download, StageCommandLines) {
     EXPECT_TRUE(has_pair(commands[1].args, "--verified", "ipc:///r/verified"));
     EXPECT_TRUE(has_pair(commands[2].args, "--verified", "ipc:///r/verified"));
     EXPECT_TRUE(has_pair(commands[2].args, "--dir", "/out"));
-    EXPECT_EQ(commands[5].executable, "/bin-dir/peer_worker");
-    EXPECT_TRUE(has_pair(commands[5].args, "--pieces", "ipc:///r/pieces"));
-    EXPECT_TRUE(has_pair(commands[5].args, "--reads", "ipc:///r/reads"));
+    EXPECT_EQ(commands[6].executable, "/bin-dir/peer_worker");
+    EXPECT_TRUE(has_pair(commands[6].args, "--pieces", "ipc:///r/pieces"));
+    EXPECT_TRUE(has_pair(commands[6].args, "--reads", "ipc:///r/reads"));
     EXPECT_TRUE(has_pair(commands[2].args, "--reads", "ipc:///r/reads"));
 }
 
 TEST(Download, NoTrackerStageWithoutTrackersOrLocalDiscovery) {
     DownloadOptions options;
     options.discovery.no_lsd = true;
+    options.discovery.no_dht = true;
     const auto commands = stage_commands(options, StagePlan{"/t", "/o", "/b", false, {}}, endpoints_in("/r"));
     for (const auto& command : commands) EXPECT_NE(command.name, "tracker_svc");
     EXPECT_EQ(commands.size(), 4u);
@@ -90,8 +95,10 @@ TEST(Daemon, StageCommandLinesKeepTheSessionInTheStateFolder) {
     const auto commands = daemon_stage_commands(options, "/b", endpoints_in("/r"));
     std::vector<std::string> names;
     for (const auto& command : commands) names.push_back(command.name);
-    EXPECT_EQ(names, (std::vector<std::string>{"orchestrator", "verifier", "writer", "tracker_svc",
+    EXPECT_EQ(names, (std::vector<std::string>{"orchestrator", "verifier", "writer", "tracker_svc", "dht_svc",
                                                "peer_worker-1", "peer_worker-2", "peer_worker-3"}));
+    // The DHT's routing table lives in the session's state folder.
+    EXPECT_TRUE(has_pair(commands[4].args, "--state-dir", "/data/state"));
     const auto& orchestrator = commands[0];
     EXPECT_TRUE(has_pair(orchestrator.args, "--state-dir", "/data/state"));
     EXPECT_TRUE(has_pair(orchestrator.args, "--download-dir", "/data/downloads"));
