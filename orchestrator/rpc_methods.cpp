@@ -237,6 +237,24 @@ Result<json> RpcMethods::dispatch(rpc::Method& method, Clock::time_point now, st
         method);
 }
 
+Result<TorrentSettings> RpcMethods::settings_of(const rpc::TorrentAdd& add) const {
+    TorrentSettings settings;
+    settings.download_dir = settings_.download_dir;
+    if (add.download_dir) {
+        if (!lies_below(*add.download_dir, roots())) {
+            return make_error("download-dir " + *add.download_dir +
+                              " is outside the folders torrents may go to (the download folder and --allow-dir)");
+        }
+        settings.download_dir = fs::path(*add.download_dir).lexically_normal().string();
+    }
+    settings.paused = add.paused.value_or(false);
+    settings.peer_limit = settings_.peer_limit_per_torrent;
+    if (add.peer_limit) settings.peer_limit = clamp_u32(*add.peer_limit, 1, 10'000);
+    if (add.bandwidth_priority) settings.bandwidth_priority = static_cast<int>(*add.bandwidth_priority);
+    if (add.sequential_download) settings.sequential = *add.sequential_download;
+    return settings;
+}
+
 Result<json> RpcMethods::add_magnet(rpc::TorrentAdd& add, Clock::time_point now, std::int64_t wall_now) {
     auto link = magnet::parse_magnet(add.data);
     if (!link) return make_error("bad magnet link: " + link.error().describe());
@@ -244,19 +262,9 @@ Result<json> RpcMethods::add_magnet(rpc::TorrentAdd& add, Clock::time_point now,
         return rpc::torrent_added_arguments(view(*known, wall_now), true);
     }
     Session::AddRequest request;
-    request.settings.download_dir = settings_.download_dir;
-    if (add.download_dir) {
-        if (!lies_below(*add.download_dir, roots())) {
-            return make_error("download-dir " + *add.download_dir +
-                              " is outside the folders torrents may go to (the download folder and --allow-dir)");
-        }
-        request.settings.download_dir = fs::path(*add.download_dir).lexically_normal().string();
-    }
-    request.settings.paused = add.paused.value_or(false);
-    request.settings.peer_limit = settings_.peer_limit_per_torrent;
-    if (add.peer_limit) request.settings.peer_limit = clamp_u32(*add.peer_limit, 1, 10'000);
-    if (add.bandwidth_priority) request.settings.bandwidth_priority = static_cast<int>(*add.bandwidth_priority);
-    if (add.sequential_download) request.settings.sequential = *add.sequential_download;
+    auto settings = settings_of(add);
+    if (!settings) return settings.error();
+    request.settings = std::move(settings).value();
     // files-wanted and priorities name files the torrent's metadata has not told us of yet.
     if (store_ != nullptr) {
         if (const Status saved = store_->save_magnet(link->info_hash, add.data); !saved.ok()) {
@@ -290,19 +298,9 @@ Result<json> RpcMethods::torrent_add(rpc::TorrentAdd& add, Clock::time_point now
         return rpc::torrent_added_arguments(view(*known, wall_now), true);
     }
     Session::AddRequest request;
-    request.settings.download_dir = settings_.download_dir;
-    if (add.download_dir) {
-        if (!lies_below(*add.download_dir, roots())) {
-            return make_error("download-dir " + *add.download_dir +
-                              " is outside the folders torrents may go to (the download folder and --allow-dir)");
-        }
-        request.settings.download_dir = fs::path(*add.download_dir).lexically_normal().string();
-    }
-    request.settings.paused = add.paused.value_or(false);
-    request.settings.peer_limit = settings_.peer_limit_per_torrent;
-    if (add.peer_limit) request.settings.peer_limit = clamp_u32(*add.peer_limit, 1, 10'000);
-    if (add.bandwidth_priority) request.settings.bandwidth_priority = static_cast<int>(*add.bandwidth_priority);
-    if (add.sequential_download) request.settings.sequential = *add.sequential_download;
+    auto settings = settings_of(add);
+    if (!settings) return settings.error();
+    request.settings = std::move(settings).value();
     {
         // The choice goes in the settings the torrent starts with: no byte of an unwanted
         // file is ever asked for.
@@ -505,6 +503,8 @@ rpc::TorrentView RpcMethods::view(const TorrentState& torrent, std::int64_t wall
     v.start_date = running ? s.added_date : 0;
     v.download_dir = s.download_dir.empty() ? settings_.download_dir : s.download_dir;
     v.magnet_link = magnet_of(torrent);
+    // The workers fetch the metadata; the session knows only whether it is here.
+    v.metadata_percent_complete = torrent.info() != nullptr ? 1.0 : 0.0;
     v.torrent_file = session_.metainfo_path(torrent.id());
     v.download_limit_kbps = s.download_limit_kbps;
     v.download_limited = s.download_limited;

@@ -48,6 +48,8 @@ public:
 private:
     Result<nlohmann::json> dispatch(rpc::Method& method, Clock::time_point now, std::int64_t wall_now);
     Result<nlohmann::json> torrent_add(rpc::TorrentAdd& add, Clock::time_point now, std::int64_t wall_now);
+    // What torrent-add asks of a torrent's settings (folder checked against the roots).
+    Result<TorrentSettings> settings_of(const rpc::TorrentAdd& add) const;
     // filename is a magnet link: added by info-hash, its metadata fetched from peers.
     Result<nlohmann::json> add_magnet(rpc::TorrentAdd& add, Clock::time_point now, std::int64_t wall_now);
     Result<nlohmann::json> torrent_get(const rpc::TorrentGet& get, std::int64_t wall_now);

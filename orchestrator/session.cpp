@@ -333,10 +333,8 @@ bool is_magnet(std::string_view text) {  // declared in session.hpp
     return true;
 }
 
-Result<Session::Added> Session::add_magnet(AddRequest request, Clock::time_point now, std::int64_t wall_now) {
-    auto link = magnet::parse_magnet(request.metainfo);
-    if (!link) return link.error();
-    if (TorrentState* known = find(link->info_hash)) return Added{known->id(), true};
+Result<TorrentId> Session::take_id(AddRequest& request, std::int64_t wall_now) {
+    // Empty: the writer's own download folder (--dir).
     if (!request.settings.download_dir.empty() && request.settings.download_dir.front() != '/') {
         return make_error("the download folder must be an absolute path");
     }
@@ -350,8 +348,23 @@ Result<Session::Added> Session::add_magnet(AddRequest request, Clock::time_point
     next_id_ = std::max(next_id_, id.get() + 1);
     wall_now_ = wall_now;
     if (request.settings.added_date == 0) request.settings.added_date = wall_now;
+    return id;
+}
+
+TorrentOptions Session::options_for(TorrentId id) const {
     TorrentOptions options = config_.torrent;
     options.scheduler.seed = config_.seed ^ (std::uint64_t{id.get()} * 0x9e3779b97f4a7c15ull);
+    return options;
+}
+
+Result<Session::Added> Session::add_magnet(AddRequest request, Clock::time_point now, std::int64_t wall_now) {
+    auto link = magnet::parse_magnet(request.metainfo);
+    if (!link) return link.error();
+    if (TorrentState* known = find(link->info_hash)) return Added{known->id(), true};
+    auto taken = take_id(request, wall_now);
+    if (!taken) return taken.error();
+    const TorrentId id = *taken;
+    TorrentOptions options = options_for(id);
     const bool paused = request.settings.paused;
     std::string name = link->display_name.empty() ? to_hex(link->info_hash) : link->display_name;
     auto [it, inserted] = torrents_.try_emplace(id, id, link->info_hash, std::move(name), link->tracker_tiers(),
@@ -430,6 +443,8 @@ void Session::on_metadata_found(const v1::MetadataFound& found, std::vector<zmq:
     notice(Notice::Kind::info, id,
            "'" + torrent->name() + "': metadata received from " + std::to_string(found.sources_size()) +
                " peer(s): " + std::to_string(files) + " file(s), " + std::to_string(size) + " bytes");
+    // Stopped meanwhile: the stages forgot it, and hear of it again when it starts.
+    if (!torrent->active()) return;
     for (const auto& identity : stages_.identities()) {
         const v1::Role role = stages_.find(identity)->role;
         if (role == v1::ROLE_DHT && is_private) {
@@ -450,22 +465,10 @@ Result<Session::Added> Session::add(AddRequest request, Clock::time_point now, s
                           std::to_string(bus::kMaxPieceBytes) + ")");
     }
     if (TorrentState* known = find(parsed->info_hash())) return Added{known->id(), true};
-    // Empty: the writer's own download folder (--dir).
-    if (!request.settings.download_dir.empty() && request.settings.download_dir.front() != '/') {
-        return make_error("the download folder must be an absolute path");
-    }
-    TorrentId id{next_id_};
-    if (request.id) {
-        if (request.id->get() == 0 || torrents_.contains(*request.id)) {
-            return make_error("torrent id " + std::to_string(request.id->get()) + " is taken");
-        }
-        id = *request.id;
-    }
-    next_id_ = std::max(next_id_, id.get() + 1);
-    wall_now_ = wall_now;
-    if (request.settings.added_date == 0) request.settings.added_date = wall_now;
-    TorrentOptions options = config_.torrent;
-    options.scheduler.seed = config_.seed ^ (std::uint64_t{id.get()} * 0x9e3779b97f4a7c15ull);
+    auto taken = take_id(request, wall_now);
+    if (!taken) return taken.error();
+    const TorrentId id = *taken;
+    TorrentOptions options = options_for(id);
     options.scheduler.pieces_per_extent = pieces_per_extent(parsed->piece_length());
     const bool paused = request.settings.paused;
     auto [it, inserted] = torrents_.try_emplace(id, id, parsed->info_hash(), parsed->name(),

@@ -180,6 +180,10 @@ private:
     void notice(Notice::Kind kind, TorrentId torrent, std::string text);
 
     Result<Added> add_magnet(AddRequest request, Clock::time_point now, std::int64_t wall_now);
+    // The id a new torrent gets (the one asked for, if free), its download folder checked
+    // and its added date set.
+    Result<TorrentId> take_id(AddRequest& request, std::int64_t wall_now);
+    TorrentOptions options_for(TorrentId id) const;
     void on_metadata_found(const bus::v1::MetadataFound& found, std::vector<zmq::message_t>& frames,
                            Clock::time_point now);
     void on_hello(const std::string& identity, const bus::v1::Hello& hello, Clock::time_point now);

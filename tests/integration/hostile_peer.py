@@ -96,6 +96,16 @@ def recv_exact(conn, n):
     return buf
 
 
+def read_message(conn):
+    """The next message's body (its id first), keep-alives skipped."""
+    while True:
+        length = struct.unpack('>I', recv_exact(conn, 4))[0]
+        if length > 1 << 20:
+            raise EOFError('client sent a huge message')
+        if length:
+            return recv_exact(conn, length)
+
+
 class Peer:
     def __init__(self, torrent, mode):
         self.t = torrent
@@ -167,13 +177,8 @@ class Peer:
         if mode == 'piece_too_large':
             conn.sendall(message(7, struct.pack('>II', 0, 0) + bytes(4 * BLOCK)))
         while True:
-            length = struct.unpack('>I', recv_exact(conn, 4))[0]
-            if length == 0:
-                continue
-            if length > 1 << 20:
-                raise EOFError('client sent a huge message')
-            body = recv_exact(conn, length)
-            if body[0] != 6 or length != 13:
+            body = read_message(conn)
+            if body[0] != 6 or len(body) != 13:
                 continue
             index, begin, size = struct.unpack('>III', body[1:])
             if mode in ('have_out_of_range', 'unknown_id', 'bitfield_wrong_size',
@@ -195,12 +200,7 @@ class Peer:
         conn.sendall(message(5, self.bitfield()))
         theirs = 0
         while True:
-            length = struct.unpack('>I', recv_exact(conn, 4))[0]
-            if length == 0:
-                continue
-            if length > 1 << 20:
-                raise EOFError('client sent a huge message')
-            body = recv_exact(conn, length)
+            body = read_message(conn)
             if body[0] != 20:
                 continue
             if body[1] == 0:
