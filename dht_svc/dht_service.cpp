@@ -132,6 +132,7 @@ public:
     v1::Heartbeat heartbeat() override {
         v1::Heartbeat beat;
         beat.set_queue_depth(static_cast<std::uint32_t>(node_.active_lookups()));
+        beat.set_listen_port(socket_.port());  // for the workers' port messages (BEP 5)
         return beat;
     }
 

@@ -662,9 +662,22 @@ void Session::on_hello(const std::string& identity, const v1::Hello& hello, Cloc
     welcome->set_listen_port(config_.listen_port);
     welcome->set_encryption(bus::to_proto(config_.encryption));
     send(identity, std::move(envelope));
+    if (hello.role() == v1::ROLE_PEER_WORKER && dht_port_ != 0) {
+        v1::Envelope port;
+        port.mutable_dht_port()->set_port(dht_port_);
+        send(identity, std::move(port));
+    }
     for (const auto& [id, torrent] : torrents_) {
         if (torrent.active()) tell_stage(identity, hello.role(), torrent, now);
     }
+}
+
+void Session::set_dht_port(std::uint16_t port) {
+    if (port == dht_port_) return;
+    dht_port_ = port;
+    v1::Envelope envelope;
+    envelope.mutable_dht_port()->set_port(port);
+    send_role(v1::ROLE_PEER_WORKER, envelope);
 }
 
 void Session::set_encryption(Encryption encryption) {
@@ -693,6 +706,7 @@ void Session::on_stage_lost(const Stage& stage) {
             break;
         case v1::ROLE_WRITER: lose_writer(); break;
         case v1::ROLE_VERIFIER: lose_verifier(); break;
+        case v1::ROLE_DHT: set_dht_port(0); break;
         default: break;
     }
 }
@@ -867,6 +881,7 @@ void Session::handle(bus::Incoming& in, Clock::time_point now) {
 
 void Session::on_heartbeat(Stage& stage, const v1::Heartbeat& beat, Clock::time_point now) {
     stage.counters = beat;
+    if (stage.role == v1::ROLE_DHT) return set_dht_port(static_cast<std::uint16_t>(std::min<std::uint32_t>(beat.listen_port(), 65535)));
     if (stage.role != v1::ROLE_PEER_WORKER) return;
     WorkerUse& use = worker_use_[stage.identity];
     if (use.reported && now > use.at) {

@@ -188,6 +188,8 @@ private:
                            Clock::time_point now);
     void on_hello(const std::string& identity, const bus::v1::Hello& hello, Clock::time_point now);
     void on_stage_lost(const Stage& stage);
+    // The DHT node's UDP port changed (its heartbeat, or it left): the workers are told.
+    void set_dht_port(std::uint16_t port);
     void lose_verifier();
     void lose_writer();
     void free_all_delivered_slots();
@@ -229,6 +231,7 @@ private:
     bool session_changed_ = false;
     std::vector<Sha1Digest> removed_;
     std::vector<Fetched> fetched_;
+    std::uint16_t dht_port_ = 0;
     std::set<std::string> noticed_;  // warnings and errors: each said once
     std::uint64_t downloaded_this_run_ = 0;
     std::uint64_t uploaded_this_run_ = 0;

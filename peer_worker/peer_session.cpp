@@ -55,6 +55,7 @@ void PeerSession::send_handshake(Clock::time_point now) {
     ours.peer_id = our_id_;
     ours.set_fast();
     ext::advertise_extension_protocol(ours.reserved);
+    if (offer_.dht_port != 0) ours.reserved[7] = static_cast<std::uint8_t>(ours.reserved[7] | 0x01);  // BEP 5
     const auto bytes = wire::encode_handshake(ours);
     outgoing_.insert(outgoing_.end(), bytes.begin(), bytes.end());
     last_sent_ = now;
@@ -80,6 +81,7 @@ Status PeerSession::on_handshake(const wire::Handshake& theirs, Clock::time_poin
     choked_since_ = now;
     last_progress_ = now;
     send_availability(now);
+    if (offer_.dht_port != 0 && theirs.supports_dht()) send(wire::Port{offer_.dht_port}, now);
     if (extended_) {
         const bool have_metadata = offer_.metadata != nullptr && !offer_.metadata->empty();
         auto ours = ext::our_handshake(

@@ -90,6 +90,9 @@ struct ExtensionOffer {
     const std::string* metadata = nullptr;
     // ut_pex offered (never for a private torrent, BEP 27).
     bool pex = true;
+    // The session's DHT node's UDP port: the DHT bit is set and peers that set it too get a
+    // port message (BEP 5). 0: no DHT (or a private torrent).
+    std::uint16_t dht_port = 0;
 };
 
 // A BEP 9 answer to one of our requests, for the worker's metadata fetch.

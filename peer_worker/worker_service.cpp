@@ -285,6 +285,9 @@ void WorkerService::on_control(bus::Incoming& message) {
         case bus::v1::Envelope::kPiecesAvailable: pieces_available(message); break;
         case bus::v1::Envelope::kChokeDecision: choke_decision(envelope.choke_decision()); break;
         case bus::v1::Envelope::kRateBudget: rate_budget(envelope.rate_budget()); break;
+        case bus::v1::Envelope::kDhtPort:
+            dht_port_ = static_cast<std::uint16_t>(std::min<std::uint32_t>(envelope.dht_port().port(), 65535));
+            break;
         case bus::v1::Envelope::kEncryptionPolicy:
             set_encryption(bus::from_proto(envelope.encryption_policy().encryption()));
             break;
@@ -945,6 +948,7 @@ PeerSession WorkerService::make_session(TorrentContext& torrent, const asio::ip:
     offer.their_ip = address.to_string();
     offer.metadata = &torrent.metadata;
     offer.pex = !torrent.is_private;
+    offer.dht_port = torrent.is_private ? 0 : dht_port_;
     session.set_extension_offer(std::move(offer));
     if (!torrent.geometry) return session;
     // BEP 6's set is defined for IPv4 (an IPv4-mapped address is one).

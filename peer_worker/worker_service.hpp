@@ -172,6 +172,7 @@ private:
     zmq::socket_t pieces_;
     wire::PeerId our_id_{};
     Encryption encryption_ = Encryption::prefer;  // the Welcome's, then EncryptionPolicy's
+    std::uint16_t dht_port_ = 0;  // the session's DHT node (DhtPort), for BEP 5's port message
 
     asio::io_context io_;
     std::unique_ptr<ZmqWatch> control_watch_;

@@ -1975,5 +1975,31 @@ TEST_F(MagnetSessionTest, ItsPeerExchangeIsTakenAtMostTwiceAMinute) {
     EXPECT_FALSE(session.take_pex().has_value());
 }
 
+TEST_F(MagnetSessionTest, WithADhtNodeTheBitIsSetAndPeersThatSetItGetOurPort) {
+    ExtensionOffer offer;
+    offer.dht_port = 6999;
+    session.set_extension_offer(offer);
+    session.send_handshake(t0);
+    std::array<std::uint8_t, wire::kHandshakeSize> bytes{};
+    std::copy_n(session.outgoing().begin(), bytes.size(), bytes.begin());
+    session.outgoing().clear();
+    auto ours = wire::decode_handshake(bytes);
+    ASSERT_TRUE(ours.ok());
+    EXPECT_TRUE(ours->supports_dht());
+    wire::Handshake theirs;
+    theirs.info_hash = digest_of(0xAB);
+    theirs.peer_id = id_of(2);
+    theirs.reserved[7] = 0x01;
+    ASSERT_TRUE(session.on_handshake(theirs, t0).ok());
+    const auto ports = only<wire::Port>(sent_messages(session));
+    ASSERT_EQ(ports.size(), 1u);
+    EXPECT_EQ(ports[0].port, 6999);
+    // Its own port message goes up once.
+    ASSERT_TRUE(session.on_message(wire::Port{7001}, t0).ok());
+    ASSERT_TRUE(session.on_message(wire::Port{7002}, t0).ok());
+    EXPECT_EQ(session.take_dht_port(), std::optional<std::uint16_t>(7001));
+    EXPECT_FALSE(session.take_dht_port().has_value());
+}
+
 }  // namespace
 }  // namespace pw::peer_worker

@@ -1000,5 +1000,32 @@ TEST(SessionStore, AMagnetIsKeptUntilItsTorrentIsSaved) {
     std::filesystem::remove_all(dir);
 }
 
+TEST(Session, TheDhtNodesPortReachesTheWorkersAndLeavesWithIt) {
+    Rig rig;
+    rig.hello("peer_worker-1", v1::ROLE_PEER_WORKER);
+    rig.hello("dht_svc", v1::ROLE_DHT);
+    rig.take();
+    v1::Envelope beat;
+    beat.mutable_heartbeat()->set_listen_port(6881);
+    rig.say("dht_svc", beat);
+    auto sent = rig.take();
+    auto ports = Rig::of_kind(sent, v1::Envelope::kDhtPort, "peer_worker-1");
+    ASSERT_EQ(ports.size(), 1u);
+    EXPECT_EQ(ports[0]->envelope.dht_port().port(), 6881u);
+    rig.say("dht_svc", beat);  // the same again: nothing new
+    EXPECT_EQ(Rig::count(rig.take(), v1::Envelope::kDhtPort), 0u);
+    // A worker that joins later is told after its Welcome.
+    rig.hello("peer_worker-2", v1::ROLE_PEER_WORKER);
+    EXPECT_EQ(Rig::count(rig.take(), v1::Envelope::kDhtPort, "peer_worker-2"), 1u);
+    // The DHT stage leaves: no port.
+    v1::Envelope goodbye;
+    goodbye.mutable_goodbye()->set_reason("test");
+    rig.say("dht_svc", goodbye);
+    sent = rig.take();
+    ports = Rig::of_kind(sent, v1::Envelope::kDhtPort, "peer_worker-1");
+    ASSERT_EQ(ports.size(), 1u);
+    EXPECT_EQ(ports[0]->envelope.dht_port().port(), 0u);
+}
+
 }  // namespace
 }  // namespace pw::orchestrator
