@@ -404,7 +404,7 @@ bool is_loopback(const std::string& address) {
 
 int run_download(const DownloadOptions& options) {
     StagePlan plan;
-    if (options.torrent_path.rfind("magnet:", 0) == 0 || options.torrent_path.rfind("MAGNET:", 0) == 0) {
+    if (magnet::is_magnet(options.torrent_path)) {
         auto link = magnet::parse_magnet(options.torrent_path);
         if (!link) {
             std::cerr << "piecework: bad magnet link: " << link.error().describe() << "\n";

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cctype>
 #include <optional>
 
 namespace pw::magnet {
@@ -535,6 +536,15 @@ std::vector<std::vector<std::string>> MagnetLink::tracker_tiers() const {
     tiers.reserve(trackers.size());
     for (const std::string& url : trackers) tiers.push_back({url});
     return tiers;
+}
+
+bool is_magnet(std::string_view text) {
+    constexpr std::string_view kScheme = "magnet:";
+    if (text.size() < kScheme.size()) return false;
+    for (std::size_t i = 0; i < kScheme.size(); ++i) {
+        if (std::tolower(static_cast<unsigned char>(text[i])) != kScheme[i]) return false;
+    }
+    return true;
 }
 
 Result<MagnetLink> parse_magnet(std::string_view uri) {

@@ -67,6 +67,10 @@ struct MagnetLink {
     friend bool operator==(const MagnetLink&, const MagnetLink&) = default;
 };
 
+// Whether `text` is a magnet link rather than a .torrent file's bytes or a path: it starts
+// with "magnet:" in any case (parse_magnet says whether it is a good one).
+bool is_magnet(std::string_view text);
+
 // Parses a magnet URI ("magnet:?" in any case, then key=value pairs joined by '&'; a '#'
 // fragment is ignored). Strict percent-decoding: '%' must start two hex digits, and no value
 // may decode to NUL; raw control characters are refused. Known keys: xt (also xt.1, xt.2, ...),

@@ -11,6 +11,7 @@
 
 #include "core/bus/metrics.hpp"
 #include "core/bus/stage.hpp"
+#include "core/magnet.hpp"
 #include "core/bus/welcome.hpp"
 #include "orchestrator/progress.hpp"
 #include "orchestrator/web_page.hpp"
@@ -111,7 +112,7 @@ void OrchestratorService::add_command_line_torrents() {
         TorrentSettings settings;
         settings.download_dir = config_.download_dir;
         settings.sequential = config_.sequential;
-        const bool magnet = is_magnet(file.bytes);
+        const bool magnet = magnet::is_magnet(file.bytes);
         const std::string shown = magnet ? std::string("the magnet link") : file.path;
         if (!config_.select_files.empty() && magnet) {
             // Its files are not known before its metadata.

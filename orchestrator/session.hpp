@@ -60,9 +60,6 @@ struct Notice {
     std::string text;
 };
 
-// Whether `text` is a magnet link rather than a .torrent file's bytes ("magnet:" in any case).
-bool is_magnet(std::string_view text);
-
 // "-PW0001-" and 12 random bytes.
 std::string make_peer_id();
 
