@@ -17,11 +17,6 @@ std::uint32_t MetadataFetch::in_flight_of(const std::string& peer) const {
                                                     [&](const auto& entry) { return entry.second.peer == peer; }));
 }
 
-std::uint32_t MetadataFetch::pieces_held() const {
-    if (!assembler_) return 0;
-    return assembler_->piece_count() - static_cast<std::uint32_t>(assembler_->missing().size());
-}
-
 void MetadataFetch::refuse(const std::string& peer) {
     if (!refused_.insert(peer).second) return;
     refused_order_.push_back(peer);

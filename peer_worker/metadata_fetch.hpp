@@ -61,9 +61,6 @@ public:
     // worker drops them.
     std::vector<std::string> take_liars() { return std::exchange(liars_, {}); }
     bool refused(const std::string& peer) const { return refused_.contains(peer); }
-    // Progress, for logs: pieces held of how many (0 of 0 before any peer offered a size).
-    std::uint32_t pieces_held() const;
-    std::uint32_t piece_count() const { return assembler_ ? assembler_->piece_count() : 0; }
 
 private:
     struct InFlight {

@@ -623,12 +623,8 @@ void WorkerService::fetch_metadata(TorrentContext& torrent, PeerConnection& conn
     if (connection.closed()) return;
     if (fetch.done()) return report_metadata(torrent);
     if (const auto size = session.metadata_size_offered()) {
-        const std::uint32_t held_before = fetch.pieces_held();
         for (const std::uint32_t piece : fetch.pieces_for(connection.key(), *size, now)) {
             session.request_metadata(piece, now);
-        }
-        if (held_before == 0 && fetch.piece_count() > 0 && fetch.pieces_held() == 0) {
-            spdlog::debug("torrent {}: fetching {} bytes of metadata", torrent.id.get(), *size);
         }
     } else if (!session.extended()) {
         return connection.fail("does not speak the extension protocol: it cannot give the info dictionary");
@@ -685,8 +681,8 @@ void WorkerService::exchange_peers(TorrentContext& torrent, Clock::time_point no
     }
     if (due.empty()) return;
     // Every peer of the torrent we can name by an address it listens on: those we dialled,
-    // and those that dialled us and said their port ("p").
-    std::vector<ext::PexPeer> current;
+    // and those that dialled us and said their port ("p"). Each is told of the others.
+    std::vector<std::pair<const PeerConnection*, ext::PexPeer>> current;
     for (const auto& [key, connection] : torrent.peers) {
         PeerSession& session = connection->session();
         if (connection->closed() || !session.handshake_done()) continue;
@@ -702,18 +698,13 @@ void WorkerService::exchange_peers(TorrentContext& torrent, Clock::time_point no
         }
         if (session.peer_is_seed()) peer.flags |= ext::kPexSeed;
         if (connection->encrypted()) peer.flags |= ext::kPexPrefersEncryption;
-        current.push_back(std::move(peer));
+        current.emplace_back(connection.get(), std::move(peer));
     }
+    std::vector<ext::PexPeer> others;
     for (PeerConnection* connection : due) {
-        std::vector<ext::PexPeer> others;
-        for (const auto& peer : current) {
-            if (peer.address.ip == connection->address().to_string() &&
-                (peer.address.port == connection->port() ||
-                 (connection->session().their_extensions() &&
-                  connection->session().their_extensions()->listen_port == peer.address.port))) {
-                continue;  // itself
-            }
-            others.push_back(peer);
+        others.clear();
+        for (const auto& [owner, peer] : current) {
+            if (owner != connection) others.push_back(peer);
         }
         if (connection->session().tell_pex(others, now)) connection->flush();
     }
