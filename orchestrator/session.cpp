@@ -23,6 +23,10 @@ std::span<const std::uint8_t> bytes_of(const zmq::message_t& frame) {
     return {static_cast<const std::uint8_t*>(frame.data()), frame.size()};
 }
 
+// BEP 27, once the info dictionary says so: no DHT, PEX or local discovery. A torrent known
+// by info-hash alone is taken as public until then.
+bool is_private(const TorrentState& torrent) { return torrent.info() != nullptr && torrent.info()->is_private(); }
+
 bool needs_info(v1::Role role) {
     return role == v1::ROLE_PEER_WORKER || role == v1::ROLE_VERIFIER || role == v1::ROLE_WRITER;
 }
@@ -100,7 +104,7 @@ void Session::send_tracker_stats(const TorrentState& torrent, v1::TrackerStats::
     // and the DHT node announces to the DHT with it.
     const auto message = tracker_stats_message(torrent, event, announced_port());
     send_role(v1::ROLE_TRACKER, message);
-    if (torrent.info() == nullptr || !torrent.info()->is_private()) send_role(v1::ROLE_DHT, message);
+    if (!is_private(torrent)) send_role(v1::ROLE_DHT, message);
 }
 
 std::uint16_t Session::announced_port() const {
@@ -240,15 +244,14 @@ bool Session::info_frame(TorrentId id, zmq::message_t& out, Clock::time_point no
 
 void Session::tell_stage(const std::string& identity, v1::Role role, const TorrentState& torrent,
                          Clock::time_point now) {
-    const bool is_private = torrent.info() != nullptr && torrent.info()->is_private();
-    if (role == v1::ROLE_DHT && is_private) return;  // BEP 27: its peers come from its trackers
+    if (role == v1::ROLE_DHT && is_private(torrent)) return;  // BEP 27: its peers come from its trackers
     bus::AddedTorrent added;
     added.id = torrent.id();
     added.info_hash = torrent.info_hash();
     added.name = torrent.name();
     added.trackers = torrent.trackers();
     added.download_dir = torrent.settings().download_dir;
-    added.private_torrent = is_private;
+    added.private_torrent = is_private(torrent);
     send(identity, bus::torrent_added_message(added));
     if (role == v1::ROLE_WRITER && torrent.info() != nullptr) {
         send(identity, files_wanted_message(torrent), files_wanted_frames(torrent));
@@ -323,15 +326,6 @@ void Session::shutdown_all(const std::string& reason) {
 }
 
 // --- torrents ---
-
-bool is_magnet(std::string_view text) {  // declared in session.hpp
-    constexpr std::string_view kScheme = "magnet:";
-    if (text.size() < kScheme.size()) return false;
-    for (std::size_t i = 0; i < kScheme.size(); ++i) {
-        if (std::tolower(static_cast<unsigned char>(text[i])) != kScheme[i]) return false;
-    }
-    return true;
-}
 
 Result<TorrentId> Session::take_id(AddRequest& request, std::int64_t wall_now) {
     // Empty: the writer's own download folder (--dir).
@@ -433,11 +427,10 @@ void Session::on_metadata_found(const v1::MetadataFound& found, std::vector<zmq:
     info.frame = frame_of(parsed->info_bytes());
     info.release_at = now + config_.keep_info_after_send;
     info_.insert_or_assign(id, std::move(info));
-    fetched_.push_back(Fetched{id, torrent->info_hash(), metainfo});
+    fetched_.push_back(Fetched{id, torrent->info_hash(), std::move(metainfo)});
     parsed->forget_piece_hashes();
     const std::uint64_t size = parsed->total_size();
     const std::size_t files = parsed->files().size();
-    const bool is_private = parsed->is_private();
     torrent->got_info(std::move(parsed).value(), now);
     changed_.insert(id);
     notice(Notice::Kind::info, id,
@@ -447,7 +440,7 @@ void Session::on_metadata_found(const v1::MetadataFound& found, std::vector<zmq:
     if (!torrent->active()) return;
     for (const auto& identity : stages_.identities()) {
         const v1::Role role = stages_.find(identity)->role;
-        if (role == v1::ROLE_DHT && is_private) {
+        if (role == v1::ROLE_DHT && is_private(*torrent)) {
             send(identity, bus::torrent_removed_message(id, false));  // BEP 27
         } else if (needs_info(role) || role == v1::ROLE_TRACKER) {
             tell_stage(identity, role, *torrent, now);
@@ -456,7 +449,7 @@ void Session::on_metadata_found(const v1::MetadataFound& found, std::vector<zmq:
 }
 
 Result<Session::Added> Session::add(AddRequest request, Clock::time_point now, std::int64_t wall_now) {
-    if (is_magnet(request.metainfo)) return add_magnet(std::move(request), now, wall_now);
+    if (magnet::is_magnet(request.metainfo)) return add_magnet(std::move(request), now, wall_now);
     auto parsed = Torrent::parse(request.metainfo);
     if (!parsed) return parsed.error();
     if (parsed->piece_length() > bus::kMaxPieceBytes) {
@@ -608,7 +601,7 @@ void Session::check_stalls(Clock::time_point now) {
             spdlog::info("torrent {}: no peers: asking the trackers for more now", id.get());
             send_role(v1::ROLE_TRACKER, ask);
         }
-        if (torrent.info() == nullptr || !torrent.info()->is_private()) send_role(v1::ROLE_DHT, ask);
+        if (!is_private(torrent)) send_role(v1::ROLE_DHT, ask);
     }
 }
 
