@@ -9,8 +9,9 @@
 
 namespace pw::peer_worker {
 
-PieceMemory::PieceMemory(std::uint64_t budget_bytes, Kind kind, std::chrono::milliseconds slow_fill)
-    : budget_(budget_bytes), kind_(kind), slow_fill_(slow_fill) {}
+PieceMemory::PieceMemory(std::uint64_t budget_bytes, Kind kind,
+                         std::chrono::milliseconds trim_window)
+    : budget_(budget_bytes), kind_(kind), trim_window_(trim_window) {}
 
 PieceMemory::~PieceMemory() = default;
 
@@ -78,7 +79,7 @@ std::optional<PieceDestination> PieceMemory::reserve(std::uint64_t lease_id,
     Pool& pool = pool_for(piece_length);
     const std::uint32_t counted = pool.arena ? piece_length : size;
     counted_bytes_ += counted;
-    undelivered_[lease_id] = Held{pool.arena ? &pool : nullptr, std::nullopt, size, counted, {}};
+    undelivered_[lease_id] = Held{pool.arena ? &pool : nullptr, std::nullopt, size, counted};
     if (!pool.arena) return PieceDestination::owned(size);
     pool.retired = false;
     return PieceDestination::bound_on_first_use(*this, lease_id, size);
@@ -93,10 +94,8 @@ std::span<std::uint8_t> PieceMemory::bind(std::uint64_t lease_id, bool& empty) {
     Pool& pool = *held.pool;
     bus::PieceArena& arena = *pool.arena;
     if (!held.slot) {
-        held.slot = arena.acquire(lease_id, pieces_are_fast(pool) ? bus::PieceArena::Prefer::resident
-                                                                 : bus::PieceArena::Prefer::empty);
+        held.slot = arena.acquire(lease_id, bus::PieceArena::Prefer::resident);
         if (!held.slot) throw std::logic_error("PieceMemory::bind: more leases than slots");
-        held.bound_at = std::chrono::steady_clock::now();
         // A slot with its pages was counted already (free and resident); one without takes
         // fresh pages as its bytes come, counted whole from now.
         if (!arena.resident(*held.slot)) {
@@ -174,32 +173,18 @@ void PieceMemory::delivered(std::uint64_t lease_id) {
     // A slot stays taken: the verifier and the writer read it in place. A buffer is
     // ZeroMQ's now, bounded by the socket's high-water mark instead.
     if (held.slot) {
-        Pool& pool = *held.pool;
-        const double fill = std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                          held.bound_at).count();
-        pool.typical_fill_seconds = pool.typical_fill_seconds < 0
-                                        ? fill
-                                        : 0.875 * pool.typical_fill_seconds + 0.125 * fill;
-        const bool keep = fill <= std::chrono::duration<double>(slow_fill_).count() &&
-                          pieces_are_fast(pool);
-        delivered_slots_[lease_id] = Delivered{
-            &pool, *held.slot, keep ? bus::PieceArena::Pages::keep : bus::PieceArena::Pages::give_back};
+        delivered_slots_[lease_id] = Delivered{held.pool, *held.slot};
     } else {
         counted_bytes_ -= held.charge;
     }
     undelivered_.erase(found);
 }
 
-bool PieceMemory::pieces_are_fast(const Pool& pool) const {
-    return pool.typical_fill_seconds >= 0 &&
-           pool.typical_fill_seconds <= std::chrono::duration<double>(slow_fill_).count();
-}
-
 std::size_t PieceMemory::free_delivered(const bus::v1::SlotsFreed& freed) {
     if (freed.all_delivered()) {
         const std::size_t count = delivered_slots_.size();
         for (const auto& [lease_id, held] : delivered_slots_) {
-            release_slot(*held.pool, held.slot, held.pages);
+            release_slot(*held.pool, held.slot, bus::PieceArena::Pages::keep);
             counted_bytes_ -= held.pool->length;
         }
         delivered_slots_.clear();
@@ -214,7 +199,7 @@ std::size_t PieceMemory::free_delivered(const bus::v1::SlotsFreed& freed) {
             found->second.pool->arena->info().id != freed.arena_id()) {
             continue;
         }
-        release_slot(*found->second.pool, found->second.slot, found->second.pages);
+        release_slot(*found->second.pool, found->second.slot, bus::PieceArena::Pages::keep);
         counted_bytes_ -= found->second.pool->length;
         delivered_slots_.erase(found);
         ++count;
@@ -230,6 +215,19 @@ void PieceMemory::retire(std::uint32_t piece_length) {
     const std::uint32_t slot_size = pool.arena->info().slot_size;
     const std::uint32_t given = pool.arena->give_back_free(pool.arena->free_resident_slots());
     resident_bytes_ -= std::uint64_t{given} * slot_size;
+}
+
+void PieceMemory::trim(std::chrono::steady_clock::time_point now) {
+    if (window_start_ == std::chrono::steady_clock::time_point{}) window_start_ = now;
+    const bool window_over = now - window_start_ >= trim_window_;
+    for (auto& [length, pool] : pools_) {
+        if (!pool->arena) continue;
+        pool->spare_in_window = std::min(pool->spare_in_window, pool->arena->free_resident_slots());
+        if (!window_over) continue;
+        give_back(*pool, std::uint64_t{pool->spare_in_window} * pool->arena->info().slot_size);
+        pool->spare_in_window = pool->arena->free_resident_slots();
+    }
+    if (window_over) window_start_ = now;
 }
 
 std::uint64_t PieceMemory::room(std::uint32_t piece_length) const {

@@ -14,7 +14,8 @@
 // becomes ZeroMQ's (a frame) once delivered. Either way a lease that ends before delivery
 // gives its room back at once.
 //
-// Resident pages: slots freed by fast pieces keep their pages for the next piece. Across
+// Resident pages: freed slots keep their pages for the next piece until a trim finds them
+// spare (free all through a window). Across
 // arenas those kept pages plus the slots in use (each counted whole) never exceed the budget
 // (or two pieces of the longest length, when that is more): a slot that takes fresh pages
 // beyond it first makes free slots give theirs back, those of retired lengths first, then of
@@ -39,17 +40,16 @@ public:
     // Buffers of the worker's own (pieces travel as frames), or shared-memory arenas.
     enum class Kind { buffers, arenas };
 
-    // A piece that takes longer than this from its first byte to delivery is slow. While the
-    // pieces of late of one length are slow (a moving average of their fill times), a piece
-    // of that length takes a slot without pages, which come as its bytes do, and gives them
-    // back when freed; while they are fast, slots stay resident and go round without a page
-    // fault. One slow piece among fast ones gives its pages back too, and until a piece has
-    // been delivered pieces count as slow.
-    static constexpr std::chrono::milliseconds kSlowFill{50};
+    // A freed slot keeps its pages for the next piece, slow or fast: a fresh page costs a
+    // fault in the worker, another in every reader, and on a VM that hands freed memory back
+    // to its host a host fault too (sixteen 2 MiB/s peers: the worker's CPU per byte tripled
+    // when slow pieces gave their pages back). Free slots that no piece needed over a whole
+    // window give their pages back at the next trim(), so an idle or slowing worker shrinks.
+    static constexpr std::chrono::milliseconds kTrimWindow{5000};
 
     // At most `budget_bytes` of pieces held at once, over every torrent and length.
     PieceMemory(std::uint64_t budget_bytes, Kind kind,
-                std::chrono::milliseconds slow_fill = kSlowFill);
+                std::chrono::milliseconds trim_window = kTrimWindow);
     ~PieceMemory();
     PieceMemory(const PieceMemory&) = delete;
     PieceMemory& operator=(const PieceMemory&) = delete;
@@ -85,6 +85,9 @@ public:
     // No torrent fetches pieces of `piece_length` now: the arena's free slots give their pages
     // back, and so do its slots freed from now on, until a lease of that length comes again.
     void retire(std::uint32_t piece_length);
+    // Called often (each tick): once a window has passed, gives back the pages of as many
+    // free slots as stayed free and resident all through it, those freed longest ago.
+    void trim(std::chrono::steady_clock::time_point now);
 
     // Whole pieces of `piece_length` bytes that still fit.
     std::uint64_t room(std::uint32_t piece_length) const;
@@ -102,7 +105,8 @@ private:
     struct Pool {
         std::uint32_t length = 0;
         std::unique_ptr<bus::PieceArena> arena;  // null: buffers
-        double typical_fill_seconds = -1;        // of the pieces delivered lately; <0 before
+        // The fewest free resident slots seen since the window began: that many were spare.
+        std::uint32_t spare_in_window = 0;
         bool retired = false;
     };
     struct Held {
@@ -110,17 +114,14 @@ private:
         std::optional<std::uint32_t> slot;
         std::uint32_t size = 0;
         std::uint32_t charge = 0;  // counted against the budget
-        std::chrono::steady_clock::time_point bound_at{};
     };
     struct Delivered {
         Pool* pool = nullptr;
         std::uint32_t slot = 0;
-        bus::PieceArena::Pages pages = bus::PieceArena::Pages::keep;
     };
 
     std::uint64_t cap_for(std::uint32_t piece_length) const;
     Pool& pool_for(std::uint32_t piece_length);
-    bool pieces_are_fast(const Pool& pool) const;
     // Releases an arena slot, keeping the resident count in step.
     void release_slot(Pool& pool, std::uint32_t slot, bus::PieceArena::Pages pages);
     // Makes free slots give their pages back until the resident bound is within the cap.
@@ -129,7 +130,8 @@ private:
 
     std::uint64_t budget_ = 0;
     Kind kind_ = Kind::buffers;
-    std::chrono::milliseconds slow_fill_{kSlowFill};
+    std::chrono::milliseconds trim_window_{kTrimWindow};
+    std::chrono::steady_clock::time_point window_start_{};
     std::unordered_map<std::uint32_t, std::unique_ptr<Pool>> pools_;  // by piece length; kept
     Pool* last_pool_ = nullptr;  // the one the last lease went to
     std::uint32_t longest_arena_length_ = 0;

@@ -1143,6 +1143,7 @@ void WorkerService::on_timer() {
 
     const auto now = Clock::now();
     batches_->flush();
+    memory_->trim(now);
     if (listener_) listener_->check_deadlines(now);
     uploader_->on_tick(now);
     upload_limit_.refill(now);

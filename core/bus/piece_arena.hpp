@@ -49,19 +49,15 @@ public:
     const ArenaInfo& info() const { return info_; }
 
     // Which free slot a piece would rather have. A resident one (the one freed last first)
-    // costs no page faults: right for pieces that fill in milliseconds. One without pages
-    // takes them as bytes are written (fault_in_for_write), so a piece a slow peer fills over
-    // a second holds what has come rather than its whole size.
+    // costs no page faults. One without pages takes them as bytes are written
+    // (fault_in_for_write), so it holds only what has come.
     enum class Prefer { resident, empty };
 
     // A free slot, tagged with `lease_id` (non-zero), of the kind preferred if there is one;
     // nullopt when all are in use.
     std::optional<std::uint32_t> acquire(std::uint64_t lease_id, Prefer prefer = Prefer::resident);
-    // Whether a slot's pages go back to the kernel when it is released. Keeping them is right
-    // for pieces that fill in milliseconds: the next piece reuses them without a fault. A
-    // slow piece's slot gives them back: kept, the next slow piece would hold a whole slot
-    // resident from its first byte (sixteen 2 MiB/s peers: sixteen whole slots, on average
-    // half written).
+    // Whether a slot's pages go back to the kernel when it is released. Kept, the next piece
+    // reuses them without a fault; given back, they cost nothing while the slot is free.
     enum class Pages { keep, give_back };
     // Clears the slot's tag and makes it available again. Unknown or free slots are ignored.
     void release(std::uint32_t slot, Pages pages = Pages::keep);

@@ -1248,81 +1248,85 @@ std::uint64_t resident_bytes(const std::string& arena_path) {
     return static_cast<std::uint64_t>(info.st_blocks) * 512;
 }
 
-// A piece in a slot without pages takes them as its bytes come, a chunk at a time; a slow
-// piece (one that took longer than slow_fill to fill) gives them back when its slot is freed,
-// a fast one keeps them for the next piece.
-TEST(PieceMemory, PagesComeAChunkAtATimeAndSlowPiecesGiveThemBack) {
+// A piece in a slot without pages takes them as its bytes come, a chunk at a time; its slot
+// keeps them when freed, for the next piece, until a trim window passes without a piece
+// needing that slot.
+TEST(PieceMemory, PagesComeAChunkAtATimeAndStayUntilATrimFindsThemSpare) {
     constexpr std::uint32_t kPiece = 1 << 20;
     const std::vector<std::uint8_t> block(kBlockSize, 0x42);
-    for (const bool slow : {true, false}) {
-        SCOPED_TRACE(slow ? "slow" : "fast");
-        PieceMemory memory(2 * kPiece, PieceMemory::Kind::arenas,
-                           slow ? std::chrono::milliseconds(0) : std::chrono::hours(1));
-        auto destination = memory.reserve(5, kPiece, kPiece);
-        ASSERT_TRUE(destination.has_value());
-        const bus::ArenaInfo info = *memory.arena(kPiece);
-        EXPECT_EQ(destination->range_to_write(0, 0).size(), 0u);  // binds: tags the slot
-        const std::uint64_t empty = resident_bytes(info.path);  // the arena's header and tags
-        EXPECT_EQ(empty, 8192u);
-        auto write_block = [&](std::uint32_t index) {
-            auto range = destination->range_to_write(index * kBlockSize, kBlockSize);
-            std::memcpy(range.data(), block.data(), block.size());
-        };
-        write_block(0);
-        EXPECT_EQ(resident_bytes(info.path), empty + 65536);  // a chunk: 1/16 of the piece
-        for (std::uint32_t index = 1; index < 4; ++index) write_block(index);
-        EXPECT_EQ(resident_bytes(info.path), empty + 65536);
-        write_block(4);
-        EXPECT_EQ(resident_bytes(info.path), empty + 2 * 65536);
-        for (std::uint32_t index = 5; index < kPiece / kBlockSize; ++index) write_block(index);
-        memory.delivered(5);
-        bus::v1::SlotsFreed freed;
-        freed.set_arena_id(info.id);
-        freed.add_lease_ids(5);
-        EXPECT_EQ(memory.free_delivered(freed), 1u);
-        EXPECT_EQ(resident_bytes(info.path), slow ? empty : empty + kPiece);
-    }
-    // A lease that ends before delivery gives back what its empty slot took.
-    PieceMemory memory(2 * kPiece, PieceMemory::Kind::arenas);
-    auto destination = memory.reserve(7, kPiece, kPiece);
+    const auto window = std::chrono::seconds(5);
+    PieceMemory memory(2 * kPiece, PieceMemory::Kind::arenas, window);
+    auto destination = memory.reserve(5, kPiece, kPiece);
     ASSERT_TRUE(destination.has_value());
-    const std::string path = memory.arena(kPiece)->path;
-    const auto range = destination->range_to_write(0, kBlockSize);
+    const bus::ArenaInfo info = *memory.arena(kPiece);
+    EXPECT_EQ(destination->range_to_write(0, 0).size(), 0u);  // binds: tags the slot
+    const std::uint64_t empty = resident_bytes(info.path);  // the arena's header and tags
+    EXPECT_EQ(empty, 8192u);
+    auto write_block = [&](std::uint32_t index) {
+        auto range = destination->range_to_write(index * kBlockSize, kBlockSize);
+        std::memcpy(range.data(), block.data(), block.size());
+    };
+    write_block(0);
+    EXPECT_EQ(resident_bytes(info.path), empty + 65536);  // a chunk: 1/16 of the piece
+    for (std::uint32_t index = 1; index < 4; ++index) write_block(index);
+    EXPECT_EQ(resident_bytes(info.path), empty + 65536);
+    write_block(4);
+    EXPECT_EQ(resident_bytes(info.path), empty + 2 * 65536);
+    for (std::uint32_t index = 5; index < kPiece / kBlockSize; ++index) write_block(index);
+    memory.delivered(5);
+    bus::v1::SlotsFreed freed;
+    freed.set_arena_id(info.id);
+    freed.add_lease_ids(5);
+    EXPECT_EQ(memory.free_delivered(freed), 1u);
+    EXPECT_EQ(resident_bytes(info.path), empty + kPiece);  // kept for the next piece
+
+    // The first window starts at the first trim; the slot is free all through the second.
+    const auto start = std::chrono::steady_clock::now();
+    memory.trim(start);
+    memory.trim(start + window);
+    EXPECT_EQ(resident_bytes(info.path), empty + kPiece);
+    memory.trim(start + window + window / 2);
+    EXPECT_EQ(resident_bytes(info.path), empty + kPiece);
+    memory.trim(start + 2 * window);
+    EXPECT_EQ(resident_bytes(info.path), empty);
+    EXPECT_EQ(memory.resident_bound(), 0u);
+
+    // A lease that ends before delivery gives back what its empty slot took.
+    auto again = memory.reserve(7, kPiece, kPiece);
+    ASSERT_TRUE(again.has_value());
+    const auto range = again->range_to_write(0, kBlockSize);
     std::memcpy(range.data(), block.data(), block.size());
-    EXPECT_EQ(resident_bytes(path), 8192u + 65536);
+    EXPECT_EQ(resident_bytes(info.path), empty + 65536);
     memory.release(7);
-    EXPECT_EQ(resident_bytes(path), 8192u);
+    EXPECT_EQ(resident_bytes(info.path), empty);
 }
 
-// While pieces are fast, a freed slot keeps its pages and the next piece takes it; before
-// any piece has been delivered, and while pieces are slow, a piece takes a slot without pages.
-TEST(PieceMemory, RecentFillTimesChooseResidentOrEmptySlots) {
-    for (const bool fast : {true, false}) {
-        SCOPED_TRACE(fast ? "fast" : "slow");
-        PieceMemory memory(3 * 65536, PieceMemory::Kind::arenas,
-                           fast ? std::chrono::milliseconds(3600000) : std::chrono::milliseconds(0));
-        std::vector<std::uint32_t> bound;
-        for (std::uint64_t lease = 1; lease <= 3; ++lease) {
-            auto destination = memory.reserve(lease, 65536, 65536);
-            ASSERT_TRUE(destination.has_value());
-            bus::PieceArena& slots = *memory.arena_slots(65536);
-            const std::uint64_t arena_id = slots.info().id;
-            (void)destination->range_to_write(0, kBlockSize);  // binds
-            const auto slot = memory.slot_of(lease).value();
-            // The first piece knows no fill time: an empty slot. Then a fast history takes
-            // the slot the last piece gave back, resident; a slow one an empty slot again.
-            EXPECT_EQ(slots.resident(slot), fast && lease > 1) << lease;
-            memory.delivered(lease);
-            bus::v1::SlotsFreed freed;
-            freed.set_arena_id(arena_id);
-            freed.add_lease_ids(lease);
-            EXPECT_EQ(memory.free_delivered(freed), 1u);
-            bound.push_back(slot);
-        }
-        if (fast) {
-            EXPECT_EQ(bound[1], bound[2]);
-        }
+// A slot that was used during a window is not spare: a worker whose pieces come and go keeps
+// its pages through any number of trims.
+TEST(PieceMemory, SlotsInUseOverAWindowAreNotTrimmed) {
+    const auto window = std::chrono::seconds(5);
+    PieceMemory memory(3 * 65536, PieceMemory::Kind::arenas, window);
+    auto now = std::chrono::steady_clock::now();
+    std::vector<std::uint32_t> bound;
+    for (std::uint64_t lease = 1; lease <= 6; ++lease) {
+        memory.trim(now);
+        auto destination = memory.reserve(lease, 65536, 65536);
+        ASSERT_TRUE(destination.has_value());
+        bus::PieceArena& slots = *memory.arena_slots(65536);
+        (void)destination->range_to_write(0, kBlockSize);  // binds
+        const auto slot = memory.slot_of(lease).value();
+        // The first piece finds no resident slot; every later one takes the one freed last.
+        EXPECT_EQ(slots.resident(slot), lease > 1) << lease;
+        memory.trim(now);
+        memory.delivered(lease);
+        bus::v1::SlotsFreed freed;
+        freed.set_arena_id(slots.info().id);
+        freed.add_lease_ids(lease);
+        EXPECT_EQ(memory.free_delivered(freed), 1u);
+        bound.push_back(slot);
+        now += window;
     }
+    EXPECT_TRUE(std::all_of(bound.begin(), bound.end(), [&](auto s) { return s == bound[0]; }));
 }
 
 TEST(PieceMemory, NoFreeSlotRefusesTheLease) {
