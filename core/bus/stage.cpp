@@ -17,6 +17,10 @@ namespace {
 
 // Long enough for the last reports (and a Goodbye) to leave before the process ends.
 constexpr int kExitLingerMs = 2000;
+// After the orchestrator's own Shutdown nobody reads our last reports: the orchestrator is
+// finishing. Waiting the whole linger for a peer that is gone (a DEALER keeps what it could
+// not send for the reconnect) held a completed download's exit back by 2 s.
+constexpr int kShutdownLingerMs = 100;
 
 sigset_t termination_set() {
     sigset_t set;
@@ -71,12 +75,12 @@ std::optional<WelcomeInfo> Stage::handshake() {
     return read_welcome(*welcome);
 }
 
-void Stage::terminate(StageBody& body, const std::string& reason, int exit_code) {
+void Stage::terminate(StageBody& body, const std::string& reason, int exit_code, int linger_ms) {
     if (finished()) return;
     exit_code_ = exit_code;
     body.on_terminate(reason);
     link_.flush_reports();
-    link_.socket().set(zmq::sockopt::linger, kExitLingerMs);
+    link_.socket().set(zmq::sockopt::linger, linger_ms);
 }
 
 void Stage::on_control_ready(StageBody& body) {
@@ -88,7 +92,7 @@ void Stage::on_control_ready(StageBody& body) {
         if (message->envelope.has_shutdown()) {
             const std::string& reason = message->envelope.shutdown().reason();
             spdlog::info("shutting down: {}", reason);
-            terminate(body, reason, 0);
+            terminate(body, reason, 0, kShutdownLingerMs);
             return;
         }
         if (message->envelope.has_welcome()) continue;  // a late duplicate of the handshake
@@ -100,7 +104,7 @@ void Stage::on_signal_ready(StageBody& body) {
     const auto signal = read_termination_signal(config_.signal_fd);
     if (!signal || finished()) return;
     spdlog::info("{}: finishing, saving and leaving", *signal);
-    terminate(body, *signal, 0);
+    terminate(body, *signal, 0, kExitLingerMs);
     v1::Envelope goodbye;
     goodbye.mutable_goodbye()->set_reason(*signal);
     link_.send(goodbye);
@@ -110,14 +114,14 @@ void Stage::tick(StageBody& body) {
     if (finished()) return;
     if (!link_.tick([&body] { return body.heartbeat(); })) {
         spdlog::error("the orchestrator has been silent too long; giving up");
-        terminate(body, "the orchestrator fell silent", 1);
+        terminate(body, "the orchestrator fell silent", 1, kExitLingerMs);
     }
 }
 
 void Stage::fail(StageBody& body, const std::string& reason) {
     if (finished()) return;
     spdlog::error("{}", reason);
-    terminate(body, reason, 1);
+    terminate(body, reason, 1, kExitLingerMs);
 }
 
 void PollLoop::watch(zmq::socket_t& socket, Events events, Handler handler) {

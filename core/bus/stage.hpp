@@ -99,7 +99,8 @@ public:
     int exit_code() const { return exit_code_.value_or(0); }
 
 private:
-    void terminate(StageBody& body, const std::string& reason, int exit_code);
+    // `linger_ms`: how long the last reports may wait for the orchestrator to take them.
+    void terminate(StageBody& body, const std::string& reason, int exit_code, int linger_ms);
 
     StageConfig config_;
     ControlLink link_;
