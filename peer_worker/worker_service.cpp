@@ -1121,6 +1121,13 @@ void WorkerService::send_peer_stats(TorrentContext& torrent, Clock::time_point n
         peer->set_seed(figures.seed);
         peer->set_incoming(connection->incoming());
         peer->set_uploaded(figures.uploaded);
+        if (spdlog::should_log(spdlog::level::debug)) {
+            const PeerSession& session = connection->session();
+            spdlog::debug("{} (torrent {}): {:.0f} KiB/s in, {} of {} blocks in flight, {} KiB leased{}",
+                          key, torrent.id.get(), figures.download_rate / 1024.0,
+                          session.requests_outstanding(), session.pipeline_depth(),
+                          session.leased_bytes() / 1024, figures.choked ? ", choked" : "");
+        }
     }
     if (stats->peers_size() > 0) send_control(envelope);
 }
