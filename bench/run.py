@@ -10,9 +10,17 @@ resident memory of that tree, each with its ratio to the other clients.
   /usr/bin/python3 bench/run.py                   # scenario 1, 3 runs per client
   /usr/bin/python3 bench/run.py --scenario 2 --runs 2
   /usr/bin/python3 bench/run.py --scenario 4      # piecework --workers 1, 2, 4
+  /usr/bin/python3 bench/run.py --scenario 5 --delay-ms 25   # 50 ms round trips
 
 Scenarios: 1 one uncapped seeder, 1 GiB, 1 MiB pieces; 2 sixteen seeders capped at 2 MiB/s
-each, 512 MiB; 3 4 GiB in 16 KiB pieces; 4 scenario 1 with piecework's --workers 1, 2, 4.
+each, 512 MiB; 3 4 GiB in 16 KiB pieces; 4 scenario 1 with piecework's --workers 1, 2, 4;
+5 eight seeders capped at 4 MiB/s, each behind a delay of 50 ms each way (--delay-ms sets
+another), 512 MiB; 6 forty-eight seeders capped at 512 KiB/s, 512 MiB.
+
+A delayed seeder does not announce itself: a proxy in the seeders' process listens for it,
+announces its own port, and holds every chunk it forwards, either way, for the delay (this
+kernel has no netem). The proxy buffers what the seeder sends without limit, so the seeder's
+cap, not the proxy, paces the bytes: a long fat pipe.
 """
 import argparse
 import ctypes
@@ -42,6 +50,8 @@ SCENARIOS = {
     2: dict(size_mib=512, piece_kib=1024, seeders=16, rate_kib=2048),
     3: dict(size_mib=4096, piece_kib=16, seeders=1, rate_kib=0),
     4: dict(size_mib=1024, piece_kib=1024, seeders=1, rate_kib=0),
+    5: dict(size_mib=512, piece_kib=1024, seeders=8, rate_kib=4096, delay_ms=50),
+    6: dict(size_mib=512, piece_kib=1024, seeders=48, rate_kib=512),
 }
 
 
@@ -156,11 +166,78 @@ def lt_add(s, torrent, folder, seed):
     return s.add_torrent(params)
 
 
-def lt_seed(torrent, folder, count, rate_kib):
+def lt_seed(torrent, folder, count, rate_kib, delay_ms=0, tracker_port=0, info_hash_hex=""):
     sessions = [lt_session(rate_kib) for _ in range(count)]
     handles = [lt_add(s, torrent, folder, True) for s in sessions]
+    if delay_ms:
+        import asyncio
+        asyncio.run(delay_proxies([s.listen_port() for s in sessions], delay_ms / 1000,
+                                  tracker_port, info_hash_hex))
     while handles:
         time.sleep(1)
+
+
+async def delay_line(reader, writer, delay):
+    """Forwards reader to writer, each chunk `delay` seconds after it was read, in order."""
+    import asyncio
+    held = asyncio.Queue()
+
+    async def deliver():
+        while (item := await held.get()) is not None:
+            due, chunk = item
+            if (wait := due - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            writer.write(chunk)
+            await writer.drain()
+
+    sender = asyncio.create_task(deliver())
+    try:
+        while chunk := await reader.read(1 << 16):
+            await held.put((time.monotonic() + delay, chunk))
+    except OSError:
+        pass
+    await held.put(None)
+    try:
+        await sender
+    except OSError:
+        pass
+    writer.close()
+
+
+async def delay_proxies(ports, delay, tracker_port, info_hash_hex):
+    """One delaying listener per seeder port, each announced to the tracker as a seed."""
+    import asyncio
+    import urllib.parse
+
+    def proxy_to(port):
+        async def accepted(client_reader, client_writer):
+            try:
+                seed_reader, seed_writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                client_writer.close()
+                return
+            await asyncio.gather(delay_line(client_reader, seed_writer, delay),
+                                 delay_line(seed_reader, client_writer, delay),
+                                 return_exceptions=True)
+        return accepted
+
+    servers = [await asyncio.start_server(proxy_to(port), "127.0.0.1", 0) for port in ports]
+    quoted = urllib.parse.quote_from_bytes(bytes.fromhex(info_hash_hex))
+
+    def announce_all():
+        for server in servers:
+            port = server.sockets[0].getsockname()[1]
+            query = urllib.parse.urlencode({"peer_id": f"-PD0001-{port:012d}", "port": port,
+                                            "uploaded": 0, "downloaded": 0, "left": 0,
+                                            "compact": 1, "event": "started"})
+            url = f"http://127.0.0.1:{tracker_port}/announce?info_hash={quoted}&{query}"
+            try:
+                urllib.request.urlopen(url, timeout=5).read()
+            except OSError:
+                pass
+    while True:
+        await asyncio.to_thread(announce_all)
+        await asyncio.sleep(30)
 
 
 def lt_get(torrent, folder):
@@ -317,7 +394,7 @@ def run_client(command, out, timeout):
 # --- the swarm
 
 class Swarm:
-    def __init__(self, work, torrent_of, folder, seeders, rate_kib):
+    def __init__(self, work, torrent_of, folder, seeders, rate_kib, delay_ms=0):
         self.procs = []
         self.port = free_port()
         self.torrent = os.path.join(work, "bench.torrent")
@@ -331,8 +408,15 @@ class Swarm:
         self._start(["opentracker", "-i", "127.0.0.1", "-p", str(self.port), "-P",
                      str(self.port), "-A", "127.0.0.1", "-d", work, "-w", "whitelist"],
                     os.path.join(work, "tracker.log"), work)
-        self._start([sys.executable, os.path.abspath(__file__), "lt-seed", self.torrent, folder,
-                     "--count", str(seeders), "--rate-kib", str(rate_kib)],
+        seed_torrent, delay_args = self.torrent, []
+        if delay_ms:
+            # The seeders themselves must not be found: only their delaying proxies.
+            seed_torrent = os.path.join(work, "silent.torrent")
+            torrent_of("http://127.0.0.1:1/announce", seed_torrent)
+            delay_args = ["--delay-ms", str(delay_ms), "--tracker-port", str(self.port),
+                          "--info-hash", info_hash(self.torrent)]
+        self._start([sys.executable, os.path.abspath(__file__), "lt-seed", seed_torrent, folder,
+                     "--count", str(seeders), "--rate-kib", str(rate_kib)] + delay_args,
                     os.path.join(work, "seeders.log"), work)
         if not self._wait_announced(seeders):
             self.stop()
@@ -369,7 +453,9 @@ class Swarm:
 
 def clients(args, torrent, out):
     piecework = os.path.join(args.build, "bin", "piecework")
-    pw = args.wrap.split() + [piecework, "download", torrent, "-o", out, "--quiet"]
+    # No DHT and no LSD: a bench's traffic stays on 127.0.0.1, and the swarm is the tracker's.
+    pw = args.wrap.split() + [piecework, "download", torrent, "-o", out, "--quiet", "--no-dht",
+                              "--no-lsd"]
     if args.scenario == 4:
         found = [(f"piecework-w{n}", pw + ["--workers", str(n)]) for n in (1, 2, 4)]
     else:
@@ -431,9 +517,17 @@ def bench(args):
     work = tempfile.mkdtemp(prefix="pw-bench-", dir=args.scratch)
     piece_kib = setup["piece_kib"]
     torrent_of = cached_torrent(args.cache, path, size_mib, piece_kib)
-    swarm = Swarm(work, torrent_of, folder, setup["seeders"], setup["rate_kib"])
+    delay_ms = args.delay_ms if args.delay_ms is not None else setup.get("delay_ms", 0)
+    swarm = Swarm(work, torrent_of, folder, setup["seeders"], setup["rate_kib"], delay_ms)
     results = {}
     try:
+        if args.warmup:
+            # libtorrent seeders in seed mode check each piece the first time they send it:
+            # unwarmed, whichever client goes first pays for that hashing on our two cores.
+            out = tempfile.mkdtemp(prefix="warmup-", dir=work)
+            run_client([sys.executable, os.path.abspath(__file__), "lt-get", swarm.torrent, out],
+                       out, args.timeout)
+            shutil.rmtree(out, ignore_errors=True)
         lineup = clients(args, swarm.torrent, "{out}")
         for name, _ in lineup:
             results[name] = []
@@ -462,7 +556,8 @@ def bench(args):
         reap_all()
     print(f"scenario {args.scenario}: {size_mib} MiB, {piece_kib} KiB pieces,"
           f" {setup['seeders']} seeder(s)"
-          + (f" capped at {setup['rate_kib'] // 1024} MiB/s each" if setup["rate_kib"] else ""))
+          + (f" capped at {setup['rate_kib']} KiB/s each" if setup["rate_kib"] else "")
+          + (f", {delay_ms:g} ms each way" if delay_ms else ""))
     print(table(results, size_mib))
     if setup["rate_kib"]:
         offered = setup["seeders"] * setup["rate_kib"] * 1024 / 1e6
@@ -470,7 +565,8 @@ def bench(args):
             good = [size_mib * MIB / 1e6 / r["wall"] for r in runs if r["ok"]]
             if good:
                 print(f"  {name}: {100 * statistics.median(good) / offered:.0f}% of the"
-                      f" {offered:.1f} MB/s offered")
+                      f" {offered:.1f} MB/s offered (median; worst run"
+                      f" {100 * min(good) / offered:.0f}%)")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if all(r["ok"] for runs in results.values() for r in runs) else 1
@@ -484,9 +580,13 @@ def main():
         ap.add_argument("folder")
         ap.add_argument("--count", type=int, default=1)
         ap.add_argument("--rate-kib", type=int, default=0)
+        ap.add_argument("--delay-ms", type=float, default=0)
+        ap.add_argument("--tracker-port", type=int, default=0)
+        ap.add_argument("--info-hash", default="")
         a = ap.parse_args()
         if a.mode == "lt-seed":
-            lt_seed(a.torrent, a.folder, a.count, a.rate_kib)
+            lt_seed(a.torrent, a.folder, a.count, a.rate_kib, a.delay_ms, a.tracker_port,
+                    a.info_hash)
         else:
             lt_get(a.torrent, a.folder)
         return 0
@@ -499,6 +599,8 @@ def main():
     ap.add_argument("--with-others", action="store_true",
                     help="scenario 4: also run libtorrent and aria2")
     ap.add_argument("--size-mib", type=int, default=0, help="override the scenario's size")
+    ap.add_argument("--delay-ms", type=float, default=None,
+                    help="one-way delay between the client and each seeder (scenario 5: 50)")
     ap.add_argument("--build", default=os.path.join(REPO, "build"),
                     help="build folder holding bin/piecework")
     ap.add_argument("--cache", default=os.environ.get("PW_BENCH_CACHE", "/tmp/pw-bench-cache"),
@@ -506,6 +608,8 @@ def main():
     ap.add_argument("--scratch", default=None, help="where downloads go (default: /tmp)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per download")
     ap.add_argument("--keep", action="store_true", help="keep failed downloads and logs")
+    ap.add_argument("--no-warmup", dest="warmup", action="store_false",
+                    help="skip the unmeasured download that has the seeders check their pieces")
     ap.add_argument("--wrap", default="",
                     help="prefix for piecework's command, e.g. 'perf record -e cpu-clock -g -o F --'")
     args = ap.parse_args()
