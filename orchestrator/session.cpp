@@ -18,6 +18,9 @@ namespace {
 
 constexpr std::size_t kMaxStrangersRemembered = 1024;
 constexpr milliseconds kExpiryCheckPeriod{1'000};
+// Idle torrents are visited this often rather than on every turn of the loop: 200 seeding
+// torrents walked four times a second were half of an idle daemon's CPU.
+constexpr milliseconds kQuietWalkPeriod{1'000};
 
 std::span<const std::uint8_t> bytes_of(const zmq::message_t& frame) {
     return {static_cast<const std::uint8_t*>(frame.data()), frame.size()};
@@ -660,6 +663,12 @@ void Session::on_hello(const std::string& identity, const v1::Hello& hello, Cloc
         port.mutable_dht_port()->set_port(dht_port_);
         send(identity, std::move(port));
     }
+    if (hello.role() == v1::ROLE_PEER_WORKER) {
+        // Its share of the rate limits before its first torrent: waiting for the next round
+        // of budgets let a new worker fetch a second at full speed (16 MiB at a 128K limit).
+        worker_use_[identity].last_budget.clear();
+        send_rate_budgets();
+    }
     for (const auto& [id, torrent] : torrents_) {
         if (torrent.active()) tell_stage(identity, hello.role(), torrent, now);
     }
@@ -1086,7 +1095,17 @@ void Session::after_change(TorrentState& torrent, Clock::time_point /*now*/) {
 
 // --- time ---
 
-void Session::assign_peers(Clock::time_point now) {
+bool Session::busy(const TorrentState& torrent) {
+    const TorrentPhase phase = torrent.phase();
+    return phase == TorrentPhase::metadata || phase == TorrentPhase::checking ||
+           phase == TorrentPhase::downloading || torrent.directory().assigned() > 0;
+}
+
+void Session::assign_peers(Clock::time_point now, bool all) {
+    if (!all && std::none_of(torrents_.begin(), torrents_.end(),
+                             [](const auto& entry) { return busy(entry.second); })) {
+        return;
+    }
     WorkerLoad load;
     for (const auto& worker : stages_.identities(v1::ROLE_PEER_WORKER)) load[worker] = 0;
     if (load.empty()) return;
@@ -1098,6 +1117,7 @@ void Session::assign_peers(Clock::time_point now) {
     std::size_t room = config_.max_peers > assigned ? config_.max_peers - assigned : 0;
     for (auto& [id, torrent] : torrents_) {
         if (room == 0) break;
+        if (!all && !busy(torrent)) continue;
         // Seeds dial too: a leecher that cannot or will not dial us (behind a NAT, or
         // Transmission refusing loopback addresses) is reached only this way. Two seeds that
         // meet part at once (nothing to trade), and a seed is not dialled again while we seed.
@@ -1126,9 +1146,13 @@ void Session::assign_peers(Clock::time_point now) {
 
 void Session::tick(Clock::time_point now, std::int64_t wall_now) {
     wall_now_ = wall_now;
-    for (auto& [id, info] : info_) {
-        if (info.frame.size() > 0 && !info.path.empty() && now >= info.release_at) {
-            info.frame.rebuild();  // TorrentInfos still queued keep their reference
+    const bool quiet_due = now >= next_quiet_walk_;
+    if (quiet_due) {
+        next_quiet_walk_ = now + kQuietWalkPeriod;
+        for (auto& [id, info] : info_) {
+            if (info.frame.size() > 0 && !info.path.empty() && now >= info.release_at) {
+                info.frame.rebuild();  // TorrentInfos still queued keep their reference
+            }
         }
     }
     if (now >= next_heartbeat_) {
@@ -1143,22 +1167,23 @@ void Session::tick(Clock::time_point now, std::int64_t wall_now) {
             on_stage_lost(stage);
         }
     }
-    assign_peers(now);
+    assign_peers(now, quiet_due);
     if (next_tracker_stats_ == Clock::time_point{}) next_tracker_stats_ = now + config_.tracker_stats_period;
     const bool expiry_due = now >= next_expiry_check_;
     if (expiry_due) next_expiry_check_ = now + kExpiryCheckPeriod;
     const bool stats_due = now >= next_tracker_stats_;
     if (stats_due) next_tracker_stats_ = now + config_.tracker_stats_period;
     for (auto& [id, torrent] : torrents_) {
+        after_change(torrent, now);  // a completion is told at once, busy or not
+        if (!quiet_due && !expiry_due && !stats_due && !busy(torrent)) continue;
         torrent.tick(now);
         if (expiry_due) send_cancels(id, torrent.expire(now));
         if (stats_due && torrent.active()) send_tracker_stats(torrent, v1::TrackerStats::NONE);
-        after_change(torrent, now);
         if (torrent.active()) {
             send_choke_changes(id, torrent.choker().tick(now, torrent.phase() == TorrentPhase::seeding));
         }
     }
-    enforce_seed_limits();
+    if (quiet_due) enforce_seed_limits();
     check_stalls(now);
     if (now >= next_budget_) {
         next_budget_ = now + std::chrono::seconds(1);

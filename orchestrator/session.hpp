@@ -209,7 +209,11 @@ private:
     void send_rate_budgets();
     void enforce_seed_limits();
     void after_change(TorrentState& torrent, Clock::time_point now);
-    void assign_peers(Clock::time_point now);
+    // Dials the peers due. `all`: every torrent; otherwise only the busy ones.
+    void assign_peers(Clock::time_point now, bool all);
+    // Fetching metadata or pieces, checking, or with peers: something may be due within a
+    // turn. The others (seeding alone, stopped) are walked once a second.
+    static bool busy(const TorrentState& torrent);
 
     SessionConfig config_;
     GrantCounter grants_;
@@ -253,6 +257,7 @@ private:
     Clock::time_point next_tracker_stats_{};
     Clock::time_point next_expiry_check_{};
     Clock::time_point next_stall_check_{};
+    Clock::time_point next_quiet_walk_{};
 };
 
 }  // namespace pw::orchestrator

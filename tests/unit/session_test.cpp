@@ -476,7 +476,7 @@ TEST(Session, ReadsTheTorrentAgainForALateStage) {
     EXPECT_EQ(sent_info, t.torrent.info_bytes());
 
     std::ofstream(path, std::ios::binary | std::ios::trunc) << two_pieces("other.bin").bytes;
-    rig.session.tick(rig.now + 2ms, 0);
+    rig.session.tick(rig.now + 1s + 2ms, 0);  // idle torrents are visited once a second
     rig.hello("writer", v1::ROLE_WRITER);
     EXPECT_EQ(Rig::count(rig.take(), v1::Envelope::kTorrentInfo, "writer"), 0u);
     const auto notices = rig.session.take_notices();
@@ -758,6 +758,27 @@ TEST(Session, RateLimitsAreSharedByUseAndFollowTheTorrentsOwn) {
     EXPECT_EQ(Rig::count(rig.take(), v1::Envelope::kRateBudget), 0u);  // unchanged: not sent again
 }
 
+// A worker gets its share of the limits with its welcome, before any torrent or peer: the
+// next round of budgets is up to a second away, and a second unlimited is a whole download.
+TEST(Session, AWorkerThatJoinsGetsItsBudgetBeforeItsTorrents) {
+    Rig rig;
+    rig.session.set_rate_limits(0, 128'000);
+    const TorrentId id = rig.add(two_pieces());
+    (void)id;
+    rig.take();
+    rig.hello("peer_worker-1", v1::ROLE_PEER_WORKER);
+    const auto sent = rig.take();
+    const auto budgets = Rig::of_kind(sent, v1::Envelope::kRateBudget, "peer_worker-1");
+    ASSERT_EQ(budgets.size(), 1u);
+    EXPECT_EQ(budgets[0]->envelope.rate_budget().download_bytes_per_s(), 128'000u);
+    const auto torrents = Rig::of_kind(sent, v1::Envelope::kTorrentAdded, "peer_worker-1");
+    ASSERT_FALSE(torrents.empty());
+    EXPECT_LT(budgets[0], torrents[0]);  // sent first
+    // The same worker back after a restart is told again, though nothing changed.
+    rig.hello("peer_worker-1", v1::ROLE_PEER_WORKER, 2);
+    EXPECT_EQ(Rig::count(rig.take(), v1::Envelope::kRateBudget), 1u);
+}
+
 TEST(Session, ASeedReachingItsRatioIsFinished) {
     Rig rig;
     const TorrentId id = rig.add(two_pieces());
@@ -774,6 +795,7 @@ TEST(Session, ASeedReachingItsRatioIsFinished) {
     counters->set_bytes_uploaded(2 * 16384);
     rig.say("peer_worker-1", beat);
     rig.take();
+    rig.now += 1s;  // a seed's limits are checked once a second
     rig.session.tick(rig.now, 0);
     EXPECT_TRUE(rig.session.find(id)->finished());
     EXPECT_EQ(rig.session.find(id)->phase(), TorrentPhase::stopped);
