@@ -269,6 +269,22 @@ TEST_F(DownloadTest, TrackerlessWithPeerFlag) {
                     {"--peer", "127.0.0.1:" + std::to_string(seeder.port())});
 }
 
+// 8. --max-download-rate holds from the first byte: 4 MiB at 1 MB/s takes about 4 s (a lower
+// bound on the time, so a slow machine cannot fail it). The limit once reached the worker a
+// second late, after a loopback download had finished at full speed.
+TEST_F(DownloadTest, DownloadRateLimitHoldsFromTheStart) {
+    const std::string payload = make_payload(dir_ / "small", "small.bin", 4u << 20, 18);
+    const auto torrent = make_torrent(payload, 256u << 10, {}, dir_ / "small.torrent");
+    auto& seeder = start_lt_seeder(torrent, dir_ / "small");
+    const auto started = std::chrono::steady_clock::now();
+    expect_download(torrent, payload,
+                    {"--peer", "127.0.0.1:" + std::to_string(seeder.port()), "--max-download-rate", "1M"});
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    // 4 MiB over 1 MB/s, less a quarter second's burst and a block of slack: at least 3.5 s.
+    EXPECT_GE(seconds, 3.5);
+}
+
 // The harness itself, so its failures are not mistaken for the client's.
 TEST(HarnessSelfTest, SeedersAnnounceToOpentracker) {
     TempDir dir;
