@@ -146,6 +146,10 @@ def lt_session(rate_kib):
         "enable_natpmp": False, "enable_outgoing_utp": False, "enable_incoming_utp": False,
         "allow_multiple_connections_per_ip": True,
         "upload_rate_limit": rate_kib * 1024,
+        # The cap counts what the peer protocol carries, not libtorrent's estimate of TCP/IP
+        # headers (about 3% more on an assumed 1500-byte MTU): "N seeders x R offered" then
+        # means that many bytes a second can reach a client.
+        "rate_limit_ip_overhead": False,
         "alert_mask": lt.alert.category_t.error_notification,
     })
     # libtorrent puts loopback peers in an unlimited "local" class; moving every address to
