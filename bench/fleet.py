@@ -65,6 +65,7 @@ class Member:
                 "-o", self.out, "--listen-port", str(common.free_port()),
                 "--seed-time", str(minutes), "--log-level", "info", "--quiet",
                 "--state-dir", os.path.join(work, f".state-{os.path.basename(self.out)}")]
+            cmd += common.LOCAL_ONLY
             if args.workers:
                 cmd += ["--workers", str(args.workers)]
         else:

@@ -504,7 +504,9 @@ def bench(args):
         rpc_port = common.free_port()
         command = [piecework, "daemon", "--download-dir", downloads, "--state-dir", state,
                    "--rpc-port", str(rpc_port), "--listen-port", str(common.free_port()),
-                   "--workers", str(args.workers), "--log-level", args.log_level]
+                   "--workers", str(args.workers), "--log-level", args.log_level,
+                   # The DHT node runs, as in any daemon, but joins nothing beyond 127.0.0.1.
+                   "--dht-bootstrap", f"127.0.0.1:{common.free_port()}", "--no-lsd"]
         if args.max_peers:
             command += ["--max-peers", str(args.max_peers)]
         daemon_log = os.path.join(work, "daemon.log")

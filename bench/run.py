@@ -55,6 +55,10 @@ SCENARIOS = {
 }
 
 
+# piecework's discovery beyond the swarm off: a bench's traffic stays on 127.0.0.1.
+LOCAL_ONLY = ["--no-dht", "--no-lsd"]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -457,9 +461,7 @@ class Swarm:
 
 def clients(args, torrent, out):
     piecework = os.path.join(args.build, "bin", "piecework")
-    # No DHT and no LSD: a bench's traffic stays on 127.0.0.1, and the swarm is the tracker's.
-    pw = args.wrap.split() + [piecework, "download", torrent, "-o", out, "--quiet", "--no-dht",
-                              "--no-lsd"]
+    pw = args.wrap.split() + [piecework, "download", torrent, "-o", out, "--quiet"] + LOCAL_ONLY
     if args.scenario == 4:
         found = [(f"piecework-w{n}", pw + ["--workers", str(n)]) for n in (1, 2, 4)]
     else:

@@ -214,7 +214,7 @@ def bench(args):
     pw_cmd = args.wrap.split() + [
         os.path.join(args.build, "bin", "piecework"), "seed", torrent, folder,
         "--listen-port", str(pw_port), "--log-level", "info", "--quiet",
-        "--state-dir", os.path.join(work, "pw-state")]
+        "--state-dir", os.path.join(work, "pw-state")] + common.LOCAL_ONLY
     if args.workers:
         pw_cmd += ["--workers", str(args.workers)]
 
