@@ -432,8 +432,12 @@ void DhtNode::tick(Time now) {
 Time DhtNode::next_wakeup(Time now) const {
     Time wake = now + std::chrono::seconds(5);
     for (const auto& [transaction, pending] : pending_) wake = std::min(wake, pending.sent + config_.query_timeout);
-    for (const auto& [id, torrent] : torrents_) {
-        if (torrent.lookup == 0) wake = std::min(wake, torrent.next_lookup);
+    // Lookups due but over max_lookups wait for one to end, which a datagram or a timeout
+    // brings: counting them here had a node with 200 torrents and dead routers spin.
+    if (lookups_.size() < config_.max_lookups) {
+        for (const auto& [id, torrent] : torrents_) {
+            if (torrent.lookup == 0) wake = std::min(wake, torrent.next_lookup);
+        }
     }
     return std::max(wake, now);
 }

@@ -498,6 +498,18 @@ TEST(DhtLookup, SurvivesDeadNodesThroughTimeouts) {
     EXPECT_EQ(outsider.pending_queries(), 0u);
 }
 
+// More torrents than lookups may run, and routers that never answer: the lookups that wait
+// for a free place do not make the node wake at once, over and over.
+TEST(DhtLookup, LookupsWaitingForAPlaceDoNotSpinTheNode) {
+    const auto start = kStart;
+    DhtNode node(id_with(0x42), NodeConfig{}, 7, start);
+    node.set_bootstrap({PeerAddress{"10.9.9.9", 6881}});
+    for (std::uint8_t i = 1; i <= 40; ++i) node.add_torrent(TorrentId{i}, Sha1Digest{i}, start);
+    node.tick(start);
+    (void)node.take_outgoing();
+    EXPECT_GT(node.next_wakeup(start), start);
+}
+
 TEST(DhtLookup, ResponsesFromTheWrongAddressOrTransactionAreIgnored) {
     DhtNode node(id_with(0x01), NodeConfig{}, 3, kStart);
     const PeerAddress router{"10.0.0.1", 6881};
