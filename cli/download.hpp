@@ -164,6 +164,9 @@ public:
     unsigned restarts(const std::string& stage) const;
 
 private:
+    // Sleeps a tick, or less when a signal with a handler arrives (a child's exit, with the
+    // SIGCHLD handler supervise() installs; an interrupt).
+    void wait_a_tick() const;
     struct Child {
         StageCommand command;
         pid_t pid = -1;
