@@ -24,6 +24,9 @@ using std::chrono::milliseconds;
 namespace {
 
 constexpr milliseconds kMaxPollWait{250};
+// Nothing fetching or connected and no progress line to redraw: the session's own timers are
+// a second apart, and news (a message, a signal, an RPC request) wakes the loop anyway.
+constexpr milliseconds kIdlePollWait{1'000};
 constexpr milliseconds kTerminalProgressPeriod{250};
 constexpr milliseconds kPlainProgressPeriod{5'000};
 constexpr int kExitLingerMs = 2000;
@@ -295,6 +298,7 @@ void OrchestratorService::wait_for_messages(bool drained) {
     // when the last batch stopped short of draining the socket, the socket is asked instead.
     // (Plain poll(2), not zmq::poll: that polls once without waiting before it waits.)
     // The signals and the RPC's bridge are plain descriptors beside the socket.
+    const milliseconds wait = config_.terminal || session_.any_busy() ? kMaxPollWait : kIdlePollWait;
     int extra[2];
     int extras = 0;
     if (config_.signal_fd >= 0) extra[extras++] = config_.signal_fd;
@@ -302,13 +306,13 @@ void OrchestratorService::wait_for_messages(bool drained) {
     if (drained && sends_ == sends_when_drained_) {
         pollfd waits[3] = {{router_.get(zmq::sockopt::fd), POLLIN, 0}, {}, {}};
         for (int i = 0; i < extras; ++i) waits[1 + i] = pollfd{extra[i], POLLIN, 0};
-        ::poll(waits, static_cast<nfds_t>(1 + extras), static_cast<int>(kMaxPollWait.count()));  // EINTR: the loop goes on
+        ::poll(waits, static_cast<nfds_t>(1 + extras), static_cast<int>(wait.count()));  // EINTR: the loop goes on
         return;
     }
     zmq::pollitem_t items[3] = {{router_.handle(), 0, ZMQ_POLLIN, 0}, {}, {}};
     for (int i = 0; i < extras; ++i) items[1 + i] = zmq::pollitem_t{nullptr, extra[i], ZMQ_POLLIN, 0};
     try {
-        zmq::poll(items, static_cast<std::size_t>(1 + extras), kMaxPollWait);
+        zmq::poll(items, static_cast<std::size_t>(1 + extras), wait);
     } catch (const zmq::error_t& e) {
         if (e.num() != EINTR) throw;
     }

@@ -1101,11 +1101,13 @@ bool Session::busy(const TorrentState& torrent) {
            phase == TorrentPhase::downloading || torrent.directory().assigned() > 0;
 }
 
+bool Session::any_busy() const {
+    return std::any_of(torrents_.begin(), torrents_.end(),
+                       [](const auto& entry) { return busy(entry.second); });
+}
+
 void Session::assign_peers(Clock::time_point now, bool all) {
-    if (!all && std::none_of(torrents_.begin(), torrents_.end(),
-                             [](const auto& entry) { return busy(entry.second); })) {
-        return;
-    }
+    if (!all && !any_busy()) return;
     WorkerLoad load;
     for (const auto& worker : stages_.identities(v1::ROLE_PEER_WORKER)) load[worker] = 0;
     if (load.empty()) return;

@@ -73,6 +73,8 @@ public:
     void handle(bus::Incoming& in, Clock::time_point now);
     // Heartbeats, silent stages, peer assignment, lease expiry, tracker stats, rates.
     void tick(Clock::time_point now, std::int64_t wall_now);
+    // Some torrent fetches, checks or has peers: its timers want turns within a second.
+    bool any_busy() const;
     std::vector<Outgoing>& outbox() { return outbox_; }
     std::vector<Notice> take_notices() { return std::exchange(notices_, {}); }
     // Tells every stage to shut down (the session is ending).
