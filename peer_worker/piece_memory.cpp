@@ -10,8 +10,14 @@
 namespace pw::peer_worker {
 
 PieceMemory::PieceMemory(std::uint64_t budget_bytes, Kind kind,
-                         std::chrono::milliseconds trim_window)
-    : budget_(budget_bytes), kind_(kind), trim_window_(trim_window) {}
+                         std::chrono::milliseconds trim_window, std::uint64_t ceiling_bytes)
+    : budget_(budget_bytes),
+      floor_(budget_bytes),
+      ceiling_(std::max(budget_bytes, ceiling_bytes)),
+      kind_(kind),
+      trim_window_(trim_window) {}
+
+void PieceMemory::set_budget(std::uint64_t bytes) { budget_ = std::clamp(bytes, floor_, ceiling_); }
 
 PieceMemory::~PieceMemory() = default;
 
@@ -37,9 +43,10 @@ PieceMemory::Pool& PieceMemory::pool_for(std::uint32_t piece_length) {
     pool = std::make_unique<Pool>();
     pool->length = piece_length;
     if (kind_ == Kind::arenas) {
-        // Sized to the whole budget: slots without pages cost nothing until written.
+        // Sized to the ceiling: slots without pages cost nothing until written.
         const std::uint64_t slots = std::clamp<std::uint64_t>(
-            cap_for(piece_length) / piece_length, 2, std::numeric_limits<std::uint32_t>::max());
+            std::max(ceiling_, 2 * std::uint64_t{piece_length}) / piece_length, 2,
+            std::numeric_limits<std::uint32_t>::max());
         try {
             pool->arena = std::make_unique<bus::PieceArena>(piece_length,
                                                             static_cast<std::uint32_t>(slots));

@@ -47,15 +47,20 @@ public:
     // window give their pages back at the next trim(), so an idle or slowing worker shrinks.
     static constexpr std::chrono::milliseconds kTrimWindow{5000};
 
-    // At most `budget_bytes` of pieces held at once, over every torrent and length.
+    // At most `budget_bytes` of pieces held at once, over every torrent and length. The
+    // budget may be raised later up to `ceiling_bytes` (set_budget); arenas have slots for the
+    // ceiling, which cost nothing until written.
     PieceMemory(std::uint64_t budget_bytes, Kind kind,
-                std::chrono::milliseconds trim_window = kTrimWindow);
+                std::chrono::milliseconds trim_window = kTrimWindow, std::uint64_t ceiling_bytes = 0);
     ~PieceMemory();
     PieceMemory(const PieceMemory&) = delete;
     PieceMemory& operator=(const PieceMemory&) = delete;
 
     Kind kind() const { return kind_; }
     std::uint64_t budget() const { return budget_; }
+    // A new budget, kept within the first one and the ceiling. A lower one refuses new leases
+    // until what is held fits again.
+    void set_budget(std::uint64_t bytes);
     // The arena holding pieces of `piece_length`, for PieceBatch; null before its first lease,
     // with buffers, or when it could not be made (those pieces then get buffers).
     const bus::ArenaInfo* arena(std::uint32_t piece_length) const;
@@ -129,6 +134,8 @@ private:
     void give_back(Pool& pool, std::uint64_t excess);
 
     std::uint64_t budget_ = 0;
+    std::uint64_t floor_ = 0;
+    std::uint64_t ceiling_ = 0;
     Kind kind_ = Kind::buffers;
     std::chrono::milliseconds trim_window_{kTrimWindow};
     std::chrono::steady_clock::time_point window_start_{};

@@ -28,6 +28,8 @@ constexpr int kArenaBatchesQueued = 16;
 constexpr int kPiecesLingerMs = 1000;
 // The choker hears of every peer this often (and at once of a change of interest).
 constexpr auto kPeerStatsPeriod = std::chrono::seconds(5);
+// With many peers sending pieces the piece budget may grow to this many times its size.
+constexpr std::uint64_t kPieceBudgetGrowth = 4;
 // Allowed-fast pieces offered to each peer (BEP 6's example size).
 constexpr std::uint32_t kAllowedFastOffered = 10;
 // ReadPiece messages ZeroMQ may queue toward the writer (they are small; reads in flight
@@ -98,8 +100,9 @@ int WorkerService::run() {
         signals_ = std::make_unique<asio::posix::stream_descriptor>(io_, stage_.signal_fd());
         watch_signals();
     }
-    spdlog::info("welcomed: up to {} peers, {} MiB of pieces {}, encryption {}", options_.max_peers,
-                 options_.max_piece_bytes >> 20,
+    spdlog::info("welcomed: up to {} peers, {} MiB of pieces (up to {} MiB with many peers sending) {}, encryption {}",
+                 options_.max_peers, options_.max_piece_bytes >> 20,
+                 (kPieceBudgetGrowth * options_.max_piece_bytes) >> 20,
                  memory_->kind() == PieceMemory::Kind::arenas ? "in shared-memory arenas"
                                                               : "as frames",
                  to_string(encryption_));
@@ -116,7 +119,8 @@ int WorkerService::run() {
 void WorkerService::set_up_pieces() {
     const bool arenas = wants_arena(options_) && arenas_work();
     memory_ = std::make_unique<PieceMemory>(
-        options_.max_piece_bytes, arenas ? PieceMemory::Kind::arenas : PieceMemory::Kind::buffers);
+        options_.max_piece_bytes, arenas ? PieceMemory::Kind::arenas : PieceMemory::Kind::buffers,
+        PieceMemory::kTrimWindow, kPieceBudgetGrowth * options_.max_piece_bytes);
     batches_ = std::make_unique<PieceBatches>(
         io_, options_.name, [this](OutgoingBatch& batch) { return send_batch(batch); });
     // ZeroMQ's queue toward the verifier holds a bounded number of bytes, not a bounded
@@ -1164,11 +1168,20 @@ void WorkerService::on_timer() {
         if (stats_due && !torrent->peers.empty()) send_peer_stats(*torrent, now);
         exchange_peers(*torrent, now);
     }
+    // Each peer sending us pieces needs one of its own in memory (a lease is a whole piece):
+    // the budget grows to one per such peer and one more, up to the ceiling. 48 peers at
+    // 512 KiB/s in a 32 MiB budget left a third of them without a piece at any time.
+    std::uint64_t wanted_bytes = 0;
+    std::uint32_t longest = 0;
     for (const auto& [torrent, connection] : all_connections()) {
         if (connection->closed()) continue;
         connection->check_deadline(now, options_.upload_stall);
         PeerSession& session = connection->session();
         if (connection->closed() || !session.handshake_done()) continue;
+        if (!session.awaiting_info() && !session.peer_choking() && session.am_interested()) {
+            wanted_bytes += torrent->piece_length();
+            longest = std::max(longest, torrent->piece_length());
+        }
         if (session.awaiting_info()) {
             // Requests given up on go to other peers.
             session.on_tick(now);
@@ -1195,6 +1208,7 @@ void WorkerService::on_timer() {
         if (session.has_requests() && !connection->closed()) serve(*torrent, *connection, now);
         connection->flush();
     }
+    memory_->set_budget(std::max(options_.max_piece_bytes, wanted_bytes + longest));
     uploader_->send_released();
     if (!stopping_) schedule_timer();
 }

@@ -1329,6 +1329,29 @@ TEST(PieceMemory, SlotsInUseOverAWindowAreNotTrimmed) {
     EXPECT_TRUE(std::all_of(bound.begin(), bound.end(), [&](auto s) { return s == bound[0]; }));
 }
 
+// The budget grows with the peers sending pieces, within the first budget and the ceiling;
+// the arena has slots for the ceiling from the start, so a grown budget's leases always bind.
+TEST(PieceMemory, TheBudgetMovesBetweenItsFloorAndCeiling) {
+    PieceMemory memory(2 * 65536, PieceMemory::Kind::arenas, PieceMemory::kTrimWindow, 4 * 65536);
+    EXPECT_EQ(memory.room(65536), 2u);
+    memory.set_budget(10 * 65536);  // clamped to the ceiling
+    EXPECT_EQ(memory.budget(), 4u * 65536);
+    for (std::uint64_t lease = 1; lease <= 4; ++lease) {
+        auto destination = memory.reserve(lease, 65536, 65536);
+        ASSERT_TRUE(destination.has_value()) << lease;
+        (void)destination->range_to_write(0, kBlockSize);  // binds: never fails
+    }
+    EXPECT_FALSE(memory.reserve(5, 65536, 65536).has_value());
+    EXPECT_EQ(memory.arena_slots(65536)->info().slot_count, 4u);
+    memory.set_budget(0);  // back to the floor: nothing new until the held fit
+    EXPECT_EQ(memory.budget(), 2u * 65536);
+    EXPECT_EQ(memory.room(65536), 0u);
+    memory.release(1);
+    memory.release(2);
+    memory.release(3);
+    EXPECT_EQ(memory.room(65536), 1u);
+}
+
 TEST(PieceMemory, NoFreeSlotRefusesTheLease) {
     PieceMemory memory(2 * 16384, PieceMemory::Kind::arenas);
     EXPECT_TRUE(memory.reserve(1, 16384, 16384).has_value());
