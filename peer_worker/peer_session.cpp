@@ -262,12 +262,14 @@ Status PeerSession::on_message_awaiting_info(const wire::Message& message, Clock
                 heard_availability_ = true;
                 if (early_haves_.size() < limits_.max_early_haves) early_haves_.push_back(m.index.get());
             } else if constexpr (std::is_same_v<T, wire::Bitfield>) {
-                if (heard_availability_) {
-                    status = make_error("bitfield after have or bitfield");
-                    return;
-                }
+                // Out of order (after haves or another bitfield) it adds to what we know, as
+                // below; its length is checked once the info says how many pieces there are.
                 heard_availability_ = true;
-                early_bitfield_.emplace(m.bits.begin(), m.bits.end());
+                if (!early_bitfield_ || early_bitfield_->size() != m.bits.size()) {
+                    early_bitfield_.emplace(m.bits.begin(), m.bits.end());
+                } else {
+                    for (std::size_t i = 0; i < m.bits.size(); ++i) (*early_bitfield_)[i] |= m.bits[i];
+                }
             } else if constexpr (std::is_same_v<T, wire::HaveAll>) {
                 if (status = on_availability_message(now); !status) return;
                 early_have_all_ = true;
@@ -620,10 +622,9 @@ Status PeerSession::on_message(const wire::Message& message, Clock::time_point n
                 pending_haves_.push_back(m.index.get());
                 have_since_answer_ = true;
             } else if constexpr (std::is_same_v<T, wire::Bitfield>) {
-                if (heard_availability_) {
-                    status = make_error("bitfield after have or bitfield");
-                    return;
-                }
+                // BEP 3 wants it first, but a real client (aria2, seen leeching from us over
+                // MSE) sent one after its haves: dropping it ended the download. A late
+                // bitfield adds to what we know, as a batch of haves would.
                 if (!wire::valid_bitfield(m.bits, geometry_.piece_count())) {
                     status = make_error("invalid bitfield");
                     return;

@@ -197,10 +197,19 @@ TEST_F(SessionTest, HostileAvailabilityIsAnError) {
     EXPECT_FALSE(fresh.on_message(wire::Bitfield{spare_bits}, t0).ok());
     std::vector<std::uint8_t> too_long{0x00, 0x00, 0x00};
     EXPECT_FALSE(fresh.on_message(wire::Bitfield{too_long}, t0).ok());
-    // A bitfield after a have is out of order.
+}
+
+// A bitfield after a have is out of order, but real clients send one: it adds to what the
+// haves said, and the next report carries both.
+TEST_F(SessionTest, ALateBitfieldAddsToTheHaves) {
+    handshake();
+    ASSERT_TRUE(deliver(wire::Have{PieceIndex{1}}, t0).ok());
     std::vector<std::uint8_t> bits{0x80, 0x00};
-    ASSERT_TRUE(fresh.on_message(wire::Have{PieceIndex{1}}, t0).ok());
-    EXPECT_FALSE(fresh.on_message(wire::Bitfield{bits}, t0).ok());
+    ASSERT_TRUE(deliver(wire::Bitfield{bits}, t0).ok());
+    EXPECT_TRUE(session.peer_has(PieceIndex{0}));
+    EXPECT_TRUE(session.peer_has(PieceIndex{1}));
+    std::vector<std::uint8_t> too_long{0x00, 0x00, 0x00};
+    EXPECT_FALSE(deliver(wire::Bitfield{too_long}, t0).ok());  // still checked
 }
 
 TEST_F(SessionTest, AsksForWorkOnlyWhenUnchokedAndSomethingIsAvailable) {
@@ -873,7 +882,8 @@ TEST_F(UploadTest, HaveAllAndHaveNoneFromThePeer) {
     ASSERT_TRUE(deliver(wire::Have{PieceIndex{4}}).ok());
     EXPECT_TRUE(session->am_interested());
     std::vector<std::uint8_t> bits{0xFF, 0xC0};
-    EXPECT_FALSE(deliver(wire::Bitfield{bits}).ok());
+    ASSERT_TRUE(deliver(wire::Bitfield{bits}).ok());  // late, but it adds to what we knew
+    EXPECT_TRUE(session->peer_is_seed());
 }
 
 TEST_F(UploadTest, BothSeedsOnlyOnceWeAndThePeerHaveEverything) {
