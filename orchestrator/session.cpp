@@ -17,10 +17,10 @@ using std::chrono::milliseconds;
 namespace {
 
 constexpr std::size_t kMaxStrangersRemembered = 1024;
-constexpr milliseconds kExpiryCheckPeriod{1'000};
-// Idle torrents are visited this often rather than on every turn of the loop: 200 seeding
-// torrents walked four times a second were half of an idle daemon's CPU.
-constexpr milliseconds kQuietWalkPeriod{1'000};
+// Every torrent is walked this often (idle ones' timers, lease expiry, seed limits); busy ones
+// also on every turn of the loop. 200 seeding torrents walked four times a second were half
+// of an idle daemon's CPU.
+constexpr milliseconds kWalkAllPeriod{1'000};
 
 std::span<const std::uint8_t> bytes_of(const zmq::message_t& frame) {
     return {static_cast<const std::uint8_t*>(frame.data()), frame.size()};
@@ -1148,9 +1148,9 @@ void Session::assign_peers(Clock::time_point now, bool all) {
 
 void Session::tick(Clock::time_point now, std::int64_t wall_now) {
     wall_now_ = wall_now;
-    const bool quiet_due = now >= next_quiet_walk_;
-    if (quiet_due) {
-        next_quiet_walk_ = now + kQuietWalkPeriod;
+    const bool walk_all = now >= next_walk_all_;
+    if (walk_all) {
+        next_walk_all_ = now + kWalkAllPeriod;
         for (auto& [id, info] : info_) {
             if (info.frame.size() > 0 && !info.path.empty() && now >= info.release_at) {
                 info.frame.rebuild();  // TorrentInfos still queued keep their reference
@@ -1169,23 +1169,21 @@ void Session::tick(Clock::time_point now, std::int64_t wall_now) {
             on_stage_lost(stage);
         }
     }
-    assign_peers(now, quiet_due);
+    assign_peers(now, walk_all);
     if (next_tracker_stats_ == Clock::time_point{}) next_tracker_stats_ = now + config_.tracker_stats_period;
-    const bool expiry_due = now >= next_expiry_check_;
-    if (expiry_due) next_expiry_check_ = now + kExpiryCheckPeriod;
     const bool stats_due = now >= next_tracker_stats_;
     if (stats_due) next_tracker_stats_ = now + config_.tracker_stats_period;
     for (auto& [id, torrent] : torrents_) {
         after_change(torrent, now);  // a completion is told at once, busy or not
-        if (!quiet_due && !expiry_due && !stats_due && !busy(torrent)) continue;
+        if (!walk_all && !stats_due && !busy(torrent)) continue;
         torrent.tick(now);
-        if (expiry_due) send_cancels(id, torrent.expire(now));
+        if (walk_all) send_cancels(id, torrent.expire(now));
         if (stats_due && torrent.active()) send_tracker_stats(torrent, v1::TrackerStats::NONE);
         if (torrent.active()) {
             send_choke_changes(id, torrent.choker().tick(now, torrent.phase() == TorrentPhase::seeding));
         }
     }
-    if (quiet_due) enforce_seed_limits();
+    if (walk_all) enforce_seed_limits();
     check_stalls(now);
     if (now >= next_budget_) {
         next_budget_ = now + std::chrono::seconds(1);

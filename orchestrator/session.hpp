@@ -257,9 +257,8 @@ private:
     Clock::time_point next_budget_{};
     Clock::time_point next_heartbeat_{};
     Clock::time_point next_tracker_stats_{};
-    Clock::time_point next_expiry_check_{};
     Clock::time_point next_stall_check_{};
-    Clock::time_point next_quiet_walk_{};
+    Clock::time_point next_walk_all_{};
 };
 
 }  // namespace pw::orchestrator
