@@ -375,18 +375,16 @@ int supervise(const std::function<std::vector<StageCommand>(const Endpoints&)>& 
     sigaction(SIGINT, &action, &old_int);
     sigaction(SIGTERM, &action, &old_term);
     // A stage's exit and an interrupt both cut the supervisor's wait short (poll(2) returns
-    // on any handled signal), so it need not wake twenty times a second to notice them: an
-    // idle daemon's front end was a sixth of the whole tree's CPU.
+    // on any handled signal), so its tick can be long: polling twenty times a second was a
+    // sixth of an idle daemon's CPU.
     struct sigaction child {};
     child.sa_handler = note_child;
     child.sa_flags = SA_RESTART | SA_NOCLDSTOP;
     sigemptyset(&child.sa_mask);
     struct sigaction old_child {};
     sigaction(SIGCHLD, &child, &old_child);
-    SupervisorOptions tuned = options;
-    tuned.tick = std::max(options.tick, std::chrono::milliseconds(500));
     try {
-        Supervisor supervisor(make_commands(endpoints_in(runtime)), "orchestrator", tuned, std::cerr);
+        Supervisor supervisor(make_commands(endpoints_in(runtime)), "orchestrator", options, std::cerr);
         code = supervisor.run([] { return static_cast<int>(g_interrupts); });
     } catch (...) {
         fs::remove_all(runtime, error);

@@ -141,7 +141,9 @@ struct SupervisorOptions {
     // daemon's stages may die now and then over weeks without ever being given up on.
     std::chrono::milliseconds stable_after{60'000};
     std::chrono::milliseconds shutdown_grace{5'000};
-    std::chrono::milliseconds tick{50};
+    // The longest wait between looks at the children. supervise() makes a stage's exit and
+    // an interrupt cut it short (a SIGCHLD handler; poll(2) returns on a handled signal).
+    std::chrono::milliseconds tick{500};
     // The daemon: every stage is kept up, the main one too, whatever its exit (a stage left
     // on SIGTERM, the orchestrator was killed), until an interrupt arrives.
     bool keep_running = false;
