@@ -66,10 +66,11 @@ struct PeerJudgeOptions {
 };
 
 // Who is banned, session-wide, and why. A piece is fetched whole from one peer (a lease is
-// one peer's; in endgame the second peer gets a lease of its own), so a piece that fails
-// its hash check has one contributor, and every block of the bad copy is that peer's: the
-// failure itself is the proof smart-ban would get from comparing the bad copy's blocks with
-// a good one, and that peer (address, port, peer id) is banned at once, no other. Peers on
+// one peer's), so a piece that fails its hash check mostly has one contributor, and every
+// block of the bad copy is that peer's: the failure itself is the proof smart-ban would get
+// from comparing the bad copy's blocks with a good one, and that peer (address, port, peer
+// id) is banned at once, no other. Only in endgame do two peers of one worker fill a piece
+// together (from both ends): such a failure names both, and each gets a strike. Peers on
 // the same address stay independent until `banned_peers_to_ban_address` of them have been
 // banned (within a strike's lifetime); then the address goes whole. A plain object: the
 // time is passed in.

@@ -710,11 +710,47 @@ Status PeerSession::on_block(const wire::Piece& block, Clock::time_point now) {
     last_progress_ = now;
     downloaded_ += block.data.size();
     pipeline_.on_block(static_cast<std::uint32_t>(block.data.size()), latency);
+    // The worker copies it into its other peers' leases of this piece: they touch only their
+    // own sessions, so `lease` stays valid.
+    if (lease->shared() && block_share_) block_share_(block.index, block.offset, block.data);
     if (lease->complete()) {
-        completed_.push_back({lease->piece(), lease->lease_id(), lease->size(), lease->take_buffer()});
+        completed_.push_back({lease->piece(), lease->lease_id(), lease->size(), lease->take_buffer(),
+                              lease->take_helpers()});
         drop_lease(lease);
     }
     return ok_status();
+}
+
+bool PeerSession::share_lease(PieceIndex piece, bool from_end) {
+    for (auto& lease : leases_) {
+        if (lease.piece() != piece) continue;
+        lease.mark_shared();
+        if (from_end) lease.ask_from_end();
+        return true;
+    }
+    return false;
+}
+
+std::optional<std::uint64_t> PeerSession::absorb_block(PieceIndex piece, BlockOffset offset,
+                                                       std::span<const std::uint8_t> data,
+                                                       const std::string& from, Clock::time_point now) {
+    if (!is_leased(piece)) return std::nullopt;
+    const auto lease = std::find_if(leases_.begin(), leases_.end(),
+                                    [&](const PieceAssembly& a) { return a.piece() == piece; });
+    if (lease == leases_.end()) return std::nullopt;
+    switch (lease->absorb(offset, data, from)) {
+        case PieceAssembly::Absorbed::no: return std::nullopt;
+        case PieceAssembly::Absorbed::was_needed: --unrequested_blocks_; break;
+        case PieceAssembly::Absorbed::was_requested:
+            send(wire::Cancel{piece, offset, BlockLength{static_cast<std::uint32_t>(data.size())}}, now);
+            --outstanding_;
+            ++forgiven_;  // it may be on the wire already
+            break;
+    }
+    if (!lease->complete()) return std::nullopt;
+    const std::uint64_t lease_id = lease->lease_id();
+    drop_lease(lease);
+    return lease_id;
 }
 
 std::optional<HasReport> PeerSession::take_has_report(bool include_haves) {

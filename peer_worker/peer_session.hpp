@@ -16,6 +16,7 @@
 // "drop this peer, with this reason".
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -116,6 +117,7 @@ struct CompletedPiece {
     std::uint64_t lease_id = 0;
     std::uint32_t size = 0;
     PieceBuffer data;  // empty when the piece was assembled in borrowed memory (a slot)
+    std::vector<std::string> helpers;  // other peers whose blocks it holds (endgame)
 };
 
 // The peer's requests we accepted and have not yet turned into blocks, oldest first: a ring
@@ -318,6 +320,28 @@ public:
     // Drops every leased piece (peer gone or choked too long); their lease ids.
     std::vector<std::uint64_t> release_leases();
     std::size_t lease_count() const { return leases_.size(); }
+    bool holds_lease(PieceIndex piece) const { return is_leased(piece); }
+
+    // --- endgame with the worker's other peers (PieceAssembly::absorb) ---
+    // Called with every block accepted for a shared lease, while its bytes are valid.
+    using BlockShare = std::function<void(PieceIndex, BlockOffset, std::span<const std::uint8_t>)>;
+    void set_block_share(BlockShare share) { block_share_ = std::move(share); }
+    bool shares_blocks() const { return static_cast<bool>(block_share_); }
+    // Marks the lease of `piece` shared, asking from the end if `from_end`; false if not held.
+    bool share_lease(PieceIndex piece, bool from_end);
+    // Calls `f(offset, bytes)` for each block of `piece` received so far.
+    template <class F>
+    void for_each_received(PieceIndex piece, F&& f) {
+        for (auto& lease : leases_) {
+            if (lease.piece() == piece) lease.for_each_received(f);
+        }
+    }
+    // Takes in a block of `piece` that peer `from` sent, cancelling our request for it. When
+    // that completes our copy, the sender's copy is complete too and goes on: ours is dropped
+    // and its lease id returned (to hand back).
+    std::optional<std::uint64_t> absorb_block(PieceIndex piece, BlockOffset offset,
+                                              std::span<const std::uint8_t> data,
+                                              const std::string& from, Clock::time_point now);
     // Bytes of piece buffers this session holds.
     std::uint64_t leased_bytes() const;
 
@@ -417,6 +441,7 @@ private:
     // makes dropping the finished one cheap (with hundreds of small pieces leased, erasing
     // from a vector's front moved every other assembly, per piece).
     std::deque<PieceAssembly> leases_;
+    BlockShare block_share_;
     // With one-block pieces hundreds of leases are held at once: what is asked per block or
     // per read must not walk them all.
     std::vector<bool> leased_;              // by piece

@@ -40,7 +40,7 @@ PieceAssembly::PieceAssembly(PieceIndex piece, std::uint64_t lease_id,
     : piece_(piece), lease_id_(lease_id), destination_(std::move(destination)),
       size_(destination_.size()), block_count_((size_ + kBlockSize - 1) / kBlockSize),
       more_blocks_(block_count_ > kInlineBlocks ? std::make_unique<Block[]>(block_count_) : nullptr),
-      unrequested_(block_count_) {}
+      back_(block_count_), unrequested_(block_count_) {}
 
 std::uint32_t PieceAssembly::block_length(std::uint32_t block) const {
     const std::uint32_t offset = block * kBlockSize;
@@ -49,9 +49,16 @@ std::uint32_t PieceAssembly::block_length(std::uint32_t block) const {
 
 std::optional<BlockRequest> PieceAssembly::request_next(Clock::time_point now) {
     Block* const all = blocks();
-    while (cursor_ < block_count_ && all[cursor_].state != BlockState::needed) ++cursor_;
-    if (cursor_ == block_count_) return std::nullopt;
-    const std::uint32_t block = cursor_++;
+    std::uint32_t block = 0;
+    if (from_end_) {
+        while (back_ > 0 && all[back_ - 1].state != BlockState::needed) --back_;
+        if (back_ == 0) return std::nullopt;
+        block = --back_;
+    } else {
+        while (cursor_ < block_count_ && all[cursor_].state != BlockState::needed) ++cursor_;
+        if (cursor_ == block_count_) return std::nullopt;
+        block = cursor_++;
+    }
     all[block] = Block{now, BlockState::requested};
     --unrequested_;
     ++requested_;
@@ -89,6 +96,7 @@ std::uint32_t PieceAssembly::void_requests() {
     unrequested_ += voided;
     requested_ = 0;
     cursor_ = 0;
+    back_ = block_count_;
     return voided;
 }
 
@@ -102,7 +110,29 @@ bool PieceAssembly::unrequest(BlockOffset offset, BlockLength length) {
     --requested_;
     ++unrequested_;
     cursor_ = std::min(cursor_, block);
+    back_ = std::max(back_, block + 1);
     return true;
+}
+
+PieceAssembly::Absorbed PieceAssembly::absorb(BlockOffset offset, std::span<const std::uint8_t> data,
+                                              const std::string& from) {
+    if (offset.get() % kBlockSize != 0 || offset.get() >= size()) return Absorbed::no;
+    const std::uint32_t block = offset.get() / kBlockSize;
+    if (data.size() != block_length(block)) return Absorbed::no;
+    Block& state = blocks()[block];
+    if (state.state == BlockState::received) return Absorbed::no;
+    std::memcpy(destination_.range_to_write(offset.get(), block_length(block)).data(), data.data(),
+                data.size());
+    const bool was_requested = state.state == BlockState::requested;
+    state.state = BlockState::received;
+    if (was_requested) {
+        --requested_;
+    } else {
+        --unrequested_;
+    }
+    ++received_;
+    if (std::find(helpers_.begin(), helpers_.end(), from) == helpers_.end()) helpers_.push_back(from);
+    return was_requested ? Absorbed::was_requested : Absorbed::was_needed;
 }
 
 std::vector<BlockRequest> PieceAssembly::requested_blocks() const {

@@ -8,8 +8,10 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
+#include "core/geometry.hpp"
 #include "core/units.hpp"
 #include "peer_worker/pipeline.hpp"
 
@@ -97,6 +99,8 @@ struct BlockRequest {
 class PieceAssembly {
 public:
     enum class BlockResult { accepted, not_requested, duplicate, wrong_shape };
+    // What absorb did with a block another peer sent.
+    enum class Absorbed { no, was_needed, was_requested };
 
     // `destination` is exactly the piece's size.
     PieceAssembly(PieceIndex piece, std::uint64_t lease_id, PieceDestination destination);
@@ -122,6 +126,32 @@ public:
     bool unrequest(BlockOffset offset, BlockLength length);
     // The outstanding requests, e.g. to cancel them.
     std::vector<BlockRequest> requested_blocks() const;
+
+    // Endgame inside one worker: when two of its peers hold leases of the same piece, the
+    // later one asks for blocks from the end, and each copies in what the other receives
+    // (absorb), so the two meet in the middle instead of each fetching the whole piece: the
+    // last pieces of a swarm of slow peers take half the time (16 KiB blocks, not whole
+    // pieces, are then the unit of work).
+    void ask_from_end() { from_end_ = true; }
+    void mark_shared() { shared_ = true; }
+    bool shared() const { return shared_; }
+    // Copies in a block that `from` sent for another lease of this piece, unless this one
+    // has it already; a block we had asked for is no longer awaited (the caller cancels it).
+    Absorbed absorb(BlockOffset offset, std::span<const std::uint8_t> data, const std::string& from);
+    // Calls `f(offset, bytes)` for every block received so far.
+    template <class F>
+    void for_each_received(F&& f) {
+        if (received_ == 0) return;
+        const auto all = destination_.bytes();
+        for (std::uint32_t block = 0; block < block_count_; ++block) {
+            if (blocks()[block].state != BlockState::received) continue;
+            const std::uint32_t offset = block * kBlockSize;
+            f(BlockOffset{offset}, std::span<const std::uint8_t>(all.subspan(offset, block_length(block))));
+        }
+    }
+    // The other peers whose blocks went into this piece (absorbed), for the verifier's
+    // verdict: a bad piece then proves only that one of its contributors lied.
+    std::vector<std::string> take_helpers() { return std::move(helpers_); }
 
     // The finished piece's buffer when it owned one (empty for borrowed memory, where the
     // bytes already are); the assembly is spent afterwards.
@@ -150,6 +180,10 @@ private:
     std::array<Block, kInlineBlocks> inline_blocks_{};
     std::unique_ptr<Block[]> more_blocks_;  // pieces of more than kInlineBlocks blocks
     std::uint32_t cursor_ = 0;  // no needed block before this one
+    std::uint32_t back_ = 0;    // asking from the end: no needed block from this one on
+    bool from_end_ = false;
+    bool shared_ = false;
+    std::vector<std::string> helpers_;
     std::uint32_t unrequested_ = 0;
     std::uint32_t requested_ = 0;
     std::uint32_t received_ = 0;

@@ -81,6 +81,9 @@ void PieceBatches::add(Lane& lane, CompletedPiece&& piece, const std::string& co
     data->set_piece(piece.piece.get());
     data->set_lease_id(piece.lease_id);
     data->add_contributors(contributor);
+    for (const auto& helper : piece.helpers) {
+        if (helper != contributor) data->add_contributors(helper);
+    }
     data->set_size(piece.size);
     if (lane.arena_ != nullptr && slot) {
         data->set_slot(*slot);

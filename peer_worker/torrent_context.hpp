@@ -61,6 +61,9 @@ struct TorrentContext {
     // The torrent's own share of the rate limits (RateBudget.torrents; unlimited when absent).
     TokenBucket upload_limit;
     TokenBucket download_limit;
+    // Peers whose sessions took in blocks from another peer's read (endgame sharing): their
+    // cancels and new requests go out once that read is handled.
+    std::vector<std::string> absorbed_by;
     // TorrentRemoved: the orchestrator forgot the torrent, so its peers close unreported.
     bool leaving = false;
 };

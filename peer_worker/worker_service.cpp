@@ -474,6 +474,8 @@ void WorkerService::grant_leases(const bus::v1::Leases& leases) {
         } else if (!session.add_lease(piece, lease.lease_id(), std::move(*destination))) {
             memory_->release(lease.lease_id());
             refused.push_back(lease.lease_id());
+        } else if (lease.endgame()) {
+            share_piece(*torrent, connection, piece, now);
         }
     }
     if (!refused.empty()) {
@@ -494,6 +496,71 @@ void WorkerService::cancel_piece(TorrentId id, PieceIndex piece) {
             connection->session().fill_requests(now, !backpressured());
             connection->flush();
         }
+    }
+}
+
+void WorkerService::share_piece(TorrentContext& torrent, PeerConnection& connection,
+                                PieceIndex piece, Clock::time_point now) {
+    PeerSession& session = connection.session();
+    for (const auto& [key, other] : torrent.peers) {
+        if (other.get() == &connection || other->closed() || !other->session().holds_lease(piece)) {
+            continue;
+        }
+        PeerSession& holder = other->session();
+        if (!holder.shares_blocks()) {
+            holder.set_block_share([this, t = &torrent, from = key](PieceIndex p, BlockOffset offset,
+                                                                     std::span<const std::uint8_t> data) {
+                share_block(*t, from, p, offset, data);
+            });
+        }
+        holder.share_lease(piece, false);
+        // What the holder has so far: from here on both copies hold every block either has.
+        std::optional<std::uint64_t> finished;
+        holder.for_each_received(piece, [&](BlockOffset offset, std::span<const std::uint8_t> data) {
+            if (!finished) finished = session.absorb_block(piece, offset, data, key, now);
+        });
+        if (finished) {  // cannot happen (a complete copy is not held), but must not leak
+            release(torrent.id, connection.key(), {*finished}, "fetched by another peer of this worker");
+            return;
+        }
+        spdlog::debug("{} (torrent {}): piece {} fetched from both ends with {}", connection.key(),
+                      torrent.id.get(), piece.get(), key);
+        break;  // the holder's copy already holds those of any other holder
+    }
+    if (!session.share_lease(piece, true)) return;
+    if (!session.shares_blocks()) {
+        session.set_block_share([this, t = &torrent, from = connection.key()](
+                                    PieceIndex p, BlockOffset offset, std::span<const std::uint8_t> data) {
+            share_block(*t, from, p, offset, data);
+        });
+    }
+}
+
+void WorkerService::share_block(TorrentContext& torrent, const std::string& from, PieceIndex piece,
+                                BlockOffset offset, std::span<const std::uint8_t> data) {
+    const auto now = Clock::now();
+    for (const auto& [key, connection] : torrent.peers) {
+        if (key == from || connection->closed() || !connection->session().holds_lease(piece)) continue;
+        if (const auto finished = connection->session().absorb_block(piece, offset, data, from, now)) {
+            release(torrent.id, key, {*finished}, "fetched together with another peer of this worker");
+        }
+        if (std::find(torrent.absorbed_by.begin(), torrent.absorbed_by.end(), key) == torrent.absorbed_by.end()) {
+            torrent.absorbed_by.push_back(key);
+        }
+    }
+}
+
+void WorkerService::wake_absorbers(TorrentContext& torrent, Clock::time_point now) {
+    // Swapped out first: a flush that fails closes a connection, which may land here again.
+    std::vector<std::string> keys;
+    keys.swap(torrent.absorbed_by);
+    for (const auto& key : keys) {
+        const auto found = torrent.peers.find(key);
+        if (found == torrent.peers.end() || found->second->closed()) continue;
+        PeerConnection& connection = *found->second;
+        request_work(torrent, connection, now);
+        connection.session().fill_requests(now, !backpressured());
+        connection.flush();
     }
 }
 
@@ -573,6 +640,7 @@ void WorkerService::on_activity(TorrentContext& torrent, PeerConnection& connect
     session.fill_requests(now, !backpressured());
     if (session.take_interest_changed()) schedule_peer_stats(torrent);
     if (session.has_requests()) serve(torrent, connection, now);
+    if (!torrent.absorbed_by.empty()) wake_absorbers(torrent, now);
 }
 
 void WorkerService::on_closed(TorrentContext& torrent, PeerConnection& connection,

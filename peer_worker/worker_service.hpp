@@ -96,6 +96,14 @@ private:
     void add_peers(const bus::v1::AddPeers& add);
     void grant_leases(const bus::v1::Leases& leases);
     void cancel_piece(TorrentId id, PieceIndex piece);
+    // Endgame: `connection` got a lease of a piece another peer of this worker is fetching.
+    void share_piece(TorrentContext& torrent, PeerConnection& connection, PieceIndex piece,
+                     Clock::time_point now);
+    // A block one peer sent, copied into the other peers' leases of its piece.
+    void share_block(TorrentContext& torrent, const std::string& from, PieceIndex piece,
+                     BlockOffset offset, std::span<const std::uint8_t> data);
+    // The peers that took in shared blocks send their cancels and ask for more.
+    void wake_absorbers(TorrentContext& torrent, Clock::time_point now);
     void ban(const bus::v1::BanPeer& ban);
     void free_slots(const bus::v1::SlotsFreed& freed);
     void pieces_available(const bus::Incoming& message);

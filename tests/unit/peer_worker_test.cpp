@@ -449,6 +449,78 @@ TEST_F(SessionTest, CancelPieceSendsCancelsAndForgivesLateBlocks) {
     EXPECT_FALSE(session.cancel_piece(PieceIndex{2}, t0).has_value());
 }
 
+// Endgame inside one worker: two sessions hold leases of piece 2 (4 blocks). The second asks
+// from the end; each block one receives is copied into the other's copy, a request for it
+// cancelled, and the piece completes once, in the session whose peer sent the last block.
+TEST_F(SessionTest, TwoPeersOfAWorkerShareAPieceFromBothEnds) {
+    handshake();
+    PeerSession other{geometry, digest_of(0xAB), id_of(1), t0};
+    wire::Handshake theirs;
+    theirs.info_hash = digest_of(0xAB);
+    theirs.peer_id = id_of(3);
+    ASSERT_TRUE(other.on_handshake(theirs, t0).ok());
+    for (PeerSession* s : {&session, &other}) {
+        ASSERT_TRUE(s->on_message(wire::Unchoke{}, t0).ok());
+        s->outgoing().clear();
+    }
+    ASSERT_TRUE(session.add_lease(PieceIndex{2}, 5, PieceDestination::owned(65536)));
+    ASSERT_TRUE(other.add_lease(PieceIndex{2}, 6, PieceDestination::owned(65536)));
+    // Each forwards what it accepts to the other, as the worker does.
+    session.set_block_share([&](PieceIndex p, BlockOffset o, std::span<const std::uint8_t> d) {
+        EXPECT_FALSE(other.absorb_block(p, o, d, "a", t0).has_value());
+    });
+    std::optional<std::uint64_t> other_finished;
+    other.set_block_share([&](PieceIndex p, BlockOffset o, std::span<const std::uint8_t> d) {
+        other_finished = session.absorb_block(p, o, d, "b", t0);
+    });
+    EXPECT_FALSE(other.share_lease(PieceIndex{3}, true));  // not held
+    ASSERT_TRUE(session.share_lease(PieceIndex{2}, false));
+    ASSERT_TRUE(other.share_lease(PieceIndex{2}, true));
+
+    // The first session asks for one block (a shallow pipeline is enough to show it).
+    auto first = block_bytes(kBlockSize, 1);
+    session.fill_requests(t0, true);
+    const auto ours = only<wire::Request>(sent_messages(session));
+    ASSERT_EQ(ours.size(), 4u);
+    EXPECT_EQ(ours.front().offset.get(), 0u);
+    other.fill_requests(t0, true);
+    const auto theirs_asked = only<wire::Request>(sent_messages(other));
+    ASSERT_EQ(theirs_asked.size(), 4u);
+    EXPECT_EQ(theirs_asked.front().offset.get(), 3u * kBlockSize);  // from the end
+    EXPECT_EQ(theirs_asked.back().offset.get(), 0u);
+
+    // Block 0 reaches the first session: the other cancels its request for it.
+    ASSERT_TRUE(deliver(wire::Piece{PieceIndex{2}, BlockOffset{0}, first}, t0).ok());
+    auto cancels = only<wire::Cancel>(sent_messages(other));
+    ASSERT_EQ(cancels.size(), 1u);
+    EXPECT_EQ(cancels[0].offset.get(), 0u);
+    EXPECT_EQ(other.requests_outstanding(), 3u);
+    // Blocks 3, 2 and 1 reach the other: the first session cancels those, and its copy is
+    // complete with the last of them, so the other's copy is dropped and its lease handed back.
+    for (std::uint32_t block : {3u, 2u, 1u}) {
+        auto data = block_bytes(kBlockSize, static_cast<std::uint8_t>(block + 1));
+        ASSERT_TRUE(other.on_message(wire::Piece{PieceIndex{2}, BlockOffset{block * kBlockSize}, data}, t0).ok());
+    }
+    EXPECT_EQ(only<wire::Cancel>(sent_messages(session)).size(), 3u);
+    EXPECT_EQ(session.requests_outstanding(), 0u);
+    ASSERT_EQ(session.completed().size(), 0u);  // the other's peer sent the last block
+    ASSERT_EQ(other.completed().size(), 1u);
+    const auto& done = other.completed().front();
+    EXPECT_EQ(done.lease_id, 6u);
+    ASSERT_EQ(done.data.size(), 65536u);
+    for (std::uint32_t block = 0; block < 4; ++block) EXPECT_EQ(done.data[block * kBlockSize], block + 1);
+    EXPECT_EQ(done.helpers, std::vector<std::string>{"a"});
+    ASSERT_TRUE(other_finished.has_value());
+    EXPECT_EQ(*other_finished, 5u);
+    EXPECT_EQ(session.lease_count(), 0u);
+    EXPECT_EQ(other.lease_count(), 0u);
+    // Only blocks that came over the wire count as downloaded from each peer.
+    EXPECT_EQ(session.take_downloaded(), kBlockSize);
+    EXPECT_EQ(other.take_downloaded(), 3u * kBlockSize);
+    // The cancelled blocks may still come: they are forgiven.
+    ASSERT_TRUE(deliver(wire::Piece{PieceIndex{2}, BlockOffset{kBlockSize}, first}, t0).ok());
+}
+
 TEST_F(SessionTest, StallAndKeepAlive) {
     handshake();
     ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
@@ -1160,6 +1232,39 @@ TEST(PieceAssembly, VoidedRequestsAreAskedAgainAndUnaskedBlocksRefused) {
     EXPECT_EQ(again->offset.get(), 0u);
 }
 
+TEST(PieceAssembly, AskedFromTheEndAndAbsorbingAnotherPeersBlocks) {
+    const auto now = Clock::now();
+    PieceAssembly piece(PieceIndex{1}, 4, PieceDestination::owned(4 * kBlockSize));
+    piece.ask_from_end();
+    const auto first = piece.request_next(now);
+    ASSERT_TRUE(first.has_value());
+    EXPECT_EQ(first->offset.get(), 3u * kBlockSize);
+    std::vector<std::uint8_t> data(kBlockSize, 7);
+    // A block we asked for, one nobody asked for, one we have, one of the wrong size.
+    EXPECT_EQ(piece.absorb(BlockOffset{3 * kBlockSize}, data, "x"), PieceAssembly::Absorbed::was_requested);
+    EXPECT_EQ(piece.absorb(BlockOffset{0}, data, "y"), PieceAssembly::Absorbed::was_needed);
+    EXPECT_EQ(piece.absorb(BlockOffset{0}, data, "y"), PieceAssembly::Absorbed::no);
+    EXPECT_EQ(piece.absorb(BlockOffset{kBlockSize}, std::span(data).first(10), "y"),
+              PieceAssembly::Absorbed::no);
+    EXPECT_EQ(piece.blocks_requested(), 0u);
+    EXPECT_EQ(piece.blocks_unrequested(), 2u);
+    // What is left is asked for from the end, skipping what was absorbed.
+    EXPECT_EQ(piece.request_next(now)->offset.get(), 2u * kBlockSize);
+    EXPECT_EQ(piece.request_next(now)->offset.get(), 1u * kBlockSize);
+    EXPECT_FALSE(piece.request_next(now).has_value());
+    std::vector<std::uint32_t> seen;
+    piece.for_each_received([&](BlockOffset offset, std::span<const std::uint8_t> bytes) {
+        seen.push_back(offset.get());
+        EXPECT_EQ(bytes.size(), kBlockSize);
+        EXPECT_EQ(bytes[0], 7);
+    });
+    EXPECT_EQ(seen, (std::vector<std::uint32_t>{0, 3 * kBlockSize}));
+    // A choke voids the requests: they are asked again, still from the end.
+    EXPECT_EQ(piece.void_requests(), 2u);
+    EXPECT_EQ(piece.request_next(now)->offset.get(), 2u * kBlockSize);
+    EXPECT_EQ(piece.take_helpers(), (std::vector<std::string>{"x", "y"}));
+}
+
 TEST(PieceAssembly, WritesStraightIntoItsArenaSlot) {
     const auto now = Clock::now();
     PieceMemory memory(2 * kBlockSize, PieceMemory::Kind::arenas);
@@ -1579,7 +1684,7 @@ TEST(PieceMemory, ResidentPagesStayWithinTheBudgetAcrossArenas) {
 }
 
 CompletedPiece finished(std::uint32_t piece, std::uint32_t size, bool with_bytes) {
-    CompletedPiece done{PieceIndex{piece}, 100 + piece, size, {}};
+    CompletedPiece done{PieceIndex{piece}, 100 + piece, size, {}, {}};
     if (with_bytes) done.data.assign(size, static_cast<std::uint8_t>(piece));
     return done;
 }
