@@ -709,7 +709,7 @@ Status PeerSession::on_block(const wire::Piece& block, Clock::time_point now) {
     --outstanding_;
     last_progress_ = now;
     downloaded_ += block.data.size();
-    pipeline_.on_block(static_cast<std::uint32_t>(block.data.size()), latency);
+    pipeline_.on_block(static_cast<std::uint32_t>(block.data.size()), latency, now);
     // The worker copies it into its other peers' leases of this piece: they touch only their
     // own sessions, so `lease` stays valid.
     if (lease->shared() && block_share_) block_share_(block.index, block.offset, block.data);

@@ -6,24 +6,30 @@
 
 namespace pw::peer_worker {
 
-void PipelineSizer::on_block(std::uint32_t bytes, Clock::duration latency) {
+void PipelineSizer::on_block(std::uint32_t bytes, Clock::duration latency, Clock::time_point now) {
+    if (window_bytes_ == 0) window_start_ = std::max(window_start_, now - latency);
     window_bytes_ += bytes;
     min_latency_ = std::min(min_latency_, latency);
 }
 
 void PipelineSizer::update(Clock::time_point now) {
     const auto elapsed = now - window_start_;
-    if (elapsed < kWindow) return;
+    Clock::duration window = kWindow;
+    if (ramping_ && min_latency_ != Clock::duration::max()) {
+        window = std::clamp<Clock::duration>(2 * min_latency_, kMinRampWindow, kWindow);
+    }
+    if (elapsed < window) return;
     const std::uint64_t bytes = window_bytes_;
     window_start_ = now;
     window_bytes_ = 0;
     if (bytes == 0) return;
     const double sample =
         static_cast<double>(bytes) / std::chrono::duration<double>(elapsed).count();
-    rate_ = measured_ ? 0.5 * rate_ + 0.5 * sample : sample;
+    rate_ = measured_ && !ramping_ ? 0.5 * rate_ + 0.5 * sample : sample;
     measured_ = true;
     // At most double or halve per window, so one odd window does not swing the pipeline.
     const std::uint32_t wanted = depth_for(rate_, min_latency_);
+    if (wanted <= depth_) ramping_ = false;
     depth_ = std::clamp(wanted, std::max(kMinDepth, depth_ / 2), std::min(kMaxDepth, depth_ * 2));
 }
 

@@ -1889,7 +1889,7 @@ TEST(Pipeline, MeasuredRateMovesTheDepthGradually) {
     EXPECT_EQ(sizer.depth(), PipelineSizer::kInitialDepth);
     // A fast peer: 2000 blocks per second. The depth at most doubles per window.
     for (int second = 0; second < 6; ++second) {
-        for (int i = 0; i < 2000; ++i) sizer.on_block(kBlockSize, 2ms);
+        for (int i = 0; i < 2000; ++i) sizer.on_block(kBlockSize, 2ms, now);
         now += 1s;
         const auto before = sizer.depth();
         sizer.update(now);
@@ -1903,13 +1903,40 @@ TEST(Pipeline, MeasuredRateMovesTheDepthGradually) {
     EXPECT_EQ(sizer.depth(), PipelineSizer::kMaxDepth);
     // Then slow: it shrinks, not below the floor.
     for (int second = 0; second < 10; ++second) {
-        sizer.on_block(kBlockSize, 2ms);
+        sizer.on_block(kBlockSize, 2ms, now);
         now += 1s;
         sizer.update(now);
     }
     EXPECT_EQ(sizer.depth(), PipelineSizer::kMinDepth);
 }
 
+
+TEST(Pipeline, ADistantPeerRampsUpInWindowsOfTwoRoundTrips) {
+    auto now = Clock::now();
+    PipelineSizer sizer(now);
+    now += 700ms;  // handshake and unchoke: no block yet, which says nothing of the peer
+    sizer.update(now);
+    // 200 ms round trips; the peer sends what we keep in flight, up to 4 MiB/s (51 blocks
+    // per round trip).
+    const auto window_of_blocks = [&] {
+        const std::uint32_t per_trip = std::min<std::uint32_t>(sizer.depth(), 51);
+        for (int trip = 0; trip < 2; ++trip) {
+            now += 200ms;
+            for (std::uint32_t i = 0; i < per_trip; ++i) sizer.on_block(kBlockSize, 200ms, now);
+        }
+        sizer.update(now);
+    };
+    window_of_blocks();
+    EXPECT_EQ(sizer.depth(), 2 * PipelineSizer::kInitialDepth);  // doubled after 0.4 s
+    window_of_blocks();
+    EXPECT_GE(sizer.depth(), 100u);  // 4 MiB/s x 2 round trips, after 0.8 s
+    EXPECT_TRUE(sizer.ramping());
+    window_of_blocks();
+    EXPECT_FALSE(sizer.ramping());  // it asked for no more: 1 s windows, smoothed rates
+    const auto depth = sizer.depth();
+    window_of_blocks();  // 0.4 s: not a window any more
+    EXPECT_EQ(sizer.depth(), depth);
+}
 
 // --- a torrent known by its info-hash alone (magnets): BEP 10 and BEP 9 ---
 
