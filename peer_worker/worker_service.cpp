@@ -1195,10 +1195,14 @@ void WorkerService::send_peer_stats(TorrentContext& torrent, Clock::time_point n
         peer->set_uploaded(figures.uploaded);
         if (spdlog::should_log(spdlog::level::debug)) {
             const PeerSession& session = connection->session();
-            spdlog::debug("{} (torrent {}): {:.0f} KiB/s in, {} of {} blocks in flight, {} KiB leased{}",
+            const auto min_latency = session.pipeline().min_latency();
+            const long long latency_ms = min_latency == Clock::duration::max()
+                ? -1 : std::chrono::duration_cast<std::chrono::milliseconds>(min_latency).count();
+            spdlog::debug("{} (torrent {}): {:.0f} KiB/s in, {} of {} blocks in flight (fastest block {} ms{}), {} KiB leased{}",
                           key, torrent.id.get(), figures.download_rate / 1024.0,
-                          session.requests_outstanding(), session.pipeline_depth(),
-                          session.leased_bytes() / 1024, figures.choked ? ", choked" : "");
+                          session.requests_outstanding(), session.pipeline_depth(), latency_ms,
+                          session.pipeline().ramping() ? ", ramping" : "",
+                          session.leased_bytes() / 1024, figures.choked ? ", we choke it" : "");
         }
     }
     if (stats->peers_size() > 0) send_control(envelope);
