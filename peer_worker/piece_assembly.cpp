@@ -59,7 +59,7 @@ std::optional<BlockRequest> PieceAssembly::request_next(Clock::time_point now) {
         if (cursor_ == block_count_) return std::nullopt;
         block = cursor_++;
     }
-    all[block] = Block{now, BlockState::requested};
+    all[block] = Block{now, BlockState::requested, all[block].asked_before};
     --unrequested_;
     ++requested_;
     return BlockRequest{BlockOffset{block * kBlockSize}, BlockLength{block_length(block)}};
@@ -81,7 +81,7 @@ PieceAssembly::BlockResult PieceAssembly::add_block(BlockOffset offset,
     std::memcpy(destination_.range_to_write(offset.get(), block_length(block)).data(), data.data(),
                 data.size());
     state.state = BlockState::received;
-    latency = now - state.requested_at;
+    latency = state.asked_before ? Clock::duration::max() : now - state.requested_at;
     --requested_;
     ++received_;
     return BlockResult::accepted;
@@ -91,7 +91,7 @@ std::uint32_t PieceAssembly::void_requests() {
     const std::uint32_t voided = requested_;
     Block* const all = blocks();
     for (std::uint32_t block = 0; block < block_count_; ++block) {
-        if (all[block].state == BlockState::requested) all[block].state = BlockState::needed;
+        if (all[block].state == BlockState::requested) all[block] = Block{{}, BlockState::needed, true};
     }
     unrequested_ += voided;
     requested_ = 0;
@@ -106,7 +106,7 @@ bool PieceAssembly::unrequest(BlockOffset offset, BlockLength length) {
     if (length.get() != block_length(block)) return false;
     Block& state = blocks()[block];
     if (state.state != BlockState::requested) return false;
-    state.state = BlockState::needed;
+    state = Block{{}, BlockState::needed, true};
     --requested_;
     ++unrequested_;
     cursor_ = std::min(cursor_, block);

@@ -115,7 +115,10 @@ public:
 
     // Picks the next block nobody asked for yet and marks it requested at `now`.
     std::optional<BlockRequest> request_next(Clock::time_point now);
-    // Copies a block in if we asked for it. `latency` is set for accepted blocks.
+    // Copies a block in if we asked for it. `latency` is set for accepted blocks: the time
+    // since we asked, or Clock::duration::max() when we had asked for it before (a choke or
+    // a reject voided that request): its bytes may answer the first request, so the time
+    // since the second says nothing of the round trip.
     BlockResult add_block(BlockOffset offset, std::span<const std::uint8_t> data,
                           Clock::time_point now, Clock::duration& latency);
     // The peer choked us: our requests are void (BEP 3 without the fast extension) and the
@@ -162,6 +165,7 @@ private:
     struct Block {
         Clock::time_point requested_at{};
         BlockState state = BlockState::needed;
+        bool asked_before = false;  // a request for it was voided
     };
     // Up to 64 KiB pieces: with small pieces a worker assembles thousands per second, and two
     // allocations each were a measurable part of its cost.

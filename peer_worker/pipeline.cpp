@@ -7,8 +7,9 @@
 namespace pw::peer_worker {
 
 void PipelineSizer::on_block(std::uint32_t bytes, Clock::duration latency, Clock::time_point now) {
-    if (window_bytes_ == 0) window_start_ = std::max(window_start_, now - latency);
     window_bytes_ += bytes;
+    if (latency == Clock::duration::max()) return;
+    if (window_bytes_ == bytes) window_start_ = std::max(window_start_, now - latency);
     min_latency_ = std::min(min_latency_, latency);
 }
 

@@ -30,7 +30,8 @@ public:
 
     explicit PipelineSizer(Clock::time_point now) : window_start_(now) {}
 
-    // A requested block arrived at `now`, `latency` after we asked for it.
+    // A requested block arrived at `now`, `latency` after we asked for it (max: unknown, it
+    // counts towards the rate only).
     void on_block(std::uint32_t bytes, Clock::duration latency, Clock::time_point now);
     // Re-derives the depth once a window has passed. Windows without any block leave it
     // alone: an idle peer (no leases, choked) says nothing about what it could deliver. A

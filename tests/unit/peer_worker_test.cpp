@@ -1230,6 +1230,21 @@ TEST(PieceAssembly, VoidedRequestsAreAskedAgainAndUnaskedBlocksRefused) {
     const auto again = piece.request_next(now);
     ASSERT_TRUE(again.has_value());
     EXPECT_EQ(again->offset.get(), 0u);
+    // Asked twice: its bytes may answer the first request, so its latency is unknown (a
+    // choked and unchoked peer's early blocks once made a 200 ms round trip look like 7 ms).
+    EXPECT_EQ(piece.add_block(BlockOffset{0}, full, now + 7ms, latency), PieceAssembly::BlockResult::accepted);
+    EXPECT_EQ(latency, Clock::duration::max());
+    ASSERT_TRUE(piece.request_next(now).has_value());
+    ASSERT_TRUE(piece.request_next(now).has_value());
+    EXPECT_EQ(piece.add_block(BlockOffset{2 * kBlockSize}, full, now + 200ms, latency),
+              PieceAssembly::BlockResult::accepted);
+    EXPECT_EQ(latency, 200ms);
+
+    PipelineSizer sizer(now);
+    sizer.on_block(kBlockSize, Clock::duration::max(), now + 7ms);
+    EXPECT_EQ(sizer.min_latency(), Clock::duration::max());
+    sizer.on_block(kBlockSize, 200ms, now + 200ms);
+    EXPECT_EQ(sizer.min_latency(), 200ms);
 }
 
 TEST(PieceAssembly, AskedFromTheEndAndAbsorbingAnotherPeersBlocks) {
