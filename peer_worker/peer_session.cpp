@@ -550,8 +550,7 @@ Status PeerSession::on_availability_message(Clock::time_point) {
 }
 
 Status PeerSession::on_reject(const wire::RejectRequest& reject, Clock::time_point now) {
-    const auto lease = std::find_if(leases_.begin(), leases_.end(),
-                                    [&](const PieceAssembly& a) { return a.piece() == reject.index; });
+    const auto lease = find_lease(reject.index);
     // Not one of ours outstanding: a request a choke or a cancel of ours voided already.
     if (lease == leases_.end() || !lease->unrequest(reject.offset, reject.length)) return ok_status();
     --outstanding_;
@@ -674,6 +673,12 @@ Status PeerSession::on_message(const wire::Message& message, Clock::time_point n
     return status;
 }
 
+std::deque<PieceAssembly>::iterator PeerSession::find_lease(PieceIndex piece) {
+    if (!is_leased(piece)) return leases_.end();
+    return std::find_if(leases_.begin(), leases_.end(),
+                        [&](const PieceAssembly& a) { return a.piece() == piece; });
+}
+
 bool PeerSession::is_leased(PieceIndex piece) const {
     return piece.get() < leased_.size() && leased_[piece.get()];
 }
@@ -696,8 +701,7 @@ Status PeerSession::reject_block(const char* why) {
 
 Status PeerSession::on_block(const wire::Piece& block, Clock::time_point now) {
     if (!is_leased(block.index)) return reject_block("piece not leased here");
-    const auto lease = std::find_if(leases_.begin(), leases_.end(),
-                                    [&](const PieceAssembly& a) { return a.piece() == block.index; });
+    const auto lease = find_lease(block.index);
     if (lease == leases_.end()) return reject_block("piece not leased here");
     Clock::duration latency{};
     switch (lease->add_block(block.offset, block.data, now, latency)) {
@@ -722,21 +726,17 @@ Status PeerSession::on_block(const wire::Piece& block, Clock::time_point now) {
 }
 
 bool PeerSession::share_lease(PieceIndex piece, bool from_end) {
-    for (auto& lease : leases_) {
-        if (lease.piece() != piece) continue;
-        lease.mark_shared();
-        if (from_end) lease.ask_from_end();
-        return true;
-    }
-    return false;
+    const auto lease = find_lease(piece);
+    if (lease == leases_.end()) return false;
+    lease->mark_shared();
+    if (from_end) lease->ask_from_end();
+    return true;
 }
 
 std::optional<std::uint64_t> PeerSession::absorb_block(PieceIndex piece, BlockOffset offset,
                                                        std::span<const std::uint8_t> data,
                                                        const std::string& from, Clock::time_point now) {
-    if (!is_leased(piece)) return std::nullopt;
-    const auto lease = std::find_if(leases_.begin(), leases_.end(),
-                                    [&](const PieceAssembly& a) { return a.piece() == piece; });
+    const auto lease = find_lease(piece);
     if (lease == leases_.end()) return std::nullopt;
     switch (lease->absorb(offset, data, from)) {
         case PieceAssembly::Absorbed::no: return std::nullopt;
@@ -823,8 +823,7 @@ bool PeerSession::add_lease(PieceIndex piece, std::uint64_t lease_id,
 }
 
 std::optional<std::uint64_t> PeerSession::cancel_piece(PieceIndex piece, Clock::time_point now) {
-    const auto lease = std::find_if(leases_.begin(), leases_.end(),
-                                    [&](const PieceAssembly& a) { return a.piece() == piece; });
+    const auto lease = find_lease(piece);
     if (lease == leases_.end()) return std::nullopt;
     for (const auto& block : lease->requested_blocks()) {
         send(wire::Cancel{piece, block.offset, block.length}, now);

@@ -332,9 +332,7 @@ public:
     // Calls `f(offset, bytes)` for each block of `piece` received so far.
     template <class F>
     void for_each_received(PieceIndex piece, F&& f) {
-        for (auto& lease : leases_) {
-            if (lease.piece() == piece) lease.for_each_received(f);
-        }
+        if (const auto lease = find_lease(piece); lease != leases_.end()) lease->for_each_received(f);
     }
     // Takes in a block of `piece` that peer `from` sent, cancelling our request for it. When
     // that completes our copy, the sender's copy is complete too and goes on: ours is dropped
@@ -391,6 +389,8 @@ private:
     // Before the info: what it says of its pieces is kept for learn_info.
     Status on_message_awaiting_info(const wire::Message& message, Clock::time_point now);
     bool is_leased(PieceIndex piece) const;
+    // The lease of `piece`, or leases_.end(): the bitmap answers most misses without a walk.
+    std::deque<PieceAssembly>::iterator find_lease(PieceIndex piece);
     // Every lease leaves through here, which keeps the counts below in step.
     void drop_lease(std::deque<PieceAssembly>::iterator lease);
 

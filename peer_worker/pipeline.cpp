@@ -26,8 +26,8 @@ void PipelineSizer::update(Clock::time_point now) {
     if (bytes == 0) return;
     const double sample =
         static_cast<double>(bytes) / std::chrono::duration<double>(elapsed).count();
-    rate_ = measured_ && !ramping_ ? 0.5 * rate_ + 0.5 * sample : sample;
-    measured_ = true;
+    // The ramp ends only after a measured window, so past it there is a rate to smooth.
+    rate_ = ramping_ ? sample : 0.5 * rate_ + 0.5 * sample;
     // At most double or halve per window, so one odd window does not swing the pipeline.
     const std::uint32_t wanted = depth_for(rate_, min_latency_);
     if (wanted <= depth_) ramping_ = false;

@@ -54,7 +54,6 @@ public:
 private:
     std::uint32_t depth_ = kInitialDepth;
     double rate_ = 0;
-    bool measured_ = false;
     bool ramping_ = true;
     Clock::duration min_latency_ = Clock::duration::max();
     Clock::time_point window_start_;

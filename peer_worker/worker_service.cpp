@@ -507,12 +507,7 @@ void WorkerService::share_piece(TorrentContext& torrent, PeerConnection& connect
             continue;
         }
         PeerSession& holder = other->session();
-        if (!holder.shares_blocks()) {
-            holder.set_block_share([this, t = &torrent, from = key](PieceIndex p, BlockOffset offset,
-                                                                     std::span<const std::uint8_t> data) {
-                share_block(*t, from, p, offset, data);
-            });
-        }
+        forward_blocks(torrent, *other);
         holder.share_lease(piece, false);
         // What the holder has so far: from here on both copies hold every block either has.
         std::optional<std::uint64_t> finished;
@@ -527,13 +522,16 @@ void WorkerService::share_piece(TorrentContext& torrent, PeerConnection& connect
                       torrent.id.get(), piece.get(), key);
         break;  // the holder's copy already holds those of any other holder
     }
-    if (!session.share_lease(piece, true)) return;
-    if (!session.shares_blocks()) {
-        session.set_block_share([this, t = &torrent, from = connection.key()](
-                                    PieceIndex p, BlockOffset offset, std::span<const std::uint8_t> data) {
-            share_block(*t, from, p, offset, data);
+    if (session.share_lease(piece, true)) forward_blocks(torrent, connection);
+}
+
+void WorkerService::forward_blocks(TorrentContext& torrent, PeerConnection& connection) {
+    if (connection.session().shares_blocks()) return;
+    connection.session().set_block_share(
+        [this, t = &torrent, from = connection.key()](PieceIndex piece, BlockOffset offset,
+                                                     std::span<const std::uint8_t> data) {
+            share_block(*t, from, piece, offset, data);
         });
-    }
 }
 
 void WorkerService::share_block(TorrentContext& torrent, const std::string& from, PieceIndex piece,

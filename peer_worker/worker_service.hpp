@@ -99,6 +99,8 @@ private:
     // Endgame: `connection` got a lease of a piece another peer of this worker is fetching.
     void share_piece(TorrentContext& torrent, PeerConnection& connection, PieceIndex piece,
                      Clock::time_point now);
+    // Has the blocks `connection`'s shared leases accept go to share_block.
+    void forward_blocks(TorrentContext& torrent, PeerConnection& connection);
     // A block one peer sent, copied into the other peers' leases of its piece.
     void share_block(TorrentContext& torrent, const std::string& from, PieceIndex piece,
                      BlockOffset offset, std::span<const std::uint8_t> data);
