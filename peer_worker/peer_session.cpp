@@ -801,6 +801,13 @@ std::uint32_t PeerSession::pieces_wanted(Clock::time_point now) const {
     return std::clamp<std::uint32_t>(std::max(pieces, floor), 1, limits_.max_pieces_per_request);
 }
 
+std::uint32_t PeerSession::pieces_held_when_full() const {
+    const std::uint32_t blocks_per_piece =
+        std::max<std::uint32_t>(1, (geometry_.piece_length() + kBlockSize - 1) / kBlockSize);
+    const std::uint32_t wanted_blocks = std::max(2 * pipeline_.depth(), kMinRequestBlocks);
+    return std::max<std::uint32_t>(2, (wanted_blocks + blocks_per_piece - 1) / blocks_per_piece + 1);
+}
+
 void PeerSession::note_work_requested(Clock::time_point now) {
     awaiting_work_ = true;
     have_since_answer_ = false;

@@ -310,6 +310,9 @@ public:
     // --- work from the orchestrator ---
     // How many more pieces this peer could use now (0: don't ask).
     std::uint32_t pieces_wanted(Clock::time_point now) const;
+    // Pieces leased to it when its pipeline is full: up to twice the depth in blocks, in
+    // whole pieces, one more for the piece being finished, and never less than two.
+    std::uint32_t pieces_held_when_full() const;
     void note_work_requested(Clock::time_point now);
     void note_work_answer(bool got_any, Clock::time_point now);
     // The piece is assembled into `destination`. False when the piece is out of range,

@@ -1238,12 +1238,13 @@ void WorkerService::on_timer() {
         if (stats_due && !torrent->peers.empty()) send_peer_stats(*torrent, now);
         exchange_peers(*torrent, now);
     }
-    // Each peer sending us pieces needs one of its own in memory (a lease is a whole piece),
-    // and the next one leased before the current one ends, or it idles for a round trip to
-    // the orchestrator and for room: the budget grows to two per such peer and one more, up
-    // to the ceiling. A leased piece takes memory only when its first block comes, so what
-    // is held stays near one per peer. 48 peers at 512 KiB/s in a 32 MiB budget left a third
-    // of them without a piece at any time; with one per peer, a tenth.
+    // Each peer sending us pieces needs what its full pipeline leases (twice its depth, in
+    // whole pieces, at least two), or it idles for a round trip to the orchestrator and for
+    // room: the budget grows to the sum over such peers and one piece more, up to the
+    // ceiling. A leased piece takes memory only when its first block comes, so what is held
+    // stays near the blocks in flight. 48 peers at 512 KiB/s in a 32 MiB budget left a third
+    // of them without a piece at any time; with one per peer, a tenth. Eight 4 MiB/s peers
+    // 200 ms away lease 4-6 MiB each: a budget of 32 MiB left some without work.
     std::uint64_t wanted_bytes = 0;
     std::uint32_t longest = 0;
     for (const auto& [torrent, connection] : all_connections()) {
@@ -1252,7 +1253,7 @@ void WorkerService::on_timer() {
         PeerSession& session = connection->session();
         if (connection->closed() || !session.handshake_done()) continue;
         if (!session.awaiting_info() && !session.peer_choking() && session.am_interested()) {
-            wanted_bytes += 2 * std::uint64_t{torrent->piece_length()};
+            wanted_bytes += std::uint64_t{session.pieces_held_when_full()} * torrent->piece_length();
             longest = std::max(longest, torrent->piece_length());
         }
         if (session.awaiting_info()) {

@@ -1953,6 +1953,15 @@ TEST(Pipeline, ADistantPeerRampsUpInWindowsOfTwoRoundTrips) {
     EXPECT_EQ(sizer.depth(), depth);
 }
 
+TEST(Pipeline, AFullPipelineHoldsTwiceItsDepthInWholePiecesAndOneMore) {
+    const auto now = Clock::now();
+    // 32 blocks deep: 64 blocks leased (a request is at least kMinRequestBlocks).
+    const PeerSession big{PieceGeometry{64ull << 20, 1 << 20}, digest_of(0xAB), id_of(1), now};
+    EXPECT_EQ(big.pieces_held_when_full(), 2u);  // one piece of 64 blocks, one more
+    const PeerSession small{PieceGeometry{64ull << 20, 64 << 10}, digest_of(0xAB), id_of(1), now};
+    EXPECT_EQ(small.pieces_held_when_full(), 17u);  // 64 blocks in pieces of 4, one more
+}
+
 // --- a torrent known by its info-hash alone (magnets): BEP 10 and BEP 9 ---
 
 class MagnetSessionTest : public ::testing::Test {
