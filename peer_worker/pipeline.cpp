@@ -26,21 +26,50 @@ void PipelineSizer::update(Clock::time_point now) {
     if (bytes == 0) return;
     const double sample =
         static_cast<double>(bytes) / std::chrono::duration<double>(elapsed).count();
-    // The ramp ends only after a measured window, so past it there is a rate to smooth.
-    rate_ = ramping_ ? sample : 0.5 * rate_ + 0.5 * sample;
+    if (ramping_) {
+        if (ramp(sample)) return;
+    } else {
+        // The ramp ends only after a measured window, so past it there is a rate to smooth.
+        rate_ = 0.5 * rate_ + 0.5 * sample;
+    }
     // At most double or halve per window, so one odd window does not swing the pipeline.
     const std::uint32_t wanted = depth_for(rate_, min_latency_);
-    if (wanted <= depth_) ramping_ = false;
     depth_ = std::clamp(wanted, std::max(kMinDepth, depth_ / 2), std::min(kMaxDepth, depth_ * 2));
 }
 
-std::uint32_t PipelineSizer::depth_for(double rate_bytes_per_s, Clock::duration min_latency) {
+// True while the ramp goes on (and has set the depth); false once it ended, with `rate_` the
+// best it saw.
+bool PipelineSizer::ramp(double sample) {
+    const std::uint32_t wanted = depth_for(sample, min_latency_);
+    // A peer whose rate needs no more than half the depth is not held back by it: a slow
+    // peer leaves the ramp at its first window instead of leasing twice the pieces it needs.
+    if (blocks_for(sample, min_latency_) > depth_ / 2) {
+        const bool grew = sample >= kRampGrowth * ramp_best_;
+        ramp_best_ = std::max(ramp_best_, sample);
+        if (grew || wanted > depth_) {
+            flat_windows_ = 0;
+            rate_ = sample;
+            depth_ = grew ? std::min(kMaxDepth, depth_ * 2) : std::min({wanted, kMaxDepth, depth_ * 2});
+            return true;
+        }
+        if (++flat_windows_ < kRampFlatWindows) return true;
+    }
+    ramping_ = false;
+    rate_ = std::max(ramp_best_, sample);
+    return false;
+}
+
+double PipelineSizer::blocks_for(double rate_bytes_per_s, Clock::duration min_latency) {
     using Seconds = std::chrono::duration<double>;
     double horizon = 0.25;
     if (min_latency != Clock::duration::max()) {
-        horizon = std::clamp(2 * std::chrono::duration_cast<Seconds>(min_latency).count(), 0.25, 1.0);
+        horizon = std::clamp(0.25 + 2 * std::chrono::duration_cast<Seconds>(min_latency).count(), 0.25, 1.0);
     }
-    const double blocks = rate_bytes_per_s * horizon / kBlockSize;
+    return rate_bytes_per_s * horizon / kBlockSize;
+}
+
+std::uint32_t PipelineSizer::depth_for(double rate_bytes_per_s, Clock::duration min_latency) {
+    const double blocks = blocks_for(rate_bytes_per_s, min_latency);
     if (!(blocks < kMaxDepth)) return kMaxDepth;  // also catches NaN
     return std::clamp(static_cast<std::uint32_t>(blocks), kMinDepth, kMaxDepth);
 }

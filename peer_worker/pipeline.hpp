@@ -22,11 +22,17 @@ public:
     static constexpr std::uint32_t kMaxDepth = 500;
     // The rate is re-measured over windows this long.
     static constexpr Clock::duration kWindow = std::chrono::seconds(1);
-    // Until the first window that asks for no more depth (the ramp), windows are two round
-    // trips long, at least this, and the rate is each window's own: a peer 200 ms away
-    // starting at 32 blocks (2.5 MiB/s) reached 4 MiB/s after 3 s with 1 s windows and a
-    // smoothed rate, which cost a tenth of a 16 s download.
+    // During the ramp, windows are two round trips long, at least this, and the rate is each
+    // window's own: a peer 200 ms away starting at 32 blocks (2.5 MiB/s) reached 4 MiB/s
+    // after 3 s with 1 s windows and a smoothed rate, which cost a tenth of a 16 s download.
     static constexpr Clock::duration kMinRampWindow = std::chrono::milliseconds(250);
+    // The ramp doubles the depth after each window whose rate beat the ramp's best by this
+    // factor, and ends after kRampFlatWindows windows in a row that did not. A rate-limited
+    // seeder hands out its quota in bursts (libtorrent: each half second), so one short
+    // window says little: ending the ramp at the first window that did not ask for more
+    // depth left 4 MiB/s peers 200 ms away at half their rate for 5 s of a 16 s download.
+    static constexpr double kRampGrowth = 1.25;
+    static constexpr int kRampFlatWindows = 3;
 
     explicit PipelineSizer(Clock::time_point now) : window_start_(now) {}
 
@@ -45,16 +51,26 @@ public:
     Clock::duration min_latency() const { return min_latency_; }
 
     // The depth that keeps a peer of this rate busy: rate x horizon / 16 KiB, clamped. The
-    // horizon is twice the smallest latency seen (queueing inflates the others), kept within
-    // 0.25..1 s. A rate-limited seeder hands out its quota in bursts, but it also saves up
-    // quota it could not spend, so a quarter second in flight keeps it busy (libtorrent at
-    // 2 MiB/s: same throughput as half a second, with half the blocks in flight).
+    // horizon is what the seeder needs queued, a quarter second, plus twice the smallest
+    // latency seen (queueing inflates the others), at most 1 s. A rate-limited seeder hands
+    // out its quota in bursts and sizes its send buffer by its rate, but it also saves up
+    // quota it could not spend: close by, a quarter second in flight keeps it busy
+    // (libtorrent at 2 MiB/s: same throughput as half a second, with half the blocks in
+    // flight). Far away, it must come on top of the round trip: with twice the round trip
+    // alone, libtorrent seeders 200 ms away, capped at 4 MiB/s, that had no quota saved up
+    // settled at 1.5 MiB/s for seconds (their latency, bursts included, stayed above it).
     static std::uint32_t depth_for(double rate_bytes_per_s, Clock::duration min_latency);
+    // The same before clamping.
+    static double blocks_for(double rate_bytes_per_s, Clock::duration min_latency);
 
 private:
+    bool ramp(double sample);
+
     std::uint32_t depth_ = kInitialDepth;
     double rate_ = 0;
     bool ramping_ = true;
+    double ramp_best_ = 0;
+    int flat_windows_ = 0;
     Clock::duration min_latency_ = Clock::duration::max();
     Clock::time_point window_start_;
     std::uint64_t window_bytes_ = 0;

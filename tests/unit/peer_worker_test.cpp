@@ -1892,8 +1892,8 @@ TEST(Pipeline, DepthGrowsWithRateAndIsCapped) {
     const double fast = 2000.0 * kBlockSize;  // 2000 blocks/s
     EXPECT_EQ(PipelineSizer::depth_for(slow, 1ms), PipelineSizer::kMinDepth);
     EXPECT_EQ(PipelineSizer::depth_for(200.0 * kBlockSize, 1ms), 50u);  // 0.25 s horizon
-    EXPECT_EQ(PipelineSizer::depth_for(200.0 * kBlockSize, 200ms), 80u);  // 2 x RTT
-    EXPECT_EQ(PipelineSizer::depth_for(200.0 * kBlockSize, 400ms), 160u);  // longer RTT
+    EXPECT_EQ(PipelineSizer::depth_for(200.0 * kBlockSize, 200ms), 130u);  // 0.25 s + 2 x RTT
+    EXPECT_EQ(PipelineSizer::depth_for(200.0 * kBlockSize, 300ms), 170u);  // longer RTT
     EXPECT_EQ(PipelineSizer::depth_for(200.0 * kBlockSize, 3s), 200u);  // horizon capped at 1 s
     EXPECT_EQ(PipelineSizer::depth_for(fast, 1ms), PipelineSizer::kMaxDepth);
 }
@@ -1946,11 +1946,52 @@ TEST(Pipeline, ADistantPeerRampsUpInWindowsOfTwoRoundTrips) {
     window_of_blocks();
     EXPECT_GE(sizer.depth(), 100u);  // 4 MiB/s x 2 round trips, after 0.8 s
     EXPECT_TRUE(sizer.ramping());
-    window_of_blocks();
-    EXPECT_FALSE(sizer.ramping());  // it asked for no more: 1 s windows, smoothed rates
+    // The rate no longer grows: the depth goes to what that rate needs, holds for
+    // kRampFlatWindows windows, and the ramp ends (then 1 s windows, smoothed rates).
+    const auto needed = PipelineSizer::depth_for(51.0 * kBlockSize / 0.2, 200ms);
+    int windows = 0;
+    while (sizer.ramping() && windows < 10) {
+        window_of_blocks();
+        ++windows;
+        EXPECT_LE(sizer.depth(), needed);
+    }
+    EXPECT_FALSE(sizer.ramping());
+    EXPECT_LE(windows, PipelineSizer::kRampFlatWindows + 1);
+    EXPECT_EQ(sizer.depth(), needed);
     const auto depth = sizer.depth();
     window_of_blocks();  // 0.4 s: not a window any more
     EXPECT_EQ(sizer.depth(), depth);
+}
+
+TEST(Pipeline, ABurstySeederDoesNotEndTheRampAtItsFirstShortWindow) {
+    auto now = Clock::now();
+    PipelineSizer sizer(now);
+    // 200 ms away, hands out its quota in bursts: a window with half what we keep in flight.
+    const auto window_of = [&](std::uint32_t blocks) {
+        now += 200ms;
+        for (std::uint32_t i = 0; i < blocks; ++i) sizer.on_block(kBlockSize, 200ms, now);
+        now += 200ms;
+        sizer.update(now);
+    };
+    window_of(2 * PipelineSizer::kInitialDepth);
+    EXPECT_EQ(sizer.depth(), 2 * PipelineSizer::kInitialDepth);
+    window_of(PipelineSizer::kInitialDepth);  // the short one
+    EXPECT_TRUE(sizer.ramping());
+    EXPECT_EQ(sizer.depth(), 2 * PipelineSizer::kInitialDepth);
+    window_of(4 * PipelineSizer::kInitialDepth);  // the depth was holding it back after all
+    EXPECT_TRUE(sizer.ramping());
+    EXPECT_EQ(sizer.depth(), 4 * PipelineSizer::kInitialDepth);
+}
+
+TEST(Pipeline, ASlowPeerLeavesTheRampAtItsFirstWindow) {
+    auto now = Clock::now();
+    PipelineSizer sizer(now);
+    // 512 KiB/s close by: 8 blocks in a quarter second, a quarter of the pipeline.
+    for (int i = 0; i < 8; ++i) sizer.on_block(kBlockSize, 5ms, now + 5ms);
+    now += 250ms;
+    sizer.update(now);
+    EXPECT_FALSE(sizer.ramping());
+    EXPECT_EQ(sizer.depth(), PipelineSizer::kInitialDepth / 2);
 }
 
 TEST(Pipeline, AFullPipelineHoldsTwiceItsDepthInWholePiecesAndOneMore) {
