@@ -41,21 +41,23 @@ void PipelineSizer::update(Clock::time_point now) {
 // best it saw.
 bool PipelineSizer::ramp(double sample) {
     const std::uint32_t wanted = depth_for(sample, min_latency_);
-    // A peer whose rate needs no more than half the depth is not held back by it: a slow
-    // peer leaves the ramp at its first window instead of leasing twice the pieces it needs.
-    if (blocks_for(sample, min_latency_) > depth_ / 2) {
-        const bool grew = sample >= kRampGrowth * ramp_best_;
-        ramp_best_ = std::max(ramp_best_, sample);
-        if (grew || wanted > depth_) {
-            flat_windows_ = 0;
-            rate_ = sample;
-            depth_ = grew ? std::min(kMaxDepth, depth_ * 2) : std::min({wanted, kMaxDepth, depth_ * 2});
-            return true;
-        }
-        if (++flat_windows_ < kRampFlatWindows) return true;
+    // A window whose rate needs no more than half the depth was not held back by it: it never
+    // doubles the depth, only counts towards the end of the ramp. One such window does not end
+    // it: a seeder's first window after unchoke can be a fraction of its rate (libtorrent
+    // capped at 4 MiB/s, 200 ms away: 383 KiB/s), and a peer dropped to the minimum depth
+    // climbs back at one doubling per second (6 s to its rate, a tenth of the download).
+    const bool slow = blocks_for(sample, min_latency_) <= depth_ / 2;
+    const bool grew = !slow && sample >= kRampGrowth * ramp_best_;
+    ramp_best_ = std::max(ramp_best_, sample);
+    if (grew || (!slow && wanted > depth_)) {
+        flat_windows_ = 0;
+        rate_ = sample;
+        depth_ = grew ? std::min(kMaxDepth, depth_ * 2) : std::min({wanted, kMaxDepth, depth_ * 2});
+        return true;
     }
+    if (++flat_windows_ < kRampFlatWindows) return true;
     ramping_ = false;
-    rate_ = std::max(ramp_best_, sample);
+    rate_ = ramp_best_;
     return false;
 }
 

@@ -27,7 +27,8 @@ public:
     // after 3 s with 1 s windows and a smoothed rate, which cost a tenth of a 16 s download.
     static constexpr Clock::duration kMinRampWindow = std::chrono::milliseconds(250);
     // The ramp doubles the depth after each window whose rate beat the ramp's best by this
-    // factor, and ends after kRampFlatWindows windows in a row that did not. A rate-limited
+    // factor, and ends after kRampFlatWindows windows in a row that did not (a slow peer's
+    // windows never deepen it, so it leaves at its initial depth). A rate-limited
     // seeder hands out its quota in bursts (libtorrent: each half second), so one short
     // window says little: ending the ramp at the first window that did not ask for more
     // depth left 4 MiB/s peers 200 ms away at half their rate for 5 s of a 16 s download.

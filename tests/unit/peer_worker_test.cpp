@@ -1983,15 +1983,35 @@ TEST(Pipeline, ABurstySeederDoesNotEndTheRampAtItsFirstShortWindow) {
     EXPECT_EQ(sizer.depth(), 4 * PipelineSizer::kInitialDepth);
 }
 
-TEST(Pipeline, ASlowPeerLeavesTheRampAtItsFirstWindow) {
+TEST(Pipeline, ASlowPeerLeavesTheRampAfterItsFlatWindowsWithoutDeepening) {
     auto now = Clock::now();
     PipelineSizer sizer(now);
     // 512 KiB/s close by: 8 blocks in a quarter second, a quarter of the pipeline.
-    for (int i = 0; i < 8; ++i) sizer.on_block(kBlockSize, 5ms, now + 5ms);
-    now += 250ms;
-    sizer.update(now);
+    for (int w = 0; w < PipelineSizer::kRampFlatWindows; ++w) {
+        EXPECT_TRUE(sizer.ramping());
+        for (int i = 0; i < 8; ++i) sizer.on_block(kBlockSize, 5ms, now + 5ms);
+        now += 250ms;
+        sizer.update(now);
+        EXPECT_LE(sizer.depth(), PipelineSizer::kInitialDepth);  // never deeper than it started
+    }
     EXPECT_FALSE(sizer.ramping());
     EXPECT_EQ(sizer.depth(), PipelineSizer::kInitialDepth / 2);
+}
+
+TEST(Pipeline, ASlowFirstWindowDoesNotEndTheRamp) {
+    auto now = Clock::now();
+    PipelineSizer sizer(now);
+    // 200 ms away, the first window after unchoke brings 320 KiB/s, the next 2.5 MiB/s.
+    for (int i = 0; i < 8; ++i) sizer.on_block(kBlockSize, 200ms, now + 200ms);
+    now += 400ms;
+    sizer.update(now);
+    EXPECT_TRUE(sizer.ramping());
+    EXPECT_EQ(sizer.depth(), PipelineSizer::kInitialDepth);
+    for (int i = 0; i < 64; ++i) sizer.on_block(kBlockSize, 200ms, now + 200ms);
+    now += 400ms;
+    sizer.update(now);
+    EXPECT_TRUE(sizer.ramping());
+    EXPECT_EQ(sizer.depth(), 2 * PipelineSizer::kInitialDepth);
 }
 
 TEST(Pipeline, AFullPipelineHoldsTwiceItsDepthInWholePiecesAndOneMore) {
