@@ -121,6 +121,8 @@ void PeerConnection::on_connected(const asio::error_code& error) {
     phase_ = handshake_->in_mse() ? "encryption handshake" : "handshake";
     handshake_out_.clear();
     handshake_->start(handshake_out_);
+    handshake_sent_at_ = Clock::now();
+    handshake_round_trip_.reset();
     send_handshake_bytes();
     if (closed_) return;
     read_handshake();
@@ -148,6 +150,9 @@ void PeerConnection::on_handshake_read(const asio::error_code& error, std::size_
     if (closed_ || !handshake_) return;
     if (error == asio::error::eof) return handshake_failed("the peer closed the connection");
     if (error) return handshake_failed("read failed: " + error.message());
+    if (handshake_sent_at_ && !handshake_round_trip_ && bytes > 0) {
+        handshake_round_trip_ = Clock::now() - *handshake_sent_at_;
+    }
     const bool was_mse = handshake_->in_mse();
     auto done = handshake_->feed(std::span(handshake_in_.data(), bytes), handshake_out_);
     if (!done) {
@@ -201,6 +206,7 @@ void PeerConnection::handshake_done(Handshaken handshaken, Clock::time_point now
     if (auto status = session_.on_handshake(handshaken.theirs, now); !status) {
         return fail(status.error().describe());
     }
+    if (handshake_round_trip_) session_.expect_round_trip(*handshake_round_trip_);
     // BEP 6's and BEP 10's messages are part of the stream only when both sides said so.
     parser_.set_fast(session_.fast());
     parser_.set_extended(session_.extended());

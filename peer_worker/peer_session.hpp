@@ -353,6 +353,7 @@ public:
     std::uint32_t requests_outstanding() const { return outstanding_; }
     std::uint32_t pipeline_depth() const { return pipeline_.depth(); }
     const PipelineSizer& pipeline() const { return pipeline_; }
+    void expect_round_trip(Clock::duration round_trip) { pipeline_.expect_round_trip(round_trip); }
     std::uint64_t unrequested_blocks_received() const { return unrequested_received_; }
 
     // Pieces whose every block arrived, to hand to the verifier; the caller drains it.

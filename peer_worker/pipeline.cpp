@@ -13,6 +13,12 @@ void PipelineSizer::on_block(std::uint32_t bytes, Clock::duration latency, Clock
     min_latency_ = std::min(min_latency_, latency);
 }
 
+void PipelineSizer::expect_round_trip(Clock::duration round_trip) {
+    if (window_bytes_ > 0 || ramp_best_ > 0 || min_latency_ != Clock::duration::max()) return;
+    constexpr double kStartRate = double{kInitialDepth} * kBlockSize / 0.25;
+    depth_ = std::max(kInitialDepth, depth_for(kStartRate, std::max(round_trip, Clock::duration::zero())));
+}
+
 void PipelineSizer::update(Clock::time_point now) {
     const auto elapsed = now - window_start_;
     Clock::duration window = kWindow;

@@ -37,6 +37,14 @@ public:
 
     explicit PipelineSizer(Clock::time_point now) : window_start_(now) {}
 
+    // A round trip seen before any block (our handshake to the peer's first answer) sizes
+    // the first requests as kInitialDepth does close by: 2 MiB/s over the horizon. A peer
+    // 200 ms away starts at 83 blocks instead of 32, which alone caps it at 2.5 MiB/s: the
+    // ramp's first windows, a tenth of a second of rate each from all peers at once, were
+    // what start-up cost after the handshakes. Never shallower than kInitialDepth; ignored
+    // once a block came.
+    void expect_round_trip(Clock::duration round_trip);
+
     // A requested block arrived at `now`, `latency` after we asked for it (max: unknown, it
     // counts towards the rate only).
     void on_block(std::uint32_t bytes, Clock::duration latency, Clock::time_point now);

@@ -2014,6 +2014,21 @@ TEST(Pipeline, ASlowFirstWindowDoesNotEndTheRamp) {
     EXPECT_EQ(sizer.depth(), 2 * PipelineSizer::kInitialDepth);
 }
 
+TEST(Pipeline, TheHandshakesRoundTripSizesTheFirstRequests) {
+    const auto now = Clock::now();
+    PipelineSizer far(now);
+    far.expect_round_trip(200ms);  // 2 MiB/s over 0.25 s + 2 x 200 ms
+    EXPECT_EQ(far.depth(), 83u);
+    EXPECT_TRUE(far.ramping());
+    PipelineSizer near(now);
+    near.expect_round_trip(1ms);
+    EXPECT_EQ(near.depth(), PipelineSizer::kInitialDepth);
+    PipelineSizer measured(now);
+    measured.on_block(kBlockSize, 5ms, now + 5ms);
+    measured.expect_round_trip(200ms);  // a block's latency says more
+    EXPECT_EQ(measured.depth(), PipelineSizer::kInitialDepth);
+}
+
 TEST(Pipeline, AFullPipelineHoldsTwiceItsDepthInWholePiecesAndOneMore) {
     const auto now = Clock::now();
     // 32 blocks deep: 64 blocks leased (a request is at least kMinRequestBlocks).
