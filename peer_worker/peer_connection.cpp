@@ -150,8 +150,8 @@ void PeerConnection::on_handshake_read(const asio::error_code& error, std::size_
     if (closed_ || !handshake_) return;
     if (error == asio::error::eof) return handshake_failed("the peer closed the connection");
     if (error) return handshake_failed("read failed: " + error.message());
-    if (handshake_sent_at_ && !handshake_round_trip_ && bytes > 0) {
-        handshake_round_trip_ = Clock::now() - *handshake_sent_at_;
+    if (!handshake_round_trip_ && bytes > 0) {
+        handshake_round_trip_ = Clock::now() - handshake_sent_at_;
     }
     const bool was_mse = handshake_->in_mse();
     auto done = handshake_->feed(std::span(handshake_in_.data(), bytes), handshake_out_);

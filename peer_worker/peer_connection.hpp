@@ -124,7 +124,7 @@ private:
     bool plain_retry_ = false;    // the MSE attempt failed; this is the plaintext one
     // From our first handshake bytes to the peer's first answer: one round trip (MSE's Ya
     // to Yb, or handshake to handshake), known before any block.
-    std::optional<Clock::time_point> handshake_sent_at_;
+    Clock::time_point handshake_sent_at_{};
     std::optional<Clock::duration> handshake_round_trip_;
     std::uint32_t attempt_ = 0;   // handlers of an abandoned socket find it changed
     std::vector<std::uint8_t> handshake_in_;

@@ -787,25 +787,29 @@ std::uint32_t PeerSession::pieces_wanted(Clock::time_point now) const {
     const std::uint32_t depth = pipeline_.depth();
     const std::uint32_t queued = unrequested_blocks_;
     if (queued >= depth / 2) return 0;
-    const std::uint32_t wanted_blocks = 2 * depth;
+    const std::uint32_t wanted_blocks = leased_blocks_wanted();
     const std::uint32_t held = queued + outstanding_;
     if (held >= wanted_blocks) return 0;
-    const std::uint32_t blocks_per_piece =
-        std::max<std::uint32_t>(1, (geometry_.piece_length() + kBlockSize - 1) / kBlockSize);
-    const std::uint32_t pieces = (wanted_blocks - held + blocks_per_piece - 1) / blocks_per_piece;
+    const std::uint32_t per_piece = blocks_per_piece();
+    const std::uint32_t pieces = (wanted_blocks - held + per_piece - 1) / per_piece;
     // A WorkRequest costs the same round trip through the orchestrator (and a turn of three
     // loops) whatever it asks for. Asking for what the pipeline lacks right now would, with
     // one-block pieces, ask for a handful of blocks at a time; at least kMinRequestBlocks'
     // worth keeps the requests per byte those of 1 MiB pieces (and holds no more ahead).
-    const std::uint32_t floor = (kMinRequestBlocks + blocks_per_piece - 1) / blocks_per_piece;
+    const std::uint32_t floor = (kMinRequestBlocks + per_piece - 1) / per_piece;
     return std::clamp<std::uint32_t>(std::max(pieces, floor), 1, limits_.max_pieces_per_request);
 }
 
 std::uint32_t PeerSession::pieces_held_when_full() const {
-    const std::uint32_t blocks_per_piece =
-        std::max<std::uint32_t>(1, (geometry_.piece_length() + kBlockSize - 1) / kBlockSize);
-    const std::uint32_t wanted_blocks = std::max(2 * pipeline_.depth(), kMinRequestBlocks);
-    return std::max<std::uint32_t>(2, (wanted_blocks + blocks_per_piece - 1) / blocks_per_piece + 1);
+    const std::uint32_t per_piece = blocks_per_piece();
+    const std::uint32_t wanted_blocks = std::max(leased_blocks_wanted(), kMinRequestBlocks);
+    return std::max<std::uint32_t>(2, (wanted_blocks + per_piece - 1) / per_piece + 1);
+}
+
+std::uint32_t PeerSession::leased_blocks_wanted() const { return 2 * pipeline_.depth(); }
+
+std::uint32_t PeerSession::blocks_per_piece() const {
+    return std::max<std::uint32_t>(1, (geometry_.piece_length() + kBlockSize - 1) / kBlockSize);
 }
 
 void PeerSession::note_work_requested(Clock::time_point now) {

@@ -375,6 +375,9 @@ private:
     void send(const wire::Message& message, Clock::time_point now);
     void send_reject(const wire::Request& request, Clock::time_point now);
     bool ours_has(PieceIndex piece) const { return ours_ != nullptr && ours_->has(piece); }
+    // What a peer leases, queued and in flight, when its pipeline is full: twice its depth.
+    std::uint32_t leased_blocks_wanted() const;
+    std::uint32_t blocks_per_piece() const;
     void send_availability(Clock::time_point now);
     void announce(PieceIndex piece, Clock::time_point now);
     void send_held_back_haves(Clock::time_point now);

@@ -14,7 +14,8 @@ void PipelineSizer::on_block(std::uint32_t bytes, Clock::duration latency, Clock
 }
 
 void PipelineSizer::expect_round_trip(Clock::duration round_trip) {
-    if (window_bytes_ > 0 || ramp_best_ > 0 || min_latency_ != Clock::duration::max()) return;
+    // A block came: it counts in the window until the first update, in ramp_best_ after it.
+    if (window_bytes_ > 0 || ramp_best_ > 0) return;
     constexpr double kStartRate = double{kInitialDepth} * kBlockSize / 0.25;
     depth_ = std::max(kInitialDepth, depth_for(kStartRate, std::max(round_trip, Clock::duration::zero())));
 }

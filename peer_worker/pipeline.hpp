@@ -11,7 +11,8 @@ using Clock = std::chrono::steady_clock;
 
 class PipelineSizer {
 public:
-    // A fresh peer starts with 512 KiB in flight: it doubles per window from there for a fast
+    // A fresh peer starts with 512 KiB in flight (more when its handshake showed a long round
+    // trip: expect_round_trip): it doubles per window from there for a fast
     // peer, halves for a slow one. Each peer leases up to 2 x depth (a request at least 1 MiB),
     // in whole pieces, before anything is measured; the worker's piece cap is shared first
     // come, first served, so deeper starts let the first peers unchoked take it all (starting
