@@ -599,7 +599,10 @@ Status PeerSession::on_message(const wire::Message& message, Clock::time_point n
                 request_cursor_ = 0;
                 outstanding_ -= std::min(voided, outstanding_);
             } else if constexpr (std::is_same_v<T, wire::Unchoke>) {
-                if (peer_choking_) last_progress_ = now;
+                if (peer_choking_) {
+                    last_progress_ = now;
+                    unchoked_ = true;
+                }
                 peer_choking_ = false;
             } else if constexpr (std::is_same_v<T, wire::Interested>) {
                 if (!peer_interested_) interest_changed_ = true;

@@ -261,6 +261,8 @@ public:
     }
     // Its interest in us changed since the last call (the choker wants to know at once).
     bool take_interest_changed() { return std::exchange(interest_changed_, false); }
+    // It unchoked us since the last call (the worker's piece budget counts it at once).
+    bool take_unchoked() { return std::exchange(unchoked_, false); }
     // Pieces it allowed us to request while it chokes us (BEP 6), as far as we keep them.
     const std::vector<std::uint32_t>& allowed_by_peer() const { return allowed_by_peer_; }
     // Leases given up because the peer rejected our request while unchoking us (it will not
@@ -469,6 +471,7 @@ private:
     // --- uploads ---
     bool am_choking_ = true;
     bool interest_changed_ = false;
+    bool unchoked_ = false;
     std::uint32_t lacking_ = 0;       // pieces it has that we do not
     std::vector<bool> announced_;     // pieces we told it we have (by piece)
     bool haves_held_back_ = false;    // some piece of ours is not announced yet

@@ -634,6 +634,10 @@ void WorkerService::on_activity(TorrentContext& torrent, PeerConnection& connect
         release(torrent.id, connection.key(), session.rejected_leases(), "the peer rejected our request");
         session.rejected_leases().clear();
     }
+    // A peer that unchokes us counts in the budget before it asks for work, not a tick
+    // later: when 48 seeders unchoked us at once, half of them waited one or two ticks
+    // (100-200 ms) for room and started their first pieces that much later.
+    if (session.take_unchoked()) size_piece_budget();
     request_work(torrent, connection, now);
     session.fill_requests(now, !backpressured());
     if (session.take_interest_changed()) schedule_peer_stats(torrent);
@@ -1208,6 +1212,30 @@ void WorkerService::send_peer_stats(TorrentContext& torrent, Clock::time_point n
 
 // --- time ---
 
+// Each peer sending us pieces needs what its full pipeline leases (twice its depth, in
+// whole pieces, at least two), or it idles for a round trip to the orchestrator and for room:
+// the budget grows to the sum over such peers and one piece more, up to the ceiling. A leased
+// piece takes memory only when its first block comes, so what is held stays near the blocks
+// in flight. 48 peers at 512 KiB/s in a 32 MiB budget left a third of them without a piece at
+// any time; with one per peer, a tenth. Eight 4 MiB/s peers 200 ms away lease 4-6 MiB each: a
+// budget of 32 MiB left some without work.
+void WorkerService::size_piece_budget() {
+    std::uint64_t wanted_bytes = 0;
+    std::uint32_t longest = 0;
+    for (const auto& [id, torrent] : torrents_) {
+        for (const auto& [key, connection] : torrent->peers) {
+            const PeerSession& session = connection->session();
+            if (connection->closed() || !session.handshake_done() || session.awaiting_info() ||
+                session.peer_choking() || !session.am_interested()) {
+                continue;
+            }
+            wanted_bytes += std::uint64_t{session.pieces_held_when_full()} * torrent->piece_length();
+            longest = std::max(longest, torrent->piece_length());
+        }
+    }
+    memory_->set_budget(std::max(options_.max_piece_bytes, wanted_bytes + longest));
+}
+
 void WorkerService::schedule_timer() {
     timer_.expires_after(kTickPeriod);
     timer_.async_wait([this](const asio::error_code& error) {
@@ -1238,24 +1266,11 @@ void WorkerService::on_timer() {
         if (stats_due && !torrent->peers.empty()) send_peer_stats(*torrent, now);
         exchange_peers(*torrent, now);
     }
-    // Each peer sending us pieces needs what its full pipeline leases (twice its depth, in
-    // whole pieces, at least two), or it idles for a round trip to the orchestrator and for
-    // room: the budget grows to the sum over such peers and one piece more, up to the
-    // ceiling. A leased piece takes memory only when its first block comes, so what is held
-    // stays near the blocks in flight. 48 peers at 512 KiB/s in a 32 MiB budget left a third
-    // of them without a piece at any time; with one per peer, a tenth. Eight 4 MiB/s peers
-    // 200 ms away lease 4-6 MiB each: a budget of 32 MiB left some without work.
-    std::uint64_t wanted_bytes = 0;
-    std::uint32_t longest = 0;
     for (const auto& [torrent, connection] : all_connections()) {
         if (connection->closed()) continue;
         connection->check_deadline(now, options_.upload_stall);
         PeerSession& session = connection->session();
         if (connection->closed() || !session.handshake_done()) continue;
-        if (!session.awaiting_info() && !session.peer_choking() && session.am_interested()) {
-            wanted_bytes += std::uint64_t{session.pieces_held_when_full()} * torrent->piece_length();
-            longest = std::max(longest, torrent->piece_length());
-        }
         if (session.awaiting_info()) {
             // Requests given up on go to other peers.
             session.on_tick(now);
@@ -1282,7 +1297,7 @@ void WorkerService::on_timer() {
         if (session.has_requests() && !connection->closed()) serve(*torrent, *connection, now);
         connection->flush();
     }
-    memory_->set_budget(std::max(options_.max_piece_bytes, wanted_bytes + longest));
+    size_piece_budget();
     uploader_->send_released();
     if (!stopping_) schedule_timer();
 }

@@ -175,6 +175,8 @@ private:
 
     void on_timer();
     void schedule_timer();
+    // The piece-memory budget from the peers sending us pieces now.
+    void size_piece_budget();
 
     WorkerOptions options_;
     zmq::context_t zmq_context_;

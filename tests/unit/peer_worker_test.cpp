@@ -217,7 +217,13 @@ TEST_F(SessionTest, AsksForWorkOnlyWhenUnchokedAndSomethingIsAvailable) {
     EXPECT_EQ(session.pieces_wanted(t0), 0u);  // has nothing, and choking
     ASSERT_TRUE(deliver(wire::Have{PieceIndex{0}}, t0).ok());
     EXPECT_EQ(session.pieces_wanted(t0), 0u);  // still choking
+    EXPECT_FALSE(session.take_unchoked());
     ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
+    // The worker's piece budget hears of the unchoke once, before the peer asks for work.
+    EXPECT_TRUE(session.take_unchoked());
+    EXPECT_FALSE(session.take_unchoked());
+    ASSERT_TRUE(deliver(wire::Unchoke{}, t0).ok());
+    EXPECT_FALSE(session.take_unchoked());  // already unchoked: nothing changed
     const auto wanted = session.pieces_wanted(t0);
     // The initial depth plus a pipeline queued, in pieces of 4 blocks, but never less than a
     // request's floor: small pieces are asked for in bigger handfuls.
