@@ -159,6 +159,11 @@ bool LeaseBook::holds(PieceIndex piece, NameId peer) const {
     return false;
 }
 
+std::uint64_t LeaseBook::newest(PieceIndex piece) const {
+    if (piece.get() >= head_of_piece_.size() || head_of_piece_[piece.get()] == 0) return 0;
+    return slots_[head_of_piece_[piece.get()] - 1].lease.id;
+}
+
 std::vector<PieceIndex> LeaseBook::in_flight() const {
     std::vector<PieceIndex> pieces;
     // Each piece once: through its newest lease.

@@ -81,6 +81,8 @@ public:
     // Walks the piece's leases: one or two (a few more only in a long endgame).
     std::size_t count(PieceIndex piece) const;
     bool holds(PieceIndex piece, NameId peer) const;
+    // The id of the piece's newest lease; 0 without one.
+    std::uint64_t newest(PieceIndex piece) const;
     // Pieces with at least one lease.
     std::vector<PieceIndex> in_flight() const;
     std::size_t size() const { return live_; }

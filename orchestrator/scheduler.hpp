@@ -54,7 +54,7 @@ public:
     const LeaseBook& leases() const { return leases_; }
 
     // Free pieces the peer has first; when none is left, endgame duplicates of pieces other
-    // peers are fetching.
+    // peers are fetching, the least covered and then the most recently leased first.
     std::vector<Grant> request(const std::string& worker, const PeerKey& peer, std::size_t count,
                                Clock::time_point now);
     // A lease handed back: its piece is free again unless another lease still covers it.
@@ -100,7 +100,6 @@ private:
     SchedulerOptions options_;
     PiecePicker picker_;
     LeaseBook leases_;
-    std::mt19937_64 rng_;
     // Pieces awaiting the writer, with the lease whose copy each waits for (the latest
     // verified: the last to reach the writer), so a dropped copy under another lease leaves
     // it waiting. A map: a few thousand pieces at most are between verifier and disk, where

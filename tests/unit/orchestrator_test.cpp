@@ -312,6 +312,22 @@ TEST_F(SchedulerTest, EndgameDuplicatesThenCancelsTheOthers) {
     EXPECT_TRUE(scheduler.pieces().is_done(piece));
 }
 
+TEST_F(SchedulerTest, EndgameDuplicatesTheNewestLeaseFirst) {
+    for (const char* peer : {"a:1", "b:1", "c:1"}) scheduler.pieces().set_have_all(peer);
+    const auto older = scheduler.request("w1", "a:1", 2, now);
+    const auto newer = scheduler.request("w1", "c:1", 2, now);
+    ASSERT_EQ(older.size() + newer.size(), 4u);
+    // c:1 fetches its pieces in order: the last one granted has waited longest to start.
+    auto dupes = scheduler.request("w2", "b:1", 1, now);
+    ASSERT_EQ(dupes.size(), 1u);
+    EXPECT_EQ(dupes[0].piece, newer[1].piece);
+    dupes = scheduler.request("w2", "b:1", 3, now);
+    ASSERT_EQ(dupes.size(), 3u);
+    EXPECT_EQ(dupes[0].piece, newer[0].piece);
+    EXPECT_EQ(dupes[1].piece, older[1].piece);
+    EXPECT_EQ(dupes[2].piece, older[0].piece);
+}
+
 TEST_F(SchedulerTest, ReleasedAndExpiredLeasesGoBack) {
     scheduler.pieces().set_have_all("a:1");
     const auto grants = scheduler.request("w1", "a:1", 2, now);
