@@ -69,8 +69,8 @@ struct PeerJudgeOptions {
 // one peer's), so a piece that fails its hash check mostly has one contributor, and every
 // block of the bad copy is that peer's: the failure itself is the proof smart-ban would get
 // from comparing the bad copy's blocks with a good one, and that peer (address, port, peer
-// id) is banned at once, no other. Only in endgame do two peers of one worker fill a piece
-// together (from both ends): such a failure names both, and each gets a strike. Peers on
+// id) is banned at once, no other. Only in endgame do two or three peers of one worker fill a
+// piece together: such a failure names them all, and each gets a strike. Peers on
 // the same address stay independent until `banned_peers_to_ban_address` of them have been
 // banned (within a strike's lifetime); then the address goes whole. A plain object: the
 // time is passed in.

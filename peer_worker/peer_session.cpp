@@ -728,11 +728,11 @@ Status PeerSession::on_block(const wire::Piece& block, Clock::time_point now) {
     return ok_status();
 }
 
-bool PeerSession::share_lease(PieceIndex piece, bool from_end) {
+bool PeerSession::share_lease(PieceIndex piece, std::optional<PieceAssembly::Order> order) {
     const auto lease = find_lease(piece);
     if (lease == leases_.end()) return false;
     lease->mark_shared();
-    if (from_end) lease->ask_from_end();
+    if (order) lease->ask_in(*order);
     return true;
 }
 

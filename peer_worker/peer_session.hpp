@@ -332,8 +332,9 @@ public:
     using BlockShare = std::function<void(PieceIndex, BlockOffset, std::span<const std::uint8_t>)>;
     void set_block_share(BlockShare share) { block_share_ = std::move(share); }
     bool shares_blocks() const { return static_cast<bool>(block_share_); }
-    // Marks the lease of `piece` shared, asking from the end if `from_end`; false if not held.
-    bool share_lease(PieceIndex piece, bool from_end);
+    // Marks the lease of `piece` shared and, given an order, asks for its blocks in it; false
+    // if not held.
+    bool share_lease(PieceIndex piece, std::optional<PieceAssembly::Order> order = std::nullopt);
     // Calls `f(offset, bytes)` for each block of `piece` received so far.
     template <class F>
     void for_each_received(PieceIndex piece, F&& f) {

@@ -50,7 +50,11 @@ std::uint32_t PieceAssembly::block_length(std::uint32_t block) const {
 std::optional<BlockRequest> PieceAssembly::request_next(Clock::time_point now) {
     Block* const all = blocks();
     std::uint32_t block = 0;
-    if (from_end_) {
+    if (order_ == Order::from_middle) {
+        const auto found = middle_needed_block();
+        if (!found) return std::nullopt;
+        block = *found;
+    } else if (order_ == Order::from_end) {
         while (back_ > 0 && all[back_ - 1].state != BlockState::needed) --back_;
         if (back_ == 0) return std::nullopt;
         block = --back_;
@@ -63,6 +67,24 @@ std::optional<BlockRequest> PieceAssembly::request_next(Clock::time_point now) {
     --unrequested_;
     ++requested_;
     return BlockRequest{BlockOffset{block * kBlockSize}, BlockLength{block_length(block)}};
+}
+
+std::optional<std::uint32_t> PieceAssembly::middle_needed_block() const {
+    // Linear in the piece's blocks, and only for a third holder at the very end.
+    const Block* const all = blocks();
+    std::uint32_t low = 0;
+    std::uint32_t high = block_count_;
+    while (low < high && all[low].state == BlockState::received) ++low;
+    while (high > low && all[high - 1].state == BlockState::received) --high;
+    const std::uint32_t middle = low + (high - low) / 2;
+    // middle, middle - 1, middle + 1, middle - 2, ...: outward, staying within [low, high).
+    for (std::uint32_t step = 0; step <= high - low; ++step) {
+        if (middle + step < high && all[middle + step].state == BlockState::needed) return middle + step;
+        if (middle >= low + step + 1 && all[middle - step - 1].state == BlockState::needed) {
+            return middle - step - 1;
+        }
+    }
+    return std::nullopt;
 }
 
 PieceAssembly::BlockResult PieceAssembly::add_block(BlockOffset offset,

@@ -134,8 +134,11 @@ public:
     // later one asks for blocks from the end, and each copies in what the other receives
     // (absorb), so the two meet in the middle instead of each fetching the whole piece: the
     // last pieces of a swarm of slow peers take half the time (16 KiB blocks, not whole
-    // pieces, are then the unit of work).
-    void ask_from_end() { from_end_ = true; }
+    // pieces, are then the unit of work). A third asks from the middle of what is still
+    // missing outward: once the other two pipelines cover the piece, those are the blocks
+    // they get to last, and it races them for those (the loser's request is cancelled).
+    enum class Order : std::uint8_t { from_start, from_end, from_middle };
+    void ask_in(Order order) { order_ = order; }
     void mark_shared() { shared_ = true; }
     bool shared() const { return shared_; }
     // Copies in a block that `from` sent for another lease of this piece, unless this one
@@ -172,6 +175,8 @@ private:
     static constexpr std::uint32_t kInlineBlocks = 4;
 
     std::uint32_t block_length(std::uint32_t block) const;
+    // The needed block nearest the middle of the span not yet received (Order::from_middle).
+    std::optional<std::uint32_t> middle_needed_block() const;
     // Computed on each call rather than stored: a view into `inline_blocks_` must survive moves.
     Block* blocks() { return more_blocks_ ? more_blocks_.get() : inline_blocks_.data(); }
     const Block* blocks() const { return more_blocks_ ? more_blocks_.get() : inline_blocks_.data(); }
@@ -185,7 +190,7 @@ private:
     std::unique_ptr<Block[]> more_blocks_;  // pieces of more than kInlineBlocks blocks
     std::uint32_t cursor_ = 0;  // no needed block before this one
     std::uint32_t back_ = 0;    // asking from the end: no needed block from this one on
-    bool from_end_ = false;
+    Order order_ = Order::from_start;
     bool shared_ = false;
     std::vector<std::string> helpers_;
     std::uint32_t unrequested_ = 0;

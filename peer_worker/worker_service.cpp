@@ -502,13 +502,15 @@ void WorkerService::cancel_piece(TorrentId id, PieceIndex piece) {
 void WorkerService::share_piece(TorrentContext& torrent, PeerConnection& connection,
                                 PieceIndex piece, Clock::time_point now) {
     PeerSession& session = connection.session();
+    std::size_t holders = 0;
     for (const auto& [key, other] : torrent.peers) {
         if (other.get() == &connection || other->closed() || !other->session().holds_lease(piece)) {
             continue;
         }
+        if (++holders > 1) continue;  // the first holder's copy already holds the others' blocks
         PeerSession& holder = other->session();
         forward_blocks(torrent, *other);
-        holder.share_lease(piece, false);
+        holder.share_lease(piece);
         // What the holder has so far: from here on both copies hold every block either has.
         std::optional<std::uint64_t> finished;
         holder.for_each_received(piece, [&](BlockOffset offset, std::span<const std::uint8_t> data) {
@@ -520,9 +522,11 @@ void WorkerService::share_piece(TorrentContext& torrent, PeerConnection& connect
         }
         spdlog::debug("{} (torrent {}): piece {} fetched from both ends with {}", connection.key(),
                       torrent.id.get(), piece.get(), key);
-        break;  // the holder's copy already holds those of any other holder
     }
-    if (session.share_lease(piece, true)) forward_blocks(torrent, connection);
+    // A second holder here asks from the end, a third from the middle. With none (the other
+    // lease is another worker's, fetched from its start), from the end too.
+    const auto order = holders >= 2 ? PieceAssembly::Order::from_middle : PieceAssembly::Order::from_end;
+    if (session.share_lease(piece, order)) forward_blocks(torrent, connection);
 }
 
 void WorkerService::forward_blocks(TorrentContext& torrent, PeerConnection& connection) {

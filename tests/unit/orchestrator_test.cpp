@@ -328,6 +328,21 @@ TEST_F(SchedulerTest, EndgameDuplicatesTheNewestLeaseFirst) {
     EXPECT_EQ(dupes[2].piece, older[0].piece);
 }
 
+TEST(Scheduler, AThirdLeaseOnlyOnceEveryPieceInFlightHasTwo) {
+    const auto now = Clock::now();
+    Scheduler scheduler{3, SchedulerOptions{60s, 3, 5}};
+    for (const char* peer : {"a:1", "b:1", "c:1", "d:1"}) scheduler.pieces().set_have_all(peer);
+    ASSERT_EQ(scheduler.request("w1", "a:1", 2, now).size(), 2u);
+    ASSERT_EQ(scheduler.request("w1", "b:1", 1, now).size(), 1u);
+    // c:1 duplicates each piece once before any gets a third lease.
+    auto dupes = scheduler.request("w1", "c:1", 3, now);
+    ASSERT_EQ(dupes.size(), 3u);
+    dupes = scheduler.request("w1", "d:1", 4, now);
+    EXPECT_EQ(dupes.size(), 3u);  // a third of each, and no more
+    EXPECT_TRUE(scheduler.request("w1", "d:1", 4, now).empty());
+    EXPECT_EQ(scheduler.leases_outstanding(), 9u);
+}
+
 TEST_F(SchedulerTest, ReleasedAndExpiredLeasesGoBack) {
     scheduler.pieces().set_have_all("a:1");
     const auto grants = scheduler.request("w1", "a:1", 2, now);

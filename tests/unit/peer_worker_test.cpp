@@ -479,9 +479,9 @@ TEST_F(SessionTest, TwoPeersOfAWorkerShareAPieceFromBothEnds) {
     other.set_block_share([&](PieceIndex p, BlockOffset o, std::span<const std::uint8_t> d) {
         other_finished = session.absorb_block(p, o, d, "b", t0);
     });
-    EXPECT_FALSE(other.share_lease(PieceIndex{3}, true));  // not held
-    ASSERT_TRUE(session.share_lease(PieceIndex{2}, false));
-    ASSERT_TRUE(other.share_lease(PieceIndex{2}, true));
+    EXPECT_FALSE(other.share_lease(PieceIndex{3}, PieceAssembly::Order::from_end));  // not held
+    ASSERT_TRUE(session.share_lease(PieceIndex{2}));
+    ASSERT_TRUE(other.share_lease(PieceIndex{2}, PieceAssembly::Order::from_end));
 
     // The first session asks for one block (a shallow pipeline is enough to show it).
     auto first = block_bytes(kBlockSize, 1);
@@ -1253,10 +1253,31 @@ TEST(PieceAssembly, VoidedRequestsAreAskedAgainAndUnaskedBlocksRefused) {
     EXPECT_EQ(sizer.min_latency(), 200ms);
 }
 
+// A third holder of a piece in one worker: the other two ask from either end, so it asks from
+// the middle of what none of them has yet, outward.
+TEST(PieceAssembly, AskedFromTheMiddleOfWhatIsMissing) {
+    const auto now = Clock::now();
+    PieceAssembly piece(PieceIndex{1}, 4, PieceDestination::owned(8 * kBlockSize));
+    piece.ask_in(PieceAssembly::Order::from_middle);
+    std::vector<std::uint8_t> data(kBlockSize, 7);
+    // Blocks 0 and 7 came to the others: 1-6 are missing, their middle is between 3 and 4.
+    ASSERT_EQ(piece.absorb(BlockOffset{0}, data, "x"), PieceAssembly::Absorbed::was_needed);
+    ASSERT_EQ(piece.absorb(BlockOffset{7 * kBlockSize}, data, "y"), PieceAssembly::Absorbed::was_needed);
+    std::vector<std::uint32_t> asked;
+    for (int i = 0; i < 3; ++i) asked.push_back(piece.request_next(now)->offset.get() / kBlockSize);
+    EXPECT_EQ(asked, (std::vector<std::uint32_t>{4, 3, 5}));
+    // Block 1 comes too: what is missing is 2-6 now, its middle 4 (asked for already).
+    ASSERT_EQ(piece.absorb(BlockOffset{kBlockSize}, data, "x"), PieceAssembly::Absorbed::was_needed);
+    asked.clear();
+    while (const auto next = piece.request_next(now)) asked.push_back(next->offset.get() / kBlockSize);
+    EXPECT_EQ(asked, (std::vector<std::uint32_t>{2, 6}));
+    EXPECT_EQ(piece.blocks_unrequested(), 0u);
+}
+
 TEST(PieceAssembly, AskedFromTheEndAndAbsorbingAnotherPeersBlocks) {
     const auto now = Clock::now();
     PieceAssembly piece(PieceIndex{1}, 4, PieceDestination::owned(4 * kBlockSize));
-    piece.ask_from_end();
+    piece.ask_in(PieceAssembly::Order::from_end);
     const auto first = piece.request_next(now);
     ASSERT_TRUE(first.has_value());
     EXPECT_EQ(first->offset.get(), 3u * kBlockSize);
