@@ -330,17 +330,23 @@ TEST_F(SchedulerTest, EndgameDuplicatesTheNewestLeaseFirst) {
 
 TEST(Scheduler, AThirdLeaseOnlyOnceEveryPieceInFlightHasTwo) {
     const auto now = Clock::now();
-    Scheduler scheduler{3, SchedulerOptions{60s, 3, 5}};
-    for (const char* peer : {"a:1", "b:1", "c:1", "d:1"}) scheduler.pieces().set_have_all(peer);
-    ASSERT_EQ(scheduler.request("w1", "a:1", 2, now).size(), 2u);
-    ASSERT_EQ(scheduler.request("w1", "b:1", 1, now).size(), 1u);
-    // c:1 duplicates each piece once before any gets a third lease.
-    auto dupes = scheduler.request("w1", "c:1", 3, now);
-    ASSERT_EQ(dupes.size(), 3u);
-    dupes = scheduler.request("w1", "d:1", 4, now);
-    EXPECT_EQ(dupes.size(), 3u);  // a third of each, and no more
-    EXPECT_TRUE(scheduler.request("w1", "d:1", 4, now).empty());
-    EXPECT_EQ(scheduler.leases_outstanding(), 9u);
+    Scheduler scheduler{2, SchedulerOptions{60s, 3, 5}};
+    for (const char* peer : {"a:1", "b:1", "c:1", "d:1", "e:1"}) scheduler.pieces().set_have_all(peer);
+    const auto first = scheduler.request("w1", "a:1", 2, now);
+    ASSERT_EQ(first.size(), 2u);
+    const PieceIndex older = first[0].piece;
+    const PieceIndex newer = first[1].piece;
+    auto dupes = scheduler.request("w1", "b:1", 1, now);
+    ASSERT_EQ(dupes.size(), 1u);
+    EXPECT_EQ(dupes[0].piece, newer);
+    // The newer piece has two leases now: the older one, with one, comes first after all.
+    dupes = scheduler.request("w1", "c:1", 1, now);
+    ASSERT_EQ(dupes.size(), 1u);
+    EXPECT_EQ(dupes[0].piece, older);
+    // Both have two: a third of each, and no more.
+    EXPECT_EQ(scheduler.request("w1", "d:1", 2, now).size(), 2u);
+    EXPECT_TRUE(scheduler.request("w1", "e:1", 2, now).empty());
+    EXPECT_EQ(scheduler.leases_outstanding(), 6u);
 }
 
 TEST_F(SchedulerTest, ReleasedAndExpiredLeasesGoBack) {
