@@ -520,12 +520,15 @@ void WorkerService::share_piece(TorrentContext& torrent, PeerConnection& connect
             release(torrent.id, connection.key(), {*finished}, "fetched by another peer of this worker");
             return;
         }
-        spdlog::debug("{} (torrent {}): piece {} fetched from both ends with {}", connection.key(),
-                      torrent.id.get(), piece.get(), key);
     }
     // A second holder here asks from the end, a third from the middle. With none (the other
     // lease is another worker's, fetched from its start), from the end too.
     const auto order = holders >= 2 ? PieceAssembly::Order::from_middle : PieceAssembly::Order::from_end;
+    if (holders > 0) {
+        spdlog::debug("{} (torrent {}): piece {} shared with {} other peer(s), asking from the {}",
+                      connection.key(), torrent.id.get(), piece.get(), holders,
+                      order == PieceAssembly::Order::from_middle ? "middle" : "end");
+    }
     if (session.share_lease(piece, order)) forward_blocks(torrent, connection);
 }
 
